@@ -1,0 +1,192 @@
+//! The `dsys` command line: parse the arguments, start the logger, run one role, and turn
+//! its result into the exit status of `CONTRACT.md` (0 success, 1 runtime failure with one
+//! line on stderr, 2 usage error — clap exits with 2 on its own).
+//!
+//! Everything else lives in the library (`src/lib.rs`), so tests and the demo start the
+//! same roles this file does.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use dsys::roles::{client, coordinator, demo, server, status};
+use dsys::{DEFAULT_COORDINATOR, Error};
+
+/// A small distributed messaging system: a coordinator, servers and clients.
+///
+/// Start a coordinator, then a few servers, then clients; every line a client types reaches
+/// every other client, on any server, and clients move by themselves when a server fails.
+/// `dsys demo` shows the whole story on one machine.
+#[derive(Parser)]
+#[command(name = "dsys", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Track servers by their heartbeats, assign clients to servers, and move the clients of
+    /// a failed server.
+    Coordinator {
+        /// Address to listen on.
+        #[arg(long, default_value = DEFAULT_COORDINATOR)]
+        listen: String,
+        /// A server silent for this long (milliseconds) is declared dead.
+        #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u64).range(1..))]
+        heartbeat_timeout: u64,
+    },
+    /// Accept clients (one thread each) and broadcast their messages across the cluster.
+    Server {
+        /// Port to listen on (0: any free port).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Address to bind.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// The coordinator's address.
+        #[arg(long, env = "DSYS_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+        /// How often to send a heartbeat to the coordinator (milliseconds).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+        heartbeat_interval: u64,
+        /// The address clients and peers should use to reach this server (default: HOST:PORT;
+        /// needed when HOST is 0.0.0.0).
+        #[arg(long)]
+        advertise: Option<String>,
+        /// Most clients this server accepts at once; more are refused with "server full".
+        #[arg(long, default_value_t = server::DEFAULT_MAX_CLIENTS)]
+        max_clients: usize,
+        /// Most messages kept in the history window that failed-over clients resume from.
+        #[arg(long, default_value_t = server::DEFAULT_HISTORY_MESSAGES)]
+        history_messages: usize,
+        /// Most payload bytes kept in the history window.
+        #[arg(long, default_value_t = server::DEFAULT_HISTORY_BYTES)]
+        history_bytes: usize,
+    },
+    /// Register with a server, send stdin lines (and `/file PATH`) to every other client, and
+    /// print what the others send.
+    Client {
+        /// Register with the cluster (what a client always does; kept for the seed's usage).
+        #[arg(long)]
+        register: bool,
+        /// The coordinator's address, asked which server to use.
+        #[arg(long, env = "DSYS_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+        /// Start on this server instead of asking the coordinator (failovers still ask it).
+        #[arg(long)]
+        server: Option<String>,
+        /// Name to register under (default: user-PID).
+        #[arg(long)]
+        name: Option<String>,
+        /// How to print events on stdout.
+        #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+        output: OutputArg,
+        /// Where received files are saved.
+        #[arg(long, default_value = "downloads")]
+        download_dir: PathBuf,
+        /// Send this text before reading stdin (repeatable).
+        #[arg(long)]
+        send: Vec<String>,
+        /// Send this file before reading stdin (repeatable).
+        #[arg(long)]
+        send_file: Vec<PathBuf>,
+    },
+    /// Show the servers the coordinator knows, and their clients.
+    Status {
+        /// The coordinator's address.
+        #[arg(long, env = "DSYS_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+        /// Table or JSON.
+        #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+        output: OutputArg,
+    },
+    /// Run the whole story on this machine: a coordinator, three servers, clients sharing
+    /// text, a server killed, its clients moved, and a summary.
+    Demo,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputArg {
+    Text,
+    Json,
+}
+
+impl From<OutputArg> for dsys::Output {
+    fn from(arg: OutputArg) -> dsys::Output {
+        match arg {
+            OutputArg::Text => dsys::Output::Text,
+            OutputArg::Json => dsys::Output::Json,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Usage(why)) => {
+            eprintln!("dsys: {why}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("dsys: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> dsys::Result<()> {
+    match command {
+        Command::Coordinator {
+            listen,
+            heartbeat_timeout,
+        } => coordinator::run(coordinator::Config::new(
+            listen,
+            Duration::from_millis(heartbeat_timeout),
+        )),
+        Command::Server {
+            port,
+            host,
+            coordinator,
+            heartbeat_interval,
+            advertise,
+            max_clients,
+            history_messages,
+            history_bytes,
+        } => server::run(server::Config {
+            bind: format!("{host}:{port}"),
+            advertise,
+            coordinator,
+            heartbeat_interval: Duration::from_millis(heartbeat_interval),
+            max_clients,
+            history_messages,
+            history_bytes,
+        }),
+        Command::Client {
+            register: _,
+            coordinator,
+            server,
+            name,
+            output,
+            download_dir,
+            send,
+            send_file,
+        } => client::run(client::Config {
+            coordinator,
+            server,
+            name: name.unwrap_or_else(|| format!("user-{}", std::process::id())),
+            output: output.into(),
+            download_dir,
+            send,
+            send_files: send_file,
+        }),
+        Command::Status {
+            coordinator,
+            output,
+        } => status::run(&coordinator, output.into()),
+        Command::Demo => demo::run(),
+    }
+}

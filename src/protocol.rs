@@ -1,0 +1,776 @@
+//! The wire protocol: every byte that crosses a dsys socket is defined here.
+//!
+//! A connection carries *frames*: a 4-byte big-endian length `N`, then `N` bytes of body.
+//! The body starts with one type byte that names a [`Message`] variant; the fields follow in a
+//! fixed order. `docs/protocol.md` describes every frame byte by byte.
+//!
+//! Layering, bottom-up: [`read_frame`] turns bytes into a bounded body, [`Message::decode`]
+//! turns a body into a typed message, [`Message::encode`] does the reverse. No role parses
+//! bytes itself, so the frame-size cap and every check on untrusted input live in this file.
+//!
+//! Nothing a peer sends can make this module allocate more than [`MAX_FRAME_LEN`] bytes for
+//! one frame: the length prefix is checked before the buffer is allocated, and every count
+//! inside a frame is checked against the bytes that are actually left before a `Vec` is sized.
+
+use std::io::{self, Read, Write};
+
+use crate::error::{Error, Result};
+
+/// The protocol version carried in every [`Message::Hello`]. A peer that speaks another
+/// version is refused with a clear [`Message::Error`] instead of being misread.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The four bytes that open every [`Message::Hello`], so that a stray connection (a browser,
+/// a port scanner) is recognised at once instead of being parsed as a length.
+pub const MAGIC: [u8; 4] = *b"DSYS";
+
+/// The largest frame body accepted or produced: 1 MiB.
+///
+/// Why this value: large enough for a long text line or a file chunk of 256 KiB with its
+/// headers, small enough that a connection thread's buffer is cheap even with thousands of
+/// connections. What happens at the bound: a length prefix above it is a protocol error; the
+/// reader closes that one connection (logging the reason) and allocates nothing.
+pub const MAX_FRAME_LEN: u32 = 1024 * 1024;
+
+/// The longest text or file payload that fits in one frame, leaving room for the headers.
+pub const MAX_PAYLOAD_LEN: usize = MAX_FRAME_LEN as usize - 4096;
+
+/// Who is opening a connection: the first frame of every connection says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A client that will register and then publish and receive messages (server port).
+    Client = 1,
+    /// A server relaying its clients' messages to another server (server port).
+    Peer = 2,
+    /// A server sending heartbeats (coordinator port).
+    Heartbeat = 3,
+    /// `dsys status` asking for the cluster table (coordinator port).
+    Status = 4,
+    /// A client asking which server to use (coordinator port).
+    Locate = 5,
+}
+
+impl Role {
+    fn from_byte(byte: u8) -> Result<Role> {
+        Ok(match byte {
+            1 => Role::Client,
+            2 => Role::Peer,
+            3 => Role::Heartbeat,
+            4 => Role::Status,
+            5 => Role::Locate,
+            other => return Err(Error::Protocol(format!("unknown role {other}"))),
+        })
+    }
+}
+
+/// What a published message carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// One line of text (UTF-8).
+    Text(String),
+    /// A whole file, in one frame (at most [`MAX_PAYLOAD_LEN`] bytes).
+    File {
+        /// The sender's file name, untrusted: receivers sanitise it before use.
+        name: String,
+        /// The file's bytes.
+        data: Vec<u8>,
+    },
+}
+
+/// One server as the coordinator sees it, in heartbeat replies and status reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// The address clients and peers connect to (`host:port`).
+    pub addr: String,
+    /// The server's incarnation, assigned by the coordinator (see `docs/guarantees.md`).
+    pub epoch: u64,
+    /// Whether the coordinator currently considers it alive.
+    pub alive: bool,
+    /// The names of the clients registered on it, as of its last heartbeat.
+    pub clients: Vec<String>,
+}
+
+/// Every frame dsys sends. The comment on each variant says who sends it to whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Anyone → anyone: the first frame of every connection.
+    Hello {
+        /// [`PROTOCOL_VERSION`] of the sender.
+        version: u16,
+        /// What the connection is for.
+        role: Role,
+    },
+    /// Any side, just before closing: why the connection is being refused or closed.
+    Error {
+        /// A sentence for a human.
+        reason: String,
+    },
+
+    /// Client → server: join as `name`. A client that fails over sets `resume` to prove it
+    /// is the same session and to say which messages it has already delivered.
+    Register {
+        /// The name to register.
+        name: String,
+        /// Present when resuming an earlier session on a new server.
+        resume: Option<Resume>,
+    },
+    /// Server → client: registration accepted.
+    Registered {
+        /// The session id: stamped on every message this client sends.
+        session: u64,
+        /// A secret proving ownership of `session` when resuming.
+        token: u64,
+        /// How often the server sends [`Message::Keepalive`] when it has nothing else to say.
+        keepalive_ms: u32,
+        /// The sender sessions the server holds history for, with their latest `seq`:
+        /// messages up to these are "before the client registered".
+        watermarks: Vec<(u64, u64)>,
+    },
+    /// Server → client: registration refused (name taken, invalid, server full, ...).
+    RegisterRefused {
+        /// A sentence for a human.
+        reason: String,
+    },
+    /// Client → server: broadcast this message, the client's `seq`-th.
+    Publish {
+        /// The sender's own counter: 1, 2, 3, ...
+        seq: u64,
+        /// What is sent.
+        body: Body,
+    },
+    /// Server → client: a message from another client.
+    Deliver {
+        /// The sender's registered name (stamped by the sender's server, never by the sender).
+        from: String,
+        /// The sender's session id.
+        session: u64,
+        /// The sender's `seq` for this message.
+        seq: u64,
+        /// What was sent.
+        body: Body,
+    },
+    /// Server → client: every message up to and including `seq` is safe (stored on every
+    /// live server), so the client may forget it.
+    Ack {
+        /// Highest acknowledged `seq`.
+        seq: u64,
+    },
+    /// Server → client: "I am alive" when there is nothing else to send.
+    Keepalive,
+    /// Client → server: leaving on purpose.
+    Deregister,
+
+    /// Server → server: the first frame after `Hello{Peer}`.
+    PeerHello {
+        /// The sender's advertised address.
+        addr: String,
+        /// The sender's incarnation.
+        epoch: u64,
+    },
+    /// Server → server: reply to [`Message::PeerHello`], "resume your relay after this index".
+    PeerWelcome {
+        /// The highest relay index already received from this incarnation (0: none).
+        last_index: u64,
+    },
+    /// Server → server: one message published by a client of the sending server.
+    Relay {
+        /// The sender's relay log position, 1, 2, 3, ... per incarnation.
+        index: u64,
+        /// Sender name.
+        from: String,
+        /// Sender session.
+        session: u64,
+        /// Sender seq.
+        seq: u64,
+        /// The message.
+        body: Body,
+    },
+    /// Server → server: every relay up to `index` has been stored.
+    PeerAck {
+        /// Highest stored relay index.
+        index: u64,
+    },
+
+    /// Server → coordinator: "I am alive, and these clients are mine".
+    Heartbeat {
+        /// The address clients and peers should use.
+        addr: String,
+        /// The server's incarnation, 0 when it has none yet.
+        epoch: u64,
+        /// Names of the registered clients.
+        clients: Vec<String>,
+    },
+    /// Coordinator → server: the heartbeat is accepted; here are the live servers.
+    HeartbeatReply {
+        /// The incarnation the server is to use (assigned when it sent 0).
+        epoch: u64,
+        /// Every live server, including the one addressed.
+        servers: Vec<ServerInfo>,
+    },
+    /// Coordinator → server: that incarnation was declared dead; start again as a new one.
+    Fenced {
+        /// A sentence for a human.
+        reason: String,
+    },
+
+    /// Client → coordinator: which server should `name` use? `suspect` names a server the
+    /// client just lost (empty when none), so the coordinator can check it at once.
+    Locate {
+        /// The client's name.
+        name: String,
+        /// The server the client could no longer reach, or "".
+        suspect: String,
+    },
+    /// Coordinator → client: use this server.
+    Assign {
+        /// The server's address.
+        server: String,
+    },
+
+    /// `dsys status` → coordinator.
+    StatusQuery,
+    /// Coordinator → `dsys status`: every known server.
+    StatusReport {
+        /// Known servers, alive or recently dead.
+        servers: Vec<ServerInfo>,
+    },
+}
+
+/// What a resuming client proves and remembers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// The session id it was given at first registration.
+    pub session: u64,
+    /// The token it was given with it.
+    pub token: u64,
+    /// For each sender session it knows, the highest `seq` it has delivered.
+    pub seen: Vec<(u64, u64)>,
+}
+
+// Type bytes. Grouped by connection kind; docs/protocol.md has the same table.
+const T_HELLO: u8 = 0x01;
+const T_ERROR: u8 = 0x02;
+const T_REGISTER: u8 = 0x10;
+const T_REGISTERED: u8 = 0x11;
+const T_REGISTER_REFUSED: u8 = 0x12;
+const T_PUBLISH: u8 = 0x13;
+const T_DELIVER: u8 = 0x14;
+const T_ACK: u8 = 0x15;
+const T_KEEPALIVE: u8 = 0x16;
+const T_DEREGISTER: u8 = 0x17;
+const T_PEER_HELLO: u8 = 0x20;
+const T_PEER_WELCOME: u8 = 0x21;
+const T_RELAY: u8 = 0x22;
+const T_PEER_ACK: u8 = 0x23;
+const T_HEARTBEAT: u8 = 0x30;
+const T_HEARTBEAT_REPLY: u8 = 0x31;
+const T_FENCED: u8 = 0x32;
+const T_LOCATE: u8 = 0x40;
+const T_ASSIGN: u8 = 0x41;
+const T_STATUS_QUERY: u8 = 0x50;
+const T_STATUS_REPORT: u8 = 0x51;
+
+const BODY_TEXT: u8 = 1;
+const BODY_FILE: u8 = 2;
+
+impl Message {
+    /// A short name for logs ("Publish", "Heartbeat", ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "Hello",
+            Message::Error { .. } => "Error",
+            Message::Register { .. } => "Register",
+            Message::Registered { .. } => "Registered",
+            Message::RegisterRefused { .. } => "RegisterRefused",
+            Message::Publish { .. } => "Publish",
+            Message::Deliver { .. } => "Deliver",
+            Message::Ack { .. } => "Ack",
+            Message::Keepalive => "Keepalive",
+            Message::Deregister => "Deregister",
+            Message::PeerHello { .. } => "PeerHello",
+            Message::PeerWelcome { .. } => "PeerWelcome",
+            Message::Relay { .. } => "Relay",
+            Message::PeerAck { .. } => "PeerAck",
+            Message::Heartbeat { .. } => "Heartbeat",
+            Message::HeartbeatReply { .. } => "HeartbeatReply",
+            Message::Fenced { .. } => "Fenced",
+            Message::Locate { .. } => "Locate",
+            Message::Assign { .. } => "Assign",
+            Message::StatusQuery => "StatusQuery",
+            Message::StatusReport { .. } => "StatusReport",
+        }
+    }
+
+    /// Encodes the message as one complete frame, length prefix included.
+    ///
+    /// # Panics
+    /// If a field is longer than the protocol can express (a string over 65,535 bytes or a
+    /// frame over [`MAX_FRAME_LEN`]). Callers check user input against [`MAX_PAYLOAD_LEN`]
+    /// first, so this marks a bug, not bad input.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Writer::default();
+        out.0.extend_from_slice(&[0; 4]); // the length, filled in below
+        self.encode_body(&mut out);
+        let len = out.0.len() - 4;
+        assert!(
+            len <= MAX_FRAME_LEN as usize,
+            "frame of {len} bytes exceeds the cap"
+        );
+        out.0[..4].copy_from_slice(&(len as u32).to_be_bytes());
+        out.0
+    }
+
+    fn encode_body(&self, out: &mut Writer) {
+        match self {
+            Message::Hello { version, role } => {
+                out.u8(T_HELLO);
+                out.0.extend_from_slice(&MAGIC);
+                out.u16(*version);
+                out.u8(*role as u8);
+            }
+            Message::Error { reason } => {
+                out.u8(T_ERROR);
+                out.str(reason);
+            }
+            Message::Register { name, resume } => {
+                out.u8(T_REGISTER);
+                out.str(name);
+                match resume {
+                    None => out.u8(0),
+                    Some(resume) => {
+                        out.u8(1);
+                        out.u64(resume.session);
+                        out.u64(resume.token);
+                        out.pairs(&resume.seen);
+                    }
+                }
+            }
+            Message::Registered {
+                session,
+                token,
+                keepalive_ms,
+                watermarks,
+            } => {
+                out.u8(T_REGISTERED);
+                out.u64(*session);
+                out.u64(*token);
+                out.u32(*keepalive_ms);
+                out.pairs(watermarks);
+            }
+            Message::RegisterRefused { reason } => {
+                out.u8(T_REGISTER_REFUSED);
+                out.str(reason);
+            }
+            Message::Publish { seq, body } => {
+                out.u8(T_PUBLISH);
+                out.u64(*seq);
+                out.body(body);
+            }
+            Message::Deliver {
+                from,
+                session,
+                seq,
+                body,
+            } => {
+                out.u8(T_DELIVER);
+                out.str(from);
+                out.u64(*session);
+                out.u64(*seq);
+                out.body(body);
+            }
+            Message::Ack { seq } => {
+                out.u8(T_ACK);
+                out.u64(*seq);
+            }
+            Message::Keepalive => out.u8(T_KEEPALIVE),
+            Message::Deregister => out.u8(T_DEREGISTER),
+            Message::PeerHello { addr, epoch } => {
+                out.u8(T_PEER_HELLO);
+                out.str(addr);
+                out.u64(*epoch);
+            }
+            Message::PeerWelcome { last_index } => {
+                out.u8(T_PEER_WELCOME);
+                out.u64(*last_index);
+            }
+            Message::Relay {
+                index,
+                from,
+                session,
+                seq,
+                body,
+            } => {
+                out.u8(T_RELAY);
+                out.u64(*index);
+                out.str(from);
+                out.u64(*session);
+                out.u64(*seq);
+                out.body(body);
+            }
+            Message::PeerAck { index } => {
+                out.u8(T_PEER_ACK);
+                out.u64(*index);
+            }
+            Message::Heartbeat {
+                addr,
+                epoch,
+                clients,
+            } => {
+                out.u8(T_HEARTBEAT);
+                out.str(addr);
+                out.u64(*epoch);
+                out.strs(clients);
+            }
+            Message::HeartbeatReply { epoch, servers } => {
+                out.u8(T_HEARTBEAT_REPLY);
+                out.u64(*epoch);
+                out.servers(servers);
+            }
+            Message::Fenced { reason } => {
+                out.u8(T_FENCED);
+                out.str(reason);
+            }
+            Message::Locate { name, suspect } => {
+                out.u8(T_LOCATE);
+                out.str(name);
+                out.str(suspect);
+            }
+            Message::Assign { server } => {
+                out.u8(T_ASSIGN);
+                out.str(server);
+            }
+            Message::StatusQuery => out.u8(T_STATUS_QUERY),
+            Message::StatusReport { servers } => {
+                out.u8(T_STATUS_REPORT);
+                out.servers(servers);
+            }
+        }
+    }
+
+    /// Decodes one frame body (without its length prefix).
+    ///
+    /// # Errors
+    /// [`Error::Protocol`] for an unknown type byte, a truncated field, invalid UTF-8, a
+    /// count larger than the bytes left, or bytes left over after the last field.
+    pub fn decode(body: &[u8]) -> Result<Message> {
+        let mut r = Reader { rest: body };
+        let message = match r.u8()? {
+            T_HELLO => {
+                if r.take(4)? != MAGIC {
+                    return Err(Error::Protocol("bad magic: not a dsys peer".into()));
+                }
+                Message::Hello {
+                    version: r.u16()?,
+                    role: Role::from_byte(r.u8()?)?,
+                }
+            }
+            T_ERROR => Message::Error { reason: r.str()? },
+            T_REGISTER => Message::Register {
+                name: r.str()?,
+                resume: match r.u8()? {
+                    0 => None,
+                    1 => Some(Resume {
+                        session: r.u64()?,
+                        token: r.u64()?,
+                        seen: r.pairs()?,
+                    }),
+                    other => return Err(Error::Protocol(format!("bad resume flag {other}"))),
+                },
+            },
+            T_REGISTERED => Message::Registered {
+                session: r.u64()?,
+                token: r.u64()?,
+                keepalive_ms: r.u32()?,
+                watermarks: r.pairs()?,
+            },
+            T_REGISTER_REFUSED => Message::RegisterRefused { reason: r.str()? },
+            T_PUBLISH => Message::Publish {
+                seq: r.u64()?,
+                body: r.body()?,
+            },
+            T_DELIVER => Message::Deliver {
+                from: r.str()?,
+                session: r.u64()?,
+                seq: r.u64()?,
+                body: r.body()?,
+            },
+            T_ACK => Message::Ack { seq: r.u64()? },
+            T_KEEPALIVE => Message::Keepalive,
+            T_DEREGISTER => Message::Deregister,
+            T_PEER_HELLO => Message::PeerHello {
+                addr: r.str()?,
+                epoch: r.u64()?,
+            },
+            T_PEER_WELCOME => Message::PeerWelcome {
+                last_index: r.u64()?,
+            },
+            T_RELAY => Message::Relay {
+                index: r.u64()?,
+                from: r.str()?,
+                session: r.u64()?,
+                seq: r.u64()?,
+                body: r.body()?,
+            },
+            T_PEER_ACK => Message::PeerAck { index: r.u64()? },
+            T_HEARTBEAT => Message::Heartbeat {
+                addr: r.str()?,
+                epoch: r.u64()?,
+                clients: r.strs()?,
+            },
+            T_HEARTBEAT_REPLY => Message::HeartbeatReply {
+                epoch: r.u64()?,
+                servers: r.servers()?,
+            },
+            T_FENCED => Message::Fenced { reason: r.str()? },
+            T_LOCATE => Message::Locate {
+                name: r.str()?,
+                suspect: r.str()?,
+            },
+            T_ASSIGN => Message::Assign { server: r.str()? },
+            T_STATUS_QUERY => Message::StatusQuery,
+            T_STATUS_REPORT => Message::StatusReport {
+                servers: r.servers()?,
+            },
+            other => return Err(Error::Protocol(format!("unknown frame type 0x{other:02x}"))),
+        };
+        if !r.rest.is_empty() {
+            return Err(Error::Protocol(format!(
+                "{} unexpected bytes after {}",
+                r.rest.len(),
+                message.kind()
+            )));
+        }
+        Ok(message)
+    }
+}
+
+/// Reads one frame body from `reader`, blocking until it is complete.
+///
+/// Returns `Ok(None)` when the peer closed the connection cleanly between frames (an
+/// expected event, not an error).
+///
+/// # Errors
+/// [`Error::Protocol`] for a zero or oversized length prefix (checked before anything is
+/// allocated) or for a connection closed in the middle of a frame; [`Error::Io`] for socket
+/// errors, including a read timeout (`WouldBlock`/`TimedOut`) set by the caller.
+pub fn read_frame(reader: &mut impl Read) -> Result<Option<Vec<u8>>> {
+    let mut prefix = [0u8; 4];
+    match read_exact_or_eof(reader, &mut prefix)? {
+        Filled::Eof => return Ok(None),
+        Filled::Partial => return Err(Error::Protocol("connection closed inside a frame".into())),
+        Filled::Full => {}
+    }
+    let len = u32::from_be_bytes(prefix);
+    if len == 0 {
+        return Err(Error::Protocol("empty frame".into()));
+    }
+    if len > MAX_FRAME_LEN {
+        return Err(Error::Protocol(format!(
+            "frame of {len} bytes exceeds the {MAX_FRAME_LEN}-byte cap"
+        )));
+    }
+    let mut body = vec![0u8; len as usize];
+    match read_exact_or_eof(reader, &mut body)? {
+        Filled::Full => Ok(Some(body)),
+        _ => Err(Error::Protocol("connection closed inside a frame".into())),
+    }
+}
+
+/// Reads and decodes one message: [`read_frame`] then [`Message::decode`].
+///
+/// # Errors
+/// As [`read_frame`] and [`Message::decode`].
+pub fn read_message(reader: &mut impl Read) -> Result<Option<Message>> {
+    match read_frame(reader)? {
+        None => Ok(None),
+        Some(body) => Message::decode(&body).map(Some),
+    }
+}
+
+/// Encodes and writes one message. Blocks until the kernel has taken all its bytes.
+///
+/// # Errors
+/// [`Error::Io`] when the socket fails or a write timeout fires.
+pub fn write_message(writer: &mut impl Write, message: &Message) -> Result<()> {
+    writer.write_all(&message.encode())?;
+    Ok(())
+}
+
+enum Filled {
+    Eof,
+    Partial,
+    Full,
+}
+
+/// `read_exact` that tells a clean end of stream (nothing read) from a torn frame.
+fn read_exact_or_eof(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<Filled> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => return Ok(Filled::Eof),
+            Ok(0) => return Ok(Filled::Partial),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Filled::Full)
+}
+
+/// Appends big-endian fields to a frame under construction.
+#[derive(Default)]
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    /// A string: u16 length, then UTF-8 bytes.
+    fn str(&mut self, s: &str) {
+        let len = u16::try_from(s.len()).expect("strings on the wire are under 64 KiB");
+        self.u16(len);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    /// A byte string: u32 length, then the bytes.
+    fn bytes(&mut self, b: &[u8]) {
+        self.u32(u32::try_from(b.len()).expect("payloads are under 4 GiB"));
+        self.0.extend_from_slice(b);
+    }
+    fn strs(&mut self, items: &[String]) {
+        self.u32(items.len() as u32);
+        items.iter().for_each(|s| self.str(s));
+    }
+    fn pairs(&mut self, items: &[(u64, u64)]) {
+        self.u32(items.len() as u32);
+        for (a, b) in items {
+            self.u64(*a);
+            self.u64(*b);
+        }
+    }
+    fn body(&mut self, body: &Body) {
+        match body {
+            Body::Text(text) => {
+                self.u8(BODY_TEXT);
+                self.bytes(text.as_bytes());
+            }
+            Body::File { name, data } => {
+                self.u8(BODY_FILE);
+                self.str(name);
+                self.bytes(data);
+            }
+        }
+    }
+    fn servers(&mut self, servers: &[ServerInfo]) {
+        self.u32(servers.len() as u32);
+        for server in servers {
+            self.str(&server.addr);
+            self.u64(server.epoch);
+            self.u8(server.alive as u8);
+            self.strs(&server.clients);
+        }
+    }
+}
+
+/// Takes big-endian fields off the front of a frame body, refusing to read past its end.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.rest.len() < n {
+            return Err(Error::Protocol(format!(
+                "truncated frame: wanted {n} more bytes, {} left",
+                self.rest.len()
+            )));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        Ok(self.take(N)?.try_into().expect("take returned N bytes"))
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+    fn str(&mut self) -> Result<String> {
+        let len = self.u16()? as usize;
+        utf8(self.take(len)?)
+    }
+    fn bytes(&mut self) -> Result<&'a [u8]> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+    /// A count of items, each at least `min_item_len` bytes: refused when the frame cannot
+    /// possibly hold that many, so a forged count never sizes an allocation.
+    fn count(&mut self, min_item_len: usize) -> Result<usize> {
+        let count = self.u32()? as usize;
+        if count.saturating_mul(min_item_len) > self.rest.len() {
+            return Err(Error::Protocol(format!(
+                "count {count} does not fit in the {} bytes left",
+                self.rest.len()
+            )));
+        }
+        Ok(count)
+    }
+    fn strs(&mut self) -> Result<Vec<String>> {
+        let count = self.count(2)?;
+        (0..count).map(|_| self.str()).collect()
+    }
+    fn pairs(&mut self) -> Result<Vec<(u64, u64)>> {
+        let count = self.count(16)?;
+        (0..count).map(|_| Ok((self.u64()?, self.u64()?))).collect()
+    }
+    fn body(&mut self) -> Result<Body> {
+        match self.u8()? {
+            BODY_TEXT => Ok(Body::Text(utf8(self.bytes()?)?)),
+            BODY_FILE => Ok(Body::File {
+                name: self.str()?,
+                data: self.bytes()?.to_vec(),
+            }),
+            other => Err(Error::Protocol(format!("unknown body kind {other}"))),
+        }
+    }
+    fn servers(&mut self) -> Result<Vec<ServerInfo>> {
+        // addr length (2) + epoch (8) + alive (1) + client count (4)
+        let count = self.count(15)?;
+        (0..count)
+            .map(|_| {
+                Ok(ServerInfo {
+                    addr: self.str()?,
+                    epoch: self.u64()?,
+                    alive: match self.u8()? {
+                        0 => false,
+                        1 => true,
+                        other => return Err(Error::Protocol(format!("bad alive flag {other}"))),
+                    },
+                    clients: self.strs()?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn utf8(bytes: &[u8]) -> Result<String> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| Error::Protocol("invalid UTF-8 in a string".into()))
+}

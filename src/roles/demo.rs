@@ -1,0 +1,7 @@
+//! `dsys demo`.
+use crate::Result;
+
+/// Runs the demo.
+pub fn run() -> Result<()> {
+    todo!()
+}
