@@ -11,6 +11,7 @@
 //! main.rs              the CLI: parse, start the logger, run a role, map errors to exit codes
 //! lib.rs               this map
 //! error.rs             the one error type, one variant per outcome a caller treats differently
+//! json.rs              the JSON Lines writer for client events and status
 //! protocol.rs          frames and messages: bytes <-> Message, the frame-size cap
 //! net.rs               connecting with deadlines, the handshake, random ids
 //! signals.rs           SIGINT/SIGTERM as a channel that disconnects
@@ -34,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod json;
 pub mod net;
 pub mod protocol;
 pub mod roles;

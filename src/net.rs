@@ -107,3 +107,11 @@ pub fn random_u64() -> u64 {
     );
     hasher.finish()
 }
+
+/// The error every command gives when the coordinator does not answer: it names the address
+/// and says what to check, as `CONTRACT.md` asks.
+pub fn coordinator_unreachable(coordinator: &str, cause: Error) -> Error {
+    Error::NoLiveServer(format!(
+        "is a coordinator running at {coordinator}? (connecting failed: {cause})"
+    ))
+}

@@ -77,6 +77,17 @@ pub enum Body {
     },
 }
 
+impl Body {
+    /// The payload bytes it carries (text, or file name and contents): what the history
+    /// window and the unacknowledged window count against their byte bounds.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Body::Text(text) => text.len(),
+            Body::File { name, data } => name.len() + data.len(),
+        }
+    }
+}
+
 /// One server as the coordinator sees it, in heartbeat replies and status reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerInfo {
@@ -371,13 +382,7 @@ impl Message {
                 session,
                 seq,
                 body,
-            } => {
-                out.u8(T_DELIVER);
-                out.str(from);
-                out.u64(*session);
-                out.u64(*seq);
-                out.body(body);
-            }
+            } => out.deliver(from, *session, *seq, body),
             Message::Ack { seq } => {
                 out.u8(T_ACK);
                 out.u64(*seq);
@@ -402,10 +407,7 @@ impl Message {
             } => {
                 out.u8(T_RELAY);
                 out.u64(*index);
-                out.str(from);
-                out.u64(*session);
-                out.u64(*seq);
-                out.body(body);
+                out.deliver_fields(from, *session, *seq, body);
             }
             Message::PeerAck { index } => {
                 out.u8(T_PEER_ACK);
@@ -544,6 +546,39 @@ impl Message {
     }
 }
 
+/// Encodes a [`Message::Deliver`] frame from borrowed parts, so a server can build the one
+/// copy that all recipients share without first cloning the payload into a `Message`.
+pub fn deliver_frame(from: &str, session: u64, seq: u64, body: &Body) -> Vec<u8> {
+    framed(|out| out.deliver(from, session, seq, body))
+}
+
+/// Encodes a [`Message::Relay`] frame from borrowed parts (see [`deliver_frame`]).
+pub fn relay_frame(index: u64, from: &str, session: u64, seq: u64, body: &Body) -> Vec<u8> {
+    framed(|out| {
+        out.u8(T_RELAY);
+        out.u64(index);
+        out.deliver_fields(from, session, seq, body);
+    })
+}
+
+/// Where the relay index sits in an encoded [`Message::Relay`] frame: after the 4-byte
+/// length and the type byte. A server encodes the frame outside its lock and writes the
+/// index in here under the lock, so the lock is never held while a payload is copied.
+pub const RELAY_INDEX_BYTES: std::ops::Range<usize> = 5..13;
+
+fn framed(fill: impl FnOnce(&mut Writer)) -> Vec<u8> {
+    let mut out = Writer::default();
+    out.0.extend_from_slice(&[0; 4]); // the length, filled in below
+    fill(&mut out);
+    let len = out.0.len() - 4;
+    assert!(
+        len <= MAX_FRAME_LEN as usize,
+        "frame of {len} bytes exceeds the cap"
+    );
+    out.0[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    out.0
+}
+
 /// Reads one frame body from `reader`, blocking until it is complete.
 ///
 /// Returns `Ok(None)` when the peer closed the connection cleanly between frames (an
@@ -668,6 +703,17 @@ impl Writer {
                 self.bytes(data);
             }
         }
+    }
+    fn deliver(&mut self, from: &str, session: u64, seq: u64, body: &Body) {
+        self.u8(T_DELIVER);
+        self.deliver_fields(from, session, seq, body);
+    }
+    /// The fields a Deliver and a Relay share, in the same order.
+    fn deliver_fields(&mut self, from: &str, session: u64, seq: u64, body: &Body) {
+        self.str(from);
+        self.u64(session);
+        self.u64(seq);
+        self.body(body);
     }
     fn servers(&mut self, servers: &[ServerInfo]) {
         self.u32(servers.len() as u32);

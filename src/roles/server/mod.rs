@@ -1,30 +1,466 @@
-//! server
-use crate::Result;
+//! A dsys server: accepts clients (one thread per connection), registers them, and broadcasts
+//! every message to every other client, here and on every other live server.
+//!
+//! **Threads.**
+//! - `accept`: [`start_server`]'s accept loop; spawns one thread per connection.
+//! - `conn-<peer>`: reads one connection. For a client it is the seed's "thread per client":
+//!   it registers the client ([`register_client`]) and then reads its publishes into the hub.
+//!   For a peer server it reads relays into the hub and answers each with an ack.
+//! - `send-<name>`: a client's writer. It drains the client's bounded outbox into the socket,
+//!   batching whatever is queued into one write, and sends a keepalive when idle.
+//!   The reader and writer of one socket are separate threads (each with a `try_clone` of
+//!   the stream), so a client that is slow to read never delays its own publishes, and a
+//!   socket that blocks on write blocks only its own writer.
+//! - `heartbeat`: every `heartbeat_interval`, tells the coordinator this server lives and
+//!   which clients it has; the reply lists the live servers, from which the peer links are
+//!   made ([`heartbeat`]).
+//! - `peer-<addr>`: one per live peer, relaying this server's clients' messages ([`peers`]).
+//!
+//! **Channels.** Each client's `outbox` (hub → `send-<name>`) and each peer link's queue
+//! (hub → `peer-<addr>`) are bounded crossbeam channels; the hub only ever `try_send`s, and
+//! what it does when one is full is written where it happens (`hub.rs`).
+//!
+//! **When a peer fails.** A broken client connection removes that client; a broken peer link
+//! is retried from its thread; a protocol error costs only its connection, with the reason
+//! logged. A dead coordinator only stops heartbeats: clients and peers carry on.
+//!
+//! **Stopping.** [`ServerHandle::stop`] stops the heartbeat and peer threads (their stop
+//! channel disconnects), wakes the accept loop with a self-connection, shuts down every
+//! client socket through the hub, and joins the accept and heartbeat threads.
+
+mod heartbeat;
+pub mod hub;
+mod peers;
+
+use std::io::{BufWriter, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
-/// d
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+
+use crate::error::{Error, Result};
+use crate::net;
+use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message, Role, read_message, write_message};
+use crate::signals;
+use hub::{Frame, Hub, Limits, Origin};
+
+/// Default for `--max-clients`. Each client costs two threads with small stacks
+/// ([`THREAD_STACK`]), so ten thousand fit in well under a gigabyte of address space.
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
-/// d
-pub const DEFAULT_HISTORY_MESSAGES: usize = 10_000;
-/// d
+/// Default for `--history-messages`: enough for a few seconds of traffic at full rate, which
+/// is what a failover needs.
+pub const DEFAULT_HISTORY_MESSAGES: usize = 100_000;
+/// Default for `--history-bytes`: 64 MiB of payload.
 pub const DEFAULT_HISTORY_BYTES: usize = 64 * 1024 * 1024;
-/// Config.
+
+/// Frames queued for one client before it counts as a slow consumer and is cut off.
+/// At a few hundred bytes a message this is a few hundred KiB per client at most.
+const CLIENT_QUEUE: usize = 4096;
+/// Frames queued for one peer before its link is restarted (it then resumes from the log).
+const PEER_QUEUE: usize = 16_384;
+/// How long a new connection may take to say hello and register.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a client or peer may stay silent before its connection is closed. Clients and
+/// peers send keepalives every heartbeat interval, so only a dead or hung peer hits this.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one write to a client may block before its connection is given up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames a writer gathers into one batch when a backlog exists, bounding batch latency.
+const MAX_BATCH: usize = 256;
+/// Stack size of connection threads: they hold no large buffers on the stack, and small
+/// stacks let a server hold thousands of connections.
+const THREAD_STACK: usize = 256 * 1024;
+/// Longest accepted client name; names use [`valid_name`]'s alphabet.
+pub const MAX_NAME_LEN: usize = 32;
+
+/// How a server is set up (`dsys server` flags).
+#[derive(Debug, Clone)]
 pub struct Config {
-    /// x
+    /// Address to bind (`host:port`; port 0 picks a free port).
     pub bind: String,
-    /// x
+    /// The address others should use, when it differs from the bound one.
     pub advertise: Option<String>,
-    /// x
+    /// The coordinator's address.
     pub coordinator: String,
-    /// x
+    /// How often to heartbeat (and to send keepalives to idle clients and peers).
     pub heartbeat_interval: Duration,
-    /// x
+    /// Most clients at once.
     pub max_clients: usize,
-    /// x
+    /// History window, in messages.
     pub history_messages: usize,
-    /// x
+    /// History window, in payload bytes.
     pub history_bytes: usize,
 }
-/// run
-pub fn run(_c: Config) -> Result<()> {
-    todo!()
+
+/// What every thread of one server shares.
+#[derive(Clone)]
+struct Shared {
+    hub: Hub,
+    /// The advertised address.
+    addr: String,
+    coordinator: String,
+    heartbeat_interval: Duration,
+    /// Every long-lived loop selects on this; [`ServerHandle::stop`] drops the only sender.
+    stop_rx: Receiver<()>,
+}
+
+/// A running server: its address and a way to stop it.
+pub struct ServerHandle {
+    /// The address clients and peers use.
+    pub addr: String,
+    hub: Hub,
+    /// Dropped on stop: the heartbeat and peer threads see the disconnect and end.
+    stop_tx: Option<Sender<()>>,
+    /// Set before the accept loop is woken, so it knows to return.
+    stopping: Arc<AtomicBool>,
+    /// The bound address, for the self-connection that wakes `accept()`.
+    bound: String,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// Stops the server (see the module doc) and joins its main threads.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if self.stop_tx.take().is_none() {
+            return;
+        }
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = net::connect(&self.bound, Duration::from_millis(300));
+        self.hub.shut_down();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        log::info!("server stopped addr={}", self.addr);
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Binds the listener and starts the accept and heartbeat threads. The returned address is
+/// usable as soon as this returns.
+///
+/// # Errors
+/// [`Error::Io`] when the address cannot be bound (say, the port is in use).
+pub fn start_server(config: Config) -> Result<ServerHandle> {
+    let listener = TcpListener::bind(net::resolve(&config.bind)?)
+        .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", config.bind)))?;
+    let bound = listener.local_addr()?;
+    let addr = config.advertise.clone().unwrap_or_else(|| {
+        if bound.ip().is_unspecified() {
+            log::warn!("bound to {bound} without --advertise: advertising 127.0.0.1");
+            format!("127.0.0.1:{}", bound.port())
+        } else {
+            bound.to_string()
+        }
+    });
+    log::info!("server listening on {addr} bind={bound}");
+
+    let hub = Hub::new(
+        addr.clone(),
+        Limits {
+            max_clients: config.max_clients,
+            history_messages: config.history_messages.max(1),
+            history_bytes: config.history_bytes.max(1),
+            client_queue: CLIENT_QUEUE,
+            peer_queue: PEER_QUEUE,
+        },
+    );
+    let (stop_tx, stop_rx) = bounded::<()>(0);
+    let shared = Shared {
+        hub: hub.clone(),
+        addr: addr.clone(),
+        coordinator: config.coordinator.clone(),
+        heartbeat_interval: config.heartbeat_interval,
+        stop_rx,
+    };
+    let stopping = Arc::new(AtomicBool::new(false));
+    let heartbeat = {
+        let shared = shared.clone();
+        thread::Builder::new()
+            .name("heartbeat".into())
+            .spawn(move || heartbeat::heartbeat_loop(shared))?
+    };
+    let accept = {
+        let stopping = stopping.clone();
+        thread::Builder::new()
+            .name("accept".into())
+            .spawn(move || accept_loop(listener, shared, stopping))?
+    };
+    Ok(ServerHandle {
+        addr,
+        hub,
+        stop_tx: Some(stop_tx),
+        stopping,
+        bound: bound.to_string(),
+        threads: vec![heartbeat, accept],
+    })
+}
+
+/// `dsys server`: runs until SIGINT or SIGTERM.
+///
+/// # Errors
+/// As [`start_server`].
+pub fn run(config: Config) -> Result<()> {
+    let stop_rx = signals::stop_on_signal();
+    let handle = start_server(config)?;
+    let _ = stop_rx.recv(); // Err(Disconnected) on the first signal
+    handle.stop();
+    Ok(())
+}
+
+fn accept_loop(listener: TcpListener, shared: Shared, stopping: Arc<AtomicBool>) {
+    for stream in listener.incoming() {
+        if stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Mostly "too many open files": pause instead of spinning on the error.
+                log::warn!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let shared = shared.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("conn-{peer}"))
+            .stack_size(THREAD_STACK)
+            .spawn(move || {
+                if let Err(e) = serve_connection(stream, &shared) {
+                    log::warn!("connection closed peer={peer} reason={e}");
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start a connection thread: {e}");
+        }
+    }
+    log::debug!("accept loop stopped");
+}
+
+/// Dispatches a new connection on the role its first frame announces.
+fn serve_connection(mut stream: TcpStream, shared: &Shared) -> Result<()> {
+    stream.set_read_timeout(Some(HANDSHAKE_DEADLINE))?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    stream.set_nodelay(true)?;
+    match net::expect_hello(&mut stream)? {
+        Role::Client => serve_client(stream, shared),
+        Role::Peer => peers::serve_peer(stream, shared),
+        other => refuse(&mut stream, &format!("a server does not serve {other:?}")),
+    }
+}
+
+/// A client connection, from registration to goodbye, on its own thread.
+fn serve_client(mut stream: TcpStream, shared: &Shared) -> Result<()> {
+    let Some((name, registration, outbox_rx)) = register_client(&mut stream, shared)? else {
+        return Ok(()); // refused: the client was told why
+    };
+    let conn = registration.conn;
+    let writer = {
+        let stream = stream.try_clone()?;
+        let keepalive = shared.heartbeat_interval;
+        thread::Builder::new()
+            .name(format!("send-{name}"))
+            .stack_size(THREAD_STACK)
+            .spawn(move || write_loop(stream, registration.initial, outbox_rx, keepalive))?
+    };
+    let result = read_publishes(&mut stream, shared, &name, conn, registration.session);
+    // Whatever ended the read loop, this connection no longer speaks for `name`. Removing it
+    // drops its outbox sender, which ends the writer; shutting the socket unblocks it.
+    if shared.hub.deregister(&name, conn) {
+        log::info!("client left name={name} server={}", shared.addr);
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+    let _ = writer.join();
+    result
+}
+
+/// The seed's `register_client`: reads the `Register` frame, asks the hub, and answers
+/// `RegisterRefused` with a reason, or hands back the registration and the client's outbox.
+/// Returns `None` when the registration was refused (the client has been told why).
+///
+/// # Errors
+/// [`Error::Protocol`] when the first frame is not a `Register`, [`Error::Io`] when the
+/// client says nothing before the handshake deadline.
+fn register_client(
+    stream: &mut TcpStream,
+    shared: &Shared,
+) -> Result<Option<(String, hub::Registration, Receiver<Frame>)>> {
+    let Some(Message::Register { name, resume }) = read_message(stream)? else {
+        return refuse(stream, "expected Register");
+    };
+    if let Err(why) = valid_name(&name) {
+        log::warn!("registration refused name={name:?} reason=\"{why}\"");
+        write_message(stream, &Message::RegisterRefused { reason: why })?;
+        return Ok(None);
+    }
+    let resuming = resume.is_some();
+    let (outbox_tx, outbox_rx) = bounded(CLIENT_QUEUE);
+    let keepalive_ms = shared.heartbeat_interval.as_millis().min(u32::MAX as u128) as u32;
+    match shared
+        .hub
+        .register(&name, resume, outbox_tx, stream.try_clone()?, keepalive_ms)
+    {
+        Ok(registration) => {
+            let how = if resuming { "resumed" } else { "registered" };
+            log::info!(
+                "client {how} name={name} server={} replay={}",
+                shared.addr,
+                registration.initial.len() - 1
+            );
+            stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+            Ok(Some((name, registration, outbox_rx)))
+        }
+        Err(reason) => {
+            log::warn!("registration refused name={name} reason=\"{reason}\"");
+            write_message(stream, &Message::RegisterRefused { reason })?;
+            Ok(None)
+        }
+    }
+}
+
+/// Reads a registered client's frames until it leaves. Each publish goes into the hub,
+/// which stamps it with the registered `name` and `session`: nothing the client writes
+/// can make it speak as someone else.
+fn read_publishes(
+    stream: &mut TcpStream,
+    shared: &Shared,
+    name: &str,
+    conn: u64,
+    session: u64,
+) -> Result<()> {
+    while let Some(message) = read_message(stream)? {
+        match message {
+            Message::Publish { seq, body } => {
+                check_body(&body)?;
+                log::debug!("publish name={name} seq={seq}");
+                if !shared
+                    .hub
+                    .publish(Origin::Local { conn }, name, session, seq, &body)
+                {
+                    return Err(Error::Protocol("connection replaced by a newer one".into()));
+                }
+            }
+            Message::Keepalive => {}
+            Message::Deregister => return Ok(()),
+            other => {
+                return refuse(
+                    stream,
+                    &format!("unexpected {} from a client", other.kind()),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A client's writer thread: the initial frames, then the outbox, batched, with a keepalive
+/// after each quiet `keepalive` interval. Ends when the outbox disconnects (the hub removed
+/// the client) or a write fails; either way it shuts the socket so the reader ends too.
+fn write_loop(
+    stream: TcpStream,
+    initial: Vec<Frame>,
+    outbox_rx: Receiver<Frame>,
+    keepalive: Duration,
+) {
+    let mut out = BufWriter::with_capacity(64 * 1024, &stream);
+    let keepalive_frame = Message::Keepalive.encode();
+    let result = (|| -> std::io::Result<()> {
+        for frame in &initial {
+            out.write_all(frame)?;
+        }
+        out.flush()?;
+        loop {
+            match outbox_rx.recv_timeout(keepalive) {
+                Ok(frame) => {
+                    out.write_all(&frame)?;
+                    // A backlog goes out in one write instead of one per frame.
+                    for frame in outbox_rx.try_iter().take(MAX_BATCH) {
+                        out.write_all(&frame)?;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => out.write_all(&keepalive_frame)?,
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            out.flush()?;
+        }
+    })();
+    if let Err(e) = result {
+        log::debug!("client writer stopped: {e}");
+    }
+    drop(out);
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Checks what a client asks to broadcast against the protocol's bounds.
+fn check_body(body: &Body) -> Result<()> {
+    let len = body.payload_len();
+    if len > MAX_PAYLOAD_LEN {
+        return Err(Error::Protocol(format!(
+            "payload of {len} bytes is too large"
+        )));
+    }
+    Ok(())
+}
+
+/// The name rule: 1 to [`MAX_NAME_LEN`] characters from `A-Z a-z 0-9 - _ .`, not starting
+/// with a dot. Names appear in logs, file names and terminals, so the alphabet is small.
+///
+/// # Errors
+/// The reason, as a sentence for the client.
+pub fn valid_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(format!("name must be 1 to {MAX_NAME_LEN} characters"));
+    }
+    if name.starts_with('.')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "name {name:?} is invalid: use letters, digits, '-', '_' and '.' (not first)"
+        ));
+    }
+    Ok(())
+}
+
+/// Tells the peer why its connection is closed, then reports it as a protocol error so the
+/// connection thread logs the reason.
+fn refuse<T>(stream: &mut TcpStream, reason: &str) -> Result<T> {
+    let _ = write_message(
+        stream,
+        &Message::Error {
+            reason: reason.to_string(),
+        },
+    );
+    Err(Error::Protocol(reason.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_name;
+
+    #[test]
+    fn names_outside_the_alphabet_are_refused() {
+        assert!(valid_name("alice").is_ok());
+        assert!(valid_name("bob-2_x.y").is_ok());
+        for bad in ["", ".hidden", "a/b", "a b", "é", &"x".repeat(33)] {
+            assert!(valid_name(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
 }

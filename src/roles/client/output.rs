@@ -1,0 +1,82 @@
+//! How client events look on stdout: a line for a human, or one JSON object per line with
+//! the fields `CONTRACT.md` pins. Everything else the client says goes to stderr as logs.
+
+use super::Event;
+use crate::Output;
+use crate::json::Object;
+
+/// Prints one event on stdout (errors in text mode go to stderr, where a human sees them
+/// without mixing them into the conversation).
+pub fn print(event: &Event, output: Output) {
+    match output {
+        Output::Json => println!("{}", to_json(event)),
+        Output::Text => match event {
+            Event::Error { message } => eprintln!("error: {message}"),
+            other => println!("{}", to_text(other)),
+        },
+    }
+}
+
+/// The event as one line of text.
+pub fn to_text(event: &Event) -> String {
+    match event {
+        Event::Registered { name, server } => {
+            format!("Registration successful! name={name} server={server}")
+        }
+        Event::Message { from, seq, text } => format!("[{from} #{seq}] {text}"),
+        Event::File {
+            from,
+            seq,
+            name,
+            size,
+            path,
+        } => format!("[{from} #{seq}] file {name} ({size} bytes) saved to {path}"),
+        Event::Failover { from, to } => format!("failover: {from} -> {to}"),
+        Event::Reconnected { server } => format!("reconnected to {server}"),
+        Event::Gap { from, missed } => {
+            format!("gap: {missed} messages from {from} could not be recovered")
+        }
+        Event::Error { message } => format!("error: {message}"),
+    }
+}
+
+/// The event as one JSON object.
+pub fn to_json(event: &Event) -> String {
+    match event {
+        Event::Registered { name, server } => Object::new()
+            .str("event", "registered")
+            .str("name", name)
+            .str("server", server),
+        Event::Message { from, seq, text } => Object::new()
+            .str("event", "message")
+            .str("from", from)
+            .num("seq", *seq)
+            .str("text", text),
+        Event::File {
+            from,
+            seq,
+            name,
+            size,
+            path,
+        } => Object::new()
+            .str("event", "file")
+            .str("from", from)
+            .num("seq", *seq)
+            .str("name", name)
+            .num("size", *size)
+            .str("path", path),
+        Event::Failover { from, to } => Object::new()
+            .str("event", "failover")
+            .str("from", from)
+            .str("to", to),
+        Event::Reconnected { server } => Object::new()
+            .str("event", "reconnected")
+            .str("server", server),
+        Event::Gap { from, missed } => Object::new()
+            .str("event", "gap")
+            .str("from", from)
+            .num("missed", *missed),
+        Event::Error { message } => Object::new().str("event", "error").str("message", message),
+    }
+    .finish()
+}

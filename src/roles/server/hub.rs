@@ -1,0 +1,633 @@
+//! The hub: a server's shared state and the one place where messages are ordered, deduplicated,
+//! stored, fanned out and acknowledged.
+//!
+//! **Who calls it.** Every client connection thread (register, publish, deregister), every
+//! peer-in thread (relayed messages), every peer-out thread (subscribe, acks) and the heartbeat
+//! thread (peer list, epoch). They share one [`Hub`], a cloneable handle around
+//! `Arc<Mutex<State>>`.
+//!
+//! **The lock rule.** Methods lock, change the state, copy out what the caller needs and
+//! unlock. Sending to a client or a peer is a `try_send` on its bounded channel, which never
+//! blocks, so it may happen under the lock; socket I/O never does. Closing the sockets of
+//! clients cut off under the lock happens after the guard is dropped (see [`Hub::with_state`]).
+//!
+//! **Fan-out.** Each local client has a writer thread draining its own bounded channel of
+//! encoded frames. A message is encoded once (outside the lock) into an `Arc`, and every
+//! recipient's channel receives a clone of that `Arc`, never a copy of the payload. A client
+//! whose channel is full is a slow consumer: it is cut off, so it cannot hold anyone back, and
+//! it loses nothing, because it resumes from the history window when it reconnects.
+//!
+//! **The rules that make delivery exactly-once and in order** (`docs/guarantees.md` argues why
+//! they are correct):
+//! 1. *Per-sender watermark.* For each sender session the hub remembers the highest `seq` it
+//!    accepted. A message at or below it is a repeat and is not delivered again.
+//! 2. *History.* Every accepted message is kept in a bounded window, so a client that fails
+//!    over to this server can say what it has seen and get the rest.
+//! 3. *Outbound log.* Every message a *local* client publishes, repeats included, gets the next
+//!    relay index and goes to every peer, in index order. Repeats are relayed because a peer
+//!    may have missed them when the sender's previous server died mid-relay.
+//! 4. *Acks.* A local client's message is acknowledged only when every live peer has confirmed
+//!    its relay index: from then on it survives the loss of any one server.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+
+use crate::protocol::{
+    Body, Message, RELAY_INDEX_BYTES, Resume, ServerInfo, deliver_frame, relay_frame,
+};
+
+/// Sender sessions whose watermark is kept, at most, and sent to a registering client: 16
+/// bytes each, so a `Registered` frame stays under a third of the frame cap. Beyond it, the
+/// sessions with nothing left in the history window are forgotten (their messages can no
+/// longer be replayed anyway).
+const MAX_WATERMARKS: usize = 20_000;
+
+/// An encoded frame, shared by every recipient (see the module doc on fan-out).
+pub type Frame = Arc<Vec<u8>>;
+
+/// The bounds of a hub. Each is a flag of `dsys server`, except the queue lengths.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Clients registered at once; the next registration is refused with "server full".
+    pub max_clients: usize,
+    /// Messages kept in the history window; the oldest is forgotten beyond this.
+    pub history_messages: usize,
+    /// Payload bytes kept in the history window; the oldest are forgotten beyond this.
+    pub history_bytes: usize,
+    /// Frames queued for one client; a client that lets it fill is cut off (slow consumer).
+    pub client_queue: usize,
+    /// Frames queued for one peer; a peer that lets it fill has its link restarted, and the
+    /// link resumes from the outbound log.
+    pub peer_queue: usize,
+}
+
+/// Where a message entered this server.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// Published by a local client over connection `conn`.
+    Local {
+        /// The connection's id, to ignore a publish from a connection that was replaced.
+        conn: u64,
+    },
+    /// Relayed by the peer incarnation `(addr, epoch)` at its relay `index`.
+    Peer {
+        /// The peer's advertised address.
+        addr: String,
+        /// The peer's incarnation.
+        epoch: u64,
+        /// The peer's relay index for this message.
+        index: u64,
+    },
+}
+
+/// What a successful registration gives the connection thread.
+pub struct Registration {
+    /// The id of this connection, to be passed back with every publish and on close.
+    pub conn: u64,
+    /// The frames to write before anything from the outbox: `Registered`, then the replay
+    /// of history the client has not seen (when resuming).
+    pub initial: Vec<Frame>,
+    /// The session the client speaks for.
+    pub session: u64,
+}
+
+/// The handle every thread of the server holds.
+#[derive(Clone)]
+pub struct Hub {
+    state: Arc<Mutex<State>>,
+    limits: Limits,
+}
+
+struct LocalClient {
+    conn: u64,
+    session: u64,
+    token: u64,
+    /// The sending end of the client's outbox; its writer thread holds the receiver. Dropping
+    /// this (by removing the client) makes the writer finish and close the connection.
+    outbox_tx: Sender<Frame>,
+    /// A second handle on the client's socket, used only to shut it down when the client is
+    /// cut off, so a writer blocked on a full socket wakes up.
+    stream: TcpStream,
+}
+
+struct Stored {
+    session: u64,
+    seq: u64,
+    size: usize,
+    frame: Frame,
+}
+
+struct Outbound {
+    index: u64,
+    size: usize,
+    frame: Frame,
+}
+
+struct PeerLink {
+    epoch: u64,
+    /// Identifies the thread that serves this link, so a thread from an earlier link to the
+    /// same peer knows it is no longer wanted.
+    link_id: u64,
+    /// The highest relay index the peer confirmed.
+    acked: u64,
+    /// The sending end of the link's queue, held while a peer-out thread is connected.
+    /// Dropped (set to `None`) when the queue overflows: the thread then reconnects and
+    /// resumes from the outbound log.
+    outbox_tx: Option<Sender<Frame>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// This server's advertised address, to leave itself out of the peer list.
+    addr: String,
+    /// This incarnation's epoch, 0 until the coordinator assigned one.
+    epoch: u64,
+    next_id: u64,
+    clients: HashMap<String, LocalClient>,
+    /// Local sessions, to route acks and to leave a sender out of its own fan-out.
+    names_by_session: HashMap<u64, String>,
+    history: VecDeque<Stored>,
+    history_bytes: usize,
+    /// Rule 1: the highest accepted `seq` of each sender session.
+    watermarks: HashMap<u64, u64>,
+    outbound: VecDeque<Outbound>,
+    outbound_bytes: usize,
+    last_index: u64,
+    peers: HashMap<String, PeerLink>,
+    /// The last relay index received from each peer incarnation, for `PeerWelcome`.
+    inbound: HashMap<(String, u64), u64>,
+    /// Local messages waiting for their relay to be confirmed by every peer.
+    pending_acks: VecDeque<(u64, u64, u64)>, // (index, session, seq)
+}
+
+/// Clients cut off under the lock, whose sockets are shut down after it is released.
+type Cutoffs = Vec<TcpStream>;
+
+impl Hub {
+    /// A hub for the server advertised at `addr`.
+    pub fn new(addr: String, limits: Limits) -> Hub {
+        Hub {
+            state: Arc::new(Mutex::new(State {
+                addr,
+                ..State::default()
+            })),
+            limits,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent between statements; a panic in one connection thread
+        // must not take the whole server down with a poisoned lock.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `change` on the locked state, then, with the lock released, shuts down the
+    /// sockets of the clients it cut off. This is where "no socket I/O under the lock" is
+    /// enforced for every method that may cut someone off.
+    fn with_state<R>(&self, change: impl FnOnce(&mut State, &Limits, &mut Cutoffs) -> R) -> R {
+        let mut cutoffs = Cutoffs::new();
+        let result = {
+            let mut state = self.lock();
+            change(&mut state, &self.limits, &mut cutoffs)
+        };
+        for stream in cutoffs {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        result
+    }
+
+    /// This incarnation's epoch (0 before the first heartbeat reply).
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// The names of the registered clients, for heartbeats.
+    pub fn client_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.lock().clients.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Registers `name` with the writer channel `outbox_tx`, or returns why not.
+    ///
+    /// A resuming client with the right session and token replaces its own earlier
+    /// connection, if that is still here. The history it has not seen is copied into the
+    /// registration's initial frames *under the same lock* that adds its outbox, so no
+    /// message falls between the replay and the live stream, and none is in both.
+    pub fn register(
+        &self,
+        name: &str,
+        resume: Option<Resume>,
+        outbox_tx: Sender<Frame>,
+        stream: TcpStream,
+        keepalive_ms: u32,
+    ) -> Result<Registration, String> {
+        self.with_state(|state, limits, cutoffs| {
+            let existing = state.clients.get(name).map(|c| (c.session, c.token));
+            let (session, token) = match (&resume, existing) {
+                (Some(r), Some((session, token))) if r.session == session && r.token == token => {
+                    state.remove_client(name, cutoffs);
+                    (session, token)
+                }
+                (_, Some(_)) => return Err(format!("name {name:?} is already taken")),
+                (Some(r), None) => (r.session, r.token),
+                (None, None) => (crate::net::random_u64(), crate::net::random_u64()),
+            };
+            if state.clients.len() >= limits.max_clients {
+                return Err(format!(
+                    "server full ({} clients); try another server",
+                    limits.max_clients
+                ));
+            }
+            // A first registration learns where every known sender stands, so it can tell
+            // later messages from earlier ones; a resuming client already knows.
+            let watermarks = match resume {
+                Some(_) => Vec::new(),
+                None => state
+                    .watermarks
+                    .iter()
+                    .take(MAX_WATERMARKS)
+                    .map(|(s, q)| (*s, *q))
+                    .collect(),
+            };
+            let registered = Message::Registered {
+                session,
+                token,
+                keepalive_ms,
+                watermarks,
+            };
+            let mut initial = vec![Arc::new(registered.encode())];
+            if let Some(resume) = &resume {
+                initial.extend(state.replay_for(session, &resume.seen));
+            }
+            state.next_id += 1;
+            let conn = state.next_id;
+            state.names_by_session.insert(session, name.to_string());
+            state.clients.insert(
+                name.to_string(),
+                LocalClient {
+                    conn,
+                    session,
+                    token,
+                    outbox_tx,
+                    stream,
+                },
+            );
+            Ok(Registration {
+                conn,
+                initial,
+                session,
+            })
+        })
+    }
+
+    /// Removes `name` if connection `conn` still owns it (a replaced connection's late
+    /// goodbye must not remove its successor). Returns whether it did.
+    pub fn deregister(&self, name: &str, conn: u64) -> bool {
+        self.with_state(|state, _, cutoffs| {
+            if state.clients.get(name).is_some_and(|c| c.conn == conn) {
+                state.remove_client(name, cutoffs);
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Takes one message into the server: rules 1 to 4 of the module doc.
+    ///
+    /// Returns `false` when the message was refused because its origin is stale (a replaced
+    /// client connection, or a peer incarnation that is no longer live).
+    pub fn publish(&self, origin: Origin, from: &str, session: u64, seq: u64, body: &Body) -> bool {
+        // Encode outside the lock: these copies of the payload are the only ones made.
+        let deliver: Frame = Arc::new(deliver_frame(from, session, seq, body));
+        let mut relay = match origin {
+            Origin::Local { .. } => Some(relay_frame(0, from, session, seq, body)),
+            Origin::Peer { .. } => None,
+        };
+        let size = body.payload_len();
+        self.with_state(|state, limits, cutoffs| {
+            match &origin {
+                Origin::Local { conn } => {
+                    let owner = state.names_by_session.get(&session);
+                    let current = owner
+                        .and_then(|name| state.clients.get(name))
+                        .is_some_and(|c| c.conn == *conn);
+                    if !current {
+                        return false;
+                    }
+                }
+                Origin::Peer { addr, epoch, index } => {
+                    if state.peers.get(addr).is_none_or(|p| p.epoch != *epoch) {
+                        return false;
+                    }
+                    state.inbound.insert((addr.clone(), *epoch), *index);
+                }
+            }
+            if state.accept(session, seq) {
+                state.store(session, seq, size, deliver.clone(), limits);
+                state.fan_out(session, &deliver, cutoffs);
+            }
+            if let Some(mut relay) = relay.take() {
+                state.last_index += 1;
+                let index = state.last_index;
+                relay[RELAY_INDEX_BYTES].copy_from_slice(&index.to_be_bytes());
+                state.log_outbound(index, size, Arc::new(relay), limits);
+                state.pending_acks.push_back((index, session, seq));
+                state.advance_acks(cutoffs);
+            }
+            true
+        })
+    }
+
+    /// Replaces the peer set with the live servers the coordinator listed (this server
+    /// excluded). Returns the `(addr, epoch, link_id)` of each new peer, for which the caller
+    /// starts a peer-out thread. Peers no longer listed are dropped: their threads see their
+    /// queue disconnect and stop, and acks stop waiting for them.
+    pub fn set_peers(&self, servers: &[ServerInfo]) -> Vec<(String, u64, u64)> {
+        self.with_state(|state, _, cutoffs| {
+            let own = state.addr.clone();
+            let listed: HashMap<&str, u64> = servers
+                .iter()
+                .filter(|s| s.alive && s.addr != own)
+                .map(|s| (s.addr.as_str(), s.epoch))
+                .collect();
+            state.peers.retain(|addr, link| {
+                let keep = listed.get(addr.as_str()) == Some(&link.epoch);
+                if !keep {
+                    log::info!("peer removed addr={addr} epoch={}", link.epoch);
+                }
+                keep
+            });
+            state
+                .inbound
+                .retain(|(addr, epoch), _| listed.get(addr.as_str()) == Some(epoch));
+            let mut started = Vec::new();
+            for (addr, epoch) in listed {
+                if state.peers.contains_key(addr) {
+                    continue;
+                }
+                state.next_id += 1;
+                let link_id = state.next_id;
+                // A new peer is owed only what is published from now on: older messages
+                // were acknowledged (or are waiting) on the peers that existed then.
+                let acked = state.last_index;
+                state.peers.insert(
+                    addr.to_string(),
+                    PeerLink {
+                        epoch,
+                        link_id,
+                        acked,
+                        outbox_tx: None,
+                    },
+                );
+                log::info!("peer added addr={addr} epoch={epoch}");
+                started.push((addr.to_string(), epoch, link_id));
+            }
+            state.advance_acks(cutoffs);
+            started
+        })
+    }
+
+    /// Sets this incarnation's epoch (from a heartbeat reply).
+    pub fn set_epoch(&self, epoch: u64) {
+        self.lock().epoch = epoch;
+    }
+
+    /// Forgets everything of this incarnation after the coordinator fenced it: every client
+    /// is cut off (they have been moved elsewhere already), peers and history are dropped,
+    /// and the epoch returns to 0 so the next heartbeat joins as a new server.
+    pub fn reset_incarnation(&self) {
+        self.with_state(|state, _, cutoffs| {
+            let names: Vec<String> = state.clients.keys().cloned().collect();
+            for name in names {
+                state.remove_client(&name, cutoffs);
+            }
+            let addr = std::mem::take(&mut state.addr);
+            let next_id = state.next_id;
+            *state = State {
+                addr,
+                next_id,
+                ..State::default()
+            };
+        });
+    }
+
+    /// Cuts off every client and peer link: the first step of stopping the server.
+    pub fn shut_down(&self) {
+        self.reset_incarnation();
+    }
+
+    /// Whether the peer-out thread `link_id` should still serve `addr`.
+    pub fn peer_wanted(&self, addr: &str, link_id: u64) -> bool {
+        self.lock()
+            .peers
+            .get(addr)
+            .is_some_and(|p| p.link_id == link_id)
+    }
+
+    /// Attaches a (re)connected peer-out thread: returns its queue and the outbound frames
+    /// after `last_index` that the peer has not received, taken under the same lock so that
+    /// none is missed or sent twice. `None` when the link is no longer wanted.
+    pub fn subscribe_peer(
+        &self,
+        addr: &str,
+        link_id: u64,
+        last_index: u64,
+    ) -> Option<(Receiver<Frame>, Vec<Frame>)> {
+        let mut state = self.lock();
+        let first_kept = state.outbound.front().map(|o| o.index);
+        let link = state.peers.get_mut(addr).filter(|p| p.link_id == link_id)?;
+        let (outbox_tx, outbox_rx) = bounded(self.limits.peer_queue);
+        link.outbox_tx = Some(outbox_tx);
+        if let Some(first) = first_kept
+            && first > last_index + 1
+        {
+            log::warn!(
+                "peer behind the outbound log addr={addr} missed={}",
+                first - last_index - 1
+            );
+        }
+        let replay = state
+            .outbound
+            .iter()
+            .filter(|o| o.index > last_index)
+            .map(|o| o.frame.clone())
+            .collect();
+        Some((outbox_rx, replay))
+    }
+
+    /// Records that the peer behind `link_id` stored every relay up to `index`, and
+    /// acknowledges the local messages that are now on every live peer.
+    pub fn peer_acked(&self, addr: &str, link_id: u64, index: u64) {
+        self.with_state(|state, _, cutoffs| {
+            if let Some(link) = state.peers.get_mut(addr).filter(|p| p.link_id == link_id) {
+                link.acked = link.acked.max(index);
+                state.advance_acks(cutoffs);
+            }
+        });
+    }
+
+    /// Accepts an incoming link from the peer incarnation `(addr, epoch)` if the coordinator
+    /// lists it as live. Returns the last relay index already received from it.
+    pub fn accept_peer(&self, addr: &str, epoch: u64) -> Option<u64> {
+        let state = self.lock();
+        let live = state.peers.get(addr).is_some_and(|p| p.epoch == epoch);
+        live.then(|| {
+            state
+                .inbound
+                .get(&(addr.to_string(), epoch))
+                .copied()
+                .unwrap_or(0)
+        })
+    }
+}
+
+impl State {
+    /// Rule 1: accept `seq` from `session` unless it is a repeat.
+    fn accept(&mut self, session: u64, seq: u64) -> bool {
+        match self.watermarks.get(&session) {
+            Some(&last) if seq <= last => false,
+            Some(&last) => {
+                if seq > last + 1 {
+                    // Receivers see the jump and report a gap: never silent loss.
+                    log::warn!("gap in sender stream session={session} from={last} to={seq}");
+                }
+                self.watermarks.insert(session, seq);
+                true
+            }
+            None => {
+                self.watermarks.insert(session, seq);
+                true
+            }
+        }
+    }
+
+    /// Rule 2: keep the message in the bounded history window.
+    fn store(&mut self, session: u64, seq: u64, size: usize, frame: Frame, limits: &Limits) {
+        self.history.push_back(Stored {
+            session,
+            seq,
+            size,
+            frame,
+        });
+        self.history_bytes += size;
+        // The bound: forget the oldest until both limits hold again. A client that needs a
+        // forgotten message gets a `gap` event with the count instead.
+        while self.history.len() > limits.history_messages
+            || (self.history_bytes > limits.history_bytes && self.history.len() > 1)
+        {
+            let old = self.history.pop_front().expect("history is not empty");
+            self.history_bytes -= old.size;
+        }
+        // Senders whose messages have all left the window need no watermark beyond a bound:
+        // keep the map from growing with every session that ever spoke.
+        if self.watermarks.len() > MAX_WATERMARKS {
+            let live: std::collections::HashSet<u64> =
+                self.history.iter().map(|s| s.session).collect();
+            self.watermarks.retain(|session, _| live.contains(session));
+        }
+    }
+
+    /// Rule 3: keep a local message in the bounded outbound log and queue it for every peer.
+    fn log_outbound(&mut self, index: u64, size: usize, frame: Frame, limits: &Limits) {
+        for (addr, link) in &mut self.peers {
+            let Some(outbox_tx) = &link.outbox_tx else {
+                continue;
+            };
+            if let Err(TrySendError::Full(_)) = outbox_tx.try_send(frame.clone()) {
+                // The bound on a peer's queue: restart its link; the thread reconnects and
+                // resumes from this log, so the peer misses nothing still in the log.
+                log::warn!("peer queue full, restarting link addr={addr}");
+                link.outbox_tx = None;
+            }
+        }
+        self.outbound.push_back(Outbound { index, size, frame });
+        self.outbound_bytes += size;
+        while self.outbound.len() > limits.history_messages
+            || (self.outbound_bytes > limits.history_bytes && self.outbound.len() > 1)
+        {
+            let old = self
+                .outbound
+                .pop_front()
+                .expect("outbound log is not empty");
+            self.outbound_bytes -= old.size;
+        }
+    }
+
+    /// Fan-out: the shared frame to every local client except its sender.
+    fn fan_out(&mut self, session: u64, frame: &Frame, cutoffs: &mut Cutoffs) {
+        let mut slow = Vec::new();
+        for (name, client) in &self.clients {
+            if client.session == session {
+                continue;
+            }
+            if client.outbox_tx.try_send(frame.clone()).is_err() {
+                slow.push(name.clone());
+            }
+        }
+        for name in slow {
+            // The bound on a client's queue: cut it off. It reconnects and resumes from the
+            // history window, so it loses nothing that the window still holds.
+            log::warn!("slow consumer cut off name={name} reason=\"outbox full\"");
+            self.remove_client(&name, cutoffs);
+        }
+    }
+
+    /// Rule 4: acknowledge every local message whose relay every live peer has confirmed.
+    fn advance_acks(&mut self, cutoffs: &mut Cutoffs) {
+        let confirmed = self
+            .peers
+            .values()
+            .map(|p| p.acked)
+            .min()
+            .unwrap_or(self.last_index);
+        let mut highest: HashMap<u64, u64> = HashMap::new();
+        while let Some(&(index, session, seq)) = self.pending_acks.front() {
+            if index > confirmed {
+                break;
+            }
+            self.pending_acks.pop_front();
+            let entry = highest.entry(session).or_default();
+            *entry = (*entry).max(seq);
+        }
+        let mut slow = Vec::new();
+        for (session, seq) in highest {
+            let Some(name) = self.names_by_session.get(&session) else {
+                continue; // the sender left; it resends on its next server if it needs to
+            };
+            let ack: Frame = Arc::new(Message::Ack { seq }.encode());
+            if let Some(client) = self.clients.get(name)
+                && client.outbox_tx.try_send(ack).is_err()
+            {
+                slow.push(name.clone());
+            }
+        }
+        for name in slow {
+            log::warn!("slow consumer cut off name={name} reason=\"outbox full\"");
+            self.remove_client(&name, cutoffs);
+        }
+    }
+
+    /// The history entries a resuming client has not seen, in arrival order (which is each
+    /// sender's order). Its own messages are left out: it never receives those.
+    fn replay_for(&self, own_session: u64, seen: &[(u64, u64)]) -> Vec<Frame> {
+        let seen: HashMap<u64, u64> = seen.iter().copied().collect();
+        self.history
+            .iter()
+            .filter(|s| s.session != own_session)
+            .filter(|s| seen.get(&s.session).is_none_or(|&last| s.seq > last))
+            .map(|s| s.frame.clone())
+            .collect()
+    }
+
+    fn remove_client(&mut self, name: &str, cutoffs: &mut Cutoffs) {
+        if let Some(client) = self.clients.remove(name) {
+            self.names_by_session.remove(&client.session);
+            cutoffs.push(client.stream);
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Peer links: how servers relay their clients' messages to each other directly (the
+//! coordinator is never on the data path).
+//!
+//! Every pair of live servers has two links, one each way. On the sending side a
+//! `peer-<addr>` thread connects, sends `PeerHello` (address and epoch), learns from
+//! `PeerWelcome` the last relay index the peer already has, then writes the hub's outbound
+//! log from there on: first the backlog, then whatever the hub queues. A second thread,
+//! `acks-<addr>`, reads the peer's `PeerAck`s into the hub, which acknowledges the senders.
+//!
+//! On the receiving side ([`serve_peer`]) the connection thread accepts the link only from a
+//! peer incarnation the coordinator lists as live, so a zombie server (hung, declared dead,
+//! then woken up) is refused. It hands each relay to the hub and acks it.
+//!
+//! A broken link is retried every heartbeat interval for as long as the coordinator lists
+//! the peer; the link then resumes where the peer left off. Links end when the peer leaves
+//! the list or the server stops.
+
+use std::io::{BufWriter, Write};
+use std::net::{Shutdown, TcpStream};
+use std::thread;
+
+use crossbeam_channel::{RecvTimeoutError, select};
+
+use super::hub::Frame;
+use super::{IDLE_TIMEOUT, MAX_BATCH, Shared, THREAD_STACK, refuse};
+use crate::error::{Error, Result};
+use crate::net;
+use crate::protocol::{Message, Role, read_message, write_message};
+
+use super::hub::Origin;
+
+/// Starts the `peer-<addr>` thread for one link.
+pub(super) fn start_peer_link(shared: Shared, addr: String, epoch: u64, link_id: u64) {
+    let spawned = thread::Builder::new()
+        .name(format!("peer-{addr}"))
+        .stack_size(THREAD_STACK)
+        .spawn(move || peer_link_loop(shared, addr, epoch, link_id));
+    if let Err(e) = spawned {
+        log::warn!("cannot start a peer thread: {e}");
+    }
+}
+
+/// Keeps the link to one peer up for as long as the hub wants it.
+fn peer_link_loop(shared: Shared, addr: String, epoch: u64, link_id: u64) {
+    while shared.hub.peer_wanted(&addr, link_id) {
+        match relay_to_peer(&shared, &addr, link_id) {
+            Ok(()) => log::debug!("peer link ended addr={addr}"),
+            Err(e) => log::info!("peer link down addr={addr} epoch={epoch} reason={e}"),
+        }
+        // Retry after one interval, unless the server is stopping.
+        select! {
+            recv(shared.stop_rx) -> _ => break,
+            default(shared.heartbeat_interval) => {}
+        }
+    }
+    log::debug!("peer thread stopped addr={addr}");
+}
+
+/// One connection's life on the sending side.
+fn relay_to_peer(shared: &Shared, addr: &str, link_id: u64) -> Result<()> {
+    let mut stream = net::connect_as(addr, Role::Peer, IDLE_TIMEOUT)?;
+    let hello = Message::PeerHello {
+        addr: shared.addr.clone(),
+        epoch: shared.hub.epoch(),
+    };
+    let last_index = match net::request(&mut stream, &hello)? {
+        Message::PeerWelcome { last_index } => last_index,
+        other => {
+            return Err(Error::Protocol(format!(
+                "expected PeerWelcome, got {}",
+                other.kind()
+            )));
+        }
+    };
+    let Some((queue_rx, backlog)) = shared.hub.subscribe_peer(addr, link_id, last_index) else {
+        return Ok(()); // the peer left the list meanwhile
+    };
+    log::info!("peer link up addr={addr} resume_after={last_index}");
+    // The acks reader waits as long as it takes: a quiet link sends no acks, and the reader
+    // is woken by the shutdown below when the link ends. (Socket options are shared by
+    // `try_clone`d handles; the write half reads nothing more, so this is safe for both.)
+    stream.set_read_timeout(None)?;
+
+    let acks = {
+        let mut stream = stream.try_clone()?;
+        let hub = shared.hub.clone();
+        let addr = addr.to_string();
+        thread::Builder::new()
+            .name(format!("acks-{addr}"))
+            .stack_size(THREAD_STACK)
+            .spawn(move || {
+                // Ends when the socket is shut down below, or the peer closes it.
+                while let Ok(Some(Message::PeerAck { index })) = read_message(&mut stream) {
+                    hub.peer_acked(&addr, link_id, index);
+                }
+            })?
+    };
+    let result = write_relays(&stream, backlog, &queue_rx, shared);
+    let _ = stream.shutdown(Shutdown::Both);
+    let _ = acks.join();
+    result
+}
+
+/// Writes the backlog, then the queue, batched, with a keepalive when idle. Returns when
+/// the hub drops the queue (peer removed, or its queue overflowed: the caller reconnects).
+fn write_relays(
+    stream: &TcpStream,
+    backlog: Vec<Frame>,
+    queue_rx: &crossbeam_channel::Receiver<Frame>,
+    shared: &Shared,
+) -> Result<()> {
+    let mut out = BufWriter::with_capacity(64 * 1024, stream);
+    let keepalive = Message::Keepalive.encode();
+    for frame in &backlog {
+        out.write_all(frame)?;
+    }
+    out.flush()?;
+    loop {
+        match queue_rx.recv_timeout(shared.heartbeat_interval) {
+            Ok(frame) => {
+                out.write_all(&frame)?;
+                for frame in queue_rx.try_iter().take(MAX_BATCH) {
+                    out.write_all(&frame)?;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => out.write_all(&keepalive)?,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        }
+        out.flush()?;
+    }
+}
+
+/// The receiving side of a link, on its connection thread.
+pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared) -> Result<()> {
+    let Some(Message::PeerHello { addr, epoch }) = read_message(&mut stream)? else {
+        return refuse(&mut stream, "expected PeerHello");
+    };
+    let Some(mut last_index) = shared.hub.accept_peer(&addr, epoch) else {
+        return refuse(
+            &mut stream,
+            &format!("{addr} epoch {epoch} is not a live peer of {}", shared.addr),
+        );
+    };
+    write_message(&mut stream, &Message::PeerWelcome { last_index })?;
+    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    log::debug!("peer link accepted from={addr} epoch={epoch}");
+    while let Some(message) = read_message(&mut stream)? {
+        match message {
+            Message::Relay {
+                index,
+                from,
+                session,
+                seq,
+                body,
+            } => {
+                if index > last_index {
+                    let origin = Origin::Peer {
+                        addr: addr.clone(),
+                        epoch,
+                        index,
+                    };
+                    if !shared.hub.publish(origin, &from, session, seq, &body) {
+                        return refuse(&mut stream, "this peer incarnation is no longer live");
+                    }
+                    last_index = index;
+                }
+                write_message(&mut stream, &Message::PeerAck { index })?;
+            }
+            Message::Keepalive => {}
+            other => {
+                return refuse(
+                    &mut stream,
+                    &format!("unexpected {} on a peer link", other.kind()),
+                );
+            }
+        }
+    }
+    Ok(())
+}

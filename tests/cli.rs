@@ -1,0 +1,216 @@
+//! The command line as `CONTRACT.md` pins it: each subcommand's flags, exit status 2 for
+//! usage errors, and exit status 1 with one clear stderr line for runtime failures.
+//!
+//! Every test runs the real binary once per case and waits for it to exit (with a deadline);
+//! nothing here needs a running cluster. The runtime-failure cases point the binary at a
+//! `127.0.0.1` port where nothing listens.
+
+mod common;
+
+use common::{Finished, TIMEOUT, TempDir, run_dsys, unused_addr};
+
+/// Runs `dsys ARGS` with the default environment.
+fn run(args: &[&str]) -> Finished {
+    run_dsys(args, &[], TIMEOUT)
+}
+
+/// Asserts that `dsys ARGS` (a `--help` request) exits 0 and prints every one of `words`.
+fn assert_help_lists(args: &[&str], words: &[&str]) {
+    let command = format!("`dsys {}`", args.join(" "));
+    let done = run(args);
+    assert_eq!(
+        done.code(),
+        Some(0),
+        "{command} should exit 0; stderr: {:?}",
+        done.stderr
+    );
+    for word in words {
+        assert!(
+            done.stdout.contains(word),
+            "{command} should mention {word}; it printed:\n{}",
+            done.stdout
+        );
+    }
+}
+
+/// Asserts a usage error: exit status 2 and something on stderr saying why.
+fn assert_usage_error(args: &[&str]) {
+    let done = run(args);
+    assert_eq!(
+        done.code(),
+        Some(2),
+        "`dsys {}` is a usage error and should exit 2; stderr: {:?}",
+        args.join(" "),
+        done.stderr
+    );
+    assert!(
+        !done.stderr_lines().is_empty(),
+        "`dsys {}` should say on stderr what is wrong",
+        args.join(" ")
+    );
+}
+
+/// Asserts a runtime failure as the contract pins it: exit status 1, and exactly one
+/// non-blank line on stderr, which contains every one of `needles`.
+///
+/// The command runs with `RUST_LOG=off`: logs are a separate stream whose volume the user
+/// picks, and the contract's "one clear line" is what remains with them turned off.
+fn assert_runtime_failure(args: &[&str], envs: &[(&str, &str)], needles: &[&str]) {
+    let mut envs = envs.to_vec();
+    envs.push(("RUST_LOG", "off"));
+    let done = run_dsys(args, &envs, TIMEOUT);
+    let command = format!("`dsys {}` (env {envs:?})", args.join(" "));
+    assert_eq!(
+        done.code(),
+        Some(1),
+        "{command} should exit 1; stderr: {:?}",
+        done.stderr
+    );
+    let lines = done.stderr_lines();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{command} should print exactly one line on stderr, got: {lines:?}"
+    );
+    for needle in needles {
+        assert!(
+            lines[0].contains(needle),
+            "{command}: the stderr line should contain {needle:?}: {:?}",
+            lines[0]
+        );
+    }
+}
+
+// --- help -------------------------------------------------------------------------------
+
+#[test]
+fn top_level_help_lists_every_subcommand() {
+    assert_help_lists(
+        &["--help"],
+        &["coordinator", "server", "client", "status", "demo"],
+    );
+}
+
+#[test]
+fn coordinator_help_lists_contract_flags() {
+    assert_help_lists(
+        &["coordinator", "--help"],
+        &["--listen", "--heartbeat-timeout"],
+    );
+}
+
+#[test]
+fn server_help_lists_contract_flags() {
+    assert_help_lists(
+        &["server", "--help"],
+        &["--port", "--host", "--coordinator", "--heartbeat-interval"],
+    );
+}
+
+#[test]
+fn client_help_lists_contract_flags() {
+    assert_help_lists(
+        &["client", "--help"],
+        &[
+            "--register",
+            "--coordinator",
+            "--server",
+            "--name",
+            "--output",
+            "--download-dir",
+            "--send",
+            "--send-file",
+        ],
+    );
+}
+
+#[test]
+fn status_help_lists_contract_flags() {
+    assert_help_lists(&["status", "--help"], &["--coordinator", "--output"]);
+}
+
+// --- usage errors -----------------------------------------------------------------------
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    for subcommand in ["coordinator", "server", "client", "status", "demo"] {
+        assert_usage_error(&[subcommand, "--no-such-flag"]);
+    }
+}
+
+#[test]
+fn unknown_subcommand_is_a_usage_error() {
+    assert_usage_error(&["no-such-subcommand"]);
+}
+
+#[test]
+fn bad_output_value_is_a_usage_error() {
+    // Only `text` and `json` exist; the value is checked before anything connects.
+    assert_usage_error(&["client", "--register", "--output", "xml"]);
+    assert_usage_error(&["status", "--output", "xml"]);
+}
+
+// --- runtime failures -------------------------------------------------------------------
+
+#[test]
+fn client_without_coordinator_exits_1_naming_the_address() {
+    let addr = unused_addr();
+    let downloads = TempDir::new("cli-client");
+    let dir = downloads.path().to_str().expect("temp paths are UTF-8");
+    // Nothing listens at `addr`: the client cannot be placed on any server, says so in one
+    // line that names where it looked, and exits 1 (within TIMEOUT, not after retrying
+    // forever).
+    assert_runtime_failure(
+        &[
+            "client",
+            "--register",
+            "--name",
+            "alice",
+            "--coordinator",
+            &addr,
+            "--download-dir",
+            dir,
+        ],
+        &[],
+        &["no live server", &addr],
+    );
+}
+
+#[test]
+fn client_takes_coordinator_from_env() {
+    let addr = unused_addr();
+    let downloads = TempDir::new("cli-client-env");
+    let dir = downloads.path().to_str().expect("temp paths are UTF-8");
+    // DSYS_COORDINATOR stands in for --coordinator: the failure names that address.
+    assert_runtime_failure(
+        &[
+            "client",
+            "--register",
+            "--name",
+            "alice",
+            "--download-dir",
+            dir,
+        ],
+        &[("DSYS_COORDINATOR", &addr)],
+        &["no live server", &addr],
+    );
+}
+
+#[test]
+fn status_without_coordinator_exits_1_naming_the_address() {
+    let addr = unused_addr();
+    // Nothing listens at `addr`: one line saying which coordinator could not be reached.
+    assert_runtime_failure(&["status", "--coordinator", &addr], &[], &[&addr]);
+    assert_runtime_failure(
+        &["status", "--coordinator", &addr, "--output", "json"],
+        &[],
+        &[&addr],
+    );
+}
+
+#[test]
+fn status_takes_coordinator_from_env() {
+    let addr = unused_addr();
+    // DSYS_COORDINATOR stands in for --coordinator: the failure names that address.
+    assert_runtime_failure(&["status"], &[("DSYS_COORDINATOR", &addr)], &[&addr]);
+}
