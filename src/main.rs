@@ -124,7 +124,13 @@ impl From<OutputArg> for dsys::Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // The demo narrates on stdout; its in-process clients' info lines would only repeat it.
+    let default_level = match cli.command {
+        Command::Demo => "warn",
+        _ => "info",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .init();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Usage(why)) => {

@@ -415,8 +415,11 @@ impl Coordinator {
                 // by the plan, evenly, and not one by one to whichever server is emptiest.
                 return Ok(suspect.to_string());
             }
-            log::info!("server unreachable addr={suspect} reported_by={name}");
-            declare_dead(&mut self.lock(), suspect);
+            let mut registry = self.lock();
+            if registry.servers.get(suspect).is_some_and(|s| s.alive) {
+                log::info!("server unreachable addr={suspect} reported_by={name}");
+                declare_dead(&mut registry, suspect);
+            }
         }
         self.lock()
             .assign(name)

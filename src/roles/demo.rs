@@ -1,7 +1,436 @@
-//! `dsys demo`.
-use crate::Result;
+//! `dsys demo`: the whole story on one machine, narrated, with no setup.
+//!
+//! A coordinator and three servers run as child processes of this one (this same executable,
+//! on free ports), so that killing a server is a real `SIGKILL` of a real process. Six
+//! clients run in this process as sessions ([`crate::roles::client::session`]), so the demo
+//! can count what each one receives. The story: everyone registers and says hello; one
+//! server is killed while everyone keeps talking; the coordinator's detection and
+//! redistribution plan are shown as they happen; the moved clients fail over; everyone talks
+//! again; a summary says what was sent, delivered, lost and duplicated.
+//!
+//! **Threads.** One `log-<child>` thread per child drains its stderr (forwarding the lines a
+//! learner should see), and one `events-<client>` thread per client tags its events with
+//! the client's name into one channel that the main thread reads.
+//!
+//! **Stopping.** Every child is held by a [`ChildGuard`] that kills it on drop, and every
+//! child also dies with this process (parent-death signal), so nothing outlives the demo:
+//! not at the end, not on an error, not on Ctrl-C (the stop channel ends every wait).
 
-/// Runs the demo.
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
+
+use crate::error::{Error, Result};
+use crate::roles::client::session::{self, SessionConfig};
+use crate::roles::client::{self, Event};
+use crate::signals;
+
+/// Heartbeat interval of the demo's servers: short, so the story moves quickly.
+const HEARTBEAT_INTERVAL_MS: u64 = 200;
+/// Heartbeat timeout of the demo's coordinator (five intervals).
+const HEARTBEAT_TIMEOUT_MS: u64 = 1000;
+/// How long any one step may take before the demo gives up with an error. Generous: the
+/// steps take well under a second each on an idle machine.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The clients of the story.
+const NAMES: [&str; 6] = ["alice", "bob", "carol", "dave", "erin", "frank"];
+
+/// A child process that is killed (SIGKILL) and reaped when dropped.
+struct ChildGuard {
+    label: String,
+    child: Child,
+    log: Option<JoinHandle<()>>,
+}
+
+impl ChildGuard {
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(log) = self.log.take() {
+            let _ = log.join(); // ends at the child's end of stderr
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+        log::debug!("stopped {}", self.label);
+    }
+}
+
+/// What the demo waits on: client events, the interesting log lines of the children, and
+/// the stop signal.
+struct Story {
+    events_rx: Receiver<(String, Event)>,
+    narration_rx: Receiver<String>,
+    stop_rx: Receiver<()>,
+    /// Every text delivery seen: (receiver, sender, seq).
+    delivered: Vec<(String, String, u64)>,
+    failovers: Vec<(String, String, String)>,
+}
+
+/// `dsys demo`: runs the story and exits 0 when nothing was lost or duplicated.
+///
+/// # Errors
+/// A step that does not complete within [`STEP_TIMEOUT`], a child that cannot start, or
+/// Ctrl-C.
 pub fn run() -> Result<()> {
-    todo!()
+    let started = Instant::now();
+    let (narration_tx, narration_rx) = unbounded();
+    let (events_tx, events_rx) = unbounded();
+    let mut story = Story {
+        events_rx,
+        narration_rx,
+        stop_rx: signals::stop_on_signal(),
+        delivered: Vec::new(),
+        failovers: Vec::new(),
+    };
+
+    println!("dsys demo: one coordinator, three servers and six clients on this machine.\n");
+    println!("[1/6] Starting the coordinator (heartbeat timeout {HEARTBEAT_TIMEOUT_MS} ms).");
+    let timeout = HEARTBEAT_TIMEOUT_MS.to_string();
+    let (_coordinator, coordinator_addr) = spawn_role(
+        "coordinator",
+        &[
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--heartbeat-timeout",
+            &timeout,
+        ],
+        &narration_tx,
+    )?;
+    println!("      listening on {coordinator_addr}");
+
+    println!("[2/6] Starting three servers (heartbeat every {HEARTBEAT_INTERVAL_MS} ms).");
+    let interval = HEARTBEAT_INTERVAL_MS.to_string();
+    let mut servers = Vec::new();
+    for i in 1..=3 {
+        let args = [
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--coordinator",
+            &coordinator_addr,
+            "--heartbeat-interval",
+            &interval,
+        ];
+        servers.push(spawn_role(&format!("server-{i}"), &args, &narration_tx)?);
+    }
+    story.narrate_until(|line| line.contains("server up"), 3)?;
+
+    println!("[3/6] Six clients ask the coordinator for a server and register.");
+    let (commands, sessions, homes) = start_clients(&coordinator_addr, &events_tx, &mut story)?;
+    for name in NAMES {
+        println!("      {name:<6} registered on {}", homes[name]);
+    }
+
+    println!("[4/6] Everyone says hello; every message goes to the five others.");
+    send_round(&commands, "hello")?;
+    story.wait_for_deliveries(NAMES.len() * (NAMES.len() - 1))?;
+    println!(
+        "      {} deliveries, {} out of order",
+        story.delivered.len(),
+        story.out_of_order()
+    );
+
+    let (victim, victim_addr) = {
+        let (guard, addr) = servers.remove(1);
+        (guard, addr)
+    };
+    let moved: Vec<&str> = NAMES
+        .into_iter()
+        .filter(|n| homes[*n] == victim_addr)
+        .collect();
+    println!(
+        "[5/6] Killing server {victim_addr} with SIGKILL while everyone keeps talking \
+         (its clients: {}).",
+        moved.join(", ")
+    );
+    let mut victim = victim;
+    victim.kill();
+    send_round(&commands, "still here")?;
+    story.wait_for_failovers(moved.len())?;
+    story.wait_for_deliveries(2 * NAMES.len() * (NAMES.len() - 1))?;
+    story.narrate_pending();
+
+    println!("[6/6] Everyone talks once more across the two remaining servers.");
+    send_round(&commands, "goodbye")?;
+    let expected = 3 * NAMES.len() * (NAMES.len() - 1);
+    story.wait_for_deliveries(expected)?;
+
+    drop(commands); // end of input: each session waits for its acks, then deregisters
+    for session in sessions {
+        session
+            .join()
+            .unwrap_or_else(|_| Err(Error::Protocol("a client session panicked".into())))?;
+    }
+    let summary = story.summary(3 * NAMES.len(), expected);
+    println!("\n{summary}");
+    println!("Finished in {:.1} s.", started.elapsed().as_secs_f64());
+    drop(servers);
+    if story.lost_or_duplicated(expected) {
+        return Err(Error::Protocol("messages were lost or duplicated".into()));
+    }
+    Ok(())
+}
+
+/// Starts `dsys <args>` as a child and returns it with the address from its
+/// "listening on ADDR" log line. Its other interesting log lines go to `narration_tx`.
+fn spawn_role(
+    label: &str,
+    args: &[&str],
+    narration_tx: &Sender<String>,
+) -> Result<(ChildGuard, String)> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure runs between fork and exec and only calls prctl(2).
+    unsafe {
+        command.pre_exec(signals::die_with_parent);
+    }
+    let mut child = command.spawn()?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (addr_tx, addr_rx) = bounded(1);
+    let narration_tx = narration_tx.clone();
+    let log = thread::Builder::new()
+        .name(format!("log-{label}"))
+        .spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let addr = addr.split_whitespace().next().unwrap_or_default();
+                    let _ = addr_tx.try_send(addr.to_string());
+                } else if is_story_line(&line) {
+                    let _ = narration_tx.send(strip_log_prefix(&line));
+                }
+            }
+        })?;
+    let guard = ChildGuard {
+        label: label.to_string(),
+        child,
+        log: Some(log),
+    };
+    let addr = addr_rx
+        .recv_timeout(STEP_TIMEOUT)
+        .map_err(|_| Error::Protocol(format!("{label} did not start listening")))?;
+    Ok((guard, addr))
+}
+
+/// The coordinator's log lines that tell the story of a failure.
+fn is_story_line(line: &str) -> bool {
+    [
+        "server up",
+        "unreachable",
+        "heartbeat missed",
+        "declared dead",
+        "redistribution plan",
+    ]
+    .iter()
+    .any(|needle| line.contains(needle))
+}
+
+/// `[time LEVEL module] text` → `text`.
+fn strip_log_prefix(line: &str) -> String {
+    line.split_once("] ")
+        .map_or(line, |(_, text)| text)
+        .to_string()
+}
+
+type Started = (
+    Vec<Sender<client::Command>>,
+    Vec<JoinHandle<Result<()>>>,
+    HashMap<&'static str, String>,
+);
+
+/// Registers the six clients through the coordinator, one after the other so the
+/// coordinator spreads them two per server.
+fn start_clients(
+    coordinator: &str,
+    events_tx: &Sender<(String, Event)>,
+    story: &mut Story,
+) -> Result<Started> {
+    let mut commands = Vec::new();
+    let mut sessions = Vec::new();
+    let mut homes = HashMap::new();
+    for name in NAMES {
+        let (commands_tx, commands_rx) = bounded(64);
+        let (client_events_tx, client_events_rx) = unbounded();
+        let config = SessionConfig {
+            coordinator: coordinator.to_string(),
+            server: None,
+            name: name.to_string(),
+            download_dir: std::env::temp_dir().join("dsys-demo-downloads"),
+        };
+        sessions.push(session::start(
+            config,
+            commands_rx,
+            client_events_tx,
+            story.stop_rx.clone(),
+        )?);
+        let events_tx = events_tx.clone();
+        thread::Builder::new()
+            .name(format!("events-{name}"))
+            .spawn(move || {
+                for event in client_events_rx {
+                    if events_tx.send((name.to_string(), event)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        let (_, event) = story.next_event()?;
+        if let Event::Registered { server, .. } = event {
+            homes.insert(name, server);
+        }
+        commands.push(commands_tx);
+    }
+    Ok((commands, sessions, homes))
+}
+
+fn send_round(commands: &[Sender<client::Command>], text: &str) -> Result<()> {
+    for (name, commands_tx) in NAMES.iter().zip(commands) {
+        commands_tx
+            .send(client::Command::Text(format!("{text} from {name}")))
+            .map_err(|_| Error::Protocol(format!("{name}'s session ended early")))?;
+    }
+    Ok(())
+}
+
+impl Story {
+    /// The next client event, printing children's story lines meanwhile.
+    fn next_event(&mut self) -> Result<(String, Event)> {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            select! {
+                recv(self.events_rx) -> event => {
+                    let event = event.map_err(|_| Error::Protocol("clients ended".into()))?;
+                    return Ok(event);
+                }
+                recv(self.narration_rx) -> line => {
+                    if let Ok(line) = line {
+                        println!("      coordinator: {line}");
+                    }
+                }
+                recv(self.stop_rx) -> _ => {
+                    return Err(Error::Protocol("interrupted".into()));
+                }
+                default(deadline.saturating_duration_since(Instant::now())) => {
+                    return Err(Error::Protocol("the demo timed out waiting".into()));
+                }
+            }
+        }
+    }
+
+    /// Prints story lines until `count` of them satisfy `matches`.
+    fn narrate_until(&mut self, matches: impl Fn(&str) -> bool, count: usize) -> Result<()> {
+        let mut seen = 0;
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        while seen < count {
+            select! {
+                recv(self.narration_rx) -> line => {
+                    let line = line.map_err(|_| Error::Protocol("children ended".into()))?;
+                    println!("      coordinator: {line}");
+                    if matches(&line) {
+                        seen += 1;
+                    }
+                }
+                recv(self.stop_rx) -> _ => return Err(Error::Protocol("interrupted".into())),
+                default(deadline.saturating_duration_since(Instant::now())) => {
+                    return Err(Error::Protocol("servers did not come up".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn narrate_pending(&self) {
+        for line in self.narration_rx.try_iter() {
+            println!("      coordinator: {line}");
+        }
+    }
+
+    fn record(&mut self, receiver: String, event: Event) {
+        match event {
+            Event::Message { from, seq, .. } => self.delivered.push((receiver, from, seq)),
+            Event::Failover { from, to } => {
+                println!("      {receiver:<6} failover: {from} -> {to}");
+                self.failovers.push((receiver, from, to));
+            }
+            Event::Gap { from, missed } => {
+                println!("      {receiver:<6} gap: {missed} messages from {from} lost");
+            }
+            Event::Error { message } => println!("      {receiver:<6} error: {message}"),
+            _ => {}
+        }
+    }
+
+    fn wait_for_deliveries(&mut self, total: usize) -> Result<()> {
+        while self.delivered.len() < total {
+            let (receiver, event) = self.next_event()?;
+            self.record(receiver, event);
+        }
+        Ok(())
+    }
+
+    fn wait_for_failovers(&mut self, total: usize) -> Result<()> {
+        while self.failovers.len() < total {
+            let (receiver, event) = self.next_event()?;
+            self.record(receiver, event);
+        }
+        Ok(())
+    }
+
+    fn duplicates(&self) -> usize {
+        let unique: HashSet<&(String, String, u64)> = self.delivered.iter().collect();
+        self.delivered.len() - unique.len()
+    }
+
+    /// Deliveries that did not follow the previous one from the same sender to the same
+    /// receiver by exactly one `seq`.
+    fn out_of_order(&self) -> usize {
+        let mut last: HashMap<(&str, &str), u64> = HashMap::new();
+        let mut wrong = 0;
+        for (receiver, sender, seq) in &self.delivered {
+            let previous = last.insert((receiver.as_str(), sender.as_str()), *seq);
+            if previous.is_some_and(|p| p + 1 != *seq) {
+                wrong += 1;
+            }
+        }
+        wrong
+    }
+
+    fn lost_or_duplicated(&self, expected: usize) -> bool {
+        self.duplicates() > 0 || self.out_of_order() > 0 || self.delivered.len() < expected
+    }
+
+    fn summary(&self, sent: usize, expected: usize) -> String {
+        let duplicated = self.duplicates();
+        let unique = self.delivered.len() - duplicated;
+        let mut targets: HashMap<&str, usize> = HashMap::new();
+        for (_, _, to) in &self.failovers {
+            *targets.entry(to.as_str()).or_default() += 1;
+        }
+        let mut spread: Vec<String> = targets.iter().map(|(s, n)| format!("{n} to {s}")).collect();
+        spread.sort();
+        format!(
+            "Summary: sent {sent} messages; delivered {unique} of {expected} expected; \
+             lost {}; duplicated {duplicated}; out of order {}.\n\
+             One server killed; {} clients moved ({}).",
+            expected.saturating_sub(unique),
+            self.out_of_order(),
+            self.failovers.len(),
+            spread.join(", ")
+        )
+    }
 }
