@@ -71,14 +71,16 @@ pub fn request(stream: &mut TcpStream, request: &Message) -> Result<Message> {
 }
 
 /// Reads the first frame of an accepted connection and checks that it is a
-/// [`Message::Hello`] of our version. Returns the role the peer announced.
+/// [`Message::Hello`] of our version. Returns the role the peer announced, or `None` when
+/// the peer closed without a byte: what the coordinator's reachability check does, so it is
+/// an expected event, not a misbehaviour.
 ///
 /// # Errors
 /// [`Error::Protocol`] for anything else; [`Error::Io`] when the deadline set on the
 /// stream passes first (a connection that says nothing is closed).
-pub fn expect_hello(stream: &mut TcpStream) -> Result<Role> {
+pub fn expect_hello(stream: &mut TcpStream) -> Result<Option<Role>> {
     match read_message(stream)? {
-        Some(Message::Hello { version, role }) if version == PROTOCOL_VERSION => Ok(role),
+        Some(Message::Hello { version, role }) if version == PROTOCOL_VERSION => Ok(Some(role)),
         Some(Message::Hello { version, .. }) => Err(Error::Protocol(format!(
             "protocol version {version}, this build speaks {PROTOCOL_VERSION}"
         ))),
@@ -86,7 +88,7 @@ pub fn expect_hello(stream: &mut TcpStream) -> Result<Role> {
             "expected Hello as first frame, got {}",
             other.kind()
         ))),
-        None => Err(Error::Protocol("closed before saying hello".into())),
+        None => Ok(None),
     }
 }
 

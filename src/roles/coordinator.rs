@@ -575,10 +575,11 @@ fn serve_connection(mut stream: TcpStream, coordinator: &Coordinator) -> Result<
     stream.set_read_timeout(Some(HELLO_DEADLINE))?;
     stream.set_write_timeout(Some(HELLO_DEADLINE))?;
     match net::expect_hello(&mut stream)? {
-        Role::Heartbeat => serve_heartbeats(stream, coordinator),
-        Role::Locate => serve_locate(stream, coordinator),
-        Role::Status => serve_status(stream, coordinator),
-        other => refuse(stream, &format!("the coordinator does not serve {other:?}")),
+        Some(Role::Heartbeat) => serve_heartbeats(stream, coordinator),
+        Some(Role::Locate) => serve_locate(stream, coordinator),
+        Some(Role::Status) => serve_status(stream, coordinator),
+        Some(other) => refuse(stream, &format!("the coordinator does not serve {other:?}")),
+        None => Ok(()),
     }
 }
 

@@ -133,6 +133,10 @@ struct PeerLink {
     link_id: u64,
     /// The highest relay index the peer confirmed.
     acked: u64,
+    /// The last relay index when the peer was added. Older messages were acknowledged
+    /// without it, and its clients registered after them, so they are never sent to it: a
+    /// server that joins late must not flood its new clients with old news.
+    start_index: u64,
     /// The sending end of the link's queue, held while a peer-out thread is connected.
     /// Dropped (set to `None`) when the queue overflows: the thread then reconnects and
     /// resumes from the outbound log.
@@ -374,13 +378,14 @@ impl Hub {
                 let link_id = state.next_id;
                 // A new peer is owed only what is published from now on: older messages
                 // were acknowledged (or are waiting) on the peers that existed then.
-                let acked = state.last_index;
+                let start_index = state.last_index;
                 state.peers.insert(
                     addr.to_string(),
                     PeerLink {
                         epoch,
                         link_id,
-                        acked,
+                        acked: start_index,
+                        start_index,
                         outbox_tx: None,
                     },
                 );
@@ -443,6 +448,7 @@ impl Hub {
         let link = state.peers.get_mut(addr).filter(|p| p.link_id == link_id)?;
         let (outbox_tx, outbox_rx) = bounded(self.limits.peer_queue);
         link.outbox_tx = Some(outbox_tx);
+        let last_index = last_index.max(link.start_index);
         if let Some(first) = first_kept
             && first > last_index + 1
         {

@@ -259,9 +259,10 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) -> Result<()> {
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     stream.set_nodelay(true)?;
     match net::expect_hello(&mut stream)? {
-        Role::Client => serve_client(stream, shared),
-        Role::Peer => peers::serve_peer(stream, shared),
-        other => refuse(&mut stream, &format!("a server does not serve {other:?}")),
+        Some(Role::Client) => serve_client(stream, shared),
+        Some(Role::Peer) => peers::serve_peer(stream, shared),
+        Some(other) => refuse(&mut stream, &format!("a server does not serve {other:?}")),
+        None => Ok(()), // a reachability check: connected and closed without a word
     }
 }
 
