@@ -29,7 +29,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -113,9 +113,14 @@ pub struct Registry {
 }
 
 /// A cloneable handle on the shared [`Registry`].
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Coordinator {
     registry: Arc<Mutex<Registry>>,
+    /// Notified after every heartbeat and every watchdog round, for the locate requests
+    /// that wait to learn whether a suspect server is alive
+    /// ([`Coordinator::settle_suspect`]). Used with the `registry` mutex.
+    changed: Arc<Condvar>,
+    heartbeat_timeout: Duration,
 }
 
 /// What [`handle_heartbeat`] decided.
@@ -373,9 +378,20 @@ impl Coordinator {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A coordinator with an empty registry.
+    pub fn new(heartbeat_timeout: Duration) -> Coordinator {
+        Coordinator {
+            registry: Arc::default(),
+            changed: Arc::default(),
+            heartbeat_timeout,
+        }
+    }
+
     /// Records a heartbeat (see [`handle_heartbeat`]).
     pub fn heartbeat(&self, addr: &str, epoch: u64, clients: Vec<String>) -> HeartbeatOutcome {
-        handle_heartbeat(&mut self.lock(), Instant::now(), addr, epoch, clients)
+        let outcome = handle_heartbeat(&mut self.lock(), Instant::now(), addr, epoch, clients);
+        self.changed.notify_all();
+        outcome
     }
 
     /// One watchdog round: declares dead every server silent longer than `timeout`.
@@ -392,11 +408,17 @@ impl Coordinator {
             );
             declare_dead(&mut registry, &addr);
         }
+        drop(registry);
+        self.changed.notify_all();
     }
 
-    /// Answers a client's "which server?". When the client names a `suspect` server it lost,
-    /// that server is checked first (outside the lock): if nothing listens there any more it
-    /// is declared dead at once rather than after the heartbeat timeout.
+    /// Answers a client's "which server?". Blocks while it settles a suspect.
+    ///
+    /// When the client names a `suspect` server it lost, that server is checked first
+    /// (outside the lock): if nothing listens there any more it is declared dead at once,
+    /// rather than after the heartbeat timeout. If something still listens, the server may
+    /// be fine (only the client's connection broke) or hung (its kernel still accepts).
+    /// The heartbeats tell which (see [`Coordinator::settle_suspect`]).
     ///
     /// # Errors
     /// [`Error::NoLiveServer`] when no server is alive.
@@ -409,11 +431,7 @@ impl Coordinator {
                 .is_some_and(|entry| entry.alive);
         if suspect_alive {
             if answers_connect(suspect) {
-                // Something still listens there: the server may be fine (only the client's
-                // connection broke) or hung. The watchdog decides which; until then the
-                // client is told to stay, so that a hung server's clients move together
-                // by the plan, evenly, and not one by one to whichever server is emptiest.
-                return Ok(suspect.to_string());
+                return self.settle_suspect(name, suspect);
             }
             let mut registry = self.lock();
             if registry.servers.get(suspect).is_some_and(|s| s.alive) {
@@ -422,6 +440,34 @@ impl Coordinator {
             }
         }
         self.lock()
+            .assign(name)
+            .ok_or_else(|| Error::NoLiveServer("the coordinator knows no live server".into()))
+    }
+
+    /// Waits until the `suspect` either heartbeats again (it is fine: the client is sent
+    /// back to it) or is declared dead by the watchdog (the client gets its planned server).
+    /// One of the two happens within the heartbeat timeout plus a watchdog tick; the wait is
+    /// capped at twice the timeout in case the watchdog is stopping.
+    ///
+    /// Waiting here, rather than telling the client to stay and ask again, is what moves a
+    /// hung server's clients the moment it is declared dead, and all by the same plan.
+    fn settle_suspect(&self, name: &str, suspect: &str) -> Result<String> {
+        let asked = Instant::now();
+        let unsettled = |registry: &mut Registry| {
+            registry
+                .servers
+                .get(suspect)
+                .is_some_and(|s| s.alive && s.last_seen <= asked)
+        };
+        let registry = self.lock();
+        let (mut registry, _) = self
+            .changed
+            .wait_timeout_while(registry, self.heartbeat_timeout * 2, unsettled)
+            .unwrap_or_else(|p| p.into_inner());
+        if registry.servers.get(suspect).is_some_and(|s| s.alive) {
+            return Ok(suspect.to_string());
+        }
+        registry
             .assign(name)
             .ok_or_else(|| Error::NoLiveServer("the coordinator knows no live server".into()))
     }
@@ -487,7 +533,7 @@ pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
         "coordinator listening on {addr} heartbeat_timeout_ms={}",
         config.heartbeat_timeout.as_millis()
     );
-    let coordinator = Coordinator::default();
+    let coordinator = Coordinator::new(config.heartbeat_timeout);
     let stopping = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = bounded::<()>(0);
 

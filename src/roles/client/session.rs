@@ -54,6 +54,12 @@ const FAILOVER_REGISTER_TIMEOUT: Duration = Duration::from_millis(500);
 const FAILOVER_RETRY: Duration = Duration::from_millis(100);
 /// How long a stop signal waits for outstanding acknowledgements before leaving anyway.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How long connecting to the coordinator may take.
+const LOCATE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the coordinator may take to answer "which server?". It holds the answer back
+/// while it finds out whether a suspect server is hung (up to twice its heartbeat timeout),
+/// so this is well above any sensible timeout.
+const LOCATE_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames read ahead of the session thread, per connection.
 const RECV_QUEUE: usize = 1024;
 
@@ -439,9 +445,9 @@ impl Session {
 /// # Errors
 /// [`Error::NoLiveServer`] when the coordinator is unreachable or knows no live server.
 pub fn locate(coordinator: &str, name: &str, suspect: &str) -> Result<String> {
-    let timeout = Duration::from_secs(2);
-    let mut stream = net::connect_as(coordinator, Role::Locate, timeout)
+    let mut stream = net::connect_as(coordinator, Role::Locate, LOCATE_CONNECT_TIMEOUT)
         .map_err(|e| net::coordinator_unreachable(coordinator, e))?;
+    stream.set_read_timeout(Some(LOCATE_REPLY_TIMEOUT))?;
     let request = Message::Locate {
         name: name.to_string(),
         suspect: suspect.to_string(),
