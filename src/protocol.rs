@@ -215,6 +215,10 @@ pub enum Message {
     HeartbeatReply {
         /// The incarnation the server is to use (assigned when it sent 0).
         epoch: u64,
+        /// False while a restarted coordinator is still relearning the cluster (for one
+        /// heartbeat timeout after it starts): `servers` may then miss live servers, so a
+        /// server only adds peers from it and removes none.
+        complete: bool,
         /// Every live server, including the one addressed.
         servers: Vec<ServerInfo>,
     },
@@ -423,9 +427,14 @@ impl Message {
                 out.u64(*epoch);
                 out.strs(clients);
             }
-            Message::HeartbeatReply { epoch, servers } => {
+            Message::HeartbeatReply {
+                epoch,
+                complete,
+                servers,
+            } => {
                 out.u8(T_HEARTBEAT_REPLY);
                 out.u64(*epoch);
+                out.u8(*complete as u8);
                 out.servers(servers);
             }
             Message::Fenced { reason } => {
@@ -521,6 +530,7 @@ impl Message {
             },
             T_HEARTBEAT_REPLY => Message::HeartbeatReply {
                 epoch: r.u64()?,
+                complete: r.flag("complete")?,
                 servers: r.servers()?,
             },
             T_FENCED => Message::Fenced { reason: r.str()? },
@@ -796,6 +806,13 @@ impl<'a> Reader<'a> {
             other => Err(Error::Protocol(format!("unknown body kind {other}"))),
         }
     }
+    fn flag(&mut self, what: &str) -> Result<bool> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(Error::Protocol(format!("bad {what} flag {other}"))),
+        }
+    }
     fn servers(&mut self) -> Result<Vec<ServerInfo>> {
         // addr length (2) + epoch (8) + alive (1) + client count (4)
         let count = self.count(15)?;
@@ -804,11 +821,7 @@ impl<'a> Reader<'a> {
                 Ok(ServerInfo {
                     addr: self.str()?,
                     epoch: self.u64()?,
-                    alive: match self.u8()? {
-                        0 => false,
-                        1 => true,
-                        other => return Err(Error::Protocol(format!("bad alive flag {other}"))),
-                    },
+                    alive: self.flag("alive")?,
                     clients: self.strs()?,
                 })
             })

@@ -309,10 +309,12 @@ fn sample_messages() -> Vec<Message> {
         },
         Message::HeartbeatReply {
             epoch: 3,
+            complete: true,
             servers: servers.clone(),
         },
         Message::HeartbeatReply {
             epoch: 1,
+            complete: false,
             servers: vec![],
         },
         Message::Fenced {
@@ -879,7 +881,7 @@ fn bodies_with_forged_count(count: u32) -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "HeartbeatReply.servers",
-            [&[T_HEARTBEAT_REPLY][..], &u64be(1), &count].concat(),
+            [&[T_HEARTBEAT_REPLY][..], &u64be(1), &[1], &count].concat(),
         ),
         (
             "StatusReport.servers",
@@ -1022,7 +1024,14 @@ fn bad_alive_flag_is_refused() {
     for alive in [2, 0xff] {
         let server = [&u16be(3)[..], b"a:1", &u64be(1), &[alive], &u32be(0)].concat();
         let report = [&[T_STATUS_REPORT][..], &u32be(1), &server].concat();
-        let reply = [&[T_HEARTBEAT_REPLY][..], &u64be(1), &u32be(1), &server].concat();
+        let reply = [
+            &[T_HEARTBEAT_REPLY][..],
+            &u64be(1),
+            &[1],
+            &u32be(1),
+            &server,
+        ]
+        .concat();
         for (what, bytes) in [("StatusReport", report), ("HeartbeatReply", reply)] {
             let reason = assert_protocol_error(Message::decode(&bytes), what);
             assert!(reason.contains("alive"), "{what}: {reason}");

@@ -121,6 +121,9 @@ pub struct Coordinator {
     /// ([`Coordinator::settle_suspect`]). Used with the `registry` mutex.
     changed: Arc<Condvar>,
     heartbeat_timeout: Duration,
+    /// When this coordinator started: for one heartbeat timeout after that, it may not have
+    /// heard from every live server yet, and says so in its replies.
+    started: Instant,
 }
 
 /// What [`handle_heartbeat`] decided.
@@ -384,6 +387,7 @@ impl Coordinator {
             registry: Arc::default(),
             changed: Arc::default(),
             heartbeat_timeout,
+            started: Instant::now(),
         }
     }
 
@@ -470,6 +474,13 @@ impl Coordinator {
         registry
             .assign(name)
             .ok_or_else(|| Error::NoLiveServer("the coordinator knows no live server".into()))
+    }
+
+    /// True once every live server has had time to heartbeat since this coordinator
+    /// started, so the live list is the whole cluster. Until then a server must not drop a
+    /// peer just because the list lacks it: that peer may simply not have heartbeated yet.
+    pub fn knows_whole_cluster(&self) -> bool {
+        self.started.elapsed() > self.heartbeat_timeout
     }
 
     /// Every known server, for `dsys status`.
@@ -647,9 +658,11 @@ fn serve_heartbeats(mut stream: TcpStream, coordinator: &Coordinator) -> Result<
             );
         };
         let reply = match coordinator.heartbeat(&addr, epoch, clients) {
-            HeartbeatOutcome::Accepted { epoch, servers } => {
-                Message::HeartbeatReply { epoch, servers }
-            }
+            HeartbeatOutcome::Accepted { epoch, servers } => Message::HeartbeatReply {
+                epoch,
+                complete: coordinator.knows_whole_cluster(),
+                servers,
+            },
             HeartbeatOutcome::Fenced => {
                 log::info!("fenced a stale server incarnation addr={addr} epoch={epoch}");
                 Message::Fenced {

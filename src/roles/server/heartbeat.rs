@@ -69,12 +69,16 @@ fn send_heartbeat(shared: &Shared, connection: &mut Option<TcpStream>) -> Result
         clients: shared.hub.client_names(),
     };
     match net::request(stream, &heartbeat)? {
-        Message::HeartbeatReply { epoch, servers } => {
+        Message::HeartbeatReply {
+            epoch,
+            complete,
+            servers,
+        } => {
             if shared.hub.epoch() != epoch {
                 log::info!("joined the cluster addr={} epoch={epoch}", shared.addr);
                 shared.hub.set_epoch(epoch);
             }
-            for (addr, epoch, link_id) in shared.hub.set_peers(&servers) {
+            for (addr, epoch, link_id) in shared.hub.set_peers(&servers, complete) {
                 peers::start_peer_link(shared.clone(), addr, epoch, link_id);
             }
             Ok(())

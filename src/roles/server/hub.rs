@@ -29,9 +29,11 @@
 //! 4. *Acks.* A local client's message is acknowledged only when every live peer has confirmed
 //!    its relay index: from then on it survives the loss of any one server.
 
+use std::collections::HashSet;
 use std::collections::{HashMap, VecDeque};
 use std::net::{Shutdown, TcpStream};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
@@ -98,6 +100,8 @@ pub struct Registration {
 #[derive(Clone)]
 pub struct Hub {
     state: Arc<Mutex<State>>,
+    /// Notified when the server becomes ready (see [`Hub::wait_ready`]); used with `state`.
+    ready_changed: Arc<Condvar>,
     limits: Limits,
 }
 
@@ -147,6 +151,12 @@ struct PeerLink {
 struct State {
     /// This server's advertised address, to leave itself out of the peer list.
     addr: String,
+    /// Whether a complete peer list has arrived in this incarnation.
+    knows_peers: bool,
+    /// The peer incarnations whose links into this server have been accepted.
+    linked_from: HashSet<(String, u64)>,
+    /// Latched true once every listed peer has linked in (see [`Hub::wait_ready`]).
+    ready: bool,
     /// This incarnation's epoch, 0 until the coordinator assigned one.
     epoch: u64,
     next_id: u64,
@@ -178,6 +188,7 @@ impl Hub {
                 addr,
                 ..State::default()
             })),
+            ready_changed: Arc::default(),
             limits,
         }
     }
@@ -350,9 +361,11 @@ impl Hub {
     /// Replaces the peer set with the live servers the coordinator listed (this server
     /// excluded). Returns the `(addr, epoch, link_id)` of each new peer, for which the caller
     /// starts a peer-out thread. Peers no longer listed are dropped: their threads see their
-    /// queue disconnect and stop, and acks stop waiting for them.
-    pub fn set_peers(&self, servers: &[ServerInfo]) -> Vec<(String, u64, u64)> {
-        self.with_state(|state, _, cutoffs| {
+    /// queue disconnect and stop, and acks stop waiting for them. When the list is not
+    /// `complete` (a coordinator that just restarted), peers are only added: dropping one
+    /// that merely has not heartbeated yet would lose what is relayed meanwhile.
+    pub fn set_peers(&self, servers: &[ServerInfo], complete: bool) -> Vec<(String, u64, u64)> {
+        let started = self.with_state(|state, _, cutoffs| {
             let own = state.addr.clone();
             let listed: HashMap<&str, u64> = servers
                 .iter()
@@ -360,18 +373,22 @@ impl Hub {
                 .map(|s| (s.addr.as_str(), s.epoch))
                 .collect();
             state.peers.retain(|addr, link| {
-                let keep = listed.get(addr.as_str()) == Some(&link.epoch);
+                let keep = match listed.get(addr.as_str()) {
+                    Some(epoch) => *epoch == link.epoch,
+                    None => !complete,
+                };
                 if !keep {
                     log::info!("peer removed addr={addr} epoch={}", link.epoch);
                 }
                 keep
             });
+            let peers = &state.peers;
             state
                 .inbound
-                .retain(|(addr, epoch), _| listed.get(addr.as_str()) == Some(epoch));
+                .retain(|(addr, epoch), _| peers.get(addr).is_some_and(|p| p.epoch == *epoch));
             let mut started = Vec::new();
             for (addr, epoch) in listed {
-                if state.peers.contains_key(addr) {
+                if state.peers.get(addr).is_some_and(|p| p.epoch == epoch) {
                     continue;
                 }
                 state.next_id += 1;
@@ -393,8 +410,11 @@ impl Hub {
                 started.push((addr.to_string(), epoch, link_id));
             }
             state.advance_acks(cutoffs);
+            state.knows_peers |= complete;
             started
-        })
+        });
+        self.note_ready(&mut self.lock());
+        started
     }
 
     /// Sets this incarnation's epoch (from a heartbeat reply).
@@ -480,15 +500,56 @@ impl Hub {
     /// Accepts an incoming link from the peer incarnation `(addr, epoch)` if the coordinator
     /// lists it as live. Returns the last relay index already received from it.
     pub fn accept_peer(&self, addr: &str, epoch: u64) -> Option<u64> {
-        let state = self.lock();
-        let live = state.peers.get(addr).is_some_and(|p| p.epoch == epoch);
-        live.then(|| {
+        let mut state = self.lock();
+        if state.peers.get(addr).is_none_or(|p| p.epoch != epoch) {
+            return None;
+        }
+        state.linked_from.insert((addr.to_string(), epoch));
+        self.note_ready(&mut state);
+        Some(
             state
                 .inbound
                 .get(&(addr.to_string(), epoch))
                 .copied()
-                .unwrap_or(0)
-        })
+                .unwrap_or(0),
+        )
+    }
+
+    /// Blocks until the server is ready, or `timeout` passes. Returns whether it is ready.
+    ///
+    /// Ready means: the coordinator's complete peer list has arrived, and every peer on it
+    /// has linked into this server. From then on, every message published anywhere in the
+    /// cluster reaches this server. A client registered before that could miss messages
+    /// published on a peer that has not linked in yet, so registration waits for it
+    /// (a few heartbeat intervals when a server has just started; never afterwards).
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        let state = self.lock();
+        let (state, _) = self
+            .ready_changed
+            .wait_timeout_while(state, timeout, |s| !s.ready)
+            .unwrap_or_else(|p| p.into_inner());
+        state.ready
+    }
+
+    /// Latches `ready` when its conditions hold, and wakes the waiting registrations.
+    fn note_ready(&self, state: &mut State) {
+        if state.ready || !state.knows_peers {
+            return;
+        }
+        let linked = &state.linked_from;
+        if state
+            .peers
+            .iter()
+            .all(|(addr, p)| linked.contains(&(addr.clone(), p.epoch)))
+        {
+            state.ready = true;
+            log::info!(
+                "server ready addr={} peers={}",
+                state.addr,
+                state.peers.len()
+            );
+            self.ready_changed.notify_all();
+        }
     }
 }
 

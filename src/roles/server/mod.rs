@@ -63,6 +63,10 @@ const CLIENT_QUEUE: usize = 4096;
 const PEER_QUEUE: usize = 16_384;
 /// How long a new connection may take to say hello and register.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a registration waits for a just-started server to link with all its peers
+/// (see `Hub::wait_ready`). Beyond it the client is registered anyway, with a warning: a
+/// server that cannot reach the coordinator must still serve the clients sent to it.
+const READY_WAIT: Duration = Duration::from_secs(3);
 /// How long a client or peer may stay silent before its connection is closed. Clients and
 /// peers send keepalives every heartbeat interval, so only a dead or hung peer hits this.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -309,6 +313,9 @@ fn register_client(
         log::warn!("registration refused name={name:?} reason=\"{why}\"");
         write_message(stream, &Message::RegisterRefused { reason: why })?;
         return Ok(None);
+    }
+    if !shared.hub.wait_ready(READY_WAIT) {
+        log::warn!("registering name={name} before every peer has linked in");
     }
     let resuming = resume.is_some();
     let (outbox_tx, outbox_rx) = bounded(CLIENT_QUEUE);
