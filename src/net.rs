@@ -25,6 +25,20 @@ pub fn resolve(addr: &str) -> Result<SocketAddr> {
         .ok_or_else(|| Error::Usage(format!("address {addr:?} resolves to nothing")))
 }
 
+/// Binds a listener on `addr`, with an error that names the address (a port in use is a
+/// runtime failure, exit status 1, and the user needs to know which port).
+///
+/// # Errors
+/// [`Error::Usage`] for an unparsable address, [`Error::Io`] when binding fails.
+pub fn listen(addr: &str) -> Result<std::net::TcpListener> {
+    std::net::TcpListener::bind(resolve(addr)?).map_err(|e| {
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr}: {e}"),
+        ))
+    })
+}
+
 /// Connects to `addr`, waiting at most `timeout`, and sets read and write timeouts of
 /// `timeout` on the stream.
 ///

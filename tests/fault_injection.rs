@@ -49,6 +49,8 @@ enum Fault {
     HangServer(usize, u64),
     /// SIGKILL the coordinator, restart it on the same address after `ticks` ticks.
     RestartCoordinator(u64),
+    /// Break client `i`'s connection (both ends reset with `ss -K`); its server is fine.
+    ResetClient(usize),
 }
 
 /// xorshift64*: a tiny deterministic generator, so a schedule is a function of its seed.
@@ -78,7 +80,7 @@ fn schedule(seed: u64) -> Vec<(u64, Fault)> {
         // One fault per slice of the sending period, at a random point in its slice.
         let slice = ticks / count;
         let at = k * slice + rng.below(slice / 2) + 5;
-        let fault = match rng.below(4) {
+        let fault = match rng.below(5) {
             0 | 1 if running > 1 => {
                 running -= 1;
                 Fault::KillServer(rng.below(running as u64 + 1) as usize)
@@ -92,11 +94,38 @@ fn schedule(seed: u64) -> Vec<(u64, Fault)> {
                     hang_ms / TICK.as_millis() as u64,
                 )
             }
-            _ => Fault::RestartCoordinator(5 + rng.below(10)),
+            3 => Fault::RestartCoordinator(5 + rng.below(10)),
+            _ => Fault::ResetClient(rng.below(CLIENTS as u64) as usize),
         };
         faults.push((at, fault));
     }
     faults
+}
+
+/// Resets every established TCP connection of process `pid` with `ss -K` (iproute2): the
+/// kernel aborts the socket and the peer sees a reset, as when a middlebox drops it.
+fn reset_connections_of(pid: u32) {
+    let listing = std::process::Command::new("ss")
+        .args(["-tnpH", "state", "established"])
+        .output()
+        .expect("ss (iproute2) is needed for this test; .ci/run installs it");
+    let needle = format!("pid={pid},");
+    for line in String::from_utf8_lossy(&listing.stdout).lines() {
+        if !line.contains(&needle) {
+            continue;
+        }
+        // Columns: Recv-Q Send-Q Local:Port Peer:Port Process
+        let local = line.split_whitespace().nth(2).unwrap_or_default();
+        let Some((_, port)) = local.rsplit_once(':') else {
+            continue;
+        };
+        let status = std::process::Command::new("ss")
+            .args(["-K", "-tn", "sport", "=", &format!(":{port}")])
+            .stdout(Stdio::null())
+            .status()
+            .expect("ss -K runs");
+        assert!(status.success(), "ss -K failed for port {port}");
+    }
 }
 
 /// Starts a coordinator on `addr` (a restart on the same address).
@@ -157,6 +186,11 @@ fn run_round(seed: u64) {
                     println!("  tick {tick}: SIGSTOP server {addr} for {ticks} ticks");
                     proc.stop();
                     wake_at.push((tick + ticks, proc));
+                }
+                Fault::ResetClient(i) => {
+                    let client = &clients[i];
+                    println!("  tick {tick}: reset the connection of {}", client.name);
+                    reset_connections_of(client.proc.pid());
                 }
                 Fault::RestartCoordinator(ticks) => {
                     println!("  tick {tick}: SIGKILL coordinator for {ticks} ticks");
@@ -259,7 +293,7 @@ fn run_round(seed: u64) {
 
 #[test]
 fn deliveries_stay_exactly_once_in_order_under_fixed_fault_seeds() {
-    for seed in [1, 7, 42] {
+    for seed in [1, 7, 11, 42] {
         run_round(seed);
     }
 }

@@ -538,7 +538,7 @@ impl Drop for CoordinatorHandle {
 /// # Errors
 /// [`Error::Io`] when the address cannot be bound.
 pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
-    let listener = TcpListener::bind(net::resolve(&config.listen)?)?;
+    let listener = net::listen(&config.listen)?;
     let addr = listener.local_addr()?.to_string();
     log::info!(
         "coordinator listening on {addr} heartbeat_timeout_ms={}",

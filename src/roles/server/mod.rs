@@ -157,8 +157,7 @@ impl Drop for ServerHandle {
 /// # Errors
 /// [`Error::Io`] when the address cannot be bound (say, the port is in use).
 pub fn start_server(config: Config) -> Result<ServerHandle> {
-    let listener = TcpListener::bind(net::resolve(&config.bind)?)
-        .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", config.bind)))?;
+    let listener = net::listen(&config.bind)?;
     let bound = listener.local_addr()?;
     let addr = config.advertise.clone().unwrap_or_else(|| {
         if bound.ip().is_unspecified() {
