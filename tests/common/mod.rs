@@ -380,16 +380,18 @@ fn listening_addr(proc: &Proc) -> String {
 /// Starts `dsys coordinator --listen 127.0.0.1:0 --heartbeat-timeout MS` and returns it with
 /// the address it bound (read from its "listening on" log line, so it is ready).
 pub fn start_coordinator(heartbeat_timeout_ms: u64) -> (Proc, String) {
+    start_coordinator_at("127.0.0.1:0", heartbeat_timeout_ms)
+}
+
+/// Starts `dsys coordinator --listen LISTEN --heartbeat-timeout MS` and returns it with the
+/// address it bound. With a fixed `listen` this restarts a coordinator on the address an
+/// earlier one had (the servers and clients still know that address).
+pub fn start_coordinator_at(listen: &str, heartbeat_timeout_ms: u64) -> (Proc, String) {
     let mut cmd = dsys();
-    cmd.args([
-        "coordinator",
-        "--listen",
-        "127.0.0.1:0",
-        "--heartbeat-timeout",
-    ])
-    .arg(heartbeat_timeout_ms.to_string())
-    .stdin(Stdio::null())
-    .stdout(Stdio::null());
+    cmd.args(["coordinator", "--listen", listen, "--heartbeat-timeout"])
+        .arg(heartbeat_timeout_ms.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
     let proc = Proc::spawn("coordinator", cmd);
     let addr = listening_addr(&proc);
     (proc, addr)
@@ -474,6 +476,171 @@ pub fn wait_until_servers_alive(coordinator: &str, n: usize, timeout: Duration) 
             }
         },
     )
+}
+
+/// The entry of server `addr` in a status object.
+///
+/// # Panics
+/// When the status does not list `addr`.
+pub fn status_entry(status: &Value, addr: &str) -> Value {
+    status_servers(status)
+        .into_iter()
+        .find(|s| s["addr"] == addr)
+        .unwrap_or_else(|| panic!("status does not list server {addr}: {status}"))
+}
+
+/// The sorted client names a status entry lists.
+pub fn entry_clients(entry: &Value) -> Vec<String> {
+    let mut names: Vec<String> = entry["clients"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+// ---------------------------------------------------------------------------------------
+// Cluster: a coordinator and its servers, with the failures tests inject
+// ---------------------------------------------------------------------------------------
+
+/// A coordinator and `n` servers, all children of the test, with the named verbs through
+/// which tests inject failures (STYLE S5): [`Cluster::kill_server`], [`Cluster::hang_server`],
+/// [`Cluster::wake_server`], [`Cluster::kill_coordinator`], [`Cluster::restart_coordinator`].
+///
+/// Servers run with [`HEARTBEAT_INTERVAL_MS`], the coordinator with [`HEARTBEAT_TIMEOUT_MS`].
+/// Dropping the cluster kills everything in it (each member is a [`Proc`]).
+pub struct Cluster {
+    /// The coordinator process (replaced by [`Cluster::restart_coordinator`]).
+    pub coordinator: Proc,
+    /// The coordinator's address; stays the same across a restart.
+    pub coordinator_addr: String,
+    servers: Vec<Proc>,
+    addrs: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts a coordinator and `n` servers and returns when the cluster is ready: the
+    /// coordinator lists all `n` alive, and every server has a peer link up to every other
+    /// one, so that a message published anywhere from now on reaches every server.
+    pub fn start(n: usize) -> Cluster {
+        let (coordinator, coordinator_addr) = start_coordinator(HEARTBEAT_TIMEOUT_MS);
+        let (servers, addrs) = (0..n)
+            .map(|_| start_server(&coordinator_addr, HEARTBEAT_INTERVAL_MS))
+            .unzip();
+        let cluster = Cluster {
+            coordinator,
+            coordinator_addr,
+            servers,
+            addrs,
+        };
+        wait_until_servers_alive(&cluster.coordinator_addr, n, TIMEOUT);
+        for i in 0..n {
+            for j in (0..n).filter(|&j| j != i) {
+                cluster.wait_peer_links(i, j, 1);
+            }
+        }
+        cluster
+    }
+
+    /// The coordinator's address.
+    pub fn coordinator(&self) -> &str {
+        &self.coordinator_addr
+    }
+
+    /// The address of server `i` (what clients connect to and status reports).
+    pub fn addr(&self, i: usize) -> &str {
+        &self.addrs[i]
+    }
+
+    /// Every server's address, in start order.
+    pub fn addrs(&self) -> &[String] {
+        &self.addrs
+    }
+
+    /// The process of server `i`.
+    pub fn server(&self, i: usize) -> &Proc {
+        &self.servers[i]
+    }
+
+    /// How many times server `i` has logged that its link to server `j` came up.
+    pub fn peer_links_up(&self, i: usize, j: usize) -> usize {
+        let pattern = format!("peer link up addr={} ", self.addrs[j]);
+        self.servers[i]
+            .stderr_so_far()
+            .iter()
+            .filter(|line| line.contains(&pattern))
+            .count()
+    }
+
+    /// Waits until server `i` has logged its link to server `j` coming up `count` times in
+    /// all (pass one more than [`Cluster::peer_links_up`] returned to await a new link).
+    pub fn wait_peer_links(&self, i: usize, j: usize, count: usize) {
+        wait_until(
+            &format!(
+                "server {} to log `peer link up addr={}` {count} time(s)",
+                self.addrs[i], self.addrs[j]
+            ),
+            TIMEOUT,
+            || self.peer_links_up(i, j) >= count,
+        );
+    }
+
+    /// Crashes server `i` with SIGKILL: its sockets close, its peers and clients see the
+    /// connections break at once.
+    pub fn kill_server(&mut self, i: usize) {
+        self.servers[i].kill();
+    }
+
+    /// Hangs server `i` with SIGSTOP: its sockets stay open (its kernel still accepts
+    /// connections) but nothing answers.
+    pub fn hang_server(&self, i: usize) {
+        self.servers[i].stop();
+    }
+
+    /// Wakes a hung server `i` with SIGCONT: it carries on where it stopped.
+    pub fn wake_server(&self, i: usize) {
+        self.servers[i].cont();
+    }
+
+    /// Crashes the coordinator with SIGKILL.
+    pub fn kill_coordinator(&mut self) {
+        self.coordinator.kill();
+    }
+
+    /// Starts a new coordinator on the address of the first one.
+    pub fn restart_coordinator(&mut self) {
+        let (coordinator, addr) =
+            start_coordinator_at(&self.coordinator_addr, HEARTBEAT_TIMEOUT_MS);
+        assert_eq!(
+            addr, self.coordinator_addr,
+            "the restarted coordinator must listen where the first one did"
+        );
+        self.coordinator = coordinator;
+    }
+
+    /// Polls `dsys status` until `check` accepts it, and returns that status.
+    ///
+    /// # Panics
+    /// After `timeout`, with what was awaited and the last status or its error.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        poll_until(what, timeout, || {
+            let status = try_status_json(&self.coordinator_addr)?;
+            if check(&status) {
+                Ok(status)
+            } else {
+                Err(format!("last status: {status}"))
+            }
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -634,6 +801,81 @@ impl Client {
         self.stdin = None;
     }
 
+    /// Takes the client's stdin, for a sender thread to write to (dropping it closes it).
+    ///
+    /// # Panics
+    /// When stdin was already taken or closed.
+    pub fn take_stdin(&mut self) -> ChildStdin {
+        let name = &self.name;
+        self.stdin
+            .take()
+            .unwrap_or_else(|| panic!("stdin of client {name} is already taken or closed"))
+    }
+
+    /// Closes stdin, waits until the client exits and until its stdout reader has read
+    /// everything, and returns the exit status: from then on [`Client::events_so_far`] is
+    /// the client's whole output.
+    ///
+    /// # Panics
+    /// When the client does not exit, or does not close its stdout, within `timeout`.
+    pub fn finish(&mut self, timeout: Duration) -> ExitStatus {
+        self.close_stdin();
+        let status = self.proc.wait_exit(timeout);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events_rx.recv_timeout(left) {
+                Ok(event) => self.pending.borrow_mut().push_back(event),
+                Err(RecvTimeoutError::Disconnected) => return status,
+                Err(RecvTimeoutError::Timeout) => self.fail(
+                    "the end of its stdout",
+                    &format!("it exited ({status}) but its stdout stayed open"),
+                ),
+            }
+        }
+    }
+
+    /// Waits until this client has printed at least `count` messages from each of
+    /// `senders`, polling its event log.
+    ///
+    /// # Panics
+    /// After `timeout`, with each sender's seqs so far summarised (see [`describe_seqs`])
+    /// and the client's stderr.
+    pub fn wait_messages(&self, senders: &[&str], count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let events = self.events_so_far();
+            let short: Vec<&str> = senders
+                .iter()
+                .copied()
+                .filter(|s| message_seqs(&events, s).len() < count)
+                .collect();
+            if short.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let seen: Vec<String> = senders
+                    .iter()
+                    .map(|s| format!("from {s}: {}", describe_seqs(&message_seqs(&events, s))))
+                    .collect();
+                let other: Vec<String> = events
+                    .iter()
+                    .filter(|e| e["event"] != "message")
+                    .map(Value::to_string)
+                    .collect();
+                panic!(
+                    "client {} did not print {count} messages from each of {senders:?} within \
+                     {timeout:?}\nits messages:\n{}\nits other events:\n{}\nits stderr:\n{}",
+                    self.name,
+                    indent(&seen),
+                    indent(&other),
+                    self.proc.stderr_report()
+                );
+            }
+            thread::sleep(POLL_PAUSE);
+        }
+    }
+
     /// Every event printed so far, in order (including those already matched).
     pub fn events_so_far(&self) -> Vec<Value> {
         self.events_log
@@ -726,6 +968,74 @@ impl Client {
             .map(|v| v["text"].as_str().unwrap_or_default().to_string())
             .collect()
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Checking what clients received
+// ---------------------------------------------------------------------------------------
+
+/// Ends every client (stdin closed, all at once) and asserts that each exits 0, which
+/// means everything it sent was acknowledged. Afterwards each client's event log is whole.
+pub fn finish_all(clients: &mut [Client]) {
+    for client in clients.iter_mut() {
+        client.close_stdin();
+    }
+    for client in clients.iter_mut() {
+        let status = client.finish(TIMEOUT);
+        assert!(
+            status.success(),
+            "client {} should exit 0 once all it sent is acknowledged, got {status}; \
+             stderr:\n{}",
+            client.name,
+            client.proc.stderr_report()
+        );
+    }
+}
+
+/// The `seq` of every `message` and `file` event from `from` in `events`, in order.
+pub fn message_seqs(events: &[Value], from: &str) -> Vec<u64> {
+    events
+        .iter()
+        .filter(|e| (e["event"] == "message" || e["event"] == "file") && e["from"] == from)
+        .filter_map(|e| e["seq"].as_u64())
+        .collect()
+}
+
+/// The events of kind `kind` (`"failover"`, `"gap"`, ...) in `events`.
+pub fn events_of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
+}
+
+/// A short description of a list of seqs for failure messages: how many, the first and
+/// last, and every place where a seq does not follow its predecessor by one.
+pub fn describe_seqs(seqs: &[u64]) -> String {
+    let (Some(first), Some(last)) = (seqs.first(), seqs.last()) else {
+        return "none".to_string();
+    };
+    let breaks: Vec<String> = seqs
+        .windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .take(20)
+        .map(|w| format!("{}->{}", w[0], w[1]))
+        .collect();
+    format!(
+        "{} messages, first {first}, last {last}, breaks in the sequence: [{}]",
+        seqs.len(),
+        breaks.join(", ")
+    )
+}
+
+/// Asserts that `receiver`'s `events` hold from `sender` exactly the seqs `first..=last`,
+/// each once, in order: nothing lost, nothing duplicated, nothing reordered.
+pub fn assert_seqs_exactly(events: &[Value], receiver: &str, sender: &str, first: u64, last: u64) {
+    let seqs = message_seqs(events, sender);
+    let expected: Vec<u64> = (first..=last).collect();
+    assert!(
+        seqs == expected,
+        "{receiver} should have received seqs {first}..={last} from {sender} exactly once, \
+         in order; it got {}",
+        describe_seqs(&seqs)
+    );
 }
 
 // ---------------------------------------------------------------------------------------

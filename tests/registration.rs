@@ -1,0 +1,165 @@
+//! Registration as `CONTRACT.md` pins it: the text and JSON answers to `dsys client
+//! --register`, the refusals (a name already in use, an invalid name) with exit status 1 and
+//! one clear stderr line, and `dsys status` listing each client under its server.
+//!
+//! Every test starts its own coordinator and servers on free ports (see `common::Cluster`).
+//! A client that must stay registered is a [`Client`] with its stdin open; a client that
+//! only registers and leaves runs to completion with [`run_dsys`] (stdin empty).
+
+mod common;
+
+use common::{
+    Client, Cluster, TIMEOUT, TempDir, entry_clients, run_dsys, status_entry, status_servers,
+};
+
+/// Runs `dsys client --register --name NAME --server SERVER` to completion with stdin
+/// empty and logs off (so stderr holds only what the user is told), plus `extra` flags.
+fn register_once(cluster: &Cluster, name: &str, server: &str, extra: &[&str]) -> common::Finished {
+    let downloads = TempDir::new("registration");
+    let dir = downloads.path().to_str().expect("temp paths are UTF-8");
+    let mut args = vec![
+        "client",
+        "--register",
+        "--name",
+        name,
+        "--coordinator",
+        cluster.coordinator(),
+        "--server",
+        server,
+        "--download-dir",
+        dir,
+    ];
+    args.extend_from_slice(extra);
+    run_dsys(&args, &[("RUST_LOG", "off")], TIMEOUT)
+}
+
+#[test]
+fn text_output_says_registration_successful() {
+    let cluster = Cluster::start(1);
+    // With stdin empty the client registers, has nothing to send, deregisters and exits 0.
+    let done = register_once(&cluster, "alice", cluster.addr(0), &[]);
+    assert_eq!(
+        done.code(),
+        Some(0),
+        "a client with nothing to send should exit 0; stderr: {:?}",
+        done.stderr
+    );
+    // Its first stdout line is `Registration successful!`, possibly followed by details
+    // after a space.
+    let first = done.stdout.lines().next().unwrap_or_default();
+    assert!(
+        first == "Registration successful!" || first.starts_with("Registration successful! "),
+        "the first stdout line should announce the registration; stdout:\n{}",
+        done.stdout
+    );
+}
+
+#[test]
+fn json_registered_event_names_client_and_server() {
+    let cluster = Cluster::start(2);
+    let alice = Client::start("alice", cluster.coordinator());
+    let event = alice.expect_event("a `registered` event", TIMEOUT, |v| {
+        v["event"] == "registered"
+    });
+    // The event carries the name the client asked for ...
+    assert_eq!(event["name"], "alice", "registered event: {event}");
+    // ... and the server it was placed on, as `host:port`, one of the cluster's servers.
+    let server = event["server"].as_str().unwrap_or_default();
+    assert!(
+        cluster.addrs().iter().any(|a| a == server),
+        "`server` should be one of {:?}: {event}",
+        cluster.addrs()
+    );
+
+    // With --server, the client starts on exactly that server.
+    let bob = Client::start_on("bob", cluster.coordinator(), cluster.addr(1));
+    assert_eq!(bob.wait_registered(), cluster.addr(1));
+}
+
+#[test]
+fn name_in_use_is_refused_with_exit_1() {
+    let cluster = Cluster::start(1);
+    let alice = Client::start_on("alice", cluster.coordinator(), cluster.addr(0));
+    alice.wait_registered();
+
+    // A second `alice` on the same server, while the first is registered, is refused:
+    // exit status 1 and exactly one stderr line that names the name and says it is taken.
+    let done = register_once(&cluster, "alice", cluster.addr(0), &[]);
+    assert_eq!(
+        done.code(),
+        Some(1),
+        "a taken name should exit 1; stderr: {:?}",
+        done.stderr
+    );
+    let lines = done.stderr_lines();
+    assert_eq!(lines.len(), 1, "one stderr line expected, got {lines:?}");
+    assert!(
+        lines[0].contains("alice") && lines[0].contains("taken"),
+        "the stderr line should say that the name alice is taken: {:?}",
+        lines[0]
+    );
+    // Nothing was printed as if it had registered.
+    assert!(
+        !done.stdout.contains("Registration successful!"),
+        "a refused client must not announce a registration; stdout: {:?}",
+        done.stdout
+    );
+}
+
+#[test]
+fn invalid_name_is_refused_with_exit_1() {
+    let cluster = Cluster::start(1);
+    for bad in ["../x", "a b", ".hidden"] {
+        // A name outside the allowed alphabet is refused: exit 1, one line naming the reason.
+        let done = register_once(&cluster, bad, cluster.addr(0), &[]);
+        assert_eq!(
+            done.code(),
+            Some(1),
+            "name {bad:?} should be refused with exit 1; stderr: {:?}",
+            done.stderr
+        );
+        let lines = done.stderr_lines();
+        assert_eq!(
+            lines.len(),
+            1,
+            "name {bad:?}: one stderr line expected, got {lines:?}"
+        );
+        assert!(
+            lines[0].contains("name"),
+            "name {bad:?}: the stderr line should say the name is the problem: {:?}",
+            lines[0]
+        );
+    }
+}
+
+#[test]
+fn status_lists_clients_under_their_servers() {
+    let cluster = Cluster::start(2);
+    let (s0, s1) = (cluster.addr(0), cluster.addr(1));
+    let clients = [
+        Client::start_on("alice", cluster.coordinator(), s0),
+        Client::start_on("bob", cluster.coordinator(), s0),
+        Client::start_on("carol", cluster.coordinator(), s1),
+    ];
+    for client in &clients {
+        client.wait_registered();
+    }
+    // Within a few heartbeats the coordinator's status lists alice and bob under the first
+    // server and carol under the second, both alive.
+    let status = cluster.wait_status(
+        "alice, bob on server 0 and carol on server 1",
+        TIMEOUT,
+        |st| {
+            status_servers(st).len() == 2
+                && entry_clients(&status_entry(st, s0)) == ["alice", "bob"]
+                && entry_clients(&status_entry(st, s1)) == ["carol"]
+        },
+    );
+    for addr in [s0, s1] {
+        assert_eq!(
+            status_entry(&status, addr)["alive"],
+            true,
+            "server {addr} should be alive: {status}"
+        );
+    }
+}
