@@ -182,6 +182,10 @@ pub enum Message {
     PeerWelcome {
         /// The highest relay index already received from this incarnation (0: none).
         last_index: u64,
+        /// True when the answering server is new (not ready yet) and wants the relaying
+        /// server's history first: its stored messages as `Deliver` frames, then
+        /// [`Message::PeerSynced`].
+        history: bool,
     },
     /// Server → server: one message published by a client of the sending server.
     Relay {
@@ -201,6 +205,8 @@ pub enum Message {
         /// Highest stored relay index.
         index: u64,
     },
+    /// Server → server: the history asked for in [`Message::PeerWelcome`] is complete.
+    PeerSynced,
 
     /// Server → coordinator: "I am alive, and these clients are mine".
     Heartbeat {
@@ -277,6 +283,7 @@ const T_PEER_HELLO: u8 = 0x20;
 const T_PEER_WELCOME: u8 = 0x21;
 const T_RELAY: u8 = 0x22;
 const T_PEER_ACK: u8 = 0x23;
+const T_PEER_SYNCED: u8 = 0x24;
 const T_HEARTBEAT: u8 = 0x30;
 const T_HEARTBEAT_REPLY: u8 = 0x31;
 const T_FENCED: u8 = 0x32;
@@ -306,6 +313,7 @@ impl Message {
             Message::PeerWelcome { .. } => "PeerWelcome",
             Message::Relay { .. } => "Relay",
             Message::PeerAck { .. } => "PeerAck",
+            Message::PeerSynced => "PeerSynced",
             Message::Heartbeat { .. } => "Heartbeat",
             Message::HeartbeatReply { .. } => "HeartbeatReply",
             Message::Fenced { .. } => "Fenced",
@@ -398,9 +406,13 @@ impl Message {
                 out.str(addr);
                 out.u64(*epoch);
             }
-            Message::PeerWelcome { last_index } => {
+            Message::PeerWelcome {
+                last_index,
+                history,
+            } => {
                 out.u8(T_PEER_WELCOME);
                 out.u64(*last_index);
+                out.u8(*history as u8);
             }
             Message::Relay {
                 index,
@@ -417,6 +429,7 @@ impl Message {
                 out.u8(T_PEER_ACK);
                 out.u64(*index);
             }
+            Message::PeerSynced => out.u8(T_PEER_SYNCED),
             Message::Heartbeat {
                 addr,
                 epoch,
@@ -514,6 +527,7 @@ impl Message {
             },
             T_PEER_WELCOME => Message::PeerWelcome {
                 last_index: r.u64()?,
+                history: r.flag("history")?,
             },
             T_RELAY => Message::Relay {
                 index: r.u64()?,
@@ -523,6 +537,7 @@ impl Message {
                 body: r.body()?,
             },
             T_PEER_ACK => Message::PeerAck { index: r.u64()? },
+            T_PEER_SYNCED => Message::PeerSynced,
             T_HEARTBEAT => Message::Heartbeat {
                 addr: r.str()?,
                 epoch: r.u64()?,

@@ -162,7 +162,7 @@ fn run_round(seed: u64) {
 
     // Sending, with the faults injected at their ticks. Hung servers and a downed
     // coordinator are brought back at their own ticks.
-    let mut wake_at: Vec<(u64, Proc)> = Vec::new();
+    let mut wake_at: Vec<(u64, Proc, String)> = Vec::new();
     let mut coordinator_back_at: Option<u64> = None;
     let mut next_send = Instant::now();
     for tick in 0..MESSAGES as u64 + 40 {
@@ -185,7 +185,7 @@ fn run_round(seed: u64) {
                     let (proc, addr) = servers.remove(i % servers.len());
                     println!("  tick {tick}: SIGSTOP server {addr} for {ticks} ticks");
                     proc.stop();
-                    wake_at.push((tick + ticks, proc));
+                    wake_at.push((tick + ticks, proc, addr));
                 }
                 Fault::ResetClient(i) => {
                     let client = &clients[i];
@@ -204,13 +204,15 @@ fn run_round(seed: u64) {
             coordinator = coordinator_on(&coordinator_addr);
             coordinator_back_at = None;
         }
-        let (due, later): (Vec<_>, Vec<_>) = wake_at.into_iter().partition(|(at, _)| *at <= tick);
+        let (due, later): (Vec<_>, Vec<_>) =
+            wake_at.into_iter().partition(|(at, _, _)| *at <= tick);
         wake_at = later;
-        for (_, proc) in due {
-            println!("  tick {tick}: SIGCONT {}", proc.name());
+        for (_, proc, addr) in due {
+            println!("  tick {tick}: SIGCONT server {addr}");
             proc.cont();
-            // A woken server stays in the round (killed at its end) but takes no new faults.
-            servers.push((proc, String::new()));
+            // A woken server rejoins (as a new incarnation when it was declared dead) and
+            // can take later faults like any other.
+            servers.push((proc, addr));
         }
         next_send += TICK;
         std::thread::sleep(next_send.saturating_duration_since(Instant::now()));
@@ -218,7 +220,7 @@ fn run_round(seed: u64) {
     if coordinator_back_at.is_some() {
         coordinator = coordinator_on(&coordinator_addr);
     }
-    for (_, proc) in wake_at {
+    for (_, proc, _) in wake_at {
         proc.cont();
     }
 

@@ -275,9 +275,13 @@ fn sample_messages() -> Vec<Message> {
             addr: "127.0.0.1:8081".into(),
             epoch: 4,
         },
-        Message::PeerWelcome { last_index: 0 },
+        Message::PeerWelcome {
+            last_index: 0,
+            history: true,
+        },
         Message::PeerWelcome {
             last_index: 123_456,
+            history: false,
         },
         Message::Relay {
             index: 1,
@@ -297,6 +301,7 @@ fn sample_messages() -> Vec<Message> {
             },
         },
         Message::PeerAck { index: 2 },
+        Message::PeerSynced,
         Message::Heartbeat {
             addr: "127.0.0.1:8080".into(),
             epoch: 0,
@@ -356,16 +361,17 @@ fn variant_index(message: &Message) -> usize {
         Message::PeerWelcome { .. } => 11,
         Message::Relay { .. } => 12,
         Message::PeerAck { .. } => 13,
-        Message::Heartbeat { .. } => 14,
-        Message::HeartbeatReply { .. } => 15,
-        Message::Fenced { .. } => 16,
-        Message::Locate { .. } => 17,
-        Message::Assign { .. } => 18,
-        Message::StatusQuery => 19,
-        Message::StatusReport { .. } => 20,
+        Message::PeerSynced => 14,
+        Message::Heartbeat { .. } => 15,
+        Message::HeartbeatReply { .. } => 16,
+        Message::Fenced { .. } => 17,
+        Message::Locate { .. } => 18,
+        Message::Assign { .. } => 19,
+        Message::StatusQuery => 20,
+        Message::StatusReport { .. } => 21,
     }
 }
-const VARIANT_COUNT: usize = 21;
+const VARIANT_COUNT: usize = 22;
 
 /// Type bytes used in hand-built bodies (the table in `docs/protocol.md`).
 const T_HELLO: u8 = 0x01;

@@ -12,6 +12,11 @@
 //!   again; the server drops the ones it already has. The window is bounded
 //!   ([`MAX_UNACKED`]): when it is full the session stops taking commands, which blocks
 //!   whoever feeds it (stdin), so memory stays bounded and nothing is dropped.
+//! - `recent`: the latest acknowledged messages, bounded ([`MAX_RECENT`]). An ack covers
+//!   the loss of any one server; these cover the rarer loss of every server that held them
+//!   (say the last live server dies while the only other one is hung). On resume the new
+//!   server says up to which `seq` it holds this session's messages, and the session sends
+//!   again the recent ones above that.
 //! - `seen`: for each sender session, the highest `seq` delivered. A repeat is dropped, a
 //!   jump is reported as a `gap` event. On failover the map is sent to the new server, which
 //!   replays what is missing from its history window.
@@ -19,7 +24,8 @@
 //! **When the server fails.** A broken socket, a failed write, or silence longer than three
 //! keepalive intervals (a hung server) starts [`Session::fail_over`]: ask the coordinator
 //! where to go (naming the lost server), register again with the same session and token,
-//! send the unacknowledged messages again, and print a `failover` event.
+//! send again the recent messages the new server lacks and every unacknowledged one, and
+//! print a `failover` event.
 //!
 //! **Stopping.** End of input (the command channel disconnects) waits until everything is
 //! acknowledged, then deregisters. A stop signal does the same with a deadline
@@ -43,6 +49,13 @@ use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message, Resume, Role, read_message
 pub const MAX_UNACKED: usize = 1024;
 /// Payload bytes sent and not yet acknowledged, at most (same rule as [`MAX_UNACKED`]).
 pub const MAX_UNACKED_BYTES: usize = 32 * 1024 * 1024;
+/// Acknowledged messages kept for resending, at most (see `recent` in the module doc).
+/// Beyond it the oldest is forgotten: it is on every server that was live when it was
+/// acknowledged, so only the loss of all of those could make a receiver miss it, and then
+/// the receiver gets a `gap` event, never silence.
+pub const MAX_RECENT: usize = 1024;
+/// Payload bytes of acknowledged messages kept for resending, at most (same rule).
+pub const MAX_RECENT_BYTES: usize = 8 * 1024 * 1024;
 /// How long the first registration may take before the client gives up (exit status 1).
 const FIRST_REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a registration during failover may take. Short, because the server may be hung
@@ -79,6 +92,9 @@ pub struct SessionConfig {
 /// One live connection to a server.
 struct Connection {
     server: String,
+    /// The highest `seq` of this session that the server already holds (0 on a first
+    /// registration): recent messages above it are sent again after a failover.
+    server_has: u64,
     /// The session thread's write half.
     stream: TcpStream,
     /// Frames from the `recv` thread; an `Err` or a disconnect means the connection is gone.
@@ -106,6 +122,8 @@ struct Session {
     next_seq: u64,
     unacked: VecDeque<(u64, Body)>,
     unacked_bytes: usize,
+    recent: VecDeque<(u64, Body)>,
+    recent_bytes: usize,
     seen: HashMap<u64, u64>,
 }
 
@@ -133,6 +151,8 @@ pub fn start(
         next_seq: 1,
         unacked: VecDeque::new(),
         unacked_bytes: 0,
+        recent: VecDeque::new(),
+        recent_bytes: 0,
         seen: HashMap::new(),
     };
     let connection = session.first_registration()?;
@@ -180,7 +200,7 @@ impl Session {
             name: self.config.name.clone(),
             resume,
         };
-        let keepalive = match net::request(&mut stream, &request)? {
+        let (keepalive, server_has) = match net::request(&mut stream, &request)? {
             Message::Registered {
                 session,
                 token,
@@ -189,11 +209,19 @@ impl Session {
             } => {
                 self.session = session;
                 self.token = token;
+                let mut server_has = 0;
                 if first {
                     // Everything up to these marks was sent before we registered.
                     self.seen.extend(watermarks);
+                } else {
+                    // On a resume the only mark is this session's own, if the server has it.
+                    server_has = watermarks
+                        .iter()
+                        .find(|(s, _)| *s == session)
+                        .map_or(0, |(_, seq)| *seq);
                 }
-                Duration::from_millis(keepalive_ms.max(10) as u64)
+                let keepalive = Duration::from_millis(keepalive_ms.max(10) as u64);
+                (keepalive, server_has)
             }
             Message::RegisterRefused { reason } => return Err(Error::Refused(reason)),
             other => {
@@ -229,6 +257,7 @@ impl Session {
             })?;
         Ok(Connection {
             server: server.to_string(),
+            server_has,
             stream,
             frames_rx,
             reader: Some(reader),
@@ -333,8 +362,9 @@ impl Session {
             } => self.deliver(from, session, seq, body),
             Message::Ack { seq } => {
                 while self.unacked.front().is_some_and(|(s, _)| *s <= seq) {
-                    let (_, body) = self.unacked.pop_front().expect("front exists");
-                    self.unacked_bytes -= body.payload_len();
+                    let acked = self.unacked.pop_front().expect("front exists");
+                    self.unacked_bytes -= acked.1.payload_len();
+                    self.keep_recent(acked);
                 }
             }
             Message::Keepalive => {}
@@ -397,25 +427,24 @@ impl Session {
                     old.clone()
                 });
             match self.register(&target, FAILOVER_REGISTER_TIMEOUT) {
-                Ok(mut connection) => {
-                    let resent = self.resend_unacked(&mut connection);
-                    log::info!(
-                        "failover name={} from={old} to={target} resent={}",
-                        self.config.name,
-                        self.unacked.len()
-                    );
-                    if target == old {
-                        self.emit(Event::Reconnected { server: target });
-                    } else {
-                        self.emit(Event::Failover {
-                            from: old.clone(),
-                            to: target,
-                        });
-                    }
-                    if resent.is_ok() {
+                Ok(mut connection) => match self.resend(&mut connection) {
+                    Ok(resent) => {
+                        log::info!(
+                            "failover name={} from={old} to={target} resent={resent}",
+                            self.config.name
+                        );
+                        if target == old {
+                            self.emit(Event::Reconnected { server: target });
+                        } else {
+                            self.emit(Event::Failover {
+                                from: old.clone(),
+                                to: target,
+                            });
+                        }
                         return Some(connection);
                     }
-                }
+                    Err(e) => log::debug!("resending to {target} failed: {e}"),
+                },
                 Err(Error::Refused(why)) => {
                     log::warn!("failover refused by {target}: {why}");
                 }
@@ -428,15 +457,36 @@ impl Session {
         }
     }
 
-    fn resend_unacked(&self, connection: &mut Connection) -> Result<()> {
-        for (seq, body) in &self.unacked {
+    /// Keeps an acknowledged message among the recent ones, forgetting the oldest beyond
+    /// [`MAX_RECENT`] and [`MAX_RECENT_BYTES`].
+    fn keep_recent(&mut self, acked: (u64, Body)) {
+        self.recent_bytes += acked.1.payload_len();
+        self.recent.push_back(acked);
+        while self.recent.len() > MAX_RECENT || self.recent_bytes > MAX_RECENT_BYTES {
+            let (_, body) = self.recent.pop_front().expect("recent is not empty");
+            self.recent_bytes -= body.payload_len();
+        }
+    }
+
+    /// After a resume: sends again the recent messages the new server does not hold, then
+    /// every unacknowledged one (even those it holds: their acks are still owed). Servers
+    /// and receivers drop what they already have, so nothing is delivered twice. Returns
+    /// how many were sent.
+    fn resend(&self, connection: &mut Connection) -> Result<usize> {
+        let missing = self
+            .recent
+            .iter()
+            .filter(|(seq, _)| *seq > connection.server_has);
+        let mut count = 0;
+        for (seq, body) in missing.chain(&self.unacked) {
             let publish = Message::Publish {
                 seq: *seq,
                 body: body.clone(),
             };
             write_message(&mut connection.stream, &publish)?;
+            count += 1;
         }
-        Ok(())
+        Ok(count)
     }
 }
 

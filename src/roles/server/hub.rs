@@ -22,7 +22,12 @@
 //! 1. *Per-sender watermark.* For each sender session the hub remembers the highest `seq` it
 //!    accepted. A message at or below it is a repeat and is not delivered again.
 //! 2. *History.* Every accepted message is kept in a bounded window, so a client that fails
-//!    over to this server can say what it has seen and get the rest.
+//!    over to this server can say what it has seen and get the rest. A new server (a first
+//!    start, or a rejoin after being fenced) fills its window from every peer's history
+//!    before it registers anyone: a client that fails over to it finds there what it missed.
+//!    Such history may arrive out of each sender's order (two peers' windows start at
+//!    different points), so it is only stored, never delivered live, and replays put each
+//!    sender's messages back in `seq` order.
 //! 3. *Outbound log.* Every message a *local* client publishes, repeats included, gets the next
 //!    relay index and goes to every peer, in index order. Repeats are relayed because a peer
 //!    may have missed them when the sender's previous server died mid-relay.
@@ -83,6 +88,26 @@ pub enum Origin {
         /// The peer's relay index for this message.
         index: u64,
     },
+    /// From the history of the peer incarnation `(addr, epoch)`, sent because this server
+    /// is new and asked for it (see [`Hub::accept_peer`]).
+    PeerHistory {
+        /// The peer's advertised address.
+        addr: String,
+        /// The peer's incarnation.
+        epoch: u64,
+    },
+}
+
+/// What rule 1 makes of an arriving message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Next in its sender's stream: store it and deliver it.
+    New,
+    /// Older than what this new server already has from its sender, but missing here:
+    /// store it for replays, deliver it to no one (live clients have moved past it).
+    Backfill,
+    /// Already here, or older than the window of a server that is ready: drop it.
+    Repeat,
 }
 
 /// What a successful registration gives the connection thread.
@@ -153,9 +178,10 @@ struct State {
     addr: String,
     /// Whether a complete peer list has arrived in this incarnation.
     knows_peers: bool,
-    /// The peer incarnations whose links into this server have been accepted.
-    linked_from: HashSet<(String, u64)>,
-    /// Latched true once every listed peer has linked in (see [`Hub::wait_ready`]).
+    /// The peer incarnations that have linked into this server and, when this server asked
+    /// for it, sent their whole history.
+    synced_from: HashSet<(String, u64)>,
+    /// Latched true once every listed peer is in `synced_from` (see [`Hub::wait_ready`]).
     ready: bool,
     /// This incarnation's epoch, 0 until the coordinator assigned one.
     epoch: u64,
@@ -165,6 +191,8 @@ struct State {
     names_by_session: HashMap<u64, String>,
     history: VecDeque<Stored>,
     history_bytes: usize,
+    /// The `(session, seq)` of every message in `history`, to tell a repeat from a backfill.
+    stored: HashSet<(u64, u64)>,
     /// Rule 1: the highest accepted `seq` of each sender session.
     watermarks: HashMap<u64, u64>,
     outbound: VecDeque<Outbound>,
@@ -258,9 +286,15 @@ impl Hub {
                 ));
             }
             // A first registration learns where every known sender stands, so it can tell
-            // later messages from earlier ones; a resuming client already knows.
-            let watermarks = match resume {
-                Some(_) => Vec::new(),
+            // later messages from earlier ones. A resuming client knows that already; it
+            // learns how far this server holds its own messages, to send again what is
+            // missing here.
+            let watermarks = match &resume {
+                Some(r) => state
+                    .watermarks
+                    .get(&r.session)
+                    .map(|seq| vec![(r.session, *seq)])
+                    .unwrap_or_default(),
                 None => state
                     .watermarks
                     .iter()
@@ -321,7 +355,7 @@ impl Hub {
         let deliver: Frame = Arc::new(deliver_frame(from, session, seq, body));
         let mut relay = match origin {
             Origin::Local { .. } => Some(relay_frame(0, from, session, seq, body)),
-            Origin::Peer { .. } => None,
+            Origin::Peer { .. } | Origin::PeerHistory { .. } => None,
         };
         let size = body.payload_len();
         self.with_state(|state, limits, cutoffs| {
@@ -336,15 +370,24 @@ impl Hub {
                     }
                 }
                 Origin::Peer { addr, epoch, index } => {
-                    if state.peers.get(addr).is_none_or(|p| p.epoch != *epoch) {
+                    if !state.is_live_peer(addr, *epoch) {
                         return false;
                     }
                     state.inbound.insert((addr.clone(), *epoch), *index);
                 }
+                Origin::PeerHistory { addr, epoch } => {
+                    if !state.is_live_peer(addr, *epoch) {
+                        return false;
+                    }
+                }
             }
-            if state.accept(session, seq) {
-                state.store(session, seq, size, deliver.clone(), limits);
-                state.fan_out(session, &deliver, cutoffs);
+            match state.accept(session, seq) {
+                Verdict::New => {
+                    state.store(session, seq, size, deliver.clone(), limits);
+                    state.fan_out(session, &deliver, cutoffs);
+                }
+                Verdict::Backfill => state.store(session, seq, size, deliver.clone(), limits),
+                Verdict::Repeat => {}
             }
             if let Some(mut relay) = relay.take() {
                 state.last_index += 1;
@@ -422,20 +465,28 @@ impl Hub {
         self.lock().epoch = epoch;
     }
 
-    /// Forgets everything of this incarnation after the coordinator fenced it: every client
-    /// is cut off (they have been moved elsewhere already), peers and history are dropped,
-    /// and the epoch returns to 0 so the next heartbeat joins as a new server.
+    /// Forgets this incarnation after the coordinator fenced it: every client is cut off
+    /// (they have been moved elsewhere already), peers and the outbound log are dropped, and
+    /// the epoch returns to 0 so the next heartbeat joins as a new server.
+    ///
+    /// The history window and the watermarks are kept. They hold real messages, stored
+    /// once and never altered, and when every other server failed too they may be the only
+    /// copy left of what a failed-over client has not seen yet. Keeping them cannot cause a
+    /// duplicate: replays and watermarks are per sender and `seq`, like everything else.
     pub fn reset_incarnation(&self) {
         self.with_state(|state, _, cutoffs| {
             let names: Vec<String> = state.clients.keys().cloned().collect();
             for name in names {
                 state.remove_client(&name, cutoffs);
             }
-            let addr = std::mem::take(&mut state.addr);
-            let next_id = state.next_id;
+            let old = std::mem::take(state);
             *state = State {
-                addr,
-                next_id,
+                addr: old.addr,
+                next_id: old.next_id,
+                history: old.history,
+                history_bytes: old.history_bytes,
+                stored: old.stored,
+                watermarks: old.watermarks,
                 ..State::default()
             };
         });
@@ -454,14 +505,17 @@ impl Hub {
             .is_some_and(|p| p.link_id == link_id)
     }
 
-    /// Attaches a (re)connected peer-out thread: returns its queue and the outbound frames
-    /// after `last_index` that the peer has not received, taken under the same lock so that
-    /// none is missed or sent twice. `None` when the link is no longer wanted.
+    /// Attaches a (re)connected peer-out thread: returns its queue and the backlog to write
+    /// first, taken under the same lock so that nothing is missed or sent twice. The backlog
+    /// is this server's whole history followed by `PeerSynced` when the peer asked for it
+    /// (`with_history`), then the outbound frames after `last_index` that the peer has not
+    /// received. `None` when the link is no longer wanted.
     pub fn subscribe_peer(
         &self,
         addr: &str,
         link_id: u64,
         last_index: u64,
+        with_history: bool,
     ) -> Option<(Receiver<Frame>, Vec<Frame>)> {
         let mut state = self.lock();
         let first_kept = state.outbound.front().map(|o| o.index);
@@ -477,13 +531,19 @@ impl Hub {
                 first - last_index - 1
             );
         }
-        let replay = state
-            .outbound
-            .iter()
-            .filter(|o| o.index > last_index)
-            .map(|o| o.frame.clone())
-            .collect();
-        Some((outbox_rx, replay))
+        let mut backlog = Vec::new();
+        if with_history {
+            backlog.extend(state.history.iter().map(|s| s.frame.clone()));
+            backlog.push(Arc::new(Message::PeerSynced.encode()));
+        }
+        backlog.extend(
+            state
+                .outbound
+                .iter()
+                .filter(|o| o.index > last_index)
+                .map(|o| o.frame.clone()),
+        );
+        Some((outbox_rx, backlog))
     }
 
     /// Records that the peer behind `link_id` stored every relay up to `index`, and
@@ -498,30 +558,41 @@ impl Hub {
     }
 
     /// Accepts an incoming link from the peer incarnation `(addr, epoch)` if the coordinator
-    /// lists it as live. Returns the last relay index already received from it.
-    pub fn accept_peer(&self, addr: &str, epoch: u64) -> Option<u64> {
+    /// lists it as live. Returns the last relay index already received from it, and whether
+    /// this server wants the peer's history first: only a server that is not ready yet and
+    /// has not had it from this peer asks. Without history the peer counts as synced now.
+    pub fn accept_peer(&self, addr: &str, epoch: u64) -> Option<(u64, bool)> {
         let mut state = self.lock();
-        if state.peers.get(addr).is_none_or(|p| p.epoch != epoch) {
+        if !state.is_live_peer(addr, epoch) {
             return None;
         }
-        state.linked_from.insert((addr.to_string(), epoch));
-        self.note_ready(&mut state);
-        Some(
-            state
-                .inbound
-                .get(&(addr.to_string(), epoch))
-                .copied()
-                .unwrap_or(0),
-        )
+        let peer = (addr.to_string(), epoch);
+        let want_history = !state.ready && !state.synced_from.contains(&peer);
+        if !want_history {
+            state.synced_from.insert(peer.clone());
+            self.note_ready(&mut state);
+        }
+        let last_index = state.inbound.get(&peer).copied().unwrap_or(0);
+        Some((last_index, want_history))
+    }
+
+    /// Records that the peer incarnation `(addr, epoch)` has sent its whole history.
+    pub fn peer_synced(&self, addr: &str, epoch: u64) {
+        let mut state = self.lock();
+        if state.is_live_peer(addr, epoch) {
+            state.synced_from.insert((addr.to_string(), epoch));
+            self.note_ready(&mut state);
+        }
     }
 
     /// Blocks until the server is ready, or `timeout` passes. Returns whether it is ready.
     ///
     /// Ready means: the coordinator's complete peer list has arrived, and every peer on it
-    /// has linked into this server. From then on, every message published anywhere in the
-    /// cluster reaches this server. A client registered before that could miss messages
-    /// published on a peer that has not linked in yet, so registration waits for it
-    /// (a few heartbeat intervals when a server has just started; never afterwards).
+    /// has linked into this server and sent its history. From then on, every message
+    /// published anywhere in the cluster reaches this server, and its window holds what the
+    /// peers' windows held. A client registered before that could miss messages, so
+    /// registration waits for it (a few heartbeat intervals, plus the time to copy the
+    /// peers' windows, when a server has just started; never afterwards).
     pub fn wait_ready(&self, timeout: Duration) -> bool {
         let state = self.lock();
         let (state, _) = self
@@ -536,11 +607,11 @@ impl Hub {
         if state.ready || !state.knows_peers {
             return;
         }
-        let linked = &state.linked_from;
+        let synced = &state.synced_from;
         if state
             .peers
             .iter()
-            .all(|(addr, p)| linked.contains(&(addr.clone(), p.epoch)))
+            .all(|(addr, p)| synced.contains(&(addr.clone(), p.epoch)))
         {
             state.ready = true;
             log::info!(
@@ -554,21 +625,36 @@ impl Hub {
 }
 
 impl State {
-    /// Rule 1: accept `seq` from `session` unless it is a repeat.
-    fn accept(&mut self, session: u64, seq: u64) -> bool {
+    fn is_live_peer(&self, addr: &str, epoch: u64) -> bool {
+        self.peers.get(addr).is_some_and(|p| p.epoch == epoch)
+    }
+
+    /// Rule 1: a message is new when it is above its sender's watermark. Below it, a server
+    /// that is not ready yet keeps what it lacks as a backfill (history from a peer); a
+    /// ready server has nothing to learn from old messages.
+    fn accept(&mut self, session: u64, seq: u64) -> Verdict {
+        if self.stored.contains(&(session, seq)) {
+            return Verdict::Repeat;
+        }
         match self.watermarks.get(&session) {
-            Some(&last) if seq <= last => false,
+            Some(&last) if seq <= last => {
+                if self.ready {
+                    Verdict::Repeat
+                } else {
+                    Verdict::Backfill
+                }
+            }
             Some(&last) => {
-                if seq > last + 1 {
+                if seq > last + 1 && self.ready {
                     // Receivers see the jump and report a gap: never silent loss.
                     log::warn!("gap in sender stream session={session} from={last} to={seq}");
                 }
                 self.watermarks.insert(session, seq);
-                true
+                Verdict::New
             }
             None => {
                 self.watermarks.insert(session, seq);
-                true
+                Verdict::New
             }
         }
     }
@@ -581,6 +667,7 @@ impl State {
             size,
             frame,
         });
+        self.stored.insert((session, seq));
         self.history_bytes += size;
         // The bound: forget the oldest until both limits hold again. A client that needs a
         // forgotten message gets a `gap` event with the count instead.
@@ -588,6 +675,7 @@ impl State {
             || (self.history_bytes > limits.history_bytes && self.history.len() > 1)
         {
             let old = self.history.pop_front().expect("history is not empty");
+            self.stored.remove(&(old.session, old.seq));
             self.history_bytes -= old.size;
         }
         // Senders whose messages have all left the window need no watermark beyond a bound:
@@ -679,14 +767,33 @@ impl State {
         }
     }
 
-    /// The history entries a resuming client has not seen, in arrival order (which is each
-    /// sender's order). Its own messages are left out: it never receives those.
+    /// The history entries a resuming client has not seen, each sender's in `seq` order.
+    /// Its own messages are left out: it never receives those.
+    ///
+    /// Arrival order is each sender's order except for backfills (see [`Verdict`]), so each
+    /// sender's entries are sorted by `seq`, and put back into the slots that sender had in
+    /// arrival order: the interleaving of different senders stays as it arrived.
     fn replay_for(&self, own_session: u64, seen: &[(u64, u64)]) -> Vec<Frame> {
         let seen: HashMap<u64, u64> = seen.iter().copied().collect();
-        self.history
+        let unseen: Vec<&Stored> = self
+            .history
             .iter()
             .filter(|s| s.session != own_session)
             .filter(|s| seen.get(&s.session).is_none_or(|&last| s.seq > last))
+            .collect();
+        let mut by_sender: HashMap<u64, VecDeque<&Stored>> = HashMap::new();
+        for stored in &unseen {
+            by_sender
+                .entry(stored.session)
+                .or_default()
+                .push_back(stored);
+        }
+        for entries in by_sender.values_mut() {
+            entries.make_contiguous().sort_by_key(|s| s.seq);
+        }
+        unseen
+            .iter()
+            .filter_map(|slot| by_sender.get_mut(&slot.session)?.pop_front())
             .map(|s| s.frame.clone())
             .collect()
     }
@@ -696,5 +803,84 @@ impl State {
             self.names_by_session.remove(&client.session);
             cutoffs.push(client.stream);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_clients: 10,
+            history_messages: 100,
+            history_bytes: 1 << 20,
+            client_queue: 10,
+            peer_queue: 10,
+        }
+    }
+
+    /// Feeds `(session, seq)` through rule 1 and stores what it keeps; returns the verdicts.
+    fn arrive(state: &mut State, messages: &[(u64, u64)]) -> Vec<Verdict> {
+        messages
+            .iter()
+            .map(|&(session, seq)| {
+                let verdict = state.accept(session, seq);
+                if verdict != Verdict::Repeat {
+                    let frame = Arc::new(deliver_frame("s", session, seq, &Body::Text("x".into())));
+                    state.store(session, seq, 1, frame, &limits());
+                }
+                verdict
+            })
+            .collect()
+    }
+
+    /// The `(session, seq)` of each replayed frame, decoded.
+    fn replayed(state: &State, own: u64, seen: &[(u64, u64)]) -> Vec<(u64, u64)> {
+        state
+            .replay_for(own, seen)
+            .iter()
+            .map(|frame| match Message::decode(&frame[4..]) {
+                Ok(Message::Deliver { session, seq, .. }) => (session, seq),
+                other => panic!("replay holds a non-Deliver frame: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_ready_server_drops_repeats_and_old_messages() {
+        let mut state = State {
+            ready: true,
+            ..State::default()
+        };
+        let verdicts = arrive(&mut state, &[(1, 1), (1, 2), (1, 2), (1, 1), (2, 1)]);
+        use Verdict::*;
+        assert_eq!(verdicts, [New, New, Repeat, Repeat, New]);
+    }
+
+    #[test]
+    fn a_new_server_backfills_older_history_without_delivering_it() {
+        let mut state = State::default();
+        // One peer's window starts at seq 5, another's at 1; the later one arrives second.
+        let verdicts = arrive(
+            &mut state,
+            &[(1, 5), (1, 6), (1, 1), (1, 5), (1, 2), (1, 7)],
+        );
+        use Verdict::*;
+        assert_eq!(verdicts, [New, New, Backfill, Repeat, Backfill, New]);
+    }
+
+    #[test]
+    fn replay_puts_each_sender_back_in_seq_order_and_skips_what_was_seen() {
+        let mut state = State::default();
+        arrive(
+            &mut state,
+            &[(1, 3), (2, 1), (1, 4), (1, 1), (2, 2), (1, 2), (9, 1)],
+        );
+        // Client of session 9 has seen sender 1 up to 1 and nothing of sender 2.
+        assert_eq!(
+            replayed(&state, 9, &[(1, 1)]),
+            [(1, 2), (2, 1), (1, 3), (2, 2), (1, 4)]
+        );
     }
 }

@@ -48,7 +48,8 @@ use crate::signals;
 use hub::{Frame, Hub, Limits, Origin};
 
 /// Default for `--max-clients`. Each client costs two threads with small stacks
-/// ([`THREAD_STACK`]), so ten thousand fit in well under a gigabyte of address space.
+/// ([`THREAD_STACK`]): ten thousand reserve about 5 GiB of address space, but only the
+/// pages a stack really touches (a few KiB each) become resident memory.
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 /// Default for `--history-messages`: enough for a few seconds of traffic at full rate, which
 /// is what a failover needs.

@@ -6,10 +6,13 @@
 //! `PeerWelcome` the last relay index the peer already has, then writes the hub's outbound
 //! log from there on: first the backlog, then whatever the hub queues. A second thread,
 //! `acks-<addr>`, reads the peer's `PeerAck`s into the hub, which acknowledges the senders.
+//! When the peer is new and asks for it, the backlog starts with this server's whole history
+//! (`Deliver` frames) and `PeerSynced`, so the new server can serve failed-over clients.
 //!
 //! On the receiving side ([`serve_peer`]) the connection thread accepts the link only from a
 //! peer incarnation the coordinator lists as live, so a zombie server (hung, declared dead,
-//! then woken up) is refused. It hands each relay to the hub and acks it.
+//! then woken up) is refused. It hands each relay (and each history entry) to the hub, and
+//! acks each relay.
 //!
 //! A broken link is retried every heartbeat interval for as long as the coordinator lists
 //! the peer; the link then resumes where the peer left off. Links end when the peer leaves
@@ -63,8 +66,11 @@ fn relay_to_peer(shared: &Shared, addr: &str, link_id: u64) -> Result<()> {
         addr: shared.addr.clone(),
         epoch: shared.hub.epoch(),
     };
-    let last_index = match net::request(&mut stream, &hello)? {
-        Message::PeerWelcome { last_index } => last_index,
+    let (last_index, history) = match net::request(&mut stream, &hello)? {
+        Message::PeerWelcome {
+            last_index,
+            history,
+        } => (last_index, history),
         other => {
             return Err(Error::Protocol(format!(
                 "expected PeerWelcome, got {}",
@@ -72,10 +78,16 @@ fn relay_to_peer(shared: &Shared, addr: &str, link_id: u64) -> Result<()> {
             )));
         }
     };
-    let Some((queue_rx, backlog)) = shared.hub.subscribe_peer(addr, link_id, last_index) else {
+    let Some((queue_rx, backlog)) = shared
+        .hub
+        .subscribe_peer(addr, link_id, last_index, history)
+    else {
         return Ok(()); // the peer left the list meanwhile
     };
-    log::info!("peer link up addr={addr} resume_after={last_index}");
+    log::info!(
+        "peer link up addr={addr} resume_after={last_index} backlog={}",
+        backlog.len()
+    );
     // The acks reader waits as long as it takes: a quiet link sends no acks, and the reader
     // is woken by the shutdown below when the link ends. (Socket options are shared by
     // `try_clone`d handles; the write half reads nothing more, so this is safe for both.)
@@ -135,13 +147,20 @@ pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared) -> Result<()> {
     let Some(Message::PeerHello { addr, epoch }) = read_message(&mut stream)? else {
         return refuse(&mut stream, "expected PeerHello");
     };
-    let Some(mut last_index) = shared.hub.accept_peer(&addr, epoch) else {
+    let Some((mut last_index, history)) = shared.hub.accept_peer(&addr, epoch) else {
         return refuse(
             &mut stream,
             &format!("{addr} epoch {epoch} is not a live peer of {}", shared.addr),
         );
     };
-    write_message(&mut stream, &Message::PeerWelcome { last_index })?;
+    write_message(
+        &mut stream,
+        &Message::PeerWelcome {
+            last_index,
+            history,
+        },
+    )?;
+    let stale = |stream: &mut TcpStream| refuse(stream, "this peer incarnation is no longer live");
     stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
     log::debug!("peer link accepted from={addr} epoch={epoch}");
     while let Some(message) = read_message(&mut stream)? {
@@ -160,11 +179,30 @@ pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared) -> Result<()> {
                         index,
                     };
                     if !shared.hub.publish(origin, &from, session, seq, &body) {
-                        return refuse(&mut stream, "this peer incarnation is no longer live");
+                        return stale(&mut stream);
                     }
                     last_index = index;
                 }
                 write_message(&mut stream, &Message::PeerAck { index })?;
+            }
+            // History is only accepted when this server asked for it.
+            Message::Deliver {
+                from,
+                session,
+                seq,
+                body,
+            } if history => {
+                let origin = Origin::PeerHistory {
+                    addr: addr.clone(),
+                    epoch,
+                };
+                if !shared.hub.publish(origin, &from, session, seq, &body) {
+                    return stale(&mut stream);
+                }
+            }
+            Message::PeerSynced if history => {
+                log::info!("history received from={addr} epoch={epoch}");
+                shared.hub.peer_synced(&addr, epoch);
             }
             Message::Keepalive => {}
             other => {
