@@ -1,5 +1,5 @@
-//! Small socket helpers shared by every role: connecting with a deadline, the opening
-//! handshake, and random identifiers.
+//! Small socket helpers shared by every role: the accept loop with its thread per
+//! connection, connecting with a deadline, the opening handshake, and random identifiers.
 //!
 //! Every dsys socket is a blocking `std::net::TcpStream`. A blocking call must never wait
 //! forever on a peer that may be dead or hung, so every connect here has a timeout and
@@ -7,8 +7,10 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -23,6 +25,47 @@ pub fn resolve(addr: &str) -> Result<SocketAddr> {
         .map_err(|e| Error::Usage(format!("bad address {addr:?}: {e}")))?
         .next()
         .ok_or_else(|| Error::Usage(format!("address {addr:?} resolves to nothing")))
+}
+
+/// The heart of a thread-per-connection server: accepts connections until `stopping` is
+/// set, and gives each one its own thread (named `conn-<peer>`, with `stack_size` bytes of
+/// stack) that runs `serve`. A connection's error is logged and costs only that
+/// connection. The owner sets `stopping` and then connects once to wake this loop up.
+pub fn accept_loop<F>(listener: TcpListener, stopping: Arc<AtomicBool>, stack_size: usize, serve: F)
+where
+    F: Fn(TcpStream) -> Result<()> + Clone + Send + 'static,
+{
+    for stream in listener.incoming() {
+        if stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Mostly "too many open files": pause instead of spinning on the error.
+                log::warn!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let serve = serve.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("conn-{peer}"))
+            .stack_size(stack_size)
+            .spawn(move || {
+                if let Err(e) = serve(stream) {
+                    log::warn!("connection closed peer={peer} reason={e}");
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start a connection thread: {e}");
+        }
+    }
+    log::debug!("accept loop stopped");
 }
 
 /// Binds a listener on `addr`, with an error that names the address (a port in use is a

@@ -27,7 +27,7 @@
 //! disconnect), wakes the accept loop with a self-connection, and joins both.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
@@ -45,6 +45,9 @@ use crate::signals;
 /// Why: an idle half-open connection must not hold a thread forever (guarantee 4). Five
 /// seconds is far above any real client's handshake on a LAN.
 const HELLO_DEADLINE: Duration = Duration::from_secs(5);
+/// Stack size of connection threads: they hold no large buffers on the stack, and a
+/// burst of thousands of clients asking where to go should not reserve 2 MiB each.
+const THREAD_STACK: usize = 256 * 1024;
 
 /// How long the coordinator waits when it checks a server that a client reported as lost.
 ///
@@ -558,7 +561,11 @@ pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
         let stopping = stopping.clone();
         thread::Builder::new()
             .name("accept".into())
-            .spawn(move || accept_loop(listener, coordinator, stopping))?
+            .spawn(move || {
+                net::accept_loop(listener, stopping, THREAD_STACK, move |stream| {
+                    serve_connection(stream, &coordinator)
+                })
+            })?
     };
     Ok(CoordinatorHandle {
         addr,
@@ -592,39 +599,6 @@ fn watchdog_loop(coordinator: Coordinator, config: Config, stop_rx: Receiver<()>
         }
     }
     log::debug!("watchdog stopped");
-}
-
-fn accept_loop(listener: TcpListener, coordinator: Coordinator, stopping: Arc<AtomicBool>) {
-    for stream in listener.incoming() {
-        if stopping.load(Ordering::SeqCst) {
-            break;
-        }
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(e) => {
-                // Running out of file descriptors, mostly: wait a moment rather than spin.
-                log::warn!("accept failed: {e}");
-                thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        let peer = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let coordinator = coordinator.clone();
-        let spawned = thread::Builder::new()
-            .name(format!("conn-{peer}"))
-            .spawn(move || {
-                if let Err(e) = serve_connection(stream, &coordinator) {
-                    log::warn!("connection closed peer={peer} reason={e}");
-                }
-            });
-        if let Err(e) = spawned {
-            log::warn!("cannot start a connection thread: {e}");
-        }
-    }
-    log::debug!("accept loop stopped");
 }
 
 /// Serves one connection according to the role its first frame announces.

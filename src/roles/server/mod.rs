@@ -33,7 +33,7 @@ pub mod hub;
 mod peers;
 
 use std::io::{BufWriter, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -199,7 +199,11 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         let stopping = stopping.clone();
         thread::Builder::new()
             .name("accept".into())
-            .spawn(move || accept_loop(listener, shared, stopping))?
+            .spawn(move || {
+                net::accept_loop(listener, stopping, THREAD_STACK, move |stream| {
+                    serve_connection(stream, &shared)
+                })
+            })?
     };
     Ok(ServerHandle {
         addr,
@@ -221,40 +225,6 @@ pub fn run(config: Config) -> Result<()> {
     let _ = stop_rx.recv(); // Err(Disconnected) on the first signal
     handle.stop();
     Ok(())
-}
-
-fn accept_loop(listener: TcpListener, shared: Shared, stopping: Arc<AtomicBool>) {
-    for stream in listener.incoming() {
-        if stopping.load(Ordering::SeqCst) {
-            break;
-        }
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(e) => {
-                // Mostly "too many open files": pause instead of spinning on the error.
-                log::warn!("accept failed: {e}");
-                thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        let peer = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let shared = shared.clone();
-        let spawned = thread::Builder::new()
-            .name(format!("conn-{peer}"))
-            .stack_size(THREAD_STACK)
-            .spawn(move || {
-                if let Err(e) = serve_connection(stream, &shared) {
-                    log::warn!("connection closed peer={peer} reason={e}");
-                }
-            });
-        if let Err(e) = spawned {
-            log::warn!("cannot start a connection thread: {e}");
-        }
-    }
-    log::debug!("accept loop stopped");
 }
 
 /// Dispatches a new connection on the role its first frame announces.
