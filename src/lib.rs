@@ -14,12 +14,13 @@
 //! json.rs              the JSON Lines writer for client events and status
 //! protocol.rs          frames and messages: bytes <-> Message, the frame-size cap
 //! net.rs               connecting with deadlines, the handshake, random ids
+//! sha256.rs            the digest that checks every received file end to end
 //! signals.rs           SIGINT/SIGTERM as a channel that disconnects
 //! roles/coordinator.rs registry, handle_heartbeat, watchdog (check_server_statuses),
 //!                      redistribute_clients, the "which server?" answer, status
 //! roles/server/        start_server, register_client, the hub (history, fan-out, acks),
 //!                      peer links, heartbeats
-//! roles/client/        the session (register, send, ack, failover), output, file names
+//! roles/client/        the session (register, send, ack, failover), output, files in chunks
 //! roles/status.rs      `dsys status`
 //! roles/demo.rs        `dsys demo`
 //! ```
@@ -39,6 +40,7 @@ pub mod json;
 pub mod net;
 pub mod protocol;
 pub mod roles;
+pub mod sha256;
 pub mod signals;
 
 pub use error::{Error, Result};

@@ -92,6 +92,9 @@ enum Command {
         /// Send this file before reading stdin (repeatable).
         #[arg(long)]
         send_file: Vec<PathBuf>,
+        /// Largest file to send, in bytes; a bigger one is refused before anything is sent.
+        #[arg(long, value_name = "BYTES", default_value_t = client::DEFAULT_MAX_FILE_SIZE)]
+        max_file_size: u64,
     },
     /// Show the servers the coordinator knows, and their clients.
     Status {
@@ -180,6 +183,7 @@ fn run(command: Command) -> dsys::Result<()> {
             download_dir,
             send,
             send_file,
+            max_file_size,
         } => client::run(client::Config {
             coordinator,
             server,
@@ -188,6 +192,7 @@ fn run(command: Command) -> dsys::Result<()> {
             download_dir,
             send,
             send_files: send_file,
+            max_file_size,
         }),
         Command::Status {
             coordinator,

@@ -63,27 +63,58 @@ impl Role {
     }
 }
 
+/// Bytes of a file carried by one [`Body::FileChunk`]: small enough that a text message
+/// sent meanwhile waits for at most one chunk, large enough that framing costs nothing.
+pub const FILE_CHUNK_LEN: usize = 256 * 1024;
+
 /// What a published message carries.
+///
+/// Every body travels as its own frame with its own `seq` (the sender's frame counter,
+/// which orders and deduplicates them). A file is several bodies: `FileStart`, any number
+/// of `FileChunk`s, `FileEnd`; a sender may send `Text` between them. The number a user
+/// sees (`seq` in the client's events) counts whole messages instead: each `Text` and each
+/// complete `FileEnd` carries it. A file gets its number when its last byte is sent, so
+/// numbers follow the order in which messages are complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
     /// One line of text (UTF-8).
-    Text(String),
-    /// A whole file, in one frame (at most [`MAX_PAYLOAD_LEN`] bytes).
-    File {
+    Text {
+        /// The sender's message number: 1, 2, 3, ... over texts and files.
+        number: u64,
+        /// The text.
+        text: String,
+    },
+    /// The start of a file.
+    FileStart {
         /// The sender's file name, untrusted: receivers sanitise it before use.
         name: String,
-        /// The file's bytes.
+        /// The file's length in bytes; the chunks that follow add up to it.
+        size: u64,
+    },
+    /// The next bytes of the file being sent (at most [`FILE_CHUNK_LEN`]).
+    FileChunk {
+        /// The bytes.
         data: Vec<u8>,
+    },
+    /// The end of the file being sent.
+    FileEnd {
+        /// The sender's message number for the file, or 0 when the sender could not read
+        /// the file to its end: the file is abandoned and receivers discard what they have.
+        number: u64,
+        /// SHA-256 of the file's bytes, checked by every receiver before it keeps the file.
+        sha256: [u8; 32],
     },
 }
 
 impl Body {
-    /// The payload bytes it carries (text, or file name and contents): what the history
-    /// window and the unacknowledged window count against their byte bounds.
+    /// The payload bytes it carries: what the history window and the unacknowledged window
+    /// count against their byte bounds.
     pub fn payload_len(&self) -> usize {
         match self {
-            Body::Text(text) => text.len(),
-            Body::File { name, data } => name.len() + data.len(),
+            Body::Text { text, .. } => text.len(),
+            Body::FileStart { name, .. } => name.len(),
+            Body::FileChunk { data } => data.len(),
+            Body::FileEnd { sha256, .. } => sha256.len(),
         }
     }
 }
@@ -293,7 +324,9 @@ const T_STATUS_QUERY: u8 = 0x50;
 const T_STATUS_REPORT: u8 = 0x51;
 
 const BODY_TEXT: u8 = 1;
-const BODY_FILE: u8 = 2;
+const BODY_FILE_START: u8 = 3;
+const BODY_FILE_CHUNK: u8 = 4;
+const BODY_FILE_END: u8 = 5;
 
 impl Message {
     /// A short name for logs ("Publish", "Heartbeat", ...).
@@ -718,14 +751,24 @@ impl Writer {
     }
     fn body(&mut self, body: &Body) {
         match body {
-            Body::Text(text) => {
+            Body::Text { number, text } => {
                 self.u8(BODY_TEXT);
+                self.u64(*number);
                 self.bytes(text.as_bytes());
             }
-            Body::File { name, data } => {
-                self.u8(BODY_FILE);
+            Body::FileStart { name, size } => {
+                self.u8(BODY_FILE_START);
                 self.str(name);
+                self.u64(*size);
+            }
+            Body::FileChunk { data } => {
+                self.u8(BODY_FILE_CHUNK);
                 self.bytes(data);
+            }
+            Body::FileEnd { number, sha256 } => {
+                self.u8(BODY_FILE_END);
+                self.u64(*number);
+                self.0.extend_from_slice(sha256);
             }
         }
     }
@@ -813,10 +856,20 @@ impl<'a> Reader<'a> {
     }
     fn body(&mut self) -> Result<Body> {
         match self.u8()? {
-            BODY_TEXT => Ok(Body::Text(utf8(self.bytes()?)?)),
-            BODY_FILE => Ok(Body::File {
+            BODY_TEXT => Ok(Body::Text {
+                number: self.u64()?,
+                text: utf8(self.bytes()?)?,
+            }),
+            BODY_FILE_START => Ok(Body::FileStart {
                 name: self.str()?,
+                size: self.u64()?,
+            }),
+            BODY_FILE_CHUNK => Ok(Body::FileChunk {
                 data: self.bytes()?.to_vec(),
+            }),
+            BODY_FILE_END => Ok(Body::FileEnd {
+                number: self.u64()?,
+                sha256: self.array()?,
             }),
             other => Err(Error::Protocol(format!("unknown body kind {other}"))),
         }

@@ -1,18 +1,19 @@
 //! The frame codec of `src/protocol.rs`, tested through the public API only.
 //!
 //! What is covered:
-//! - every [`Message`] variant survives `encode` → `decode` and `write_message` →
-//!   `read_message` unchanged;
+//! - every [`Message`] variant and every [`Body`] kind survives `encode` → `decode` and
+//!   `write_message` → `read_message` unchanged;
 //! - every malformed input we could think of is refused with [`Error::Protocol`]: empty
 //!   input, bad length prefixes, truncation at every byte, unknown type bytes, bad magic,
-//!   unknown roles, invalid UTF-8, forged counts and lengths, trailing bytes, bad flags;
+//!   unknown roles, unknown body kinds (including the retired single-frame file, kind 2),
+//!   invalid UTF-8, forged counts and lengths, a cut file digest, trailing bytes, bad flags;
 //! - absurd length prefixes and counts are refused *before* anything is allocated. A
 //!   timing check cannot show this (a 4 GiB zeroed `Vec` is a lazy `mmap` and costs
 //!   nothing), so this file installs a global allocator that records the largest single
 //!   allocation made by the current thread;
 //! - a seeded random mutation of valid frames never panics the decoder, and whatever the
 //!   decoder accepts re-encodes to the same bytes (the encoding is canonical);
-//! - the worked example in `docs/protocol.md` matches the encoder byte for byte.
+//! - the worked examples in `docs/protocol.md` match the encoder byte for byte.
 //!
 //! Everything runs in memory (`std::io::Cursor` and small hand-written readers), with no
 //! sockets, threads or sleeps.
@@ -25,9 +26,10 @@ use std::time::{Duration, Instant};
 
 use dsys::Error;
 use dsys::protocol::{
-    Body, MAGIC, MAX_FRAME_LEN, Message, PROTOCOL_VERSION, RELAY_INDEX_BYTES, Resume, Role,
-    ServerInfo, deliver_frame, read_frame, read_message, relay_frame, write_message,
+    Body, FILE_CHUNK_LEN, MAGIC, MAX_FRAME_LEN, Message, PROTOCOL_VERSION, RELAY_INDEX_BYTES,
+    Resume, Role, ServerInfo, deliver_frame, read_frame, read_message, relay_frame, write_message,
 };
+use dsys::sha256;
 
 // ---------------------------------------------------------------------------------------
 // Allocation tracking
@@ -161,8 +163,78 @@ fn hex(bytes: &[u8]) -> String {
         .join(" ")
 }
 
+/// Bytes that are not text: NULs, bytes that never occur in UTF-8, a lone continuation
+/// byte and a truncated sequence.
+const BINARY: [u8; 8] = [0x00, 0xff, 0x80, 0x0a, 0x00, 0xc3, 0xfe, 0x00];
+
+/// Every body kind at least once, with edge values: empty and non-ASCII text, numbers 0,
+/// 1 and `u64::MAX`, an empty name, sizes 0 and `u64::MAX`, empty, binary, all-256-values
+/// and full-size ([`FILE_CHUNK_LEN`]) chunks, and a `FileEnd` with number 0 (abandoned).
+fn sample_bodies() -> Vec<Body> {
+    vec![
+        Body::Text {
+            number: 1,
+            text: "hi".into(),
+        },
+        Body::Text {
+            number: u64::MAX,
+            text: String::new(),
+        },
+        Body::Text {
+            number: 0,
+            text: "héllo ✓".into(),
+        },
+        Body::FileStart {
+            name: "notes.txt".into(),
+            size: BINARY.len() as u64,
+        },
+        Body::FileStart {
+            name: String::new(),
+            size: 0,
+        },
+        Body::FileStart {
+            name: "../ça.bin".into(),
+            size: u64::MAX,
+        },
+        Body::FileChunk { data: vec![] },
+        Body::FileChunk {
+            data: BINARY.to_vec(),
+        },
+        Body::FileChunk {
+            data: (0..=255).collect(),
+        },
+        Body::FileChunk {
+            data: (0..FILE_CHUNK_LEN).map(|i| (i * 7 % 251) as u8).collect(),
+        },
+        Body::FileEnd {
+            number: 2,
+            sha256: sha256::digest(&BINARY),
+        },
+        Body::FileEnd {
+            number: 0,
+            sha256: [0; 32],
+        },
+        Body::FileEnd {
+            number: u64::MAX,
+            sha256: [0xff; 32],
+        },
+    ]
+}
+
+/// The position of `body`'s kind in the enum; no wildcard arm, as in [`variant_index`].
+fn body_index(body: &Body) -> usize {
+    match body {
+        Body::Text { .. } => 0,
+        Body::FileStart { .. } => 1,
+        Body::FileChunk { .. } => 2,
+        Body::FileEnd { .. } => 3,
+    }
+}
+const BODY_KIND_COUNT: usize = 4;
+
 /// Every variant at least once, with edge values: empty and non-ASCII strings, empty and
-/// non-empty lists, both body kinds, both `alive` values, 0 and `u64::MAX`.
+/// non-empty lists, both `alive` values, 0 and `u64::MAX`. Every sample body travels in a
+/// `Publish`, a `Deliver` and a `Relay`.
 fn sample_messages() -> Vec<Message> {
     let servers = vec![
         ServerInfo {
@@ -178,7 +250,7 @@ fn sample_messages() -> Vec<Message> {
             clients: vec![],
         },
     ];
-    vec![
+    let mut messages = vec![
         Message::Hello {
             version: PROTOCOL_VERSION,
             role: Role::Client,
@@ -237,36 +309,6 @@ fn sample_messages() -> Vec<Message> {
         Message::RegisterRefused {
             reason: "server full".into(),
         },
-        Message::Publish {
-            seq: 1,
-            body: Body::Text("hi".into()),
-        },
-        Message::Publish {
-            seq: u64::MAX,
-            body: Body::Text(String::new()),
-        },
-        Message::Publish {
-            seq: 2,
-            body: Body::File {
-                name: "notes.txt".into(),
-                data: vec![0, 0xff, 0x80, 10],
-            },
-        },
-        Message::Deliver {
-            from: "alice".into(),
-            session: 5,
-            seq: 1,
-            body: Body::Text("héllo ✓".into()),
-        },
-        Message::Deliver {
-            from: "bob".into(),
-            session: 6,
-            seq: 9,
-            body: Body::File {
-                name: String::new(),
-                data: vec![],
-            },
-        },
         Message::Ack { seq: 0 },
         Message::Ack { seq: 17 },
         Message::Keepalive,
@@ -282,23 +324,6 @@ fn sample_messages() -> Vec<Message> {
         Message::PeerWelcome {
             last_index: 123_456,
             history: false,
-        },
-        Message::Relay {
-            index: 1,
-            from: "alice".into(),
-            session: 5,
-            seq: 1,
-            body: Body::Text("hi".into()),
-        },
-        Message::Relay {
-            index: 2,
-            from: "alice".into(),
-            session: 5,
-            seq: 2,
-            body: Body::File {
-                name: "a.bin".into(),
-                data: (0..=255).collect(),
-            },
         },
         Message::PeerAck { index: 2 },
         Message::PeerSynced,
@@ -339,7 +364,35 @@ fn sample_messages() -> Vec<Message> {
         Message::StatusQuery,
         Message::StatusReport { servers },
         Message::StatusReport { servers: vec![] },
-    ]
+    ];
+    for (i, body) in sample_bodies().into_iter().enumerate() {
+        let seq = i as u64 + 1;
+        messages.push(Message::Publish {
+            seq,
+            body: body.clone(),
+        });
+        messages.push(Message::Deliver {
+            from: "alice".into(),
+            session: 5,
+            seq,
+            body: body.clone(),
+        });
+        messages.push(Message::Relay {
+            index: seq,
+            from: "bob".into(),
+            session: u64::MAX,
+            seq,
+            body,
+        });
+    }
+    messages.push(Message::Publish {
+        seq: u64::MAX,
+        body: Body::Text {
+            number: 1,
+            text: "x".into(),
+        },
+    });
+    messages
 }
 
 /// The position of `message`'s variant in the enum. The match has no wildcard arm, so a new
@@ -396,6 +449,47 @@ fn samples_cover_every_message_variant() {
     }
     let missing: Vec<usize> = (0..VARIANT_COUNT).filter(|&i| !seen[i]).collect();
     assert!(missing.is_empty(), "variants without a sample: {missing:?}");
+}
+
+#[test]
+fn samples_cover_every_body_kind() {
+    let mut seen = [false; BODY_KIND_COUNT];
+    for body in sample_bodies() {
+        seen[body_index(&body)] = true;
+    }
+    let missing: Vec<usize> = (0..BODY_KIND_COUNT).filter(|&i| !seen[i]).collect();
+    assert!(
+        missing.is_empty(),
+        "body kinds without a sample: {missing:?}"
+    );
+    // The edge cases the file protocol depends on are among them.
+    let bodies = sample_bodies();
+    for (what, present) in [
+        (
+            "an empty chunk",
+            bodies.contains(&Body::FileChunk { data: vec![] }),
+        ),
+        (
+            "a full chunk",
+            bodies
+                .iter()
+                .any(|b| matches!(b, Body::FileChunk { data } if data.len() == FILE_CHUNK_LEN)),
+        ),
+        (
+            "a chunk that is not UTF-8",
+            bodies.iter().any(
+                |b| matches!(b, Body::FileChunk { data } if std::str::from_utf8(data).is_err()),
+            ),
+        ),
+        (
+            "an abandoned file",
+            bodies
+                .iter()
+                .any(|b| matches!(b, Body::FileEnd { number: 0, .. })),
+        ),
+    ] {
+        assert!(present, "no sample body is {what}");
+    }
 }
 
 #[test]
@@ -481,11 +575,11 @@ fn frame_split_into_single_bytes_and_interrupted_reads_is_reassembled() {
 
 #[test]
 fn message_of_exactly_max_frame_len_is_accepted() {
-    // Publish = type (1) + seq (8) + body kind (1) + text length (4) + text.
-    let text = "x".repeat(MAX_FRAME_LEN as usize - 14);
+    // Publish = type (1) + seq (8) + body kind (1) + number (8) + text length (4) + text.
+    let text = "x".repeat(MAX_FRAME_LEN as usize - 22);
     let message = Message::Publish {
         seq: 1,
-        body: Body::Text(text),
+        body: Body::Text { number: 1, text },
     };
     let encoded = message.encode();
     assert_eq!(encoded.len(), 4 + MAX_FRAME_LEN as usize);
@@ -499,10 +593,10 @@ fn message_of_exactly_max_frame_len_is_accepted() {
 #[should_panic(expected = "exceeds the cap")]
 fn encoding_a_frame_over_the_cap_panics() {
     // One byte more than the previous test: `encode` treats this as a caller's bug.
-    let text = "x".repeat(MAX_FRAME_LEN as usize - 13);
+    let text = "x".repeat(MAX_FRAME_LEN as usize - 21);
     Message::Publish {
         seq: 1,
-        body: Body::Text(text),
+        body: Body::Text { number: 1, text },
     }
     .encode();
 }
@@ -521,29 +615,61 @@ fn hello_decodes_any_version_so_the_receiver_can_say_which_it_speaks() {
 }
 
 #[test]
-fn file_data_may_hold_any_bytes() {
-    let data: Vec<u8> = (0..=255).rev().collect();
-    let message = Message::Publish {
-        seq: 3,
-        body: Body::File {
-            name: "raw.bin".into(),
-            data,
-        },
+fn file_chunk_data_may_hold_any_bytes() {
+    // Every byte value, NULs and sequences that are not UTF-8: chunk data is never checked.
+    for data in [
+        (0..=255).rev().collect::<Vec<u8>>(),
+        BINARY.to_vec(),
+        vec![0; 17],
+    ] {
+        let message = Message::Publish {
+            seq: 3,
+            body: Body::FileChunk { data },
+        };
+        assert_eq!(Message::decode(&body_of(&message)).unwrap(), message);
+    }
+}
+
+#[test]
+fn full_file_chunk_fits_in_a_relay_frame() {
+    // A chunk of FILE_CHUNK_LEN bytes, re-wrapped by a server with a long sender name and
+    // the largest numbers, is still far below the frame cap.
+    let body = Body::FileChunk {
+        data: vec![0xa5; FILE_CHUNK_LEN],
     };
-    assert_eq!(Message::decode(&body_of(&message)).unwrap(), message);
+    let name = "n".repeat(32);
+    let frame = relay_frame(u64::MAX, &name, u64::MAX, u64::MAX, &body);
+    assert!(frame.len() - 4 <= MAX_FRAME_LEN as usize);
+    assert_eq!(
+        Message::decode(&frame[4..]).unwrap(),
+        Message::Relay {
+            index: u64::MAX,
+            from: name,
+            session: u64::MAX,
+            seq: u64::MAX,
+            body,
+        }
+    );
+}
+
+#[test]
+fn file_end_carries_the_digest_as_32_raw_bytes() {
+    // kind 5, number, then the digest with no length prefix: 1 + 8 + 32 bytes of body.
+    let sha256 = sha256::digest(b"hello\n");
+    let message = Message::Publish {
+        seq: 4,
+        body: Body::FileEnd { number: 2, sha256 },
+    };
+    let expected = [&[T_PUBLISH][..], &u64be(4), &[5], &u64be(2), &sha256].concat();
+    assert_eq!(body_of(&message), expected);
+    assert_eq!(Message::decode(&expected).unwrap(), message);
 }
 
 #[test]
 fn borrowed_frame_builders_match_message_encode() {
     // The hub builds Deliver and Relay frames from borrowed parts; they must be the very
     // frames `Message::encode` would give.
-    for body in [
-        Body::Text("héllo".into()),
-        Body::File {
-            name: "a.bin".into(),
-            data: vec![0, 1, 0xff],
-        },
-    ] {
+    for body in sample_bodies() {
         let deliver = Message::Deliver {
             from: "alice".into(),
             session: 7,
@@ -566,7 +692,10 @@ fn borrowed_frame_builders_match_message_encode() {
 #[test]
 fn relay_index_bytes_locate_the_index_in_an_encoded_relay() {
     // The hub encodes a Relay with index 0 and writes the real index into these bytes.
-    let body = Body::Text("hi".into());
+    let body = Body::Text {
+        number: 1,
+        text: "hi".into(),
+    };
     let mut frame = relay_frame(0, "alice", 7, 3, &body);
     let index: u64 = 0x1122_3344_5566_7788;
     frame[RELAY_INDEX_BYTES].copy_from_slice(&index.to_be_bytes());
@@ -651,8 +780,23 @@ fn http_and_tls_greetings_are_refused_as_oversized_frames() {
     }
 }
 
+/// Where to cut a frame of `len` bytes: everywhere in `1..len` when it is small. In a
+/// large one (the full file chunk) every byte of the first and last KiB, where all the
+/// fields and lengths are, and every 4,093rd byte of the payload in between; cutting a
+/// 256 KiB frame at every byte would copy about 10^11 bytes.
+fn cut_points(len: usize) -> Vec<usize> {
+    const EDGE: usize = 1024;
+    if len <= 4 * EDGE {
+        return (1..len).collect();
+    }
+    (1..EDGE)
+        .chain((EDGE..len - EDGE).step_by(4093))
+        .chain(len - EDGE..len)
+        .collect()
+}
+
 #[test]
-fn truncation_at_every_byte_of_a_frame_is_refused() {
+fn truncation_anywhere_in_a_frame_is_refused() {
     for message in sample_messages() {
         let encoded = message.encode();
         // Zero bytes is a clean end of stream; 1 to len-1 bytes is a torn frame.
@@ -661,7 +805,7 @@ fn truncation_at_every_byte_of_a_frame_is_refused() {
                 .unwrap()
                 .is_none()
         );
-        for cut in 1..encoded.len() {
+        for cut in cut_points(encoded.len()) {
             assert_protocol_error(
                 read_message(&mut Cursor::new(&encoded[..cut])),
                 &format!(
@@ -673,7 +817,7 @@ fn truncation_at_every_byte_of_a_frame_is_refused() {
         }
         // A body cut short but framed correctly: the decoder finds the missing field.
         let body = &encoded[4..];
-        for cut in 0..body.len() {
+        for cut in [0].into_iter().chain(cut_points(body.len())) {
             let what = format!(
                 "{} body cut to {cut} of {} bytes",
                 message.kind(),
@@ -783,17 +927,6 @@ fn invalid_utf8_in_a_string_is_refused() {
         .concat();
         let reason = assert_protocol_error(Message::decode(&body), "bad name");
         assert!(reason.contains("UTF-8"), "{reason}");
-        // A file name is a string too.
-        let body = [
-            &[T_PUBLISH][..],
-            &u64be(1),
-            &[2], // file
-            &u16be(bad.len() as u16),
-            bad,
-            &u32be(0),
-        ]
-        .concat();
-        assert_protocol_error(Message::decode(&body), "bad file name");
         // And so is a name inside a list.
         let body = [
             &[T_HEARTBEAT][..],
@@ -808,23 +941,80 @@ fn invalid_utf8_in_a_string_is_refused() {
     }
 }
 
+/// `body` wrapped in a Publish, a Deliver and a Relay, named, for tests that check all three.
+fn in_every_carrier(body: &[u8]) -> [(&'static str, Vec<u8>); 3] {
+    let publish = [&[T_PUBLISH][..], &u64be(1), body].concat();
+    let deliver = [
+        &[T_DELIVER][..],
+        &u16be(1),
+        b"a",
+        &u64be(1),
+        &u64be(1),
+        body,
+    ]
+    .concat();
+    let relay = [
+        &[T_RELAY][..],
+        &u64be(1),
+        &u16be(1),
+        b"a",
+        &u64be(1),
+        &u64be(1),
+        body,
+    ]
+    .concat();
+    [("Publish", publish), ("Deliver", deliver), ("Relay", relay)]
+}
+
 #[test]
 fn invalid_utf8_in_a_text_body_is_refused() {
     for bad in NOT_UTF8 {
-        let text = [&[1][..], &u32be(bad.len() as u32), bad].concat();
-        let publish = [&[T_PUBLISH][..], &u64be(1), &text].concat();
-        let reason = assert_protocol_error(Message::decode(&publish), "bad text");
-        assert!(reason.contains("UTF-8"), "{reason}");
-        let deliver = [
-            &[T_DELIVER][..],
-            &u16be(1),
-            b"a",
-            &u64be(1),
-            &u64be(1),
-            &text,
-        ]
-        .concat();
-        assert_protocol_error(Message::decode(&deliver), "bad delivered text");
+        // Text { number 1, text <bad> }
+        let text = [&[1][..], &u64be(1), &u32be(bad.len() as u32), bad].concat();
+        for (what, bytes) in in_every_carrier(&text) {
+            let reason = assert_protocol_error(Message::decode(&bytes), what);
+            assert!(reason.contains("UTF-8"), "{what}: {reason}");
+        }
+    }
+    // The same bytes are fine as file data.
+    for bad in NOT_UTF8 {
+        let chunk = [&[4][..], &u32be(bad.len() as u32), bad].concat();
+        for (what, bytes) in in_every_carrier(&chunk) {
+            assert!(Message::decode(&bytes).is_ok(), "{what}: chunk {bad:?}");
+        }
+    }
+}
+
+#[test]
+fn file_start_with_invalid_utf8_name_is_refused() {
+    for bad in NOT_UTF8 {
+        // FileStart { name <bad>, size 0 }
+        let start = [&[3][..], &u16be(bad.len() as u16), bad, &u64be(0)].concat();
+        for (what, bytes) in in_every_carrier(&start) {
+            let reason = assert_protocol_error(Message::decode(&bytes), what);
+            assert!(reason.contains("UTF-8"), "{what}: {reason}");
+        }
+    }
+}
+
+#[test]
+fn file_end_cut_inside_its_digest_is_refused() {
+    let digest = sha256::digest(b"hello\n");
+    for cut in 0..digest.len() {
+        // FileEnd { number 2, the first `cut` digest bytes }, framed correctly.
+        let end = [&[5][..], &u64be(2), &digest[..cut]].concat();
+        for (what, bytes) in in_every_carrier(&end) {
+            let what = format!("{what} with {cut} of 32 digest bytes");
+            let reason = assert_protocol_error(Message::decode(&bytes), &what);
+            assert!(reason.contains("truncated"), "{what}: {reason}");
+            assert_protocol_error(read_message(&mut Cursor::new(frame(&bytes))), &what);
+        }
+    }
+    // A 33rd byte is not part of the digest: it is left over.
+    let end = [&[5][..], &u64be(2), &digest, &[0]].concat();
+    for (what, bytes) in in_every_carrier(&end) {
+        let reason = assert_protocol_error(Message::decode(&bytes), what);
+        assert!(reason.contains("unexpected bytes"), "{what}: {reason}");
     }
 }
 
@@ -837,20 +1027,20 @@ fn string_length_beyond_the_frame_is_refused() {
 
 #[test]
 fn byte_string_length_beyond_the_frame_is_refused_before_allocating() {
-    // Publish { seq 1, text claims 4 GiB, 2 bytes present }
-    let text = [&[T_PUBLISH][..], &u64be(1), &[1], &u32be(u32::MAX), b"hi"].concat();
-    assert_refused_cheaply("huge text length", || Message::decode(&text));
-    // Publish { seq 1, file "f" claims 4 GiB of data }
-    let file = [
+    // Publish { seq 1, Text { number 1, text claims 4 GiB, 2 bytes present } }
+    let text = [
         &[T_PUBLISH][..],
         &u64be(1),
-        &[2],
-        &u16be(1),
-        b"f",
+        &[1],
+        &u64be(1),
         &u32be(u32::MAX),
+        b"hi",
     ]
     .concat();
-    assert_refused_cheaply("huge file length", || Message::decode(&file));
+    assert_refused_cheaply("huge text length", || Message::decode(&text));
+    // Publish { seq 1, FileChunk { data claims 4 GiB, 2 bytes present } }
+    let chunk = [&[T_PUBLISH][..], &u64be(1), &[4], &u32be(u32::MAX), b"hi"].concat();
+    assert_refused_cheaply("huge chunk length", || Message::decode(&chunk));
 }
 
 /// Bodies that each announce `count` items in one list but carry none of them.
@@ -995,33 +1185,25 @@ fn bad_resume_flag_is_refused() {
 }
 
 #[test]
-fn bad_body_kind_is_refused() {
-    for kind in [0, 3, 0xff] {
-        let body = [&[kind][..], &u32be(2), b"hi"].concat();
-        let publish = [&[T_PUBLISH][..], &u64be(1), &body].concat();
-        let deliver = [
-            &[T_DELIVER][..],
-            &u16be(1),
-            b"a",
-            &u64be(1),
-            &u64be(1),
-            &body,
-        ]
-        .concat();
-        let relay = [
-            &[T_RELAY][..],
-            &u64be(1),
-            &u16be(1),
-            b"a",
-            &u64be(1),
-            &u64be(1),
-            &body,
-        ]
-        .concat();
-        for (what, bytes) in [("Publish", publish), ("Deliver", deliver), ("Relay", relay)] {
+fn unknown_body_kind_is_refused() {
+    for kind in [0, 2, 6, 0x80, 0xff] {
+        let body = [&[kind][..], &u64be(1), &u32be(2), b"hi"].concat();
+        for (what, bytes) in in_every_carrier(&body) {
             let reason = assert_protocol_error(Message::decode(&bytes), what);
             assert!(reason.contains("body kind"), "{what}: {reason}");
         }
+    }
+}
+
+#[test]
+fn retired_single_frame_file_kind_2_is_refused() {
+    // The old layout exactly: kind 2, name "a.txt", data "hi". Files now travel as
+    // FileStart, FileChunk, FileEnd (kinds 3, 4, 5); kind 2 is unknown.
+    let old_file = [&[2][..], &u16be(5), b"a.txt", &u32be(2), b"hi"].concat();
+    for (what, bytes) in in_every_carrier(&old_file) {
+        let reason = assert_protocol_error(Message::decode(&bytes), what);
+        assert_eq!(reason, "unknown body kind 2", "{what}");
+        assert_protocol_error(read_message(&mut Cursor::new(frame(&bytes))), what);
     }
 }
 
@@ -1150,15 +1332,30 @@ fn mutated_frames_never_panic_the_decoder() {
 }
 
 // ---------------------------------------------------------------------------------------
-// The worked example in docs/protocol.md
+// The worked examples in docs/protocol.md
 // ---------------------------------------------------------------------------------------
 
-/// The document the example lives in, read at compile time.
+/// The document the examples live in, read at compile time.
 const PROTOCOL_DOC: &str = include_str!("../docs/protocol.md");
 
 #[test]
-fn worked_example_in_docs_matches_encoder() {
+fn worked_examples_in_docs_match_encoder() {
     let session = 0x8f3a_1c5e_7b20_d4e1;
+    let hi = Body::Text {
+        number: 1,
+        text: "hi".into(),
+    };
+    // Section 3.1 shows this body on its own: the Publish frame without length, type and seq.
+    let hi_body = &body_of(&Message::Publish {
+        seq: 1,
+        body: hi.clone(),
+    })[9..];
+    assert_eq!(hex(hi_body), "01 00 00 00 00 00 00 00 01 00 00 00 02 68 69");
+    assert!(
+        PROTOCOL_DOC.contains(&format!("`{}`", hex(hi_body))),
+        "docs/protocol.md 3.1 does not show the Text body {}",
+        hex(hi_body)
+    );
     let examples = [
         (
             Message::Hello {
@@ -1187,23 +1384,56 @@ fn worked_example_in_docs_matches_encoder() {
         (
             Message::Publish {
                 seq: 1,
-                body: Body::Text("hi".into()),
+                body: hi.clone(),
             },
-            "00 00 00 10 13 00 00 00 00 00 00 00 01 01 00 00 00 02 68 69",
+            "00 00 00 18 13 00 00 00 00 00 00 00 01 01 00 00 00 00 00 00 00 01 00 00 \
+             00 02 68 69",
         ),
         (
             Message::Deliver {
                 from: "alice".into(),
                 session,
                 seq: 1,
-                body: Body::Text("hi".into()),
+                body: hi,
             },
-            "00 00 00 1f 14 00 05 61 6c 69 63 65 8f 3a 1c 5e 7b 20 d4 e1 00 00 00 00 00 00 \
-             00 01 01 00 00 00 02 68 69",
+            "00 00 00 27 14 00 05 61 6c 69 63 65 8f 3a 1c 5e 7b 20 d4 e1 00 00 00 00 \
+             00 00 00 01 01 00 00 00 00 00 00 00 01 00 00 00 02 68 69",
         ),
         (
             Message::Ack { seq: 1 },
             "00 00 00 09 15 00 00 00 00 00 00 00 01",
+        ),
+        (
+            Message::Publish {
+                seq: 2,
+                body: Body::FileStart {
+                    name: "notes.txt".into(),
+                    size: 6,
+                },
+            },
+            "00 00 00 1d 13 00 00 00 00 00 00 00 02 03 00 09 6e 6f 74 65 73 2e 74 78 \
+             74 00 00 00 00 00 00 00 06",
+        ),
+        (
+            Message::Publish {
+                seq: 3,
+                body: Body::FileChunk {
+                    data: b"hello\n".to_vec(),
+                },
+            },
+            "00 00 00 14 13 00 00 00 00 00 00 00 03 04 00 00 00 06 68 65 6c 6c 6f 0a",
+        ),
+        (
+            Message::Publish {
+                seq: 4,
+                body: Body::FileEnd {
+                    number: 2,
+                    sha256: sha256::digest(b"hello\n"),
+                },
+            },
+            "00 00 00 32 13 00 00 00 00 00 00 00 04 05 00 00 00 00 00 00 00 02 58 91 \
+             b5 b5 22 d5 df 08 6d 0f f0 b1 10 fb d9 d2 1b b4 fc 71 63 af 34 d0 82 86 \
+             a2 e8 46 f6 be 03",
         ),
         (Message::Keepalive, "00 00 00 01 16"),
         (Message::Deregister, "00 00 00 01 17"),

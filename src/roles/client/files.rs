@@ -1,47 +1,190 @@
-//! Files on the client: reading one to send, and saving a received one safely.
+//! Files on the client: streaming one out in chunks, and taking one in safely.
 //!
-//! A file name that arrives over the wire is untrusted. [`safe_name`] keeps only its last
-//! component and neutralises everything that could leave the download directory or confuse
-//! a terminal; [`save`] writes to a temporary file first and links it into place under a
-//! name that does not exist yet, so a partial file never appears under the final name and an
-//! existing file is never overwritten.
+//! **Sending** ([`Outgoing`]): the file is checked (exists, is a regular file, within the
+//! size limit) before anything is sent, then read one [`FILE_CHUNK_LEN`] chunk at a time
+//! when the session has room for it, hashing as it goes. At most one chunk of it is in this
+//! module's hands at any moment; the session's unacknowledged window bounds the rest.
+//!
+//! **Receiving** ([`Incoming`]): a file name that arrives over the wire is untrusted.
+//! [`safe_name`] keeps only its last component and neutralises everything that could leave
+//! the download directory or confuse a terminal. Chunks are written to a hidden temporary
+//! file in the download directory and hashed as they arrive; only when the length and the
+//! SHA-256 match is the file linked into place, under a name that does not exist yet. So a
+//! partial file never appears under the final name, and an existing file is never
+//! overwritten. An `Incoming` that is dropped unfinished deletes its temporary file.
 
-use std::fs;
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+
+use crate::protocol::FILE_CHUNK_LEN;
+use crate::sha256::{self, Sha256};
 
 /// Longest file name kept, in bytes; longer names are cut (at a character boundary).
 const MAX_NAME_BYTES: usize = 200;
 /// How many `name (n)` variants to try before giving up on a crowded directory.
 const MAX_SUFFIX: u32 = 10_000;
+/// The prefix of temporary files in the download directory (hidden, and never a name
+/// [`safe_name`] produces, since it turns a leading dot into `_`).
+const PARTIAL_PREFIX: &str = ".dsys-partial-";
 
-/// Reads a file to send, refusing what cannot be sent before anything is numbered.
-///
-/// # Errors
-/// A sentence for the user: missing, unreadable, not a file, or larger than `max_len`.
-pub fn read_for_sending(path: &Path, max_len: usize) -> Result<(String, Vec<u8>), String> {
-    let shown = path.display();
-    let meta = fs::metadata(path).map_err(|e| format!("cannot send {shown}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("cannot send {shown}: not a regular file"));
+/// A file being sent, read one chunk at a time.
+pub struct Outgoing {
+    file: File,
+    path: PathBuf,
+    /// Bytes still to send; the file is sent at the length it had when it was opened.
+    remaining: u64,
+    hasher: Sha256,
+}
+
+impl Outgoing {
+    /// Opens `path` for sending; returns it with the name and size to announce.
+    ///
+    /// # Errors
+    /// A sentence for the user: missing, unreadable, not a regular file, or over `max_size`.
+    pub fn open(path: &Path, max_size: u64) -> Result<(Outgoing, String, u64), String> {
+        let shown = path.display();
+        let file = File::open(path).map_err(|e| format!("cannot send {shown}: {e}"))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("cannot send {shown}: {e}"))?;
+        if !meta.is_file() {
+            return Err(format!("cannot send {shown}: not a regular file"));
+        }
+        if meta.len() > max_size {
+            return Err(format!(
+                "cannot send {shown}: {} bytes is over the {max_size}-byte limit (--max-file-size)",
+                meta.len()
+            ));
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".to_string());
+        let outgoing = Outgoing {
+            file,
+            path: path.to_path_buf(),
+            remaining: meta.len(),
+            hasher: Sha256::new(),
+        };
+        Ok((outgoing, name, meta.len()))
     }
-    if meta.len() > max_len as u64 {
-        return Err(format!(
-            "cannot send {shown}: {} bytes is over the {max_len}-byte limit",
-            meta.len()
-        ));
+
+    /// The next chunk, or `None` when every byte has been read.
+    ///
+    /// # Errors
+    /// A sentence for the user when the file cannot be read to its announced length (it
+    /// shrank, or a read failed): the sender then abandons the file.
+    pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, String> {
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        let want = self.remaining.min(FILE_CHUNK_LEN as u64) as usize;
+        let mut chunk = vec![0; want];
+        self.file
+            .read_exact(&mut chunk)
+            .map_err(|e| format!("cannot send {}: {e}", self.path.display()))?;
+        self.remaining -= want as u64;
+        self.hasher.update(&chunk);
+        Ok(Some(chunk))
     }
-    let data = fs::read(path).map_err(|e| format!("cannot send {shown}: {e}"))?;
-    if data.len() > max_len {
-        return Err(format!(
-            "cannot send {shown}: it grew past the limit while read"
-        ));
+
+    /// The SHA-256 of everything read; call after [`Outgoing::next_chunk`] returned `None`.
+    pub fn finish(self) -> [u8; 32] {
+        self.hasher.finish()
     }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".to_string());
-    Ok((name, data))
+}
+
+/// A file being received into a temporary file in the download directory.
+pub struct Incoming {
+    temp: PathBuf,
+    file: File,
+    dir: PathBuf,
+    name: String,
+    size: u64,
+    written: u64,
+    hasher: Sha256,
+}
+
+impl Incoming {
+    /// Starts receiving a file announced as `untrusted` name and `size` bytes.
+    ///
+    /// # Errors
+    /// The I/O error when the directory or the temporary file cannot be created.
+    pub fn start(dir: &Path, untrusted: &str, size: u64) -> io::Result<Incoming> {
+        fs::create_dir_all(dir)?;
+        let temp = dir.join(format!("{PARTIAL_PREFIX}{:016x}", crate::net::random_u64()));
+        // create_new: never opens something that is already there, a symlink included.
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
+        Ok(Incoming {
+            temp,
+            file,
+            dir: dir.to_path_buf(),
+            name: safe_name(untrusted),
+            size,
+            written: 0,
+            hasher: Sha256::new(),
+        })
+    }
+
+    /// Appends the next chunk.
+    ///
+    /// # Errors
+    /// When the chunks add up to more than the announced size, or the write fails.
+    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.written + data.len() as u64 > self.size {
+            return Err(io::Error::other(format!(
+                "more bytes than the {} announced",
+                self.size
+            )));
+        }
+        self.file.write_all(data)?;
+        self.hasher.update(data);
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Checks length and digest, then links the file into place under a free name (` (1)`,
+    /// ` (2)`, ... before the extension when the name is taken). Returns the final path and
+    /// the size.
+    ///
+    /// # Errors
+    /// A sentence for the user when the file is short, its digest does not match, or it
+    /// cannot be stored; the temporary file is removed either way.
+    pub fn finish(mut self, sha256: &[u8; 32]) -> Result<(PathBuf, u64), String> {
+        if self.written != self.size {
+            return Err(format!(
+                "file {} incomplete: {} of {} bytes",
+                self.name, self.written, self.size
+            ));
+        }
+        let digest = std::mem::take(&mut self.hasher).finish();
+        if &digest != sha256 {
+            return Err(format!(
+                "file {} damaged: SHA-256 {} instead of {}",
+                self.name,
+                sha256::to_hex(&digest),
+                sha256::to_hex(sha256)
+            ));
+        }
+        self.file
+            .sync_all()
+            .map_err(|e| format!("cannot save {}: {e}", self.name))?;
+        let path = link_under_free_name(&self.temp, &self.dir, &self.name)
+            .map_err(|e| format!("cannot save {}: {e}", self.name))?;
+        Ok((path, self.size))
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        // Finished or not, the temporary name goes: a linked file lives on under its final
+        // name, an unfinished one is discarded.
+        let _ = fs::remove_file(&self.temp);
+    }
 }
 
 /// Turns an untrusted name into a plain file name: the last component after `/` or `\`,
@@ -64,27 +207,8 @@ pub fn safe_name(untrusted: &str) -> String {
     name
 }
 
-/// Saves `data` in `dir` under a safe version of `untrusted`, never overwriting: when the
-/// name exists, ` (1)`, ` (2)`, ... is added before the extension. Returns the path.
-///
-/// # Errors
-/// The I/O error when the directory cannot be created or written.
-pub fn save(dir: &Path, untrusted: &str, data: &[u8]) -> io::Result<PathBuf> {
-    fs::create_dir_all(dir)?;
-    let temp = dir.join(format!(".dsys-partial-{:016x}", crate::net::random_u64()));
-    let result = write_then_link(&temp, dir, &safe_name(untrusted), data);
-    let _ = fs::remove_file(&temp);
-    result
-}
-
-fn write_then_link(temp: &Path, dir: &Path, name: &str, data: &[u8]) -> io::Result<PathBuf> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(temp)?;
-    file.write_all(data)?;
-    file.sync_all()?;
-    drop(file);
+/// Links `temp` into `dir` under `name`, or under `stem (n).ext` when that is taken.
+fn link_under_free_name(temp: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
     let (stem, ext) = match name.rfind('.') {
         Some(dot) if dot > 0 => (&name[..dot], &name[dot..]),
         _ => (name, ""),

@@ -109,7 +109,13 @@ pub struct Config {
     pub send: Vec<String>,
     /// Files to send before stdin.
     pub send_files: Vec<PathBuf>,
+    /// Largest file sent; bigger ones are refused with an `error` event.
+    pub max_file_size: u64,
 }
+
+/// Default for `--max-file-size`: 1 GiB. Memory does not depend on it (files are streamed);
+/// it protects the receivers' disks from a mistake.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 1024 * 1024 * 1024;
 
 /// How many commands may wait for the session; the stdin reader blocks beyond this.
 const COMMAND_QUEUE: usize = 64;
@@ -130,6 +136,7 @@ pub fn run(config: Config) -> Result<()> {
             server: config.server,
             name: config.name,
             download_dir: config.download_dir,
+            max_file_size: config.max_file_size,
         },
         commands_rx,
         events_tx,

@@ -17,9 +17,17 @@
 //!   (say the last live server dies while the only other one is hung). On resume the new
 //!   server says up to which `seq` it holds this session's messages, and the session sends
 //!   again the recent ones above that.
-//! - `seen`: for each sender session, the highest `seq` delivered. A repeat is dropped, a
-//!   jump is reported as a `gap` event. On failover the map is sent to the new server, which
-//!   replays what is missing from its history window.
+//! - `seen`: for each sender session, the highest `seq` delivered. A repeat is dropped. On
+//!   failover the map is sent to the new server, which replays what is missing from its
+//!   history window.
+//! - `numbers`: for each sender session, the last message number delivered (the `seq` of
+//!   the events). A jump in it is reported as a `gap` event with the count.
+//!
+//! **Files.** A file goes out as `FileStart`, chunks and `FileEnd`, each its own frame with
+//! its own `seq` ([`files::Outgoing`] reads one chunk at a time). The loop sends a chunk
+//! only when no command is waiting, so a text typed during a big file goes out after at
+//! most one chunk. A file gets its message number when its last chunk is sent. Received
+//! chunks go straight into a temporary file per sender ([`files::Incoming`]).
 //!
 //! **When the server fails.** A broken socket, a failed write, or silence longer than three
 //! keepalive intervals (a hung server) starts [`Session::fail_over`]: ask the coordinator
@@ -31,7 +39,7 @@
 //! acknowledged, then deregisters. A stop signal does the same with a deadline
 //! ([`STOP_GRACE`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;
 use std::thread::{self, JoinHandle};
@@ -42,13 +50,17 @@ use crossbeam_channel::{Receiver, Sender, bounded, never, select, tick};
 use super::{Command, Event, files};
 use crate::error::{Error, Result};
 use crate::net;
-use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message, Resume, Role, read_message, write_message};
+use crate::protocol::{Body, Message, Resume, Role, read_message, write_message};
 
 /// Messages sent and not yet acknowledged, at most. At the bound the session stops reading
 /// commands until acks arrive (backpressure), so nothing is lost and memory stays bounded.
 pub const MAX_UNACKED: usize = 1024;
 /// Payload bytes sent and not yet acknowledged, at most (same rule as [`MAX_UNACKED`]).
-pub const MAX_UNACKED_BYTES: usize = 32 * 1024 * 1024;
+/// With files this is what bounds a sender's memory: 64 chunks in flight.
+pub const MAX_UNACKED_BYTES: usize = 16 * 1024 * 1024;
+/// Files waiting for the one being sent, at most; at the bound the session takes no more
+/// commands until one has gone (backpressure on stdin, nothing dropped).
+const MAX_QUEUED_FILES: usize = 64;
 /// Acknowledged messages kept for resending, at most (see `recent` in the module doc).
 /// Beyond it the oldest is forgotten: it is on every server that was live when it was
 /// acknowledged, so only the loss of all of those could make a receiver miss it, and then
@@ -87,6 +99,8 @@ pub struct SessionConfig {
     pub name: String,
     /// Where received files are saved.
     pub download_dir: PathBuf,
+    /// Largest file this client sends; bigger ones are refused before anything is sent.
+    pub max_file_size: u64,
 }
 
 /// One live connection to a server.
@@ -119,7 +133,19 @@ struct Session {
     stop_rx: Receiver<()>,
     session: u64,
     token: u64,
+    /// The next frame counter (`seq` on the wire).
     next_seq: u64,
+    /// The next message number (`seq` in the events).
+    next_number: u64,
+    /// The file being sent, and the files waiting for it.
+    outgoing: Option<files::Outgoing>,
+    queued_files: VecDeque<PathBuf>,
+    /// The file being received from each sender session.
+    incoming: HashMap<u64, files::Incoming>,
+    /// Sender sessions whose frames went missing since their last `FileStart`: a `FileEnd`
+    /// without a file from them is a lost file, not one that started before we registered.
+    damaged: HashSet<u64>,
+    numbers: HashMap<u64, u64>,
     unacked: VecDeque<(u64, Body)>,
     unacked_bytes: usize,
     recent: VecDeque<(u64, Body)>,
@@ -149,6 +175,12 @@ pub fn start(
         session: 0,
         token: 0,
         next_seq: 1,
+        next_number: 1,
+        outgoing: None,
+        queued_files: VecDeque::new(),
+        incoming: HashMap::new(),
+        damaged: HashSet::new(),
+        numbers: HashMap::new(),
         unacked: VecDeque::new(),
         unacked_bytes: 0,
         recent: VecDeque::new(),
@@ -271,7 +303,8 @@ impl Session {
         let mut stop_deadline: Option<Instant> = None;
         let mut keepalive = tick(connection.keepalive);
         loop {
-            if !input_open && self.unacked.is_empty() {
+            let sending_files = self.outgoing.is_some() || !self.queued_files.is_empty();
+            if !input_open && !sending_files && self.unacked.is_empty() {
                 break;
             }
             if stop_deadline.is_some_and(|d| Instant::now() >= d) {
@@ -284,10 +317,17 @@ impl Session {
             }
             // Backpressure: take new commands only while the unacked window has room.
             let room = self.unacked.len() < MAX_UNACKED && self.unacked_bytes < MAX_UNACKED_BYTES;
-            let commands = if input_open && room {
+            let commands = if input_open && room && self.queued_files.len() < MAX_QUEUED_FILES {
                 &commands_rx
             } else {
                 &never()
+            };
+            // With a file chunk to send, do not wait: the `default` arm sends it whenever
+            // nothing else is ready, so commands and frames still come first.
+            let idle = if room && self.outgoing.is_some() {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(200)
             };
             let stop = if stop_deadline.is_none() {
                 &self.stop_rx
@@ -312,7 +352,11 @@ impl Session {
                     input_open = false;
                     stop_deadline = Some(Instant::now() + STOP_GRACE);
                 }
-                default(Duration::from_millis(200)) => {}
+                default(idle) => {
+                    if room && self.outgoing.is_some() {
+                        lost = self.send_next_chunk(&mut connection).err();
+                    }
+                }
             }
             if let Some(reason) = lost {
                 connection = match self.fail_over(connection, reason) {
@@ -327,19 +371,28 @@ impl Session {
         Ok(())
     }
 
-    /// Turns a command into a numbered message and sends it. A file that cannot be sent is
-    /// reported as an `error` event and costs no `seq`.
+    /// Sends a text at once, or queues a file behind the one being sent.
     fn send_command(&mut self, connection: &mut Connection, command: Command) -> Result<()> {
-        let body = match command {
-            Command::Text(text) => Body::Text(text),
-            Command::File(path) => match files::read_for_sending(&path, MAX_PAYLOAD_LEN) {
-                Ok((name, data)) => Body::File { name, data },
-                Err(why) => {
-                    self.emit(Event::Error { message: why });
-                    return Ok(());
-                }
-            },
-        };
+        match command {
+            Command::Text(text) => {
+                let number = self.take_number();
+                self.publish(connection, Body::Text { number, text })
+            }
+            Command::File(path) => {
+                self.queued_files.push_back(path);
+                self.start_next_file(connection)
+            }
+        }
+    }
+
+    fn take_number(&mut self) -> u64 {
+        let number = self.next_number;
+        self.next_number += 1;
+        number
+    }
+
+    /// Gives `body` the next `seq`, keeps it until it is acknowledged, and sends it.
+    fn publish(&mut self, connection: &mut Connection, body: Body) -> Result<()> {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.unacked_bytes += body.payload_len();
@@ -349,6 +402,54 @@ impl Session {
         };
         self.unacked.push_back((seq, body));
         write_message(&mut connection.stream, &publish)
+    }
+
+    /// When no file is being sent, starts the next queued one that can be opened. A file
+    /// that cannot be sent is reported as an `error` event and costs no number.
+    fn start_next_file(&mut self, connection: &mut Connection) -> Result<()> {
+        while self.outgoing.is_none() {
+            let Some(path) = self.queued_files.pop_front() else {
+                break;
+            };
+            match files::Outgoing::open(&path, self.config.max_file_size) {
+                Ok((outgoing, name, size)) => {
+                    self.outgoing = Some(outgoing);
+                    self.publish(connection, Body::FileStart { name, size })?;
+                }
+                Err(why) => self.emit(Event::Error { message: why }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the next chunk of the file being sent, or its end.
+    fn send_next_chunk(&mut self, connection: &mut Connection) -> Result<()> {
+        let Some(outgoing) = self.outgoing.as_mut() else {
+            return Ok(());
+        };
+        let body = match outgoing.next_chunk() {
+            Ok(Some(data)) => return self.publish(connection, Body::FileChunk { data }),
+            Ok(None) => {
+                let outgoing = self.outgoing.take().expect("a file is being sent");
+                let sha256 = outgoing.finish();
+                Body::FileEnd {
+                    number: self.take_number(),
+                    sha256,
+                }
+            }
+            Err(why) => {
+                // The chunks already sent cannot be taken back: tell the receivers to
+                // discard them. The file costs no number.
+                self.outgoing = None;
+                self.emit(Event::Error { message: why });
+                Body::FileEnd {
+                    number: 0,
+                    sha256: [0; 32],
+                }
+            }
+        };
+        self.publish(connection, body)?;
+        self.start_next_file(connection)
     }
 
     /// One frame from the server.
@@ -376,36 +477,94 @@ impl Session {
         Ok(())
     }
 
-    /// Exactly once, in each sender's order: repeats are dropped, jumps reported as gaps.
+    /// Exactly once, in each sender's order: repeats are dropped, missing messages reported
+    /// as gaps, files assembled and checked.
     fn deliver(&mut self, from: String, session: u64, seq: u64, body: Body) {
         match self.seen.get(&session) {
             Some(&last) if seq <= last => return, // a repeat after failover
-            Some(&last) if seq > last + 1 => self.emit(Event::Gap {
-                from: from.clone(),
-                missed: seq - last - 1,
-            }),
+            Some(&last) if seq > last + 1 => {
+                // Frames are missing: a file in progress from this sender cannot be whole.
+                // The gap itself is counted in message numbers, at the next one.
+                self.incoming.remove(&session);
+                self.damaged.insert(session);
+            }
             _ => {}
         }
         self.seen.insert(session, seq);
         match body {
-            Body::Text(text) => self.emit(Event::Message { from, seq, text }),
-            Body::File { name, data } => {
-                match files::save(&self.config.download_dir, &name, &data) {
-                    Ok(path) => self.emit(Event::File {
-                        from,
-                        seq,
-                        name: path
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_default(),
-                        size: data.len() as u64,
-                        path: path.display().to_string(),
-                    }),
+            Body::Text { number, text } => {
+                self.note_number(&from, session, number);
+                self.emit(Event::Message {
+                    from,
+                    seq: number,
+                    text,
+                });
+            }
+            Body::FileStart { name, size } => {
+                self.damaged.remove(&session);
+                match files::Incoming::start(&self.config.download_dir, &name, size) {
+                    Ok(incoming) => {
+                        self.incoming.insert(session, incoming);
+                    }
                     Err(e) => self.emit(Event::Error {
-                        message: format!("cannot save file {name:?} from {from}: {e}"),
+                        message: format!("cannot receive file {name:?} from {from}: {e}"),
                     }),
                 }
             }
+            Body::FileChunk { data } => {
+                if let Some(incoming) = self.incoming.get_mut(&session)
+                    && let Err(e) = incoming.write(&data)
+                {
+                    self.incoming.remove(&session);
+                    self.emit(Event::Error {
+                        message: format!("cannot receive a file from {from}: {e}"),
+                    });
+                }
+            }
+            // The sender could not read its file to the end: discard what arrived.
+            Body::FileEnd { number: 0, .. } => {
+                self.incoming.remove(&session);
+            }
+            Body::FileEnd { number, sha256 } => {
+                self.note_number(&from, session, number);
+                match self.incoming.remove(&session) {
+                    Some(incoming) => match incoming.finish(&sha256) {
+                        Ok((path, size)) => self.emit(Event::File {
+                            from,
+                            seq: number,
+                            name: path
+                                .file_name()
+                                .map(|n| n.to_string_lossy().into_owned())
+                                .unwrap_or_default(),
+                            size,
+                            path: path.display().to_string(),
+                        }),
+                        Err(why) => self.emit(Event::Error {
+                            message: format!("{why} (from {from}, discarded)"),
+                        }),
+                    },
+                    // Its start was lost with missing frames.
+                    None if self.damaged.remove(&session) => {
+                        self.emit(Event::Gap { from, missed: 1 });
+                    }
+                    // It started before this client registered: not ours to receive.
+                    None => {}
+                }
+            }
+        }
+    }
+
+    /// Records message `number` from `session`, reporting the numbers skipped since the
+    /// last one as a gap.
+    fn note_number(&mut self, from: &str, session: u64, number: u64) {
+        let last = self.numbers.insert(session, number);
+        if let Some(last) = last
+            && number > last + 1
+        {
+            self.emit(Event::Gap {
+                from: from.to_string(),
+                missed: number - last - 1,
+            });
         }
     }
 

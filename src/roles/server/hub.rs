@@ -827,7 +827,11 @@ mod tests {
             .map(|&(session, seq)| {
                 let verdict = state.accept(session, seq);
                 if verdict != Verdict::Repeat {
-                    let frame = Arc::new(deliver_frame("s", session, seq, &Body::Text("x".into())));
+                    let body = Body::Text {
+                        number: seq,
+                        text: "x".into(),
+                    };
+                    let frame = Arc::new(deliver_frame("s", session, seq, &body));
                     state.store(session, seq, 1, frame, &limits());
                 }
                 verdict
