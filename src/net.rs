@@ -27,11 +27,29 @@ pub fn resolve(addr: &str) -> Result<SocketAddr> {
         .ok_or_else(|| Error::Usage(format!("address {addr:?} resolves to nothing")))
 }
 
+/// Starts the `accept` thread of a thread-per-connection server (see [`accept_loop`]).
+///
+/// # Errors
+/// When the thread cannot be started.
+pub fn spawn_accept_loop<F>(
+    listener: TcpListener,
+    stopping: Arc<AtomicBool>,
+    stack_size: usize,
+    serve: F,
+) -> std::io::Result<thread::JoinHandle<()>>
+where
+    F: Fn(TcpStream) -> Result<()> + Clone + Send + 'static,
+{
+    thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || accept_loop(listener, stopping, stack_size, serve))
+}
+
 /// The heart of a thread-per-connection server: accepts connections until `stopping` is
 /// set, and gives each one its own thread (named `conn-<peer>`, with `stack_size` bytes of
 /// stack) that runs `serve`. A connection's error is logged and costs only that
 /// connection. The owner sets `stopping` and then connects once to wake this loop up.
-pub fn accept_loop<F>(listener: TcpListener, stopping: Arc<AtomicBool>, stack_size: usize, serve: F)
+fn accept_loop<F>(listener: TcpListener, stopping: Arc<AtomicBool>, stack_size: usize, serve: F)
 where
     F: Fn(TcpStream) -> Result<()> + Clone + Send + 'static,
 {

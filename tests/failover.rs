@@ -194,6 +194,20 @@ fn send_two_batches_around(
     stdins
 }
 
+/// The end of a [`send_two_batches_around`] test: every client receives all the others'
+/// lines; then every sender exits 0 (all its messages were acknowledged), each client got
+/// from each other one seqs 1..=2*batch exactly once, in order, no gap, with the texts in
+/// the order they were written, and the clients of servers 1 and 2 never moved.
+fn finish_and_assert_both_batches(clients: &mut [Client], stdins: Vec<ChildStdin>, batch: u64) {
+    let all = names(clients);
+    wait_everyone_has(clients, &all, 2 * batch as usize);
+    drop(stdins);
+    finish_all(clients);
+    assert_everyone_got_everything(clients, 2 * batch);
+    assert_numbered_texts(clients, 2 * batch);
+    assert_none_moved(&clients[2..]);
+}
+
 /// Asserts over whole outputs that every client got the texts `"{sender} n1"` ...
 /// `"{sender} n{total}"` from every other client, in that order.
 fn assert_numbered_texts(clients: &[Client], total: u64) {
@@ -258,7 +272,6 @@ fn messages_in_flight_when_a_server_dies_arrive_exactly_once_in_order() {
     const BATCH: u64 = 500;
     let mut cluster = Cluster::start(3);
     let mut clients = start_two_per_server(&cluster);
-    let all = names(&clients);
     let lost = cluster.addr(0).to_string();
 
     let stdins = send_two_batches_around(&mut clients, BATCH, |clients| {
@@ -274,16 +287,7 @@ fn messages_in_flight_when_a_server_dies_arrive_exactly_once_in_order() {
         failover_target(&clients[1], &lost),
     ];
     assert_spread_evenly(&cluster, 0, &targets);
-    // Every client receives all the others' lines ...
-    wait_everyone_has(&clients, &all, 2 * BATCH as usize);
-    drop(stdins);
-    // ... every sender exits 0 (all its messages were acknowledged), and over the whole run
-    // each client got from each other one seqs 1..=2*BATCH exactly once, in order, no gap,
-    // with the texts in the order they were written.
-    finish_all(&mut clients);
-    assert_everyone_got_everything(&clients, 2 * BATCH);
-    assert_numbered_texts(&clients, 2 * BATCH);
-    assert_none_moved(&clients[2..]);
+    finish_and_assert_both_batches(&mut clients, stdins, BATCH);
 }
 
 #[test]
@@ -292,7 +296,6 @@ fn briefly_hung_server_loses_and_duplicates_nothing() {
     const BATCH: u64 = 500;
     let cluster = Cluster::start(3);
     let mut clients = start_two_per_server(&cluster);
-    let all = names(&clients);
 
     let stdins = send_two_batches_around(&mut clients, BATCH, |clients| {
         // Server 0 hangs mid-stream, only until its first client notices the silence (three
@@ -304,15 +307,7 @@ fn briefly_hung_server_loses_and_duplicates_nothing() {
         cluster.wake_server(0);
     });
 
-    // Every client receives all the others' lines ...
-    wait_everyone_has(&clients, &all, 2 * BATCH as usize);
-    drop(stdins);
-    // ... every sender exits 0, and each client got from each other one seqs 1..=2*BATCH
-    // exactly once, in order, no gap, whether its server hung or not.
-    finish_all(&mut clients);
-    assert_everyone_got_everything(&clients, 2 * BATCH);
-    assert_numbered_texts(&clients, 2 * BATCH);
-    assert_none_moved(&clients[2..]);
+    finish_and_assert_both_batches(&mut clients, stdins, BATCH);
 }
 
 #[test]

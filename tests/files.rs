@@ -80,6 +80,17 @@ fn partial_files(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Starts a client `r{i}` on server `i` for each `i` in `servers`, each registered.
+fn registered_receivers(cluster: &Cluster, servers: std::ops::Range<usize>) -> Vec<Client> {
+    let receivers: Vec<Client> = servers
+        .map(|i| Client::start_on(&format!("r{i}"), cluster.coordinator(), cluster.addr(i)))
+        .collect();
+    for receiver in &receivers {
+        receiver.wait_registered();
+    }
+    receivers
+}
+
 fn assert_no_partial_files(clients: &[&Client]) {
     for client in clients {
         let left = partial_files(client.download_dir());
@@ -143,12 +154,7 @@ fn a_64_mib_file_reaches_every_client_on_three_servers_identical() {
     let big = pseudo_random_bytes(64 * 1024 * 1024, 64);
     let path = write_file(&files, "big.bin", &big);
 
-    let receivers: Vec<Client> = (0..3)
-        .map(|i| Client::start_on(&format!("r{i}"), cluster.coordinator(), cluster.addr(i)))
-        .collect();
-    receivers.iter().for_each(|r| {
-        r.wait_registered();
-    });
+    let receivers = registered_receivers(&cluster, 0..3);
     let mut sender = Client::start_with(
         "sender",
         cluster.coordinator(),
@@ -279,12 +285,7 @@ fn killing_the_senders_server_mid_transfer_still_gives_identical_copies() {
     let big = pseudo_random_bytes(64 * 1024 * 1024, 9);
     let path = write_file(&files, "big.bin", &big);
 
-    let receivers: Vec<Client> = (1..3)
-        .map(|i| Client::start_on(&format!("r{i}"), cluster.coordinator(), cluster.addr(i)))
-        .collect();
-    receivers.iter().for_each(|r| {
-        r.wait_registered();
-    });
+    let receivers = registered_receivers(&cluster, 1..3);
     let mut sender = Client::start_on("sender", cluster.coordinator(), cluster.addr(0));
     sender.wait_registered();
     sender.send_line(&format!("/file {}", arg(&path)));

@@ -557,16 +557,9 @@ pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
             .name("watchdog".into())
             .spawn(move || watchdog_loop(coordinator, config, stop_rx))?
     };
-    let accept = {
-        let stopping = stopping.clone();
-        thread::Builder::new()
-            .name("accept".into())
-            .spawn(move || {
-                net::accept_loop(listener, stopping, THREAD_STACK, move |stream| {
-                    serve_connection(stream, &coordinator)
-                })
-            })?
-    };
+    let accept = net::spawn_accept_loop(listener, stopping.clone(), THREAD_STACK, move |stream| {
+        serve_connection(stream, &coordinator)
+    })?;
     Ok(CoordinatorHandle {
         addr,
         stop_tx: Some(stop_tx),

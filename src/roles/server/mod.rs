@@ -195,16 +195,9 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             .name("heartbeat".into())
             .spawn(move || heartbeat::heartbeat_loop(shared))?
     };
-    let accept = {
-        let stopping = stopping.clone();
-        thread::Builder::new()
-            .name("accept".into())
-            .spawn(move || {
-                net::accept_loop(listener, stopping, THREAD_STACK, move |stream| {
-                    serve_connection(stream, &shared)
-                })
-            })?
-    };
+    let accept = net::spawn_accept_loop(listener, stopping.clone(), THREAD_STACK, move |stream| {
+        serve_connection(stream, &shared)
+    })?;
     Ok(ServerHandle {
         addr,
         hub,
