@@ -1,10 +1,17 @@
 //! A client session: registration, sending with acknowledgements, receiving exactly once in
 //! each sender's order, and failover to another server without the user doing anything.
 //!
-//! **Threads.** The session runs on one thread (`session`), which owns all the state below
-//! and is the only writer of the server socket. Each connection adds a `recv` thread that
-//! reads frames into a bounded channel; the session `select!`s over that channel, the
-//! command channel (what to send), a keepalive ticker and the stop channel.
+//! **Threads.** The session runs on one thread (`session`), which owns all the state below.
+//! Each connection adds a `recv` thread that reads frames into a bounded channel, and a
+//! `send` thread that writes the frames the session queues for it; the session `select!`s
+//! over the received frames, the command channel (what to send), a keepalive ticker and the
+//! stop channel.
+//!
+//! The session never writes to the socket itself, because a server that has no room for
+//! more (it is pacing its publishers, see `docs/architecture.md`) stops reading, and a
+//! session blocked in that write would stop reading too: two clients sending each other
+//! files would each wait for the other for ever. With its own writer the session always
+//! goes on receiving.
 //!
 //! **What the session remembers, and why.**
 //! - `unacked`: every message sent and not yet acknowledged, in `seq` order. An ack means
@@ -40,6 +47,7 @@
 //! ([`STOP_GRACE`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::{BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;
 use std::thread::{self, JoinHandle};
@@ -50,7 +58,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, never, select, tick};
 use super::{Command, Event, files};
 use crate::error::{Error, Result};
 use crate::net;
-use crate::protocol::{Body, Message, Resume, Role, read_message, write_message};
+use crate::protocol::{Body, Message, Resume, Role, read_message};
 
 /// Messages sent and not yet acknowledged, at most. At the bound the session stops reading
 /// commands until acks arrive (backpressure), so nothing is lost and memory stays bounded.
@@ -85,8 +93,19 @@ const LOCATE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// while it finds out whether a suspect server is hung (up to twice its heartbeat timeout),
 /// so this is well above any sensible timeout.
 const LOCATE_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Frames read ahead of the session thread, per connection.
-const RECV_QUEUE: usize = 1024;
+/// Frames read ahead of the session thread, per connection. A frame is at most 1 MiB (a
+/// file chunk 256 KiB), so read-ahead stays under 32 MiB; when the queue is full the reader
+/// waits and the rest stays in the kernel's socket buffer, then in the server's outbox.
+const RECV_QUEUE: usize = 32;
+/// Frames queued for the `send` thread, per connection. The session queues a publish only
+/// while the unacknowledged window has room, and after a failover it resends at most the
+/// recent and unacknowledged messages, so the queue never holds more than those two windows
+/// (at most 24 MiB of payload) plus a goodbye; a keepalive is queued only when it is empty.
+/// Were the bound hit anyway, the connection would count as lost and failover would start
+/// over on a fresh queue.
+const SEND_QUEUE: usize = MAX_UNACKED + MAX_RECENT + 2;
+/// How long a leaving client waits for its goodbye to be written.
+const GOODBYE_GRACE: Duration = Duration::from_secs(1);
 
 /// What a session needs to know.
 #[derive(Debug, Clone)]
@@ -109,21 +128,87 @@ struct Connection {
     /// The highest `seq` of this session that the server already holds (0 on a first
     /// registration): recent messages above it are sent again after a failover.
     server_has: u64,
-    /// The session thread's write half.
+    /// Kept to shut the socket down; the threads have their own handles.
     stream: TcpStream,
     /// Frames from the `recv` thread; an `Err` or a disconnect means the connection is gone.
     frames_rx: Receiver<Result<Message>>,
     reader: Option<JoinHandle<()>>,
+    /// Encoded frames for the `send` thread ([`SEND_QUEUE`]); `None` once closed.
+    frames_tx: Option<Sender<Vec<u8>>>,
+    /// Disconnects when the `send` thread ends.
+    writer_done: Receiver<()>,
+    writer: Option<JoinHandle<()>>,
     keepalive: Duration,
+}
+
+impl Connection {
+    /// Queues `message` for the `send` thread; never blocks (see [`SEND_QUEUE`]).
+    ///
+    /// # Errors
+    /// When the writer has ended (the connection is broken) or the queue is full.
+    fn send(&self, message: &Message) -> Result<()> {
+        let frames_tx = self
+            .frames_tx
+            .as_ref()
+            .expect("sending on an open connection");
+        frames_tx
+            .try_send(message.encode())
+            .map_err(|e| Error::Protocol(format!("cannot queue a frame for the server: {e}")))
+    }
+
+    /// Queues a keepalive, unless frames are queued already: those show the server we live.
+    fn send_keepalive(&self) {
+        if self.frames_tx.as_ref().is_some_and(Sender::is_empty) {
+            let _ = self.send(&Message::Keepalive);
+        }
+    }
+
+    /// Sends `goodbye` as the last frame and waits up to `grace` for the writer to get it
+    /// out, then drops the connection.
+    fn close_with(mut self, goodbye: &Message, grace: Duration) {
+        let _ = self.send(goodbye);
+        self.frames_tx = None; // the writer drains the queue, then ends
+        let _ = self.writer_done.recv_timeout(grace);
+    }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        // Unblocks the `recv` thread, then waits for it, so no thread outlives its socket.
+        // Unblocks both threads, then waits for them, so no thread outlives its socket. The
+        // reader may be blocked in a read (the shutdown wakes it) or in a send to a full
+        // `frames` channel (dropping our end makes that send fail); the writer in a write
+        // (the shutdown) or waiting for frames (dropping the sender): wake all of them, or
+        // a join could wait for ever.
         let _ = self.stream.shutdown(Shutdown::Both);
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
+        drop(std::mem::replace(&mut self.frames_rx, never()));
+        self.frames_tx = None;
+        for thread in [self.reader.take(), self.writer.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = thread.join();
         }
+    }
+}
+
+/// The `send` thread: writes queued frames, a backlog in one batch, until the queue
+/// disconnects or a write fails. A failed write shuts the socket down, so the `recv` thread
+/// (and through it the session) learns the connection is lost.
+fn write_frames(stream: TcpStream, frames_rx: Receiver<Vec<u8>>, _done: Sender<()>) {
+    let mut out = BufWriter::with_capacity(64 * 1024, &stream);
+    let mut write_queued = || -> std::io::Result<()> {
+        for frame in &frames_rx {
+            out.write_all(&frame)?;
+            for frame in frames_rx.try_iter() {
+                out.write_all(&frame)?;
+            }
+            out.flush()?;
+        }
+        Ok(())
+    };
+    if let Err(e) = write_queued() {
+        log::debug!("writing to the server failed: {e}");
+        let _ = stream.shutdown(Shutdown::Both);
     }
 }
 
@@ -287,12 +372,21 @@ impl Session {
                     }
                 }
             })?;
+        let (frames_tx, frames_out) = bounded(SEND_QUEUE);
+        let (done_tx, writer_done) = bounded(0);
+        let write_half = stream.try_clone()?;
+        let writer = thread::Builder::new()
+            .name(format!("send-{}", self.config.name))
+            .spawn(move || write_frames(write_half, frames_out, done_tx))?;
         Ok(Connection {
             server: server.to_string(),
             server_has,
             stream,
             frames_rx,
             reader: Some(reader),
+            frames_tx: Some(frames_tx),
+            writer_done,
+            writer: Some(writer),
             keepalive,
         })
     }
@@ -346,7 +440,7 @@ impl Session {
                     Err(_) => lost = Some(Error::Protocol("connection reader ended".into())),
                 },
                 recv(keepalive) -> _ => {
-                    lost = write_message(&mut connection.stream, &Message::Keepalive).err();
+                    connection.send_keepalive();
                 }
                 recv(stop) -> _ => {
                     input_open = false;
@@ -366,7 +460,7 @@ impl Session {
                 keepalive = tick(connection.keepalive);
             }
         }
-        let _ = write_message(&mut connection.stream, &Message::Deregister);
+        connection.close_with(&Message::Deregister, GOODBYE_GRACE);
         log::info!("deregistered name={}", self.config.name);
         Ok(())
     }
@@ -401,7 +495,7 @@ impl Session {
             body: body.clone(),
         };
         self.unacked.push_back((seq, body));
-        write_message(&mut connection.stream, &publish)
+        connection.send(&publish)
     }
 
     /// When no file is being sent, starts the next queued one that can be opened. A file
@@ -642,7 +736,7 @@ impl Session {
                 seq: *seq,
                 body: body.clone(),
             };
-            write_message(&mut connection.stream, &publish)?;
+            connection.send(&publish)?;
             count += 1;
         }
         Ok(count)
