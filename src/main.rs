@@ -61,7 +61,10 @@ enum Command {
         /// Most messages kept in the history window that failed-over clients resume from.
         #[arg(long, default_value_t = server::DEFAULT_HISTORY_MESSAGES)]
         history_messages: usize,
-        /// Most payload bytes kept in the history window.
+        /// Most payload bytes kept in the history window. Half of it bounds each client's
+        /// and peer's queue and the relays awaiting confirmation, so the server's memory
+        /// stays near 1.5 times this. Raise it to let a receiver that stops reading be away
+        /// longer without losing messages.
         #[arg(long, default_value_t = server::DEFAULT_HISTORY_BYTES)]
         history_bytes: usize,
     },

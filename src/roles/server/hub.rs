@@ -7,15 +7,33 @@
 //! `Arc<Mutex<State>>`.
 //!
 //! **The lock rule.** Methods lock, change the state, copy out what the caller needs and
-//! unlock. Sending to a client or a peer is a `try_send` on its bounded channel, which never
-//! blocks, so it may happen under the lock; socket I/O never does. Closing the sockets of
-//! clients cut off under the lock happens after the guard is dropped (see [`Hub::with_state`]).
+//! unlock. Sending to a client or a peer is a `try_push` on its bounded outbox, which never
+//! blocks, so it may happen under the lock; socket I/O never does. The one wait, a publish
+//! waiting for room ([`Hub::publish`]), is on a condition variable, which releases the lock.
+//! Closing the sockets of clients cut off under the lock happens after the guard is dropped
+//! (see [`Hub::with_state`]).
 //!
-//! **Fan-out.** Each local client has a writer thread draining its own bounded channel of
-//! encoded frames. A message is encoded once (outside the lock) into an `Arc`, and every
-//! recipient's channel receives a clone of that `Arc`, never a copy of the payload. A client
-//! whose channel is full is a slow consumer: it is cut off, so it cannot hold anyone back, and
-//! it loses nothing, because it resumes from the history window when it reconnects.
+//! **Fan-out.** Each local client has a writer thread draining its own outbox, a channel of
+//! encoded frames bounded in frames and in bytes (`outbox.rs`). A message is encoded once
+//! (outside the lock) into an `Arc`, and every recipient's outbox receives a clone of that
+//! `Arc`, never a copy of the payload.
+//!
+//! **Slow readers.** A client whose outbox is full is *behind*: the hub stops queuing for it,
+//! and its writer refills the outbox from the history window as it drains
+//! ([`Hub::catch_up`]). While a client behind is still reading, publishes wait rather than
+//! push out of the window what it has not had ([`State::has_room`]): a slower reader slows
+//! the senders down and loses nothing. A client that takes nothing for
+//! [`Limits::stall_timeout`] has stopped reading; it no longer holds anyone back, and when it
+//! reads again and finds its messages gone from the window it is cut off with the reason
+//! (or a write to it times out first). It then resumes like a failed-over client, and what
+//! it lost it reports as a gap.
+//!
+//! **Memory.** What the hub holds is bounded by [`Limits`]: the history window
+//! (`history_bytes` of payload), the outbound log (relays not yet confirmed by every peer,
+//! about `relay_window_bytes`, because publishers wait beyond it), and the outboxes. An
+//! outbox holds `Arc`s of frames that are still in the history window or the outbound log
+//! (its byte bound is below both), so it adds little of its own. No structure grows with
+//! the size of a file: a file is a stream of chunk messages like any other.
 //!
 //! **The rules that make delivery exactly-once and in order** (`docs/guarantees.md` argues why
 //! they are correct):
@@ -40,8 +58,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
-
+use super::outbox::{OutboxReceiver, OutboxSender, outbox};
 use crate::protocol::{
     Body, Message, RELAY_INDEX_BYTES, Resume, ServerInfo, deliver_frame, relay_frame,
 };
@@ -51,6 +68,9 @@ use crate::protocol::{
 /// sessions with nothing left in the history window are forgotten (their messages can no
 /// longer be replayed anyway).
 const MAX_WATERMARKS: usize = 20_000;
+
+/// How often a waiting publish looks again without being woken (see [`Hub::publish`]).
+const ROOM_RECHECK: Duration = Duration::from_millis(100);
 
 /// An encoded frame, shared by every recipient (see the module doc on fan-out).
 pub type Frame = Arc<Vec<u8>>;
@@ -64,11 +84,25 @@ pub struct Limits {
     pub history_messages: usize,
     /// Payload bytes kept in the history window; the oldest are forgotten beyond this.
     pub history_bytes: usize,
-    /// Frames queued for one client; a client that lets it fill is cut off (slow consumer).
+    /// Frames queued for one client. A client that lets its outbox fill is *behind*: it
+    /// catches up from the history window ([`Hub::catch_up`]).
     pub client_queue: usize,
-    /// Frames queued for one peer; a peer that lets it fill has its link restarted, and the
-    /// link resumes from the outbound log.
+    /// Bytes queued for one client, the same rule.
+    pub client_queue_bytes: usize,
+    /// Frames queued for one peer, and the most local messages relayed but not yet confirmed
+    /// by every peer (the relay window in messages). A peer's queue holds only unconfirmed
+    /// relays, so it fills only when its link has died; the link is then restarted and
+    /// resumes from the outbound log.
     pub peer_queue: usize,
+    /// Bytes queued for one peer, the same rule.
+    pub peer_queue_bytes: usize,
+    /// The relay window in bytes: local messages relayed but not yet confirmed by every
+    /// peer. A publish beyond it waits (see [`Hub::publish`]): this bounds the outbound log.
+    pub relay_window_bytes: usize,
+    /// How long a client that is behind may go without taking a frame and still hold the
+    /// history window for itself (see [`Hub::publish`]). Beyond it, it is taken for a client
+    /// that stopped reading: publishers no longer wait for it.
+    pub stall_timeout: Duration,
 }
 
 /// Where a message entered this server.
@@ -119,6 +153,8 @@ pub struct Registration {
     pub initial: Vec<Frame>,
     /// The session the client speaks for.
     pub session: u64,
+    /// The client's outbox, for its writer thread.
+    pub outbox: OutboxReceiver,
 }
 
 /// The handle every thread of the server holds.
@@ -127,6 +163,9 @@ pub struct Hub {
     state: Arc<Mutex<State>>,
     /// Notified when the server becomes ready (see [`Hub::wait_ready`]); used with `state`.
     ready_changed: Arc<Condvar>,
+    /// Notified when room may have appeared for a waiting publish (see [`Hub::publish`]):
+    /// relays confirmed, peers or clients gone, a client that was behind caught up.
+    room: Arc<Condvar>,
     limits: Limits,
 }
 
@@ -136,17 +175,46 @@ struct LocalClient {
     token: u64,
     /// The sending end of the client's outbox; its writer thread holds the receiver. Dropping
     /// this (by removing the client) makes the writer finish and close the connection.
-    outbox_tx: Sender<Frame>,
+    outbox_tx: OutboxSender,
     /// A second handle on the client's socket, used only to shut it down when the client is
     /// cut off, so a writer blocked on a full socket wakes up.
     stream: TcpStream,
+    /// The arrival number of the last history entry this client has had queued (or skipped
+    /// as not meant for it). While its outbox is marked behind, [`Hub::catch_up`] continues
+    /// from here.
+    last_queued: u64,
+    /// The highest `seq` to acknowledge that did not fit into the outbox.
+    pending_ack: Option<u64>,
 }
 
 struct Stored {
+    /// Numbers every stored message in arrival order (1, 2, 3, ...), so a client that is
+    /// behind knows where in the window to continue. The window holds consecutive numbers.
+    arrival: u64,
+    /// The payload bytes stored before this message, ever ([`State::bytes_stored`] then):
+    /// the bytes from here to the newest entry are a subtraction away.
+    bytes_before: u64,
     session: u64,
     seq: u64,
     size: usize,
     frame: Frame,
+    /// Delivered live when it arrived. Backfills (see [`Verdict`]) are not: they are only
+    /// for replays, which restore each sender's order.
+    live: bool,
+}
+
+/// What [`Hub::catch_up`] did for a client that was behind.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CatchUp {
+    /// The client has every frame queued; live frames go to its outbox again.
+    Done,
+    /// The outbox filled again; call again when it has drained.
+    Behind,
+    /// The window no longer holds what the client missed. It has been removed; the writer
+    /// tells it why and closes the connection.
+    FellBehind(String),
+    /// The connection was replaced or removed meanwhile.
+    Gone,
 }
 
 struct Outbound {
@@ -169,7 +237,7 @@ struct PeerLink {
     /// The sending end of the link's queue, held while a peer-out thread is connected.
     /// Dropped (set to `None`) when the queue overflows: the thread then reconnects and
     /// resumes from the outbound log.
-    outbox_tx: Option<Sender<Frame>>,
+    outbox_tx: Option<OutboxSender>,
 }
 
 #[derive(Default)]
@@ -191,6 +259,10 @@ struct State {
     names_by_session: HashMap<u64, String>,
     history: VecDeque<Stored>,
     history_bytes: usize,
+    /// The arrival number of the last stored message.
+    arrivals: u64,
+    /// Payload bytes ever stored (see [`Stored::bytes_before`]).
+    bytes_stored: u64,
     /// The `(session, seq)` of every message in `history`, to tell a repeat from a backfill.
     stored: HashSet<(u64, u64)>,
     /// Rule 1: the highest accepted `seq` of each sender session.
@@ -217,6 +289,7 @@ impl Hub {
                 ..State::default()
             })),
             ready_changed: Arc::default(),
+            room: Arc::default(),
             limits,
         }
     }
@@ -254,7 +327,8 @@ impl Hub {
         names
     }
 
-    /// Registers `name` with the writer channel `outbox_tx`, or returns why not.
+    /// Registers `name`, or returns why not. The registration carries the client's new
+    /// outbox, bounded by [`Limits::client_queue`] and [`Limits::client_queue_bytes`].
     ///
     /// A resuming client with the right session and token replaces its own earlier
     /// connection, if that is still here. The history it has not seen is copied into the
@@ -264,7 +338,6 @@ impl Hub {
         &self,
         name: &str,
         resume: Option<Resume>,
-        outbox_tx: Sender<Frame>,
         stream: TcpStream,
         keepalive_ms: u32,
     ) -> Result<Registration, String> {
@@ -314,6 +387,7 @@ impl Hub {
             }
             state.next_id += 1;
             let conn = state.next_id;
+            let (outbox_tx, outbox_rx) = outbox(limits.client_queue, limits.client_queue_bytes);
             state.names_by_session.insert(session, name.to_string());
             state.clients.insert(
                 name.to_string(),
@@ -323,12 +397,16 @@ impl Hub {
                     token,
                     outbox_tx,
                     stream,
+                    // The replay above covers everything stored so far.
+                    last_queued: state.arrivals,
+                    pending_ack: None,
                 },
             );
             Ok(Registration {
                 conn,
                 initial,
                 session,
+                outbox: outbox_rx,
             })
         })
     }
@@ -336,20 +414,26 @@ impl Hub {
     /// Removes `name` if connection `conn` still owns it (a replaced connection's late
     /// goodbye must not remove its successor). Returns whether it did.
     pub fn deregister(&self, name: &str, conn: u64) -> bool {
-        self.with_state(|state, _, cutoffs| {
+        let removed = self.with_state(|state, _, cutoffs| {
             if state.clients.get(name).is_some_and(|c| c.conn == conn) {
                 state.remove_client(name, cutoffs);
                 true
             } else {
                 false
             }
-        })
+        });
+        // A client that was behind no longer holds the history window.
+        self.room.notify_all();
+        removed
     }
 
-    /// Takes one message into the server: rules 1 to 4 of the module doc.
+    /// Takes one message into the server: rules 1 to 4 of the module doc. Waits first until
+    /// there is room for it (see [`State::has_room`]), which is how the server slows a
+    /// publisher down to what its slowest peer and its slowest reading client can take.
     ///
     /// Returns `false` when the message was refused because its origin is stale (a replaced
-    /// client connection, or a peer incarnation that is no longer live).
+    /// client connection, or a peer incarnation that is no longer live), also when it goes
+    /// stale while waiting; stopping the server makes every origin stale.
     pub fn publish(&self, origin: Origin, from: &str, session: u64, seq: u64, body: &Body) -> bool {
         // Encode outside the lock: these copies of the payload are the only ones made.
         let deliver: Frame = Arc::new(deliver_frame(from, session, seq, body));
@@ -358,35 +442,36 @@ impl Hub {
             Origin::Peer { .. } | Origin::PeerHistory { .. } => None,
         };
         let size = body.payload_len();
-        self.with_state(|state, limits, cutoffs| {
-            match &origin {
-                Origin::Local { conn } => {
-                    let owner = state.names_by_session.get(&session);
-                    let current = owner
-                        .and_then(|name| state.clients.get(name))
-                        .is_some_and(|c| c.conn == *conn);
-                    if !current {
-                        return false;
-                    }
-                }
-                Origin::Peer { addr, epoch, index } => {
-                    if !state.is_live_peer(addr, *epoch) {
-                        return false;
-                    }
-                    state.inbound.insert((addr.clone(), *epoch), *index);
-                }
-                Origin::PeerHistory { addr, epoch } => {
-                    if !state.is_live_peer(addr, *epoch) {
-                        return false;
-                    }
-                }
+        let limits = &self.limits;
+        let mut state = self.lock();
+        loop {
+            if !state.is_current(&origin, session) {
+                return false;
+            }
+            if state.has_room(relay.is_some(), size, limits) {
+                break;
+            }
+            // Woken when room may have appeared; the timeout is for the one change nobody
+            // announces: a client that is behind going quiet for `stall_timeout`.
+            state = self
+                .room
+                .wait_timeout(state, ROOM_RECHECK)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        {
+            let state = &mut *state;
+            if let Origin::Peer { addr, epoch, index } = &origin {
+                state.inbound.insert((addr.clone(), *epoch), *index);
             }
             match state.accept(session, seq) {
                 Verdict::New => {
-                    state.store(session, seq, size, deliver.clone(), limits);
-                    state.fan_out(session, &deliver, cutoffs);
+                    state.store(session, seq, size, deliver.clone(), true, limits);
+                    state.fan_out(session, &deliver);
                 }
-                Verdict::Backfill => state.store(session, seq, size, deliver.clone(), limits),
+                Verdict::Backfill => {
+                    state.store(session, seq, size, deliver.clone(), false, limits)
+                }
                 Verdict::Repeat => {}
             }
             if let Some(mut relay) = relay.take() {
@@ -395,10 +480,10 @@ impl Hub {
                 relay[RELAY_INDEX_BYTES].copy_from_slice(&index.to_be_bytes());
                 state.log_outbound(index, size, Arc::new(relay), limits);
                 state.pending_acks.push_back((index, session, seq));
-                state.advance_acks(cutoffs);
+                state.advance_acks();
             }
-            true
-        })
+        }
+        true
     }
 
     /// Replaces the peer set with the live servers the coordinator listed (this server
@@ -408,7 +493,7 @@ impl Hub {
     /// `complete` (a coordinator that just restarted), peers are only added: dropping one
     /// that merely has not heartbeated yet would lose what is relayed meanwhile.
     pub fn set_peers(&self, servers: &[ServerInfo], complete: bool) -> Vec<(String, u64, u64)> {
-        let started = self.with_state(|state, _, cutoffs| {
+        let started = self.with_state(|state, _, _| {
             let own = state.addr.clone();
             let listed: HashMap<&str, u64> = servers
                 .iter()
@@ -452,10 +537,12 @@ impl Hub {
                 log::info!("peer added addr={addr} epoch={epoch}");
                 started.push((addr.to_string(), epoch, link_id));
             }
-            state.advance_acks(cutoffs);
+            state.advance_acks();
             state.knows_peers |= complete;
             started
         });
+        // A peer that left no longer holds the relay window.
+        self.room.notify_all();
         self.note_ready(&mut self.lock());
         started
     }
@@ -485,11 +572,14 @@ impl Hub {
                 next_id: old.next_id,
                 history: old.history,
                 history_bytes: old.history_bytes,
+                arrivals: old.arrivals,
+                bytes_stored: old.bytes_stored,
                 stored: old.stored,
                 watermarks: old.watermarks,
                 ..State::default()
             };
         });
+        self.room.notify_all();
     }
 
     /// Cuts off every client and peer link: the first step of stopping the server.
@@ -516,11 +606,11 @@ impl Hub {
         link_id: u64,
         last_index: u64,
         with_history: bool,
-    ) -> Option<(Receiver<Frame>, Vec<Frame>)> {
+    ) -> Option<(OutboxReceiver, Vec<Frame>)> {
         let mut state = self.lock();
         let first_kept = state.outbound.front().map(|o| o.index);
         let link = state.peers.get_mut(addr).filter(|p| p.link_id == link_id)?;
-        let (outbox_tx, outbox_rx) = bounded(self.limits.peer_queue);
+        let (outbox_tx, outbox_rx) = outbox(self.limits.peer_queue, self.limits.peer_queue_bytes);
         link.outbox_tx = Some(outbox_tx);
         let last_index = last_index.max(link.start_index);
         if let Some(first) = first_kept
@@ -546,15 +636,31 @@ impl Hub {
         Some((outbox_rx, backlog))
     }
 
+    /// Refills the outbox of a client that is behind (see `LocalClient::queue_live`) from
+    /// the history window, in arrival order, for as long as it has room. Called by the
+    /// client's writer thread whenever it sees the outbox marked behind.
+    ///
+    /// When the window has already forgotten a message the client had not had, the client
+    /// is removed with the reason, for the writer to send: it is too slow to be served from
+    /// memory. It then resumes like any failed-over client and reports the loss as a gap.
+    pub fn catch_up(&self, name: &str, conn: u64) -> CatchUp {
+        let result = self.lock().catch_up(name, conn);
+        // The client needs less of the window now (or nothing: it left); a publish
+        // waiting for room may go on.
+        self.room.notify_all();
+        result
+    }
+
     /// Records that the peer behind `link_id` stored every relay up to `index`, and
     /// acknowledges the local messages that are now on every live peer.
     pub fn peer_acked(&self, addr: &str, link_id: u64, index: u64) {
-        self.with_state(|state, _, cutoffs| {
+        self.with_state(|state, _, _| {
             if let Some(link) = state.peers.get_mut(addr).filter(|p| p.link_id == link_id) {
                 link.acked = link.acked.max(index);
-                state.advance_acks(cutoffs);
+                state.advance_acks();
             }
         });
+        self.room.notify_all();
     }
 
     /// Accepts an incoming link from the peer incarnation `(addr, epoch)` if the coordinator
@@ -624,9 +730,154 @@ impl Hub {
     }
 }
 
+impl LocalClient {
+    /// Queues a live frame that arrived as number `arrival`. When the outbox is full, the
+    /// client is marked behind instead: the hub stops queuing live frames for it, and its
+    /// writer fetches what it missed from the history window ([`Hub::catch_up`]). So a
+    /// client that is slow for a moment holds no one back and loses nothing.
+    fn queue_live(&mut self, name: &str, frame: &Frame, arrival: u64) {
+        if self.outbox_tx.is_behind() {
+            return; // catch_up will find this frame in the window
+        }
+        if self.outbox_tx.try_push(frame.clone()) {
+            self.last_queued = arrival;
+        } else {
+            self.mark_behind(name);
+        }
+    }
+
+    /// Queues an acknowledgement, or keeps it for [`Hub::catch_up`] when the outbox is
+    /// full. Acks are cumulative, so only the highest is kept.
+    fn queue_ack(&mut self, name: &str, seq: u64) {
+        let seq = self.pending_ack.map_or(seq, |pending| pending.max(seq));
+        if self.outbox_tx.is_behind() || !self.outbox_tx.try_push(ack_frame(seq)) {
+            self.pending_ack = Some(seq);
+            self.mark_behind(name);
+        } else {
+            self.pending_ack = None;
+        }
+    }
+
+    fn mark_behind(&mut self, name: &str) {
+        if !self.outbox_tx.is_behind() {
+            log::debug!(
+                "client behind name={name} queued_bytes={}",
+                self.outbox_tx.queued_bytes()
+            );
+            self.outbox_tx.set_behind(true);
+        }
+    }
+}
+
+fn ack_frame(seq: u64) -> Frame {
+    Arc::new(Message::Ack { seq }.encode())
+}
+
 impl State {
     fn is_live_peer(&self, addr: &str, epoch: u64) -> bool {
         self.peers.get(addr).is_some_and(|p| p.epoch == epoch)
+    }
+
+    /// Whether a message from `origin` (speaking for `session`) is still welcome: its client
+    /// connection has not been replaced, its peer incarnation is still live.
+    fn is_current(&self, origin: &Origin, session: u64) -> bool {
+        match origin {
+            Origin::Local { conn } => self
+                .names_by_session
+                .get(&session)
+                .and_then(|name| self.clients.get(name))
+                .is_some_and(|c| c.conn == *conn),
+            Origin::Peer { addr, epoch, .. } | Origin::PeerHistory { addr, epoch } => {
+                self.is_live_peer(addr, *epoch)
+            }
+        }
+    }
+
+    /// Whether a message of `size` payload bytes may come in now. Two bounds, each the
+    /// reason a publish waits (backpressure, see `docs/architecture.md`):
+    /// - *The relay window*, for a local message (`relayed`): unconfirmed relays stay within
+    ///   [`Limits::relay_window_bytes`] and [`Limits::peer_queue`] messages, so the outbound
+    ///   log, and every peer's queue, stay bounded while a peer is slow.
+    /// - *The history window*: storing the message must not push out an entry that a client
+    ///   still reading needs ([`State::needed`]). So a reader that is slower than a
+    ///   publisher, a file's receiver on a slow disk say, slows the publisher down instead
+    ///   of losing messages. A client that stopped reading does not hold anyone back.
+    ///
+    /// An empty window takes any one message, so a message larger than a bound still passes.
+    fn has_room(&self, relayed: bool, size: usize, limits: &Limits) -> bool {
+        let relay_room = !relayed
+            || self.outbound.is_empty()
+            || (self.outbound_bytes + size <= limits.relay_window_bytes
+                && self.outbound.len() < limits.peer_queue);
+        let (messages, bytes) = self.needed(limits.stall_timeout);
+        let history_room = messages == 0
+            || (messages < limits.history_messages && bytes + size <= limits.history_bytes);
+        relay_room && history_room
+    }
+
+    /// The newest entries of the history window that some client still needs: from the
+    /// oldest one a client that is behind has not had queued. Clients that took no frame for
+    /// `stall` are left out: they stopped reading, and must not hold everyone else back.
+    /// Returns `(messages, payload bytes)`.
+    fn needed(&self, stall: Duration) -> (usize, usize) {
+        let Some(front) = self.history.front() else {
+            return (0, 0);
+        };
+        let oldest_needed = self
+            .clients
+            .values()
+            .filter(|c| c.outbox_tx.is_behind() && c.outbox_tx.idle_for() < stall)
+            .map(|c| c.last_queued + 1)
+            // Below the window it is lost already (`catch_up` will say so).
+            .filter(|&arrival| arrival >= front.arrival && arrival <= self.arrivals)
+            .min();
+        let Some(first) = oldest_needed else {
+            return (0, 0);
+        };
+        // Arrival numbers in the window are consecutive, so the entry is found by index.
+        let entry = &self.history[(first - front.arrival) as usize];
+        debug_assert_eq!(entry.arrival, first);
+        let messages = (self.arrivals - first + 1) as usize;
+        (messages, (self.bytes_stored - entry.bytes_before) as usize)
+    }
+
+    /// [`Hub::catch_up`], under the lock.
+    fn catch_up(&mut self, name: &str, conn: u64) -> CatchUp {
+        let Some(client) = self.clients.get_mut(name).filter(|c| c.conn == conn) else {
+            return CatchUp::Gone;
+        };
+        if let Some(seq) = client.pending_ack {
+            if !client.outbox_tx.try_push(ack_frame(seq)) {
+                return CatchUp::Behind;
+            }
+            client.pending_ack = None;
+        }
+        let oldest = self.history.front().map_or(u64::MAX, |s| s.arrival);
+        if oldest > client.last_queued + 1 && client.last_queued < self.arrivals {
+            let missed = oldest - client.last_queued - 1;
+            let reason = format!(
+                "too slow: fell {missed} messages behind the history window of {}",
+                self.addr
+            );
+            log::warn!("slow consumer cut off name={name} reason=\"{reason}\"");
+            let session = client.session;
+            self.clients.remove(name);
+            self.names_by_session.remove(&session);
+            return CatchUp::FellBehind(reason);
+        }
+        let start = self
+            .history
+            .partition_point(|s| s.arrival <= client.last_queued);
+        for stored in self.history.range(start..) {
+            let meant_for_it = stored.live && stored.session != client.session;
+            if meant_for_it && !client.outbox_tx.try_push(stored.frame.clone()) {
+                return CatchUp::Behind;
+            }
+            client.last_queued = stored.arrival;
+        }
+        client.outbox_tx.set_behind(false);
+        log::debug!("client caught up name={name}");
+        CatchUp::Done
     }
 
     /// Rule 1: a message is new when it is above its sender's watermark. Below it, a server
@@ -660,15 +911,28 @@ impl State {
     }
 
     /// Rule 2: keep the message in the bounded history window.
-    fn store(&mut self, session: u64, seq: u64, size: usize, frame: Frame, limits: &Limits) {
+    fn store(
+        &mut self,
+        session: u64,
+        seq: u64,
+        size: usize,
+        frame: Frame,
+        live: bool,
+        limits: &Limits,
+    ) {
+        self.arrivals += 1;
         self.history.push_back(Stored {
+            arrival: self.arrivals,
+            bytes_before: self.bytes_stored,
             session,
             seq,
             size,
             frame,
+            live,
         });
         self.stored.insert((session, seq));
         self.history_bytes += size;
+        self.bytes_stored += size as u64;
         // The bound: forget the oldest until both limits hold again. A client that needs a
         // forgotten message gets a `gap` event with the count instead.
         while self.history.len() > limits.history_messages
@@ -693,10 +957,11 @@ impl State {
             let Some(outbox_tx) = &link.outbox_tx else {
                 continue;
             };
-            if let Err(TrySendError::Full(_)) = outbox_tx.try_send(frame.clone()) {
-                // The bound on a peer's queue: restart its link; the thread reconnects and
-                // resumes from this log, so the peer misses nothing still in the log.
-                log::warn!("peer queue full, restarting link addr={addr}");
+            if !outbox_tx.try_push(frame.clone()) {
+                // The bound on a peer's queue (or its thread has gone): restart the link; the
+                // thread reconnects and resumes from this log, so the peer misses nothing
+                // still in the log.
+                log::warn!("peer queue full or link down, restarting link addr={addr}");
                 link.outbox_tx = None;
             }
         }
@@ -713,27 +978,19 @@ impl State {
         }
     }
 
-    /// Fan-out: the shared frame to every local client except its sender.
-    fn fan_out(&mut self, session: u64, frame: &Frame, cutoffs: &mut Cutoffs) {
-        let mut slow = Vec::new();
-        for (name, client) in &self.clients {
-            if client.session == session {
-                continue;
+    /// Fan-out: the shared frame (the last one stored) to every local client except its
+    /// sender.
+    fn fan_out(&mut self, session: u64, frame: &Frame) {
+        let arrival = self.arrivals;
+        for (name, client) in &mut self.clients {
+            if client.session != session {
+                client.queue_live(name, frame, arrival);
             }
-            if client.outbox_tx.try_send(frame.clone()).is_err() {
-                slow.push(name.clone());
-            }
-        }
-        for name in slow {
-            // The bound on a client's queue: cut it off. It reconnects and resumes from the
-            // history window, so it loses nothing that the window still holds.
-            log::warn!("slow consumer cut off name={name} reason=\"outbox full\"");
-            self.remove_client(&name, cutoffs);
         }
     }
 
     /// Rule 4: acknowledge every local message whose relay every live peer has confirmed.
-    fn advance_acks(&mut self, cutoffs: &mut Cutoffs) {
+    fn advance_acks(&mut self) {
         let confirmed = self
             .peers
             .values()
@@ -749,21 +1006,22 @@ impl State {
             let entry = highest.entry(session).or_default();
             *entry = (*entry).max(seq);
         }
-        let mut slow = Vec::new();
+        // A relay every peer has confirmed is never sent again: a link that restarts resumes
+        // after what its peer has received, which is at least what it confirmed. So the
+        // outbound log holds only unconfirmed relays, which the relay window bounds.
+        while let Some(old) = self.outbound.front()
+            && old.index <= confirmed
+        {
+            self.outbound_bytes -= old.size;
+            self.outbound.pop_front();
+        }
         for (session, seq) in highest {
             let Some(name) = self.names_by_session.get(&session) else {
                 continue; // the sender left; it resends on its next server if it needs to
             };
-            let ack: Frame = Arc::new(Message::Ack { seq }.encode());
-            if let Some(client) = self.clients.get(name)
-                && client.outbox_tx.try_send(ack).is_err()
-            {
-                slow.push(name.clone());
+            if let Some(client) = self.clients.get_mut(name) {
+                client.queue_ack(name, seq);
             }
-        }
-        for name in slow {
-            log::warn!("slow consumer cut off name={name} reason=\"outbox full\"");
-            self.remove_client(&name, cutoffs);
         }
     }
 
@@ -816,7 +1074,11 @@ mod tests {
             history_messages: 100,
             history_bytes: 1 << 20,
             client_queue: 10,
+            client_queue_bytes: 1 << 20,
             peer_queue: 10,
+            peer_queue_bytes: 1 << 20,
+            relay_window_bytes: 1 << 20,
+            stall_timeout: Duration::from_secs(60),
         }
     }
 
@@ -832,7 +1094,8 @@ mod tests {
                         text: "x".into(),
                     };
                     let frame = Arc::new(deliver_frame("s", session, seq, &body));
-                    state.store(session, seq, 1, frame, &limits());
+                    let live = verdict == Verdict::New;
+                    state.store(session, seq, 1, frame, live, &limits());
                 }
                 verdict
             })

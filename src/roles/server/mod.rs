@@ -16,9 +16,20 @@
 //!   made ([`heartbeat`]).
 //! - `peer-<addr>`: one per live peer, relaying this server's clients' messages ([`peers`]).
 //!
-//! **Channels.** Each client's `outbox` (hub → `send-<name>`) and each peer link's queue
-//! (hub → `peer-<addr>`) are bounded crossbeam channels; the hub only ever `try_send`s, and
-//! what it does when one is full is written where it happens (`hub.rs`).
+//! **Channels.** Each client's outbox (hub → `send-<name>`) and each peer link's queue
+//! (hub → `peer-<addr>`) are crossbeam channels bounded in frames and bytes ([`outbox`]);
+//! the hub only ever `try_push`es, and what it does when one is full is written where it
+//! happens (`hub.rs`).
+//!
+//! **Backpressure.** A publish waits in the hub until there is room for it
+//! ([`hub::Hub::publish`]): until the peers have confirmed enough of this server's relays,
+//! and until the clients still reading have had what the history window would forget. The
+//! connection thread waits on a condition variable, holding no lock and doing no I/O;
+//! meanwhile it reads nothing, and TCP slows the sender down. So a fast sender goes at the
+//! pace of the slowest peer and the slowest reading client, memory stays bounded whatever
+//! clients send, and nobody loses a message for being slower than the sender
+//! (`docs/guarantees.md`, section 5). A client that stops reading altogether holds nobody
+//! back for longer than [`STALL_TIMEOUT`].
 //!
 //! **When a peer fails.** A broken client connection removes that client; a broken peer link
 //! is retried from its thread; a protocol error costs only its connection, with the reason
@@ -30,6 +41,7 @@
 
 mod heartbeat;
 pub mod hub;
+mod outbox;
 mod peers;
 
 use std::io::{BufWriter, Write};
@@ -45,7 +57,8 @@ use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message, Role, read_message, write_message};
 use crate::signals;
-use hub::{Frame, Hub, Limits, Origin};
+use hub::{CatchUp, Frame, Hub, Limits, Origin};
+use outbox::OutboxReceiver;
 
 /// Default for `--max-clients`. Each client costs two threads with small stacks
 /// ([`THREAD_STACK`]): ten thousand reserve about 5 GiB of address space, but only the
@@ -54,14 +67,31 @@ pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 /// Default for `--history-messages`: enough for a few seconds of traffic at full rate, which
 /// is what a failover needs.
 pub const DEFAULT_HISTORY_MESSAGES: usize = 100_000;
-/// Default for `--history-bytes`: 64 MiB of payload.
-pub const DEFAULT_HISTORY_BYTES: usize = 64 * 1024 * 1024;
+/// Default for `--history-bytes`: 16 MiB of payload, about a tenth of a second of file
+/// chunks at full rate on loopback, or seconds of text. With the relay window and the
+/// outboxes derived from it (below), a server's memory stays well under 64 MiB.
+pub const DEFAULT_HISTORY_BYTES: usize = 16 * 1024 * 1024;
 
-/// Frames queued for one client before it counts as a slow consumer and is cut off.
-/// At a few hundred bytes a message this is a few hundred KiB per client at most.
+/// Frames queued for one client; beyond it the client is behind and catches up from the
+/// history window (see `Hub::catch_up`).
 const CLIENT_QUEUE: usize = 4096;
-/// Frames queued for one peer before its link is restarted (it then resumes from the log).
+/// Frames queued for one peer, and the relay window in messages (see `Limits::peer_queue`).
 const PEER_QUEUE: usize = 16_384;
+
+/// The byte bounds, derived from `--history-bytes`: a client's outbox, the relay window and
+/// a peer's queue each hold at most half the history window. The outboxes and the queues
+/// hold frames shared with the window and the outbound log, so what they add is small; the
+/// outbound log, which holds the unconfirmed relays, costs at most half again what the
+/// window costs.
+fn byte_bounds(history_bytes: usize) -> usize {
+    (history_bytes / 2).max(1)
+}
+/// How long a client that is behind may take no frame and still slow publishers down: a
+/// reading client takes one at least every few milliseconds, even from a slow disk. Beyond
+/// it the client is taken to have stopped reading; it is cut off when a write to it blocks
+/// for [`WRITE_TIMEOUT`], or when it reads again and finds its messages gone from the
+/// window.
+const STALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a new connection may take to say hello and register.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a registration waits for a just-started server to link with all its peers
@@ -170,6 +200,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
     });
     log::info!("server listening on {addr} bind={bound}");
 
+    let half_window = byte_bounds(config.history_bytes);
     let hub = Hub::new(
         addr.clone(),
         Limits {
@@ -177,7 +208,11 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             history_messages: config.history_messages.max(1),
             history_bytes: config.history_bytes.max(1),
             client_queue: CLIENT_QUEUE,
+            client_queue_bytes: half_window,
             peer_queue: PEER_QUEUE,
+            peer_queue_bytes: half_window,
+            relay_window_bytes: half_window,
+            stall_timeout: STALL_TIMEOUT,
         },
     );
     let (stop_tx, stop_rx) = bounded::<()>(0);
@@ -235,19 +270,30 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) -> Result<()> {
 
 /// A client connection, from registration to goodbye, on its own thread.
 fn serve_client(mut stream: TcpStream, shared: &Shared) -> Result<()> {
-    let Some((name, registration, outbox_rx)) = register_client(&mut stream, shared)? else {
+    let Some((name, registration)) = register_client(&mut stream, shared)? else {
         return Ok(()); // refused: the client was told why
     };
-    let conn = registration.conn;
+    let hub::Registration {
+        conn,
+        initial,
+        session,
+        outbox,
+    } = registration;
     let writer = {
-        let stream = stream.try_clone()?;
-        let keepalive = shared.heartbeat_interval;
+        let writer = ClientWriter {
+            stream: stream.try_clone()?,
+            hub: shared.hub.clone(),
+            name: name.clone(),
+            conn,
+            outbox,
+            keepalive: shared.heartbeat_interval,
+        };
         thread::Builder::new()
             .name(format!("send-{name}"))
             .stack_size(THREAD_STACK)
-            .spawn(move || write_loop(stream, registration.initial, outbox_rx, keepalive))?
+            .spawn(move || writer.run(initial))?
     };
-    let result = read_publishes(&mut stream, shared, &name, conn, registration.session);
+    let result = read_publishes(&mut stream, shared, &name, conn, session);
     // Whatever ended the read loop, this connection no longer speaks for `name`. Removing it
     // drops its outbox sender, which ends the writer; shutting the socket unblocks it.
     if shared.hub.deregister(&name, conn) {
@@ -268,7 +314,7 @@ fn serve_client(mut stream: TcpStream, shared: &Shared) -> Result<()> {
 fn register_client(
     stream: &mut TcpStream,
     shared: &Shared,
-) -> Result<Option<(String, hub::Registration, Receiver<Frame>)>> {
+) -> Result<Option<(String, hub::Registration)>> {
     let Some(Message::Register { name, resume }) = read_message(stream)? else {
         return refuse(stream, "expected Register");
     };
@@ -281,11 +327,10 @@ fn register_client(
         log::warn!("registering name={name} before every peer has linked in");
     }
     let resuming = resume.is_some();
-    let (outbox_tx, outbox_rx) = bounded(CLIENT_QUEUE);
     let keepalive_ms = shared.heartbeat_interval.as_millis().min(u32::MAX as u128) as u32;
     match shared
         .hub
-        .register(&name, resume, outbox_tx, stream.try_clone()?, keepalive_ms)
+        .register(&name, resume, stream.try_clone()?, keepalive_ms)
     {
         Ok(registration) => {
             let how = if resuming { "resumed" } else { "registered" };
@@ -295,7 +340,7 @@ fn register_client(
                 registration.initial.len() - 1
             );
             stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
-            Ok(Some((name, registration, outbox_rx)))
+            Ok(Some((name, registration)))
         }
         Err(reason) => {
             log::warn!("registration refused name={name} reason=\"{reason}\"");
@@ -340,28 +385,54 @@ fn read_publishes(
     Ok(())
 }
 
-/// A client's writer thread: the initial frames, then the outbox, batched, with a keepalive
-/// after each quiet `keepalive` interval. Ends when the outbox disconnects (the hub removed
-/// the client) or a write fails; either way it shuts the socket so the reader ends too.
-fn write_loop(
+/// A client's writer thread (`send-<name>`): what it needs to write one client's socket.
+struct ClientWriter {
     stream: TcpStream,
-    initial: Vec<Frame>,
-    outbox_rx: Receiver<Frame>,
+    hub: Hub,
+    name: String,
+    conn: u64,
+    outbox: OutboxReceiver,
     keepalive: Duration,
-) {
-    let mut out = BufWriter::with_capacity(64 * 1024, &stream);
-    let keepalive_frame = Message::Keepalive.encode();
-    let result = (|| -> std::io::Result<()> {
-        for frame in &initial {
+}
+
+impl ClientWriter {
+    /// Writes the initial frames, then the outbox, batched, with a keepalive after each quiet
+    /// `keepalive` interval. When the hub marks the outbox behind, it refills it from the
+    /// history window (`Hub::catch_up`) before it waits for more. Ends when the outbox
+    /// disconnects (the hub removed the client), the client fell behind the window (it is
+    /// told why), or a write fails; each way it shuts the socket so the reader ends too.
+    fn run(self, initial: Vec<Frame>) {
+        let mut out = BufWriter::with_capacity(64 * 1024, &self.stream);
+        let result = self.write_all(&mut out, &initial);
+        if let Err(e) = result {
+            log::debug!("client writer stopped name={}: {e}", self.name);
+        }
+        drop(out);
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    fn write_all(&self, out: &mut impl Write, initial: &[Frame]) -> std::io::Result<()> {
+        let keepalive_frame = Message::Keepalive.encode();
+        for frame in initial {
             out.write_all(frame)?;
         }
         out.flush()?;
         loop {
-            match outbox_rx.recv_timeout(keepalive) {
+            if self.outbox.is_behind() {
+                match self.hub.catch_up(&self.name, self.conn) {
+                    CatchUp::Done | CatchUp::Behind => {}
+                    CatchUp::Gone => return Ok(()),
+                    CatchUp::FellBehind(reason) => {
+                        out.write_all(&Message::Error { reason }.encode())?;
+                        return out.flush();
+                    }
+                }
+            }
+            match self.outbox.recv_timeout(self.keepalive) {
                 Ok(frame) => {
                     out.write_all(&frame)?;
                     // A backlog goes out in one write instead of one per frame.
-                    for frame in outbox_rx.try_iter().take(MAX_BATCH) {
+                    for frame in std::iter::from_fn(|| self.outbox.try_recv()).take(MAX_BATCH) {
                         out.write_all(&frame)?;
                     }
                 }
@@ -370,12 +441,7 @@ fn write_loop(
             }
             out.flush()?;
         }
-    })();
-    if let Err(e) = result {
-        log::debug!("client writer stopped: {e}");
     }
-    drop(out);
-    let _ = stream.shutdown(Shutdown::Both);
 }
 
 /// Checks what a client asks to broadcast against the protocol's bounds.

@@ -25,6 +25,7 @@ use std::thread;
 use crossbeam_channel::{RecvTimeoutError, select};
 
 use super::hub::Frame;
+use super::outbox::OutboxReceiver;
 use super::{IDLE_TIMEOUT, MAX_BATCH, Shared, THREAD_STACK, refuse};
 use crate::error::{Error, Result};
 use crate::net;
@@ -118,7 +119,7 @@ fn relay_to_peer(shared: &Shared, addr: &str, link_id: u64) -> Result<()> {
 fn write_relays(
     stream: &TcpStream,
     backlog: Vec<Frame>,
-    queue_rx: &crossbeam_channel::Receiver<Frame>,
+    queue_rx: &OutboxReceiver,
     shared: &Shared,
 ) -> Result<()> {
     let mut out = BufWriter::with_capacity(64 * 1024, stream);
@@ -131,7 +132,7 @@ fn write_relays(
         match queue_rx.recv_timeout(shared.heartbeat_interval) {
             Ok(frame) => {
                 out.write_all(&frame)?;
-                for frame in queue_rx.try_iter().take(MAX_BATCH) {
+                for frame in std::iter::from_fn(|| queue_rx.try_recv()).take(MAX_BATCH) {
                     out.write_all(&frame)?;
                 }
             }
