@@ -7,27 +7,16 @@
 
 mod common;
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Client, Cluster, TIMEOUT, TempDir};
+use common::{Client, Cluster, TIMEOUT, TempDir, pseudo_random_bytes};
 use serde_json::Value;
 
 /// Time allowed for a big file to cross the cluster (generous: a loaded 2-core machine).
 const BIG_FILE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Deterministic bytes that are not text: every value, NULs and invalid UTF-8 included.
-fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+const MIB: u64 = 1024 * 1024;
 
 fn write_file(dir: &TempDir, name: &str, data: &[u8]) -> PathBuf {
     let path = dir.path().join(name);
@@ -165,6 +154,15 @@ fn a_64_mib_file_reaches_every_client_on_three_servers_identical() {
     for receiver in &receivers {
         expect_identical_file(receiver, "sender", &big, BIG_FILE_TIMEOUT);
     }
+    // No server held the file: each one's peak resident memory stayed below its size.
+    for i in 0..3 {
+        let peak = cluster.server(i).peak_rss_bytes();
+        eprintln!("server {i} peak RSS {:.1} MiB", peak as f64 / MIB as f64);
+        assert!(
+            peak < 64 * MIB,
+            "server {i} peaked at {peak} bytes while a 64 MiB file passed"
+        );
+    }
     sender.close_stdin();
     assert!(sender.finish(TIMEOUT).success());
     assert_no_partial_files(&receivers.iter().collect::<Vec<_>>());
@@ -280,29 +278,124 @@ fn file_names_from_the_wire_become_safe_names_and_never_overwrite() {
 
 #[test]
 fn killing_the_senders_server_mid_transfer_still_gives_identical_copies() {
-    let mut cluster = Cluster::start(3);
-    let files = TempDir::new("kill-mid-file");
-    let big = pseudo_random_bytes(64 * 1024 * 1024, 9);
+    kill_a_server_mid_transfer(0, 9);
+}
+
+#[test]
+fn killing_a_receivers_server_mid_transfer_still_gives_identical_copies() {
+    kill_a_server_mid_transfer(1, 10);
+}
+
+/// A 64 MiB file under way: `sender` on server 0 has sent it to one receiver on each of
+/// the `receiver_servers` (named `r<server>`), and the first receiver has started writing
+/// it, so the transfer is in the middle.
+struct Transfer {
+    cluster: Cluster,
+    big: Vec<u8>,
+    sender: Client,
+    receivers: Vec<Client>,
+    _files: TempDir,
+}
+
+fn big_file_under_way(servers: usize, receiver_servers: Range<usize>, seed: u64) -> Transfer {
+    let cluster = Cluster::start(servers);
+    let files = TempDir::new("big-transfer");
+    let big = pseudo_random_bytes(64 * 1024 * 1024, seed);
     let path = write_file(&files, "big.bin", &big);
 
-    let receivers = registered_receivers(&cluster, 1..3);
+    let receivers = registered_receivers(&cluster, receiver_servers);
     let mut sender = Client::start_on("sender", cluster.coordinator(), cluster.addr(0));
     sender.wait_registered();
     sender.send_line(&format!("/file {}", arg(&path)));
-
-    // Mid-transfer: a receiver has started writing the file but not finished it.
-    common::wait_until("a partial file at r1", BIG_FILE_TIMEOUT, || {
-        !partial_files(receivers[0].download_dir()).is_empty()
-    });
-    cluster.kill_server(0);
-
-    for receiver in &receivers {
-        expect_identical_file(receiver, "sender", &big, BIG_FILE_TIMEOUT);
+    let first = &receivers[0];
+    common::wait_until(
+        &format!("a partial file at {}", first.name),
+        BIG_FILE_TIMEOUT,
+        || !partial_files(first.download_dir()).is_empty(),
+    );
+    Transfer {
+        cluster,
+        big,
+        sender,
+        receivers,
+        _files: files,
     }
-    sender.expect_event("the sender's failover", TIMEOUT, |v| {
+}
+
+impl Transfer {
+    /// Each of `receivers` ends with an identical copy and reports no gap.
+    fn expect_whole_copies(&self, receivers: &[&Client]) {
+        for receiver in receivers {
+            expect_identical_file(receiver, "sender", &self.big, BIG_FILE_TIMEOUT);
+            let gaps = common::events_of(&receiver.events_so_far(), "gap").len();
+            assert_eq!(gaps, 0, "{} reported lost messages", receiver.name);
+        }
+    }
+
+    /// The sender leaves cleanly and no receiver has a partial file left.
+    fn finish(mut self) {
+        self.sender.close_stdin();
+        assert!(self.sender.finish(TIMEOUT).success());
+        assert_no_partial_files(&self.receivers.iter().collect::<Vec<_>>());
+    }
+}
+
+/// The sender on server 0 and receivers `r1`, `r2` on servers 1 and 2 share a 64 MiB file;
+/// server `victim` is SIGKILLed once `r1` has started writing it. Every receiver still ends
+/// with an identical copy, and the clients of the victim report their failover.
+fn kill_a_server_mid_transfer(victim: usize, seed: u64) {
+    let mut transfer = big_file_under_way(3, 1..3, seed);
+    transfer.cluster.kill_server(victim);
+
+    transfer.expect_whole_copies(&transfer.receivers.iter().collect::<Vec<_>>());
+    let moved = if victim == 0 {
+        &transfer.sender
+    } else {
+        &transfer.receivers[victim - 1]
+    };
+    moved.expect_event(&format!("{}'s failover", moved.name), TIMEOUT, |v| {
         v["event"] == "failover"
     });
-    sender.close_stdin();
-    assert!(sender.finish(TIMEOUT).success());
-    assert_no_partial_files(&receivers.iter().collect::<Vec<_>>());
+    transfer.finish();
+}
+
+/// Receivers that stop reading for a moment in the middle of a 64 MiB file, one on the
+/// sender's server and one on another (half a second: at full speed the sender would get
+/// tens of MiB ahead, more than the outboxes and the history window hold). The servers slow
+/// the sender down to the receivers' pace instead of dropping chunks: both end with an
+/// identical copy and report no gap.
+#[test]
+fn receivers_paused_mid_transfer_slow_the_sender_down_instead_of_losing_chunks() {
+    let transfer = big_file_under_way(2, 0..2, 29);
+    let receivers: Vec<&Client> = transfer.receivers.iter().collect();
+    for receiver in &receivers {
+        receiver.proc.stop();
+    }
+    // The pause is the behaviour under test, not a wait for an event.
+    std::thread::sleep(Duration::from_millis(500));
+    for receiver in &receivers {
+        receiver.proc.cont();
+    }
+    transfer.expect_whole_copies(&receivers);
+    transfer.finish();
+}
+
+/// A receiver that stops reading altogether does not hold the others back: while it is
+/// stopped (SIGSTOP), the rest of the cluster completes a 64 MiB file. When it wakes up, the
+/// file has long left the history window: it reports the loss as a `gap`, never silence,
+/// and never a partial file.
+#[test]
+fn a_receiver_that_stops_reading_does_not_hold_the_others_back() {
+    let transfer = big_file_under_way(2, 0..2, 31);
+    let (stopped, awake) = (&transfer.receivers[0], &transfer.receivers[1]);
+    stopped.proc.stop();
+    transfer.expect_whole_copies(&[awake]);
+    stopped.proc.cont();
+
+    let gap = stopped.expect_event("a gap for the file it missed", BIG_FILE_TIMEOUT, |v| {
+        v["event"] == "gap" || v["event"] == "file"
+    });
+    assert_eq!(gap["event"], "gap", "r0 cannot have the whole file: {gap}");
+    assert_eq!(gap["from"], "sender", "{gap}");
+    transfer.finish();
 }

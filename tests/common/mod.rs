@@ -141,6 +141,22 @@ impl Proc {
         self.child.id()
     }
 
+    /// The child's peak resident memory so far, in bytes (`VmHWM` in `/proc/PID/status`).
+    ///
+    /// # Panics
+    /// When the process has exited or the field cannot be read.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|kib| kib.trim().strip_suffix("kB"))
+            .and_then(|kib| kib.trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+            .unwrap_or_else(|| panic!("no VmHWM in {path}"))
+    }
+
     /// Who this process is in failure messages.
     pub fn name(&self) -> &str {
         &self.name
@@ -1041,6 +1057,19 @@ pub fn assert_seqs_exactly(events: &[Value], receiver: &str, sender: &str, first
 // ---------------------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------------------
+
+/// Deterministic bytes that are not text: every value, NULs and invalid UTF-8 included.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
 
 /// A fresh directory under Cargo's per-target temp dir, removed with its contents on drop.
 pub struct TempDir(PathBuf);
