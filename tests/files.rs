@@ -136,6 +136,46 @@ fn files_of_0_1_and_many_bytes_arrive_identical_on_every_server() {
     assert_no_partial_files(&[&bob, &carol]);
 }
 
+/// Three clients, two of them on the same server, send each other 64 MiB files at once:
+/// more than a history window each, so the servers must pace every sender by the others,
+/// who are busy sending too. Each client ends with identical copies of the other two files.
+#[test]
+fn several_clients_sending_big_files_at_once_each_get_the_others_identical() {
+    let cluster = Cluster::start(2);
+    let files = TempDir::new("files-at-once");
+    let mut clients: Vec<Client> = [("a", 0), ("b", 0), ("c", 1)]
+        .iter()
+        .map(|(name, server)| Client::start_on(name, cluster.coordinator(), cluster.addr(*server)))
+        .collect();
+    for client in &clients {
+        client.wait_registered();
+    }
+    let originals: Vec<Vec<u8>> = (0..3)
+        .map(|i| pseudo_random_bytes(64 * 1024 * 1024, 40 + i))
+        .collect();
+    for (client, original) in clients.iter_mut().zip(&originals) {
+        let path = write_file(&files, &format!("from-{}.bin", client.name), original);
+        client.send_line(&format!("/file {}", arg(&path)));
+    }
+
+    for receiver in &clients {
+        for (sender, original) in clients.iter().zip(&originals) {
+            if sender.name != receiver.name {
+                expect_identical_file(receiver, &sender.name, original, BIG_FILE_TIMEOUT);
+            }
+        }
+        let gaps = common::events_of(&receiver.events_so_far(), "gap").len();
+        assert_eq!(gaps, 0, "{} reported lost messages", receiver.name);
+    }
+    for client in &mut clients {
+        client.close_stdin();
+    }
+    for client in &mut clients {
+        assert!(client.finish(TIMEOUT).success());
+    }
+    assert_no_partial_files(&clients.iter().collect::<Vec<_>>());
+}
+
 #[test]
 fn a_64_mib_file_reaches_every_client_on_three_servers_identical() {
     let cluster = Cluster::start(3);

@@ -9,8 +9,9 @@
 //!
 //! The session never writes to the socket itself, because a server that has no room for
 //! more (it is pacing its publishers, see `docs/architecture.md`) stops reading, and a
-//! session blocked in that write would stop reading too: two clients sending each other
-//! files would each wait for the other for ever. With its own writer the session always
+//! session blocked in that write would stop reading too. Two clients sending each other
+//! files could then each wait for the other, until the server took one of them for a
+//! reader that has stopped (and it lost messages). With its own writer the session always
 //! goes on receiving.
 //!
 //! **What the session remembers, and why.**
