@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::builder::TypedValueParser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use dsys::roles::{client, coordinator, demo, server, status};
 use dsys::{DEFAULT_COORDINATOR, Error};
 
@@ -36,6 +37,8 @@ enum Command {
         /// A server silent for this long (milliseconds) is declared dead.
         #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u64).range(1..))]
         heartbeat_timeout: u64,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Accept clients (one thread each) and broadcast their messages across the cluster.
     Server {
@@ -67,6 +70,15 @@ enum Command {
         /// longer without losing messages.
         #[arg(long, default_value_t = server::DEFAULT_HISTORY_BYTES)]
         history_bytes: usize,
+        /// A client that is behind and has read nothing for this long (milliseconds) no
+        /// longer slows senders down: it is taken to have stopped reading.
+        #[arg(long, value_name = "MS", default_value_t = ms(server::DEFAULT_STALL_TIMEOUT))]
+        stall_timeout: u64,
+        /// Longest client name accepted (names use letters, digits, '-', '_' and '.').
+        #[arg(long, default_value_t = server::DEFAULT_MAX_NAME_LEN, value_parser = clap::value_parser!(u16).range(1..=255).map(usize::from))]
+        max_name_len: usize,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Register with a server, send stdin lines (and `/file PATH`) to every other client, and
     /// print what the others send.
@@ -113,6 +125,39 @@ enum Command {
     Demo,
 }
 
+/// The limits every listening role puts on the connections it accepts
+/// (`docs/security.md`).
+#[derive(Args)]
+struct LimitArgs {
+    /// Connections served at once; more are refused at once with a reason [default: 11024
+    /// for a server, 1024 for a coordinator].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    max_connections: Option<usize>,
+    /// A new connection must have said hello and made its first request within this many
+    /// milliseconds, however slowly it sends; otherwise it is closed.
+    #[arg(long, value_name = "MS", default_value_t = ms(dsys::net::DEFAULT_HANDSHAKE_TIMEOUT), value_parser = clap::value_parser!(u64).range(1..))]
+    handshake_timeout: u64,
+    /// An established connection silent for this many milliseconds is closed (peers send
+    /// keepalives far more often).
+    #[arg(long, value_name = "MS", default_value_t = ms(dsys::net::DEFAULT_IDLE_TIMEOUT), value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+}
+
+impl LimitArgs {
+    fn into_limits(self, default_max_connections: usize) -> dsys::net::ConnectionLimits {
+        dsys::net::ConnectionLimits {
+            max_connections: self.max_connections.unwrap_or(default_max_connections),
+            handshake_timeout: Duration::from_millis(self.handshake_timeout),
+            idle_timeout: Duration::from_millis(self.idle_timeout),
+        }
+    }
+}
+
+/// A default duration as the milliseconds a flag takes.
+const fn ms(duration: Duration) -> u64 {
+    duration.as_millis() as u64
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum OutputArg {
     Text,
@@ -155,10 +200,11 @@ fn run(command: Command) -> dsys::Result<()> {
         Command::Coordinator {
             listen,
             heartbeat_timeout,
-        } => coordinator::run(coordinator::Config::new(
-            listen,
-            Duration::from_millis(heartbeat_timeout),
-        )),
+            limits,
+        } => coordinator::run(coordinator::Config {
+            limits: limits.into_limits(coordinator::DEFAULT_MAX_CONNECTIONS),
+            ..coordinator::Config::new(listen, Duration::from_millis(heartbeat_timeout))
+        }),
         Command::Server {
             port,
             host,
@@ -168,14 +214,22 @@ fn run(command: Command) -> dsys::Result<()> {
             max_clients,
             history_messages,
             history_bytes,
+            stall_timeout,
+            max_name_len,
+            limits,
         } => server::run(server::Config {
-            bind: format!("{host}:{port}"),
             advertise,
-            coordinator,
-            heartbeat_interval: Duration::from_millis(heartbeat_interval),
             max_clients,
             history_messages,
             history_bytes,
+            stall_timeout: Duration::from_millis(stall_timeout),
+            max_name_len,
+            limits: limits.into_limits(server::DEFAULT_MAX_CONNECTIONS),
+            ..server::Config::new(
+                format!("{host}:{port}"),
+                coordinator,
+                Duration::from_millis(heartbeat_interval),
+            )
         }),
         Command::Client {
             register: _,

@@ -1,17 +1,24 @@
 //! Small socket helpers shared by every role: the accept loop with its thread per
-//! connection, connecting with a deadline, the opening handshake, and random identifiers.
+//! connection and its limits, connecting with a deadline, the opening handshake, and random
+//! identifiers.
 //!
 //! Every dsys socket is a blocking `std::net::TcpStream`. A blocking call must never wait
 //! forever on a peer that may be dead or hung, so every connect here has a timeout and
 //! every stream leaves this module with read and write timeouts set.
+//!
+//! Every listening port faces the network, so what a stranger can cost a process is bounded
+//! here, before any role-specific code runs ([`ConnectionLimits`], `docs/security.md`):
+//! a connection thread only while fewer than `max_connections` are open, and only until the
+//! handshake deadline unless it speaks the protocol.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::protocol::{Message, PROTOCOL_VERSION, Role, read_message, write_message};
@@ -27,6 +34,44 @@ pub fn resolve(addr: &str) -> Result<SocketAddr> {
         .ok_or_else(|| Error::Usage(format!("address {addr:?} resolves to nothing")))
 }
 
+/// What a listening role grants a connection it has not identified yet; each is a flag of
+/// `dsys server` and `dsys coordinator`, and `docs/security.md` explains the defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Connections served at once. The next one is told so in an `Error` frame and closed at
+    /// once, by the accept thread, without a thread of its own.
+    pub max_connections: usize,
+    /// Time from accept until the opening frames (`Hello` and the role's first request)
+    /// must be in, however slowly they trickle ([`ReadBefore`]).
+    pub handshake_timeout: Duration,
+    /// How long an established connection may stay silent. Every dsys peer sends
+    /// keepalives far more often, so only a dead or hung peer hits it.
+    pub idle_timeout: Duration,
+}
+
+/// Default for `--handshake-timeout`: far above any real handshake on a LAN; a connection
+/// that says nothing holds a thread this long.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default for `--idle-timeout`: clients, peers and heartbeating servers all speak at least
+/// every heartbeat interval (500 ms by default), so only a dead or hung peer is this quiet.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl ConnectionLimits {
+    /// At most `max_connections`, with the default timeouts.
+    pub fn with_max_connections(max_connections: usize) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+
+    /// The deadline for the opening frames of a connection accepted now.
+    pub fn handshake_deadline(&self) -> Instant {
+        Instant::now() + self.handshake_timeout
+    }
+}
+
 /// Starts the `accept` thread of a thread-per-connection server (see [`accept_loop`]).
 ///
 /// # Errors
@@ -34,6 +79,7 @@ pub fn resolve(addr: &str) -> Result<SocketAddr> {
 pub fn spawn_accept_loop<F>(
     listener: TcpListener,
     stopping: Arc<AtomicBool>,
+    max_connections: usize,
     stack_size: usize,
     serve: F,
 ) -> std::io::Result<thread::JoinHandle<()>>
@@ -42,17 +88,25 @@ where
 {
     thread::Builder::new()
         .name("accept".into())
-        .spawn(move || accept_loop(listener, stopping, stack_size, serve))
+        .spawn(move || accept_loop(listener, stopping, max_connections, stack_size, serve))
 }
 
 /// The heart of a thread-per-connection server: accepts connections until `stopping` is
 /// set, and gives each one its own thread (named `conn-<peer>`, with `stack_size` bytes of
 /// stack) that runs `serve`. A connection's error is logged and costs only that
-/// connection. The owner sets `stopping` and then connects once to wake this loop up.
-fn accept_loop<F>(listener: TcpListener, stopping: Arc<AtomicBool>, stack_size: usize, serve: F)
-where
+/// connection. Beyond `max_connections` open at once, a new connection gets a refusal
+/// instead of a thread. The owner sets `stopping` and then connects once to wake this loop.
+fn accept_loop<F>(
+    listener: TcpListener,
+    stopping: Arc<AtomicBool>,
+    max_connections: usize,
+    stack_size: usize,
+    serve: F,
+) where
     F: Fn(TcpStream) -> Result<()> + Clone + Send + 'static,
 {
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut refused: u64 = 0;
     for stream in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
             break;
@@ -70,11 +124,25 @@ where
             .peer_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        if open.load(Ordering::Acquire) >= max_connections {
+            refused += 1;
+            // One line per refusal would let a flood fill the log as well.
+            if refused.is_power_of_two() {
+                log::warn!(
+                    "connection refused peer={peer} reason=\"{max_connections} connections \
+                     open (the limit)\" refused_so_far={refused}"
+                );
+            }
+            refuse_busy(stream, max_connections);
+            continue;
+        }
+        let slot = OpenSlot::take(&open);
         let serve = serve.clone();
         let spawned = thread::Builder::new()
             .name(format!("conn-{peer}"))
             .stack_size(stack_size)
             .spawn(move || {
+                let _slot = slot; // given back when the connection ends, however it ends
                 if let Err(e) = serve(stream) {
                     log::warn!("connection closed peer={peer} reason={e}");
                 }
@@ -84,6 +152,61 @@ where
         }
     }
     log::debug!("accept loop stopped");
+}
+
+/// One of the `max_connections` places, held by a connection thread and given back on drop.
+struct OpenSlot(Arc<AtomicUsize>);
+
+impl OpenSlot {
+    fn take(open: &Arc<AtomicUsize>) -> OpenSlot {
+        open.fetch_add(1, Ordering::AcqRel);
+        OpenSlot(open.clone())
+    }
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Tells a connection over the limit why it is closed. The write is non-blocking, so the
+/// accept thread never waits on a stranger: a fresh socket's send buffer takes the few
+/// bytes, and if it does not, the peer gets a bare close.
+fn refuse_busy(stream: TcpStream, max_connections: usize) {
+    let reason = format!("too many connections ({max_connections} open); try again later");
+    let _ = stream.set_nonblocking(true);
+    let _ = (&stream).write_all(&Message::Error { reason }.encode());
+}
+
+/// A reader that gives up at a deadline: each read waits at most the time left. The opening
+/// frames of a connection are read through it, so a peer that trickles them a byte at a
+/// time is closed at the deadline like one that sends nothing.
+pub struct ReadBefore<'a> {
+    stream: &'a TcpStream,
+    deadline: Instant,
+}
+
+impl<'a> ReadBefore<'a> {
+    /// Reads from `stream` until `deadline`.
+    pub fn new(stream: &'a TcpStream, deadline: Instant) -> ReadBefore<'a> {
+        ReadBefore { stream, deadline }
+    }
+}
+
+impl Read for ReadBefore<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the handshake deadline passed",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        let mut stream = self.stream;
+        stream.read(buf)
+    }
 }
 
 /// Binds a listener on `addr`, with an error that names the address (a port in use is a
@@ -151,10 +274,10 @@ pub fn request(stream: &mut TcpStream, request: &Message) -> Result<Message> {
 /// an expected event, not a misbehaviour.
 ///
 /// # Errors
-/// [`Error::Protocol`] for anything else; [`Error::Io`] when the deadline set on the
-/// stream passes first (a connection that says nothing is closed).
-pub fn expect_hello(stream: &mut TcpStream) -> Result<Option<Role>> {
-    match read_message(stream)? {
+/// [`Error::Protocol`] for anything else; [`Error::Io`] when `deadline` passes first (a
+/// connection that says nothing, or too slowly, is closed).
+pub fn expect_hello(stream: &TcpStream, deadline: Instant) -> Result<Option<Role>> {
+    match read_message(&mut ReadBefore::new(stream, deadline))? {
         Some(Message::Hello { version, role }) if version == PROTOCOL_VERSION => Ok(Some(role)),
         Some(Message::Hello { version, .. }) => Err(Error::Protocol(format!(
             "protocol version {version}, this build speaks {PROTOCOL_VERSION}"

@@ -40,11 +40,11 @@ use crate::net;
 use crate::protocol::{Message, Role, ServerInfo, read_message, write_message};
 use crate::signals;
 
-/// How long a connection may take to send its first frame before it is closed.
-///
-/// Why: an idle half-open connection must not hold a thread forever (guarantee 4). Five
-/// seconds is far above any real client's handshake on a LAN.
-const HELLO_DEADLINE: Duration = Duration::from_secs(5);
+/// Default for `--max-connections`: heartbeat connections (one per server) and short
+/// requests (locate, status). Beyond it a new connection is refused at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// How long one write to a peer may block: every reply is small.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Stack size of connection threads: they hold no large buffers on the stack, and a
 /// burst of thousands of clients asking where to go should not reserve 2 MiB each.
 const THREAD_STACK: usize = 256 * 1024;
@@ -74,15 +74,18 @@ pub struct Config {
     /// How often the watchdog checks: a tenth of the timeout (at least 10 ms), so a dead
     /// server is declared at most 10% after its timeout.
     pub check_interval: Duration,
+    /// What a connection gets before it has identified itself, and how long it may idle.
+    pub limits: net::ConnectionLimits,
 }
 
 impl Config {
-    /// A config with the check interval derived from the timeout.
+    /// A config with the check interval derived from the timeout and default limits.
     pub fn new(listen: String, heartbeat_timeout: Duration) -> Config {
         Config {
             listen,
             heartbeat_timeout,
             check_interval: (heartbeat_timeout / 10).max(Duration::from_millis(10)),
+            limits: net::ConnectionLimits::with_max_connections(DEFAULT_MAX_CONNECTIONS),
         }
     }
 }
@@ -550,6 +553,7 @@ pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
     let coordinator = Coordinator::new(config.heartbeat_timeout);
     let stopping = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = bounded::<()>(0);
+    let limits = config.limits;
 
     let watchdog = {
         let coordinator = coordinator.clone();
@@ -557,9 +561,13 @@ pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
             .name("watchdog".into())
             .spawn(move || watchdog_loop(coordinator, config, stop_rx))?
     };
-    let accept = net::spawn_accept_loop(listener, stopping.clone(), THREAD_STACK, move |stream| {
-        serve_connection(stream, &coordinator)
-    })?;
+    let accept = net::spawn_accept_loop(
+        listener,
+        stopping.clone(),
+        limits.max_connections,
+        THREAD_STACK,
+        move |stream| serve_connection(stream, &coordinator, limits),
+    )?;
     Ok(CoordinatorHandle {
         addr,
         stop_tx: Some(stop_tx),
@@ -594,25 +602,46 @@ fn watchdog_loop(coordinator: Coordinator, config: Config, stop_rx: Receiver<()>
     log::debug!("watchdog stopped");
 }
 
-/// Serves one connection according to the role its first frame announces.
-fn serve_connection(mut stream: TcpStream, coordinator: &Coordinator) -> Result<()> {
-    stream.set_read_timeout(Some(HELLO_DEADLINE))?;
-    stream.set_write_timeout(Some(HELLO_DEADLINE))?;
-    match net::expect_hello(&mut stream)? {
-        Some(Role::Heartbeat) => serve_heartbeats(stream, coordinator),
-        Some(Role::Locate) => serve_locate(stream, coordinator),
-        Some(Role::Status) => serve_status(stream, coordinator),
+/// Serves one connection according to the role its first frame announces. The opening
+/// frames, `Hello` and the role's first request, must be in by the handshake deadline.
+fn serve_connection(
+    stream: TcpStream,
+    coordinator: &Coordinator,
+    limits: net::ConnectionLimits,
+) -> Result<()> {
+    let deadline = limits.handshake_deadline();
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let first_request =
+        |stream: &TcpStream| read_message(&mut net::ReadBefore::new(stream, deadline));
+    match net::expect_hello(&stream, deadline)? {
+        Some(Role::Heartbeat) => {
+            let first = first_request(&stream)?;
+            stream.set_read_timeout(Some(limits.idle_timeout))?;
+            serve_heartbeats(stream, first, coordinator)
+        }
+        Some(Role::Locate) => {
+            let first = first_request(&stream)?;
+            serve_locate(stream, first, coordinator)
+        }
+        Some(Role::Status) => {
+            let first = first_request(&stream)?;
+            serve_status(stream, first, coordinator)
+        }
         Some(other) => refuse(stream, &format!("the coordinator does not serve {other:?}")),
         None => Ok(()),
     }
 }
 
 /// A server's heartbeat connection: one Heartbeat, one reply, for as long as it lives.
-fn serve_heartbeats(mut stream: TcpStream, coordinator: &Coordinator) -> Result<()> {
-    // A heartbeat connection may be quiet for one interval; the server's own timeout
-    // bounds intervals far below this, so silence this long means the server is gone.
-    stream.set_read_timeout(Some(HELLO_DEADLINE.max(Duration::from_secs(30))))?;
-    while let Some(message) = read_message(&mut stream)? {
+/// `first` is the frame read under the handshake deadline; later ones may each take up to
+/// the idle timeout.
+fn serve_heartbeats(
+    mut stream: TcpStream,
+    first: Option<Message>,
+    coordinator: &Coordinator,
+) -> Result<()> {
+    let mut next = first;
+    while let Some(message) = next {
         let Message::Heartbeat {
             addr,
             epoch,
@@ -638,12 +667,17 @@ fn serve_heartbeats(mut stream: TcpStream, coordinator: &Coordinator) -> Result<
             }
         };
         write_message(&mut stream, &reply)?;
+        next = read_message(&mut stream)?;
     }
     Ok(())
 }
 
-fn serve_locate(mut stream: TcpStream, coordinator: &Coordinator) -> Result<()> {
-    let Some(Message::Locate { name, suspect }) = read_message(&mut stream)? else {
+fn serve_locate(
+    mut stream: TcpStream,
+    first: Option<Message>,
+    coordinator: &Coordinator,
+) -> Result<()> {
+    let Some(Message::Locate { name, suspect }) = first else {
         return refuse(stream, "expected Locate");
     };
     let reply = match coordinator.locate(&name, &suspect) {
@@ -658,8 +692,12 @@ fn serve_locate(mut stream: TcpStream, coordinator: &Coordinator) -> Result<()> 
     write_message(&mut stream, &reply)
 }
 
-fn serve_status(mut stream: TcpStream, coordinator: &Coordinator) -> Result<()> {
-    let Some(Message::StatusQuery) = read_message(&mut stream)? else {
+fn serve_status(
+    mut stream: TcpStream,
+    first: Option<Message>,
+    coordinator: &Coordinator,
+) -> Result<()> {
+    let Some(Message::StatusQuery) = first else {
         return refuse(stream, "expected StatusQuery");
     };
     let servers = coordinator.status();

@@ -146,15 +146,26 @@ impl Proc {
     /// # Panics
     /// When the process has exited or the field cannot be read.
     pub fn peak_rss_bytes(&self) -> u64 {
+        self.status_kib("VmHWM:") * 1024
+    }
+
+    /// The child's resident memory now, in bytes (`VmRSS`).
+    ///
+    /// # Panics
+    /// As [`Proc::peak_rss_bytes`].
+    pub fn rss_bytes(&self) -> u64 {
+        self.status_kib("VmRSS:") * 1024
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
         let path = format!("/proc/{}/status", self.pid());
         let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
         status
             .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|kib| kib.trim().strip_suffix("kB"))
             .and_then(|kib| kib.trim().parse::<u64>().ok())
-            .map(|kib| kib * 1024)
-            .unwrap_or_else(|| panic!("no VmHWM in {path}"))
+            .unwrap_or_else(|| panic!("no {field} in {path}"))
     }
 
     /// Who this process is in failure messages.
@@ -403,9 +414,19 @@ pub fn start_coordinator(heartbeat_timeout_ms: u64) -> (Proc, String) {
 /// address it bound. With a fixed `listen` this restarts a coordinator on the address an
 /// earlier one had (the servers and clients still know that address).
 pub fn start_coordinator_at(listen: &str, heartbeat_timeout_ms: u64) -> (Proc, String) {
+    start_coordinator_with(listen, heartbeat_timeout_ms, &[])
+}
+
+/// [`start_coordinator_at`] with `extra` flags.
+pub fn start_coordinator_with(
+    listen: &str,
+    heartbeat_timeout_ms: u64,
+    extra: &[&str],
+) -> (Proc, String) {
     let mut cmd = dsys();
     cmd.args(["coordinator", "--listen", listen, "--heartbeat-timeout"])
         .arg(heartbeat_timeout_ms.to_string())
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     let proc = Proc::spawn("coordinator", cmd);
@@ -419,11 +440,21 @@ pub fn start_coordinator_at(listen: &str, heartbeat_timeout_ms: u64) -> (Proc, S
 /// The server is listening then, but the coordinator may not have its first heartbeat yet:
 /// use [`wait_until_servers_alive`] before starting clients that ask the coordinator.
 pub fn start_server(coordinator: &str, heartbeat_interval_ms: u64) -> (Proc, String) {
+    start_server_with(coordinator, heartbeat_interval_ms, &[])
+}
+
+/// [`start_server`] with `extra` flags.
+pub fn start_server_with(
+    coordinator: &str,
+    heartbeat_interval_ms: u64,
+    extra: &[&str],
+) -> (Proc, String) {
     let mut cmd = dsys();
     cmd.args(["server", "--host", "127.0.0.1", "--port", "0"])
         .args(["--coordinator", coordinator])
         .arg("--heartbeat-interval")
         .arg(heartbeat_interval_ms.to_string())
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     let mut proc = Proc::spawn("server", cmd);
@@ -543,9 +574,16 @@ impl Cluster {
     /// coordinator lists all `n` alive, and every server has a peer link up to every other
     /// one, so that a message published anywhere from now on reaches every server.
     pub fn start(n: usize) -> Cluster {
-        let (coordinator, coordinator_addr) = start_coordinator(HEARTBEAT_TIMEOUT_MS);
+        Cluster::start_with(n, &[])
+    }
+
+    /// [`Cluster::start`] with `extra` flags for the coordinator and every server (flags
+    /// both take, such as the connection limits).
+    pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
+        let (coordinator, coordinator_addr) =
+            start_coordinator_with("127.0.0.1:0", HEARTBEAT_TIMEOUT_MS, extra);
         let (servers, addrs) = (0..n)
-            .map(|_| start_server(&coordinator_addr, HEARTBEAT_INTERVAL_MS))
+            .map(|_| start_server_with(&coordinator_addr, HEARTBEAT_INTERVAL_MS, extra))
             .unzip();
         let cluster = Cluster {
             coordinator,

@@ -29,7 +29,7 @@
 //! pace of the slowest peer and the slowest reading client, memory stays bounded whatever
 //! clients send, and nobody loses a message for being slower than the sender
 //! (`docs/guarantees.md`, section 5). A client that stops reading altogether holds nobody
-//! back for longer than [`STALL_TIMEOUT`].
+//! back for longer than `--stall-timeout` ([`DEFAULT_STALL_TIMEOUT`]).
 //!
 //! **When a peer fails.** A broken client connection removes that client; a broken peer link
 //! is retried from its thread; a protocol error costs only its connection, with the reason
@@ -49,7 +49,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
@@ -86,21 +86,19 @@ const PEER_QUEUE: usize = 16_384;
 fn byte_bounds(history_bytes: usize) -> usize {
     (history_bytes / 2).max(1)
 }
-/// How long a client that is behind may take no frame and still slow publishers down: a
-/// reading client takes one at least every few milliseconds, even from a slow disk. Beyond
-/// it the client is taken to have stopped reading; it is cut off when a write to it blocks
-/// for [`WRITE_TIMEOUT`], or when it reads again and finds its messages gone from the
-/// window.
-const STALL_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a new connection may take to say hello and register.
-const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+/// Default for `--stall-timeout`: how long a client that is behind may take no frame and
+/// still slow publishers down. A reading client takes one at least every few milliseconds,
+/// even from a slow disk. Beyond it the client is taken to have stopped reading; it is cut
+/// off when a write to it blocks for [`WRITE_TIMEOUT`], or when it reads again and finds its
+/// messages gone from the window.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default for `--max-connections`: every client, plus room for peers, handshakes and
+/// reachability checks. Beyond it a new connection is refused at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = DEFAULT_MAX_CLIENTS + 1024;
 /// How long a registration waits for a just-started server to link with all its peers
 /// (see `Hub::wait_ready`). Beyond it the client is registered anyway, with a warning: a
 /// server that cannot reach the coordinator must still serve the clients sent to it.
 const READY_WAIT: Duration = Duration::from_secs(3);
-/// How long a client or peer may stay silent before its connection is closed. Clients and
-/// peers send keepalives every heartbeat interval, so only a dead or hung peer hits this.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one write to a client may block before its connection is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames a writer gathers into one batch when a backlog exists, bounding batch latency.
@@ -108,8 +106,9 @@ const MAX_BATCH: usize = 256;
 /// Stack size of connection threads: they hold no large buffers on the stack, and small
 /// stacks let a server hold thousands of connections.
 const THREAD_STACK: usize = 256 * 1024;
-/// Longest accepted client name; names use [`valid_name`]'s alphabet.
-pub const MAX_NAME_LEN: usize = 32;
+/// Default for `--max-name-len`: the longest accepted client name (in bytes, which the
+/// alphabet makes characters). Names travel in every message and every status report.
+pub const DEFAULT_MAX_NAME_LEN: usize = 32;
 
 /// How a server is set up (`dsys server` flags).
 #[derive(Debug, Clone)]
@@ -128,6 +127,30 @@ pub struct Config {
     pub history_messages: usize,
     /// History window, in payload bytes.
     pub history_bytes: usize,
+    /// What a connection gets before it has identified itself, and how long it may idle.
+    pub limits: net::ConnectionLimits,
+    /// See [`DEFAULT_STALL_TIMEOUT`].
+    pub stall_timeout: Duration,
+    /// Longest client name accepted (see [`valid_name`]).
+    pub max_name_len: usize,
+}
+
+impl Config {
+    /// A server on `bind` with every other setting at its default.
+    pub fn new(bind: String, coordinator: String, heartbeat_interval: Duration) -> Config {
+        Config {
+            bind,
+            advertise: None,
+            coordinator,
+            heartbeat_interval,
+            max_clients: DEFAULT_MAX_CLIENTS,
+            history_messages: DEFAULT_HISTORY_MESSAGES,
+            history_bytes: DEFAULT_HISTORY_BYTES,
+            limits: net::ConnectionLimits::with_max_connections(DEFAULT_MAX_CONNECTIONS),
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            max_name_len: DEFAULT_MAX_NAME_LEN,
+        }
+    }
 }
 
 /// What every thread of one server shares.
@@ -138,6 +161,8 @@ struct Shared {
     addr: String,
     coordinator: String,
     heartbeat_interval: Duration,
+    limits: net::ConnectionLimits,
+    max_name_len: usize,
     /// Every long-lived loop selects on this; [`ServerHandle::stop`] drops the only sender.
     stop_rx: Receiver<()>,
 }
@@ -212,7 +237,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             peer_queue: PEER_QUEUE,
             peer_queue_bytes: half_window,
             relay_window_bytes: half_window,
-            stall_timeout: STALL_TIMEOUT,
+            stall_timeout: config.stall_timeout,
         },
     );
     let (stop_tx, stop_rx) = bounded::<()>(0);
@@ -221,6 +246,8 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         addr: addr.clone(),
         coordinator: config.coordinator.clone(),
         heartbeat_interval: config.heartbeat_interval,
+        limits: config.limits,
+        max_name_len: config.max_name_len,
         stop_rx,
     };
     let stopping = Arc::new(AtomicBool::new(false));
@@ -230,9 +257,14 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             .name("heartbeat".into())
             .spawn(move || heartbeat::heartbeat_loop(shared))?
     };
-    let accept = net::spawn_accept_loop(listener, stopping.clone(), THREAD_STACK, move |stream| {
-        serve_connection(stream, &shared)
-    })?;
+    let max_connections = config.limits.max_connections;
+    let accept = net::spawn_accept_loop(
+        listener,
+        stopping.clone(),
+        max_connections,
+        THREAD_STACK,
+        move |stream| serve_connection(stream, &shared),
+    )?;
     Ok(ServerHandle {
         addr,
         hub,
@@ -257,20 +289,20 @@ pub fn run(config: Config) -> Result<()> {
 
 /// Dispatches a new connection on the role its first frame announces.
 fn serve_connection(mut stream: TcpStream, shared: &Shared) -> Result<()> {
-    stream.set_read_timeout(Some(HANDSHAKE_DEADLINE))?;
+    let deadline = shared.limits.handshake_deadline();
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     stream.set_nodelay(true)?;
-    match net::expect_hello(&mut stream)? {
-        Some(Role::Client) => serve_client(stream, shared),
-        Some(Role::Peer) => peers::serve_peer(stream, shared),
+    match net::expect_hello(&stream, deadline)? {
+        Some(Role::Client) => serve_client(stream, shared, deadline),
+        Some(Role::Peer) => peers::serve_peer(stream, shared, deadline),
         Some(other) => refuse(&mut stream, &format!("a server does not serve {other:?}")),
         None => Ok(()), // a reachability check: connected and closed without a word
     }
 }
 
 /// A client connection, from registration to goodbye, on its own thread.
-fn serve_client(mut stream: TcpStream, shared: &Shared) -> Result<()> {
-    let Some((name, registration)) = register_client(&mut stream, shared)? else {
+fn serve_client(mut stream: TcpStream, shared: &Shared, deadline: Instant) -> Result<()> {
+    let Some((name, registration)) = register_client(&mut stream, shared, deadline)? else {
         return Ok(()); // refused: the client was told why
     };
     let hub::Registration {
@@ -309,16 +341,18 @@ fn serve_client(mut stream: TcpStream, shared: &Shared) -> Result<()> {
 /// Returns `None` when the registration was refused (the client has been told why).
 ///
 /// # Errors
-/// [`Error::Protocol`] when the first frame is not a `Register`, [`Error::Io`] when the
-/// client says nothing before the handshake deadline.
+/// [`Error::Protocol`] when the first frame is not a `Register`, [`Error::Io`] when it is
+/// not in by the handshake `deadline`.
 fn register_client(
     stream: &mut TcpStream,
     shared: &Shared,
+    deadline: Instant,
 ) -> Result<Option<(String, hub::Registration)>> {
-    let Some(Message::Register { name, resume }) = read_message(stream)? else {
+    let first = read_message(&mut net::ReadBefore::new(stream, deadline))?;
+    let Some(Message::Register { name, resume }) = first else {
         return refuse(stream, "expected Register");
     };
-    if let Err(why) = valid_name(&name) {
+    if let Err(why) = valid_name(&name, shared.max_name_len) {
         log::warn!("registration refused name={name:?} reason=\"{why}\"");
         write_message(stream, &Message::RegisterRefused { reason: why })?;
         return Ok(None);
@@ -339,7 +373,7 @@ fn register_client(
                 shared.addr,
                 registration.initial.len() - 1
             );
-            stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+            stream.set_read_timeout(Some(shared.limits.idle_timeout))?;
             Ok(Some((name, registration)))
         }
         Err(reason) => {
@@ -455,14 +489,14 @@ fn check_body(body: &Body) -> Result<()> {
     Ok(())
 }
 
-/// The name rule: 1 to [`MAX_NAME_LEN`] characters from `A-Z a-z 0-9 - _ .`, not starting
-/// with a dot. Names appear in logs, file names and terminals, so the alphabet is small.
+/// The name rule: 1 to `max_len` characters from `A-Z a-z 0-9 - _ .`, not starting with a
+/// dot. Names appear in logs, file names and terminals, so the alphabet is small.
 ///
 /// # Errors
 /// The reason, as a sentence for the client.
-pub fn valid_name(name: &str) -> std::result::Result<(), String> {
-    if name.is_empty() || name.len() > MAX_NAME_LEN {
-        return Err(format!("name must be 1 to {MAX_NAME_LEN} characters"));
+pub fn valid_name(name: &str, max_len: usize) -> std::result::Result<(), String> {
+    if name.is_empty() || name.len() > max_len {
+        return Err(format!("name must be 1 to {max_len} characters"));
     }
     if name.starts_with('.')
         || !name
@@ -490,14 +524,16 @@ fn refuse<T>(stream: &mut TcpStream, reason: &str) -> Result<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::valid_name;
+    use super::{DEFAULT_MAX_NAME_LEN, valid_name};
 
     #[test]
-    fn names_outside_the_alphabet_are_refused() {
-        assert!(valid_name("alice").is_ok());
-        assert!(valid_name("bob-2_x.y").is_ok());
-        for bad in ["", ".hidden", "a/b", "a b", "é", &"x".repeat(33)] {
-            assert!(valid_name(bad).is_err(), "{bad:?} should be refused");
+    fn names_outside_the_alphabet_or_too_long_are_refused() {
+        let max = DEFAULT_MAX_NAME_LEN;
+        assert!(valid_name("alice", max).is_ok());
+        assert!(valid_name("bob-2_x.y", max).is_ok());
+        assert!(valid_name(&"x".repeat(max), max).is_ok());
+        for bad in ["", ".hidden", "a/b", "a b", "é", &"x".repeat(max + 1)] {
+            assert!(valid_name(bad, max).is_err(), "{bad:?} should be refused");
         }
     }
 }

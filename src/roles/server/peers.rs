@@ -21,12 +21,13 @@
 use std::io::{BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
 use std::thread;
+use std::time::Instant;
 
 use crossbeam_channel::{RecvTimeoutError, select};
 
 use super::hub::Frame;
 use super::outbox::OutboxReceiver;
-use super::{IDLE_TIMEOUT, MAX_BATCH, Shared, THREAD_STACK, refuse};
+use super::{MAX_BATCH, Shared, THREAD_STACK, refuse};
 use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{Message, Role, read_message, write_message};
@@ -62,7 +63,7 @@ fn peer_link_loop(shared: Shared, addr: String, epoch: u64, link_id: u64) {
 
 /// One connection's life on the sending side.
 fn relay_to_peer(shared: &Shared, addr: &str, link_id: u64) -> Result<()> {
-    let mut stream = net::connect_as(addr, Role::Peer, IDLE_TIMEOUT)?;
+    let mut stream = net::connect_as(addr, Role::Peer, shared.limits.idle_timeout)?;
     let hello = Message::PeerHello {
         addr: shared.addr.clone(),
         epoch: shared.hub.epoch(),
@@ -144,8 +145,9 @@ fn write_relays(
 }
 
 /// The receiving side of a link, on its connection thread.
-pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared) -> Result<()> {
-    let Some(Message::PeerHello { addr, epoch }) = read_message(&mut stream)? else {
+pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared, deadline: Instant) -> Result<()> {
+    let first = read_message(&mut net::ReadBefore::new(&stream, deadline))?;
+    let Some(Message::PeerHello { addr, epoch }) = first else {
         return refuse(&mut stream, "expected PeerHello");
     };
     let Some((mut last_index, history)) = shared.hub.accept_peer(&addr, epoch) else {
@@ -162,7 +164,7 @@ pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared) -> Result<()> {
         },
     )?;
     let stale = |stream: &mut TcpStream| refuse(stream, "this peer incarnation is no longer live");
-    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    stream.set_read_timeout(Some(shared.limits.idle_timeout))?;
     log::debug!("peer link accepted from={addr} epoch={epoch}");
     while let Some(message) = read_message(&mut stream)? {
         match message {
