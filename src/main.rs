@@ -74,6 +74,10 @@ enum Command {
         /// longer slows senders down: it is taken to have stopped reading.
         #[arg(long, value_name = "MS", default_value_t = ms(server::DEFAULT_STALL_TIMEOUT))]
         stall_timeout: u64,
+        /// A write to a client that blocks this long (milliseconds) cuts the client off as a
+        /// reader that has stopped; it resumes from the history window when it reads again.
+        #[arg(long, value_name = "MS", default_value_t = ms(server::DEFAULT_WRITE_TIMEOUT), value_parser = clap::value_parser!(u64).range(1..))]
+        write_timeout: u64,
         /// Longest client name accepted (names use letters, digits, '-', '_' and '.').
         #[arg(long, default_value_t = server::DEFAULT_MAX_NAME_LEN, value_parser = clap::value_parser!(u16).range(1..=255).map(usize::from))]
         max_name_len: usize,
@@ -215,6 +219,7 @@ fn run(command: Command) -> dsys::Result<()> {
             history_messages,
             history_bytes,
             stall_timeout,
+            write_timeout,
             max_name_len,
             limits,
         } => server::run(server::Config {
@@ -223,6 +228,7 @@ fn run(command: Command) -> dsys::Result<()> {
             history_messages,
             history_bytes,
             stall_timeout: Duration::from_millis(stall_timeout),
+            write_timeout: Duration::from_millis(write_timeout),
             max_name_len,
             limits: limits.into_limits(server::DEFAULT_MAX_CONNECTIONS),
             ..server::Config::new(

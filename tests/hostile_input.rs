@@ -16,14 +16,16 @@ use std::time::Duration;
 use common::{Client, Cluster, Proc, assert_seqs_exactly, pseudo_random_bytes};
 use dsys::protocol::{Body, Message, PROTOCOL_VERSION, Role, read_message};
 
-/// The handshake deadline of the processes under test (`--handshake-timeout`).
-const HANDSHAKE_MS: &str = "1000";
+/// A short handshake deadline for the processes under test.
+const SHORT_HANDSHAKE: &[&str] = &["--handshake-timeout", "1000"];
 /// How long a test waits for a process to close a connection that it must close: the
 /// handshake deadline with plenty of slack for a loaded machine.
 const CLOSE_WITHIN: Duration = Duration::from_secs(15);
 /// Messages each client sends in one exchange.
 const PER_EXCHANGE: u64 = 20;
 const MIB: u64 = 1024 * 1024;
+/// Time allowed for tens of megabytes of text to cross a loaded machine.
+const BIG_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn connect(addr: &str) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
@@ -118,7 +120,7 @@ fn two_clients(cluster: &Cluster) -> (Client, Client) {
 
 #[test]
 fn garbage_on_every_port_costs_only_its_connection_and_bounded_memory() {
-    let cluster = Cluster::start_with(2, &["--handshake-timeout", HANDSHAKE_MS]);
+    let cluster = Cluster::start_with(2, SHORT_HANDSHAKE, SHORT_HANDSHAKE);
     let (mut alice, mut bob) = two_clients(&cluster);
     let procs: Vec<&Proc> = vec![&cluster.coordinator, cluster.server(0), cluster.server(1)];
     let before: Vec<u64> = procs.iter().map(|p| p.rss_bytes()).collect();
@@ -153,7 +155,7 @@ fn garbage_on_every_port_costs_only_its_connection_and_bounded_memory() {
 
 #[test]
 fn frames_in_the_wrong_state_are_refused_with_a_reason() {
-    let cluster = Cluster::start_with(2, &["--handshake-timeout", HANDSHAKE_MS]);
+    let cluster = Cluster::start_with(2, SHORT_HANDSHAKE, SHORT_HANDSHAKE);
     let (mut alice, mut bob) = two_clients(&cluster);
     let (server, coordinator) = (cluster.addr(0), cluster.coordinator());
     let heartbeat = Message::Heartbeat {
@@ -237,7 +239,7 @@ fn frames_in_the_wrong_state_are_refused_with_a_reason() {
 /// each read, or a trickle could hold a thread for ever.
 #[test]
 fn a_handshake_trickled_a_byte_at_a_time_is_cut_off_at_the_deadline() {
-    let cluster = Cluster::start_with(1, &["--handshake-timeout", HANDSHAKE_MS]);
+    let cluster = Cluster::start_with(1, SHORT_HANDSHAKE, SHORT_HANDSHAKE);
     let opening: Vec<u8> = [
         hello(Role::Client).encode(),
         Message::Register {
@@ -291,7 +293,11 @@ fn fill_up(addr: &str, limit: usize) -> (Vec<TcpStream>, String) {
 #[test]
 fn connections_over_the_limit_are_refused_with_a_reason() {
     const LIMIT: usize = 40;
-    let cluster = Cluster::start_with(2, &["--max-connections", "40"]);
+    let cluster = Cluster::start_with(
+        2,
+        &["--max-connections", "40"],
+        &["--max-connections", "40"],
+    );
     let (mut alice, mut bob) = two_clients(&cluster);
     for (round, addr) in [cluster.coordinator(), cluster.addr(0)].iter().enumerate() {
         let (open, reason) = fill_up(addr, LIMIT);
@@ -319,4 +325,47 @@ fn connections_over_the_limit_are_refused_with_a_reason() {
             Ok(Some(Message::Registered { .. }))
         )
     });
+}
+
+/// A client that stops reading (SIGSTOP) while another sends 30 MB of text, more than the
+/// socket buffers hold. Its server cuts it off with a reason once a write to it has blocked
+/// for the write timeout; meanwhile a client on another server gets every message; and the
+/// stopped client, woken up, resumes and has every message too, once and in order.
+#[test]
+fn a_client_that_stops_reading_is_cut_off_with_a_reason_and_loses_nothing() {
+    const LINES: u64 = 30_000;
+    let cluster = Cluster::start_with(
+        2,
+        &[],
+        &[
+            "--write-timeout",
+            "2000",
+            "--stall-timeout",
+            "500",
+            // Room for everything the stopped client misses, so it can lose nothing.
+            "--history-bytes",
+            "67108864",
+        ],
+    );
+    let mut alice = Client::start_on("alice", cluster.coordinator(), cluster.addr(0));
+    let stopped = Client::start_on("carol", cluster.coordinator(), cluster.addr(0));
+    let bob = Client::start_on("bob", cluster.coordinator(), cluster.addr(1));
+    for client in [&alice, &stopped, &bob] {
+        client.wait_registered();
+    }
+
+    stopped.proc.stop();
+    let padding = "x".repeat(1000);
+    for i in 0..LINES {
+        alice.send_line(&format!("{i} {padding}"));
+    }
+    bob.wait_messages(&["alice"], LINES as usize, BIG_TIMEOUT);
+    assert_seqs_exactly(&bob.events_so_far(), "bob", "alice", 1, LINES);
+    cluster
+        .server(0)
+        .wait_for_stderr("slow consumer cut off name=carol", BIG_TIMEOUT);
+
+    stopped.proc.cont();
+    stopped.wait_messages(&["alice"], LINES as usize, BIG_TIMEOUT);
+    assert_seqs_exactly(&stopped.events_so_far(), "carol", "alice", 1, LINES);
 }

@@ -574,16 +574,15 @@ impl Cluster {
     /// coordinator lists all `n` alive, and every server has a peer link up to every other
     /// one, so that a message published anywhere from now on reaches every server.
     pub fn start(n: usize) -> Cluster {
-        Cluster::start_with(n, &[])
+        Cluster::start_with(n, &[], &[])
     }
 
-    /// [`Cluster::start`] with `extra` flags for the coordinator and every server (flags
-    /// both take, such as the connection limits).
-    pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
+    /// [`Cluster::start`] with extra flags for the coordinator and for every server.
+    pub fn start_with(n: usize, coordinator_flags: &[&str], server_flags: &[&str]) -> Cluster {
         let (coordinator, coordinator_addr) =
-            start_coordinator_with("127.0.0.1:0", HEARTBEAT_TIMEOUT_MS, extra);
+            start_coordinator_with("127.0.0.1:0", HEARTBEAT_TIMEOUT_MS, coordinator_flags);
         let (servers, addrs) = (0..n)
-            .map(|_| start_server_with(&coordinator_addr, HEARTBEAT_INTERVAL_MS, extra))
+            .map(|_| start_server_with(&coordinator_addr, HEARTBEAT_INTERVAL_MS, server_flags))
             .unzip();
         let cluster = Cluster {
             coordinator,

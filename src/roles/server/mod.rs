@@ -44,7 +44,7 @@ pub mod hub;
 mod outbox;
 mod peers;
 
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, ErrorKind, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,7 +89,7 @@ fn byte_bounds(history_bytes: usize) -> usize {
 /// Default for `--stall-timeout`: how long a client that is behind may take no frame and
 /// still slow publishers down. A reading client takes one at least every few milliseconds,
 /// even from a slow disk. Beyond it the client is taken to have stopped reading; it is cut
-/// off when a write to it blocks for [`WRITE_TIMEOUT`], or when it reads again and finds its
+/// off when a write to it blocks for `--write-timeout`, or when it reads again and finds its
 /// messages gone from the window.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default for `--max-connections`: every client, plus room for peers, handshakes and
@@ -99,8 +99,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = DEFAULT_MAX_CLIENTS + 1024;
 /// (see `Hub::wait_ready`). Beyond it the client is registered anyway, with a warning: a
 /// server that cannot reach the coordinator must still serve the clients sent to it.
 const READY_WAIT: Duration = Duration::from_secs(3);
-/// How long one write to a client may block before its connection is given up.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for `--write-timeout`: how long one write to a client may block before the client
+/// is cut off as a reader that has stopped. A client that reads at all drains a socket
+/// buffer in milliseconds.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames a writer gathers into one batch when a backlog exists, bounding batch latency.
 const MAX_BATCH: usize = 256;
 /// Stack size of connection threads: they hold no large buffers on the stack, and small
@@ -131,6 +133,8 @@ pub struct Config {
     pub limits: net::ConnectionLimits,
     /// See [`DEFAULT_STALL_TIMEOUT`].
     pub stall_timeout: Duration,
+    /// See [`DEFAULT_WRITE_TIMEOUT`].
+    pub write_timeout: Duration,
     /// Longest client name accepted (see [`valid_name`]).
     pub max_name_len: usize,
 }
@@ -148,6 +152,7 @@ impl Config {
             history_bytes: DEFAULT_HISTORY_BYTES,
             limits: net::ConnectionLimits::with_max_connections(DEFAULT_MAX_CONNECTIONS),
             stall_timeout: DEFAULT_STALL_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_name_len: DEFAULT_MAX_NAME_LEN,
         }
     }
@@ -162,6 +167,7 @@ struct Shared {
     coordinator: String,
     heartbeat_interval: Duration,
     limits: net::ConnectionLimits,
+    write_timeout: Duration,
     max_name_len: usize,
     /// Every long-lived loop selects on this; [`ServerHandle::stop`] drops the only sender.
     stop_rx: Receiver<()>,
@@ -247,6 +253,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         coordinator: config.coordinator.clone(),
         heartbeat_interval: config.heartbeat_interval,
         limits: config.limits,
+        write_timeout: config.write_timeout,
         max_name_len: config.max_name_len,
         stop_rx,
     };
@@ -290,7 +297,7 @@ pub fn run(config: Config) -> Result<()> {
 /// Dispatches a new connection on the role its first frame announces.
 fn serve_connection(mut stream: TcpStream, shared: &Shared) -> Result<()> {
     let deadline = shared.limits.handshake_deadline();
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    stream.set_write_timeout(Some(shared.write_timeout))?;
     stream.set_nodelay(true)?;
     match net::expect_hello(&stream, deadline)? {
         Some(Role::Client) => serve_client(stream, shared, deadline),
@@ -437,9 +444,18 @@ impl ClientWriter {
     /// told why), or a write fails; each way it shuts the socket so the reader ends too.
     fn run(self, initial: Vec<Frame>) {
         let mut out = BufWriter::with_capacity(64 * 1024, &self.stream);
-        let result = self.write_all(&mut out, &initial);
-        if let Err(e) = result {
-            log::debug!("client writer stopped name={}: {e}", self.name);
+        match self.write_all(&mut out, &initial) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                // The client has let its socket buffer stay full for the whole write
+                // timeout: it has stopped reading. It resumes from the history window.
+                log::warn!(
+                    "slow consumer cut off name={} reason=\"a write blocked for the write \
+                     timeout; the client has stopped reading\"",
+                    self.name
+                );
+            }
+            Err(e) => log::debug!("client writer stopped name={}: {e}", self.name),
+            Ok(()) => {}
         }
         drop(out);
         let _ = self.stream.shutdown(Shutdown::Both);
