@@ -10,11 +10,13 @@
 //! ```text
 //! main.rs              the CLI: parse, start the logger, run a role, map errors to exit codes
 //! lib.rs               this map
+//! auth.rs              who may join: the cluster secret and the challenge that proves it
 //! error.rs             the one error type, one variant per outcome a caller treats differently
 //! json.rs              the JSON Lines writer for client events and status
 //! protocol.rs          frames and messages: bytes <-> Message, the frame-size cap
-//! net.rs               connecting with deadlines, the handshake, random ids
-//! sha256.rs            the digest that checks every received file end to end
+//! net.rs               the accept loop and its limits, connecting with deadlines, the
+//!                      handshake, random ids
+//! sha256.rs            the digest that checks every received file end to end, and HMAC
 //! signals.rs           SIGINT/SIGTERM as a channel that disconnects
 //! roles/coordinator.rs registry, handle_heartbeat, watchdog (check_server_statuses),
 //!                      redistribute_clients, the "which server?" answer, status
@@ -35,6 +37,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod error;
 pub mod json;
 pub mod net;

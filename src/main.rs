@@ -39,6 +39,8 @@ enum Command {
         heartbeat_timeout: u64,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        secret: SecretArgs,
     },
     /// Accept clients (one thread each) and broadcast their messages across the cluster.
     Server {
@@ -83,6 +85,8 @@ enum Command {
         max_name_len: usize,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        secret: SecretArgs,
     },
     /// Register with a server, send stdin lines (and `/file PATH`) to every other client, and
     /// print what the others send.
@@ -114,6 +118,8 @@ enum Command {
         /// Largest file to send, in bytes; a bigger one is refused before anything is sent.
         #[arg(long, value_name = "BYTES", default_value_t = client::DEFAULT_MAX_FILE_SIZE)]
         max_file_size: u64,
+        #[command(flatten)]
+        secret: SecretArgs,
     },
     /// Show the servers the coordinator knows, and their clients.
     Status {
@@ -123,6 +129,8 @@ enum Command {
         /// Table or JSON.
         #[arg(long, value_enum, default_value_t = OutputArg::Text)]
         output: OutputArg,
+        #[command(flatten)]
+        secret: SecretArgs,
     },
     /// Run the whole story on this machine: a coordinator, three servers, clients sharing
     /// text, a server killed, its clients moved, and a summary.
@@ -154,6 +162,22 @@ impl LimitArgs {
             handshake_timeout: Duration::from_millis(self.handshake_timeout),
             idle_timeout: Duration::from_millis(self.idle_timeout),
         }
+    }
+}
+
+/// The cluster secret, which every role takes the same way (`docs/security.md`).
+#[derive(Args)]
+struct SecretArgs {
+    /// File holding the cluster secret; every connection must then prove it. Without this
+    /// flag the secret is taken from DSYS_SECRET, if set. (No flag takes the secret itself:
+    /// `ps` would show it.)
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    fn load(self) -> dsys::Result<Option<dsys::auth::Secret>> {
+        dsys::auth::Secret::load(self.secret_file.as_deref())
     }
 }
 
@@ -205,8 +229,10 @@ fn run(command: Command) -> dsys::Result<()> {
             listen,
             heartbeat_timeout,
             limits,
+            secret,
         } => coordinator::run(coordinator::Config {
             limits: limits.into_limits(coordinator::DEFAULT_MAX_CONNECTIONS),
+            secret: secret.load()?,
             ..coordinator::Config::new(listen, Duration::from_millis(heartbeat_timeout))
         }),
         Command::Server {
@@ -222,7 +248,9 @@ fn run(command: Command) -> dsys::Result<()> {
             write_timeout,
             max_name_len,
             limits,
+            secret,
         } => server::run(server::Config {
+            secret: secret.load()?,
             advertise,
             max_clients,
             history_messages,
@@ -247,7 +275,9 @@ fn run(command: Command) -> dsys::Result<()> {
             send,
             send_file,
             max_file_size,
+            secret,
         } => client::run(client::Config {
+            secret: secret.load()?,
             coordinator,
             server,
             name: name.unwrap_or_else(|| format!("user-{}", std::process::id())),
@@ -260,7 +290,8 @@ fn run(command: Command) -> dsys::Result<()> {
         Command::Status {
             coordinator,
             output,
-        } => status::run(&coordinator, output.into()),
+            secret,
+        } => status::run(&coordinator, output.into(), secret.load()?.as_ref()),
         Command::Demo => demo::run(),
     }
 }

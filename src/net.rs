@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::auth::{self, Secret};
 use crate::error::{Error, Result};
 use crate::protocol::{Message, PROTOCOL_VERSION, Role, read_message, write_message};
 
@@ -223,6 +224,18 @@ pub fn listen(addr: &str) -> Result<std::net::TcpListener> {
     })
 }
 
+/// Logs a warning when a role listens beyond this machine without a cluster secret:
+/// anyone on the network could then join (`docs/security.md`).
+pub fn warn_if_open_to_the_network(bound: SocketAddr, secret: Option<&Secret>) {
+    if !bound.ip().is_loopback() && secret.is_none() {
+        log::warn!(
+            "listening on {bound} without a cluster secret: anyone who can reach this port \
+             may join; set --secret-file or {} (docs/security.md)",
+            auth::SECRET_ENV
+        );
+    }
+}
+
 /// Connects to `addr`, waiting at most `timeout`, and sets read and write timeouts of
 /// `timeout` on the stream.
 ///
@@ -237,17 +250,40 @@ pub fn connect(addr: &str, timeout: Duration) -> Result<TcpStream> {
     Ok(stream)
 }
 
-/// Connects and sends the opening [`Message::Hello`] for `role`.
+/// Connects, answers the accepting side's challenge with the opening [`Message::Hello`] for
+/// `role`, proving `secret` when this process has one (see `auth.rs`).
 ///
 /// # Errors
-/// As [`connect`], plus [`Error::Io`] when the hello cannot be written.
-pub fn connect_as(addr: &str, role: Role, timeout: Duration) -> Result<TcpStream> {
+/// As [`connect`]; [`Error::Refused`] when the other side refuses at once (too many
+/// connections); [`Error::Protocol`] when it does not open with a challenge.
+pub fn connect_as(
+    addr: &str,
+    role: Role,
+    timeout: Duration,
+    secret: Option<&Secret>,
+) -> Result<TcpStream> {
     let mut stream = connect(addr, timeout)?;
+    let nonce = match read_message(&mut stream)? {
+        Some(Message::Challenge { nonce }) => nonce,
+        Some(Message::Error { reason }) => return Err(Error::Refused(reason)),
+        Some(other) => {
+            return Err(Error::Protocol(format!(
+                "expected Challenge from {addr}, got {}",
+                other.kind()
+            )));
+        }
+        None => {
+            return Err(Error::Protocol(format!(
+                "{addr} closed the connection before its challenge"
+            )));
+        }
+    };
     write_message(
         &mut stream,
         &Message::Hello {
             version: PROTOCOL_VERSION,
             role,
+            proof: auth::proof_for(secret, &nonce, role),
         },
     )?;
     Ok(stream)
@@ -268,20 +304,54 @@ pub fn request(stream: &mut TcpStream, request: &Message) -> Result<Message> {
     }
 }
 
-/// Reads the first frame of an accepted connection and checks that it is a
-/// [`Message::Hello`] of our version. Returns the role the peer announced, or `None` when
-/// the peer closed without a byte: what the coordinator's reachability check does, so it is
-/// an expected event, not a misbehaviour.
+/// Opens an accepted connection: sends a [`Message::Challenge`], then reads the
+/// [`Message::Hello`] by `deadline` and checks its version and its proof of `secret`.
+/// Returns the role the peer announced, or `None` when the peer closed without a byte:
+/// what the coordinator's reachability check does, so it is an expected event, not a
+/// misbehaviour.
 ///
 /// # Errors
-/// [`Error::Protocol`] for anything else; [`Error::Io`] when `deadline` passes first (a
+/// [`Error::Protocol`] for anything else (another version or a wrong or missing secret
+/// are told why in an `Error` frame first); [`Error::Io`] when `deadline` passes first (a
 /// connection that says nothing, or too slowly, is closed).
-pub fn expect_hello(stream: &TcpStream, deadline: Instant) -> Result<Option<Role>> {
+pub fn expect_hello(
+    stream: &TcpStream,
+    deadline: Instant,
+    secret: Option<&Secret>,
+) -> Result<Option<Role>> {
+    let nonce = auth::new_nonce();
+    let mut writer = stream;
+    // A peer that has closed already (a reachability check) may make this fail; the read
+    // below then sees the end of the stream.
+    let _ = write_message(&mut writer, &Message::Challenge { nonce });
+    let mut tell = |reason: String| {
+        let _ = write_message(
+            &mut writer,
+            &Message::Error {
+                reason: reason.clone(),
+            },
+        );
+        Err(Error::Protocol(reason))
+    };
     match read_message(&mut ReadBefore::new(stream, deadline))? {
-        Some(Message::Hello { version, role }) if version == PROTOCOL_VERSION => Ok(Some(role)),
-        Some(Message::Hello { version, .. }) => Err(Error::Protocol(format!(
+        Some(Message::Hello {
+            version,
+            role,
+            proof,
+        }) if version == PROTOCOL_VERSION => {
+            if auth::accepts(secret, &nonce, role, &proof) {
+                Ok(Some(role))
+            } else {
+                tell(format!(
+                    "refused {role:?}: this cluster requires its secret and the connection did \
+                     not prove it (check --secret-file or {})",
+                    auth::SECRET_ENV
+                ))
+            }
+        }
+        Some(Message::Hello { version, .. }) => tell(format!(
             "protocol version {version}, this build speaks {PROTOCOL_VERSION}"
-        ))),
+        )),
         Some(other) => Err(Error::Protocol(format!(
             "expected Hello as first frame, got {}",
             other.kind()
@@ -311,7 +381,11 @@ pub fn random_u64() -> u64 {
 /// The error every command gives when the coordinator does not answer: it names the address
 /// and says what to check, as `CONTRACT.md` asks.
 pub fn coordinator_unreachable(coordinator: &str, cause: Error) -> Error {
-    Error::NoLiveServer(format!(
-        "is a coordinator running at {coordinator}? (connecting failed: {cause})"
-    ))
+    match cause {
+        // It answered, so it runs: what matters is what it said (a missing secret, say).
+        Error::Refused(why) => Error::Refused(format!("the coordinator at {coordinator}: {why}")),
+        cause => Error::NoLiveServer(format!(
+            "is a coordinator running at {coordinator}? (connecting failed: {cause})"
+        )),
+    }
 }

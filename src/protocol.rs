@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 
 /// The protocol version carried in every [`Message::Hello`]. A peer that speaks another
 /// version is refused with a clear [`Message::Error`] instead of being misread.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The four bytes that open every [`Message::Hello`], so that a stray connection (a browser,
 /// a port scanner) is recognised at once instead of being parsed as a length.
@@ -135,12 +135,22 @@ pub struct ServerInfo {
 /// Every frame dsys sends. The comment on each variant says who sends it to whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// Anyone → anyone: the first frame of every connection.
+    /// Accepting side → connecting side: the first frame of every connection, before
+    /// anything is read (see `auth.rs`).
+    Challenge {
+        /// Fresh random bytes the connecting side proves the cluster secret against.
+        nonce: [u8; 16],
+    },
+    /// Connecting side → accepting side: the answer to the [`Message::Challenge`], and what
+    /// the connection is for.
     Hello {
         /// [`PROTOCOL_VERSION`] of the sender.
         version: u16,
         /// What the connection is for.
         role: Role,
+        /// HMAC-SHA256 of the challenge and role under the cluster secret; all zeros when
+        /// the sender has no secret (`auth::proof`).
+        proof: [u8; 32],
     },
     /// Any side, just before closing: why the connection is being refused or closed.
     Error {
@@ -302,6 +312,7 @@ pub struct Resume {
 // Type bytes. Grouped by connection kind; docs/protocol.md has the same table.
 const T_HELLO: u8 = 0x01;
 const T_ERROR: u8 = 0x02;
+const T_CHALLENGE: u8 = 0x03;
 const T_REGISTER: u8 = 0x10;
 const T_REGISTERED: u8 = 0x11;
 const T_REGISTER_REFUSED: u8 = 0x12;
@@ -332,6 +343,7 @@ impl Message {
     /// A short name for logs ("Publish", "Heartbeat", ...).
     pub fn kind(&self) -> &'static str {
         match self {
+            Message::Challenge { .. } => "Challenge",
             Message::Hello { .. } => "Hello",
             Message::Error { .. } => "Error",
             Message::Register { .. } => "Register",
@@ -378,11 +390,21 @@ impl Message {
 
     fn encode_body(&self, out: &mut Writer) {
         match self {
-            Message::Hello { version, role } => {
+            Message::Challenge { nonce } => {
+                out.u8(T_CHALLENGE);
+                out.0.extend_from_slice(&MAGIC);
+                out.0.extend_from_slice(nonce);
+            }
+            Message::Hello {
+                version,
+                role,
+                proof,
+            } => {
                 out.u8(T_HELLO);
                 out.0.extend_from_slice(&MAGIC);
                 out.u16(*version);
                 out.u8(*role as u8);
+                out.0.extend_from_slice(proof);
             }
             Message::Error { reason } => {
                 out.u8(T_ERROR);
@@ -519,7 +541,14 @@ impl Message {
                 Message::Hello {
                     version: r.u16()?,
                     role: Role::from_byte(r.u8()?)?,
+                    proof: r.array()?,
                 }
+            }
+            T_CHALLENGE => {
+                if r.take(4)? != MAGIC {
+                    return Err(Error::Protocol("bad magic: not a dsys peer".into()));
+                }
+                Message::Challenge { nonce: r.array()? }
             }
             T_ERROR => Message::Error { reason: r.str()? },
             T_REGISTER => Message::Register {

@@ -1,4 +1,5 @@
-//! SHA-256, the end-to-end check of shared files.
+//! SHA-256, the end-to-end check of shared files, and HMAC-SHA256, the proof of the
+//! cluster secret (`auth.rs`).
 //!
 //! A file travels as many chunks, through a server and perhaps a failover, and any bug on
 //! the way (a lost, repeated or reordered chunk, a short write) would otherwise leave a
@@ -11,8 +12,9 @@
 //! sections 4.1.2, 4.2.2, 5.1.1, 5.3.3 and 6.2; the tests use the standard's own examples.
 //!
 //! The digest guards against bugs and corruption, not against an attacker: anyone who can
-//! change a file in flight can send a matching digest too. That would need a MAC with a
-//! shared secret (HMAC), which dsys does not have.
+//! change a file in flight can send a matching digest too. [`hmac`] (RFC 2104, tested with
+//! the vectors of RFC 4231) is what proves knowledge of a shared secret; dsys uses it only
+//! to open connections, not to sign messages (`docs/security.md`).
 
 /// SHA-256 works on 64-byte blocks.
 const BLOCK_LEN: usize = 64;
@@ -139,6 +141,27 @@ pub fn digest(data: &[u8]) -> [u8; 32] {
     hasher.finish()
 }
 
+/// HMAC-SHA256 of `message` under `key` (RFC 2104): a digest that only someone who knows
+/// the key can compute.
+#[must_use]
+pub fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+    // A key longer than a block is hashed first; a shorter one is padded with zeros.
+    let mut block_key = [0u8; BLOCK_LEN];
+    if key.len() > BLOCK_LEN {
+        block_key[..32].copy_from_slice(&digest(key));
+    } else {
+        block_key[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block_key.map(|k| k ^ byte);
+    let mut inner = Sha256::new();
+    inner.update(&pad(0x36));
+    inner.update(message);
+    let mut outer = Sha256::new();
+    outer.update(&pad(0x5c));
+    outer.update(&inner.finish());
+    outer.finish()
+}
+
 /// Lowercase hex of a digest, as `sha256sum` prints it.
 #[must_use]
 pub fn to_hex(digest: &[u8; 32]) -> String {
@@ -238,6 +261,26 @@ mod tests {
 
     // The expected values are the examples of FIPS 180-4's companion document (NIST, "SHA-256
     // example", also in FIPS 180-2 appendix B), and agree with `sha256sum`.
+
+    // RFC 4231, test cases 1, 2 and 6 (a short key, a text key, a key longer than a block).
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        assert_eq!(
+            to_hex(&hmac(&[0x0b; 20], b"Hi There")),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+        assert_eq!(
+            to_hex(&hmac(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            to_hex(&hmac(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
 
     #[test]
     fn empty_message() {

@@ -251,25 +251,31 @@ fn sample_messages() -> Vec<Message> {
         },
     ];
     let mut messages = vec![
+        Message::Challenge { nonce: [0xA5; 16] },
         Message::Hello {
             version: PROTOCOL_VERSION,
             role: Role::Client,
+            proof: [0; 32],
         },
         Message::Hello {
             version: PROTOCOL_VERSION,
             role: Role::Peer,
+            proof: [0x5a; 32],
         },
         Message::Hello {
             version: PROTOCOL_VERSION,
             role: Role::Heartbeat,
+            proof: [0x5a; 32],
         },
         Message::Hello {
             version: PROTOCOL_VERSION,
             role: Role::Status,
+            proof: [0x5a; 32],
         },
         Message::Hello {
             version: u16::MAX,
             role: Role::Locate,
+            proof: [0xff; 32],
         },
         Message::Error {
             reason: "name \"alice\" is taken".into(),
@@ -422,9 +428,10 @@ fn variant_index(message: &Message) -> usize {
         Message::Assign { .. } => 19,
         Message::StatusQuery => 20,
         Message::StatusReport { .. } => 21,
+        Message::Challenge { .. } => 22,
     }
 }
-const VARIANT_COUNT: usize = 22;
+const VARIANT_COUNT: usize = 23;
 
 /// Type bytes used in hand-built bodies (the table in `docs/protocol.md`).
 const T_HELLO: u8 = 0x01;
@@ -604,12 +611,20 @@ fn encoding_a_frame_over_the_cap_panics() {
 #[test]
 fn hello_decodes_any_version_so_the_receiver_can_say_which_it_speaks() {
     // The version is checked by the receiver (`net::expect_hello`), not by the codec.
-    let body = [&[T_HELLO][..], &MAGIC, &u16be(2), &[Role::Client as u8]].concat();
+    let body = [
+        &[T_HELLO][..],
+        &MAGIC,
+        &u16be(1),
+        &[Role::Client as u8],
+        &[0; 32],
+    ]
+    .concat();
     assert_eq!(
         Message::decode(&body).unwrap(),
         Message::Hello {
-            version: 2,
-            role: Role::Client
+            version: 1,
+            role: Role::Client,
+            proof: [0; 32],
         }
     );
 }
@@ -1358,11 +1373,17 @@ fn worked_examples_in_docs_match_encoder() {
     );
     let examples = [
         (
+            Message::Challenge { nonce: [0x11; 16] },
+            "00 00 00 15 03 44 53 59 53 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11 11",
+        ),
+        (
             Message::Hello {
-                version: 1,
+                version: 2,
                 role: Role::Client,
+                proof: [0; 32],
             },
-            "00 00 00 08 01 44 53 59 53 00 01 01",
+            "00 00 00 28 01 44 53 59 53 00 02 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 \
+             00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00",
         ),
         (
             Message::Register {

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, bounded, select, tick};
 
+use crate::auth::Secret;
 use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{Message, Role, ServerInfo, read_message, write_message};
@@ -76,6 +77,8 @@ pub struct Config {
     pub check_interval: Duration,
     /// What a connection gets before it has identified itself, and how long it may idle.
     pub limits: net::ConnectionLimits,
+    /// The cluster secret every connection must prove, when the cluster has one.
+    pub secret: Option<Secret>,
 }
 
 impl Config {
@@ -86,6 +89,7 @@ impl Config {
             heartbeat_timeout,
             check_interval: (heartbeat_timeout / 10).max(Duration::from_millis(10)),
             limits: net::ConnectionLimits::with_max_connections(DEFAULT_MAX_CONNECTIONS),
+            secret: None,
         }
     }
 }
@@ -449,9 +453,7 @@ impl Coordinator {
                 declare_dead(&mut registry, suspect);
             }
         }
-        self.lock()
-            .assign(name)
-            .ok_or_else(|| Error::NoLiveServer("the coordinator knows no live server".into()))
+        self.lock().assign(name).ok_or_else(no_live_server)
     }
 
     /// Waits until the `suspect` either heartbeats again (it is fine: the client is sent
@@ -477,9 +479,7 @@ impl Coordinator {
         if registry.servers.get(suspect).is_some_and(|s| s.alive) {
             return Ok(suspect.to_string());
         }
-        registry
-            .assign(name)
-            .ok_or_else(|| Error::NoLiveServer("the coordinator knows no live server".into()))
+        registry.assign(name).ok_or_else(no_live_server)
     }
 
     /// True once every live server has had time to heartbeat since this coordinator
@@ -545,7 +545,9 @@ impl Drop for CoordinatorHandle {
 /// [`Error::Io`] when the address cannot be bound.
 pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
     let listener = net::listen(&config.listen)?;
-    let addr = listener.local_addr()?.to_string();
+    let bound = listener.local_addr()?;
+    let addr = bound.to_string();
+    net::warn_if_open_to_the_network(bound, config.secret.as_ref());
     log::info!(
         "coordinator listening on {addr} heartbeat_timeout_ms={}",
         config.heartbeat_timeout.as_millis()
@@ -554,6 +556,7 @@ pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
     let stopping = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = bounded::<()>(0);
     let limits = config.limits;
+    let secret = config.secret.clone();
 
     let watchdog = {
         let coordinator = coordinator.clone();
@@ -566,7 +569,7 @@ pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
         stopping.clone(),
         limits.max_connections,
         THREAD_STACK,
-        move |stream| serve_connection(stream, &coordinator, limits),
+        move |stream| serve_connection(stream, &coordinator, limits, secret.as_ref()),
     )?;
     Ok(CoordinatorHandle {
         addr,
@@ -608,12 +611,13 @@ fn serve_connection(
     stream: TcpStream,
     coordinator: &Coordinator,
     limits: net::ConnectionLimits,
+    secret: Option<&Secret>,
 ) -> Result<()> {
     let deadline = limits.handshake_deadline();
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let first_request =
         |stream: &TcpStream| read_message(&mut net::ReadBefore::new(stream, deadline));
-    match net::expect_hello(&stream, deadline)? {
+    match net::expect_hello(&stream, deadline, secret)? {
         Some(Role::Heartbeat) => {
             let first = first_request(&stream)?;
             stream.set_read_timeout(Some(limits.idle_timeout))?;
@@ -702,6 +706,11 @@ fn serve_status(
     };
     let servers = coordinator.status();
     write_message(&mut stream, &Message::StatusReport { servers })
+}
+
+/// The answer to a client when no server can take it, with what to do about it.
+fn no_live_server() -> Error {
+    Error::NoLiveServer("the coordinator knows no live server; start one with `dsys server`".into())
 }
 
 /// Tells the peer why, then closes. The refusal is an expected outcome for us, but the

@@ -273,6 +273,7 @@ fn start_clients(
             name: name.to_string(),
             download_dir: std::env::temp_dir().join("dsys-demo-downloads"),
             max_file_size: crate::roles::client::DEFAULT_MAX_FILE_SIZE,
+            secret: None,
         };
         sessions.push(session::start(
             config,

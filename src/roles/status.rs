@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::Output;
+use crate::auth::Secret;
 use crate::error::{Error, Result};
 use crate::json;
 use crate::net;
@@ -19,8 +20,8 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
 /// # Errors
 /// [`Error::NoLiveServer`] when the coordinator cannot be reached; [`Error::Protocol`]
 /// when it answers something else.
-pub fn query(coordinator: &str) -> Result<Vec<ServerInfo>> {
-    let mut stream = net::connect_as(coordinator, Role::Status, STATUS_TIMEOUT)
+pub fn query(coordinator: &str, secret: Option<&Secret>) -> Result<Vec<ServerInfo>> {
+    let mut stream = net::connect_as(coordinator, Role::Status, STATUS_TIMEOUT, secret)
         .map_err(|e| net::coordinator_unreachable(coordinator, e))?;
     let reply = net::request(&mut stream, &Message::StatusQuery)
         .map_err(|e| net::coordinator_unreachable(coordinator, e))?;
@@ -37,8 +38,8 @@ pub fn query(coordinator: &str) -> Result<Vec<ServerInfo>> {
 ///
 /// # Errors
 /// As [`query`].
-pub fn run(coordinator: &str, output: Output) -> Result<()> {
-    let servers = query(coordinator)?;
+pub fn run(coordinator: &str, output: Output, secret: Option<&Secret>) -> Result<()> {
+    let servers = query(coordinator, secret)?;
     match output {
         Output::Json => println!("{}", to_json(&servers)),
         Output::Text => print!("{}", to_table(&servers)),

@@ -64,10 +64,12 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 100;
 pub const HEARTBEAT_TIMEOUT_MS: u64 = 1000;
 
 /// A `Command` for the `dsys` binary under test, with an environment that does not depend
-/// on the developer's shell: `DSYS_COORDINATOR` removed, `RUST_LOG=info`.
+/// on the developer's shell: `DSYS_COORDINATOR` and `DSYS_SECRET` removed, `RUST_LOG=info`.
 pub fn dsys() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dsys"));
-    cmd.env_remove("DSYS_COORDINATOR").env("RUST_LOG", "info");
+    cmd.env_remove("DSYS_COORDINATOR")
+        .env_remove("DSYS_SECRET")
+        .env("RUST_LOG", "info");
     cmd
 }
 
@@ -466,9 +468,15 @@ pub fn start_server_with(
 /// Runs `dsys status --coordinator ADDR --output json` and returns the parsed object, or
 /// why that failed (exit status, stderr, or stdout that is not JSON).
 pub fn try_status_json(coordinator: &str) -> Result<Value, String> {
+    try_status_json_as(coordinator, None)
+}
+
+/// [`try_status_json`] for a cluster with a `secret` (passed in `DSYS_SECRET`).
+pub fn try_status_json_as(coordinator: &str, secret: Option<&str>) -> Result<Value, String> {
+    let envs: Vec<(&str, &str)> = secret.map(|s| ("DSYS_SECRET", s)).into_iter().collect();
     let done = run_dsys(
         &["status", "--coordinator", coordinator, "--output", "json"],
-        &[],
+        &envs,
         TIMEOUT,
     );
     if !done.status.success() {
@@ -510,11 +518,21 @@ pub fn alive_servers(status: &Value) -> Vec<String> {
 /// # Panics
 /// After `timeout`, with the last status or error seen.
 pub fn wait_until_servers_alive(coordinator: &str, n: usize, timeout: Duration) -> Value {
+    wait_until_servers_alive_as(coordinator, None, n, timeout)
+}
+
+/// [`wait_until_servers_alive`] for a cluster with a `secret`.
+pub fn wait_until_servers_alive_as(
+    coordinator: &str,
+    secret: Option<&str>,
+    n: usize,
+    timeout: Duration,
+) -> Value {
     poll_until(
         &format!("{n} servers alive at coordinator {coordinator}"),
         timeout,
         || {
-            let status = try_status_json(coordinator)?;
+            let status = try_status_json_as(coordinator, secret)?;
             let alive = alive_servers(&status);
             if alive.len() == n {
                 Ok(status)
@@ -567,6 +585,8 @@ pub struct Cluster {
     pub coordinator_addr: String,
     servers: Vec<Proc>,
     addrs: Vec<String>,
+    /// The cluster secret, for the status queries the cluster makes itself.
+    secret: Option<String>,
 }
 
 impl Cluster {
@@ -579,6 +599,21 @@ impl Cluster {
 
     /// [`Cluster::start`] with extra flags for the coordinator and for every server.
     pub fn start_with(n: usize, coordinator_flags: &[&str], server_flags: &[&str]) -> Cluster {
+        Cluster::start_members(n, coordinator_flags, server_flags, None)
+    }
+
+    /// [`Cluster::start`] with the cluster secret `secret`, which `secret_file` holds.
+    pub fn start_with_secret(n: usize, secret_file: &str, secret: &str) -> Cluster {
+        let flags = ["--secret-file", secret_file];
+        Cluster::start_members(n, &flags, &flags, Some(secret))
+    }
+
+    fn start_members(
+        n: usize,
+        coordinator_flags: &[&str],
+        server_flags: &[&str],
+        secret: Option<&str>,
+    ) -> Cluster {
         let (coordinator, coordinator_addr) =
             start_coordinator_with("127.0.0.1:0", HEARTBEAT_TIMEOUT_MS, coordinator_flags);
         let (servers, addrs) = (0..n)
@@ -589,8 +624,9 @@ impl Cluster {
             coordinator_addr,
             servers,
             addrs,
+            secret: secret.map(str::to_string),
         };
-        wait_until_servers_alive(&cluster.coordinator_addr, n, TIMEOUT);
+        wait_until_servers_alive_as(&cluster.coordinator_addr, secret, n, TIMEOUT);
         for i in 0..n {
             for j in (0..n).filter(|&j| j != i) {
                 cluster.wait_peer_links(i, j, 1);
@@ -686,7 +722,7 @@ impl Cluster {
         mut check: impl FnMut(&Value) -> bool,
     ) -> Value {
         poll_until(what, timeout, || {
-            let status = try_status_json(&self.coordinator_addr)?;
+            let status = try_status_json_as(&self.coordinator_addr, self.secret.as_deref())?;
             if check(&status) {
                 Ok(status)
             } else {

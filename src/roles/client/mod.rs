@@ -111,6 +111,8 @@ pub struct Config {
     pub send_files: Vec<PathBuf>,
     /// Largest file sent; bigger ones are refused with an `error` event.
     pub max_file_size: u64,
+    /// The cluster secret, when the cluster has one.
+    pub secret: Option<crate::auth::Secret>,
 }
 
 /// Default for `--max-file-size`: 1 GiB. Memory does not depend on it (files are streamed);
@@ -137,6 +139,7 @@ pub fn run(config: Config) -> Result<()> {
             name: config.name,
             download_dir: config.download_dir,
             max_file_size: config.max_file_size,
+            secret: config.secret,
         },
         commands_rx,
         events_tx,

@@ -57,6 +57,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, never, select, tick};
 
 use super::{Command, Event, files};
+use crate::auth::Secret;
 use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{Body, Message, Resume, Role, read_message};
@@ -121,6 +122,8 @@ pub struct SessionConfig {
     pub download_dir: PathBuf,
     /// Largest file this client sends; bigger ones are refused before anything is sent.
     pub max_file_size: u64,
+    /// The cluster secret, when the cluster has one (`auth.rs`).
+    pub secret: Option<Secret>,
 }
 
 /// One live connection to a server.
@@ -289,7 +292,7 @@ impl Session {
     fn first_registration(&mut self) -> Result<Connection> {
         let server = match &self.config.server {
             Some(server) => server.clone(),
-            None => locate(&self.config.coordinator, &self.config.name, "")?,
+            None => locate(&self.config, "")?,
         };
         let connection = self
             .register(&server, FIRST_REGISTER_TIMEOUT)
@@ -307,7 +310,8 @@ impl Session {
 
     /// Connects to `server` and registers (resuming when this session has registered before).
     fn register(&mut self, server: &str, timeout: Duration) -> Result<Connection> {
-        let mut stream = net::connect_as(server, Role::Client, timeout)?;
+        let mut stream =
+            net::connect_as(server, Role::Client, timeout, self.config.secret.as_ref())?;
         let resume = (self.session != 0).then(|| Resume {
             session: self.session,
             token: self.token,
@@ -675,11 +679,10 @@ impl Session {
         loop {
             // Ask the coordinator; if it is down too, try the old server again (the
             // connection may have broken while the server is fine).
-            let target =
-                locate(&self.config.coordinator, &self.config.name, &old).unwrap_or_else(|e| {
-                    log::debug!("locate failed: {e}");
-                    old.clone()
-                });
+            let target = locate(&self.config, &old).unwrap_or_else(|e| {
+                log::debug!("locate failed: {e}");
+                old.clone()
+            });
             match self.register(&target, FAILOVER_REGISTER_TIMEOUT) {
                 Ok(mut connection) => match self.resend(&mut connection) {
                     Ok(resent) => {
@@ -744,13 +747,22 @@ impl Session {
     }
 }
 
-/// Asks the coordinator which server `name` should use, naming a `suspect` it just lost.
+/// Asks the coordinator which server the session's client should use, naming a `suspect`
+/// it just lost.
 ///
 /// # Errors
-/// [`Error::NoLiveServer`] when the coordinator is unreachable or knows no live server.
-pub fn locate(coordinator: &str, name: &str, suspect: &str) -> Result<String> {
-    let mut stream = net::connect_as(coordinator, Role::Locate, LOCATE_CONNECT_TIMEOUT)
-        .map_err(|e| net::coordinator_unreachable(coordinator, e))?;
+/// [`Error::NoLiveServer`] when the coordinator is unreachable or knows no live server;
+/// [`Error::Refused`] when it refuses the connection (a wrong or missing secret).
+pub fn locate(config: &SessionConfig, suspect: &str) -> Result<String> {
+    let coordinator = &config.coordinator;
+    let name = &config.name;
+    let mut stream = net::connect_as(
+        coordinator,
+        Role::Locate,
+        LOCATE_CONNECT_TIMEOUT,
+        config.secret.as_ref(),
+    )
+    .map_err(|e| net::coordinator_unreachable(coordinator, e))?;
     stream.set_read_timeout(Some(LOCATE_REPLY_TIMEOUT))?;
     let request = Message::Locate {
         name: name.to_string(),
@@ -762,9 +774,11 @@ pub fn locate(coordinator: &str, name: &str, suspect: &str) -> Result<String> {
             "expected Assign, got {}",
             other.kind()
         ))),
-        Err(Error::Refused(why)) => Err(Error::NoLiveServer(format!(
-            "{why} (coordinator {coordinator}); start a server with `dsys server`"
-        ))),
+        // The coordinator knows no live server, or this connection lacks the secret: it says
+        // which.
+        Err(Error::Refused(why)) => {
+            Err(Error::Refused(format!("coordinator {coordinator}: {why}")))
+        }
         Err(e) => Err(net::coordinator_unreachable(coordinator, e)),
     }
 }

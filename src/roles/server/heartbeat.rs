@@ -34,10 +34,18 @@ pub(super) fn heartbeat_loop(shared: Shared) {
             Err(e) => {
                 connection = None;
                 if coordinator_was_up {
-                    log::warn!(
-                        "coordinator unreachable addr={} reason={e}; keeping the current peers",
-                        shared.coordinator
-                    );
+                    match &e {
+                        // It answered: this server is not welcome (a wrong or missing secret).
+                        Error::Refused(why) => log::error!(
+                            "the coordinator at {} refused this server: {why}",
+                            shared.coordinator
+                        ),
+                        _ => log::warn!(
+                            "coordinator unreachable addr={} reason={e}; keeping the current \
+                             peers",
+                            shared.coordinator
+                        ),
+                    }
                 }
                 coordinator_was_up = false;
             }
@@ -60,6 +68,7 @@ fn send_heartbeat(shared: &Shared, connection: &mut Option<TcpStream>) -> Result
             &shared.coordinator,
             Role::Heartbeat,
             timeout,
+            shared.secret.as_ref(),
         )?);
     }
     let stream = connection.as_mut().expect("connected just above");

@@ -53,6 +53,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
+use crate::auth::Secret;
 use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message, Role, read_message, write_message};
@@ -137,6 +138,8 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Longest client name accepted (see [`valid_name`]).
     pub max_name_len: usize,
+    /// The cluster secret every connection must prove, when the cluster has one.
+    pub secret: Option<Secret>,
 }
 
 impl Config {
@@ -154,6 +157,7 @@ impl Config {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_name_len: DEFAULT_MAX_NAME_LEN,
+            secret: None,
         }
     }
 }
@@ -169,6 +173,7 @@ struct Shared {
     limits: net::ConnectionLimits,
     write_timeout: Duration,
     max_name_len: usize,
+    secret: Option<Secret>,
     /// Every long-lived loop selects on this; [`ServerHandle::stop`] drops the only sender.
     stop_rx: Receiver<()>,
 }
@@ -230,6 +235,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         }
     });
     log::info!("server listening on {addr} bind={bound}");
+    net::warn_if_open_to_the_network(bound, config.secret.as_ref());
 
     let half_window = byte_bounds(config.history_bytes);
     let hub = Hub::new(
@@ -255,6 +261,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         limits: config.limits,
         write_timeout: config.write_timeout,
         max_name_len: config.max_name_len,
+        secret: config.secret.clone(),
         stop_rx,
     };
     let stopping = Arc::new(AtomicBool::new(false));
@@ -299,7 +306,7 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) -> Result<()> {
     let deadline = shared.limits.handshake_deadline();
     stream.set_write_timeout(Some(shared.write_timeout))?;
     stream.set_nodelay(true)?;
-    match net::expect_hello(&stream, deadline)? {
+    match net::expect_hello(&stream, deadline, shared.secret.as_ref())? {
         Some(Role::Client) => serve_client(stream, shared, deadline),
         Some(Role::Peer) => peers::serve_peer(stream, shared, deadline),
         Some(other) => refuse(&mut stream, &format!("a server does not serve {other:?}")),

@@ -63,7 +63,12 @@ fn peer_link_loop(shared: Shared, addr: String, epoch: u64, link_id: u64) {
 
 /// One connection's life on the sending side.
 fn relay_to_peer(shared: &Shared, addr: &str, link_id: u64) -> Result<()> {
-    let mut stream = net::connect_as(addr, Role::Peer, shared.limits.idle_timeout)?;
+    let mut stream = net::connect_as(
+        addr,
+        Role::Peer,
+        shared.limits.idle_timeout,
+        shared.secret.as_ref(),
+    )?;
     let hello = Message::PeerHello {
         addr: shared.addr.clone(),
         epoch: shared.hub.epoch(),

@@ -1,0 +1,154 @@
+//! Who may join: the cluster secret, and the proof of it that opens every connection.
+//!
+//! A cluster may run with a secret (`--secret-file PATH`, or the secret itself in
+//! `DSYS_SECRET`; never on the command line, where `ps` would show it). Then every
+//! connection must prove that whoever opened it knows the secret: a server joining the
+//! coordinator or relaying to a peer, a client registering or asking where to go,
+//! `dsys status`. The proof is a challenge and a response, so the secret itself never
+//! crosses the network:
+//!
+//! 1. the accepting side sends `Challenge { nonce }`, 16 fresh random bytes ([`new_nonce`]);
+//! 2. the connecting side answers `Hello { .., proof }`, where `proof` is
+//!    HMAC-SHA256(secret, nonce, role) ([`Secret::proof`]);
+//! 3. the accepting side computes the same and compares the two in constant time
+//!    ([`accepts`]). A wrong or missing proof gets an `Error` frame saying so, and the
+//!    connection is closed with the reason in the log.
+//!
+//! Without a secret the proof is all zeros and nobody checks it: anyone who can reach a
+//! port may join. `net.rs` drives the exchange (`connect_as`, `expect_hello`); what the
+//! secret protects against, and what it does not, is in `docs/security.md`.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::protocol::Role;
+use crate::sha256;
+
+/// The environment variable that may hold the secret itself.
+pub const SECRET_ENV: &str = "DSYS_SECRET";
+
+/// The proof a connection without a secret sends.
+pub const NO_PROOF: [u8; 32] = [0; 32];
+
+/// The cluster secret. Cheap to clone; its `Debug` never shows the bytes, so it cannot
+/// leak into a log line by accident.
+#[derive(Clone)]
+pub struct Secret(Arc<[u8]>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Secret {
+    /// The secret from `file` when given, else from [`SECRET_ENV`] when set, else none.
+    /// A trailing newline in the file is not part of the secret.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when the file cannot be read, or the secret is empty.
+    pub fn load(file: Option<&Path>) -> Result<Option<Secret>> {
+        let (bytes, source) = match file {
+            Some(path) => {
+                let mut bytes = std::fs::read(path).map_err(|e| {
+                    Error::Usage(format!(
+                        "cannot read the secret file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    bytes.pop();
+                }
+                (bytes, path.display().to_string())
+            }
+            None => match std::env::var_os(SECRET_ENV) {
+                Some(value) => (value.into_encoded_bytes(), SECRET_ENV.to_string()),
+                None => return Ok(None),
+            },
+        };
+        if bytes.is_empty() {
+            return Err(Error::Usage(format!("the secret in {source} is empty")));
+        }
+        Ok(Some(Secret(bytes.into())))
+    }
+
+    /// A secret from bytes (tests and the demo).
+    pub fn new(bytes: &[u8]) -> Secret {
+        Secret(bytes.into())
+    }
+
+    /// What a connection for `role` answers to the challenge `nonce`. The role is inside
+    /// the proof, so a proof seen on one kind of connection does not open another.
+    pub fn proof(&self, nonce: &[u8; 16], role: Role) -> [u8; 32] {
+        let mut message = nonce.to_vec();
+        message.push(role as u8);
+        sha256::hmac(&self.0, &message)
+    }
+}
+
+/// The proof to send: from the secret when there is one, [`NO_PROOF`] otherwise.
+pub fn proof_for(secret: Option<&Secret>, nonce: &[u8; 16], role: Role) -> [u8; 32] {
+    secret.map_or(NO_PROOF, |s| s.proof(nonce, role))
+}
+
+/// Whether a connection that answered `nonce` with `proof` for `role` may go on: always
+/// when this process has no secret, else only with the right proof.
+pub fn accepts(secret: Option<&Secret>, nonce: &[u8; 16], role: Role, proof: &[u8; 32]) -> bool {
+    match secret {
+        None => true,
+        Some(secret) => constant_time_eq(&secret.proof(nonce, role), proof),
+    }
+}
+
+/// Compares two proofs in time that does not depend on where they differ, so a stranger
+/// cannot find the right proof byte by byte by timing the refusals.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// 16 fresh bytes for a challenge. From `net::random_u64`: unpredictable to a stranger
+/// (std seeds it from the operating system), though not a cryptographic generator.
+pub fn new_nonce() -> [u8; 16] {
+    let mut nonce = [0u8; 16];
+    nonce[..8].copy_from_slice(&crate::net::random_u64().to_be_bytes());
+    nonce[8..].copy_from_slice(&crate::net::random_u64().to_be_bytes());
+    nonce
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NONCE: [u8; 16] = [7; 16];
+
+    #[test]
+    fn the_right_proof_is_accepted_and_any_other_refused() {
+        let secret = Secret::new(b"correct horse");
+        let proof = secret.proof(&NONCE, Role::Client);
+        assert!(accepts(Some(&secret), &NONCE, Role::Client, &proof));
+        let wrong = Secret::new(b"wrong horse").proof(&NONCE, Role::Client);
+        assert!(!accepts(Some(&secret), &NONCE, Role::Client, &wrong));
+        assert!(!accepts(Some(&secret), &NONCE, Role::Client, &NO_PROOF));
+    }
+
+    #[test]
+    fn a_proof_opens_only_its_own_challenge_and_role() {
+        let secret = Secret::new(b"s");
+        let proof = secret.proof(&NONCE, Role::Client);
+        assert!(!accepts(Some(&secret), &[8; 16], Role::Client, &proof));
+        assert!(!accepts(Some(&secret), &NONCE, Role::Peer, &proof));
+    }
+
+    #[test]
+    fn without_a_secret_anyone_is_accepted() {
+        assert!(accepts(None, &NONCE, Role::Status, &NO_PROOF));
+        assert_eq!(proof_for(None, &NONCE, Role::Status), NO_PROOF);
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret() {
+        assert_eq!(format!("{:?}", Secret::new(b"hunter2")), "Secret(..)");
+    }
+}
