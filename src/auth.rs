@@ -102,10 +102,43 @@ pub fn accepts(secret: Option<&Secret>, nonce: &[u8; 16], role: Role, proof: &[u
     }
 }
 
-/// Compares two proofs in time that does not depend on where they differ, so a stranger
-/// cannot find the right proof byte by byte by timing the refusals.
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+/// Compares two MACs in time that does not depend on where they differ, so a stranger
+/// cannot find the right one byte by byte by timing the refusals.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// The resume token for `session` registered as `name`. With a secret it is a MAC of
+/// both, so any server of the cluster can check a resume it has never seen
+/// ([`resume_token_valid`]); without one it is random, and only the server that holds the
+/// session can check it (`Hub::register`).
+pub fn resume_token(secret: Option<&Secret>, session: u64, name: &str) -> u64 {
+    match secret {
+        Some(secret) => token_mac(secret, session, name),
+        None => crate::net::random_u64(),
+    }
+}
+
+/// Whether `token` is the one issued for `session` as `name`. Without a secret there is
+/// nothing to check it against, and any token passes (`docs/security.md` says what follows).
+pub fn resume_token_valid(secret: Option<&Secret>, session: u64, name: &str, token: u64) -> bool {
+    match secret {
+        Some(secret) => constant_time_eq(
+            &token_mac(secret, session, name).to_be_bytes(),
+            &token.to_be_bytes(),
+        ),
+        None => true,
+    }
+}
+
+/// The first 8 bytes of HMAC-SHA256(secret, label, session, name). The label keeps these
+/// MACs apart from connection proofs made with the same secret.
+fn token_mac(secret: &Secret, session: u64, name: &str) -> u64 {
+    let mut message = b"dsys resume token".to_vec();
+    message.extend_from_slice(&session.to_be_bytes());
+    message.extend_from_slice(name.as_bytes());
+    let mac = sha256::hmac(&secret.0, &message);
+    u64::from_be_bytes(mac[..8].try_into().expect("8 of 32 bytes"))
 }
 
 /// 16 fresh bytes for a challenge. From `net::random_u64`: unpredictable to a stranger
@@ -145,6 +178,18 @@ mod tests {
     fn without_a_secret_anyone_is_accepted() {
         assert!(accepts(None, &NONCE, Role::Status, &NO_PROOF));
         assert_eq!(proof_for(None, &NONCE, Role::Status), NO_PROOF);
+    }
+
+    #[test]
+    fn a_resume_token_is_bound_to_its_session_and_name() {
+        let secret = Secret::new(b"s");
+        let token = resume_token(Some(&secret), 42, "alice");
+        assert!(resume_token_valid(Some(&secret), 42, "alice", token));
+        assert!(!resume_token_valid(Some(&secret), 43, "alice", token));
+        assert!(!resume_token_valid(Some(&secret), 42, "mallory", token));
+        assert!(!resume_token_valid(Some(&secret), 42, "alice", token ^ 1));
+        let other = Secret::new(b"t");
+        assert!(!resume_token_valid(Some(&other), 42, "alice", token));
     }
 
     #[test]

@@ -5,12 +5,15 @@
 
 mod common;
 
+use std::net::TcpStream;
 use std::path::PathBuf;
 
 use common::{
     Client, Cluster, HEARTBEAT_INTERVAL_MS, TIMEOUT, TempDir, alive_servers, run_dsys,
-    start_server_with,
+    start_server_with, try_status_json_as,
 };
+use dsys::auth::Secret;
+use dsys::protocol::{Message, PROTOCOL_VERSION, Resume, Role, read_message, write_message};
 
 const SECRET: &str = "correct horse battery staple";
 
@@ -43,19 +46,7 @@ fn members_with_the_secret_share_messages_and_see_the_status() {
     bob.wait_messages(&["alice"], 1, TIMEOUT);
 
     // The secret may come from the environment instead of a file.
-    let status = run_dsys(
-        &[
-            "status",
-            "--coordinator",
-            cluster.coordinator(),
-            "--output",
-            "json",
-        ],
-        &[("DSYS_SECRET", SECRET)],
-        TIMEOUT,
-    );
-    assert_eq!(status.code(), Some(0), "{:?}", status.stderr_lines());
-    let table: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    let table = try_status_json_as(cluster.coordinator(), Some(SECRET)).expect("status");
     assert_eq!(alive_servers(&table).len(), 2, "{table}");
 }
 
@@ -125,19 +116,88 @@ fn a_server_without_the_secret_cannot_join() {
     cluster
         .coordinator
         .wait_for_stderr("refused Heartbeat", TIMEOUT);
-    let status = run_dsys(
-        &[
-            "status",
-            "--coordinator",
-            cluster.coordinator(),
-            "--output",
-            "json",
-            "--secret-file",
-            file,
-        ],
-        &[],
-        TIMEOUT,
-    );
-    let table: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    let table = try_status_json_as(cluster.coordinator(), Some(SECRET)).expect("status");
     assert_eq!(alive_servers(&table), [cluster.addr(0)], "{table}");
+}
+
+/// A raw connection to a server of the cluster: answers the challenge with the secret and
+/// sends `Register`; returns the stream and the server's answer.
+fn raw_register(server: &str, name: &str, resume: Option<Resume>) -> (TcpStream, Message) {
+    let mut stream = TcpStream::connect(server).expect("connect");
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let Ok(Some(Message::Challenge { nonce })) = read_message(&mut stream) else {
+        panic!("{server} did not open with a challenge");
+    };
+    let hello = Message::Hello {
+        version: PROTOCOL_VERSION,
+        role: Role::Client,
+        proof: Secret::new(SECRET.as_bytes()).proof(&nonce, Role::Client),
+    };
+    let register = Message::Register {
+        name: name.into(),
+        resume,
+    };
+    write_message(&mut stream, &hello).unwrap();
+    write_message(&mut stream, &register).unwrap();
+    let answer = read_message(&mut stream)
+        .expect("an answer")
+        .expect("not closed");
+    (stream, answer)
+}
+
+/// The body of the next message from `from` that `stream` (a raw registered client) gets.
+fn next_from(stream: &mut TcpStream, from: &str) -> (u64, String) {
+    loop {
+        match read_message(stream).expect("a frame").expect("not closed") {
+            Message::Deliver {
+                from: sender,
+                session,
+                body,
+                ..
+            } if sender == from => break (session, format!("{body:?}")),
+            _ => {}
+        }
+    }
+}
+
+/// Identity across servers: eve, a member, learns alice's session from a message alice
+/// sends, and tries to resume it as alice on another server while alice is away. The token
+/// does not match, so she is refused with the reason. alice herself, when her server is
+/// killed, resumes on that other server and carries on.
+#[test]
+fn a_resume_with_a_wrong_token_is_refused_and_the_real_owner_fails_over() {
+    let dir = TempDir::new("secret-identity");
+    let file = secret_file(&dir, SECRET);
+    let file = file.to_str().expect("temp paths are UTF-8");
+    let mut cluster = cluster_with_secret(2, file);
+    let flags = ["--secret-file", file];
+    let mut alice = Client::start_with(
+        "alice",
+        cluster.coordinator(),
+        Some(cluster.addr(0)),
+        &flags,
+    );
+    alice.wait_registered();
+
+    let (mut eve, answer) = raw_register(cluster.addr(1), "eve", None);
+    assert!(matches!(answer, Message::Registered { .. }), "{answer:?}");
+    alice.send_line("hello from alice");
+    let (alice_session, _) = next_from(&mut eve, "alice");
+
+    let forged = Resume {
+        session: alice_session,
+        token: 0x5eed,
+        seen: vec![],
+    };
+    let (_, answer) = raw_register(cluster.addr(1), "alice", Some(forged));
+    let Message::RegisterRefused { reason } = answer else {
+        panic!("a resume with a forged token was not refused: {answer:?}");
+    };
+    assert!(reason.contains("token does not match"), "{reason}");
+
+    cluster.kill_server(0);
+    alice.expect_event("alice's failover", TIMEOUT, |v| v["event"] == "failover");
+    alice.send_line("still alice");
+    let (_, body) = next_from(&mut eve, "alice");
+    assert!(body.contains("still alice"), "{body}");
 }

@@ -59,6 +59,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::outbox::{OutboxReceiver, OutboxSender, outbox};
+use crate::auth::{self, Secret};
 use crate::protocol::{
     Body, Message, RELAY_INDEX_BYTES, Resume, ServerInfo, deliver_frame, relay_frame,
 };
@@ -167,6 +168,9 @@ pub struct Hub {
     /// relays confirmed, peers or clients gone, a client that was behind caught up.
     room: Arc<Condvar>,
     limits: Limits,
+    /// The cluster secret, which makes resume tokens checkable on any server
+    /// (`auth::resume_token`).
+    secret: Option<Secret>,
 }
 
 struct LocalClient {
@@ -281,8 +285,8 @@ struct State {
 type Cutoffs = Vec<TcpStream>;
 
 impl Hub {
-    /// A hub for the server advertised at `addr`.
-    pub fn new(addr: String, limits: Limits) -> Hub {
+    /// A hub for the server advertised at `addr`, in a cluster with `secret` (if any).
+    pub fn new(addr: String, limits: Limits, secret: Option<Secret>) -> Hub {
         Hub {
             state: Arc::new(Mutex::new(State {
                 addr,
@@ -291,6 +295,7 @@ impl Hub {
             ready_changed: Arc::default(),
             room: Arc::default(),
             limits,
+            secret,
         }
     }
 
@@ -331,7 +336,10 @@ impl Hub {
     /// outbox, bounded by [`Limits::client_queue`] and [`Limits::client_queue_bytes`].
     ///
     /// A resuming client with the right session and token replaces its own earlier
-    /// connection, if that is still here. The history it has not seen is copied into the
+    /// connection, if that is still here. A resume this server has never seen is checked
+    /// against the token's MAC when the cluster has a secret (`auth::resume_token`); a
+    /// session registered here under another name is never anyone else's to resume. The
+    /// history it has not seen is copied into the
     /// registration's initial frames *under the same lock* that adds its outbox, so no
     /// message falls between the replay and the live stream, and none is in both.
     pub fn register(
@@ -341,6 +349,7 @@ impl Hub {
         stream: TcpStream,
         keepalive_ms: u32,
     ) -> Result<Registration, String> {
+        let secret = self.secret.as_ref();
         self.with_state(|state, limits, cutoffs| {
             let existing = state.clients.get(name).map(|c| (c.session, c.token));
             let (session, token) = match (&resume, existing) {
@@ -349,8 +358,23 @@ impl Hub {
                     (session, token)
                 }
                 (_, Some(_)) => return Err(format!("name {name:?} is already taken")),
-                (Some(r), None) => (r.session, r.token),
-                (None, None) => (crate::net::random_u64(), crate::net::random_u64()),
+                (Some(r), None) => {
+                    if state.names_by_session.contains_key(&r.session) {
+                        return Err("that session belongs to another client here".into());
+                    }
+                    if !auth::resume_token_valid(secret, r.session, name, r.token) {
+                        return Err(format!(
+                            "resume refused: the token does not match session {:#x} of {name:?}; \
+                             only the client that registered a session can resume it",
+                            r.session
+                        ));
+                    }
+                    (r.session, r.token)
+                }
+                (None, None) => {
+                    let session = crate::net::random_u64();
+                    (session, auth::resume_token(secret, session, name))
+                }
             };
             if state.clients.len() >= limits.max_clients {
                 return Err(format!(

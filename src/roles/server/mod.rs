@@ -251,6 +251,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             relay_window_bytes: half_window,
             stall_timeout: config.stall_timeout,
         },
+        config.secret.clone(),
     );
     let (stop_tx, stop_rx) = bounded::<()>(0);
     let shared = Shared {
