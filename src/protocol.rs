@@ -9,8 +9,9 @@
 //! bytes itself, so the frame-size cap and every check on untrusted input live in this file.
 //!
 //! Nothing a peer sends can make this module allocate more than [`MAX_FRAME_LEN`] bytes for
-//! one frame: the length prefix is checked before the buffer is allocated, and every count
-//! inside a frame is checked against the bytes that are actually left before a `Vec` is sized.
+//! one frame: the length prefix is checked before the buffer is allocated, the buffer grows
+//! only as the bytes arrive ([`read_frame`]), and every count inside a frame is checked
+//! against the bytes that are actually left before a `Vec` is sized.
 
 use std::io::{self, Read, Write};
 
@@ -675,6 +676,10 @@ fn framed(fill: impl FnOnce(&mut Writer)) -> Vec<u8> {
 /// [`Error::Protocol`] for a zero or oversized length prefix (checked before anything is
 /// allocated) or for a connection closed in the middle of a frame; [`Error::Io`] for socket
 /// errors, including a read timeout (`WouldBlock`/`TimedOut`) set by the caller.
+///
+/// The body's buffer grows with the bytes that actually arrive, doubling from
+/// [`FIRST_READ`] up to the length: a peer that sends a length prefix and then little or
+/// nothing costs little or nothing, not the frame cap.
 pub fn read_frame(reader: &mut impl Read) -> Result<Option<Vec<u8>>> {
     let mut prefix = [0u8; 4];
     match read_exact_or_eof(reader, &mut prefix)? {
@@ -691,12 +696,25 @@ pub fn read_frame(reader: &mut impl Read) -> Result<Option<Vec<u8>>> {
             "frame of {len} bytes exceeds the {MAX_FRAME_LEN}-byte cap"
         )));
     }
-    let mut body = vec![0u8; len as usize];
-    match read_exact_or_eof(reader, &mut body)? {
-        Filled::Full => Ok(Some(body)),
-        _ => Err(Error::Protocol("connection closed inside a frame".into())),
+    let len = len as usize;
+    let mut body = Vec::new();
+    while body.len() < len {
+        let filled = body.len();
+        let grow = (len - filled).min(filled.max(FIRST_READ));
+        body.reserve_exact(grow);
+        body.resize(filled + grow, 0);
+        if !matches!(
+            read_exact_or_eof(reader, &mut body[filled..])?,
+            Filled::Full
+        ) {
+            return Err(Error::Protocol("connection closed inside a frame".into()));
+        }
     }
+    Ok(Some(body))
 }
+
+/// The first piece of a frame body that [`read_frame`] makes room for (see there).
+const FIRST_READ: usize = 4096;
 
 /// Reads and decodes one message: [`read_frame`] then [`Message::decode`].
 ///

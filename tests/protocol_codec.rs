@@ -11,8 +11,9 @@
 //!   timing check cannot show this (a 4 GiB zeroed `Vec` is a lazy `mmap` and costs
 //!   nothing), so this file installs a global allocator that records the largest single
 //!   allocation made by the current thread;
-//! - a seeded random mutation of valid frames never panics the decoder, and whatever the
-//!   decoder accepts re-encodes to the same bytes (the encoding is canonical);
+//! - a seeded random mutation of valid frames never panics the decoder nor makes it allocate
+//!   beyond what the input's bytes could fill, and whatever the decoder accepts re-encodes
+//!   to the same bytes (the encoding is canonical);
 //! - the worked examples in `docs/protocol.md` match the encoder byte for byte.
 //!
 //! Everything runs in memory (`std::io::Cursor` and small hand-written readers), with no
@@ -1281,8 +1282,12 @@ fn mutate(rng: &mut XorShift, bytes: &mut Vec<u8>) {
     }
 }
 
+/// The largest in-memory item a decoded list holds per input byte (a `ServerInfo` or a
+/// watermark pair, with their `String`s and `Vec`s), rounded up.
+const MAX_ITEM: usize = 128;
+
 #[test]
-fn mutated_frames_never_panic_the_decoder() {
+fn mutated_frames_never_panic_or_over_allocate_in_the_decoder() {
     const SEED: u64 = 0x5eed_d5e5_0000_0001;
     const ITERATIONS: usize = 5_000;
     let samples: Vec<Vec<u8>> = sample_messages().iter().map(Message::encode).collect();
@@ -1300,16 +1305,26 @@ fn mutated_frames_never_panic_the_decoder() {
             input[..4].copy_from_slice(&body_len.to_be_bytes());
         }
         let outcome = panic::catch_unwind(|| {
-            let framed = read_message(&mut Cursor::new(&input));
-            let decoded = Message::decode(input.get(4..).unwrap_or(&[]));
-            (framed, decoded)
+            largest_allocation_during(|| {
+                let framed = read_message(&mut Cursor::new(&input));
+                let decoded = Message::decode(input.get(4..).unwrap_or(&[]));
+                (framed, decoded)
+            })
         });
-        let Ok((framed, decoded)) = outcome else {
+        let Ok(((framed, decoded), largest)) = outcome else {
             panic!(
                 "seed {SEED:#x}, iteration {iteration}: decoding panicked on {}",
                 hex(&input)
             );
         };
+        // Never over-allocates: no single buffer beyond what the input's bytes could fill.
+        // An item of a list takes at least one input byte and at most `MAX_ITEM` bytes of
+        // memory, so `MAX_ITEM` times the input bounds every honest allocation.
+        assert!(
+            largest <= SMALL_ALLOCATION.max(MAX_ITEM * input.len()),
+            "seed {SEED:#x}, iteration {iteration}: decoding {} bytes allocated {largest} at once",
+            input.len()
+        );
         // Whatever is accepted re-encodes to the very bytes it came from: each message has
         // exactly one encoding. `read_message` took one frame from the front of `input`;
         // `decode` was given everything after the first four bytes.
