@@ -12,9 +12,15 @@ use common::{
     Client, Cluster, TIMEOUT, TempDir, entry_clients, run_dsys, status_entry, status_servers,
 };
 
-/// Runs `dsys client --register --name NAME --server SERVER` to completion with stdin
+/// Runs `dsys client --register --name NAME [--server SERVER]` to completion with stdin
 /// empty and logs off (so stderr holds only what the user is told), plus `extra` flags.
-fn register_once(cluster: &Cluster, name: &str, server: &str, extra: &[&str]) -> common::Finished {
+/// Without a server the client asks the coordinator where to go.
+fn register_once(
+    cluster: &Cluster,
+    name: &str,
+    server: Option<&str>,
+    extra: &[&str],
+) -> common::Finished {
     let downloads = TempDir::new("registration");
     let dir = downloads.path().to_str().expect("temp paths are UTF-8");
     let mut args = vec![
@@ -24,11 +30,12 @@ fn register_once(cluster: &Cluster, name: &str, server: &str, extra: &[&str]) ->
         name,
         "--coordinator",
         cluster.coordinator(),
-        "--server",
-        server,
         "--download-dir",
         dir,
     ];
+    if let Some(server) = server {
+        args.extend_from_slice(&["--server", server]);
+    }
     args.extend_from_slice(extra);
     run_dsys(&args, &[("RUST_LOG", "off")], TIMEOUT)
 }
@@ -37,7 +44,7 @@ fn register_once(cluster: &Cluster, name: &str, server: &str, extra: &[&str]) ->
 fn text_output_says_registration_successful() {
     let cluster = Cluster::start(1);
     // With stdin empty the client registers, has nothing to send, deregisters and exits 0.
-    let done = register_once(&cluster, "alice", cluster.addr(0), &[]);
+    let done = register_once(&cluster, "alice", Some(cluster.addr(0)), &[]);
     assert_eq!(
         done.code(),
         Some(0),
@@ -84,7 +91,7 @@ fn name_in_use_is_refused_with_exit_1() {
 
     // A second `alice` on the same server, while the first is registered, is refused:
     // exit status 1 and exactly one stderr line that names the name and says it is taken.
-    let done = register_once(&cluster, "alice", cluster.addr(0), &[]);
+    let done = register_once(&cluster, "alice", Some(cluster.addr(0)), &[]);
     assert_eq!(
         done.code(),
         Some(1),
@@ -106,12 +113,45 @@ fn name_in_use_is_refused_with_exit_1() {
     );
 }
 
+/// Names are unique across the cluster, not only per server: a client that asks the
+/// coordinator for a server, under a name registered on another server, is sent to that
+/// server and refused there. Once the owner has left, the name is free at once.
+#[test]
+fn a_name_live_on_another_server_is_refused_and_free_again_once_its_owner_leaves() {
+    let cluster = Cluster::start(2);
+    let mut alice = Client::start_on("alice", cluster.coordinator(), cluster.addr(0));
+    alice.wait_registered();
+    // The coordinator learns the name from server 0's next heartbeat.
+    cluster.wait_status("alice listed on server 0", TIMEOUT, |status| {
+        entry_clients(&status_entry(status, cluster.addr(0))).contains(&"alice".to_string())
+    });
+
+    // Server 1 has nobody, so a name-blind choice would send the newcomer there.
+    let done = register_once(&cluster, "alice", None, &[]);
+    assert_eq!(done.code(), Some(1), "stderr: {:?}", done.stderr);
+    assert!(
+        done.stderr_lines().iter().any(|l| l.contains("taken")),
+        "stderr should say the name is taken: {:?}",
+        done.stderr
+    );
+
+    alice.close_stdin();
+    assert!(alice.finish(TIMEOUT).success());
+    let done = register_once(&cluster, "alice", None, &[]);
+    assert_eq!(
+        done.code(),
+        Some(0),
+        "a name whose owner left is free at once; stderr: {:?}",
+        done.stderr
+    );
+}
+
 #[test]
 fn invalid_name_is_refused_with_exit_1() {
     let cluster = Cluster::start(1);
     for bad in ["../x", "a b", ".hidden"] {
         // A name outside the allowed alphabet is refused: exit 1, one line naming the reason.
-        let done = register_once(&cluster, bad, cluster.addr(0), &[]);
+        let done = register_once(&cluster, bad, Some(cluster.addr(0)), &[]);
         assert_eq!(
             done.code(),
             Some(1),

@@ -356,14 +356,28 @@ impl Registry {
         all
     }
 
-    /// The server `name` should use: its planned server if it has one, else the least
-    /// loaded live server. The choice counts as load at once (as a plan entry), so that
-    /// clients asking together are spread rather than all sent to the same server.
+    /// The server `name` should use: its planned server if it has one; else the live server
+    /// that lists the name already; else the least loaded live server. The choice counts as
+    /// load at once (as a plan entry), so that clients asking together are spread rather
+    /// than all sent to the same server.
+    ///
+    /// Sending a name back to the server that lists it is what keeps names unique across
+    /// the cluster: that server refuses the name while its owner is there ("already taken"),
+    /// and takes it when the owner has just left, which the lists here, a heartbeat old, may
+    /// not show yet. So the check is made where the truth is, without a false refusal.
     fn assign(&mut self, name: &str) -> Option<String> {
         if let Some((target, _)) = self.plan.get(name)
             && self.servers.get(target).is_some_and(|s| s.alive)
         {
             return Some(target.clone());
+        }
+        if let Some(holder) = self
+            .servers
+            .iter()
+            .find(|(_, s)| s.alive && s.clients.iter().any(|c| c == name))
+            .map(|(addr, _)| addr.clone())
+        {
+            return Some(holder);
         }
         let (target, _) = self
             .loads()
