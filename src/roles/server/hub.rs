@@ -133,6 +133,19 @@ pub enum Origin {
     },
 }
 
+/// A message on its way into the hub, encoded once before the lock is taken.
+struct Arrival {
+    origin: Origin,
+    session: u64,
+    seq: u64,
+    /// Its payload bytes, what the windows count.
+    size: usize,
+    /// The `Deliver` frame every recipient's outbox and the history window share.
+    deliver: Frame,
+    /// For a local message, its `Relay` frame, whose index is filled in when it is taken in.
+    relay: Option<Vec<u8>>,
+}
+
 /// What rule 1 makes of an arriving message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
@@ -461,19 +474,36 @@ impl Hub {
     pub fn publish(&self, origin: Origin, from: &str, session: u64, seq: u64, body: &Body) -> bool {
         // Encode outside the lock: these copies of the payload are the only ones made.
         let deliver: Frame = Arc::new(deliver_frame(from, session, seq, body));
-        let mut relay = match origin {
+        let relay = match origin {
             Origin::Local { .. } => Some(relay_frame(0, from, session, seq, body)),
             Origin::Peer { .. } | Origin::PeerHistory { .. } => None,
         };
-        let size = body.payload_len();
-        let limits = &self.limits;
+        let arrival = Arrival {
+            origin,
+            session,
+            seq,
+            size: body.payload_len(),
+            deliver,
+            relay,
+        };
+        let Some(mut state) = self.wait_for_room(&arrival) else {
+            return false;
+        };
+        state.take_in(arrival, &self.limits);
+        true
+    }
+
+    /// Locks the state once there is room for `arrival` ([`State::has_room`]), or returns
+    /// `None` as soon as its origin is stale.
+    fn wait_for_room(&self, arrival: &Arrival) -> Option<MutexGuard<'_, State>> {
+        let relayed = arrival.relay.is_some();
         let mut state = self.lock();
         loop {
-            if !state.is_current(&origin, session) {
-                return false;
+            if !state.is_current(&arrival.origin, arrival.session) {
+                return None;
             }
-            if state.has_room(relay.is_some(), size, limits) {
-                break;
+            if state.has_room(relayed, arrival.size, &self.limits) {
+                return Some(state);
             }
             // Woken when room may have appeared; the timeout is for the one change nobody
             // announces: a client that is behind going quiet for `stall_timeout`.
@@ -483,31 +513,6 @@ impl Hub {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        {
-            let state = &mut *state;
-            if let Origin::Peer { addr, epoch, index } = &origin {
-                state.inbound.insert((addr.clone(), *epoch), *index);
-            }
-            match state.accept(session, seq) {
-                Verdict::New => {
-                    state.store(session, seq, size, deliver.clone(), true, limits);
-                    state.fan_out(session, &deliver);
-                }
-                Verdict::Backfill => {
-                    state.store(session, seq, size, deliver.clone(), false, limits)
-                }
-                Verdict::Repeat => {}
-            }
-            if let Some(mut relay) = relay.take() {
-                state.last_index += 1;
-                let index = state.last_index;
-                relay[RELAY_INDEX_BYTES].copy_from_slice(&index.to_be_bytes());
-                state.log_outbound(index, size, Arc::new(relay), limits);
-                state.pending_acks.push_back((index, session, seq));
-                state.advance_acks();
-            }
-        }
-        true
     }
 
     /// Replaces the peer set with the live servers the coordinator listed (this server
@@ -902,6 +907,37 @@ impl State {
         client.outbox_tx.set_behind(false);
         log::debug!("client caught up name={name}");
         CatchUp::Done
+    }
+
+    /// Takes a message in, once there is room for it: rules 1 to 4 of the module doc.
+    fn take_in(&mut self, arrival: Arrival, limits: &Limits) {
+        let Arrival {
+            origin,
+            session,
+            seq,
+            size,
+            deliver,
+            relay,
+        } = arrival;
+        if let Origin::Peer { addr, epoch, index } = &origin {
+            self.inbound.insert((addr.clone(), *epoch), *index);
+        }
+        match self.accept(session, seq) {
+            Verdict::New => {
+                self.store(session, seq, size, deliver.clone(), true, limits);
+                self.fan_out(session, &deliver);
+            }
+            Verdict::Backfill => self.store(session, seq, size, deliver, false, limits),
+            Verdict::Repeat => {}
+        }
+        if let Some(mut relay) = relay {
+            self.last_index += 1;
+            let index = self.last_index;
+            relay[RELAY_INDEX_BYTES].copy_from_slice(&index.to_be_bytes());
+            self.log_outbound(index, size, Arc::new(relay), limits);
+            self.pending_acks.push_back((index, session, seq));
+            self.advance_acks();
+        }
     }
 
     /// Rule 1: a message is new when it is above its sender's watermark. Below it, a server
