@@ -376,3 +376,39 @@ fn a_client_that_stops_reading_is_cut_off_with_a_reason_and_loses_nothing() {
     stopped.wait_messages(&["alice"], LINES as usize, BIG_TIMEOUT);
     assert_seqs_exactly(&stopped.events_so_far(), "carol", "alice", 1, LINES);
 }
+
+/// A registered connection that falls silent (no keepalive, nothing) is closed after
+/// `--idle-timeout`, and its name is free again.
+#[test]
+fn a_registered_client_that_falls_silent_is_closed_after_the_idle_timeout() {
+    let cluster = Cluster::start_with(1, &[], &["--idle-timeout", "1000"]);
+    let mut stream = connect(cluster.addr(0));
+    let register = Message::Register {
+        name: "quiet".into(),
+        resume: None,
+    };
+    stream.write_all(&hello(Role::Client).encode()).unwrap();
+    stream.write_all(&register.encode()).unwrap();
+    let replies = read_until_closed(&mut stream, "a registered client that falls silent");
+    assert!(
+        replies
+            .iter()
+            .any(|m| matches!(m, Message::Registered { .. })),
+        "it should have been registered first: {replies:?}"
+    );
+    cluster
+        .server(0)
+        .wait_for_stderr("client left name=quiet", CLOSE_WITHIN);
+}
+
+/// A server or coordinator listening beyond loopback without a secret says, in its log,
+/// that anyone who can reach it may join.
+#[test]
+fn listening_beyond_loopback_without_a_secret_logs_a_warning() {
+    let mut cmd = common::dsys();
+    cmd.args(["coordinator", "--listen", "0.0.0.0:0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    let coordinator = Proc::spawn("coordinator on 0.0.0.0", cmd);
+    coordinator.wait_for_stderr("without a cluster secret", common::TIMEOUT);
+}
