@@ -316,6 +316,36 @@ fn file_names_from_the_wire_become_safe_names_and_never_overwrite() {
     assert_no_partial_files(&[&bob]);
 }
 
+/// A symlink in the download dir under the incoming name, pointing outside it, is neither
+/// followed nor replaced: the file is saved next to it under a new name, and the symlink's
+/// target keeps its content.
+#[test]
+fn a_symlink_in_the_download_dir_is_never_written_through() {
+    let cluster = Cluster::start(1);
+    let files = TempDir::new("symlink");
+    let outside = write_file(&files, "outside.txt", b"untouched");
+    let notes = write_file(&files, "notes.txt", b"from alice");
+    let bob = Client::start("bob", cluster.coordinator());
+    bob.wait_registered();
+    let trap = bob.download_dir().join("notes.txt");
+    std::os::unix::fs::symlink(&outside, &trap).expect("make the symlink");
+
+    let mut alice = Client::start_with(
+        "alice",
+        cluster.coordinator(),
+        None,
+        &["--send-file", arg(&notes)],
+    );
+    alice.wait_registered();
+    let event = expect_identical_file(&bob, "alice", b"from alice", TIMEOUT);
+    assert_eq!(event["name"], "notes (1).txt", "{event}");
+    assert_eq!(std::fs::read(&outside).unwrap(), b"untouched");
+    assert!(trap.symlink_metadata().unwrap().file_type().is_symlink());
+    alice.close_stdin();
+    assert!(alice.finish(TIMEOUT).success());
+    assert_no_partial_files(&[&bob]);
+}
+
 #[test]
 fn killing_the_senders_server_mid_transfer_still_gives_identical_copies() {
     kill_a_server_mid_transfer(0, 9);
