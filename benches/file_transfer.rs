@@ -19,7 +19,7 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Cluster, TempDir, pseudo_random_bytes};
+use common::{Client, Cluster, TempDir, median, pseudo_random_bytes};
 use dsys::sha256::Sha256;
 
 const FILE_LEN: usize = 64 * 1024 * 1024;
@@ -125,11 +125,6 @@ fn pump(from: &mut impl Read, to: &mut impl Write) -> [u8; 32] {
         hash.update(&buf[..n]);
         to.write_all(&buf[..n]).expect("write");
     }
-}
-
-fn median(runs: &mut [Duration]) -> Duration {
-    runs.sort();
-    runs[runs.len() / 2]
 }
 
 fn mib_per_s(d: Duration) -> f64 {

@@ -1131,6 +1131,13 @@ pub fn assert_seqs_exactly(events: &[Value], receiver: &str, sender: &str, first
 // Small helpers
 // ---------------------------------------------------------------------------------------
 
+/// The median of `runs` (benchmarks report medians, not means: one slow run on a shared
+/// machine should not move the figure).
+pub fn median(runs: &mut [Duration]) -> Duration {
+    runs.sort();
+    runs[runs.len() / 2]
+}
+
 /// Deterministic bytes that are not text: every value, NULs and invalid UTF-8 included.
 pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
