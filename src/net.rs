@@ -224,6 +224,15 @@ pub fn listen(addr: &str) -> Result<std::net::TcpListener> {
     })
 }
 
+/// Reads one opening frame of an accepted connection (its `Hello`, then its role's first
+/// request), which must be in by the handshake `deadline`.
+///
+/// # Errors
+/// As [`read_message`]; [`Error::Io`] when the deadline passes first.
+pub fn read_opening(stream: &TcpStream, deadline: Instant) -> Result<Option<Message>> {
+    read_message(&mut ReadBefore::new(stream, deadline))
+}
+
 /// Logs a warning when a role listens beyond this machine without a cluster secret:
 /// anyone on the network could then join (`docs/security.md`).
 pub fn warn_if_open_to_the_network(bound: SocketAddr, secret: Option<&Secret>) {
@@ -333,7 +342,7 @@ pub fn expect_hello(
         );
         Err(Error::Protocol(reason))
     };
-    match read_message(&mut ReadBefore::new(stream, deadline))? {
+    match read_opening(stream, deadline)? {
         Some(Message::Hello {
             version,
             role,

@@ -536,9 +536,7 @@ impl Message {
         let mut r = Reader { rest: body };
         let message = match r.u8()? {
             T_HELLO => {
-                if r.take(4)? != MAGIC {
-                    return Err(Error::Protocol("bad magic: not a dsys peer".into()));
-                }
+                r.magic()?;
                 Message::Hello {
                     version: r.u16()?,
                     role: Role::from_byte(r.u8()?)?,
@@ -546,9 +544,7 @@ impl Message {
                 }
             }
             T_CHALLENGE => {
-                if r.take(4)? != MAGIC {
-                    return Err(Error::Protocol("bad magic: not a dsys peer".into()));
-                }
+                r.magic()?;
                 Message::Challenge { nonce: r.array()? }
             }
             T_ERROR => Message::Error { reason: r.str()? },
@@ -847,6 +843,14 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// The four [`MAGIC`] bytes that open a `Challenge` and a `Hello`.
+    fn magic(&mut self) -> Result<()> {
+        if self.take(4)? != MAGIC {
+            return Err(Error::Protocol("bad magic: not a dsys peer".into()));
+        }
+        Ok(())
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.rest.len() < n {
             return Err(Error::Protocol(format!(

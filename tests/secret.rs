@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::TcpStream;
-use std::path::PathBuf;
 
 use common::{
     Client, Cluster, HEARTBEAT_INTERVAL_MS, TIMEOUT, TempDir, alive_servers, run_dsys,
@@ -17,27 +16,39 @@ use dsys::protocol::{Message, PROTOCOL_VERSION, Resume, Role, read_message, writ
 
 const SECRET: &str = "correct horse battery staple";
 
-/// A secret file in `dir`, ending in a newline as an editor would leave it (the newline is
-/// not part of the secret).
-fn secret_file(dir: &TempDir, secret: &str) -> PathBuf {
-    let path = dir.path().join("cluster.secret");
-    std::fs::write(&path, format!("{secret}\n")).expect("write the secret file");
-    path
+/// A coordinator and `n` servers started with [`SECRET`] from a secret file, and that file.
+struct Members {
+    cluster: Cluster,
+    file: String,
+    /// Holds the secret file; declared last, so it outlives the processes reading it.
+    _dir: TempDir,
 }
 
-/// A coordinator and `n` servers, all with [`SECRET`] in `file`.
-fn cluster_with_secret(n: usize, file: &str) -> Cluster {
-    Cluster::start_with_secret(n, file, SECRET)
+impl Members {
+    fn start(n: usize, label: &str) -> Members {
+        let dir = TempDir::new(label);
+        let path = dir.path().join("cluster.secret");
+        // Ending in a newline, as an editor would leave it: the newline is not part of it.
+        std::fs::write(&path, format!("{SECRET}\n")).expect("write the secret file");
+        let file = path.to_str().expect("temp paths are UTF-8").to_string();
+        let cluster = Cluster::start_with_secret(n, &file, SECRET);
+        Members {
+            cluster,
+            file,
+            _dir: dir,
+        }
+    }
+
+    /// The flags that give a client the secret.
+    fn flags(&self) -> [&str; 2] {
+        ["--secret-file", &self.file]
+    }
 }
 
 #[test]
 fn members_with_the_secret_share_messages_and_see_the_status() {
-    let dir = TempDir::new("secret-members");
-    let file = secret_file(&dir, SECRET);
-    let file = file.to_str().expect("temp paths are UTF-8");
-    let cluster = cluster_with_secret(2, file);
-
-    let flags = ["--secret-file", file];
+    let members = Members::start(2, "secret-members");
+    let (cluster, flags) = (&members.cluster, members.flags());
     let mut alice = Client::start_with("alice", cluster.coordinator(), None, &flags);
     let bob = Client::start_with("bob", cluster.coordinator(), Some(cluster.addr(1)), &flags);
     alice.wait_registered();
@@ -55,9 +66,8 @@ type Attempt<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>);
 
 #[test]
 fn clients_and_status_without_the_right_secret_are_refused_with_a_reason() {
-    let dir = TempDir::new("secret-outsiders");
-    let file = secret_file(&dir, SECRET);
-    let cluster = cluster_with_secret(1, file.to_str().expect("temp paths are UTF-8"));
+    let members = Members::start(1, "secret-outsiders");
+    let cluster = &members.cluster;
     let coordinator = cluster.coordinator();
     let client = ["client", "--register", "--name", "mallory", "--coordinator"];
 
@@ -106,10 +116,8 @@ fn clients_and_status_without_the_right_secret_are_refused_with_a_reason() {
 
 #[test]
 fn a_server_without_the_secret_cannot_join() {
-    let dir = TempDir::new("secret-server");
-    let file = secret_file(&dir, SECRET);
-    let file = file.to_str().expect("temp paths are UTF-8");
-    let cluster = cluster_with_secret(1, file);
+    let members = Members::start(1, "secret-server");
+    let cluster = &members.cluster;
 
     let (outsider, _) = start_server_with(cluster.coordinator(), HEARTBEAT_INTERVAL_MS, &[]);
     outsider.wait_for_stderr("refused this server", TIMEOUT);
@@ -166,11 +174,9 @@ fn next_from(stream: &mut TcpStream, from: &str) -> (u64, String) {
 /// killed, resumes on that other server and carries on.
 #[test]
 fn a_resume_with_a_wrong_token_is_refused_and_the_real_owner_fails_over() {
-    let dir = TempDir::new("secret-identity");
-    let file = secret_file(&dir, SECRET);
-    let file = file.to_str().expect("temp paths are UTF-8");
-    let mut cluster = cluster_with_secret(2, file);
-    let flags = ["--secret-file", file];
+    let mut members = Members::start(2, "secret-identity");
+    let flags = members.flags();
+    let cluster = &members.cluster;
     let mut alice = Client::start_with(
         "alice",
         cluster.coordinator(),
@@ -195,7 +201,7 @@ fn a_resume_with_a_wrong_token_is_refused_and_the_real_owner_fails_over() {
     };
     assert!(reason.contains("token does not match"), "{reason}");
 
-    cluster.kill_server(0);
+    members.cluster.kill_server(0);
     alice.expect_event("alice's failover", TIMEOUT, |v| v["event"] == "failover");
     alice.send_line("still alice");
     let (_, body) = next_from(&mut eve, "alice");

@@ -629,8 +629,7 @@ fn serve_connection(
 ) -> Result<()> {
     let deadline = limits.handshake_deadline();
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let first_request =
-        |stream: &TcpStream| read_message(&mut net::ReadBefore::new(stream, deadline));
+    let first_request = |stream: &TcpStream| net::read_opening(stream, deadline);
     match net::expect_hello(&stream, deadline, secret)? {
         Some(Role::Heartbeat) => {
             let first = first_request(&stream)?;

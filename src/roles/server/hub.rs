@@ -838,10 +838,12 @@ impl State {
             || self.outbound.is_empty()
             || (self.outbound_bytes + size <= limits.relay_window_bytes
                 && self.outbound.len() < limits.peer_queue);
+        if !relay_room {
+            return false; // no need to look through the clients
+        }
         let (messages, bytes) = self.needed(limits.stall_timeout);
-        let history_room = messages == 0
-            || (messages < limits.history_messages && bytes + size <= limits.history_bytes);
-        relay_room && history_room
+        messages == 0
+            || (messages < limits.history_messages && bytes + size <= limits.history_bytes)
     }
 
     /// The newest entries of the history window that some client still needs: from the
@@ -889,9 +891,8 @@ impl State {
                 self.addr
             );
             log::warn!("slow consumer cut off name={name} reason=\"{reason}\"");
-            let session = client.session;
-            self.clients.remove(name);
-            self.names_by_session.remove(&session);
+            // No socket to shut down here: the writer tells the client why, then closes.
+            self.remove_client(name, &mut Cutoffs::new());
             return CatchUp::FellBehind(reason);
         }
         let start = self

@@ -363,7 +363,7 @@ fn register_client(
     shared: &Shared,
     deadline: Instant,
 ) -> Result<Option<(String, hub::Registration)>> {
-    let first = read_message(&mut net::ReadBefore::new(stream, deadline))?;
+    let first = net::read_opening(stream, deadline)?;
     let Some(Message::Register { name, resume }) = first else {
         return refuse(stream, "expected Register");
     };
@@ -490,7 +490,7 @@ impl ClientWriter {
                 Ok(frame) => {
                     out.write_all(&frame)?;
                     // A backlog goes out in one write instead of one per frame.
-                    for frame in std::iter::from_fn(|| self.outbox.try_recv()).take(MAX_BATCH) {
+                    for frame in self.outbox.try_iter().take(MAX_BATCH) {
                         out.write_all(&frame)?;
                     }
                 }

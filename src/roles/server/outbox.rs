@@ -138,6 +138,12 @@ impl OutboxReceiver {
         Some(frame)
     }
 
+    /// Every frame queued now, without waiting: how a writer gathers a backlog into one
+    /// write.
+    pub fn try_iter(&self) -> impl Iterator<Item = Frame> + '_ {
+        std::iter::from_fn(|| self.try_recv())
+    }
+
     /// Whether the hub marked this outbox's reader as behind (see the module doc).
     pub fn is_behind(&self) -> bool {
         self.behind.load(Ordering::Acquire)

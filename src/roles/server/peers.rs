@@ -138,7 +138,7 @@ fn write_relays(
         match queue_rx.recv_timeout(shared.heartbeat_interval) {
             Ok(frame) => {
                 out.write_all(&frame)?;
-                for frame in std::iter::from_fn(|| queue_rx.try_recv()).take(MAX_BATCH) {
+                for frame in queue_rx.try_iter().take(MAX_BATCH) {
                     out.write_all(&frame)?;
                 }
             }
@@ -151,7 +151,7 @@ fn write_relays(
 
 /// The receiving side of a link, on its connection thread.
 pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared, deadline: Instant) -> Result<()> {
-    let first = read_message(&mut net::ReadBefore::new(&stream, deadline))?;
+    let first = net::read_opening(&stream, deadline)?;
     let Some(Message::PeerHello { addr, epoch }) = first else {
         return refuse(&mut stream, "expected PeerHello");
     };
