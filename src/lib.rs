@@ -48,6 +48,7 @@ pub mod protocol;
 pub mod roles;
 pub mod sha256;
 pub mod signals;
+pub mod support;
 
 pub use error::{Error, Result};
 
