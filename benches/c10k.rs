@@ -1,0 +1,372 @@
+//! Benchmark: how many idle clients one server holds, and what each one costs. Run with
+//! `cargo bench --bench c10k` (all sizes) or `cargo bench --bench c10k -- 10000` (one size).
+//!
+//! For each N (1,000, 5,000, 10,000) a fresh coordinator and one server start with default
+//! flags, then N clients register and stay idle, keeping their connection alive the way
+//! `dsys client` does. Reported for the server process, read from `/proc`:
+//! - RSS per client: (RSS with N clients - RSS before any) / N;
+//! - threads and open file descriptors with N clients;
+//! - CPU while the N clients idle, over [`IDLE_WINDOW`], as a share of one core;
+//! - time to register all N, and for a burst of [`BURST`] messages from one more client to
+//!   reach all N;
+//! - RSS after every client left, against the RSS before any came;
+//! - whether the coordinator declared the server dead at any point (it must not).
+//!
+//! Each size runs [`RUNS`] times on a fresh cluster and the report gives medians. Nothing
+//! is asserted: capacity is measured here, never in a timed test.
+//!
+//! **The bench clients.** `dsys client` runs three threads per process, so ten thousand real
+//! clients would need thirty thousand threads on this machine, beyond the usual `pid_max`.
+//! Each bench client is one thread with a small stack that speaks the protocol as
+//! `dsys client` does: it registers, answers nothing but sends a keepalive whenever it has
+//! sent nothing for the interval the server announced, and counts the messages it receives.
+//! The bench process needs one file descriptor per client; it raises its own soft limit to
+//! the hard limit first.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Proc, start_coordinator, start_server_with, wait_until_servers_alive};
+use dsys::protocol::{Body, Message, Role, read_message};
+
+/// Runs of each size; the report gives medians.
+const RUNS: usize = 3;
+/// The sizes measured when no size is given on the command line.
+const SIZES: [usize; 3] = [1_000, 5_000, 10_000];
+/// How long the idle CPU is measured.
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
+/// Messages in the burst that must reach every client.
+const BURST: usize = 10;
+/// Threads that open connections and register in parallel.
+const REGISTER_THREADS: usize = 4;
+/// Stack of a bench client's thread: it only reads small frames.
+const CLIENT_STACK: usize = 64 * 1024;
+/// The longest any one step may take before the run is reported as failed.
+const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What one run measured.
+#[derive(Clone, Copy, Default)]
+struct Run {
+    rss_per_client_kib: f64,
+    threads: u64,
+    fds: u64,
+    idle_cpu_percent: f64,
+    register_s: f64,
+    burst_s: f64,
+    rss_after_percent: f64,
+    declared_dead: bool,
+}
+
+fn main() {
+    raise_fd_limit();
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        SIZES.to_vec()
+    } else {
+        sizes
+    };
+    let mut table = Vec::new();
+    for &n in &sizes {
+        let mut runs = Vec::new();
+        for run in 1..=RUNS {
+            match one_run(n) {
+                Ok(r) => {
+                    println!(
+                        "N={n} run {run}: {:.1} KiB/client, {} threads, {} fds, idle CPU {:.1} %, \
+                         register {:.2} s, burst {:.2} s, RSS after leaving {:.0} % of before, \
+                         declared dead: {}",
+                        r.rss_per_client_kib,
+                        r.threads,
+                        r.fds,
+                        r.idle_cpu_percent,
+                        r.register_s,
+                        r.burst_s,
+                        r.rss_after_percent,
+                        r.declared_dead
+                    );
+                    runs.push(r);
+                }
+                Err(why) => println!("N={n} run {run}: FAILED: {why}"),
+            }
+        }
+        if !runs.is_empty() {
+            table.push((n, median_run(&runs), runs.len()));
+        }
+    }
+    println!();
+    println!(
+        "| clients | RSS per client | threads | fds | idle CPU (one core) | register all | \
+         burst of {BURST} reaches all | RSS after all left | declared dead |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (n, r, count) in table {
+        println!(
+            "| {n} | {:.1} KiB | {} | {} | {:.1} % | {:.2} s | {:.2} s | {:.0} % of before | {} |{}",
+            r.rss_per_client_kib,
+            r.threads,
+            r.fds,
+            r.idle_cpu_percent,
+            r.register_s,
+            r.burst_s,
+            r.rss_after_percent,
+            if r.declared_dead { "yes" } else { "no" },
+            if count < RUNS {
+                format!(" ({count} of {RUNS} runs)")
+            } else {
+                String::new()
+            }
+        );
+    }
+}
+
+/// One size on a fresh cluster with default flags.
+fn one_run(n: usize) -> Result<Run, String> {
+    let (coordinator, coordinator_addr) = start_coordinator(1500);
+    let (server, server_addr) = start_server_with(&coordinator_addr, 500, &[]);
+    wait_until_servers_alive(&coordinator_addr, 1, STEP_TIMEOUT);
+    let baseline = server.rss_bytes();
+
+    let received = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let clients = register_all(n, &server_addr, &received)?;
+    let register_s = start.elapsed().as_secs_f64();
+
+    // Let the registrations' log lines and first keepalives settle before measuring.
+    thread::sleep(Duration::from_secs(2));
+    let rss = server.rss_bytes();
+    let threads = proc_status_field(&server, "Threads");
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+        .map(|d| d.count() as u64)
+        .unwrap_or(0);
+    let cpu_before = cpu_ticks(&server);
+    thread::sleep(IDLE_WINDOW); // the idle period being measured
+    let idle_ticks = cpu_ticks(&server) - cpu_before;
+    let idle_cpu_percent =
+        idle_ticks as f64 / ticks_per_second() / IDLE_WINDOW.as_secs_f64() * 100.0;
+
+    let burst_s = burst(&server_addr, n, &received)?;
+
+    for client in &clients {
+        let _ = client.shutdown(Shutdown::Both);
+    }
+    drop(clients);
+    // Every client has left once the server holds no more descriptors than before.
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let base_fds = 16;
+    while std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+        .map(|d| d.count())
+        .unwrap_or(0)
+        > base_fds
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(100));
+    }
+    thread::sleep(Duration::from_secs(1));
+    let after = server.rss_bytes();
+
+    let declared_dead = coordinator
+        .stderr_so_far()
+        .iter()
+        .any(|l| l.contains("declared dead"));
+    Ok(Run {
+        rss_per_client_kib: (rss.saturating_sub(baseline)) as f64 / n as f64 / 1024.0,
+        threads,
+        fds,
+        idle_cpu_percent,
+        register_s,
+        burst_s,
+        rss_after_percent: after as f64 / baseline as f64 * 100.0,
+        declared_dead,
+    })
+}
+
+/// Registers `n` clients from [`REGISTER_THREADS`] threads; each client then lives on its
+/// own thread ([`idle_client`]). Returns a handle on every client's socket, to close them.
+fn register_all(
+    n: usize,
+    server: &str,
+    received: &Arc<AtomicUsize>,
+) -> Result<Vec<Arc<TcpStream>>, String> {
+    let all = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let failed: Mutex<Option<String>> = Mutex::new(None);
+    thread::scope(|scope| {
+        for t in 0..REGISTER_THREADS {
+            let all = &all;
+            let failed = &failed;
+            scope.spawn(move || {
+                for i in (t..n).step_by(REGISTER_THREADS) {
+                    match register(server, &format!("idle-{i}")) {
+                        Ok((stream, keepalive)) => {
+                            let stream = Arc::new(stream);
+                            all.lock().unwrap().push(stream.clone());
+                            let received = received.clone();
+                            let spawned = thread::Builder::new()
+                                .stack_size(CLIENT_STACK)
+                                .spawn(move || idle_client(&stream, keepalive, &received));
+                            if let Err(e) = spawned {
+                                *failed.lock().unwrap() = Some(format!("client thread: {e}"));
+                                return;
+                            }
+                        }
+                        Err(why) => {
+                            *failed.lock().unwrap() = Some(format!("client {i}: {why}"));
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(why) = failed.into_inner().unwrap() {
+        return Err(why);
+    }
+    Ok(Arc::try_unwrap(all).unwrap().into_inner().unwrap())
+}
+
+/// Opens a client connection and registers `name`; returns the stream and the keepalive
+/// interval the server announced.
+fn register(server: &str, name: &str) -> Result<(TcpStream, Duration), String> {
+    let mut stream = dsys::net::connect_as(server, Role::Client, STEP_TIMEOUT, None)
+        .map_err(|e| e.to_string())?;
+    let register = Message::Register {
+        name: name.to_string(),
+        resume: None,
+    };
+    match dsys::net::request(&mut stream, &register).map_err(|e| e.to_string())? {
+        Message::Registered { keepalive_ms, .. } => {
+            Ok((stream, Duration::from_millis(keepalive_ms.max(10) as u64)))
+        }
+        other => Err(format!("expected Registered, got {}", other.kind())),
+    }
+}
+
+/// An idle client: reads whatever comes, counts complete bursts, and sends a keepalive
+/// whenever it has sent nothing for `keepalive`, as `dsys client` does. Ends when its socket
+/// is shut down.
+fn idle_client(stream: &TcpStream, keepalive: Duration, received: &AtomicUsize) {
+    let _ = stream.set_read_timeout(Some(keepalive));
+    let keepalive_frame = Message::Keepalive.encode();
+    let mut last_sent = Instant::now();
+    let mut messages = 0;
+    let mut reader = stream;
+    loop {
+        match read_message(&mut reader) {
+            Ok(Some(Message::Deliver { .. })) => {
+                messages += 1;
+                if messages == BURST {
+                    received.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            Ok(Some(_)) => {}
+            Err(e) if e.is_timeout() => {}
+            Ok(None) | Err(_) => return,
+        }
+        if last_sent.elapsed() >= keepalive {
+            if (&*stream).write_all(&keepalive_frame).is_err() {
+                return;
+            }
+            last_sent = Instant::now();
+        }
+    }
+}
+
+/// One more client publishes [`BURST`] messages; returns the time until every one of the
+/// `n` idle clients has all of them.
+fn burst(server: &str, n: usize, received: &AtomicUsize) -> Result<f64, String> {
+    let (mut sender, _) = register(server, "burst-sender")?;
+    let start = Instant::now();
+    for seq in 1..=BURST as u64 {
+        let publish = Message::Publish {
+            seq,
+            body: Body::Text {
+                number: seq,
+                text: format!("burst message {seq}"),
+            },
+        };
+        sender
+            .write_all(&publish.encode())
+            .map_err(|e| e.to_string())?;
+    }
+    let deadline = start + STEP_TIMEOUT;
+    while received.load(Ordering::Acquire) < n {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the burst reached {} of {n} clients",
+                received.load(Ordering::Acquire)
+            ));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// The median of each figure over `runs`.
+fn median_run(runs: &[Run]) -> Run {
+    fn median(mut values: Vec<f64>) -> f64 {
+        values.sort_by(|a, b| a.total_cmp(b));
+        values[values.len() / 2]
+    }
+    let of = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
+    Run {
+        rss_per_client_kib: of(|r| r.rss_per_client_kib),
+        threads: of(|r| r.threads as f64) as u64,
+        fds: of(|r| r.fds as f64) as u64,
+        idle_cpu_percent: of(|r| r.idle_cpu_percent),
+        register_s: of(|r| r.register_s),
+        burst_s: of(|r| r.burst_s),
+        rss_after_percent: of(|r| r.rss_after_percent),
+        declared_dead: runs.iter().any(|r| r.declared_dead),
+    }
+}
+
+/// A numeric field of `/proc/PID/status`, such as `Threads`.
+fn proc_status_field(proc: &Proc, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", proc.pid()))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// User plus system CPU time of `proc` so far, in clock ticks (`/proc/PID/stat`).
+fn cpu_ticks(proc: &Proc) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", proc.pid())).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+/// Clock ticks per second, as `/proc` counts CPU time: 100 on Linux.
+fn ticks_per_second() -> f64 {
+    100.0
+}
+
+/// Raises this process's soft open-file limit to its hard limit: the bench holds one
+/// descriptor per client.
+fn raise_fd_limit() {
+    if let Err(e) = dsys::support::limits::raise_open_files_limit() {
+        println!("cannot raise the open-file limit: {e}");
+    }
+}
