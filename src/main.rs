@@ -129,6 +129,10 @@ enum Command {
         /// Table or JSON.
         #[arg(long, value_enum, default_value_t = OutputArg::Text)]
         output: OutputArg,
+        /// List every client, one per line under its server (the table otherwise shows a
+        /// count and the names that fit on the server's line; JSON always lists them all).
+        #[arg(long)]
+        clients: bool,
         #[command(flatten)]
         secret: SecretArgs,
     },
@@ -290,8 +294,16 @@ fn run(command: Command) -> dsys::Result<()> {
         Command::Status {
             coordinator,
             output,
+            clients,
             secret,
-        } => status::run(&coordinator, output.into(), secret.load()?.as_ref()),
+        } => {
+            let names = if clients {
+                status::Names::All
+            } else {
+                status::Names::Summary
+            };
+            status::run(&coordinator, output.into(), names, secret.load()?.as_ref())
+        }
         Command::Demo => demo::run(),
     }
 }

@@ -15,6 +15,20 @@ use crate::protocol::{Message, Role, ServerInfo};
 /// How long `dsys status` waits for the coordinator before giving up with exit status 1.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Characters of client names the table shows on a server's line; beyond it the line ends
+/// with how many more there are. A server may hold ten thousand clients: listing them all
+/// on one line helps nobody, and `--clients` lists them one per line instead.
+const NAMES_WIDTH: usize = 60;
+
+/// How the text table shows client names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Names {
+    /// A count per server and as many names as fit on its line.
+    Summary,
+    /// Every name, one per line under its server (`--clients`).
+    All,
+}
+
 /// Asks the coordinator at `coordinator` for every server it knows.
 ///
 /// # Errors
@@ -38,11 +52,11 @@ pub fn query(coordinator: &str, secret: Option<&Secret>) -> Result<Vec<ServerInf
 ///
 /// # Errors
 /// As [`query`].
-pub fn run(coordinator: &str, output: Output, secret: Option<&Secret>) -> Result<()> {
+pub fn run(coordinator: &str, output: Output, names: Names, secret: Option<&Secret>) -> Result<()> {
     let servers = query(coordinator, secret)?;
     match output {
         Output::Json => println!("{}", to_json(&servers)),
-        Output::Text => print!("{}", to_table(&servers)),
+        Output::Text => print!("{}", to_table(&servers, names)),
     }
     Ok(())
 }
@@ -65,22 +79,83 @@ pub fn to_json(servers: &[ServerInfo]) -> String {
         .finish()
 }
 
-/// A table for a human, one server a line.
-pub fn to_table(servers: &[ServerInfo]) -> String {
+/// A table for a human, one server a line: its address, state, client count and the
+/// names that fit in [`NAMES_WIDTH`]; with [`Names::All`], every name follows on its own
+/// line.
+pub fn to_table(servers: &[ServerInfo], names: Names) -> String {
     if servers.is_empty() {
         return "no servers known to the coordinator yet\n".to_string();
     }
     let mut out = format!("{:<22} {:<6} {:>7}  CLIENTS\n", "SERVER", "STATE", "COUNT");
     for s in servers {
-        let mut names = s.clients.clone();
-        names.sort();
+        let mut sorted = s.clients.clone();
+        sorted.sort();
+        let shown = match names {
+            Names::Summary => names_that_fit(&sorted),
+            Names::All => String::new(),
+        };
         out.push_str(&format!(
-            "{:<22} {:<6} {:>7}  {}\n",
+            "{:<22} {:<6} {:>7}  {shown}\n",
             s.addr,
             if s.alive { "alive" } else { "dead" },
             s.clients.len(),
-            names.join(", ")
         ));
+        if names == Names::All {
+            for name in &sorted {
+                out.push_str(&format!("    {name}\n"));
+            }
+        }
     }
     out
+}
+
+/// The names, comma-separated, as many as fit in [`NAMES_WIDTH`], then how many are left.
+fn names_that_fit(sorted: &[String]) -> String {
+    let mut line = String::new();
+    for (shown, name) in sorted.iter().enumerate() {
+        let separator = if line.is_empty() { "" } else { ", " };
+        if line.len() + separator.len() + name.len() > NAMES_WIDTH {
+            let more = sorted.len() - shown;
+            return format!("{line}, ... ({more} more; --clients lists all)");
+        }
+        line.push_str(separator);
+        line.push_str(name);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(clients: usize) -> ServerInfo {
+        ServerInfo {
+            addr: "127.0.0.1:8080".into(),
+            epoch: 1,
+            alive: true,
+            clients: (0..clients).map(|i| format!("client-{i:05}")).collect(),
+        }
+    }
+
+    #[test]
+    fn a_few_clients_are_named_on_their_server_line() {
+        let table = to_table(&[server(3)], Names::Summary);
+        assert!(table.contains("      3  client-00000, client-00001, client-00002\n"));
+    }
+
+    #[test]
+    fn thousands_of_clients_keep_the_line_short_and_say_how_many_more() {
+        let table = to_table(&[server(10_000)], Names::Summary);
+        let line = table.lines().nth(1).expect("a server line");
+        assert!(line.len() < 150, "{line}");
+        assert!(line.contains("  10000  client-00000, "), "{line}");
+        assert!(line.ends_with("more; --clients lists all)"), "{line}");
+    }
+
+    #[test]
+    fn clients_flag_lists_every_name_on_its_own_line() {
+        let table = to_table(&[server(1_000)], Names::All);
+        assert_eq!(table.lines().count(), 2 + 1_000);
+        assert!(table.contains("\n    client-00999\n"));
+    }
 }
