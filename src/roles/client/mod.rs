@@ -11,6 +11,7 @@
 //! deregisters and ends, which closes the event channel, and the printer returns. SIGINT or
 //! SIGTERM does the same with a deadline. Exit status 0 in both cases.
 
+mod connection;
 mod files;
 pub mod output;
 pub mod session;
