@@ -1,5 +1,6 @@
 //! A client session: registration, sending with acknowledgements, receiving exactly once in
-//! each sender's order, and failover to another server without the user doing anything.
+//! each sender's order (its [`Inbox`]), and failover to another server without the user
+//! doing anything.
 //!
 //! **Threads.** The session runs on one thread (`session-<name>`), which owns all the state
 //! below. It talks to its server through a [`Connection`], whose own `recv` and `send`
@@ -18,30 +19,28 @@
 //!   (say the last live server dies while the only other one is hung). On resume the new
 //!   server says up to which `seq` it holds this session's messages, and the session sends
 //!   again the recent ones above that.
-//! - `seen`: for each sender session, the highest `seq` delivered. A repeat is dropped. On
-//!   failover the map is sent to the new server, which replays what is missing from its
-//!   history window.
-//! - `numbers`: for each sender session, the last message number delivered (the `seq` of
-//!   the events). A jump in it is reported as a `gap` event with the count.
+//! - `inbox`: what has been received ([`Inbox`]): for each sender session the highest
+//!   `seq` delivered (repeats are dropped, and a resume tells the new server what to
+//!   replay) and the last message number (a jump in it is a `gap` event).
 //!
 //! **Files.** A file goes out as `FileStart`, chunks and `FileEnd`, each its own frame with
 //! its own `seq` ([`files::Outgoing`] reads one chunk at a time). The loop sends a chunk
 //! only when no command is waiting, so a text typed during a big file goes out after at
-//! most one chunk. A file gets its message number when its last chunk is sent. Received
-//! chunks go straight into a temporary file per sender ([`files::Incoming`]).
+//! most one chunk. A file gets its message number when its last chunk is sent. The
+//! [`Inbox`] puts received files together.
 //!
 //! **When the server fails.** A broken socket, a failed write, or silence longer than three
 //! keepalive intervals (a hung server), each of which the [`Connection`] reports as an
 //! error on its `received` channel, starts [`Session::fail_over`]: ask the coordinator
-//! where to go (naming the lost server), register again with the same session and token,
-//! send again the recent messages the new server lacks and every unacknowledged one, and
-//! print a `failover` event.
+//! where to go ([`locate`], naming the lost server), register again with the same session
+//! and token, send again the recent messages the new server lacks and every unacknowledged
+//! one, and print a `failover` event.
 //!
 //! **Stopping.** End of input (the command channel disconnects) waits until everything is
 //! acknowledged, then deregisters. A stop signal does the same with a deadline
 //! ([`STOP_GRACE`]).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -49,11 +48,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, never, select, tick};
 
 use super::connection::Connection;
+use super::inbox::Inbox;
+pub use super::locate::locate;
 use super::{Command, Event, files};
 use crate::auth::Secret;
 use crate::error::{Error, Result};
-use crate::net;
-use crate::protocol::{Body, Message, Resume, Role};
+use crate::protocol::{Body, Message, Resume};
 
 /// Messages sent and not yet acknowledged, at most. At the bound the session stops reading
 /// commands until acks arrive (backpressure), so nothing is lost and memory stays bounded.
@@ -82,12 +82,6 @@ const FAILOVER_REGISTER_TIMEOUT: Duration = Duration::from_millis(500);
 const FAILOVER_RETRY: Duration = Duration::from_millis(100);
 /// How long a stop signal waits for outstanding acknowledgements before leaving anyway.
 const STOP_GRACE: Duration = Duration::from_secs(3);
-/// How long connecting to the coordinator may take.
-const LOCATE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long the coordinator may take to answer "which server?". It holds the answer back
-/// while it finds out whether a suspect server is hung (up to twice its heartbeat timeout),
-/// so this is well above any sensible timeout.
-const LOCATE_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a leaving client waits for its goodbye to be written.
 const GOODBYE_GRACE: Duration = Duration::from_secs(1);
 
@@ -121,17 +115,11 @@ struct Session {
     /// The file being sent, and the files waiting for it.
     outgoing: Option<files::Outgoing>,
     queued_files: VecDeque<PathBuf>,
-    /// The file being received from each sender session.
-    incoming: HashMap<u64, files::Incoming>,
-    /// Sender sessions whose frames went missing since their last `FileStart`: a `FileEnd`
-    /// without a file from them is a lost file, not one that started before we registered.
-    damaged: HashSet<u64>,
-    numbers: HashMap<u64, u64>,
     unacked: VecDeque<(u64, Body)>,
     unacked_bytes: usize,
     recent: VecDeque<(u64, Body)>,
     recent_bytes: usize,
-    seen: HashMap<u64, u64>,
+    inbox: Inbox,
 }
 
 /// Registers, then runs the session on its own thread until input ends (or a stop signal)
@@ -150,7 +138,6 @@ pub fn start(
     stop_rx: Receiver<()>,
 ) -> Result<JoinHandle<Result<()>>> {
     let mut session = Session {
-        config,
         events_tx,
         stop_rx,
         session: 0,
@@ -159,14 +146,12 @@ pub fn start(
         next_number: 1,
         outgoing: None,
         queued_files: VecDeque::new(),
-        incoming: HashMap::new(),
-        damaged: HashSet::new(),
-        numbers: HashMap::new(),
         unacked: VecDeque::new(),
         unacked_bytes: 0,
         recent: VecDeque::new(),
         recent_bytes: 0,
-        seen: HashMap::new(),
+        inbox: Inbox::new(config.download_dir.clone()),
+        config,
     };
     let connection = session.first_registration()?;
     let name = session.config.name.clone();
@@ -206,7 +191,7 @@ impl Session {
         let resume = (self.session != 0).then(|| Resume {
             session: self.session,
             token: self.token,
-            seen: self.seen.iter().map(|(s, q)| (*s, *q)).collect(),
+            seen: self.inbox.seen(),
         });
         let first = resume.is_none();
         let (connection, registered) = Connection::open(
@@ -220,7 +205,7 @@ impl Session {
         self.token = registered.token;
         if first {
             // Everything up to these marks was sent before we registered.
-            self.seen.extend(registered.watermarks);
+            self.inbox.start_after(registered.watermarks);
         }
         Ok(connection)
     }
@@ -388,7 +373,11 @@ impl Session {
                 session,
                 seq,
                 body,
-            } => self.deliver(from, session, seq, body),
+            } => {
+                for event in self.inbox.deliver(from, session, seq, body) {
+                    self.emit(event);
+                }
+            }
             Message::Ack { seq } => {
                 while self.unacked.front().is_some_and(|(s, _)| *s <= seq) {
                     let acked = self.unacked.pop_front().expect("front exists");
@@ -403,97 +392,6 @@ impl Session {
             other => log::warn!("ignoring unexpected {} from the server", other.kind()),
         }
         Ok(())
-    }
-
-    /// Exactly once, in each sender's order: repeats are dropped, missing messages reported
-    /// as gaps, files assembled and checked.
-    fn deliver(&mut self, from: String, session: u64, seq: u64, body: Body) {
-        match self.seen.get(&session) {
-            Some(&last) if seq <= last => return, // a repeat after failover
-            Some(&last) if seq > last + 1 => {
-                // Frames are missing: a file in progress from this sender cannot be whole.
-                // The gap itself is counted in message numbers, at the next one.
-                self.incoming.remove(&session);
-                self.damaged.insert(session);
-            }
-            _ => {}
-        }
-        self.seen.insert(session, seq);
-        match body {
-            Body::Text { number, text } => {
-                self.note_number(&from, session, number);
-                self.emit(Event::Message {
-                    from,
-                    seq: number,
-                    text,
-                });
-            }
-            Body::FileStart { name, size } => {
-                self.damaged.remove(&session);
-                match files::Incoming::start(&self.config.download_dir, &name, size) {
-                    Ok(incoming) => {
-                        self.incoming.insert(session, incoming);
-                    }
-                    Err(e) => self.emit(Event::Error {
-                        message: format!("cannot receive file {name:?} from {from}: {e}"),
-                    }),
-                }
-            }
-            Body::FileChunk { data } => {
-                if let Some(incoming) = self.incoming.get_mut(&session)
-                    && let Err(e) = incoming.write(&data)
-                {
-                    self.incoming.remove(&session);
-                    self.emit(Event::Error {
-                        message: format!("cannot receive a file from {from}: {e}"),
-                    });
-                }
-            }
-            // The sender could not read its file to the end: discard what arrived.
-            Body::FileEnd { number: 0, .. } => {
-                self.incoming.remove(&session);
-            }
-            Body::FileEnd { number, sha256 } => {
-                self.note_number(&from, session, number);
-                match self.incoming.remove(&session) {
-                    Some(incoming) => match incoming.finish(&sha256) {
-                        Ok((path, size)) => self.emit(Event::File {
-                            from,
-                            seq: number,
-                            name: path
-                                .file_name()
-                                .map(|n| n.to_string_lossy().into_owned())
-                                .unwrap_or_default(),
-                            size,
-                            path: path.display().to_string(),
-                        }),
-                        Err(why) => self.emit(Event::Error {
-                            message: format!("{why} (from {from}, discarded)"),
-                        }),
-                    },
-                    // Its start was lost with missing frames.
-                    None if self.damaged.remove(&session) => {
-                        self.emit(Event::Gap { from, missed: 1 });
-                    }
-                    // It started before this client registered: not ours to receive.
-                    None => {}
-                }
-            }
-        }
-    }
-
-    /// Records message `number` from `session`, reporting the numbers skipped since the
-    /// last one as a gap.
-    fn note_number(&mut self, from: &str, session: u64, number: u64) {
-        let last = self.numbers.insert(session, number);
-        if let Some(last) = last
-            && number > last + 1
-        {
-            self.emit(Event::Gap {
-                from: from.to_string(),
-                missed: number - last - 1,
-            });
-        }
     }
 
     /// Finds a live server and registers there again, then sends every unacknowledged
@@ -573,41 +471,5 @@ impl Session {
             count += 1;
         }
         Ok(count)
-    }
-}
-
-/// Asks the coordinator which server the session's client should use, naming a `suspect`
-/// it just lost.
-///
-/// # Errors
-/// [`Error::NoLiveServer`] when the coordinator is unreachable or knows no live server;
-/// [`Error::Refused`] when it refuses the connection (a wrong or missing secret).
-pub fn locate(config: &SessionConfig, suspect: &str) -> Result<String> {
-    let coordinator = &config.coordinator;
-    let name = &config.name;
-    let mut stream = net::connect_as(
-        coordinator,
-        Role::Locate,
-        LOCATE_CONNECT_TIMEOUT,
-        config.secret.as_ref(),
-    )
-    .map_err(|e| net::coordinator_unreachable(coordinator, e))?;
-    stream.set_read_timeout(Some(LOCATE_REPLY_TIMEOUT))?;
-    let request = Message::Locate {
-        name: name.to_string(),
-        suspect: suspect.to_string(),
-    };
-    match net::request(&mut stream, &request) {
-        Ok(Message::Assign { server }) => Ok(server),
-        Ok(other) => Err(Error::Protocol(format!(
-            "expected Assign, got {}",
-            other.kind()
-        ))),
-        // The coordinator knows no live server, or this connection lacks the secret: it says
-        // which.
-        Err(Error::Refused(why)) => {
-            Err(Error::Refused(format!("coordinator {coordinator}: {why}")))
-        }
-        Err(e) => Err(net::coordinator_unreachable(coordinator, e)),
     }
 }
