@@ -3,15 +3,20 @@
 //! server fails.
 //!
 //! **Threads.** The main thread prints events (this file); `stdin` reads input lines into
-//! the command channel; the session thread ([`session`]) does all the networking. Channels
-//! connect them: `commands` (stdin → session, bounded, so a session waiting for acks slows
-//! the reader rather than buffering without bound) and `events` (session → printer).
+//! the command channel; the session thread ([`session`]) does all the networking, through
+//! a connection whose `recv` and `send` threads read and write the socket
+//! ([`connection`]). Channels connect them: `commands` (stdin → session, bounded, so a
+//! session waiting for acks slows the reader rather than buffering without bound) and
+//! `events` (session → printer).
 //!
 //! **Stopping.** End of stdin closes the command channel: the session waits for every ack,
 //! deregisters and ends, which closes the event channel, and the printer returns. SIGINT or
 //! SIGTERM does the same with a deadline. Exit status 0 in both cases.
 
+mod connection;
 mod files;
+mod inbox;
+mod locate;
 pub mod output;
 pub mod session;
 

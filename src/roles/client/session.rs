@@ -1,18 +1,12 @@
 //! A client session: registration, sending with acknowledgements, receiving exactly once in
-//! each sender's order, and failover to another server without the user doing anything.
+//! each sender's order (its [`Inbox`]), and failover to another server without the user
+//! doing anything.
 //!
-//! **Threads.** The session runs on one thread (`session`), which owns all the state below.
-//! Each connection adds a `recv` thread that reads frames into a bounded channel, and a
-//! `send` thread that writes the frames the session queues for it; the session `select!`s
-//! over the received frames, the command channel (what to send), a keepalive ticker and the
-//! stop channel.
-//!
-//! The session never writes to the socket itself, because a server that has no room for
-//! more (it is pacing its publishers, see `docs/architecture.md`) stops reading, and a
-//! session blocked in that write would stop reading too. Two clients sending each other
-//! files could then each wait for the other, until the server took one of them for a
-//! reader that has stopped (and it lost messages). With its own writer the session always
-//! goes on receiving.
+//! **Threads.** The session runs on one thread (`session-<name>`), which owns all the state
+//! below. It talks to its server through a [`Connection`], whose own `recv` and `send`
+//! threads read and write the socket (see [`connection`](super::connection), and why the
+//! session never writes the socket itself); the session `select!`s over the frames
+//! received, the command channel (what to send), a keepalive ticker and the stop channel.
 //!
 //! **What the session remembers, and why.**
 //! - `unacked`: every message sent and not yet acknowledged, in `seq` order. An ack means
@@ -25,42 +19,41 @@
 //!   (say the last live server dies while the only other one is hung). On resume the new
 //!   server says up to which `seq` it holds this session's messages, and the session sends
 //!   again the recent ones above that.
-//! - `seen`: for each sender session, the highest `seq` delivered. A repeat is dropped. On
-//!   failover the map is sent to the new server, which replays what is missing from its
-//!   history window.
-//! - `numbers`: for each sender session, the last message number delivered (the `seq` of
-//!   the events). A jump in it is reported as a `gap` event with the count.
+//! - `inbox`: what has been received ([`Inbox`]): for each sender session the highest
+//!   `seq` delivered (repeats are dropped, and a resume tells the new server what to
+//!   replay) and the last message number (a jump in it is a `gap` event).
 //!
 //! **Files.** A file goes out as `FileStart`, chunks and `FileEnd`, each its own frame with
 //! its own `seq` ([`files::Outgoing`] reads one chunk at a time). The loop sends a chunk
 //! only when no command is waiting, so a text typed during a big file goes out after at
-//! most one chunk. A file gets its message number when its last chunk is sent. Received
-//! chunks go straight into a temporary file per sender ([`files::Incoming`]).
+//! most one chunk. A file gets its message number when its last chunk is sent. The
+//! [`Inbox`] puts received files together.
 //!
 //! **When the server fails.** A broken socket, a failed write, or silence longer than three
-//! keepalive intervals (a hung server) starts [`Session::fail_over`]: ask the coordinator
-//! where to go (naming the lost server), register again with the same session and token,
-//! send again the recent messages the new server lacks and every unacknowledged one, and
-//! print a `failover` event.
+//! keepalive intervals (a hung server), each of which the [`Connection`] reports as an
+//! error on its `received` channel, starts [`Session::fail_over`]: ask the coordinator
+//! where to go ([`locate`], naming the lost server), register again with the same session
+//! and token, send again the recent messages the new server lacks and every unacknowledged
+//! one, and print a `failover` event.
 //!
 //! **Stopping.** End of input (the command channel disconnects) waits until everything is
 //! acknowledged, then deregisters. A stop signal does the same with a deadline
 //! ([`STOP_GRACE`]).
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{BufWriter, Write};
-use std::net::{Shutdown, TcpStream};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded, never, select, tick};
+use crossbeam_channel::{Receiver, Sender, never, select, tick};
 
+use super::connection::Connection;
+use super::inbox::Inbox;
+pub use super::locate::locate;
 use super::{Command, Event, files};
 use crate::auth::Secret;
 use crate::error::{Error, Result};
-use crate::net;
-use crate::protocol::{Body, Message, Resume, Role, read_message};
+use crate::protocol::{Body, Message, Resume};
 
 /// Messages sent and not yet acknowledged, at most. At the bound the session stops reading
 /// commands until acks arrive (backpressure), so nothing is lost and memory stays bounded.
@@ -89,23 +82,6 @@ const FAILOVER_REGISTER_TIMEOUT: Duration = Duration::from_millis(500);
 const FAILOVER_RETRY: Duration = Duration::from_millis(100);
 /// How long a stop signal waits for outstanding acknowledgements before leaving anyway.
 const STOP_GRACE: Duration = Duration::from_secs(3);
-/// How long connecting to the coordinator may take.
-const LOCATE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long the coordinator may take to answer "which server?". It holds the answer back
-/// while it finds out whether a suspect server is hung (up to twice its heartbeat timeout),
-/// so this is well above any sensible timeout.
-const LOCATE_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Frames read ahead of the session thread, per connection. A frame is at most 1 MiB (a
-/// file chunk 256 KiB), so read-ahead stays under 32 MiB; when the queue is full the reader
-/// waits and the rest stays in the kernel's socket buffer, then in the server's outbox.
-const RECV_QUEUE: usize = 32;
-/// Frames queued for the `send` thread, per connection. The session queues a publish only
-/// while the unacknowledged window has room, and after a failover it resends at most the
-/// recent and unacknowledged messages, so the queue never holds more than those two windows
-/// (at most 24 MiB of payload) plus a goodbye; a keepalive is queued only when it is empty.
-/// Were the bound hit anyway, the connection would count as lost and failover would start
-/// over on a fresh queue.
-const SEND_QUEUE: usize = MAX_UNACKED + MAX_RECENT + 2;
 /// How long a leaving client waits for its goodbye to be written.
 const GOODBYE_GRACE: Duration = Duration::from_secs(1);
 
@@ -126,96 +102,6 @@ pub struct SessionConfig {
     pub secret: Option<Secret>,
 }
 
-/// One live connection to a server.
-struct Connection {
-    server: String,
-    /// The highest `seq` of this session that the server already holds (0 on a first
-    /// registration): recent messages above it are sent again after a failover.
-    server_has: u64,
-    /// Kept to shut the socket down; the threads have their own handles.
-    stream: TcpStream,
-    /// Frames from the `recv` thread; an `Err` or a disconnect means the connection is gone.
-    frames_rx: Receiver<Result<Message>>,
-    reader: Option<JoinHandle<()>>,
-    /// Encoded frames for the `send` thread ([`SEND_QUEUE`]); `None` once closed.
-    frames_tx: Option<Sender<Vec<u8>>>,
-    /// Disconnects when the `send` thread ends.
-    writer_done: Receiver<()>,
-    writer: Option<JoinHandle<()>>,
-    keepalive: Duration,
-}
-
-impl Connection {
-    /// Queues `message` for the `send` thread; never blocks (see [`SEND_QUEUE`]).
-    ///
-    /// # Errors
-    /// When the writer has ended (the connection is broken) or the queue is full.
-    fn send(&self, message: &Message) -> Result<()> {
-        let frames_tx = self
-            .frames_tx
-            .as_ref()
-            .expect("sending on an open connection");
-        frames_tx
-            .try_send(message.encode())
-            .map_err(|e| Error::Protocol(format!("cannot queue a frame for the server: {e}")))
-    }
-
-    /// Queues a keepalive, unless frames are queued already: those show the server we live.
-    fn send_keepalive(&self) {
-        if self.frames_tx.as_ref().is_some_and(Sender::is_empty) {
-            let _ = self.send(&Message::Keepalive);
-        }
-    }
-
-    /// Sends `goodbye` as the last frame and waits up to `grace` for the writer to get it
-    /// out, then drops the connection.
-    fn close_with(mut self, goodbye: &Message, grace: Duration) {
-        let _ = self.send(goodbye);
-        self.frames_tx = None; // the writer drains the queue, then ends
-        let _ = self.writer_done.recv_timeout(grace);
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        // Unblocks both threads, then waits for them, so no thread outlives its socket. The
-        // reader may be blocked in a read (the shutdown wakes it) or in a send to a full
-        // `frames` channel (dropping our end makes that send fail); the writer in a write
-        // (the shutdown) or waiting for frames (dropping the sender): wake all of them, or
-        // a join could wait for ever.
-        let _ = self.stream.shutdown(Shutdown::Both);
-        drop(std::mem::replace(&mut self.frames_rx, never()));
-        self.frames_tx = None;
-        for thread in [self.reader.take(), self.writer.take()]
-            .into_iter()
-            .flatten()
-        {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// The `send` thread: writes queued frames, a backlog in one batch, until the queue
-/// disconnects or a write fails. A failed write shuts the socket down, so the `recv` thread
-/// (and through it the session) learns the connection is lost.
-fn write_frames(stream: TcpStream, frames_rx: Receiver<Vec<u8>>, _done: Sender<()>) {
-    let mut out = BufWriter::with_capacity(64 * 1024, &stream);
-    let mut write_queued = || -> std::io::Result<()> {
-        for frame in &frames_rx {
-            out.write_all(&frame)?;
-            for frame in frames_rx.try_iter() {
-                out.write_all(&frame)?;
-            }
-            out.flush()?;
-        }
-        Ok(())
-    };
-    if let Err(e) = write_queued() {
-        log::debug!("writing to the server failed: {e}");
-        let _ = stream.shutdown(Shutdown::Both);
-    }
-}
-
 struct Session {
     config: SessionConfig,
     events_tx: Sender<Event>,
@@ -229,17 +115,11 @@ struct Session {
     /// The file being sent, and the files waiting for it.
     outgoing: Option<files::Outgoing>,
     queued_files: VecDeque<PathBuf>,
-    /// The file being received from each sender session.
-    incoming: HashMap<u64, files::Incoming>,
-    /// Sender sessions whose frames went missing since their last `FileStart`: a `FileEnd`
-    /// without a file from them is a lost file, not one that started before we registered.
-    damaged: HashSet<u64>,
-    numbers: HashMap<u64, u64>,
     unacked: VecDeque<(u64, Body)>,
     unacked_bytes: usize,
     recent: VecDeque<(u64, Body)>,
     recent_bytes: usize,
-    seen: HashMap<u64, u64>,
+    inbox: Inbox,
 }
 
 /// Registers, then runs the session on its own thread until input ends (or a stop signal)
@@ -258,7 +138,6 @@ pub fn start(
     stop_rx: Receiver<()>,
 ) -> Result<JoinHandle<Result<()>>> {
     let mut session = Session {
-        config,
         events_tx,
         stop_rx,
         session: 0,
@@ -267,14 +146,12 @@ pub fn start(
         next_number: 1,
         outgoing: None,
         queued_files: VecDeque::new(),
-        incoming: HashMap::new(),
-        damaged: HashSet::new(),
-        numbers: HashMap::new(),
         unacked: VecDeque::new(),
         unacked_bytes: 0,
         recent: VecDeque::new(),
         recent_bytes: 0,
-        seen: HashMap::new(),
+        inbox: Inbox::new(config.download_dir.clone()),
+        config,
     };
     let connection = session.first_registration()?;
     let name = session.config.name.clone();
@@ -308,92 +185,29 @@ impl Session {
         Ok(connection)
     }
 
-    /// Connects to `server` and registers (resuming when this session has registered before).
+    /// Connects to `server` and registers (resuming when this session has registered before),
+    /// then takes the session id, token and watermarks the server gives.
     fn register(&mut self, server: &str, timeout: Duration) -> Result<Connection> {
-        let mut stream =
-            net::connect_as(server, Role::Client, timeout, self.config.secret.as_ref())?;
         let resume = (self.session != 0).then(|| Resume {
             session: self.session,
             token: self.token,
-            seen: self.seen.iter().map(|(s, q)| (*s, *q)).collect(),
+            seen: self.inbox.seen(),
         });
         let first = resume.is_none();
-        let request = Message::Register {
-            name: self.config.name.clone(),
+        let (connection, registered) = Connection::open(
+            server,
+            &self.config.name,
+            self.config.secret.as_ref(),
             resume,
-        };
-        let (keepalive, server_has) = match net::request(&mut stream, &request)? {
-            Message::Registered {
-                session,
-                token,
-                keepalive_ms,
-                watermarks,
-            } => {
-                self.session = session;
-                self.token = token;
-                let mut server_has = 0;
-                if first {
-                    // Everything up to these marks was sent before we registered.
-                    self.seen.extend(watermarks);
-                } else {
-                    // On a resume the only mark is this session's own, if the server has it.
-                    server_has = watermarks
-                        .iter()
-                        .find(|(s, _)| *s == session)
-                        .map_or(0, |(_, seq)| *seq);
-                }
-                let keepalive = Duration::from_millis(keepalive_ms.max(10) as u64);
-                (keepalive, server_has)
-            }
-            Message::RegisterRefused { reason } => return Err(Error::Refused(reason)),
-            other => {
-                return Err(Error::Protocol(format!(
-                    "expected Registered, got {}",
-                    other.kind()
-                )));
-            }
-        };
-        // Three keepalive intervals without a frame means the server is dead or hung.
-        let silence = (keepalive * 3).max(Duration::from_millis(300));
-        stream.set_read_timeout(Some(silence))?;
-        let (frames_tx, frames_rx) = bounded(RECV_QUEUE);
-        let mut read_half = stream.try_clone()?;
-        let reader = thread::Builder::new()
-            .name(format!("recv-{}", self.config.name))
-            .spawn(move || {
-                loop {
-                    let frame = match read_message(&mut read_half) {
-                        Ok(Some(message)) => Ok(message),
-                        Ok(None) => Err(Error::Protocol("server closed the connection".into())),
-                        Err(e) if e.is_timeout() => Err(Error::Protocol(format!(
-                            "server silent for {} ms",
-                            silence.as_millis()
-                        ))),
-                        Err(e) => Err(e),
-                    };
-                    let failed = frame.is_err();
-                    if frames_tx.send(frame).is_err() || failed {
-                        return;
-                    }
-                }
-            })?;
-        let (frames_tx, frames_out) = bounded(SEND_QUEUE);
-        let (done_tx, writer_done) = bounded(0);
-        let write_half = stream.try_clone()?;
-        let writer = thread::Builder::new()
-            .name(format!("send-{}", self.config.name))
-            .spawn(move || write_frames(write_half, frames_out, done_tx))?;
-        Ok(Connection {
-            server: server.to_string(),
-            server_has,
-            stream,
-            frames_rx,
-            reader: Some(reader),
-            frames_tx: Some(frames_tx),
-            writer_done,
-            writer: Some(writer),
-            keepalive,
-        })
+            timeout,
+        )?;
+        self.session = registered.session;
+        self.token = registered.token;
+        if first {
+            // Everything up to these marks was sent before we registered.
+            self.inbox.start_after(registered.watermarks);
+        }
+        Ok(connection)
     }
 
     /// The session loop. Returns when input has ended and everything is acknowledged.
@@ -439,7 +253,7 @@ impl Session {
                     Ok(command) => lost = self.send_command(&mut connection, command).err(),
                     Err(_) => input_open = false,
                 },
-                recv(connection.frames_rx) -> frame => match frame {
+                recv(connection.received_rx) -> frame => match frame {
                     Ok(Ok(message)) => lost = self.handle(message).err(),
                     Ok(Err(e)) => lost = Some(e),
                     Err(_) => lost = Some(Error::Protocol("connection reader ended".into())),
@@ -559,7 +373,11 @@ impl Session {
                 session,
                 seq,
                 body,
-            } => self.deliver(from, session, seq, body),
+            } => {
+                for event in self.inbox.deliver(from, session, seq, body) {
+                    self.emit(event);
+                }
+            }
             Message::Ack { seq } => {
                 while self.unacked.front().is_some_and(|(s, _)| *s <= seq) {
                     let acked = self.unacked.pop_front().expect("front exists");
@@ -574,97 +392,6 @@ impl Session {
             other => log::warn!("ignoring unexpected {} from the server", other.kind()),
         }
         Ok(())
-    }
-
-    /// Exactly once, in each sender's order: repeats are dropped, missing messages reported
-    /// as gaps, files assembled and checked.
-    fn deliver(&mut self, from: String, session: u64, seq: u64, body: Body) {
-        match self.seen.get(&session) {
-            Some(&last) if seq <= last => return, // a repeat after failover
-            Some(&last) if seq > last + 1 => {
-                // Frames are missing: a file in progress from this sender cannot be whole.
-                // The gap itself is counted in message numbers, at the next one.
-                self.incoming.remove(&session);
-                self.damaged.insert(session);
-            }
-            _ => {}
-        }
-        self.seen.insert(session, seq);
-        match body {
-            Body::Text { number, text } => {
-                self.note_number(&from, session, number);
-                self.emit(Event::Message {
-                    from,
-                    seq: number,
-                    text,
-                });
-            }
-            Body::FileStart { name, size } => {
-                self.damaged.remove(&session);
-                match files::Incoming::start(&self.config.download_dir, &name, size) {
-                    Ok(incoming) => {
-                        self.incoming.insert(session, incoming);
-                    }
-                    Err(e) => self.emit(Event::Error {
-                        message: format!("cannot receive file {name:?} from {from}: {e}"),
-                    }),
-                }
-            }
-            Body::FileChunk { data } => {
-                if let Some(incoming) = self.incoming.get_mut(&session)
-                    && let Err(e) = incoming.write(&data)
-                {
-                    self.incoming.remove(&session);
-                    self.emit(Event::Error {
-                        message: format!("cannot receive a file from {from}: {e}"),
-                    });
-                }
-            }
-            // The sender could not read its file to the end: discard what arrived.
-            Body::FileEnd { number: 0, .. } => {
-                self.incoming.remove(&session);
-            }
-            Body::FileEnd { number, sha256 } => {
-                self.note_number(&from, session, number);
-                match self.incoming.remove(&session) {
-                    Some(incoming) => match incoming.finish(&sha256) {
-                        Ok((path, size)) => self.emit(Event::File {
-                            from,
-                            seq: number,
-                            name: path
-                                .file_name()
-                                .map(|n| n.to_string_lossy().into_owned())
-                                .unwrap_or_default(),
-                            size,
-                            path: path.display().to_string(),
-                        }),
-                        Err(why) => self.emit(Event::Error {
-                            message: format!("{why} (from {from}, discarded)"),
-                        }),
-                    },
-                    // Its start was lost with missing frames.
-                    None if self.damaged.remove(&session) => {
-                        self.emit(Event::Gap { from, missed: 1 });
-                    }
-                    // It started before this client registered: not ours to receive.
-                    None => {}
-                }
-            }
-        }
-    }
-
-    /// Records message `number` from `session`, reporting the numbers skipped since the
-    /// last one as a gap.
-    fn note_number(&mut self, from: &str, session: u64, number: u64) {
-        let last = self.numbers.insert(session, number);
-        if let Some(last) = last
-            && number > last + 1
-        {
-            self.emit(Event::Gap {
-                from: from.to_string(),
-                missed: number - last - 1,
-            });
-        }
     }
 
     /// Finds a live server and registers there again, then sends every unacknowledged
@@ -744,41 +471,5 @@ impl Session {
             count += 1;
         }
         Ok(count)
-    }
-}
-
-/// Asks the coordinator which server the session's client should use, naming a `suspect`
-/// it just lost.
-///
-/// # Errors
-/// [`Error::NoLiveServer`] when the coordinator is unreachable or knows no live server;
-/// [`Error::Refused`] when it refuses the connection (a wrong or missing secret).
-pub fn locate(config: &SessionConfig, suspect: &str) -> Result<String> {
-    let coordinator = &config.coordinator;
-    let name = &config.name;
-    let mut stream = net::connect_as(
-        coordinator,
-        Role::Locate,
-        LOCATE_CONNECT_TIMEOUT,
-        config.secret.as_ref(),
-    )
-    .map_err(|e| net::coordinator_unreachable(coordinator, e))?;
-    stream.set_read_timeout(Some(LOCATE_REPLY_TIMEOUT))?;
-    let request = Message::Locate {
-        name: name.to_string(),
-        suspect: suspect.to_string(),
-    };
-    match net::request(&mut stream, &request) {
-        Ok(Message::Assign { server }) => Ok(server),
-        Ok(other) => Err(Error::Protocol(format!(
-            "expected Assign, got {}",
-            other.kind()
-        ))),
-        // The coordinator knows no live server, or this connection lacks the secret: it says
-        // which.
-        Err(Error::Refused(why)) => {
-            Err(Error::Refused(format!("coordinator {coordinator}: {why}")))
-        }
-        Err(e) => Err(net::coordinator_unreachable(coordinator, e)),
     }
 }

@@ -1,0 +1,61 @@
+//! Asking the coordinator which server a client should use: at the start, and on every
+//! failover, naming the server just lost.
+//!
+//! **Threads and peers.** None of its own: the session thread calls [`locate`], which
+//! opens a short `Locate` connection to the coordinator, asks once, and closes it.
+//!
+//! **When the coordinator fails** (unreachable, refusing, or silent), [`locate`] returns an
+//! error: a first registration then fails (exit status 1), and a failover tries the old
+//! server again instead. Nothing to stop: a call blocks for at most
+//! [`LOCATE_CONNECT_TIMEOUT`] to connect and again for the coordinator's challenge, then
+//! [`LOCATE_REPLY_TIMEOUT`] for the answer.
+
+use std::time::Duration;
+
+use super::session::SessionConfig;
+use crate::error::{Error, Result};
+use crate::net;
+use crate::protocol::{Message, Role};
+
+/// How long connecting to the coordinator may take.
+const LOCATE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the coordinator may take to answer "which server?". It holds the answer back
+/// while it finds out whether a suspect server is hung (up to twice its heartbeat timeout),
+/// so this is well above any sensible timeout.
+const LOCATE_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks the coordinator which server the session's client should use, naming a `suspect`
+/// it just lost.
+///
+/// # Errors
+/// [`Error::NoLiveServer`] when the coordinator is unreachable or knows no live server;
+/// [`Error::Refused`] when it refuses the connection (a wrong or missing secret).
+pub fn locate(config: &SessionConfig, suspect: &str) -> Result<String> {
+    let coordinator = &config.coordinator;
+    let name = &config.name;
+    let mut stream = net::connect_as(
+        coordinator,
+        Role::Locate,
+        LOCATE_CONNECT_TIMEOUT,
+        config.secret.as_ref(),
+    )
+    .map_err(|e| net::coordinator_unreachable(coordinator, e))?;
+    stream.set_read_timeout(Some(LOCATE_REPLY_TIMEOUT))?;
+    let request = Message::Locate {
+        name: name.to_string(),
+        suspect: suspect.to_string(),
+    };
+    match net::request(&mut stream, &request) {
+        Ok(Message::Assign { server }) => Ok(server),
+        Ok(other) => Err(Error::Protocol(format!(
+            "expected Assign, got {}",
+            other.kind()
+        ))),
+        // The coordinator knows no live server, or this connection lacks the secret: it says
+        // which.
+        Err(Error::Refused(why)) => {
+            Err(Error::Refused(format!("coordinator {coordinator}: {why}")))
+        }
+        Err(e) => Err(net::coordinator_unreachable(coordinator, e)),
+    }
+}
