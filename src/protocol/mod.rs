@@ -1,4 +1,4 @@
-//! The wire protocol: every byte that crosses a dsys socket is defined here.
+//! The wire protocol: every byte that crosses a dsys socket is defined in this folder.
 //!
 //! A connection carries *frames*: a 4-byte big-endian length `N`, then `N` bytes of body.
 //! The body starts with one type byte that names a [`Message`] variant; the fields follow in a
@@ -6,16 +6,26 @@
 //!
 //! Layering, bottom-up: [`read_frame`] turns bytes into a bounded body, [`Message::decode`]
 //! turns a body into a typed message, [`Message::encode`] does the reverse. No role parses
-//! bytes itself, so the frame-size cap and every check on untrusted input live in this file.
+//! bytes itself, so the frame-size cap and every check on untrusted input live in this
+//! folder. `codec.rs` holds the bottom layer, bytes <-> frames: reading and writing frames
+//! on a stream, the frame-size cap, and the field primitives a body is made of; it is the
+//! only file that touches a socket. This file holds the messages and their encoding.
 //!
 //! Nothing a peer sends can make this module allocate more than [`MAX_FRAME_LEN`] bytes for
 //! one frame: the length prefix is checked before the buffer is allocated, the buffer grows
 //! only as the bytes arrive ([`read_frame`]), and every count inside a frame is checked
 //! against the bytes that are actually left before a `Vec` is sized.
+//!
+//! Nothing here starts a thread or keeps state: every function runs on the caller's thread
+//! and returns. A peer that breaks the protocol gets [`Error::Protocol`] back to the caller,
+//! which closes that one connection.
 
-use std::io::{self, Read, Write};
+mod codec;
+
+pub use codec::{MAX_FRAME_LEN, read_frame, read_message, write_message};
 
 use crate::error::{Error, Result};
+use codec::{Reader, Writer, framed, utf8};
 
 /// The protocol version carried in every [`Message::Hello`]. A peer that speaks another
 /// version is refused with a clear [`Message::Error`] instead of being misread.
@@ -24,14 +34,6 @@ pub const PROTOCOL_VERSION: u16 = 2;
 /// The four bytes that open every [`Message::Hello`], so that a stray connection (a browser,
 /// a port scanner) is recognised at once instead of being parsed as a length.
 pub const MAGIC: [u8; 4] = *b"DSYS";
-
-/// The largest frame body accepted or produced: 1 MiB.
-///
-/// Why this value: large enough for a long text line or a file chunk of 256 KiB with its
-/// headers, small enough that a connection thread's buffer is cheap even with thousands of
-/// connections. What happens at the bound: a length prefix above it is a protocol error; the
-/// reader closes that one connection (logging the reason) and allocates nothing.
-pub const MAX_FRAME_LEN: u32 = 1024 * 1024;
 
 /// The longest text or file payload that fits in one frame, leaving room for the headers.
 pub const MAX_PAYLOAD_LEN: usize = MAX_FRAME_LEN as usize - 4096;
@@ -49,19 +51,6 @@ pub enum Role {
     Status = 4,
     /// A client asking which server to use (coordinator port).
     Locate = 5,
-}
-
-impl Role {
-    fn from_byte(byte: u8) -> Result<Role> {
-        Ok(match byte {
-            1 => Role::Client,
-            2 => Role::Peer,
-            3 => Role::Heartbeat,
-            4 => Role::Status,
-            5 => Role::Locate,
-            other => return Err(Error::Protocol(format!("unknown role {other}"))),
-        })
-    }
 }
 
 /// Bytes of a file carried by one [`Body::FileChunk`]: small enough that a text message
@@ -310,6 +299,37 @@ pub struct Resume {
     pub seen: Vec<(u64, u64)>,
 }
 
+impl Message {
+    /// A short name for logs ("Publish", "Heartbeat", ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Challenge { .. } => "Challenge",
+            Message::Hello { .. } => "Hello",
+            Message::Error { .. } => "Error",
+            Message::Register { .. } => "Register",
+            Message::Registered { .. } => "Registered",
+            Message::RegisterRefused { .. } => "RegisterRefused",
+            Message::Publish { .. } => "Publish",
+            Message::Deliver { .. } => "Deliver",
+            Message::Ack { .. } => "Ack",
+            Message::Keepalive => "Keepalive",
+            Message::Deregister => "Deregister",
+            Message::PeerHello { .. } => "PeerHello",
+            Message::PeerWelcome { .. } => "PeerWelcome",
+            Message::Relay { .. } => "Relay",
+            Message::PeerAck { .. } => "PeerAck",
+            Message::PeerSynced => "PeerSynced",
+            Message::Heartbeat { .. } => "Heartbeat",
+            Message::HeartbeatReply { .. } => "HeartbeatReply",
+            Message::Fenced { .. } => "Fenced",
+            Message::Locate { .. } => "Locate",
+            Message::Assign { .. } => "Assign",
+            Message::StatusQuery => "StatusQuery",
+            Message::StatusReport { .. } => "StatusReport",
+        }
+    }
+}
+
 // Type bytes. Grouped by connection kind; docs/protocol.md has the same table.
 const T_HELLO: u8 = 0x01;
 const T_ERROR: u8 = 0x02;
@@ -340,61 +360,36 @@ const BODY_FILE_START: u8 = 3;
 const BODY_FILE_CHUNK: u8 = 4;
 const BODY_FILE_END: u8 = 5;
 
-impl Message {
-    /// A short name for logs ("Publish", "Heartbeat", ...).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Message::Challenge { .. } => "Challenge",
-            Message::Hello { .. } => "Hello",
-            Message::Error { .. } => "Error",
-            Message::Register { .. } => "Register",
-            Message::Registered { .. } => "Registered",
-            Message::RegisterRefused { .. } => "RegisterRefused",
-            Message::Publish { .. } => "Publish",
-            Message::Deliver { .. } => "Deliver",
-            Message::Ack { .. } => "Ack",
-            Message::Keepalive => "Keepalive",
-            Message::Deregister => "Deregister",
-            Message::PeerHello { .. } => "PeerHello",
-            Message::PeerWelcome { .. } => "PeerWelcome",
-            Message::Relay { .. } => "Relay",
-            Message::PeerAck { .. } => "PeerAck",
-            Message::PeerSynced => "PeerSynced",
-            Message::Heartbeat { .. } => "Heartbeat",
-            Message::HeartbeatReply { .. } => "HeartbeatReply",
-            Message::Fenced { .. } => "Fenced",
-            Message::Locate { .. } => "Locate",
-            Message::Assign { .. } => "Assign",
-            Message::StatusQuery => "StatusQuery",
-            Message::StatusReport { .. } => "StatusReport",
-        }
+impl Role {
+    fn from_byte(byte: u8) -> Result<Role> {
+        Ok(match byte {
+            1 => Role::Client,
+            2 => Role::Peer,
+            3 => Role::Heartbeat,
+            4 => Role::Status,
+            5 => Role::Locate,
+            other => return Err(Error::Protocol(format!("unknown role {other}"))),
+        })
     }
+}
 
+impl Message {
     /// Encodes the message as one complete frame, length prefix included.
     ///
     /// # Panics
     /// If a field is longer than the protocol can express (a string over 65,535 bytes or a
-    /// frame over [`MAX_FRAME_LEN`]). Callers check user input against [`MAX_PAYLOAD_LEN`]
-    /// first, so this marks a bug, not bad input.
+    /// frame over [`MAX_FRAME_LEN`]). Callers check user input against
+    /// [`MAX_PAYLOAD_LEN`] first, so this marks a bug, not bad input.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Writer::default();
-        out.0.extend_from_slice(&[0; 4]); // the length, filled in below
-        self.encode_body(&mut out);
-        let len = out.0.len() - 4;
-        assert!(
-            len <= MAX_FRAME_LEN as usize,
-            "frame of {len} bytes exceeds the cap"
-        );
-        out.0[..4].copy_from_slice(&(len as u32).to_be_bytes());
-        out.0
+        framed(|out| self.encode_body(out))
     }
 
     fn encode_body(&self, out: &mut Writer) {
         match self {
             Message::Challenge { nonce } => {
                 out.u8(T_CHALLENGE);
-                out.0.extend_from_slice(&MAGIC);
-                out.0.extend_from_slice(nonce);
+                out.fixed(&MAGIC);
+                out.fixed(nonce);
             }
             Message::Hello {
                 version,
@@ -402,10 +397,10 @@ impl Message {
                 proof,
             } => {
                 out.u8(T_HELLO);
-                out.0.extend_from_slice(&MAGIC);
+                out.fixed(&MAGIC);
                 out.u16(*version);
                 out.u8(*role as u8);
-                out.0.extend_from_slice(proof);
+                out.fixed(proof);
             }
             Message::Error { reason } => {
                 out.u8(T_ERROR);
@@ -533,7 +528,7 @@ impl Message {
     /// [`Error::Protocol`] for an unknown type byte, a truncated field, invalid UTF-8, a
     /// count larger than the bytes left, or bytes left over after the last field.
     pub fn decode(body: &[u8]) -> Result<Message> {
-        let mut r = Reader { rest: body };
+        let mut r = Reader::new(body);
         let message = match r.u8()? {
             T_HELLO => {
                 r.magic()?;
@@ -619,10 +614,10 @@ impl Message {
             },
             other => return Err(Error::Protocol(format!("unknown frame type 0x{other:02x}"))),
         };
-        if !r.rest.is_empty() {
+        if r.left() != 0 {
             return Err(Error::Protocol(format!(
                 "{} unexpected bytes after {}",
-                r.rest.len(),
+                r.left(),
                 message.kind()
             )));
         }
@@ -650,148 +645,8 @@ pub fn relay_frame(index: u64, from: &str, session: u64, seq: u64, body: &Body) 
 /// index in here under the lock, so the lock is never held while a payload is copied.
 pub const RELAY_INDEX_BYTES: std::ops::Range<usize> = 5..13;
 
-fn framed(fill: impl FnOnce(&mut Writer)) -> Vec<u8> {
-    let mut out = Writer::default();
-    out.0.extend_from_slice(&[0; 4]); // the length, filled in below
-    fill(&mut out);
-    let len = out.0.len() - 4;
-    assert!(
-        len <= MAX_FRAME_LEN as usize,
-        "frame of {len} bytes exceeds the cap"
-    );
-    out.0[..4].copy_from_slice(&(len as u32).to_be_bytes());
-    out.0
-}
-
-/// Reads one frame body from `reader`, blocking until it is complete.
-///
-/// Returns `Ok(None)` when the peer closed the connection cleanly between frames (an
-/// expected event, not an error).
-///
-/// # Errors
-/// [`Error::Protocol`] for a zero or oversized length prefix (checked before anything is
-/// allocated) or for a connection closed in the middle of a frame; [`Error::Io`] for socket
-/// errors, including a read timeout (`WouldBlock`/`TimedOut`) set by the caller.
-///
-/// The body's buffer grows with the bytes that actually arrive, doubling from
-/// [`FIRST_READ`] up to the length: a peer that sends a length prefix and then little or
-/// nothing costs little or nothing, not the frame cap.
-pub fn read_frame(reader: &mut impl Read) -> Result<Option<Vec<u8>>> {
-    let mut prefix = [0u8; 4];
-    match read_exact_or_eof(reader, &mut prefix)? {
-        Filled::Eof => return Ok(None),
-        Filled::Partial => return Err(Error::Protocol("connection closed inside a frame".into())),
-        Filled::Full => {}
-    }
-    let len = u32::from_be_bytes(prefix);
-    if len == 0 {
-        return Err(Error::Protocol("empty frame".into()));
-    }
-    if len > MAX_FRAME_LEN {
-        return Err(Error::Protocol(format!(
-            "frame of {len} bytes exceeds the {MAX_FRAME_LEN}-byte cap"
-        )));
-    }
-    let len = len as usize;
-    let mut body = Vec::new();
-    while body.len() < len {
-        let filled = body.len();
-        let grow = (len - filled).min(filled.max(FIRST_READ));
-        body.reserve_exact(grow);
-        body.resize(filled + grow, 0);
-        if !matches!(
-            read_exact_or_eof(reader, &mut body[filled..])?,
-            Filled::Full
-        ) {
-            return Err(Error::Protocol("connection closed inside a frame".into()));
-        }
-    }
-    Ok(Some(body))
-}
-
-/// The first piece of a frame body that [`read_frame`] makes room for (see there).
-const FIRST_READ: usize = 4096;
-
-/// Reads and decodes one message: [`read_frame`] then [`Message::decode`].
-///
-/// # Errors
-/// As [`read_frame`] and [`Message::decode`].
-pub fn read_message(reader: &mut impl Read) -> Result<Option<Message>> {
-    match read_frame(reader)? {
-        None => Ok(None),
-        Some(body) => Message::decode(&body).map(Some),
-    }
-}
-
-/// Encodes and writes one message. Blocks until the kernel has taken all its bytes.
-///
-/// # Errors
-/// [`Error::Io`] when the socket fails or a write timeout fires.
-pub fn write_message(writer: &mut impl Write, message: &Message) -> Result<()> {
-    writer.write_all(&message.encode())?;
-    Ok(())
-}
-
-enum Filled {
-    Eof,
-    Partial,
-    Full,
-}
-
-/// `read_exact` that tells a clean end of stream (nothing read) from a torn frame.
-fn read_exact_or_eof(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<Filled> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) if filled == 0 => return Ok(Filled::Eof),
-            Ok(0) => return Ok(Filled::Partial),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(Filled::Full)
-}
-
-/// Appends big-endian fields to a frame under construction.
-#[derive(Default)]
-struct Writer(Vec<u8>);
-
+/// The fields made of several primitives, which only messages know about.
 impl Writer {
-    fn u8(&mut self, v: u8) {
-        self.0.push(v);
-    }
-    fn u16(&mut self, v: u16) {
-        self.0.extend_from_slice(&v.to_be_bytes());
-    }
-    fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_be_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_be_bytes());
-    }
-    /// A string: u16 length, then UTF-8 bytes.
-    fn str(&mut self, s: &str) {
-        let len = u16::try_from(s.len()).expect("strings on the wire are under 64 KiB");
-        self.u16(len);
-        self.0.extend_from_slice(s.as_bytes());
-    }
-    /// A byte string: u32 length, then the bytes.
-    fn bytes(&mut self, b: &[u8]) {
-        self.u32(u32::try_from(b.len()).expect("payloads are under 4 GiB"));
-        self.0.extend_from_slice(b);
-    }
-    fn strs(&mut self, items: &[String]) {
-        self.u32(items.len() as u32);
-        items.iter().for_each(|s| self.str(s));
-    }
-    fn pairs(&mut self, items: &[(u64, u64)]) {
-        self.u32(items.len() as u32);
-        for (a, b) in items {
-            self.u64(*a);
-            self.u64(*b);
-        }
-    }
     fn body(&mut self, body: &Body) {
         match body {
             Body::Text { number, text } => {
@@ -811,7 +666,7 @@ impl Writer {
             Body::FileEnd { number, sha256 } => {
                 self.u8(BODY_FILE_END);
                 self.u64(*number);
-                self.0.extend_from_slice(sha256);
+                self.fixed(sha256);
             }
         }
     }
@@ -837,73 +692,14 @@ impl Writer {
     }
 }
 
-/// Takes big-endian fields off the front of a frame body, refusing to read past its end.
-struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
+/// The fields made of several primitives, mirroring the [`Writer`] ones above.
+impl Reader<'_> {
     /// The four [`MAGIC`] bytes that open a `Challenge` and a `Hello`.
     fn magic(&mut self) -> Result<()> {
-        if self.take(4)? != MAGIC {
+        if self.array::<4>()? != MAGIC {
             return Err(Error::Protocol("bad magic: not a dsys peer".into()));
         }
         Ok(())
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.rest.len() < n {
-            return Err(Error::Protocol(format!(
-                "truncated frame: wanted {n} more bytes, {} left",
-                self.rest.len()
-            )));
-        }
-        let (head, tail) = self.rest.split_at(n);
-        self.rest = tail;
-        Ok(head)
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        Ok(self.take(N)?.try_into().expect("take returned N bytes"))
-    }
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_be_bytes(self.array()?))
-    }
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_be_bytes(self.array()?))
-    }
-    fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_be_bytes(self.array()?))
-    }
-    fn str(&mut self) -> Result<String> {
-        let len = self.u16()? as usize;
-        utf8(self.take(len)?)
-    }
-    fn bytes(&mut self) -> Result<&'a [u8]> {
-        let len = self.u32()? as usize;
-        self.take(len)
-    }
-    /// A count of items, each at least `min_item_len` bytes: refused when the frame cannot
-    /// possibly hold that many, so a forged count never sizes an allocation.
-    fn count(&mut self, min_item_len: usize) -> Result<usize> {
-        let count = self.u32()? as usize;
-        if count.saturating_mul(min_item_len) > self.rest.len() {
-            return Err(Error::Protocol(format!(
-                "count {count} does not fit in the {} bytes left",
-                self.rest.len()
-            )));
-        }
-        Ok(count)
-    }
-    fn strs(&mut self) -> Result<Vec<String>> {
-        let count = self.count(2)?;
-        (0..count).map(|_| self.str()).collect()
-    }
-    fn pairs(&mut self) -> Result<Vec<(u64, u64)>> {
-        let count = self.count(16)?;
-        (0..count).map(|_| Ok((self.u64()?, self.u64()?))).collect()
     }
     fn body(&mut self) -> Result<Body> {
         match self.u8()? {
@@ -925,13 +721,6 @@ impl<'a> Reader<'a> {
             other => Err(Error::Protocol(format!("unknown body kind {other}"))),
         }
     }
-    fn flag(&mut self, what: &str) -> Result<bool> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            other => Err(Error::Protocol(format!("bad {what} flag {other}"))),
-        }
-    }
     fn servers(&mut self) -> Result<Vec<ServerInfo>> {
         // addr length (2) + epoch (8) + alive (1) + client count (4)
         let count = self.count(15)?;
@@ -946,9 +735,4 @@ impl<'a> Reader<'a> {
             })
             .collect()
     }
-}
-
-fn utf8(bytes: &[u8]) -> Result<String> {
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| Error::Protocol("invalid UTF-8 in a string".into()))
 }
