@@ -58,6 +58,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+pub use super::outbox::Frame;
 use super::outbox::{OutboxReceiver, OutboxSender, outbox};
 use crate::auth::{self, Secret};
 use crate::protocol::{
@@ -72,9 +73,6 @@ const MAX_WATERMARKS: usize = 20_000;
 
 /// How often a waiting publish looks again without being woken (see [`Hub::publish`]).
 const ROOM_RECHECK: Duration = Duration::from_millis(100);
-
-/// An encoded frame, shared by every recipient (see the module doc on fan-out).
-pub type Frame = Arc<Vec<u8>>;
 
 /// The bounds of a hub. Each is a flag of `dsys server`, except the queue lengths.
 #[derive(Debug, Clone)]
