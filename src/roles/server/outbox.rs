@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
-use super::hub::Frame;
+/// An encoded frame, encoded once and shared by every recipient: each outbox, the history
+/// window and the outbound log hold a clone of the `Arc`, never a copy of the bytes.
+pub type Frame = Arc<Vec<u8>>;
 
 /// The hub's end of an outbox.
 pub struct OutboxSender {
