@@ -1,6 +1,6 @@
 //! Small socket helpers shared by every role: the accept loop with its thread per
-//! connection and its limits, connecting with a deadline, the opening handshake, and random
-//! identifiers.
+//! connection and its limits, connecting with a deadline, the opening handshake, refusing a
+//! peer that breaks the protocol, and random identifiers.
 //!
 //! Every dsys socket is a blocking `std::net::TcpStream`. A blocking call must never wait
 //! forever on a peer that may be dead or hung, so every connect here has a timeout and
@@ -333,15 +333,6 @@ pub fn expect_hello(
     // A peer that has closed already (a reachability check) may make this fail; the read
     // below then sees the end of the stream.
     let _ = write_message(&mut writer, &Message::Challenge { nonce });
-    let mut tell = |reason: String| {
-        let _ = write_message(
-            &mut writer,
-            &Message::Error {
-                reason: reason.clone(),
-            },
-        );
-        Err(Error::Protocol(reason))
-    };
     match read_opening(stream, deadline)? {
         Some(Message::Hello {
             version,
@@ -351,22 +342,50 @@ pub fn expect_hello(
             if auth::accepts(secret, &nonce, role, &proof) {
                 Ok(Some(role))
             } else {
-                tell(format!(
-                    "refused {role:?}: this cluster requires its secret and the connection did \
-                     not prove it (check --secret-file or {})",
-                    auth::SECRET_ENV
-                ))
+                refuse(
+                    stream,
+                    &format!(
+                        "refused {role:?}: this cluster requires its secret and the connection \
+                         did not prove it (check --secret-file or {})",
+                        auth::SECRET_ENV
+                    ),
+                )
             }
         }
-        Some(Message::Hello { version, .. }) => tell(format!(
-            "protocol version {version}, this build speaks {PROTOCOL_VERSION}"
-        )),
+        Some(Message::Hello { version, .. }) => refuse(
+            stream,
+            &format!("protocol version {version}, this build speaks {PROTOCOL_VERSION}"),
+        ),
         Some(other) => Err(Error::Protocol(format!(
             "expected Hello as first frame, got {}",
             other.kind()
         ))),
         None => Ok(None),
     }
+}
+
+/// Refuses a peer that broke the protocol, telling it why first: writes `reason` in a
+/// [`Message::Error`] frame, then returns it as [`Error::Protocol`]. The serve function
+/// passes that error up, and the connection thread (see [`accept_loop`]) logs it as the
+/// reason the connection ended. Every role refuses through here, so a refused peer always
+/// learns the reason, and the log always shows it.
+///
+/// The write is best effort and blocks at most the stream's write timeout: a peer that has
+/// gone cannot be told, and the refusal stands all the same. Dropping the stream (the
+/// caller returns) closes it.
+///
+/// # Errors
+/// Always: [`Error::Protocol`] carrying `reason`. It is generic in `T` so that any
+/// connection function can `return refuse(...)`.
+pub fn refuse<T>(stream: &TcpStream, reason: &str) -> Result<T> {
+    let mut writer = stream;
+    let _ = write_message(
+        &mut writer,
+        &Message::Error {
+            reason: reason.to_string(),
+        },
+    );
+    Err(Error::Protocol(reason.to_string()))
 }
 
 /// A random 64-bit number, different on every call (session ids, tokens, epochs' salt).

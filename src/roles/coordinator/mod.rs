@@ -342,7 +342,10 @@ fn serve_connection(
             let first = first_request(&stream)?;
             serve_status(stream, first, coordinator)
         }
-        Some(other) => refuse(stream, &format!("the coordinator does not serve {other:?}")),
+        Some(other) => net::refuse(
+            &stream,
+            &format!("the coordinator does not serve {other:?}"),
+        ),
         None => Ok(()),
     }
 }
@@ -363,8 +366,8 @@ fn serve_heartbeats(
             clients,
         } = message
         else {
-            return refuse(
-                stream,
+            return net::refuse(
+                &stream,
                 &format!("expected Heartbeat, got {}", message.kind()),
             );
         };
@@ -393,7 +396,7 @@ fn serve_locate(
     coordinator: &Coordinator,
 ) -> Result<()> {
     let Some(Message::Locate { name, suspect }) = first else {
-        return refuse(stream, "expected Locate");
+        return net::refuse(&stream, "expected Locate");
     };
     let reply = match coordinator.locate(&name, &suspect) {
         Ok(server) => {
@@ -413,7 +416,7 @@ fn serve_status(
     coordinator: &Coordinator,
 ) -> Result<()> {
     let Some(Message::StatusQuery) = first else {
-        return refuse(stream, "expected StatusQuery");
+        return net::refuse(&stream, "expected StatusQuery");
     };
     let servers = coordinator.status();
     write_message(&mut stream, &Message::StatusReport { servers })
@@ -422,16 +425,4 @@ fn serve_status(
 /// The answer to a client when no server can take it, with what to do about it.
 fn no_live_server() -> Error {
     Error::NoLiveServer("the coordinator knows no live server; start one with `dsys server`".into())
-}
-
-/// Tells the peer why, then closes. The refusal is an expected outcome for us, but the
-/// caller logs it as the reason the connection cost was paid.
-fn refuse(mut stream: TcpStream, reason: &str) -> Result<()> {
-    let _ = write_message(
-        &mut stream,
-        &Message::Error {
-            reason: reason.to_string(),
-        },
-    );
-    Err(Error::Protocol(reason.to_string()))
 }

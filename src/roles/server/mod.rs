@@ -303,14 +303,14 @@ pub fn run(config: Config) -> Result<()> {
 }
 
 /// Dispatches a new connection on the role its first frame announces.
-fn serve_connection(mut stream: TcpStream, shared: &Shared) -> Result<()> {
+fn serve_connection(stream: TcpStream, shared: &Shared) -> Result<()> {
     let deadline = shared.limits.handshake_deadline();
     stream.set_write_timeout(Some(shared.write_timeout))?;
     stream.set_nodelay(true)?;
     match net::expect_hello(&stream, deadline, shared.secret.as_ref())? {
         Some(Role::Client) => serve_client(stream, shared, deadline),
         Some(Role::Peer) => peers::serve_peer(stream, shared, deadline),
-        Some(other) => refuse(&mut stream, &format!("a server does not serve {other:?}")),
+        Some(other) => net::refuse(&stream, &format!("a server does not serve {other:?}")),
         None => Ok(()), // a reachability check: connected and closed without a word
     }
 }
@@ -365,7 +365,7 @@ fn register_client(
 ) -> Result<Option<(String, hub::Registration)>> {
     let first = net::read_opening(stream, deadline)?;
     let Some(Message::Register { name, resume }) = first else {
-        return refuse(stream, "expected Register");
+        return net::refuse(stream, "expected Register");
     };
     if let Err(why) = valid_name(&name, shared.max_name_len) {
         log::warn!("registration refused name={name:?} reason=\"{why}\"");
@@ -424,7 +424,7 @@ fn read_publishes(
             Message::Keepalive => {}
             Message::Deregister => return Ok(()),
             other => {
-                return refuse(
+                return net::refuse(
                     stream,
                     &format!("unexpected {} from a client", other.kind()),
                 );
@@ -532,18 +532,6 @@ pub fn valid_name(name: &str, max_len: usize) -> std::result::Result<(), String>
         ));
     }
     Ok(())
-}
-
-/// Tells the peer why its connection is closed, then reports it as a protocol error so the
-/// connection thread logs the reason.
-fn refuse<T>(stream: &mut TcpStream, reason: &str) -> Result<T> {
-    let _ = write_message(
-        stream,
-        &Message::Error {
-            reason: reason.to_string(),
-        },
-    );
-    Err(Error::Protocol(reason.to_string()))
 }
 
 #[cfg(test)]
