@@ -29,12 +29,12 @@
 //! path).
 //!
 //! **Stopping.** [`CoordinatorHandle::stop`] drops the stop sender (the watchdog wakes on the
-//! disconnect), wakes the accept loop with a self-connection, and joins both.
+//! disconnect), stops the accept loop ([`net::AcceptLoop::stop`]: flag, self-connection,
+//! join), and joins the watchdog.
 
 mod registry;
 
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -221,9 +221,10 @@ pub struct CoordinatorHandle {
     pub addr: String,
     /// Dropped by [`CoordinatorHandle::stop`]: the watchdog's `select!` sees the disconnect.
     stop_tx: Option<Sender<()>>,
-    /// Set before the accept loop is woken, so it knows to return.
-    stopping: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    /// The `accept` thread, with its stop flag and wake-up ([`net::AcceptLoop::stop`]).
+    accept: net::AcceptLoop,
+    /// The `watchdog` thread, joined once `stop_tx` is dropped.
+    watchdog: Option<JoinHandle<()>>,
 }
 
 impl CoordinatorHandle {
@@ -235,11 +236,9 @@ impl CoordinatorHandle {
 
     fn shutdown(&mut self) {
         self.stop_tx.take();
-        self.stopping.store(true, Ordering::SeqCst);
-        // Wake the blocked accept(): it checks `stopping` after every accepted connection.
-        let _ = net::connect(&self.addr, PROBE_TIMEOUT);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
+        self.accept.stop();
+        if let Some(watchdog) = self.watchdog.take() {
+            let _ = watchdog.join();
         }
     }
 }
@@ -265,20 +264,19 @@ pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
         config.heartbeat_timeout.as_millis()
     );
     let coordinator = Coordinator::new(config.heartbeat_timeout);
-    let stopping = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = bounded::<()>(0);
     let limits = config.limits;
-    let secret = config.secret.clone();
+    let check_interval = config.check_interval;
+    let secret = config.secret;
 
     let watchdog = {
         let coordinator = coordinator.clone();
         thread::Builder::new()
             .name("watchdog".into())
-            .spawn(move || watchdog_loop(coordinator, config, stop_rx))?
+            .spawn(move || watchdog_loop(coordinator, check_interval, stop_rx))?
     };
-    let accept = net::spawn_accept_loop(
+    let accept = net::AcceptLoop::start(
         listener,
-        stopping.clone(),
         limits.max_connections,
         THREAD_STACK,
         move |stream| serve_connection(stream, &coordinator, limits, secret.as_ref()),
@@ -286,8 +284,8 @@ pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
     Ok(CoordinatorHandle {
         addr,
         stop_tx: Some(stop_tx),
-        stopping,
-        threads: vec![watchdog, accept],
+        accept,
+        watchdog: Some(watchdog),
     })
 }
 
@@ -304,10 +302,10 @@ pub fn run(config: Config) -> Result<()> {
     Ok(())
 }
 
-/// The watchdog: on every tick, declare dead the servers whose heartbeats stopped. Exits
-/// when `stop_rx` disconnects.
-fn watchdog_loop(coordinator: Coordinator, config: Config, stop_rx: Receiver<()>) {
-    let ticker = tick(config.check_interval);
+/// The watchdog: every `check_interval`, declare dead the servers whose heartbeats stopped.
+/// Exits when `stop_rx` disconnects.
+fn watchdog_loop(coordinator: Coordinator, check_interval: Duration, stop_rx: Receiver<()>) {
+    let ticker = tick(check_interval);
     loop {
         select! {
             recv(ticker) -> _ => coordinator.check(),
