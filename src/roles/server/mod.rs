@@ -36,8 +36,9 @@
 //! logged. A dead coordinator only stops heartbeats: clients and peers carry on.
 //!
 //! **Stopping.** [`ServerHandle::stop`] stops the heartbeat and peer threads (their stop
-//! channel disconnects), wakes the accept loop with a self-connection, shuts down every
-//! client socket through the hub, and joins the accept and heartbeat threads.
+//! channel disconnects), stops the accept loop ([`net::AcceptLoop::stop`]: flag,
+//! self-connection, join), shuts down every client socket through the hub, and joins the
+//! heartbeat thread.
 
 mod heartbeat;
 pub mod hub;
@@ -46,8 +47,6 @@ mod peers;
 
 use std::io::{BufWriter, ErrorKind, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -185,11 +184,10 @@ pub struct ServerHandle {
     hub: Hub,
     /// Dropped on stop: the heartbeat and peer threads see the disconnect and end.
     stop_tx: Option<Sender<()>>,
-    /// Set before the accept loop is woken, so it knows to return.
-    stopping: Arc<AtomicBool>,
-    /// The bound address, for the self-connection that wakes `accept()`.
-    bound: String,
-    threads: Vec<JoinHandle<()>>,
+    /// The `accept` thread, with its stop flag and wake-up ([`net::AcceptLoop::stop`]).
+    accept: net::AcceptLoop,
+    /// The `heartbeat` thread, joined last on stop.
+    heartbeat: Option<JoinHandle<()>>,
 }
 
 impl ServerHandle {
@@ -202,11 +200,10 @@ impl ServerHandle {
         if self.stop_tx.take().is_none() {
             return;
         }
-        self.stopping.store(true, Ordering::SeqCst);
-        let _ = net::connect(&self.bound, Duration::from_millis(300));
+        self.accept.stop();
         self.hub.shut_down();
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
+        if let Some(heartbeat) = self.heartbeat.take() {
+            let _ = heartbeat.join();
         }
         log::info!("server stopped addr={}", self.addr);
     }
@@ -265,7 +262,6 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         secret: config.secret.clone(),
         stop_rx,
     };
-    let stopping = Arc::new(AtomicBool::new(false));
     let heartbeat = {
         let shared = shared.clone();
         thread::Builder::new()
@@ -273,20 +269,15 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             .spawn(move || heartbeat::heartbeat_loop(shared))?
     };
     let max_connections = config.limits.max_connections;
-    let accept = net::spawn_accept_loop(
-        listener,
-        stopping.clone(),
-        max_connections,
-        THREAD_STACK,
-        move |stream| serve_connection(stream, &shared),
-    )?;
+    let accept = net::AcceptLoop::start(listener, max_connections, THREAD_STACK, move |stream| {
+        serve_connection(stream, &shared)
+    })?;
     Ok(ServerHandle {
         addr,
         hub,
         stop_tx: Some(stop_tx),
-        stopping,
-        bound: bound.to_string(),
-        threads: vec![heartbeat, accept],
+        accept,
+        heartbeat: Some(heartbeat),
     })
 }
 
@@ -303,14 +294,14 @@ pub fn run(config: Config) -> Result<()> {
 }
 
 /// Dispatches a new connection on the role its first frame announces.
-fn serve_connection(mut stream: TcpStream, shared: &Shared) -> Result<()> {
+fn serve_connection(stream: TcpStream, shared: &Shared) -> Result<()> {
     let deadline = shared.limits.handshake_deadline();
     stream.set_write_timeout(Some(shared.write_timeout))?;
     stream.set_nodelay(true)?;
     match net::expect_hello(&stream, deadline, shared.secret.as_ref())? {
         Some(Role::Client) => serve_client(stream, shared, deadline),
         Some(Role::Peer) => peers::serve_peer(stream, shared, deadline),
-        Some(other) => refuse(&mut stream, &format!("a server does not serve {other:?}")),
+        Some(other) => net::refuse(&stream, &format!("a server does not serve {other:?}")),
         None => Ok(()), // a reachability check: connected and closed without a word
     }
 }
@@ -365,7 +356,7 @@ fn register_client(
 ) -> Result<Option<(String, hub::Registration)>> {
     let first = net::read_opening(stream, deadline)?;
     let Some(Message::Register { name, resume }) = first else {
-        return refuse(stream, "expected Register");
+        return net::refuse(stream, "expected Register");
     };
     if let Err(why) = valid_name(&name, shared.max_name_len) {
         log::warn!("registration refused name={name:?} reason=\"{why}\"");
@@ -424,7 +415,7 @@ fn read_publishes(
             Message::Keepalive => {}
             Message::Deregister => return Ok(()),
             other => {
-                return refuse(
+                return net::refuse(
                     stream,
                     &format!("unexpected {} from a client", other.kind()),
                 );
@@ -532,18 +523,6 @@ pub fn valid_name(name: &str, max_len: usize) -> std::result::Result<(), String>
         ));
     }
     Ok(())
-}
-
-/// Tells the peer why its connection is closed, then reports it as a protocol error so the
-/// connection thread logs the reason.
-fn refuse<T>(stream: &mut TcpStream, reason: &str) -> Result<T> {
-    let _ = write_message(
-        stream,
-        &Message::Error {
-            reason: reason.to_string(),
-        },
-    );
-    Err(Error::Protocol(reason.to_string()))
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use crossbeam_channel::{RecvTimeoutError, select};
 
 use super::hub::Frame;
 use super::outbox::OutboxReceiver;
-use super::{MAX_BATCH, Shared, THREAD_STACK, refuse};
+use super::{MAX_BATCH, Shared, THREAD_STACK};
 use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{Message, Role, read_message, write_message};
@@ -153,11 +153,11 @@ fn write_relays(
 pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared, deadline: Instant) -> Result<()> {
     let first = net::read_opening(&stream, deadline)?;
     let Some(Message::PeerHello { addr, epoch }) = first else {
-        return refuse(&mut stream, "expected PeerHello");
+        return net::refuse(&stream, "expected PeerHello");
     };
     let Some((mut last_index, history)) = shared.hub.accept_peer(&addr, epoch) else {
-        return refuse(
-            &mut stream,
+        return net::refuse(
+            &stream,
             &format!("{addr} epoch {epoch} is not a live peer of {}", shared.addr),
         );
     };
@@ -168,7 +168,7 @@ pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared, deadline: Insta
             history,
         },
     )?;
-    let stale = |stream: &mut TcpStream| refuse(stream, "this peer incarnation is no longer live");
+    let stale = |stream: &TcpStream| net::refuse(stream, "this peer incarnation is no longer live");
     stream.set_read_timeout(Some(shared.limits.idle_timeout))?;
     log::debug!("peer link accepted from={addr} epoch={epoch}");
     while let Some(message) = read_message(&mut stream)? {
@@ -187,7 +187,7 @@ pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared, deadline: Insta
                         index,
                     };
                     if !shared.hub.publish(origin, &from, session, seq, &body) {
-                        return stale(&mut stream);
+                        return stale(&stream);
                     }
                     last_index = index;
                 }
@@ -205,7 +205,7 @@ pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared, deadline: Insta
                     epoch,
                 };
                 if !shared.hub.publish(origin, &from, session, seq, &body) {
-                    return stale(&mut stream);
+                    return stale(&stream);
                 }
             }
             Message::PeerSynced if history => {
@@ -214,8 +214,8 @@ pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared, deadline: Insta
             }
             Message::Keepalive => {}
             other => {
-                return refuse(
-                    &mut stream,
+                return net::refuse(
+                    &stream,
                     &format!("unexpected {} on a peer link", other.kind()),
                 );
             }
