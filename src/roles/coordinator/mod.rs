@@ -3,8 +3,8 @@
 //! clients go.
 //!
 //! **Two files.** How the coordinator *decides* (which epoch counts, who is dead, where
-//! clients go) is in [`registry`]: plain functions on the [`Registry`], with no socket,
-//! thread or clock of their own. This file *acts*: it owns the sockets and threads, reads
+//! clients go) is in [`registry`]: plain functions on the [`Registry`], with no socket and
+//! no thread of their own. This file *acts*: it owns the sockets and threads, reads
 //! requests, locks the registry, calls those functions and writes the replies.
 //!
 //! **Threads.** `accept` runs [`start_coordinator`]'s accept loop and spawns one named

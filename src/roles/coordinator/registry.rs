@@ -4,11 +4,13 @@
 //! ([`redistribute_clients`]), and which server a client is sent to ([`Registry::assign`]).
 //!
 //! **No sockets, no threads.** Nothing here reads or writes a connection, sleeps or waits:
-//! every function takes the registry and the time (`now`) as arguments and returns its
-//! decision. The threads that act on the decisions live in `mod.rs`: a heartbeat or locate
-//! connection thread, or the `watchdog`, locks the registry through the
+//! every function changes the registry it is given and returns its decision, and a decision
+//! that depends on the time (who has been silent too long) takes `now` as an argument. The
+//! threads that act on the decisions live in `mod.rs`: a heartbeat or locate connection
+//! thread, or the `watchdog`, locks the registry through the
 //! [`Coordinator`](super::Coordinator) handle, calls in here and unlocks before it writes a
-//! reply. That is why the unit tests below drive it with synthetic instants and no network.
+//! reply. That is why the unit tests below need no network and drive time with synthetic
+//! instants.
 //!
 //! **When a peer fails.** This is where a failure becomes a decision: a server is declared
 //! dead ([`declare_dead`]), its epoch is fenced so that a zombie of it cannot come back,
