@@ -56,6 +56,7 @@ impl Role {
             3 => Role::Heartbeat,
             4 => Role::Status,
             5 => Role::Locate,
+            6 => Role::Probe,
             other => return Err(Error::Protocol(format!("unknown role {other}"))),
         })
     }

@@ -60,6 +60,10 @@ pub enum Role {
     Status = 4,
     /// A client asking which server to use (coordinator port).
     Locate = 5,
+    /// The coordinator asking a server whose heartbeats are late whether it still answers
+    /// (server port). The server replies with one [`Message::Keepalive`] and closes: a
+    /// process that does so is busy, not dead.
+    Probe = 6,
 }
 
 /// Bytes of a file carried by one [`Body::FileChunk`]: small enough that a text message

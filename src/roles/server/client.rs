@@ -1,99 +1,141 @@
 //! One client connection on the server, from registration to goodbye: the seed's "thread
-//! per client" ([`serve_client`], [`register_client`]), the client's writer thread, and the
-//! checks on what a client sends ([`valid_name`], the payload bound).
+//! per client" ([`serve_client`], [`register_client`]), the writer threads it gets while it
+//! has something to receive, and the checks on what a client sends ([`valid_name`], the
+//! payload bound).
 //!
-//! **Threads.** The connection thread (`conn-<peer>`, started by the accept loop) registers
-//! the client and then reads its publishes into the hub. The client's writer
-//! (`send-<name>`) drains the client's outbox into the socket. Each holds a `try_clone` of
-//! the stream, so a client that is slow to read never delays its own publishes.
+//! **Threads.**
+//! - `conn-<peer>` (started by the accept loop) is the client's one permanent thread. It
+//!   registers the client, writes the registration's frames, then reads the client's
+//!   publishes into the hub for as long as the client stays, and answers its keepalives.
+//! - `send-<name>` is a writer, started only while the client has frames waiting: by the
+//!   `writers` thread ([`writers_loop`]) when the hub asks for one (a [`WriterJob`]), or by
+//!   the connection thread itself. It drains the client's outbox into the socket and ends
+//!   once the outbox has stayed empty for [`WRITER_LINGER`]. So an idle client costs one
+//!   thread, a busy one two, and a writer blocked on a slow client's full socket blocks
+//!   only that client.
+//! - `writers`, one per server, turns the hub's requests into writer threads, so the hub
+//!   never starts a thread under its lock and a publisher never waits for a spawn.
 //!
-//! **When the client fails.** A broken or silent connection ends the read loop; the client
-//! is then deregistered, which ends its writer, and the socket is shut down. A protocol
-//! error costs only this connection, with the reason logged.
+//! The connection thread and a writer share the client's one socket (an `Arc<TcpStream>`:
+//! one descriptor per client). Only the holder of the client's *pen* writes to it
+//! (`outbox.rs`), so frames never interleave.
+//!
+//! **Keepalives.** The client sends a keepalive when it has heard nothing for the
+//! keepalive interval ([`keepalive_interval`], announced in `Registered`), and the connection
+//! thread answers it with one, unless a writer is busy (then frames are flowing anyway). The
+//! server keeps no timer per client: an idle client costs one wake-up per interval, and a
+//! client that hears nothing for two intervals takes its server for dead or hung
+//! (`docs/heartbeats-and-failover.md`).
+//!
+//! **When the client fails.** A broken or silent connection (nothing for `--idle-timeout`)
+//! ends the read loop; the client is then deregistered, which ends its writer, and the
+//! socket is shut down. Whatever ends the connection, even an error halfway through
+//! registering, the name is given back ([`Registered`]'s drop). A protocol error costs only
+//! this connection, with the reason logged.
 
 use std::io::{BufWriter, ErrorKind, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::RecvTimeoutError;
+use crossbeam_channel::{Receiver, select};
 
-use super::hub::{self, CatchUp, Frame, Hub, Origin};
-use super::outbox::OutboxReceiver;
-use super::{MAX_BATCH, READY_WAIT, Shared, THREAD_STACK};
+use super::hub::{self, CatchUp, Hub, Origin, WriterJob};
+use super::outbox::{Flow, OutboxReceiver, WhenIdle, write_frames};
+use super::{READY_WAIT, Shared, THREAD_STACK, WRITE_BUFFER};
 use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message, read_message, write_message};
 
-/// A client connection, from registration to goodbye, on its own thread.
-pub(super) fn serve_client(
-    mut stream: TcpStream,
-    shared: &Shared,
-    deadline: Instant,
-) -> Result<()> {
-    let Some((name, registration)) = register_client(&mut stream, shared, deadline)? else {
+/// How long a client's writer waits for more frames once its outbox is empty, before it
+/// ends and gives its thread back. A client receiving a message every second or two keeps
+/// one writer; after a burst, the writers of ten thousand clients are gone two seconds
+/// later. Starting a writer costs a few tens of microseconds.
+const WRITER_LINGER: Duration = Duration::from_secs(2);
+
+/// Heartbeat intervals in one client keepalive interval (see [`keepalive_interval`]).
+const KEEPALIVE_INTERVALS: u32 = 4;
+
+/// The keepalive interval this server announces to its clients: four heartbeat intervals
+/// (2 s by default), and at most a quarter of `--idle-timeout`, so that a live client is
+/// never taken for a silent one.
+///
+/// Why not every heartbeat interval, as peers do: each keepalive costs the server a wake-up
+/// and a write, and with ten thousand clients every 500 ms that is twenty thousand a second
+/// doing nothing (`docs/thread-per-connection.md` has the measurements). The price is
+/// paid in failure detection: a client of a hung server notices within two keepalive
+/// intervals instead of three heartbeat intervals (`docs/heartbeats-and-failover.md`).
+pub(super) fn keepalive_interval(heartbeat_interval: Duration, idle_timeout: Duration) -> Duration {
+    (heartbeat_interval * KEEPALIVE_INTERVALS)
+        .min(idle_timeout / 4)
+        .max(Duration::from_millis(10))
+}
+
+/// A client connection, from registration to goodbye, on its connection thread.
+pub(super) fn serve_client(stream: TcpStream, shared: &Shared, deadline: Instant) -> Result<()> {
+    let stream = Arc::new(stream);
+    let Some(registered) = register_client(&stream, shared, deadline)? else {
         return Ok(()); // refused: the client was told why
     };
-    let hub::Registration {
-        conn,
-        initial,
-        session,
-        outbox,
-    } = registration;
-    let writer = {
-        let writer = ClientWriter {
-            stream: stream.try_clone()?,
-            hub: shared.hub.clone(),
-            name: name.clone(),
-            conn,
-            outbox,
-            keepalive: shared.heartbeat_interval,
-        };
-        thread::Builder::new()
-            .name(format!("send-{name}"))
-            .stack_size(THREAD_STACK)
-            .spawn(move || writer.run(initial))?
-    };
-    let result = read_publishes(&mut stream, shared, &name, conn, session);
-    // Whatever ended the read loop, this connection no longer speaks for `name`. Removing it
-    // drops its outbox sender, which ends the writer; shutting the socket unblocks it.
-    if shared.hub.deregister(&name, conn) {
-        log::info!("client left name={name} server={}", shared.addr);
+    let mut registered = registered;
+    registered.write_initial(shared)?;
+    registered.read_publishes(shared)
+    // Dropping `registered` deregisters the client, whatever ended the connection.
+}
+
+/// A client the hub has registered, held by its connection thread. Dropping it gives the
+/// name back and shuts the socket down: an error anywhere after the hub said yes (a write
+/// that fails, a thread that cannot start) cannot leave the name taken.
+struct Registered<'a> {
+    name: String,
+    hub: &'a Hub,
+    addr: &'a str,
+    stream: Arc<TcpStream>,
+    registration: hub::Registration,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        // A replaced connection (the client resumed on a newer one) no longer owns the name:
+        // then nothing is removed and nothing is logged.
+        if self.hub.deregister(&self.name, self.registration.conn) {
+            log::info!("client left name={} server={}", self.name, self.addr);
+        }
+        let _ = self.stream.shutdown(Shutdown::Both);
     }
-    let _ = stream.shutdown(Shutdown::Both);
-    let _ = writer.join();
-    result
 }
 
 /// The seed's `register_client`: reads the `Register` frame, asks the hub, and answers
-/// `RegisterRefused` with a reason, or hands back the registration and the client's outbox.
-/// Returns `None` when the registration was refused (the client has been told why).
+/// `RegisterRefused` with a reason, or hands back the registered client. Returns `None`
+/// when the registration was refused (the client has been told why).
 ///
 /// # Errors
 /// [`Error::Protocol`] when the first frame is not a `Register`, [`Error::Io`] when it is
 /// not in by the handshake `deadline`.
-fn register_client(
-    stream: &mut TcpStream,
-    shared: &Shared,
+fn register_client<'a>(
+    stream: &Arc<TcpStream>,
+    shared: &'a Shared,
     deadline: Instant,
-) -> Result<Option<(String, hub::Registration)>> {
+) -> Result<Option<Registered<'a>>> {
     let first = net::read_opening(stream, deadline)?;
     let Some(Message::Register { name, resume }) = first else {
         return net::refuse(stream, "expected Register");
     };
+    let mut writer: &TcpStream = stream;
     if let Err(why) = valid_name(&name, shared.max_name_len) {
         log::warn!("registration refused name={name:?} reason=\"{why}\"");
-        write_message(stream, &Message::RegisterRefused { reason: why })?;
+        write_message(&mut writer, &Message::RegisterRefused { reason: why })?;
         return Ok(None);
     }
     if !shared.hub.wait_ready(READY_WAIT) {
         log::warn!("registering name={name} before every peer has linked in");
     }
     let resuming = resume.is_some();
-    let keepalive_ms = shared.heartbeat_interval.as_millis().min(u32::MAX as u128) as u32;
+    let keepalive_ms = shared.client_keepalive.as_millis().min(u32::MAX as u128) as u32;
     match shared
         .hub
-        .register(&name, resume, stream.try_clone()?, keepalive_ms)
+        .register(&name, resume, stream.clone(), keepalive_ms)
     {
         Ok(registration) => {
             let how = if resuming { "resumed" } else { "registered" };
@@ -102,116 +144,198 @@ fn register_client(
                 shared.addr,
                 registration.initial.len() - 1
             );
+            let registered = Registered {
+                name,
+                hub: &shared.hub,
+                addr: &shared.addr,
+                stream: stream.clone(),
+                registration,
+            };
             stream.set_read_timeout(Some(shared.limits.idle_timeout))?;
-            Ok(Some((name, registration)))
+            Ok(Some(registered))
         }
         Err(reason) => {
             log::warn!("registration refused name={name} reason=\"{reason}\"");
-            write_message(stream, &Message::RegisterRefused { reason })?;
+            write_message(&mut writer, &Message::RegisterRefused { reason })?;
             Ok(None)
         }
     }
 }
 
-/// Reads a registered client's frames until it leaves. Each publish goes into the hub,
-/// which stamps it with the registered `name` and `session`: nothing the client writes
-/// can make it speak as someone else.
-fn read_publishes(
-    stream: &mut TcpStream,
-    shared: &Shared,
-    name: &str,
-    conn: u64,
-    session: u64,
-) -> Result<()> {
-    while let Some(message) = read_message(stream)? {
-        match message {
-            Message::Publish { seq, body } => {
-                check_body(&body)?;
-                log::debug!("publish name={name} seq={seq}");
-                if !shared
-                    .hub
-                    .publish(Origin::Local { conn }, name, session, seq, &body)
-                {
-                    return Err(Error::Protocol("connection replaced by a newer one".into()));
-                }
-            }
-            Message::Keepalive => {}
-            Message::Deregister => return Ok(()),
-            other => {
-                return net::refuse(
-                    stream,
-                    &format!("unexpected {} from a client", other.kind()),
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A client's writer thread (`send-<name>`): what it needs to write one client's socket.
-struct ClientWriter {
-    stream: TcpStream,
-    hub: Hub,
-    name: String,
-    conn: u64,
-    outbox: OutboxReceiver,
-    keepalive: Duration,
-}
-
-impl ClientWriter {
-    /// Writes the initial frames, then the outbox, batched, with a keepalive after each quiet
-    /// `keepalive` interval. When the hub marks the outbox behind, it refills it from the
-    /// history window (`Hub::catch_up`) before it waits for more. Ends when the outbox
-    /// disconnects (the hub removed the client), the client fell behind the window (it is
-    /// told why), or a write fails; each way it shuts the socket so the reader ends too.
-    fn run(self, initial: Vec<Frame>) {
-        let mut out = BufWriter::with_capacity(64 * 1024, &self.stream);
-        match self.write_all(&mut out, &initial) {
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                // The client has let its socket buffer stay full for the whole write
-                // timeout: it has stopped reading. It resumes from the history window.
-                log::warn!(
-                    "slow consumer cut off name={} reason=\"a write blocked for the write \
-                     timeout; the client has stopped reading\"",
-                    self.name
-                );
-            }
-            Err(e) => log::debug!("client writer stopped name={}: {e}", self.name),
-            Ok(()) => {}
-        }
-        drop(out);
-        let _ = self.stream.shutdown(Shutdown::Both);
-    }
-
-    fn write_all(&self, out: &mut impl Write, initial: &[Frame]) -> std::io::Result<()> {
-        let keepalive_frame = Message::Keepalive.encode();
-        for frame in initial {
+impl Registered<'_> {
+    /// Writes `Registered` and the replay with the pen the registration gave this thread,
+    /// then puts the pen down; frames queued meanwhile get a writer.
+    fn write_initial(&mut self, shared: &Shared) -> Result<()> {
+        // Taken, not borrowed: the replay's frames must not stay pinned for the connection's
+        // whole life.
+        let initial = std::mem::take(&mut self.registration.initial);
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, &*self.stream);
+        for frame in &initial {
             out.write_all(frame)?;
         }
         out.flush()?;
-        loop {
-            if self.outbox.is_behind() {
-                match self.hub.catch_up(&self.name, self.conn) {
-                    CatchUp::Done | CatchUp::Behind => {}
-                    CatchUp::Gone => return Ok(()),
-                    CatchUp::FellBehind(reason) => {
-                        out.write_all(&Message::Error { reason }.encode())?;
-                        return out.flush();
+        drop(out);
+        if self.registration.outbox.put_pen_down() {
+            start_writer(self.job(), shared)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the client's frames until it leaves. Each publish goes into the hub, which
+    /// stamps it with the registered `name` and `session`: nothing the client writes can
+    /// make it speak as someone else.
+    fn read_publishes(&self, shared: &Shared) -> Result<()> {
+        let name = &self.name;
+        let hub::Registration { conn, session, .. } = self.registration;
+        let mut reader: &TcpStream = &self.stream;
+        while let Some(message) = read_message(&mut reader)? {
+            match message {
+                Message::Publish { seq, body } => {
+                    check_body(&body)?;
+                    log::debug!("publish name={name} seq={seq}");
+                    if !shared
+                        .hub
+                        .publish(Origin::Local { conn }, name, session, seq, &body)
+                    {
+                        return Err(Error::Protocol("connection replaced by a newer one".into()));
                     }
                 }
+                Message::Keepalive => self.answer_keepalive(shared)?,
+                Message::Deregister => return Ok(()),
+                other => {
+                    return net::refuse(
+                        &self.stream,
+                        &format!("unexpected {} from a client", other.kind()),
+                    );
+                }
             }
-            match self.outbox.recv_timeout(self.keepalive) {
-                Ok(frame) => {
-                    out.write_all(&frame)?;
-                    // A backlog goes out in one write instead of one per frame.
-                    for frame in self.outbox.try_iter().take(MAX_BATCH) {
-                        out.write_all(&frame)?;
+        }
+        Ok(())
+    }
+
+    /// Answers a keepalive with one, so a client that heard nothing for a while learns that
+    /// its server lives. Only when the pen is free: a writer that holds it is writing to the
+    /// client anyway, and two writers would interleave their bytes.
+    fn answer_keepalive(&self, shared: &Shared) -> Result<()> {
+        let outbox = &self.registration.outbox;
+        if !outbox.take_pen() {
+            return Ok(());
+        }
+        let written = (&*self.stream).write_all(&Message::Keepalive.encode());
+        if outbox.put_pen_down() {
+            start_writer(self.job(), shared)?;
+        }
+        Ok(written?)
+    }
+
+    /// What a writer for this client needs (the caller holds the pen, which goes with it).
+    fn job(&self) -> WriterJob {
+        WriterJob {
+            name: self.name.clone(),
+            conn: self.registration.conn,
+            stream: self.stream.clone(),
+            outbox: self.registration.outbox.clone(),
+        }
+    }
+}
+
+/// The `writers` thread: starts a writer for each client the hub says has frames and no
+/// writer, until the server stops. A client whose writer cannot be started (the process is
+/// out of threads) is cut off with the reason; it resumes elsewhere.
+pub(super) fn writers_loop(writers_rx: Receiver<WriterJob>, shared: Shared) {
+    loop {
+        select! {
+            recv(writers_rx) -> job => match job {
+                Ok(job) => {
+                    let (name, conn, stream) = (job.name.clone(), job.conn, job.stream.clone());
+                    if let Err(e) = start_writer(job, &shared) {
+                        log::warn!("client cut off name={name} reason=\"cannot start its writer: {e}\"");
+                        shared.hub.deregister(&name, conn);
+                        let _ = stream.shutdown(Shutdown::Both);
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => out.write_all(&keepalive_frame)?,
-                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Err(_) => break,
+            },
+            recv(shared.stop_rx) -> _ => break,
+        }
+    }
+    log::debug!("writers thread stopped");
+}
+
+/// Starts a writer thread (`send-<name>`) for `job`'s client.
+///
+/// # Errors
+/// When the thread cannot be started.
+fn start_writer(job: WriterJob, shared: &Shared) -> std::io::Result<()> {
+    let hub = shared.hub.clone();
+    thread::Builder::new()
+        .name(format!("send-{}", job.name))
+        .stack_size(THREAD_STACK)
+        .spawn(move || run_writer(job, &hub))?;
+    Ok(())
+}
+
+/// A writer's life: the one writer loop over the client's outbox ([`write_frames`]),
+/// catching up from the history window whenever the hub marked the client behind. Ends
+/// when the outbox has stayed empty for [`WRITER_LINGER`] (the pen goes down), when the hub
+/// removed the client, when the client fell behind the window (it is told why), or when a
+/// write fails or times out; the last two shut the socket down, so the connection thread
+/// ends too.
+fn run_writer(job: WriterJob, hub: &Hub) {
+    let WriterJob {
+        name,
+        conn,
+        stream,
+        outbox,
+    } = job;
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER, &*stream);
+    let catch_up =
+        |out: &mut BufWriter<&TcpStream>| catch_up_if_behind(out, &outbox, hub, &name, conn);
+    match write_frames(
+        &mut out,
+        &outbox,
+        WRITER_LINGER,
+        WhenIdle::PutPenDown,
+        catch_up,
+    ) {
+        Ok(()) => {}
+        Err(e) => {
+            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+                // The client has let its socket buffer stay full for the whole write
+                // timeout: it has stopped reading. It resumes from the history window.
+                log::warn!(
+                    "slow consumer cut off name={name} reason=\"a write blocked for the write \
+                     timeout; the client has stopped reading\""
+                );
+            } else {
+                log::debug!("client writer stopped name={name}: {e}");
             }
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// The writer's refill step: when the hub marked the client behind, refills the outbox from
+/// the history window (`Hub::catch_up`). A client that fell behind the window is told why
+/// and its connection closed.
+fn catch_up_if_behind(
+    out: &mut BufWriter<&TcpStream>,
+    outbox: &OutboxReceiver,
+    hub: &Hub,
+    name: &str,
+    conn: u64,
+) -> std::io::Result<Flow> {
+    if !outbox.is_behind() {
+        return Ok(Flow::Continue);
+    }
+    match hub.catch_up(name, conn) {
+        CatchUp::Done | CatchUp::Behind => Ok(Flow::Continue),
+        CatchUp::Gone => Ok(Flow::Stop),
+        CatchUp::FellBehind(reason) => {
+            out.write_all(&Message::Error { reason }.encode())?;
             out.flush()?;
+            let _ = out.get_ref().shutdown(Shutdown::Both);
+            Ok(Flow::Stop)
         }
     }
 }
@@ -250,7 +374,7 @@ pub fn valid_name(name: &str, max_len: usize) -> std::result::Result<(), String>
 
 #[cfg(test)]
 mod tests {
-    use super::valid_name;
+    use super::*;
     use crate::roles::server::DEFAULT_MAX_NAME_LEN;
 
     #[test]
@@ -262,5 +386,12 @@ mod tests {
         for bad in ["", ".hidden", "a/b", "a b", "é", &"x".repeat(max + 1)] {
             assert!(valid_name(bad, max).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn the_keepalive_is_four_heartbeats_and_at_most_a_quarter_of_the_idle_timeout() {
+        let ms = Duration::from_millis;
+        assert_eq!(keepalive_interval(ms(500), ms(30_000)), ms(2_000));
+        assert_eq!(keepalive_interval(ms(500), ms(4_000)), ms(1_000));
     }
 }

@@ -50,13 +50,14 @@ use std::net::TcpStream;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::auth::Secret;
 use crate::error::Result;
 use crate::net;
-use crate::protocol::Role;
+use crate::protocol::{Message, Role, write_message};
 use crate::signals;
+use crate::support::limits;
 use hub::{Hub, Limits};
 
 /// Default for `--max-clients`. Each client costs two threads with small stacks
@@ -102,8 +103,10 @@ const READY_WAIT: Duration = Duration::from_secs(3);
 /// is cut off as a reader that has stopped. A client that reads at all drains a socket
 /// buffer in milliseconds.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Frames a writer gathers into one batch when a backlog exists, bounding batch latency.
-const MAX_BATCH: usize = 256;
+/// Bytes a writer gathers before it writes to the socket: a batch of small frames goes out
+/// in one system call. Allocated only while a writer runs, and touched only as far as a
+/// batch fills it.
+const WRITE_BUFFER: usize = 64 * 1024;
 /// Stack size of connection threads: they hold no large buffers on the stack, and small
 /// stacks let a server hold thousands of connections.
 const THREAD_STACK: usize = 256 * 1024;
@@ -171,6 +174,8 @@ struct Shared {
     limits: net::ConnectionLimits,
     write_timeout: Duration,
     max_name_len: usize,
+    /// The keepalive interval announced to clients ([`client::keepalive_interval`]).
+    client_keepalive: Duration,
     secret: Option<Secret>,
     /// Every long-lived loop selects on this; [`ServerHandle::stop`] drops the only sender.
     stop_rx: Receiver<()>,
@@ -185,8 +190,9 @@ pub struct ServerHandle {
     stop_tx: Option<Sender<()>>,
     /// The `accept` thread, with its stop flag and wake-up ([`net::AcceptLoop::stop`]).
     accept: net::AcceptLoop,
-    /// The `heartbeat` thread, joined last on stop.
-    heartbeat: Option<JoinHandle<()>>,
+    /// The `heartbeat` and `writers` threads, which end when `stop_tx` is dropped; joined
+    /// last on stop.
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl ServerHandle {
@@ -201,8 +207,8 @@ impl ServerHandle {
         }
         self.accept.stop();
         self.hub.shut_down();
-        if let Some(heartbeat) = self.heartbeat.take() {
-            let _ = heartbeat.join();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
         log::info!("server stopped addr={}", self.addr);
     }
@@ -232,8 +238,11 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
     });
     log::info!("server listening on {addr} bind={bound}");
     net::warn_if_open_to_the_network(bound, config.secret.as_ref());
+    check_capacity(config.max_clients);
 
     let half_window = byte_bounds(config.history_bytes);
+    // The hub's requests for client writer threads (see `hub::WriterRequests` for the bound).
+    let (writers_tx, writers_rx) = unbounded();
     let hub = Hub::new(
         addr.clone(),
         Limits {
@@ -248,6 +257,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             stall_timeout: config.stall_timeout,
         },
         config.secret.clone(),
+        writers_tx,
     );
     let (stop_tx, stop_rx) = bounded::<()>(0);
     let shared = Shared {
@@ -258,8 +268,18 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         limits: config.limits,
         write_timeout: config.write_timeout,
         max_name_len: config.max_name_len,
+        client_keepalive: client::keepalive_interval(
+            config.heartbeat_interval,
+            config.limits.idle_timeout,
+        ),
         secret: config.secret.clone(),
         stop_rx,
+    };
+    let writers = {
+        let shared = shared.clone();
+        thread::Builder::new()
+            .name("writers".into())
+            .spawn(move || client::writers_loop(writers_rx, shared))?
     };
     let heartbeat = {
         let shared = shared.clone();
@@ -276,8 +296,45 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         hub,
         stop_tx: Some(stop_tx),
         accept,
-        heartbeat: Some(heartbeat),
+        threads: vec![heartbeat, writers],
     })
+}
+
+/// Raises the open-file limit as far as the system allows, and says at start how many
+/// clients that makes room for, with a warning when `--max-clients` asks for more: better
+/// to learn it now than from refusals under load. Each client holds one descriptor and one
+/// thread (two while it receives); the thread limit is the system's, `pid_max`.
+fn check_capacity(max_clients: usize) {
+    // Descriptors for everything that is not a client: the listener, peer links, the
+    // heartbeat, the spare, log files, connections still in their handshake.
+    const RESERVED: u64 = 64;
+    match limits::raise_open_files_limit() {
+        Ok(files) => {
+            let room = files.soft.saturating_sub(RESERVED);
+            log::info!(
+                "open-file limit {} (hard {}): room for about {room} clients",
+                files.soft,
+                files.hard
+            );
+            if max_clients as u64 > room {
+                log::warn!(
+                    "--max-clients {max_clients} is more than the open-file limit allows \
+                     (about {room} clients); raise the hard limit (ulimit -Hn, or \
+                     LimitNOFILE= in a systemd unit) or lower --max-clients"
+                );
+            }
+        }
+        Err(e) => log::warn!("cannot read or raise the open-file limit: {e}"),
+    }
+    if let Some(pid_max) = limits::pid_max()
+        && (max_clients as u64) > pid_max / 2
+    {
+        log::warn!(
+            "--max-clients {max_clients} may need up to {} threads, and this system allows \
+             {pid_max} in all (kernel.pid_max; docs/thread-per-connection.md)",
+            2 * max_clients
+        );
+    }
 }
 
 /// `dsys server`: runs until SIGINT or SIGTERM.
@@ -300,6 +357,8 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> Result<()> {
     match net::expect_hello(&stream, deadline, shared.secret.as_ref())? {
         Some(Role::Client) => client::serve_client(stream, shared, deadline),
         Some(Role::Peer) => peers::serve_peer(stream, shared, deadline),
+        // The coordinator asks whether this process still answers: one frame says so.
+        Some(Role::Probe) => write_message(&mut &stream, &Message::Keepalive),
         Some(other) => net::refuse(&stream, &format!("a server does not serve {other:?}")),
         None => Ok(()), // a reachability check: connected and closed without a word
     }

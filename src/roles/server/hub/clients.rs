@@ -7,13 +7,16 @@
 //! peer's `conn-<peer>` thread (a relay fanned out here), an `acks-<addr>` thread (acks).
 //! The [`Hub`] methods a client's threads call are here too.
 //!
-//! **Whom it talks to.** Each client has an outbox ([`LocalClient::outbox_tx`]); its
-//! `send-<name>` writer thread holds the receiving end and writes it to the socket.
+//! **Whom it talks to.** Each client has an outbox ([`LocalClient::outbox_tx`]), a channel
+//! of encoded frames bounded in frames and in bytes (`outbox.rs`). Its socket is written by
+//! a `send-<name>` writer thread that exists only while there is something to write: when a
+//! frame is queued for a client with no writer, the hub takes the client's pen and sends a
+//! [`WriterJob`] to the `writers` thread (`server/client.rs`), which starts one. An idle
+//! client therefore costs one thread, its connection thread, not two.
 //!
-//! **Fan-out.** Each local client has a writer thread draining its own outbox, a channel of
-//! encoded frames bounded in frames and in bytes (`outbox.rs`). A message is encoded once
-//! (outside the lock) into an `Arc`, and every recipient's outbox receives a clone of that
-//! `Arc`, never a copy of the payload ([`Clients::fan_out`]).
+//! **Fan-out.** A message is encoded once (outside the lock) into an `Arc`, and every
+//! recipient's outbox receives a clone of that `Arc`, never a copy of the payload
+//! ([`Clients::fan_out`]).
 //!
 //! **Slow readers.** A client whose outbox is full is *behind*: the hub stops queuing for it,
 //! and its writer refills the outbox from the history window as it drains
@@ -39,10 +42,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::history::History;
-use super::{CatchUp, Cutoffs, Frame, Hub, Registration};
+use super::{CatchUp, Cutoffs, Frame, Hub, Registration, WriterJob, WriterRequests};
 use crate::auth;
 use crate::protocol::{Message, Resume};
-use crate::roles::server::outbox::{OutboxSender, outbox};
+use crate::roles::server::outbox::{OutboxReceiver, OutboxSender, outbox};
 
 /// One registered client, as the hub sees it.
 pub(super) struct LocalClient {
@@ -52,12 +55,16 @@ pub(super) struct LocalClient {
     pub(super) session: u64,
     /// Its resume token, which a reconnect must show to replace this connection.
     pub(super) token: u64,
-    /// The sending end of the client's outbox; its writer thread holds the receiver. Dropping
-    /// this (by removing the client) makes the writer finish and close the connection.
+    /// The sending end of the client's outbox. Dropping this (by removing the client) makes
+    /// its writer, if it has one, finish and close the connection.
     pub(super) outbox_tx: OutboxSender,
-    /// A second handle on the client's socket, used only to shut it down when the client is
-    /// cut off, so a writer blocked on a full socket wakes up.
-    pub(super) stream: TcpStream,
+    /// The receiving end, handed to each writer thread the client gets ([`WriterJob`]).
+    pub(super) outbox_rx: OutboxReceiver,
+    /// The client's socket, shared with its connection and writer threads (one descriptor
+    /// per client, not one per thread). The hub uses it only to shut it down when the
+    /// client is cut off, so a writer blocked on a full socket wakes up, and to hand it to
+    /// a new writer.
+    pub(super) stream: Arc<TcpStream>,
     /// The arrival number of the last history entry this client has had queued (or skipped
     /// as not meant for it). While its outbox is marked behind, [`Clients::catch_up`]
     /// continues from here.
@@ -99,7 +106,7 @@ impl Hub {
         &self,
         name: &str,
         resume: Option<Resume>,
-        stream: TcpStream,
+        stream: Arc<TcpStream>,
         keepalive_ms: u32,
     ) -> Result<Registration, String> {
         let secret = self.secret.as_ref();
@@ -146,12 +153,15 @@ impl Hub {
             }
             state.next_id += 1;
             let conn = state.next_id;
-            let (outbox_tx, outbox_rx) = outbox(limits.client_queue, limits.client_queue_bytes);
+            // The connection thread holds the pen from the start: it writes `initial` itself.
+            let (outbox_tx, outbox_rx) =
+                outbox(limits.client_queue, limits.client_queue_bytes, true);
             let client = LocalClient {
                 conn,
                 session,
                 token,
                 outbox_tx,
+                outbox_rx: outbox_rx.clone(),
                 stream,
                 // The replay above covers everything stored so far.
                 last_queued: state.history.last_arrival(),
@@ -192,9 +202,10 @@ impl Hub {
     /// memory. It then resumes like any failed-over client and reports the loss as a gap.
     pub fn catch_up(&self, name: &str, conn: u64) -> CatchUp {
         let result = self.with_state(|state, _, _| {
+            let requests = state.writer_requests.clone();
             state
                 .clients
-                .catch_up(name, conn, &state.history, &state.addr)
+                .catch_up(name, conn, &state.history, &state.addr, &requests)
         });
         // The client needs less of the window now (or nothing: it left); a publish
         // waiting for room may go on.
@@ -263,24 +274,32 @@ impl Clients {
     }
 
     /// Fan-out: the shared frame, stored as number `arrival`, to every local client except
-    /// its sender `session`.
-    pub(super) fn fan_out(&mut self, session: u64, frame: &Frame, arrival: u64) {
+    /// its sender `session`; a client that has no writer gets one through `requests`.
+    pub(super) fn fan_out(
+        &mut self,
+        session: u64,
+        frame: &Frame,
+        arrival: u64,
+        requests: &WriterRequests,
+    ) {
         for (name, client) in &mut self.by_name {
             if client.session != session {
                 client.queue_live(name, frame, arrival);
+                client.see_written(name, requests);
             }
         }
     }
 
     /// Queues to each sender in `highest` (session to `seq`) the ack of its messages up to
     /// that `seq`.
-    pub(super) fn queue_acks(&mut self, highest: HashMap<u64, u64>) {
+    pub(super) fn queue_acks(&mut self, highest: HashMap<u64, u64>, requests: &WriterRequests) {
         for (session, seq) in highest {
             let Some(name) = self.names_by_session.get(&session) else {
                 continue; // the sender left; it resends on its next server if it needs to
             };
             if let Some(client) = self.by_name.get_mut(name) {
                 client.queue_ack(name, seq);
+                client.see_written(name, requests);
             }
         }
     }
@@ -304,10 +323,14 @@ impl Clients {
         conn: u64,
         history: &History,
         addr: &str,
+        requests: &WriterRequests,
     ) -> CatchUp {
         let Some(client) = self.by_name.get_mut(name).filter(|c| c.conn == conn) else {
             return CatchUp::Gone;
         };
+        // The caller is the client's writer, which holds the pen; should it ever be called
+        // without, this still makes sure someone writes what it queues.
+        client.see_written(name, requests);
         if let Some(seq) = client.pending_ack {
             if !client.outbox_tx.try_push(ack_frame(seq)) {
                 return CatchUp::Behind;
@@ -360,6 +383,20 @@ impl LocalClient {
             self.mark_behind(name);
         } else {
             self.pending_ack = None;
+        }
+    }
+
+    /// Makes sure what was just queued (or the catch-up a client behind needs) gets
+    /// written: when the client's pen is down, it has no writer, so the hub takes the pen
+    /// and asks the `writers` thread for one. Never blocks.
+    fn see_written(&self, name: &str, requests: &WriterRequests) {
+        if self.outbox_tx.take_pen() {
+            requests.request(WriterJob {
+                name: name.to_string(),
+                conn: self.conn,
+                stream: self.stream.clone(),
+                outbox: self.outbox_rx.clone(),
+            });
         }
     }
 

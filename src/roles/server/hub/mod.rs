@@ -66,6 +66,8 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crossbeam_channel::{Sender, unbounded};
+
 pub use super::outbox::Frame;
 use super::outbox::OutboxReceiver;
 use crate::auth::Secret;
@@ -156,8 +158,45 @@ pub struct Registration {
     pub initial: Vec<Frame>,
     /// The session the client speaks for.
     pub session: u64,
-    /// The client's outbox, for its writer thread.
+    /// The client's outbox, for the writer threads it will get. The connection thread holds
+    /// its pen: it writes `initial` itself, then puts the pen down.
     pub outbox: OutboxReceiver,
+}
+
+/// A client that has frames queued and no writer thread: what it takes to start one. The
+/// hub sends it to the `writers` thread (`server/client.rs`) after taking the client's pen,
+/// so at most one job per client is ever on its way.
+pub struct WriterJob {
+    /// The client's name, for the thread's name and for catching up.
+    pub name: String,
+    /// Its connection id, for catching up.
+    pub conn: u64,
+    /// Its socket.
+    pub stream: Arc<TcpStream>,
+    /// Its outbox; the job carries the pen with it.
+    pub outbox: OutboxReceiver,
+}
+
+/// Where the hub asks for writer threads: the sending end of the `writers` thread's channel.
+/// The channel is unbounded in crossbeam's sense, and bounded by the pen: a client has at
+/// most one job on its way, so the channel holds at most `--max-clients` jobs. Sending never
+/// blocks, so it is done under the hub's lock.
+#[derive(Clone)]
+pub(super) struct WriterRequests(Sender<WriterJob>);
+
+impl WriterRequests {
+    /// Asks for a writer for `job`'s client. When the `writers` thread has gone (the server
+    /// is stopping), nothing is started, which is what stopping wants.
+    pub(super) fn request(&self, job: WriterJob) {
+        let _ = self.0.send(job);
+    }
+}
+
+impl Default for WriterRequests {
+    /// Requests that go nowhere, for a state built without a server around it (unit tests).
+    fn default() -> WriterRequests {
+        WriterRequests(unbounded().0)
+    }
 }
 
 /// What [`Hub::catch_up`] did for a client that was behind.
@@ -205,6 +244,8 @@ struct State {
     epoch: u64,
     /// The last id given to a client connection or a peer link.
     next_id: u64,
+    /// Where writer threads for clients are asked for; kept across a fence.
+    writer_requests: WriterRequests,
     /// The local clients (`clients.rs`).
     clients: Clients,
     /// Rules 1 and 2 (`history.rs`); kept across a fence.
@@ -214,14 +255,22 @@ struct State {
 }
 
 /// Clients cut off under the lock, whose sockets are shut down after it is released.
-type Cutoffs = Vec<TcpStream>;
+type Cutoffs = Vec<Arc<TcpStream>>;
 
 impl Hub {
-    /// A hub for the server advertised at `addr`, in a cluster with `secret` (if any).
-    pub fn new(addr: String, limits: Limits, secret: Option<Secret>) -> Hub {
+    /// A hub for the server advertised at `addr`, in a cluster with `secret` (if any). It
+    /// sends a [`WriterJob`] on `writers_tx` whenever a client with no writer thread has
+    /// something to be written.
+    pub fn new(
+        addr: String,
+        limits: Limits,
+        secret: Option<Secret>,
+        writers_tx: Sender<WriterJob>,
+    ) -> Hub {
         Hub {
             state: Arc::new(Mutex::new(State {
                 addr,
+                writer_requests: WriterRequests(writers_tx),
                 ..State::default()
             })),
             ready_changed: Arc::default(),
@@ -329,6 +378,7 @@ impl Hub {
             *state = State {
                 addr: old.addr,
                 next_id: old.next_id,
+                writer_requests: old.writer_requests,
                 history: old.history,
                 ..State::default()
             };
@@ -457,7 +507,8 @@ impl State {
                 self.history
                     .store(session, seq, size, deliver.clone(), true, limits);
                 let arrival = self.history.last_arrival();
-                self.clients.fan_out(session, &deliver, arrival);
+                self.clients
+                    .fan_out(session, &deliver, arrival, &self.writer_requests);
             }
             Verdict::Backfill => self
                 .history
@@ -474,6 +525,6 @@ impl State {
     /// has now confirmed ([`Relay::advance_acks`]).
     fn advance_acks(&mut self) {
         let confirmed = self.relay.advance_acks();
-        self.clients.queue_acks(confirmed);
+        self.clients.queue_acks(confirmed, &self.writer_requests);
     }
 }
