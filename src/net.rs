@@ -1,7 +1,6 @@
 //! Small socket helpers shared by every role: the accept loop with its thread per
 //! connection, its limits and its stop ([`AcceptLoop`]), connecting with a deadline, the
-//! opening handshake, refusing a peer that breaks the protocol ([`refuse`]), and random
-//! identifiers.
+//! opening handshake, and refusing a peer that breaks the protocol ([`refuse`]).
 //!
 //! **Threads.** Only the accept loop starts any ([`AcceptLoop`], in `net/accept.rs`): the
 //! `accept` thread, and one `conn-<peer>` thread per connection that runs the role's serve
@@ -21,11 +20,8 @@
 
 mod accept;
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::auth::{self, Secret};
@@ -289,24 +285,6 @@ pub fn refuse<T>(stream: &TcpStream, reason: &str) -> Result<T> {
         },
     );
     Err(Error::Protocol(reason.to_string()))
-}
-
-/// A random 64-bit number, different on every call (session ids, tokens, epochs' salt).
-///
-/// std's `RandomState` is seeded from the operating system's randomness for each process;
-/// mixing in a counter makes successive calls differ. Not cryptographic: good enough for
-/// identifiers, and `docs/security.md` says what tokens do and do not protect.
-pub fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    hasher.finish()
 }
 
 /// The error every command gives when the coordinator does not answer: it names the address

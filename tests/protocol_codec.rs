@@ -30,7 +30,7 @@ use dsys::protocol::{
     Body, FILE_CHUNK_LEN, MAGIC, MAX_FRAME_LEN, Message, PROTOCOL_VERSION, RELAY_INDEX_BYTES,
     Resume, Role, ServerInfo, deliver_frame, read_frame, read_message, relay_frame, write_message,
 };
-use dsys::sha256;
+use dsys::support::sha256;
 
 // ---------------------------------------------------------------------------------------
 // Allocation tracking

@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
 use crate::error::{Error, Result};
 use crate::roles::client::session::{self, SessionConfig};
 use crate::roles::client::{self, Event};
-use crate::signals;
+use crate::support::signals;
 
 /// Heartbeat interval of the demo's servers: short, so the story moves quickly.
 const HEARTBEAT_INTERVAL_MS: u64 = 200;

@@ -26,8 +26,9 @@ use std::thread;
 
 use crossbeam_channel::{Sender, bounded, unbounded};
 
+use crate::Output;
 use crate::error::Result;
-use crate::{Output, signals};
+use crate::support::signals;
 pub use session::SessionConfig;
 
 /// Something for the session to send.

@@ -3,7 +3,7 @@
 
 use super::Event;
 use crate::Output;
-use crate::json::Object;
+use crate::support::json::Object;
 
 /// Prints one event on stdout (errors in text mode go to stderr, where a human sees them
 /// without mixing them into the conversation).

@@ -45,7 +45,7 @@ use crate::auth::Secret;
 use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{Message, Role, ServerInfo, read_message, write_message};
-use crate::signals;
+use crate::support::signals;
 
 pub use registry::{
     HeartbeatOutcome, Registry, ServerEntry, check_server_statuses, handle_heartbeat,

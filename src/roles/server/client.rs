@@ -87,7 +87,7 @@ pub(super) fn serve_client(stream: TcpStream, shared: &Shared, deadline: Instant
 /// A client the hub has registered, held by its connection thread. Dropping it gives the
 /// name back and shuts the socket down: an error anywhere after the hub said yes (a write
 /// that fails, a thread that cannot start) cannot leave the name taken.
-struct Registered<'a> {
+pub(super) struct Registered<'a> {
     name: String,
     hub: &'a Hub,
     addr: &'a str,
@@ -113,7 +113,7 @@ impl Drop for Registered<'_> {
 /// # Errors
 /// [`Error::Protocol`] when the first frame is not a `Register`, [`Error::Io`] when it is
 /// not in by the handshake `deadline`.
-fn register_client<'a>(
+pub(super) fn register_client<'a>(
     stream: &Arc<TcpStream>,
     shared: &'a Shared,
     deadline: Instant,

@@ -2,24 +2,32 @@
 //! every message to every other client, here and on every other live server.
 //!
 //! **Threads.**
-//! - `accept`: [`start_server`]'s accept loop; spawns one thread per connection.
-//! - `conn-<peer>`: reads one connection. For a client it is the seed's "thread per client":
-//!   it registers the client ([`register_client`]) and then reads its publishes into the hub.
-//!   For a peer server it reads relays into the hub and answers each with an ack.
-//! - `send-<name>`: a client's writer. It drains the client's bounded outbox into the socket,
-//!   batching whatever is queued into one write, and sends a keepalive when idle.
-//!   The reader and writer of one socket are separate threads (each with a `try_clone` of
-//!   the stream), so a client that is slow to read never delays its own publishes, and a
-//!   socket that blocks on write blocks only its own writer.
+//! - `accept`: [`start_server`]'s accept loop ([`net::AcceptLoop`]); spawns one thread per
+//!   connection.
+//! - `conn-<peer>`: reads one connection. For a client it is the seed's "thread per client"
+//!   and the client's one permanent thread: it registers the client
+//!   ([`client::register_client`]), reads its publishes into the hub and answers its
+//!   keepalives ([`client`]). For a peer server it reads relays into the hub and answers
+//!   each with an ack ([`peers`]).
+//! - `send-<name>`: a client's writer, only while the client has frames waiting. It drains
+//!   the client's outbox into the socket, batching whatever is queued into one write, and
+//!   ends when the outbox has been empty for a while. A socket that blocks on write blocks
+//!   only its own writer, and a client that is slow to read never delays its own publishes.
+//! - `writers`: starts a `send-<name>` for each client the hub says needs one.
 //! - `heartbeat`: every `heartbeat_interval`, tells the coordinator this server lives and
 //!   which clients it has; the reply lists the live servers, from which the peer links are
 //!   made ([`heartbeat`]).
-//! - `peer-<addr>`: one per live peer, relaying this server's clients' messages ([`peers`]).
+//! - `peer-<addr>` and `acks-<addr>`: one pair per live peer, relaying this server's
+//!   clients' messages and reading the peer's acks ([`peers`]).
+//!
+//! So an idle client costs one thread and one descriptor; `docs/thread-per-connection.md`
+//! has the measured bytes.
 //!
 //! **Channels.** Each client's outbox (hub → `send-<name>`) and each peer link's queue
 //! (hub → `peer-<addr>`) are crossbeam channels bounded in frames and bytes ([`outbox`]);
 //! the hub only ever `try_push`es, and what it does when one is full is written where it
-//! happens (`hub.rs`).
+//! happens (`hub/clients.rs`, `hub/relay.rs`). The hub's requests for writers go to the
+//! `writers` thread on a channel that holds at most one request per client.
 //!
 //! **Backpressure.** A publish waits in the hub until there is room for it
 //! ([`hub::Hub::publish`]): until the peers have confirmed enough of this server's relays,
@@ -56,13 +64,13 @@ use crate::auth::Secret;
 use crate::error::Result;
 use crate::net;
 use crate::protocol::{Message, Role, write_message};
-use crate::signals;
 use crate::support::limits;
+use crate::support::signals;
 use hub::{Hub, Limits};
 
-/// Default for `--max-clients`. Each client costs two threads with small stacks
-/// ([`THREAD_STACK`]): ten thousand reserve about 5 GiB of address space, but only the
-/// pages a stack really touches (a few KiB each) become resident memory.
+/// Default for `--max-clients`. An idle client costs one thread with a small stack
+/// ([`THREAD_STACK`]) and one descriptor; `docs/thread-per-connection.md` has the measured
+/// bytes and the system limits a server meets next.
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 /// Default for `--history-messages`: enough for a few seconds of traffic at full rate, which
 /// is what a failover needs.
@@ -224,7 +232,7 @@ impl Drop for ServerHandle {
 /// usable as soon as this returns.
 ///
 /// # Errors
-/// [`Error::Io`] when the address cannot be bound (say, the port is in use).
+/// [`crate::Error::Io`] when the address cannot be bound (say, the port is in use).
 pub fn start_server(config: Config) -> Result<ServerHandle> {
     let listener = net::listen(&config.bind)?;
     let bound = listener.local_addr()?;

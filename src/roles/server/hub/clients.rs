@@ -131,7 +131,7 @@ impl Hub {
                     (r.session, r.token)
                 }
                 (None, None) => {
-                    let session = crate::net::random_u64();
+                    let session = crate::support::random::random_u64();
                     (session, auth::resume_token(secret, session, name))
                 }
             };
