@@ -1,20 +1,14 @@
 //! One client connection on the server, from registration to goodbye: the seed's "thread
-//! per client" ([`serve_client`], [`register_client`]), the writer threads it gets while it
-//! has something to receive, and the checks on what a client sends ([`valid_name`], the
-//! payload bound).
+//! per client" ([`serve_client`], [`register_client`]) and the checks on what a client sends
+//! ([`valid_name`], the payload bound).
 //!
-//! **Threads.**
-//! - `conn-<peer>` (started by the accept loop) is the client's one permanent thread. It
-//!   registers the client, writes the registration's frames, then reads the client's
-//!   publishes into the hub for as long as the client stays, and answers its keepalives.
-//! - `send-<name>` is a writer, started only while the client has frames waiting: by the
-//!   `writers` thread ([`writers_loop`]) when the hub asks for one (a [`WriterJob`]), or by
-//!   the connection thread itself. It drains the client's outbox into the socket and ends
-//!   once the outbox has stayed empty for [`WRITER_LINGER`]. So an idle client costs one
-//!   thread, a busy one two, and a writer blocked on a slow client's full socket blocks
-//!   only that client.
-//! - `writers`, one per server, turns the hub's requests into writer threads, so the hub
-//!   never starts a thread under its lock and a publisher never waits for a spawn.
+//! **Threads.** `conn-<peer>` (started by the accept loop) is the client's one permanent
+//! thread. It registers the client, writes the registration's frames, then reads the
+//! client's publishes into the hub for as long as the client stays, and answers its
+//! keepalives. Frames for the client are written by a `send-<name>` writer that exists only
+//! while the client has frames waiting (`writers.rs`); when this thread holds the pen and
+//! frames are waiting, it hands the pen over to one ([`WriterJob`]). So an idle client
+//! costs one thread, a busy one two.
 //!
 //! The connection thread and a writer share the client's one socket (an `Arc<TcpStream>`:
 //! one descriptor per client). Only the holder of the client's *pen* writes to it
@@ -33,26 +27,16 @@
 //! registering, the name is given back ([`Registered`]'s drop). A protocol error costs only
 //! this connection, with the reason logged.
 
-use std::io::{BufWriter, ErrorKind, Write};
+use std::io::{BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, select};
-
-use super::hub::{self, CatchUp, Hub, Origin, WriterJob};
-use super::outbox::{Flow, OutboxReceiver, WhenIdle, write_frames};
-use super::{READY_WAIT, Shared, THREAD_STACK, WRITE_BUFFER};
+use super::hub::{self, Hub, Origin, WriterJob};
+use super::{READY_WAIT, Shared, WRITE_BUFFER};
 use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message, read_message, write_message};
-
-/// How long a client's writer waits for more frames once its outbox is empty, before it
-/// ends and gives its thread back. A client receiving a message every second or two keeps
-/// one writer; after a burst, the writers of ten thousand clients are gone two seconds
-/// later. Starting a writer costs a few tens of microseconds.
-const WRITER_LINGER: Duration = Duration::from_secs(2);
 
 /// Heartbeat intervals in one client keepalive interval (see [`keepalive_interval`]).
 const KEEPALIVE_INTERVALS: u32 = 4;
@@ -176,7 +160,7 @@ impl Registered<'_> {
         out.flush()?;
         drop(out);
         if self.registration.outbox.put_pen_down() {
-            start_writer(self.job(), shared)?;
+            self.hand_over(shared);
         }
         Ok(())
     }
@@ -214,18 +198,30 @@ impl Registered<'_> {
     }
 
     /// Answers a keepalive with one, so a client that heard nothing for a while learns that
-    /// its server lives. Only when the pen is free: a writer that holds it is writing to the
-    /// client anyway, and two writers would interleave their bytes.
+    /// its server lives. With the pen free, this thread writes the answer itself (an idle
+    /// client costs no other thread); when a writer holds it, possibly lingering with
+    /// nothing to write, the answer goes into the outbox behind the writer's frames, since
+    /// two writers would interleave their bytes.
     fn answer_keepalive(&self, shared: &Shared) -> Result<()> {
         let outbox = &self.registration.outbox;
         if !outbox.take_pen() {
+            shared
+                .hub
+                .queue_keepalive(&self.name, self.registration.conn);
             return Ok(());
         }
         let written = (&*self.stream).write_all(&Message::Keepalive.encode());
         if outbox.put_pen_down() {
-            start_writer(self.job(), shared)?;
+            self.hand_over(shared);
         }
         Ok(written?)
+    }
+
+    /// Hands the pen, which this thread holds and frames are waiting for, to a writer thread
+    /// started by the `writers` thread (which also retries when threads run short).
+    fn hand_over(&self, shared: &Shared) {
+        // Fails only when the `writers` thread has gone: the server is stopping.
+        let _ = shared.writers_tx.send(self.job());
     }
 
     /// What a writer for this client needs (the caller holds the pen, which goes with it).
@@ -235,107 +231,6 @@ impl Registered<'_> {
             conn: self.registration.conn,
             stream: self.stream.clone(),
             outbox: self.registration.outbox.clone(),
-        }
-    }
-}
-
-/// The `writers` thread: starts a writer for each client the hub says has frames and no
-/// writer, until the server stops. A client whose writer cannot be started (the process is
-/// out of threads) is cut off with the reason; it resumes elsewhere.
-pub(super) fn writers_loop(writers_rx: Receiver<WriterJob>, shared: Shared) {
-    loop {
-        select! {
-            recv(writers_rx) -> job => match job {
-                Ok(job) => {
-                    let (name, conn, stream) = (job.name.clone(), job.conn, job.stream.clone());
-                    if let Err(e) = start_writer(job, &shared) {
-                        log::warn!("client cut off name={name} reason=\"cannot start its writer: {e}\"");
-                        shared.hub.deregister(&name, conn);
-                        let _ = stream.shutdown(Shutdown::Both);
-                    }
-                }
-                Err(_) => break,
-            },
-            recv(shared.stop_rx) -> _ => break,
-        }
-    }
-    log::debug!("writers thread stopped");
-}
-
-/// Starts a writer thread (`send-<name>`) for `job`'s client.
-///
-/// # Errors
-/// When the thread cannot be started.
-fn start_writer(job: WriterJob, shared: &Shared) -> std::io::Result<()> {
-    let hub = shared.hub.clone();
-    thread::Builder::new()
-        .name(format!("send-{}", job.name))
-        .stack_size(THREAD_STACK)
-        .spawn(move || run_writer(job, &hub))?;
-    Ok(())
-}
-
-/// A writer's life: the one writer loop over the client's outbox ([`write_frames`]),
-/// catching up from the history window whenever the hub marked the client behind. Ends
-/// when the outbox has stayed empty for [`WRITER_LINGER`] (the pen goes down), when the hub
-/// removed the client, when the client fell behind the window (it is told why), or when a
-/// write fails or times out; the last two shut the socket down, so the connection thread
-/// ends too.
-fn run_writer(job: WriterJob, hub: &Hub) {
-    let WriterJob {
-        name,
-        conn,
-        stream,
-        outbox,
-    } = job;
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER, &*stream);
-    let catch_up =
-        |out: &mut BufWriter<&TcpStream>| catch_up_if_behind(out, &outbox, hub, &name, conn);
-    match write_frames(
-        &mut out,
-        &outbox,
-        WRITER_LINGER,
-        WhenIdle::PutPenDown,
-        catch_up,
-    ) {
-        Ok(()) => {}
-        Err(e) => {
-            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
-                // The client has let its socket buffer stay full for the whole write
-                // timeout: it has stopped reading. It resumes from the history window.
-                log::warn!(
-                    "slow consumer cut off name={name} reason=\"a write blocked for the write \
-                     timeout; the client has stopped reading\""
-                );
-            } else {
-                log::debug!("client writer stopped name={name}: {e}");
-            }
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-/// The writer's refill step: when the hub marked the client behind, refills the outbox from
-/// the history window (`Hub::catch_up`). A client that fell behind the window is told why
-/// and its connection closed.
-fn catch_up_if_behind(
-    out: &mut BufWriter<&TcpStream>,
-    outbox: &OutboxReceiver,
-    hub: &Hub,
-    name: &str,
-    conn: u64,
-) -> std::io::Result<Flow> {
-    if !outbox.is_behind() {
-        return Ok(Flow::Continue);
-    }
-    match hub.catch_up(name, conn) {
-        CatchUp::Done | CatchUp::Behind => Ok(Flow::Continue),
-        CatchUp::Gone => Ok(Flow::Stop),
-        CatchUp::FellBehind(reason) => {
-            out.write_all(&Message::Error { reason }.encode())?;
-            out.flush()?;
-            let _ = out.get_ref().shutdown(Shutdown::Both);
-            Ok(Flow::Stop)
         }
     }
 }

@@ -53,6 +53,7 @@ mod heartbeat;
 pub mod hub;
 mod outbox;
 mod peers;
+mod writers;
 
 use std::net::TcpStream;
 use std::thread::{self, JoinHandle};
@@ -184,6 +185,9 @@ struct Shared {
     max_name_len: usize,
     /// The keepalive interval announced to clients ([`client::keepalive_interval`]).
     client_keepalive: Duration,
+    /// Requests for client writer threads, to the `writers` thread (the hub holds another
+    /// sender; a connection thread uses this one when it hands its pen over).
+    writers_tx: Sender<hub::WriterJob>,
     secret: Option<Secret>,
     /// Every long-lived loop selects on this; [`ServerHandle::stop`] drops the only sender.
     stop_rx: Receiver<()>,
@@ -247,6 +251,8 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
     log::info!("server listening on {addr} bind={bound}");
     net::warn_if_open_to_the_network(bound, config.secret.as_ref());
     check_capacity(config.max_clients);
+    let writer_budget = writers::writer_budget(config.limits.max_connections);
+    log::info!("writer threads at once: at most {writer_budget} (the thread budget)");
 
     let half_window = byte_bounds(config.history_bytes);
     // The hub's requests for client writer threads (see `hub::WriterRequests` for the bound).
@@ -265,7 +271,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             stall_timeout: config.stall_timeout,
         },
         config.secret.clone(),
-        writers_tx,
+        writers_tx.clone(),
     );
     let (stop_tx, stop_rx) = bounded::<()>(0);
     let shared = Shared {
@@ -280,6 +286,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             config.heartbeat_interval,
             config.limits.idle_timeout,
         ),
+        writers_tx,
         secret: config.secret.clone(),
         stop_rx,
     };
@@ -287,7 +294,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         let shared = shared.clone();
         thread::Builder::new()
             .name("writers".into())
-            .spawn(move || client::writers_loop(writers_rx, shared))?
+            .spawn(move || writers::writers_loop(writers_rx, shared, writer_budget))?
     };
     let heartbeat = {
         let shared = shared.clone();

@@ -193,6 +193,21 @@ impl Hub {
         removed
     }
 
+    /// Queues a keepalive for `name` behind whatever its writer is writing: how the client's
+    /// connection thread answers a keepalive when a writer holds the pen (it may be
+    /// lingering with nothing to write, and the client must hear an answer). Nothing is
+    /// queued for a replaced connection, nor when the outbox is full: then frames are on
+    /// their way to the client anyway.
+    pub fn queue_keepalive(&self, name: &str, conn: u64) {
+        self.with_state(|state, _, _| {
+            let requests = state.writer_requests.clone();
+            if let Some(client) = state.clients.by_name.get_mut(name).filter(|c| c.conn == conn) {
+                client.outbox_tx.try_push(Arc::new(Message::Keepalive.encode()));
+                client.see_written(name, &requests);
+            }
+        });
+    }
+
     /// Refills the outbox of a client that is behind (see `LocalClient::queue_live`) from
     /// the history window, in arrival order, for as long as it has room. Called by the
     /// client's writer thread whenever it sees the outbox marked behind.
