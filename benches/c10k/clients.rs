@@ -9,7 +9,8 @@
 //! the few C functions dsys needs.
 //!
 //! Each client behaves as `dsys client` does on an idle connection: it reads whatever comes
-//! and sends a keepalive when it has heard nothing for the interval its server announced.
+//! and sends a keepalive when it has heard nothing for the interval its server announced
+//! (in `Registered`, then in `KeepaliveEvery` when it changes).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -168,11 +169,17 @@ fn read_available(client: &mut Idle, burst: usize, complete: &AtomicUsize) {
             break;
         }
         let body = &client.buffer[start + 4..start + 4 + len];
-        if let Ok(Message::Deliver { .. }) = Message::decode(body) {
-            client.delivered += 1;
-            if client.delivered == burst {
-                complete.fetch_add(1, Ordering::AcqRel);
+        match Message::decode(body) {
+            Ok(Message::Deliver { .. }) => {
+                client.delivered += 1;
+                if client.delivered == burst {
+                    complete.fetch_add(1, Ordering::AcqRel);
+                }
             }
+            Ok(Message::KeepaliveEvery { ms }) => {
+                client.keepalive = Duration::from_millis(u64::from(ms));
+            }
+            _ => {}
         }
         start += 4 + len;
     }

@@ -183,10 +183,15 @@ fn one_run(n: usize) -> Result<Run, String> {
     thread::sleep(Duration::from_secs(1));
     let after = server.rss_bytes();
 
-    let declared_dead = coordinator
+    let deaths: Vec<String> = coordinator
         .stderr_so_far()
-        .iter()
-        .any(|l| l.contains("declared dead"));
+        .into_iter()
+        .filter(|l| l.contains("declared dead") || l.contains("heartbeat missed"))
+        .collect();
+    for line in &deaths {
+        println!("  coordinator: {line}");
+    }
+    let declared_dead = !deaths.is_empty();
     Ok(Run {
         rss_per_client_kib: (rss.saturating_sub(baseline)) as f64 / n as f64 / 1024.0,
         threads,

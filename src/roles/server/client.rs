@@ -27,6 +27,7 @@
 //! registering, the name is given back ([`Registered`]'s drop). A protocol error costs only
 //! this connection, with the reason logged.
 
+use std::cell::Cell;
 use std::io::{BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
@@ -38,22 +39,54 @@ use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message, read_message, write_message};
 
-/// Heartbeat intervals in one client keepalive interval (see [`keepalive_interval`]).
+/// Heartbeat intervals in the shortest client keepalive interval (see [`KeepalivePolicy`]).
 const KEEPALIVE_INTERVALS: u32 = 4;
 
-/// The keepalive interval this server announces to its clients: four heartbeat intervals
-/// (2 s by default), and at most a quarter of `--idle-timeout`, so that a live client is
-/// never taken for a silent one.
+/// Keepalives a server answers per second, at most, however many clients it holds (see
+/// [`KeepalivePolicy`]). Each costs a wake-up of the client's thread, a read and a write:
+/// about 25 us on this project's 2-core test machine, so this budget is about 5 % of one
+/// core (`docs/thread-per-connection.md`).
+const KEEPALIVES_PER_SECOND: u32 = 2_000;
+
+/// How long a client may hear nothing before it sends a keepalive, which the server answers
+/// (and after twice that, it takes its server for dead or hung).
 ///
-/// Why not every heartbeat interval, as peers do: each keepalive costs the server a wake-up
-/// and a write, and with ten thousand clients every 500 ms that is twenty thousand a second
-/// doing nothing (`docs/thread-per-connection.md` has the measurements). The price is
-/// paid in failure detection: a client of a hung server notices within two keepalive
-/// intervals instead of three heartbeat intervals (`docs/heartbeats-and-failover.md`).
-pub(super) fn keepalive_interval(heartbeat_interval: Duration, idle_timeout: Duration) -> Duration {
-    (heartbeat_interval * KEEPALIVE_INTERVALS)
-        .min(idle_timeout / 4)
-        .max(Duration::from_millis(10))
+/// The shortest interval is four heartbeat intervals (2 s by default). A server with many
+/// clients makes it longer, in whole multiples of the shortest, so that all its clients'
+/// keepalives together stay within [`KEEPALIVES_PER_SECOND`]: ten thousand idle clients
+/// then cost the same as two thousand. It never exceeds a quarter of `--idle-timeout`, so a
+/// live client is never taken for a silent one. The price is paid in failure detection: a
+/// client of a hung server notices within two of its keepalive intervals
+/// (`docs/heartbeats-and-failover.md`). Each client is told its interval in `Registered`,
+/// and again with `KeepaliveEvery` when the interval has changed since.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct KeepalivePolicy {
+    shortest: Duration,
+    longest: Duration,
+}
+
+impl KeepalivePolicy {
+    /// The policy of a server with these flags.
+    pub(super) fn new(heartbeat_interval: Duration, idle_timeout: Duration) -> KeepalivePolicy {
+        let longest = (idle_timeout / 4).max(Duration::from_millis(10));
+        KeepalivePolicy {
+            shortest: (heartbeat_interval * KEEPALIVE_INTERVALS).min(longest),
+            longest,
+        }
+    }
+
+    /// The interval for a server holding `clients`.
+    pub(super) fn interval(&self, clients: usize) -> Duration {
+        let needed = Duration::from_secs_f64(clients as f64 / f64::from(KEEPALIVES_PER_SECOND));
+        let multiple = needed.as_nanos().div_ceil(self.shortest.as_nanos()).max(1);
+        let multiple = u32::try_from(multiple).unwrap_or(u32::MAX);
+        self.shortest.saturating_mul(multiple).min(self.longest)
+    }
+}
+
+/// A duration as the milliseconds a frame carries.
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
 }
 
 /// A client connection, from registration to goodbye, on its connection thread.
@@ -77,6 +110,8 @@ pub(super) struct Registered<'a> {
     addr: &'a str,
     stream: Arc<TcpStream>,
     registration: hub::Registration,
+    /// The keepalive interval this client was last told.
+    keepalive: Cell<Duration>,
 }
 
 impl Drop for Registered<'_> {
@@ -116,10 +151,12 @@ pub(super) fn register_client<'a>(
         log::warn!("registering name={name} before every peer has linked in");
     }
     let resuming = resume.is_some();
-    let keepalive_ms = shared.client_keepalive.as_millis().min(u32::MAX as u128) as u32;
+    let keepalive = shared
+        .client_keepalive
+        .interval(shared.hub.client_count() + 1);
     match shared
         .hub
-        .register(&name, resume, stream.clone(), keepalive_ms)
+        .register(&name, resume, stream.clone(), millis(keepalive))
     {
         Ok(registration) => {
             let how = if resuming { "resumed" } else { "registered" };
@@ -134,6 +171,7 @@ pub(super) fn register_client<'a>(
                 addr: &shared.addr,
                 stream: stream.clone(),
                 registration,
+                keepalive: Cell::new(keepalive),
             };
             stream.set_read_timeout(Some(shared.limits.idle_timeout))?;
             Ok(Some(registered))
@@ -202,15 +240,25 @@ impl Registered<'_> {
     /// client costs no other thread); when a writer holds it, possibly lingering with
     /// nothing to write, the answer goes into the outbox behind the writer's frames, since
     /// two writers would interleave their bytes.
+    /// The answer is `KeepaliveEvery` instead when the interval has changed since the
+    /// client was last told ([`KeepalivePolicy`]).
     fn answer_keepalive(&self, shared: &Shared) -> Result<()> {
+        let interval = shared.client_keepalive.interval(shared.hub.client_count());
+        let answer = if interval == self.keepalive.replace(interval) {
+            Message::Keepalive
+        } else {
+            Message::KeepaliveEvery {
+                ms: millis(interval),
+            }
+        };
         let outbox = &self.registration.outbox;
         if !outbox.take_pen() {
             shared
                 .hub
-                .queue_keepalive(&self.name, self.registration.conn);
+                .queue_keepalive(&self.name, self.registration.conn, &answer);
             return Ok(());
         }
-        let written = (&*self.stream).write_all(&Message::Keepalive.encode());
+        let written = (&*self.stream).write_all(&answer.encode());
         if outbox.put_pen_down() {
             self.hand_over(shared);
         }
@@ -284,9 +332,26 @@ mod tests {
     }
 
     #[test]
-    fn the_keepalive_is_four_heartbeats_and_at_most_a_quarter_of_the_idle_timeout() {
+    fn the_keepalive_interval_grows_with_the_clients_within_its_bounds() {
         let ms = Duration::from_millis;
-        assert_eq!(keepalive_interval(ms(500), ms(30_000)), ms(2_000));
-        assert_eq!(keepalive_interval(ms(500), ms(4_000)), ms(1_000));
+        let policy = KeepalivePolicy::new(ms(500), ms(30_000));
+        assert_eq!(policy.interval(0), ms(2_000), "four heartbeat intervals");
+        assert_eq!(policy.interval(4_000), ms(2_000), "2,000 a second at 2 s");
+        assert_eq!(
+            policy.interval(4_001),
+            ms(4_000),
+            "whole multiples of the shortest"
+        );
+        assert_eq!(policy.interval(10_000), ms(6_000));
+        assert_eq!(
+            policy.interval(1_000_000),
+            ms(7_500),
+            "a quarter of the idle timeout"
+        );
+        // A short idle timeout caps even the shortest interval.
+        assert_eq!(
+            KeepalivePolicy::new(ms(500), ms(4_000)).interval(0),
+            ms(1_000)
+        );
     }
 }

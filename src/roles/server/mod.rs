@@ -183,8 +183,8 @@ struct Shared {
     limits: net::ConnectionLimits,
     write_timeout: Duration,
     max_name_len: usize,
-    /// The keepalive interval announced to clients ([`client::keepalive_interval`]).
-    client_keepalive: Duration,
+    /// The keepalive interval announced to clients ([`client::KeepalivePolicy`]).
+    client_keepalive: client::KeepalivePolicy,
     /// Requests for client writer threads, to the `writers` thread (the hub holds another
     /// sender; a connection thread uses this one when it hands its pen over).
     writers_tx: Sender<hub::WriterJob>,
@@ -282,7 +282,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         limits: config.limits,
         write_timeout: config.write_timeout,
         max_name_len: config.max_name_len,
-        client_keepalive: client::keepalive_interval(
+        client_keepalive: client::KeepalivePolicy::new(
             config.heartbeat_interval,
             config.limits.idle_timeout,
         ),
