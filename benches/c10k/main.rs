@@ -180,7 +180,8 @@ fn one_run(n: usize) -> Result<Run, String> {
     {
         thread::sleep(Duration::from_millis(100));
     }
-    thread::sleep(Duration::from_secs(1));
+    // The server gives freed memory back at its next heartbeat (every 500 ms by default).
+    thread::sleep(Duration::from_secs(2));
     let after = server.rss_bytes();
 
     let deaths: Vec<String> = coordinator

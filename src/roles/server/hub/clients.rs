@@ -124,6 +124,14 @@ pub(super) struct Clients {
 // The entry points of a client's threads: its connection thread registers and leaves, its
 // writer catches up; the heartbeat reports the names.
 impl Hub {
+    /// Gives back the room the client tables kept for clients that have left (a map does
+    /// not shrink by itself), before the freed memory goes back to the system.
+    pub fn shrink_to_fit(&self) {
+        let mut state = self.lock();
+        state.clients.by_name.shrink_to_fit();
+        state.clients.names_by_session.shrink_to_fit();
+    }
+
     /// How many clients are registered.
     pub fn client_count(&self) -> usize {
         self.lock().clients.len()
