@@ -50,10 +50,11 @@ use crossbeam_channel::{Receiver, Sender, never, select, tick};
 use super::connection::Connection;
 use super::inbox::Inbox;
 pub use super::locate::locate;
-use super::{Command, Event, files};
+use super::{Command, Event, files, input};
 use crate::auth::Secret;
 use crate::error::{Error, Result};
-use crate::protocol::{Body, Message, Resume};
+use crate::net;
+use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message, Resume};
 
 /// Messages sent and not yet acknowledged, at most. At the bound the session stops reading
 /// commands until acks arrive (backpressure), so nothing is lost and memory stays bounded.
@@ -73,6 +74,9 @@ pub const MAX_RECENT: usize = 1024;
 pub const MAX_RECENT_BYTES: usize = 8 * 1024 * 1024;
 /// How long the first registration may take before the client gives up (exit status 1).
 const FIRST_REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Servers tried for the first registration when the coordinator chooses: one, and two
+/// more should it name servers that died since their last heartbeat.
+const FIRST_REGISTER_ATTEMPTS: usize = 3;
 /// How long a registration during failover may take. Short, because the server may be hung
 /// (its kernel accepts the connection but nobody answers); the session then asks the
 /// coordinator again.
@@ -129,8 +133,9 @@ struct Session {
 /// error (exit status 1 with one clear line), not a thread's.
 ///
 /// # Errors
-/// [`Error::NoLiveServer`] when neither the coordinator nor `--server` gives a server that
-/// answers; [`Error::Refused`] when the server refuses the name.
+/// [`Error::NoLiveServer`] when the coordinator knows no live server;
+/// [`Error::Unreachable`] when the coordinator or the server cannot be reached or does
+/// not answer (the text says which); [`Error::Refused`] when the server refuses the name.
 pub fn start(
     config: SessionConfig,
     commands_rx: Receiver<Command>,
@@ -166,17 +171,36 @@ impl Session {
         let _ = self.events_tx.send(event);
     }
 
+    /// Registers for the first time: on `--server`, or where the coordinator says. The
+    /// server the coordinator names may have died since its last heartbeat; then the
+    /// coordinator is asked again, naming it as lost (it checks, and plans around it), up
+    /// to [`FIRST_REGISTER_ATTEMPTS`] times. A server that refuses (the name is taken, it
+    /// is full) is an answer, not a failure to retry.
     fn first_registration(&mut self) -> Result<Connection> {
-        let server = match &self.config.server {
-            Some(server) => server.clone(),
-            None => locate(&self.config, "")?,
+        let mut suspect = String::new();
+        let mut attempts = 0;
+        let (server, connection) = loop {
+            let server = match &self.config.server {
+                Some(server) => server.clone(),
+                None => locate(&self.config, &suspect)?,
+            };
+            attempts += 1;
+            match self.register(&server, FIRST_REGISTER_TIMEOUT) {
+                Ok(connection) => break (server, connection),
+                Err(e)
+                    if self.config.server.is_none()
+                        && attempts < FIRST_REGISTER_ATTEMPTS
+                        && !matches!(e, Error::Refused(_)) =>
+                {
+                    log::info!(
+                        "server {server} did not take the registration ({e}); asking the \
+                         coordinator again"
+                    );
+                    suspect = server;
+                }
+                Err(e) => return Err(net::unreachable("server", &server, e)),
+            }
         };
-        let connection = self
-            .register(&server, FIRST_REGISTER_TIMEOUT)
-            .map_err(|e| match e {
-                Error::Refused(_) | Error::NoLiveServer(_) | Error::Usage(_) => e,
-                other => Error::NoLiveServer(format!("server {server} did not answer: {other}")),
-            })?;
         log::info!("registered name={} server={server}", self.config.name);
         self.emit(Event::Registered {
             name: self.config.name.clone(),
@@ -256,7 +280,7 @@ impl Session {
                 recv(connection.received_rx) -> frame => match frame {
                     Ok(Ok(message)) => lost = self.handle(message).err(),
                     Ok(Err(e)) => lost = Some(e),
-                    Err(_) => lost = Some(Error::Protocol("connection reader ended".into())),
+                    Err(_) => lost = Some(Error::PeerGone("connection reader ended".into())),
                 },
                 recv(keepalive) -> _ => {
                     connection.send_keepalive();
@@ -284,9 +308,17 @@ impl Session {
         Ok(())
     }
 
-    /// Sends a text at once, or queues a file behind the one being sent.
+    /// Sends a text at once, or queues a file behind the one being sent. What cannot be
+    /// sent becomes an `error` event and costs no number: a text over [`MAX_PAYLOAD_LEN`]
+    /// is refused here, before it takes a `seq`, since a server would close the connection
+    /// on it and the session would send it again after every failover, for ever.
     fn send_command(&mut self, connection: &mut Connection, command: Command) -> Result<()> {
         match command {
+            Command::Text(text) if text.len() > MAX_PAYLOAD_LEN => {
+                let message = input::too_long("a text", text.len());
+                self.emit(Event::Error { message });
+                Ok(())
+            }
             Command::Text(text) => {
                 let number = self.take_number();
                 self.publish(connection, Body::Text { number, text })
@@ -294,6 +326,10 @@ impl Session {
             Command::File(path) => {
                 self.queued_files.push_back(path);
                 self.start_next_file(connection)
+            }
+            Command::Unsendable(message) => {
+                self.emit(Event::Error { message });
+                Ok(())
             }
         }
     }
@@ -343,7 +379,9 @@ impl Session {
         let body = match outgoing.next_chunk() {
             Ok(Some(data)) => return self.publish(connection, Body::FileChunk { data }),
             Ok(None) => {
-                let outgoing = self.outgoing.take().expect("a file is being sent");
+                let Some(outgoing) = self.outgoing.take() else {
+                    return Ok(()); // cannot happen: `outgoing` was Some just above
+                };
                 let sha256 = outgoing.finish();
                 Body::FileEnd {
                     number: self.take_number(),
@@ -379,8 +417,10 @@ impl Session {
                 }
             }
             Message::Ack { seq } => {
-                while self.unacked.front().is_some_and(|(s, _)| *s <= seq) {
-                    let acked = self.unacked.pop_front().expect("front exists");
+                while let Some((oldest, _)) = self.unacked.front()
+                    && *oldest <= seq
+                    && let Some(acked) = self.unacked.pop_front()
+                {
                     self.unacked_bytes -= acked.1.payload_len();
                     self.keep_recent(acked);
                 }
@@ -447,7 +487,10 @@ impl Session {
         self.recent_bytes += acked.1.payload_len();
         self.recent.push_back(acked);
         while self.recent.len() > MAX_RECENT || self.recent_bytes > MAX_RECENT_BYTES {
-            let (_, body) = self.recent.pop_front().expect("recent is not empty");
+            // Over a bound means at least the message just pushed is there.
+            let Some((_, body)) = self.recent.pop_front() else {
+                break;
+            };
             self.recent_bytes -= body.payload_len();
         }
     }
