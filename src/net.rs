@@ -146,7 +146,7 @@ fn accept_loop<F>(
             .spawn(move || {
                 let _slot = slot; // given back when the connection ends, however it ends
                 if let Err(e) = serve(stream) {
-                    log::warn!("connection closed peer={peer} reason={e}");
+                    log::warn!("connection closed peer={peer} reason=\"{e}\"");
                 }
             });
         if let Err(e) = spawned {
@@ -200,15 +200,20 @@ impl Read for ReadBefore<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the handshake deadline passed",
-            ));
+            return Err(handshake_deadline_passed());
         }
         self.stream.set_read_timeout(Some(left))?;
         let mut stream = self.stream;
-        stream.read(buf)
+        // The read timeout is the time left, so a timeout here is the deadline passing.
+        stream.read(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => handshake_deadline_passed(),
+            _ => e,
+        })
     }
+}
+
+fn handshake_deadline_passed() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "the handshake deadline passed")
 }
 
 /// Binds a listener on `addr`, with an error that names the address (a port in use is a

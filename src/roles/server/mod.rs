@@ -237,7 +237,10 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             bound.to_string()
         }
     });
-    log::info!("server listening on {addr} bind={bound}");
+    log::info!(
+        "server listening on {addr} bind={bound} pid={}",
+        std::process::id()
+    );
     net::warn_if_open_to_the_network(bound, config.secret.as_ref());
 
     let half_window = byte_bounds(config.history_bytes);
@@ -346,12 +349,29 @@ fn serve_client(mut stream: TcpStream, shared: &Shared, deadline: Instant) -> Re
     let result = read_publishes(&mut stream, shared, &name, conn, session);
     // Whatever ended the read loop, this connection no longer speaks for `name`. Removing it
     // drops its outbox sender, which ends the writer; shutting the socket unblocks it.
+    // `deregister` is false when the client is no longer this connection's: a newer one
+    // replaced it, or the hub dropped it (fenced, stopping), which was logged then.
     if shared.hub.deregister(&name, conn) {
-        log::info!("client left name={name} server={}", shared.addr);
+        let reason = match &result {
+            Ok(true) => "deregistered".to_string(),
+            // What a client that failed over does to the server it left; after a hang,
+            // this is how a woken server learns of each client that moved meanwhile.
+            Ok(false) => "connection closed without a goodbye: the client ended, or moved to \
+                          another server"
+                .to_string(),
+            Err(e) if e.is_timeout() => {
+                "silent for longer than the idle timeout (--idle-timeout)".to_string()
+            }
+            Err(e) => e.to_string(),
+        };
+        log::info!(
+            "client left name={name} server={} reason=\"{reason}\"",
+            shared.addr
+        );
     }
     let _ = stream.shutdown(Shutdown::Both);
     let _ = writer.join();
-    result
+    result.map(|_| ())
 }
 
 /// The seed's `register_client`: reads the `Register` frame, asks the hub, and answers
@@ -404,14 +424,15 @@ fn register_client(
 
 /// Reads a registered client's frames until it leaves. Each publish goes into the hub,
 /// which stamps it with the registered `name` and `session`: nothing the client writes
-/// can make it speak as someone else.
+/// can make it speak as someone else. Returns whether the client said goodbye
+/// (`Deregister`) rather than just closing the connection.
 fn read_publishes(
     stream: &mut TcpStream,
     shared: &Shared,
     name: &str,
     conn: u64,
     session: u64,
-) -> Result<()> {
+) -> Result<bool> {
     while let Some(message) = read_message(stream)? {
         match message {
             Message::Publish { seq, body } => {
@@ -425,7 +446,7 @@ fn read_publishes(
                 }
             }
             Message::Keepalive => {}
-            Message::Deregister => return Ok(()),
+            Message::Deregister => return Ok(true),
             other => {
                 return refuse(
                     stream,
@@ -434,7 +455,7 @@ fn read_publishes(
             }
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// A client's writer thread (`send-<name>`): what it needs to write one client's socket.
