@@ -323,7 +323,8 @@ type Started = (
 );
 
 /// Registers the six clients through the coordinator, one after the other so the
-/// coordinator spreads them two per server.
+/// coordinator spreads them two per server. Returns a home for every one of [`NAMES`] (or
+/// an error), so the caller may index by name.
 fn start_clients(
     coordinator: &str,
     events_tx: &Sender<(String, Event)>,
@@ -359,9 +360,15 @@ fn start_clients(
                     }
                 }
             })?;
-        let (_, event) = story.next_event()?;
-        if let Event::Registered { server, .. } = event {
-            homes.insert(name, server);
+        // The session registered before `start` returned, so its first event is this.
+        loop {
+            match story.next_event()? {
+                (who, Event::Registered { server, .. }) if who == name => {
+                    homes.insert(name, server);
+                    break;
+                }
+                (who, other) => story.record(who, other),
+            }
         }
         commands.push(commands_tx);
     }
