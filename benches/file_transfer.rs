@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Client, Cluster, TempDir, median, pseudo_random_bytes};
-use dsys::sha256::Sha256;
+use dsys::support::sha256::Sha256;
 
 const FILE_LEN: usize = 64 * 1024 * 1024;
 const PIECE: usize = 256 * 1024;

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::protocol::Role;
-use crate::sha256;
+use crate::support::sha256;
 
 /// The environment variable that may hold the secret itself.
 pub const SECRET_ENV: &str = "DSYS_SECRET";
@@ -115,7 +115,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn resume_token(secret: Option<&Secret>, session: u64, name: &str) -> u64 {
     match secret {
         Some(secret) => token_mac(secret, session, name),
-        None => crate::net::random_u64(),
+        None => crate::support::random::random_u64(),
     }
 }
 
@@ -142,12 +142,12 @@ fn token_mac(secret: &Secret, session: u64, name: &str) -> u64 {
     u64::from_be_bytes([b0, b1, b2, b3, b4, b5, b6, b7])
 }
 
-/// 16 fresh bytes for a challenge. From `net::random_u64`: unpredictable to a stranger
+/// 16 fresh bytes for a challenge. From `support::random::random_u64`: unpredictable to a stranger
 /// (std seeds it from the operating system), though not a cryptographic generator.
 pub fn new_nonce() -> [u8; 16] {
     let mut nonce = [0u8; 16];
-    nonce[..8].copy_from_slice(&crate::net::random_u64().to_be_bytes());
-    nonce[8..].copy_from_slice(&crate::net::random_u64().to_be_bytes());
+    nonce[..8].copy_from_slice(&crate::support::random::random_u64().to_be_bytes());
+    nonce[8..].copy_from_slice(&crate::support::random::random_u64().to_be_bytes());
     nonce
 }
 

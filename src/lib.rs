@@ -7,24 +7,44 @@
 //!
 //! # Layout
 //!
+//! The folders are the picture: one folder per role, and in each role one file per thread
+//! or per idea. Read `roles/` first; `support/` can wait.
+//!
 //! ```text
-//! main.rs              the CLI: parse, start the logger, run a role, map errors to exit codes
-//! lib.rs               this map
-//! auth.rs              who may join: the cluster secret and the challenge that proves it
-//! error.rs             the one error type, one variant per outcome a caller treats differently
-//! json.rs              the JSON Lines writer for client events and status
-//! protocol.rs          frames and messages: bytes <-> Message, the frame-size cap
-//! net.rs               the accept loop and its limits, connecting with deadlines, the
-//!                      handshake, random ids
-//! sha256.rs            the digest that checks every received file end to end, and HMAC
-//! signals.rs           SIGINT/SIGTERM as a channel that disconnects
-//! roles/coordinator.rs registry, handle_heartbeat, watchdog (check_server_statuses),
-//!                      redistribute_clients, the "which server?" answer, status
-//! roles/server/        start_server, register_client, the hub (history, fan-out, acks),
-//!                      peer links, heartbeats
-//! roles/client/        the session (register, send, ack, failover), output, files in chunks
-//! roles/status.rs      `dsys status`
-//! roles/demo.rs        `dsys demo`
+//! main.rs                    the CLI: parse, start the logger, run a role, exit status
+//! lib.rs                     this map
+//! protocol/                  every byte on the wire
+//!   mod.rs                   the messages: who sends what to whom
+//!   encoding.rs              Message <-> frame body, field by field
+//!   codec.rs                 frames on a stream, the frame-size cap
+//! net.rs                     connecting with deadlines, the opening handshake, refuse
+//! net/accept.rs              AcceptLoop: the accept thread, a thread per connection, the
+//!                            connection limit, and how it stops
+//! auth.rs                    who may join: the cluster secret and the challenge proving it
+//! error.rs                   the one error type, a variant per outcome callers tell apart
+//! roles/coordinator/
+//!   mod.rs                   threads and sockets: heartbeats in, locate, status, watchdog
+//!   registry.rs              the decisions, no sockets: handle_heartbeat,
+//!                            check_server_statuses, redistribute_clients, assign
+//! roles/server/
+//!   mod.rs                   start_server and stop; what every server thread shares
+//!   client.rs                one client: register_client, its read loop, its writers
+//!   peers.rs                 one peer link, each way
+//!   heartbeat.rs             the heartbeat thread
+//!   outbox.rs                a bounded queue to one writer, the pen, the one writer loop
+//!   hub/                     the shared state: mod.rs (lock, publish), history.rs,
+//!                            relay.rs, clients.rs
+//! roles/client/
+//!   mod.rs                   the CLI client: stdin in, events out
+//!   session.rs               register, send, ack, fail over
+//!   connection.rs            one connection and its two threads
+//!   inbox.rs                 exactly once, in order: what a session delivers
+//!   locate.rs, files.rs, output.rs
+//! roles/status.rs            `dsys status`
+//! roles/demo.rs              `dsys demo`
+//! support/                   skip on a first reading: sha256 (files, HMAC), json,
+//!                            signals (SIGINT/SIGTERM as a channel), limits (open files),
+//!                            random ids
 //! ```
 //!
 //! ```text
@@ -42,12 +62,9 @@
 
 pub mod auth;
 pub mod error;
-pub mod json;
 pub mod net;
 pub mod protocol;
 pub mod roles;
-pub mod sha256;
-pub mod signals;
 pub mod support;
 
 pub use error::{Error, Result};

@@ -1,6 +1,13 @@
 //! Small socket helpers shared by every role: the accept loop with its thread per
-//! connection and its limits, connecting with a deadline, the opening handshake, and random
-//! identifiers.
+//! connection, its limits and its stop ([`AcceptLoop`]), connecting with a deadline, the
+//! opening handshake, and refusing a peer that breaks the protocol ([`refuse`]).
+//!
+//! **Threads.** Only the accept loop starts any ([`AcceptLoop`], in `net/accept.rs`): the
+//! `accept` thread, and one `conn-<peer>` thread per connection that runs the role's serve
+//! function. A connection's error ends only that connection, and its thread logs why.
+//! [`AcceptLoop::stop`] sets a flag, wakes `accept()` with a connection to itself and joins
+//! the thread; connection threads end on their own. Everything else here runs on the
+//! caller's thread.
 //!
 //! Every dsys socket is a blocking `std::net::TcpStream`. A blocking call must never wait
 //! forever on a peer that may be dead or hung, so every connect here has a timeout and
@@ -11,18 +18,17 @@
 //! a connection thread only while fewer than `max_connections` are open, and only until the
 //! handshake deadline unless it speaks the protocol.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::thread;
+mod accept;
+
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use crate::auth::{self, Secret};
 use crate::error::{Error, Result};
 use crate::protocol::{Message, PROTOCOL_VERSION, Role, read_message, write_message};
+
+pub use accept::AcceptLoop;
 
 /// Resolves `addr` (`host:port`) to its first socket address. The command line has checked
 /// the form already, so what fails here is the name itself.
@@ -72,113 +78,6 @@ impl ConnectionLimits {
     pub fn handshake_deadline(&self) -> Instant {
         Instant::now() + self.handshake_timeout
     }
-}
-
-/// Starts the `accept` thread of a thread-per-connection server (see [`accept_loop`]).
-///
-/// # Errors
-/// When the thread cannot be started.
-pub fn spawn_accept_loop<F>(
-    listener: TcpListener,
-    stopping: Arc<AtomicBool>,
-    max_connections: usize,
-    stack_size: usize,
-    serve: F,
-) -> std::io::Result<thread::JoinHandle<()>>
-where
-    F: Fn(TcpStream) -> Result<()> + Clone + Send + 'static,
-{
-    thread::Builder::new()
-        .name("accept".into())
-        .spawn(move || accept_loop(listener, stopping, max_connections, stack_size, serve))
-}
-
-/// The heart of a thread-per-connection server: accepts connections until `stopping` is
-/// set, and gives each one its own thread (named `conn-<peer>`, with `stack_size` bytes of
-/// stack) that runs `serve`. A connection's error is logged and costs only that
-/// connection. Beyond `max_connections` open at once, a new connection gets a refusal
-/// instead of a thread. The owner sets `stopping` and then connects once to wake this loop.
-fn accept_loop<F>(
-    listener: TcpListener,
-    stopping: Arc<AtomicBool>,
-    max_connections: usize,
-    stack_size: usize,
-    serve: F,
-) where
-    F: Fn(TcpStream) -> Result<()> + Clone + Send + 'static,
-{
-    let open = Arc::new(AtomicUsize::new(0));
-    let mut refused: u64 = 0;
-    for stream in listener.incoming() {
-        if stopping.load(Ordering::SeqCst) {
-            break;
-        }
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(e) => {
-                // Mostly "too many open files": pause instead of spinning on the error.
-                log::warn!("accept failed: {e}");
-                thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        let peer = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        if open.load(Ordering::Acquire) >= max_connections {
-            refused += 1;
-            // One line per refusal would let a flood fill the log as well.
-            if refused.is_power_of_two() {
-                log::warn!(
-                    "connection refused peer={peer} reason=\"{max_connections} connections \
-                     open (the limit)\" refused_so_far={refused}"
-                );
-            }
-            refuse_busy(stream, max_connections);
-            continue;
-        }
-        let slot = OpenSlot::take(&open);
-        let serve = serve.clone();
-        let spawned = thread::Builder::new()
-            .name(format!("conn-{peer}"))
-            .stack_size(stack_size)
-            .spawn(move || {
-                let _slot = slot; // given back when the connection ends, however it ends
-                if let Err(e) = serve(stream) {
-                    log::warn!("connection closed peer={peer} reason=\"{e}\"");
-                }
-            });
-        if let Err(e) = spawned {
-            log::warn!("cannot start a connection thread: {e}");
-        }
-    }
-    log::debug!("accept loop stopped");
-}
-
-/// One of the `max_connections` places, held by a connection thread and given back on drop.
-struct OpenSlot(Arc<AtomicUsize>);
-
-impl OpenSlot {
-    fn take(open: &Arc<AtomicUsize>) -> OpenSlot {
-        open.fetch_add(1, Ordering::AcqRel);
-        OpenSlot(open.clone())
-    }
-}
-
-impl Drop for OpenSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Tells a connection over the limit why it is closed. The write is non-blocking, so the
-/// accept thread never waits on a stranger: a fresh socket's send buffer takes the few
-/// bytes, and if it does not, the peer gets a bare close.
-fn refuse_busy(stream: TcpStream, max_connections: usize) {
-    let reason = format!("too many connections ({max_connections} open); try again later");
-    let _ = stream.set_nonblocking(true);
-    let _ = (&stream).write_all(&Message::Error { reason }.encode());
 }
 
 /// A reader that gives up at a deadline: each read waits at most the time left. The opening
@@ -339,15 +238,6 @@ pub fn expect_hello(
     // A peer that has closed already (a reachability check) may make this fail; the read
     // below then sees the end of the stream.
     let _ = write_message(&mut writer, &Message::Challenge { nonce });
-    let mut tell = |reason: String| {
-        let _ = write_message(
-            &mut writer,
-            &Message::Error {
-                reason: reason.clone(),
-            },
-        );
-        Err(Error::Protocol(reason))
-    };
     match read_opening(stream, deadline)? {
         Some(Message::Hello {
             version,
@@ -357,16 +247,20 @@ pub fn expect_hello(
             if auth::accepts(secret, &nonce, role, &proof) {
                 Ok(Some(role))
             } else {
-                tell(format!(
-                    "refused {role:?}: this cluster requires its secret and the connection did \
-                     not prove it (check --secret-file or {})",
-                    auth::SECRET_ENV
-                ))
+                refuse(
+                    stream,
+                    &format!(
+                        "refused {role:?}: this cluster requires its secret and the connection \
+                         did not prove it (check --secret-file or {})",
+                        auth::SECRET_ENV
+                    ),
+                )
             }
         }
-        Some(Message::Hello { version, .. }) => tell(format!(
-            "protocol version {version}, this build speaks {PROTOCOL_VERSION}"
-        )),
+        Some(Message::Hello { version, .. }) => refuse(
+            stream,
+            &format!("protocol version {version}, this build speaks {PROTOCOL_VERSION}"),
+        ),
         Some(other) => Err(Error::Protocol(format!(
             "expected Hello as first frame, got {}",
             other.kind()
@@ -375,22 +269,28 @@ pub fn expect_hello(
     }
 }
 
-/// A random 64-bit number, different on every call (session ids, tokens, epochs' salt).
+/// Refuses a peer that broke the protocol, telling it why first: writes `reason` in a
+/// [`Message::Error`] frame, then returns it as [`Error::Protocol`]. The serve function
+/// passes that error up, and the connection thread (see [`AcceptLoop`]) logs it as the
+/// reason the connection ended. Every role refuses through here, so a refused peer always
+/// learns the reason, and the log always shows it.
 ///
-/// std's `RandomState` is seeded from the operating system's randomness for each process;
-/// mixing in a counter makes successive calls differ. Not cryptographic: good enough for
-/// identifiers, and `docs/security.md` says what tokens do and do not protect.
-pub fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
+/// The write is best effort and blocks at most the stream's write timeout: a peer that has
+/// gone cannot be told, and the refusal stands all the same. Dropping the stream (the
+/// caller returns) closes it.
+///
+/// # Errors
+/// Always: [`Error::Protocol`] carrying `reason`. It is generic in `T` so that any
+/// connection function can `return refuse(...)`.
+pub fn refuse<T>(stream: &TcpStream, reason: &str) -> Result<T> {
+    let mut writer = stream;
+    let _ = write_message(
+        &mut writer,
+        &Message::Error {
+            reason: reason.to_string(),
+        },
     );
-    hasher.finish()
+    Err(Error::Protocol(reason.to_string()))
 }
 
 /// The error a command gives when it cannot talk to the `what` ("coordinator", "server")

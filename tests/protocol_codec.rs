@@ -30,7 +30,7 @@ use dsys::protocol::{
     Body, FILE_CHUNK_LEN, MAGIC, MAX_FRAME_LEN, Message, PROTOCOL_VERSION, RELAY_INDEX_BYTES,
     Resume, Role, ServerInfo, deliver_frame, read_frame, read_message, relay_frame, write_message,
 };
-use dsys::sha256;
+use dsys::support::sha256;
 
 // ---------------------------------------------------------------------------------------
 // Allocation tracking
@@ -277,6 +277,11 @@ fn sample_messages() -> Vec<Message> {
             version: u16::MAX,
             role: Role::Locate,
             proof: [0xff; 32],
+        },
+        Message::Hello {
+            version: PROTOCOL_VERSION,
+            role: Role::Probe,
+            proof: [0; 32],
         },
         Message::Error {
             reason: "name \"alice\" is taken".into(),
@@ -913,7 +918,7 @@ fn hello_with_bad_magic_is_refused() {
 
 #[test]
 fn hello_with_unknown_role_is_refused() {
-    for role in [0, 6, 0x80, 0xff] {
+    for role in [0, 7, 0x80, 0xff] {
         let body = [&[T_HELLO][..], &MAGIC, &u16be(PROTOCOL_VERSION), &[role]].concat();
         let reason = assert_protocol_error(Message::decode(&body), "unknown role");
         assert!(reason.contains("role"), "{reason}");

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::roles::client::session::{self, SessionConfig};
 use crate::roles::client::{self, Event, output};
 use crate::roles::status;
-use crate::signals;
+use crate::support::signals;
 
 /// `println!` that ignores a closed stdout (`println!` would panic): the demo still runs
 /// to its end and its exit status still says whether anything was lost.

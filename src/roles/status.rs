@@ -9,9 +9,9 @@ use std::time::Duration;
 use crate::Output;
 use crate::auth::Secret;
 use crate::error::{Error, Result};
-use crate::json;
 use crate::net;
 use crate::protocol::{Message, Role, ServerInfo};
+use crate::support::json;
 
 /// How long `dsys status` waits for the coordinator before giving up with exit status 1.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(3);

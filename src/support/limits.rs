@@ -82,6 +82,16 @@ pub fn raise_open_files_limit() -> io::Result<OpenFiles> {
     ))
 }
 
+/// The system's limit on processes and threads together (`kernel.pid_max`), where it can
+/// be read: every thread takes an id from this one pool.
+pub fn pid_max() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// One descriptor held in reserve, so that a server that ran out of descriptors can still
 /// accept one connection to tell it why it is refused, instead of leaving it hanging in the
 /// listen queue (the trick libev and nginx use).

@@ -1,4 +1,14 @@
 //! Support code that the story of dsys leans on but does not tell: a first reading may skip
 //! this folder.
+//!
+//! - `sha256.rs`: the digest that checks every received file end to end, and HMAC;
+//! - `json.rs`: the JSON Lines writer for client events and status;
+//! - `signals.rs`: SIGINT and SIGTERM as a channel that disconnects;
+//! - `limits.rs`: the open-file limit, raised at start, and a spare descriptor;
+//! - `random.rs`: random identifiers.
 
+pub mod json;
 pub mod limits;
+pub mod random;
+pub mod sha256;
+pub mod signals;

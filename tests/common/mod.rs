@@ -18,7 +18,7 @@
 //!
 //! **Stopping.** [`Proc`] is a guard: dropping it SIGKILLs and reaps the child, pass or
 //! fail. As a second line of defence each child asks the kernel to SIGKILL it when its
-//! parent *thread* dies (`PR_SET_PDEATHSIG` via [`dsys::signals::die_with_parent`]), so even
+//! parent *thread* dies (`PR_SET_PDEATHSIG` via [`dsys::support::signals::die_with_parent`]), so even
 //! a test process killed outright leaves no process behind. Because that signal follows the
 //! spawning thread, spawn children from the test's own thread, not from a helper thread that
 //! returns before the test ends.

@@ -44,7 +44,7 @@ impl Proc {
         // SAFETY: the closure runs between fork and exec and only calls prctl(2), which is
         // async-signal-safe; it allocates nothing and takes no lock.
         unsafe {
-            cmd.pre_exec(dsys::signals::die_with_parent);
+            cmd.pre_exec(dsys::support::signals::die_with_parent);
         }
         let mut child = cmd
             .spawn()

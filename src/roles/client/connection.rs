@@ -26,12 +26,18 @@
 //! reader that has stopped (and it lost messages). With its own writer the session always
 //! goes on receiving.
 //!
+//! **Keepalives.** The server announces a keepalive interval in `Registered`. When it has
+//! sent nothing for that long, the session sends a keepalive, which a live server answers
+//! with one ([`Connection::send_keepalive`]); the session also sends one when it has itself
+//! sent nothing for two intervals, so the server never takes a quiet client for a gone one.
+//! An idle connection thus costs the server one wake-up per interval, and nothing more.
+//!
 //! **When the server fails.** Every failure reaches the session the same way, as one `Err`
 //! item on `received`, after which `recv` ends; the session takes it for a lost connection
 //! and fails over. A broken socket and an end of stream are read errors. Silence is one
-//! too: the socket's read timeout is three keepalive intervals (at least 300 ms), and the
-//! server sends a frame at least once an interval, so a server that says nothing for that
-//! long is dead or hung. A failed write ends `send` and shuts the socket down, which wakes
+//! too: the socket's read timeout is two keepalive intervals (at least 300 ms), and a live
+//! server answers the keepalive sent after one, so a server that says nothing for two is
+//! dead or hung. A failed write ends `send` and shuts the socket down, which wakes
 //! `recv` with an end of stream. A frame the session cannot queue (the writer has ended,
 //! or the queue is full) makes [`Connection::send`] fail, which the session also treats as
 //! a lost connection.
@@ -42,10 +48,13 @@
 //! shuts the socket down, drops the session's channel ends and joins both threads, so no
 //! thread outlives its socket.
 
+use std::cell::Cell;
 use std::io::{BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, never};
 
@@ -84,9 +93,16 @@ pub(super) struct Connection {
     /// The highest `seq` of this session that the server already holds (0 on a first
     /// registration): recent messages above it are sent again after a failover.
     pub server_has: u64,
-    /// How often the server sends a frame when it has nothing to say, and so how often
-    /// the session sends a keepalive.
+    /// The keepalive interval the server announced: how long it may be quiet before the
+    /// session sends it a keepalive (see the module doc).
     pub keepalive: Duration,
+    /// When the connection opened: the zero of `heard_ms`.
+    opened: Instant,
+    /// Milliseconds from `opened` to the last frame the `recv` thread read.
+    heard_ms: Arc<AtomicU64>,
+    /// When the session last queued a frame, and its last keepalive.
+    last_sent: Cell<Instant>,
+    last_keepalive: Cell<Instant>,
     /// Frames from the `recv` thread ([`RECV_QUEUE`]); an `Err` or a disconnect means the
     /// connection is gone.
     pub received_rx: Receiver<Result<Message>>,
@@ -155,14 +171,18 @@ impl Connection {
                 )));
             }
         };
-        // Three keepalive intervals without a frame means the server is dead or hung.
-        let silence = (keepalive * 3).max(Duration::from_millis(300));
+        // Two keepalive intervals without a frame means the server is dead or hung: a live
+        // one answers the keepalive sent after the first.
+        let silence = (keepalive * 2).max(Duration::from_millis(300));
         stream.set_read_timeout(Some(silence))?;
         let (received_tx, received_rx) = bounded(RECV_QUEUE);
         let read_half = stream.try_clone()?;
+        let opened = Instant::now();
+        let heard_ms = Arc::new(AtomicU64::new(0));
+        let heard = (opened, heard_ms.clone());
         let reader = thread::Builder::new()
             .name(format!("recv-{name}"))
-            .spawn(move || read_frames(read_half, silence, received_tx))?;
+            .spawn(move || read_frames(read_half, silence, received_tx, heard))?;
         let (outbound_tx, outbound_rx) = bounded(SEND_QUEUE);
         let (writer_done_tx, writer_done_rx) = bounded(0);
         let write_half = stream.try_clone()?;
@@ -173,6 +193,10 @@ impl Connection {
             server: server.to_string(),
             server_has,
             keepalive,
+            opened,
+            heard_ms,
+            last_sent: Cell::new(opened),
+            last_keepalive: Cell::new(opened),
             received_rx,
             stream,
             reader: Some(reader),
@@ -194,13 +218,31 @@ impl Connection {
         };
         outbound_tx
             .try_send(message.encode())
-            .map_err(|e| Error::PeerGone(format!("cannot queue a frame for the server: {e}")))
+            .map_err(|e| Error::PeerGone(format!("cannot queue a frame for the server: {e}")))?;
+        self.last_sent.set(Instant::now());
+        Ok(())
     }
 
-    /// Queues a keepalive, unless frames are queued already: those show the server we live.
+    /// How often the session should call [`Connection::send_keepalive`]: a quarter of the
+    /// interval, so a keepalive goes out at most a quarter interval late.
+    pub(super) fn keepalive_check(&self) -> Duration {
+        self.keepalive / 4
+    }
+
+    /// Queues a keepalive when one is due (see the module doc): the server has been quiet for
+    /// a keepalive interval and we have not asked it since, or we have sent nothing for two.
+    /// Not when frames are queued already: those show the server we live, and it answers
+    /// them.
     pub(super) fn send_keepalive(&self) {
-        if self.outbound_tx.as_ref().is_some_and(Sender::is_empty) {
-            let _ = self.send(&Message::Keepalive);
+        let heard = self.opened + Duration::from_millis(self.heard_ms.load(Ordering::Relaxed));
+        let server_quiet = heard.elapsed() >= self.keepalive
+            && self.last_keepalive.get().elapsed() >= self.keepalive;
+        let we_were_quiet = self.last_sent.get().elapsed() >= self.keepalive * 2;
+        if (server_quiet || we_were_quiet)
+            && self.outbound_tx.as_ref().is_some_and(Sender::is_empty)
+            && self.send(&Message::Keepalive).is_ok()
+        {
+            self.last_keepalive.set(Instant::now());
         }
     }
 
@@ -235,11 +277,21 @@ impl Drop for Connection {
 /// The `recv` thread: reads frames into `received_tx` until one fails, then sends that
 /// failure as the last item and ends. A read that waits longer than `silence` is such a
 /// failure (the server is dead or hung). Also ends, quietly, when the session has dropped
-/// `received_rx` (the connection is being closed).
-fn read_frames(mut stream: TcpStream, silence: Duration, received_tx: Sender<Result<Message>>) {
+/// `received_rx` (the connection is being closed). Stamps every frame's arrival in `heard`
+/// (milliseconds since the instant it carries), for [`Connection::send_keepalive`].
+fn read_frames(
+    mut stream: TcpStream,
+    silence: Duration,
+    received_tx: Sender<Result<Message>>,
+    heard: (Instant, Arc<AtomicU64>),
+) {
+    let (opened, heard_ms) = heard;
     loop {
         let frame = match read_message(&mut stream) {
-            Ok(Some(message)) => Ok(message),
+            Ok(Some(message)) => {
+                heard_ms.store(opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+                Ok(message)
+            }
             Ok(None) => Err(Error::PeerGone("server closed the connection".into())),
             Err(e) if e.is_timeout() => Err(Error::PeerGone(format!(
                 "server silent for {} ms",

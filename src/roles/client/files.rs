@@ -18,7 +18,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::protocol::FILE_CHUNK_LEN;
-use crate::sha256::{self, Sha256};
+use crate::support::sha256::{self, Sha256};
 
 /// Longest file name kept, in bytes; longer names are cut (at a character boundary).
 const MAX_NAME_BYTES: usize = 200;
@@ -113,7 +113,10 @@ impl Incoming {
     /// The I/O error when the directory or the temporary file cannot be created.
     pub fn start(dir: &Path, untrusted: &str, size: u64) -> io::Result<Incoming> {
         fs::create_dir_all(dir)?;
-        let temp = dir.join(format!("{PARTIAL_PREFIX}{:016x}", crate::net::random_u64()));
+        let temp = dir.join(format!(
+            "{PARTIAL_PREFIX}{:016x}",
+            crate::support::random::random_u64()
+        ));
         // create_new: never opens something that is already there, a symlink included.
         let file = fs::OpenOptions::new()
             .write(true)

@@ -32,8 +32,9 @@ use std::thread;
 
 use crossbeam_channel::{bounded, never, select, unbounded};
 
+use crate::Output;
 use crate::error::{Error, Result};
-use crate::{Output, signals};
+use crate::support::signals;
 pub use session::SessionConfig;
 
 /// Something for the session to send.

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use super::Event;
 use crate::Output;
-use crate::json::Object;
+use crate::support::json::Object;
 
 /// Prints one event on stdout (errors in text mode go to stderr, as one line, where a human
 /// sees them without mixing them into the conversation).

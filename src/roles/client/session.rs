@@ -29,7 +29,7 @@
 //! most one chunk. A file gets its message number when its last chunk is sent. The
 //! [`Inbox`] puts received files together.
 //!
-//! **When the server fails.** A broken socket, a failed write, or silence longer than three
+//! **When the server fails.** A broken socket, a failed write, or silence longer than two
 //! keepalive intervals (a hung server), each of which the [`Connection`] reports as an
 //! error on its `received` channel, starts [`Session::fail_over`]: ask the coordinator
 //! where to go ([`locate`], naming the lost server), register again with the same session
@@ -238,7 +238,7 @@ impl Session {
     fn run(mut self, mut connection: Connection, commands_rx: Receiver<Command>) -> Result<()> {
         let mut input_open = true;
         let mut stop_deadline: Option<Instant> = None;
-        let mut keepalive = tick(connection.keepalive);
+        let mut keepalive = tick(connection.keepalive_check());
         loop {
             let sending_files = self.outgoing.is_some() || !self.queued_files.is_empty();
             if !input_open && !sending_files && self.unacked.is_empty() {
@@ -300,7 +300,7 @@ impl Session {
                     Some(connection) => connection,
                     None => return Ok(()), // stopped while failing over
                 };
-                keepalive = tick(connection.keepalive);
+                keepalive = tick(connection.keepalive_check());
             }
         }
         connection.close_with(&Message::Deregister, GOODBYE_GRACE);

@@ -2,24 +2,32 @@
 //! every message to every other client, here and on every other live server.
 //!
 //! **Threads.**
-//! - `accept`: [`start_server`]'s accept loop; spawns one thread per connection.
-//! - `conn-<peer>`: reads one connection. For a client it is the seed's "thread per client":
-//!   it registers the client ([`register_client`]) and then reads its publishes into the hub.
-//!   For a peer server it reads relays into the hub and answers each with an ack.
-//! - `send-<name>`: a client's writer. It drains the client's bounded outbox into the socket,
-//!   batching whatever is queued into one write, and sends a keepalive when idle.
-//!   The reader and writer of one socket are separate threads (each with a `try_clone` of
-//!   the stream), so a client that is slow to read never delays its own publishes, and a
-//!   socket that blocks on write blocks only its own writer.
+//! - `accept`: [`start_server`]'s accept loop ([`net::AcceptLoop`]); spawns one thread per
+//!   connection.
+//! - `conn-<peer>`: reads one connection. For a client it is the seed's "thread per client"
+//!   and the client's one permanent thread: it registers the client
+//!   ([`client::register_client`]), reads its publishes into the hub and answers its
+//!   keepalives ([`client`]). For a peer server it reads relays into the hub and answers
+//!   each with an ack ([`peers`]).
+//! - `send-<name>`: a client's writer, only while the client has frames waiting. It drains
+//!   the client's outbox into the socket, batching whatever is queued into one write, and
+//!   ends when the outbox has been empty for a while. A socket that blocks on write blocks
+//!   only its own writer, and a client that is slow to read never delays its own publishes.
+//! - `writers`: starts a `send-<name>` for each client the hub says needs one.
 //! - `heartbeat`: every `heartbeat_interval`, tells the coordinator this server lives and
 //!   which clients it has; the reply lists the live servers, from which the peer links are
 //!   made ([`heartbeat`]).
-//! - `peer-<addr>`: one per live peer, relaying this server's clients' messages ([`peers`]).
+//! - `peer-<addr>` and `acks-<addr>`: one pair per live peer, relaying this server's
+//!   clients' messages and reading the peer's acks ([`peers`]).
+//!
+//! So an idle client costs one thread and one descriptor; `docs/thread-per-connection.md`
+//! has the measured bytes.
 //!
 //! **Channels.** Each client's outbox (hub → `send-<name>`) and each peer link's queue
 //! (hub → `peer-<addr>`) are crossbeam channels bounded in frames and bytes ([`outbox`]);
 //! the hub only ever `try_push`es, and what it does when one is full is written where it
-//! happens (`hub.rs`).
+//! happens (`hub/clients.rs`, `hub/relay.rs`). The hub's requests for writers go to the
+//! `writers` thread on a channel that holds at most one request per client.
 //!
 //! **Backpressure.** A publish waits in the hub until there is room for it
 //! ([`hub::Hub::publish`]): until the peers have confirmed enough of this server's relays,
@@ -36,34 +44,33 @@
 //! logged. A dead coordinator only stops heartbeats: clients and peers carry on.
 //!
 //! **Stopping.** [`ServerHandle::stop`] stops the heartbeat and peer threads (their stop
-//! channel disconnects), wakes the accept loop with a self-connection, shuts down every
-//! client socket through the hub, and joins the accept and heartbeat threads.
+//! channel disconnects), stops the accept loop ([`net::AcceptLoop::stop`]: flag,
+//! self-connection, join), shuts down every client socket through the hub, and joins the
+//! heartbeat thread.
 
+mod client;
 mod heartbeat;
 pub mod hub;
 mod outbox;
 mod peers;
 
-use std::io::{BufWriter, ErrorKind, Write};
-use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::TcpStream;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use crate::auth::Secret;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::net;
-use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message, Role, read_message, write_message};
-use crate::signals;
-use hub::{CatchUp, Frame, Hub, Limits, Origin};
-use outbox::OutboxReceiver;
+use crate::protocol::{Message, Role, write_message};
+use crate::support::limits;
+use crate::support::signals;
+use hub::{Hub, Limits};
 
-/// Default for `--max-clients`. Each client costs two threads with small stacks
-/// ([`THREAD_STACK`]): ten thousand reserve about 5 GiB of address space, but only the
-/// pages a stack really touches (a few KiB each) become resident memory.
+/// Default for `--max-clients`. An idle client costs one thread with a small stack
+/// ([`THREAD_STACK`]) and one descriptor; `docs/thread-per-connection.md` has the measured
+/// bytes and the system limits a server meets next.
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 /// Default for `--history-messages`: enough for a few seconds of traffic at full rate, which
 /// is what a failover needs.
@@ -104,8 +111,10 @@ const READY_WAIT: Duration = Duration::from_secs(3);
 /// is cut off as a reader that has stopped. A client that reads at all drains a socket
 /// buffer in milliseconds.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Frames a writer gathers into one batch when a backlog exists, bounding batch latency.
-const MAX_BATCH: usize = 256;
+/// Bytes a writer gathers before it writes to the socket: a batch of small frames goes out
+/// in one system call. Allocated only while a writer runs, and touched only as far as a
+/// batch fills it.
+const WRITE_BUFFER: usize = 64 * 1024;
 /// Stack size of connection threads: they hold no large buffers on the stack, and small
 /// stacks let a server hold thousands of connections.
 const THREAD_STACK: usize = 256 * 1024;
@@ -176,6 +185,8 @@ struct Shared {
     limits: net::ConnectionLimits,
     write_timeout: Duration,
     max_name_len: usize,
+    /// The keepalive interval announced to clients ([`client::keepalive_interval`]).
+    client_keepalive: Duration,
     secret: Option<Secret>,
     /// Every long-lived loop selects on this; [`ServerHandle::stop`] drops the only sender.
     stop_rx: Receiver<()>,
@@ -188,10 +199,10 @@ pub struct ServerHandle {
     hub: Hub,
     /// Dropped on stop: the heartbeat and peer threads see the disconnect and end.
     stop_tx: Option<Sender<()>>,
-    /// Set before the accept loop is woken, so it knows to return.
-    stopping: Arc<AtomicBool>,
-    /// The bound address, for the self-connection that wakes `accept()`.
-    bound: String,
+    /// The `accept` thread, with its stop flag and wake-up ([`net::AcceptLoop::stop`]).
+    accept: net::AcceptLoop,
+    /// The `heartbeat` and `writers` threads, which end when `stop_tx` is dropped; joined
+    /// last on stop.
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -205,8 +216,7 @@ impl ServerHandle {
         if self.stop_tx.take().is_none() {
             return;
         }
-        self.stopping.store(true, Ordering::SeqCst);
-        let _ = net::connect(&self.bound, Duration::from_millis(300));
+        self.accept.stop();
         self.hub.shut_down();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -225,7 +235,7 @@ impl Drop for ServerHandle {
 /// usable as soon as this returns.
 ///
 /// # Errors
-/// [`Error::Io`] when the address cannot be bound (say, the port is in use).
+/// [`crate::Error::Io`] when the address cannot be bound (say, the port is in use).
 pub fn start_server(config: Config) -> Result<ServerHandle> {
     let listener = net::listen(&config.bind)?;
     let bound = listener.local_addr()?;
@@ -242,8 +252,11 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         std::process::id()
     );
     net::warn_if_open_to_the_network(bound, config.secret.as_ref());
+    check_capacity(config.max_clients);
 
     let half_window = byte_bounds(config.history_bytes);
+    // The hub's requests for client writer threads (see `hub::WriterRequests` for the bound).
+    let (writers_tx, writers_rx) = unbounded();
     let hub = Hub::new(
         addr.clone(),
         Limits {
@@ -258,6 +271,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             stall_timeout: config.stall_timeout,
         },
         config.secret.clone(),
+        writers_tx,
     );
     let (stop_tx, stop_rx) = bounded::<()>(0);
     let shared = Shared {
@@ -268,10 +282,19 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         limits: config.limits,
         write_timeout: config.write_timeout,
         max_name_len: config.max_name_len,
+        client_keepalive: client::keepalive_interval(
+            config.heartbeat_interval,
+            config.limits.idle_timeout,
+        ),
         secret: config.secret.clone(),
         stop_rx,
     };
-    let stopping = Arc::new(AtomicBool::new(false));
+    let writers = {
+        let shared = shared.clone();
+        thread::Builder::new()
+            .name("writers".into())
+            .spawn(move || client::writers_loop(writers_rx, shared))?
+    };
     let heartbeat = {
         let shared = shared.clone();
         thread::Builder::new()
@@ -279,21 +302,53 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             .spawn(move || heartbeat::heartbeat_loop(shared))?
     };
     let max_connections = config.limits.max_connections;
-    let accept = net::spawn_accept_loop(
-        listener,
-        stopping.clone(),
-        max_connections,
-        THREAD_STACK,
-        move |stream| serve_connection(stream, &shared),
-    )?;
+    let accept = net::AcceptLoop::start(listener, max_connections, THREAD_STACK, move |stream| {
+        serve_connection(stream, &shared)
+    })?;
     Ok(ServerHandle {
         addr,
         hub,
         stop_tx: Some(stop_tx),
-        stopping,
-        bound: bound.to_string(),
-        threads: vec![heartbeat, accept],
+        accept,
+        threads: vec![heartbeat, writers],
     })
+}
+
+/// Raises the open-file limit as far as the system allows, and says at start how many
+/// clients that makes room for, with a warning when `--max-clients` asks for more: better
+/// to learn it now than from refusals under load. Each client holds one descriptor and one
+/// thread (two while it receives); the thread limit is the system's, `pid_max`.
+fn check_capacity(max_clients: usize) {
+    // Descriptors for everything that is not a client: the listener, peer links, the
+    // heartbeat, the spare, log files, connections still in their handshake.
+    const RESERVED: u64 = 64;
+    match limits::raise_open_files_limit() {
+        Ok(files) => {
+            let room = files.soft.saturating_sub(RESERVED);
+            log::info!(
+                "open-file limit {} (hard {}): room for about {room} clients",
+                files.soft,
+                files.hard
+            );
+            if max_clients as u64 > room {
+                log::warn!(
+                    "--max-clients {max_clients} is more than the open-file limit allows \
+                     (about {room} clients); raise the hard limit (ulimit -Hn, or \
+                     LimitNOFILE= in a systemd unit) or lower --max-clients"
+                );
+            }
+        }
+        Err(e) => log::warn!("cannot read or raise the open-file limit: {e}"),
+    }
+    if let Some(pid_max) = limits::pid_max()
+        && (max_clients as u64) > pid_max / 2
+    {
+        log::warn!(
+            "--max-clients {max_clients} may need up to {} threads, and this system allows \
+             {pid_max} in all (kernel.pid_max; docs/thread-per-connection.md)",
+            2 * max_clients
+        );
+    }
 }
 
 /// `dsys server`: runs until SIGINT or SIGTERM.
@@ -309,279 +364,18 @@ pub fn run(config: Config) -> Result<()> {
 }
 
 /// Dispatches a new connection on the role its first frame announces.
-fn serve_connection(mut stream: TcpStream, shared: &Shared) -> Result<()> {
+fn serve_connection(stream: TcpStream, shared: &Shared) -> Result<()> {
     let deadline = shared.limits.handshake_deadline();
     stream.set_write_timeout(Some(shared.write_timeout))?;
     stream.set_nodelay(true)?;
     match net::expect_hello(&stream, deadline, shared.secret.as_ref())? {
-        Some(Role::Client) => serve_client(stream, shared, deadline),
+        Some(Role::Client) => client::serve_client(stream, shared, deadline),
         Some(Role::Peer) => peers::serve_peer(stream, shared, deadline),
-        Some(other) => refuse(&mut stream, &format!("a server does not serve {other:?}")),
+        // The coordinator asks whether this process still answers: one frame says so.
+        Some(Role::Probe) => write_message(&mut &stream, &Message::Keepalive),
+        Some(other) => net::refuse(&stream, &format!("a server does not serve {other:?}")),
         None => Ok(()), // a reachability check: connected and closed without a word
     }
 }
 
-/// A client connection, from registration to goodbye, on its own thread.
-fn serve_client(mut stream: TcpStream, shared: &Shared, deadline: Instant) -> Result<()> {
-    let Some((name, registration)) = register_client(&mut stream, shared, deadline)? else {
-        return Ok(()); // refused: the client was told why
-    };
-    let hub::Registration {
-        conn,
-        initial,
-        session,
-        outbox,
-    } = registration;
-    let writer = {
-        let writer = ClientWriter {
-            stream: stream.try_clone()?,
-            hub: shared.hub.clone(),
-            name: name.clone(),
-            conn,
-            outbox,
-            keepalive: shared.heartbeat_interval,
-        };
-        thread::Builder::new()
-            .name(format!("send-{name}"))
-            .stack_size(THREAD_STACK)
-            .spawn(move || writer.run(initial))?
-    };
-    let result = read_publishes(&mut stream, shared, &name, conn, session);
-    // Whatever ended the read loop, this connection no longer speaks for `name`. Removing it
-    // drops its outbox sender, which ends the writer; shutting the socket unblocks it.
-    // `deregister` is false when the client is no longer this connection's: a newer one
-    // replaced it, or the hub dropped it (fenced, stopping), which was logged then.
-    if shared.hub.deregister(&name, conn) {
-        let reason = match &result {
-            Ok(true) => "deregistered".to_string(),
-            // What a client that failed over does to the server it left; after a hang,
-            // this is how a woken server learns of each client that moved meanwhile.
-            Ok(false) => "connection closed without a goodbye: the client ended, or moved to \
-                          another server"
-                .to_string(),
-            Err(e) if e.is_timeout() => {
-                "silent for longer than the idle timeout (--idle-timeout)".to_string()
-            }
-            Err(e) => e.to_string(),
-        };
-        log::info!(
-            "client left name={name} server={} reason=\"{reason}\"",
-            shared.addr
-        );
-    }
-    let _ = stream.shutdown(Shutdown::Both);
-    let _ = writer.join();
-    result.map(|_| ())
-}
-
-/// The seed's `register_client`: reads the `Register` frame, asks the hub, and answers
-/// `RegisterRefused` with a reason, or hands back the registration and the client's outbox.
-/// Returns `None` when the registration was refused (the client has been told why).
-///
-/// # Errors
-/// [`Error::Protocol`] when the first frame is not a `Register`, [`Error::Io`] when it is
-/// not in by the handshake `deadline`.
-fn register_client(
-    stream: &mut TcpStream,
-    shared: &Shared,
-    deadline: Instant,
-) -> Result<Option<(String, hub::Registration)>> {
-    let first = net::read_opening(stream, deadline)?;
-    let Some(Message::Register { name, resume }) = first else {
-        return refuse(stream, "expected Register");
-    };
-    if let Err(why) = valid_name(&name, shared.max_name_len) {
-        log::warn!("registration refused name={name:?} reason=\"{why}\"");
-        write_message(stream, &Message::RegisterRefused { reason: why })?;
-        return Ok(None);
-    }
-    if !shared.hub.wait_ready(READY_WAIT) {
-        log::warn!("registering name={name} before every peer has linked in");
-    }
-    let resuming = resume.is_some();
-    let keepalive_ms = shared.heartbeat_interval.as_millis().min(u32::MAX as u128) as u32;
-    match shared
-        .hub
-        .register(&name, resume, stream.try_clone()?, keepalive_ms)
-    {
-        Ok(registration) => {
-            let how = if resuming { "resumed" } else { "registered" };
-            log::info!(
-                "client {how} name={name} server={} replay={}",
-                shared.addr,
-                registration.initial.len() - 1
-            );
-            stream.set_read_timeout(Some(shared.limits.idle_timeout))?;
-            Ok(Some((name, registration)))
-        }
-        Err(reason) => {
-            log::warn!("registration refused name={name} reason=\"{reason}\"");
-            write_message(stream, &Message::RegisterRefused { reason })?;
-            Ok(None)
-        }
-    }
-}
-
-/// Reads a registered client's frames until it leaves. Each publish goes into the hub,
-/// which stamps it with the registered `name` and `session`: nothing the client writes
-/// can make it speak as someone else. Returns whether the client said goodbye
-/// (`Deregister`) rather than just closing the connection.
-fn read_publishes(
-    stream: &mut TcpStream,
-    shared: &Shared,
-    name: &str,
-    conn: u64,
-    session: u64,
-) -> Result<bool> {
-    while let Some(message) = read_message(stream)? {
-        match message {
-            Message::Publish { seq, body } => {
-                check_body(&body)?;
-                log::debug!("publish name={name} seq={seq}");
-                if !shared
-                    .hub
-                    .publish(Origin::Local { conn }, name, session, seq, &body)
-                {
-                    return Err(Error::Protocol("connection replaced by a newer one".into()));
-                }
-            }
-            Message::Keepalive => {}
-            Message::Deregister => return Ok(true),
-            other => {
-                return refuse(
-                    stream,
-                    &format!("unexpected {} from a client", other.kind()),
-                );
-            }
-        }
-    }
-    Ok(false)
-}
-
-/// A client's writer thread (`send-<name>`): what it needs to write one client's socket.
-struct ClientWriter {
-    stream: TcpStream,
-    hub: Hub,
-    name: String,
-    conn: u64,
-    outbox: OutboxReceiver,
-    keepalive: Duration,
-}
-
-impl ClientWriter {
-    /// Writes the initial frames, then the outbox, batched, with a keepalive after each quiet
-    /// `keepalive` interval. When the hub marks the outbox behind, it refills it from the
-    /// history window (`Hub::catch_up`) before it waits for more. Ends when the outbox
-    /// disconnects (the hub removed the client), the client fell behind the window (it is
-    /// told why), or a write fails; each way it shuts the socket so the reader ends too.
-    fn run(self, initial: Vec<Frame>) {
-        let mut out = BufWriter::with_capacity(64 * 1024, &self.stream);
-        match self.write_all(&mut out, &initial) {
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                // The client has let its socket buffer stay full for the whole write
-                // timeout: it has stopped reading. It resumes from the history window.
-                log::warn!(
-                    "slow consumer cut off name={} reason=\"a write blocked for the write \
-                     timeout; the client has stopped reading\"",
-                    self.name
-                );
-            }
-            Err(e) => log::debug!("client writer stopped name={}: {e}", self.name),
-            Ok(()) => {}
-        }
-        drop(out);
-        let _ = self.stream.shutdown(Shutdown::Both);
-    }
-
-    fn write_all(&self, out: &mut impl Write, initial: &[Frame]) -> std::io::Result<()> {
-        let keepalive_frame = Message::Keepalive.encode();
-        for frame in initial {
-            out.write_all(frame)?;
-        }
-        out.flush()?;
-        loop {
-            if self.outbox.is_behind() {
-                match self.hub.catch_up(&self.name, self.conn) {
-                    CatchUp::Done | CatchUp::Behind => {}
-                    CatchUp::Gone => return Ok(()),
-                    CatchUp::FellBehind(reason) => {
-                        out.write_all(&Message::Error { reason }.encode())?;
-                        return out.flush();
-                    }
-                }
-            }
-            match self.outbox.recv_timeout(self.keepalive) {
-                Ok(frame) => {
-                    out.write_all(&frame)?;
-                    // A backlog goes out in one write instead of one per frame.
-                    for frame in self.outbox.try_iter().take(MAX_BATCH) {
-                        out.write_all(&frame)?;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => out.write_all(&keepalive_frame)?,
-                Err(RecvTimeoutError::Disconnected) => return Ok(()),
-            }
-            out.flush()?;
-        }
-    }
-}
-
-/// Checks what a client asks to broadcast against the protocol's bounds.
-fn check_body(body: &Body) -> Result<()> {
-    let len = body.payload_len();
-    if len > MAX_PAYLOAD_LEN {
-        return Err(Error::Protocol(format!(
-            "payload of {len} bytes is too large"
-        )));
-    }
-    Ok(())
-}
-
-/// The name rule: 1 to `max_len` characters from `A-Z a-z 0-9 - _ .`, not starting with a
-/// dot. Names appear in logs, file names and terminals, so the alphabet is small.
-///
-/// # Errors
-/// The reason, as a sentence for the client.
-pub fn valid_name(name: &str, max_len: usize) -> std::result::Result<(), String> {
-    if name.is_empty() || name.len() > max_len {
-        return Err(format!("name must be 1 to {max_len} characters"));
-    }
-    if name.starts_with('.')
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(format!(
-            "name {name:?} is invalid: use letters, digits, '-', '_' and '.' (not first)"
-        ));
-    }
-    Ok(())
-}
-
-/// Tells the peer why its connection is closed, then reports it as a protocol error so the
-/// connection thread logs the reason.
-fn refuse<T>(stream: &mut TcpStream, reason: &str) -> Result<T> {
-    let _ = write_message(
-        stream,
-        &Message::Error {
-            reason: reason.to_string(),
-        },
-    );
-    Err(Error::Protocol(reason.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{DEFAULT_MAX_NAME_LEN, valid_name};
-
-    #[test]
-    fn names_outside_the_alphabet_or_too_long_are_refused() {
-        let max = DEFAULT_MAX_NAME_LEN;
-        assert!(valid_name("alice", max).is_ok());
-        assert!(valid_name("bob-2_x.y", max).is_ok());
-        assert!(valid_name(&"x".repeat(max), max).is_ok());
-        for bad in ["", ".hidden", "a/b", "a b", "é", &"x".repeat(max + 1)] {
-            assert!(valid_name(bad, max).is_err(), "{bad:?} should be refused");
-        }
-    }
-}
+pub use client::valid_name;

@@ -23,11 +23,11 @@ use std::net::{Shutdown, TcpStream};
 use std::thread;
 use std::time::Instant;
 
-use crossbeam_channel::{RecvTimeoutError, select};
+use crossbeam_channel::select;
 
 use super::hub::Frame;
-use super::outbox::OutboxReceiver;
-use super::{MAX_BATCH, Shared, THREAD_STACK, refuse};
+use super::outbox::{Flow, OutboxReceiver, WhenIdle, write_frames};
+use super::{Shared, THREAD_STACK, WRITE_BUFFER};
 use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{Message, Role, read_message, write_message};
@@ -120,44 +120,39 @@ fn relay_to_peer(shared: &Shared, addr: &str, link_id: u64) -> Result<()> {
     result
 }
 
-/// Writes the backlog, then the queue, batched, with a keepalive when idle. Returns when
-/// the hub drops the queue (peer removed, or its queue overflowed: the caller reconnects).
+/// Writes the backlog, then the queue, batched, with a keepalive when idle (the one writer
+/// loop, [`write_frames`]). Returns when the hub drops the queue (peer removed, or its queue
+/// overflowed: the caller reconnects).
 fn write_relays(
     stream: &TcpStream,
     backlog: Vec<Frame>,
     queue_rx: &OutboxReceiver,
     shared: &Shared,
 ) -> Result<()> {
-    let mut out = BufWriter::with_capacity(64 * 1024, stream);
-    let keepalive = Message::Keepalive.encode();
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER, stream);
     for frame in &backlog {
         out.write_all(frame)?;
     }
-    out.flush()?;
-    loop {
-        match queue_rx.recv_timeout(shared.heartbeat_interval) {
-            Ok(frame) => {
-                out.write_all(&frame)?;
-                for frame in queue_rx.try_iter().take(MAX_BATCH) {
-                    out.write_all(&frame)?;
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => out.write_all(&keepalive)?,
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
-        }
-        out.flush()?;
-    }
+    let keepalive = Message::Keepalive.encode();
+    write_frames(
+        &mut out,
+        queue_rx,
+        shared.heartbeat_interval,
+        WhenIdle::Keepalive(&keepalive),
+        |_| Ok(Flow::Continue),
+    )?;
+    Ok(())
 }
 
 /// The receiving side of a link, on its connection thread.
 pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared, deadline: Instant) -> Result<()> {
     let first = net::read_opening(&stream, deadline)?;
     let Some(Message::PeerHello { addr, epoch }) = first else {
-        return refuse(&mut stream, "expected PeerHello");
+        return net::refuse(&stream, "expected PeerHello");
     };
     let Some((mut last_index, history)) = shared.hub.accept_peer(&addr, epoch) else {
-        return refuse(
-            &mut stream,
+        return net::refuse(
+            &stream,
             &format!("{addr} epoch {epoch} is not a live peer of {}", shared.addr),
         );
     };
@@ -168,7 +163,7 @@ pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared, deadline: Insta
             history,
         },
     )?;
-    let stale = |stream: &mut TcpStream| refuse(stream, "this peer incarnation is no longer live");
+    let stale = |stream: &TcpStream| net::refuse(stream, "this peer incarnation is no longer live");
     stream.set_read_timeout(Some(shared.limits.idle_timeout))?;
     log::debug!("peer link accepted from={addr} epoch={epoch}");
     while let Some(message) = read_message(&mut stream)? {
@@ -187,7 +182,7 @@ pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared, deadline: Insta
                         index,
                     };
                     if !shared.hub.publish(origin, &from, session, seq, &body) {
-                        return stale(&mut stream);
+                        return stale(&stream);
                     }
                     last_index = index;
                 }
@@ -205,7 +200,7 @@ pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared, deadline: Insta
                     epoch,
                 };
                 if !shared.hub.publish(origin, &from, session, seq, &body) {
-                    return stale(&mut stream);
+                    return stale(&stream);
                 }
             }
             Message::PeerSynced if history => {
@@ -214,8 +209,8 @@ pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared, deadline: Insta
             }
             Message::Keepalive => {}
             other => {
-                return refuse(
-                    &mut stream,
+                return net::refuse(
+                    &stream,
                     &format!("unexpected {} on a peer link", other.kind()),
                 );
             }

@@ -1,0 +1,266 @@
+//! Framing: bytes <-> frames, and the field primitives a frame body is made of.
+//!
+//! A frame is a 4-byte big-endian length `N`, then `N` bytes of body. This file reads frames
+//! off a stream ([`read_frame`]), writes encoded messages to one ([`write_message`]), puts the
+//! length prefix in front of a body under construction ([`framed`]) and enforces the
+//! frame-size cap on both sides ([`MAX_FRAME_LEN`]). Inside a body, [`Writer`] appends and
+//! [`Reader`] takes off the field types `docs/protocol.md` defines (integers, `str`, `bytes`,
+//! counted lists, flags); which fields a message has, in which order, is `encoding.rs`'s
+//! business, not this file's.
+//!
+//! It is the only file of the protocol that touches a `Read` or a `Write`. It starts no
+//! thread and keeps no state: each call runs on the caller's connection thread, on the
+//! stream the caller hands it, and blocks as that stream does. A peer that closes between
+//! frames is `Ok(None)`; one that closes inside a frame, or sends a length the cap refuses,
+//! is [`Error::Protocol`], and the caller closes that one connection.
+
+use std::io::{self, Read, Write};
+
+use super::Message;
+use crate::error::{Error, Result};
+
+/// The largest frame body accepted or produced: 1 MiB.
+///
+/// Why this value: large enough for a long text line or a file chunk of 256 KiB with its
+/// headers, small enough that a connection thread's buffer is cheap even with thousands of
+/// connections. What happens at the bound: a length prefix above it is a protocol error; the
+/// reader closes that one connection (logging the reason) and allocates nothing.
+pub const MAX_FRAME_LEN: u32 = 1024 * 1024;
+
+/// Reads one frame body from `reader`, blocking until it is complete.
+///
+/// Returns `Ok(None)` when the peer closed the connection cleanly between frames (an
+/// expected event, not an error).
+///
+/// # Errors
+/// [`Error::Protocol`] for a zero or oversized length prefix (checked before anything is
+/// allocated) or for a connection closed in the middle of a frame; [`Error::Io`] for socket
+/// errors, including a read timeout (`WouldBlock`/`TimedOut`) set by the caller.
+///
+/// The body's buffer grows with the bytes that actually arrive, doubling from
+/// [`FIRST_READ`] up to the length: a peer that sends a length prefix and then little or
+/// nothing costs little or nothing, not the frame cap.
+pub fn read_frame(reader: &mut impl Read) -> Result<Option<Vec<u8>>> {
+    let mut prefix = [0u8; 4];
+    match read_exact_or_eof(reader, &mut prefix)? {
+        Filled::Eof => return Ok(None),
+        Filled::Partial => return Err(Error::Protocol("connection closed inside a frame".into())),
+        Filled::Full => {}
+    }
+    let len = u32::from_be_bytes(prefix);
+    if len == 0 {
+        return Err(Error::Protocol("empty frame".into()));
+    }
+    if len > MAX_FRAME_LEN {
+        return Err(Error::Protocol(format!(
+            "frame of {len} bytes exceeds the {MAX_FRAME_LEN}-byte cap"
+        )));
+    }
+    let len = len as usize;
+    let mut body = Vec::new();
+    while body.len() < len {
+        let filled = body.len();
+        let grow = (len - filled).min(filled.max(FIRST_READ));
+        body.reserve_exact(grow);
+        body.resize(filled + grow, 0);
+        if !matches!(
+            read_exact_or_eof(reader, &mut body[filled..])?,
+            Filled::Full
+        ) {
+            return Err(Error::Protocol("connection closed inside a frame".into()));
+        }
+    }
+    Ok(Some(body))
+}
+
+/// The first piece of a frame body that [`read_frame`] makes room for (see there).
+const FIRST_READ: usize = 4096;
+
+/// Reads and decodes one message: [`read_frame`] then [`Message::decode`].
+///
+/// # Errors
+/// As [`read_frame`] and [`Message::decode`].
+pub fn read_message(reader: &mut impl Read) -> Result<Option<Message>> {
+    match read_frame(reader)? {
+        None => Ok(None),
+        Some(body) => Message::decode(&body).map(Some),
+    }
+}
+
+/// Encodes and writes one message. Blocks until the kernel has taken all its bytes.
+///
+/// # Errors
+/// [`Error::Io`] when the socket fails or a write timeout fires.
+pub fn write_message(writer: &mut impl Write, message: &Message) -> Result<()> {
+    writer.write_all(&message.encode())?;
+    Ok(())
+}
+
+enum Filled {
+    Eof,
+    Partial,
+    Full,
+}
+
+/// `read_exact` that tells a clean end of stream (nothing read) from a torn frame.
+fn read_exact_or_eof(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<Filled> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => return Ok(Filled::Eof),
+            Ok(0) => return Ok(Filled::Partial),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Filled::Full)
+}
+
+/// One complete frame: `fill` writes the body, then the length prefix is set in front of it.
+///
+/// # Panics
+/// If the body is over [`MAX_FRAME_LEN`]: callers bound what they put in a frame, so this
+/// marks a bug, not bad input.
+pub(super) fn framed(fill: impl FnOnce(&mut Writer)) -> Vec<u8> {
+    let mut out = Writer::default();
+    out.0.extend_from_slice(&[0; 4]); // the length, filled in below
+    fill(&mut out);
+    let len = out.0.len() - 4;
+    assert!(
+        len <= MAX_FRAME_LEN as usize,
+        "frame of {len} bytes exceeds the cap"
+    );
+    out.0[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    out.0
+}
+
+/// Appends big-endian fields to a frame under construction.
+#[derive(Default)]
+pub(super) struct Writer(Vec<u8>);
+
+impl Writer {
+    pub(super) fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    pub(super) fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    pub(super) fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    pub(super) fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    /// Bytes of a size the message fixes (magic, nonce, proof, digest): no length on the
+    /// wire, the reader knows how many to take.
+    pub(super) fn fixed(&mut self, b: &[u8]) {
+        self.0.extend_from_slice(b);
+    }
+    /// A string: u16 length, then UTF-8 bytes.
+    pub(super) fn str(&mut self, s: &str) {
+        let len = u16::try_from(s.len()).expect("strings on the wire are under 64 KiB");
+        self.u16(len);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    /// A byte string: u32 length, then the bytes.
+    pub(super) fn bytes(&mut self, b: &[u8]) {
+        self.u32(u32::try_from(b.len()).expect("payloads are under 4 GiB"));
+        self.0.extend_from_slice(b);
+    }
+    pub(super) fn strs(&mut self, items: &[String]) {
+        self.u32(items.len() as u32);
+        items.iter().for_each(|s| self.str(s));
+    }
+    pub(super) fn pairs(&mut self, items: &[(u64, u64)]) {
+        self.u32(items.len() as u32);
+        for (a, b) in items {
+            self.u64(*a);
+            self.u64(*b);
+        }
+    }
+}
+
+/// Takes big-endian fields off the front of a frame body, refusing to read past its end.
+pub(super) struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// A reader over one frame body (without its length prefix).
+    pub(super) fn new(body: &'a [u8]) -> Reader<'a> {
+        Reader { rest: body }
+    }
+    /// The bytes not taken yet: a decoded message must leave none.
+    pub(super) fn left(&self) -> usize {
+        self.rest.len()
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.rest.len() < n {
+            return Err(Error::Protocol(format!(
+                "truncated frame: wanted {n} more bytes, {} left",
+                self.rest.len()
+            )));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+    pub(super) fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        Ok(self.take(N)?.try_into().expect("take returned N bytes"))
+    }
+    pub(super) fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    pub(super) fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+    pub(super) fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+    pub(super) fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+    pub(super) fn str(&mut self) -> Result<String> {
+        let len = self.u16()? as usize;
+        utf8(self.take(len)?)
+    }
+    pub(super) fn bytes(&mut self) -> Result<&'a [u8]> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+    /// A count of items, each at least `min_item_len` bytes: refused when the frame cannot
+    /// possibly hold that many, so a forged count never sizes an allocation.
+    pub(super) fn count(&mut self, min_item_len: usize) -> Result<usize> {
+        let count = self.u32()? as usize;
+        if count.saturating_mul(min_item_len) > self.rest.len() {
+            return Err(Error::Protocol(format!(
+                "count {count} does not fit in the {} bytes left",
+                self.rest.len()
+            )));
+        }
+        Ok(count)
+    }
+    pub(super) fn strs(&mut self) -> Result<Vec<String>> {
+        let count = self.count(2)?;
+        (0..count).map(|_| self.str()).collect()
+    }
+    pub(super) fn pairs(&mut self) -> Result<Vec<(u64, u64)>> {
+        let count = self.count(16)?;
+        (0..count).map(|_| Ok((self.u64()?, self.u64()?))).collect()
+    }
+    pub(super) fn flag(&mut self, what: &str) -> Result<bool> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(Error::Protocol(format!("bad {what} flag {other}"))),
+        }
+    }
+}
+
+/// The bytes of a `str` or a text body as a `String`, refused when they are not UTF-8.
+pub(super) fn utf8(bytes: &[u8]) -> Result<String> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| Error::Protocol("invalid UTF-8 in a string".into()))
+}

@@ -1,0 +1,427 @@
+//! The encoding of every message: its type byte and the order of its fields, both ways.
+//!
+//! [`Message::encode`] and [`Message::decode`] are two mirror tables with one arm per
+//! variant, and `docs/protocol.md` (sections 3 and 5) is the same table in prose: kept side
+//! by side, each field can be checked to be written and read in the same order. They live
+//! in a file of their own because that table is its own idea, between the two others:
+//! `mod.rs` says what each message means and who sends it, `codec.rs` how a frame and a
+//! field are laid out as bytes; together with either, this table would make a file too long
+//! to hold in one's head. [`deliver_frame`] and [`relay_frame`] are the same encoding from
+//! borrowed parts, for the server's fan-out.
+//!
+//! Everything here is a pure function of its input: no I/O, no thread, no state. Decoding
+//! trusts nothing: an unknown type byte, a bad flag or magic, or bytes left over after the
+//! last field is [`Error::Protocol`], and every count has been checked by the codec's
+//! [`Reader`] before it sizes a `Vec`.
+
+use super::codec::{Reader, Writer, framed, utf8};
+use super::{Body, MAGIC, Message, Resume, Role, ServerInfo};
+use crate::error::{Error, Result};
+
+// Type bytes. Grouped by connection kind; docs/protocol.md has the same table.
+const T_HELLO: u8 = 0x01;
+const T_ERROR: u8 = 0x02;
+const T_CHALLENGE: u8 = 0x03;
+const T_REGISTER: u8 = 0x10;
+const T_REGISTERED: u8 = 0x11;
+const T_REGISTER_REFUSED: u8 = 0x12;
+const T_PUBLISH: u8 = 0x13;
+const T_DELIVER: u8 = 0x14;
+const T_ACK: u8 = 0x15;
+const T_KEEPALIVE: u8 = 0x16;
+const T_DEREGISTER: u8 = 0x17;
+const T_PEER_HELLO: u8 = 0x20;
+const T_PEER_WELCOME: u8 = 0x21;
+const T_RELAY: u8 = 0x22;
+const T_PEER_ACK: u8 = 0x23;
+const T_PEER_SYNCED: u8 = 0x24;
+const T_HEARTBEAT: u8 = 0x30;
+const T_HEARTBEAT_REPLY: u8 = 0x31;
+const T_FENCED: u8 = 0x32;
+const T_LOCATE: u8 = 0x40;
+const T_ASSIGN: u8 = 0x41;
+const T_STATUS_QUERY: u8 = 0x50;
+const T_STATUS_REPORT: u8 = 0x51;
+
+const BODY_TEXT: u8 = 1;
+const BODY_FILE_START: u8 = 3;
+const BODY_FILE_CHUNK: u8 = 4;
+const BODY_FILE_END: u8 = 5;
+
+impl Role {
+    fn from_byte(byte: u8) -> Result<Role> {
+        Ok(match byte {
+            1 => Role::Client,
+            2 => Role::Peer,
+            3 => Role::Heartbeat,
+            4 => Role::Status,
+            5 => Role::Locate,
+            6 => Role::Probe,
+            other => return Err(Error::Protocol(format!("unknown role {other}"))),
+        })
+    }
+}
+
+impl Message {
+    /// Encodes the message as one complete frame, length prefix included.
+    ///
+    /// # Panics
+    /// If a field is longer than the protocol can express (a string over 65,535 bytes or a
+    /// frame over [`MAX_FRAME_LEN`](super::MAX_FRAME_LEN)). Callers check user input against
+    /// [`MAX_PAYLOAD_LEN`](super::MAX_PAYLOAD_LEN) first, so this marks a bug, not bad input.
+    pub fn encode(&self) -> Vec<u8> {
+        framed(|out| self.encode_body(out))
+    }
+
+    fn encode_body(&self, out: &mut Writer) {
+        match self {
+            Message::Challenge { nonce } => {
+                out.u8(T_CHALLENGE);
+                out.fixed(&MAGIC);
+                out.fixed(nonce);
+            }
+            Message::Hello {
+                version,
+                role,
+                proof,
+            } => {
+                out.u8(T_HELLO);
+                out.fixed(&MAGIC);
+                out.u16(*version);
+                out.u8(*role as u8);
+                out.fixed(proof);
+            }
+            Message::Error { reason } => {
+                out.u8(T_ERROR);
+                out.str(reason);
+            }
+            Message::Register { name, resume } => {
+                out.u8(T_REGISTER);
+                out.str(name);
+                match resume {
+                    None => out.u8(0),
+                    Some(resume) => {
+                        out.u8(1);
+                        out.u64(resume.session);
+                        out.u64(resume.token);
+                        out.pairs(&resume.seen);
+                    }
+                }
+            }
+            Message::Registered {
+                session,
+                token,
+                keepalive_ms,
+                watermarks,
+            } => {
+                out.u8(T_REGISTERED);
+                out.u64(*session);
+                out.u64(*token);
+                out.u32(*keepalive_ms);
+                out.pairs(watermarks);
+            }
+            Message::RegisterRefused { reason } => {
+                out.u8(T_REGISTER_REFUSED);
+                out.str(reason);
+            }
+            Message::Publish { seq, body } => {
+                out.u8(T_PUBLISH);
+                out.u64(*seq);
+                out.body(body);
+            }
+            Message::Deliver {
+                from,
+                session,
+                seq,
+                body,
+            } => out.deliver(from, *session, *seq, body),
+            Message::Ack { seq } => {
+                out.u8(T_ACK);
+                out.u64(*seq);
+            }
+            Message::Keepalive => out.u8(T_KEEPALIVE),
+            Message::Deregister => out.u8(T_DEREGISTER),
+            Message::PeerHello { addr, epoch } => {
+                out.u8(T_PEER_HELLO);
+                out.str(addr);
+                out.u64(*epoch);
+            }
+            Message::PeerWelcome {
+                last_index,
+                history,
+            } => {
+                out.u8(T_PEER_WELCOME);
+                out.u64(*last_index);
+                out.u8(*history as u8);
+            }
+            Message::Relay {
+                index,
+                from,
+                session,
+                seq,
+                body,
+            } => {
+                out.u8(T_RELAY);
+                out.u64(*index);
+                out.deliver_fields(from, *session, *seq, body);
+            }
+            Message::PeerAck { index } => {
+                out.u8(T_PEER_ACK);
+                out.u64(*index);
+            }
+            Message::PeerSynced => out.u8(T_PEER_SYNCED),
+            Message::Heartbeat {
+                addr,
+                epoch,
+                clients,
+            } => {
+                out.u8(T_HEARTBEAT);
+                out.str(addr);
+                out.u64(*epoch);
+                out.strs(clients);
+            }
+            Message::HeartbeatReply {
+                epoch,
+                complete,
+                servers,
+            } => {
+                out.u8(T_HEARTBEAT_REPLY);
+                out.u64(*epoch);
+                out.u8(*complete as u8);
+                out.servers(servers);
+            }
+            Message::Fenced { reason } => {
+                out.u8(T_FENCED);
+                out.str(reason);
+            }
+            Message::Locate { name, suspect } => {
+                out.u8(T_LOCATE);
+                out.str(name);
+                out.str(suspect);
+            }
+            Message::Assign { server } => {
+                out.u8(T_ASSIGN);
+                out.str(server);
+            }
+            Message::StatusQuery => out.u8(T_STATUS_QUERY),
+            Message::StatusReport { servers } => {
+                out.u8(T_STATUS_REPORT);
+                out.servers(servers);
+            }
+        }
+    }
+
+    /// Decodes one frame body (without its length prefix).
+    ///
+    /// # Errors
+    /// [`Error::Protocol`] for an unknown type byte, a truncated field, invalid UTF-8, a
+    /// count larger than the bytes left, or bytes left over after the last field.
+    pub fn decode(body: &[u8]) -> Result<Message> {
+        let mut r = Reader::new(body);
+        let message = match r.u8()? {
+            T_HELLO => {
+                r.magic()?;
+                Message::Hello {
+                    version: r.u16()?,
+                    role: Role::from_byte(r.u8()?)?,
+                    proof: r.array()?,
+                }
+            }
+            T_CHALLENGE => {
+                r.magic()?;
+                Message::Challenge { nonce: r.array()? }
+            }
+            T_ERROR => Message::Error { reason: r.str()? },
+            T_REGISTER => Message::Register {
+                name: r.str()?,
+                resume: match r.u8()? {
+                    0 => None,
+                    1 => Some(Resume {
+                        session: r.u64()?,
+                        token: r.u64()?,
+                        seen: r.pairs()?,
+                    }),
+                    other => return Err(Error::Protocol(format!("bad resume flag {other}"))),
+                },
+            },
+            T_REGISTERED => Message::Registered {
+                session: r.u64()?,
+                token: r.u64()?,
+                keepalive_ms: r.u32()?,
+                watermarks: r.pairs()?,
+            },
+            T_REGISTER_REFUSED => Message::RegisterRefused { reason: r.str()? },
+            T_PUBLISH => Message::Publish {
+                seq: r.u64()?,
+                body: r.body()?,
+            },
+            T_DELIVER => Message::Deliver {
+                from: r.str()?,
+                session: r.u64()?,
+                seq: r.u64()?,
+                body: r.body()?,
+            },
+            T_ACK => Message::Ack { seq: r.u64()? },
+            T_KEEPALIVE => Message::Keepalive,
+            T_DEREGISTER => Message::Deregister,
+            T_PEER_HELLO => Message::PeerHello {
+                addr: r.str()?,
+                epoch: r.u64()?,
+            },
+            T_PEER_WELCOME => Message::PeerWelcome {
+                last_index: r.u64()?,
+                history: r.flag("history")?,
+            },
+            T_RELAY => Message::Relay {
+                index: r.u64()?,
+                from: r.str()?,
+                session: r.u64()?,
+                seq: r.u64()?,
+                body: r.body()?,
+            },
+            T_PEER_ACK => Message::PeerAck { index: r.u64()? },
+            T_PEER_SYNCED => Message::PeerSynced,
+            T_HEARTBEAT => Message::Heartbeat {
+                addr: r.str()?,
+                epoch: r.u64()?,
+                clients: r.strs()?,
+            },
+            T_HEARTBEAT_REPLY => Message::HeartbeatReply {
+                epoch: r.u64()?,
+                complete: r.flag("complete")?,
+                servers: r.servers()?,
+            },
+            T_FENCED => Message::Fenced { reason: r.str()? },
+            T_LOCATE => Message::Locate {
+                name: r.str()?,
+                suspect: r.str()?,
+            },
+            T_ASSIGN => Message::Assign { server: r.str()? },
+            T_STATUS_QUERY => Message::StatusQuery,
+            T_STATUS_REPORT => Message::StatusReport {
+                servers: r.servers()?,
+            },
+            other => return Err(Error::Protocol(format!("unknown frame type 0x{other:02x}"))),
+        };
+        if r.left() != 0 {
+            return Err(Error::Protocol(format!(
+                "{} unexpected bytes after {}",
+                r.left(),
+                message.kind()
+            )));
+        }
+        Ok(message)
+    }
+}
+
+/// Encodes a [`Message::Deliver`] frame from borrowed parts, so a server can build the one
+/// copy that all recipients share without first cloning the payload into a `Message`.
+pub fn deliver_frame(from: &str, session: u64, seq: u64, body: &Body) -> Vec<u8> {
+    framed(|out| out.deliver(from, session, seq, body))
+}
+
+/// Encodes a [`Message::Relay`] frame from borrowed parts (see [`deliver_frame`]).
+pub fn relay_frame(index: u64, from: &str, session: u64, seq: u64, body: &Body) -> Vec<u8> {
+    framed(|out| {
+        out.u8(T_RELAY);
+        out.u64(index);
+        out.deliver_fields(from, session, seq, body);
+    })
+}
+
+/// Where the relay index sits in an encoded [`Message::Relay`] frame: after the 4-byte
+/// length and the type byte. A server encodes the frame outside its lock and writes the
+/// index in here under the lock, so the lock is never held while a payload is copied.
+pub const RELAY_INDEX_BYTES: std::ops::Range<usize> = 5..13;
+
+/// The fields made of several primitives, which only messages know about.
+impl Writer {
+    fn body(&mut self, body: &Body) {
+        match body {
+            Body::Text { number, text } => {
+                self.u8(BODY_TEXT);
+                self.u64(*number);
+                self.bytes(text.as_bytes());
+            }
+            Body::FileStart { name, size } => {
+                self.u8(BODY_FILE_START);
+                self.str(name);
+                self.u64(*size);
+            }
+            Body::FileChunk { data } => {
+                self.u8(BODY_FILE_CHUNK);
+                self.bytes(data);
+            }
+            Body::FileEnd { number, sha256 } => {
+                self.u8(BODY_FILE_END);
+                self.u64(*number);
+                self.fixed(sha256);
+            }
+        }
+    }
+    fn deliver(&mut self, from: &str, session: u64, seq: u64, body: &Body) {
+        self.u8(T_DELIVER);
+        self.deliver_fields(from, session, seq, body);
+    }
+    /// The fields a Deliver and a Relay share, in the same order.
+    fn deliver_fields(&mut self, from: &str, session: u64, seq: u64, body: &Body) {
+        self.str(from);
+        self.u64(session);
+        self.u64(seq);
+        self.body(body);
+    }
+    fn servers(&mut self, servers: &[ServerInfo]) {
+        self.u32(servers.len() as u32);
+        for server in servers {
+            self.str(&server.addr);
+            self.u64(server.epoch);
+            self.u8(server.alive as u8);
+            self.strs(&server.clients);
+        }
+    }
+}
+
+/// The fields made of several primitives, mirroring the [`Writer`] ones above.
+impl Reader<'_> {
+    /// The four [`MAGIC`] bytes that open a `Challenge` and a `Hello`.
+    fn magic(&mut self) -> Result<()> {
+        if self.array::<4>()? != MAGIC {
+            return Err(Error::Protocol("bad magic: not a dsys peer".into()));
+        }
+        Ok(())
+    }
+    fn body(&mut self) -> Result<Body> {
+        match self.u8()? {
+            BODY_TEXT => Ok(Body::Text {
+                number: self.u64()?,
+                text: utf8(self.bytes()?)?,
+            }),
+            BODY_FILE_START => Ok(Body::FileStart {
+                name: self.str()?,
+                size: self.u64()?,
+            }),
+            BODY_FILE_CHUNK => Ok(Body::FileChunk {
+                data: self.bytes()?.to_vec(),
+            }),
+            BODY_FILE_END => Ok(Body::FileEnd {
+                number: self.u64()?,
+                sha256: self.array()?,
+            }),
+            other => Err(Error::Protocol(format!("unknown body kind {other}"))),
+        }
+    }
+    fn servers(&mut self) -> Result<Vec<ServerInfo>> {
+        // addr length (2) + epoch (8) + alive (1) + client count (4)
+        let count = self.count(15)?;
+        (0..count)
+            .map(|_| {
+                Ok(ServerInfo {
+                    addr: self.str()?,
+                    epoch: self.u64()?,
+                    alive: self.flag("alive")?,
+                    clients: self.strs()?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,344 @@
+//! The wire protocol: every byte that crosses a dsys socket is defined in this folder.
+//!
+//! A connection carries *frames*: a 4-byte big-endian length `N`, then `N` bytes of body.
+//! The body starts with one type byte that names a [`Message`] variant; the fields follow in a
+//! fixed order. `docs/protocol.md` describes every frame byte by byte.
+//!
+//! Layering, bottom-up: [`read_frame`] turns bytes into a bounded body, [`Message::decode`]
+//! turns a body into a typed message, [`Message::encode`] does the reverse. No role parses
+//! bytes itself, so the frame-size cap and every check on untrusted input live in this
+//! folder, one layer per file:
+//!
+//! - `codec.rs`: bytes <-> frames. Reading and writing frames on a stream, the frame-size
+//!   cap, and the field primitives (`u64`, `str`, counted lists, ...) a body is made of.
+//!   The only file that touches a socket.
+//! - `encoding.rs`: frames <-> messages. Each variant's type byte and field order, encoded
+//!   and decoded side by side so the two can be read against each other (and against
+//!   `docs/protocol.md`). Pure functions, no I/O. A file of its own because that table is
+//!   "how", where this file is "what and who": together they ran past 700 lines, and a
+//!   reader who wants the list of messages should not have to scroll past their bytes.
+//! - this file: the messages themselves, what each one means and who sends it to whom.
+//!   This is the page to read first; the other two are how it becomes bytes.
+//!
+//! Nothing a peer sends can make this module allocate more than [`MAX_FRAME_LEN`] bytes for
+//! one frame: the length prefix is checked before the buffer is allocated, the buffer grows
+//! only as the bytes arrive ([`read_frame`]), and every count inside a frame is checked
+//! against the bytes that are actually left before a `Vec` is sized.
+//!
+//! Nothing here starts a thread or keeps state: every function runs on the caller's thread
+//! and returns. A peer that breaks the protocol gets
+//! [`Error::Protocol`](crate::Error::Protocol) back to the caller, which closes that one
+//! connection.
+
+mod codec;
+mod encoding;
+
+pub use codec::{MAX_FRAME_LEN, read_frame, read_message, write_message};
+pub use encoding::{RELAY_INDEX_BYTES, deliver_frame, relay_frame};
+
+/// The protocol version carried in every [`Message::Hello`]. A peer that speaks another
+/// version is refused with a clear [`Message::Error`] instead of being misread.
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The four bytes that open every [`Message::Hello`], so that a stray connection (a browser,
+/// a port scanner) is recognised at once instead of being parsed as a length.
+pub const MAGIC: [u8; 4] = *b"DSYS";
+
+/// The longest text or file payload that fits in one frame, leaving room for the headers.
+pub const MAX_PAYLOAD_LEN: usize = MAX_FRAME_LEN as usize - 4096;
+
+/// Who is opening a connection: the first frame of every connection says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A client that will register and then publish and receive messages (server port).
+    Client = 1,
+    /// A server relaying its clients' messages to another server (server port).
+    Peer = 2,
+    /// A server sending heartbeats (coordinator port).
+    Heartbeat = 3,
+    /// `dsys status` asking for the cluster table (coordinator port).
+    Status = 4,
+    /// A client asking which server to use (coordinator port).
+    Locate = 5,
+    /// The coordinator asking a server whose heartbeats are late whether it still answers
+    /// (server port). The server replies with one [`Message::Keepalive`] and closes: a
+    /// process that does so is busy, not dead.
+    Probe = 6,
+}
+
+/// Bytes of a file carried by one [`Body::FileChunk`]: small enough that a text message
+/// sent meanwhile waits for at most one chunk, large enough that framing costs nothing.
+pub const FILE_CHUNK_LEN: usize = 256 * 1024;
+
+/// What a published message carries.
+///
+/// Every body travels as its own frame with its own `seq` (the sender's frame counter,
+/// which orders and deduplicates them). A file is several bodies: `FileStart`, any number
+/// of `FileChunk`s, `FileEnd`; a sender may send `Text` between them. The number a user
+/// sees (`seq` in the client's events) counts whole messages instead: each `Text` and each
+/// complete `FileEnd` carries it. A file gets its number when its last byte is sent, so
+/// numbers follow the order in which messages are complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// One line of text (UTF-8).
+    Text {
+        /// The sender's message number: 1, 2, 3, ... over texts and files.
+        number: u64,
+        /// The text.
+        text: String,
+    },
+    /// The start of a file.
+    FileStart {
+        /// The sender's file name, untrusted: receivers sanitise it before use.
+        name: String,
+        /// The file's length in bytes; the chunks that follow add up to it.
+        size: u64,
+    },
+    /// The next bytes of the file being sent (at most [`FILE_CHUNK_LEN`]).
+    FileChunk {
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// The end of the file being sent.
+    FileEnd {
+        /// The sender's message number for the file, or 0 when the sender could not read
+        /// the file to its end: the file is abandoned and receivers discard what they have.
+        number: u64,
+        /// SHA-256 of the file's bytes, checked by every receiver before it keeps the file.
+        sha256: [u8; 32],
+    },
+}
+
+impl Body {
+    /// The payload bytes it carries: what the history window and the unacknowledged window
+    /// count against their byte bounds.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Body::Text { text, .. } => text.len(),
+            Body::FileStart { name, .. } => name.len(),
+            Body::FileChunk { data } => data.len(),
+            Body::FileEnd { sha256, .. } => sha256.len(),
+        }
+    }
+}
+
+/// One server as the coordinator sees it, in heartbeat replies and status reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// The address clients and peers connect to (`host:port`).
+    pub addr: String,
+    /// The server's incarnation, assigned by the coordinator (see `docs/guarantees.md`).
+    pub epoch: u64,
+    /// Whether the coordinator currently considers it alive.
+    pub alive: bool,
+    /// The names of the clients registered on it, as of its last heartbeat.
+    pub clients: Vec<String>,
+}
+
+/// Every frame dsys sends. The comment on each variant says who sends it to whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Accepting side → connecting side: the first frame of every connection, before
+    /// anything is read (see `auth.rs`).
+    Challenge {
+        /// Fresh random bytes the connecting side proves the cluster secret against.
+        nonce: [u8; 16],
+    },
+    /// Connecting side → accepting side: the answer to the [`Message::Challenge`], and what
+    /// the connection is for.
+    Hello {
+        /// [`PROTOCOL_VERSION`] of the sender.
+        version: u16,
+        /// What the connection is for.
+        role: Role,
+        /// HMAC-SHA256 of the challenge and role under the cluster secret; all zeros when
+        /// the sender has no secret (`auth::proof`).
+        proof: [u8; 32],
+    },
+    /// Any side, just before closing: why the connection is being refused or closed.
+    Error {
+        /// A sentence for a human.
+        reason: String,
+    },
+
+    /// Client → server: join as `name`. A client that fails over sets `resume` to prove it
+    /// is the same session and to say which messages it has already delivered.
+    Register {
+        /// The name to register.
+        name: String,
+        /// Present when resuming an earlier session on a new server.
+        resume: Option<Resume>,
+    },
+    /// Server → client: registration accepted.
+    Registered {
+        /// The session id: stamped on every message this client sends.
+        session: u64,
+        /// A secret proving ownership of `session` when resuming.
+        token: u64,
+        /// How often the server sends [`Message::Keepalive`] when it has nothing else to say.
+        keepalive_ms: u32,
+        /// The sender sessions the server holds history for, with their latest `seq`:
+        /// messages up to these are "before the client registered".
+        watermarks: Vec<(u64, u64)>,
+    },
+    /// Server → client: registration refused (name taken, invalid, server full, ...).
+    RegisterRefused {
+        /// A sentence for a human.
+        reason: String,
+    },
+    /// Client → server: broadcast this message, the client's `seq`-th.
+    Publish {
+        /// The sender's own counter: 1, 2, 3, ...
+        seq: u64,
+        /// What is sent.
+        body: Body,
+    },
+    /// Server → client: a message from another client.
+    Deliver {
+        /// The sender's registered name (stamped by the sender's server, never by the sender).
+        from: String,
+        /// The sender's session id.
+        session: u64,
+        /// The sender's `seq` for this message.
+        seq: u64,
+        /// What was sent.
+        body: Body,
+    },
+    /// Server → client: every message up to and including `seq` is safe (stored on every
+    /// live server), so the client may forget it.
+    Ack {
+        /// Highest acknowledged `seq`.
+        seq: u64,
+    },
+    /// Server → client: "I am alive" when there is nothing else to send.
+    Keepalive,
+    /// Client → server: leaving on purpose.
+    Deregister,
+
+    /// Server → server: the first frame after `Hello{Peer}`.
+    PeerHello {
+        /// The sender's advertised address.
+        addr: String,
+        /// The sender's incarnation.
+        epoch: u64,
+    },
+    /// Server → server: reply to [`Message::PeerHello`], "resume your relay after this index".
+    PeerWelcome {
+        /// The highest relay index already received from this incarnation (0: none).
+        last_index: u64,
+        /// True when the answering server is new (not ready yet) and wants the relaying
+        /// server's history first: its stored messages as `Deliver` frames, then
+        /// [`Message::PeerSynced`].
+        history: bool,
+    },
+    /// Server → server: one message published by a client of the sending server.
+    Relay {
+        /// The sender's relay log position, 1, 2, 3, ... per incarnation.
+        index: u64,
+        /// Sender name.
+        from: String,
+        /// Sender session.
+        session: u64,
+        /// Sender seq.
+        seq: u64,
+        /// The message.
+        body: Body,
+    },
+    /// Server → server: every relay up to `index` has been stored.
+    PeerAck {
+        /// Highest stored relay index.
+        index: u64,
+    },
+    /// Server → server: the history asked for in [`Message::PeerWelcome`] is complete.
+    PeerSynced,
+
+    /// Server → coordinator: "I am alive, and these clients are mine".
+    Heartbeat {
+        /// The address clients and peers should use.
+        addr: String,
+        /// The server's incarnation, 0 when it has none yet.
+        epoch: u64,
+        /// Names of the registered clients.
+        clients: Vec<String>,
+    },
+    /// Coordinator → server: the heartbeat is accepted; here are the live servers.
+    HeartbeatReply {
+        /// The incarnation the server is to use (assigned when it sent 0).
+        epoch: u64,
+        /// False while a restarted coordinator is still relearning the cluster (for one
+        /// heartbeat timeout after it starts): `servers` may then miss live servers, so a
+        /// server only adds peers from it and removes none.
+        complete: bool,
+        /// Every live server, including the one addressed.
+        servers: Vec<ServerInfo>,
+    },
+    /// Coordinator → server: that incarnation was declared dead; start again as a new one.
+    Fenced {
+        /// A sentence for a human.
+        reason: String,
+    },
+
+    /// Client → coordinator: which server should `name` use? `suspect` names a server the
+    /// client just lost (empty when none), so the coordinator can check it at once.
+    Locate {
+        /// The client's name.
+        name: String,
+        /// The server the client could no longer reach, or "".
+        suspect: String,
+    },
+    /// Coordinator → client: use this server.
+    Assign {
+        /// The server's address.
+        server: String,
+    },
+
+    /// `dsys status` → coordinator.
+    StatusQuery,
+    /// Coordinator → `dsys status`: every known server.
+    StatusReport {
+        /// Known servers, alive or recently dead.
+        servers: Vec<ServerInfo>,
+    },
+}
+
+/// What a resuming client proves and remembers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// The session id it was given at first registration.
+    pub session: u64,
+    /// The token it was given with it.
+    pub token: u64,
+    /// For each sender session it knows, the highest `seq` it has delivered.
+    pub seen: Vec<(u64, u64)>,
+}
+
+impl Message {
+    /// A short name for logs ("Publish", "Heartbeat", ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Challenge { .. } => "Challenge",
+            Message::Hello { .. } => "Hello",
+            Message::Error { .. } => "Error",
+            Message::Register { .. } => "Register",
+            Message::Registered { .. } => "Registered",
+            Message::RegisterRefused { .. } => "RegisterRefused",
+            Message::Publish { .. } => "Publish",
+            Message::Deliver { .. } => "Deliver",
+            Message::Ack { .. } => "Ack",
+            Message::Keepalive => "Keepalive",
+            Message::Deregister => "Deregister",
+            Message::PeerHello { .. } => "PeerHello",
+            Message::PeerWelcome { .. } => "PeerWelcome",
+            Message::Relay { .. } => "Relay",
+            Message::PeerAck { .. } => "PeerAck",
+            Message::PeerSynced => "PeerSynced",
+            Message::Heartbeat { .. } => "Heartbeat",
+            Message::HeartbeatReply { .. } => "HeartbeatReply",
+            Message::Fenced { .. } => "Fenced",
+            Message::Locate { .. } => "Locate",
+            Message::Assign { .. } => "Assign",
+            Message::StatusQuery => "StatusQuery",
+            Message::StatusReport { .. } => "StatusReport",
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! The coordinator: the registry of servers, fed by heartbeats; the answer to a client's
+//! "which server?"; and the watchdog that declares silent servers dead and plans where their
+//! clients go.
+//!
+//! **Two files.** How the coordinator *decides* (which epoch counts, who is dead, where
+//! clients go) is in [`registry`]: plain functions on the [`Registry`], with no socket and
+//! no thread of their own. This file *acts*: it owns the sockets and threads, reads
+//! requests, locks the registry, calls those functions and writes the replies.
+//!
+//! **Threads.** `accept` runs [`start_coordinator`]'s accept loop and spawns one named
+//! thread per connection. A heartbeat connection lives as long as its server (one frame
+//! every heartbeat interval); locate and status connections answer one request and close.
+//! The `watchdog` thread wakes on a ticker and runs [`check_server_statuses`].
+//!
+//! **Shared state.** One [`Registry`] behind a mutex, reached through the cloneable
+//! [`Coordinator`] handle. Every method locks, changes, copies out what it needs and
+//! unlocks; no socket I/O ever happens while the lock is held.
+//!
+//! **When a peer fails.** A server that stops heartbeating is declared dead after
+//! `heartbeat_timeout`; a client that reports a suspect server makes the coordinator check it
+//! at once (a refused connection means nobody listens there any more). Either way
+//! [`redistribute_clients`] spreads the dead server's clients evenly over the live servers,
+//! the plan is logged, and each client that asks is given its planned server. A broken
+//! connection costs only that connection.
+//!
+//! **State is soft.** Everything here is rebuilt from heartbeats, so a restarted coordinator
+//! knows the cluster again after one heartbeat interval; while it is down, servers keep
+//! relaying to each other and clients keep sharing (the coordinator is never on the data
+//! path).
+//!
+//! **Stopping.** [`CoordinatorHandle::stop`] drops the stop sender (the watchdog wakes on the
+//! disconnect), stops the accept loop ([`net::AcceptLoop::stop`]: flag, self-connection,
+//! join), and joins the watchdog.
+
+mod registry;
+
+use std::net::TcpStream;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, select, tick};
+
+use crate::auth::Secret;
+use crate::error::{Error, Result};
+use crate::net;
+use crate::protocol::{Message, Role, ServerInfo, read_message, write_message};
+use crate::support::signals;
+
+pub use registry::{
+    HeartbeatOutcome, Registry, ServerEntry, check_server_statuses, handle_heartbeat,
+    redistribute_clients,
+};
+
+/// Default for `--max-connections`: heartbeat connections (one per server) and short
+/// requests (locate, status). Beyond it a new connection is refused at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// How long one write to a peer may block: every reply is small.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Stack size of connection threads: they hold no large buffers on the stack, and a
+/// burst of thousands of clients asking where to go should not reserve 2 MiB each.
+const THREAD_STACK: usize = 256 * 1024;
+
+/// How long the coordinator waits when it checks a server that a client reported as lost.
+///
+/// A dead process on a reachable host refuses at once; a hung one is accepted by its
+/// kernel. Either answer comes in well under this on any network dsys is meant for.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// How the coordinator is set up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (`host:port`; port 0 picks a free port).
+    pub listen: String,
+    /// A server silent for this long is declared dead.
+    pub heartbeat_timeout: Duration,
+    /// How often the watchdog checks: a tenth of the timeout (at least 10 ms), so a dead
+    /// server is declared at most 10% after its timeout.
+    pub check_interval: Duration,
+    /// What a connection gets before it has identified itself, and how long it may idle.
+    pub limits: net::ConnectionLimits,
+    /// The cluster secret every connection must prove, when the cluster has one.
+    pub secret: Option<Secret>,
+}
+
+impl Config {
+    /// A config with the check interval derived from the timeout and default limits.
+    pub fn new(listen: String, heartbeat_timeout: Duration) -> Config {
+        Config {
+            listen,
+            heartbeat_timeout,
+            check_interval: (heartbeat_timeout / 10).max(Duration::from_millis(10)),
+            limits: net::ConnectionLimits::with_max_connections(DEFAULT_MAX_CONNECTIONS),
+            secret: None,
+        }
+    }
+}
+
+/// A cloneable handle on the shared [`Registry`].
+#[derive(Clone)]
+pub struct Coordinator {
+    registry: Arc<Mutex<Registry>>,
+    /// Notified after every heartbeat and every watchdog round, for the locate requests
+    /// that wait to learn whether a suspect server is alive
+    /// ([`Coordinator::settle_suspect`]). Used with the `registry` mutex.
+    changed: Arc<Condvar>,
+    heartbeat_timeout: Duration,
+    /// When this coordinator started: for one heartbeat timeout after that, it may not have
+    /// heard from every live server yet, and says so in its replies.
+    started: Instant,
+}
+
+impl Coordinator {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding the lock leaves plain data behind, never a broken invariant
+        // that matters more than staying up, so a poisoned lock is used anyway.
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A coordinator with an empty registry.
+    pub fn new(heartbeat_timeout: Duration) -> Coordinator {
+        Coordinator {
+            registry: Arc::default(),
+            changed: Arc::default(),
+            heartbeat_timeout,
+            started: Instant::now(),
+        }
+    }
+
+    /// Records a heartbeat (see [`handle_heartbeat`]).
+    pub fn heartbeat(&self, addr: &str, epoch: u64, clients: Vec<String>) -> HeartbeatOutcome {
+        let outcome = handle_heartbeat(&mut self.lock(), Instant::now(), addr, epoch, clients);
+        self.changed.notify_all();
+        outcome
+    }
+
+    /// One watchdog round: declares dead every server silent longer than the heartbeat
+    /// timeout (see [`Registry::watchdog_round`]), then wakes the locate requests waiting on
+    /// a suspect.
+    pub fn check(&self) {
+        self.lock()
+            .watchdog_round(Instant::now(), self.heartbeat_timeout);
+        self.changed.notify_all();
+    }
+
+    /// Answers a client's "which server?". Blocks while it settles a suspect.
+    ///
+    /// When the client names a `suspect` server it lost, that server is checked first
+    /// (outside the lock): if nothing listens there any more it is declared dead at once,
+    /// rather than after the heartbeat timeout. If something still listens, the server may
+    /// be fine (only the client's connection broke) or hung (its kernel still accepts).
+    /// The heartbeats tell which (see [`Coordinator::settle_suspect`]).
+    ///
+    /// # Errors
+    /// [`Error::NoLiveServer`] when no server is alive.
+    pub fn locate(&self, name: &str, suspect: &str) -> Result<String> {
+        let suspect_alive =
+            !suspect.is_empty() && self.lock().server(suspect).is_some_and(|entry| entry.alive);
+        if suspect_alive {
+            if answers_connect(suspect) {
+                return self.settle_suspect(name, suspect);
+            }
+            let mut registry = self.lock();
+            if registry.server(suspect).is_some_and(|s| s.alive) {
+                log::info!("server unreachable addr={suspect} reported_by={name}");
+                registry::declare_dead(&mut registry, suspect);
+            }
+        }
+        self.lock().assign(name).ok_or_else(no_live_server)
+    }
+
+    /// Waits until the `suspect` either heartbeats again (it is fine: the client is sent
+    /// back to it) or is declared dead by the watchdog (the client gets its planned server).
+    /// One of the two happens within the heartbeat timeout plus a watchdog tick; the wait is
+    /// capped at twice the timeout in case the watchdog is stopping.
+    ///
+    /// Waiting here, rather than telling the client to stay and ask again, is what moves a
+    /// hung server's clients the moment it is declared dead, and all by the same plan.
+    fn settle_suspect(&self, name: &str, suspect: &str) -> Result<String> {
+        let asked = Instant::now();
+        let unsettled = |registry: &mut Registry| {
+            registry
+                .server(suspect)
+                .is_some_and(|s| s.alive && s.last_seen <= asked)
+        };
+        let registry = self.lock();
+        let (mut registry, _) = self
+            .changed
+            .wait_timeout_while(registry, self.heartbeat_timeout * 2, unsettled)
+            .unwrap_or_else(|p| p.into_inner());
+        if registry.server(suspect).is_some_and(|s| s.alive) {
+            return Ok(suspect.to_string());
+        }
+        registry.assign(name).ok_or_else(no_live_server)
+    }
+
+    /// True once every live server has had time to heartbeat since this coordinator
+    /// started, so the live list is the whole cluster. Until then a server must not drop a
+    /// peer just because the list lacks it: that peer may simply not have heartbeated yet.
+    pub fn knows_whole_cluster(&self) -> bool {
+        self.started.elapsed() > self.heartbeat_timeout
+    }
+
+    /// Every known server, for `dsys status`.
+    pub fn status(&self) -> Vec<ServerInfo> {
+        self.lock().all_servers()
+    }
+}
+
+/// True when something accepts a TCP connection at `addr` within [`PROBE_TIMEOUT`].
+fn answers_connect(addr: &str) -> bool {
+    net::resolve(addr)
+        .ok()
+        .and_then(|sock| TcpStream::connect_timeout(&sock, PROBE_TIMEOUT).ok())
+        .is_some()
+}
+
+/// A running coordinator, for tests and the demo: its address and a way to stop it.
+pub struct CoordinatorHandle {
+    /// The address it listens on.
+    pub addr: String,
+    /// Dropped by [`CoordinatorHandle::stop`]: the watchdog's `select!` sees the disconnect.
+    stop_tx: Option<Sender<()>>,
+    /// The `accept` thread, with its stop flag and wake-up ([`net::AcceptLoop::stop`]).
+    accept: net::AcceptLoop,
+    /// The `watchdog` thread, joined once `stop_tx` is dropped.
+    watchdog: Option<JoinHandle<()>>,
+}
+
+impl CoordinatorHandle {
+    /// Stops accepting, stops the watchdog and joins both threads. Connection threads end
+    /// on their own when their peers close or their read deadlines pass.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop_tx.take();
+        self.accept.stop();
+        if let Some(watchdog) = self.watchdog.take() {
+            let _ = watchdog.join();
+        }
+    }
+}
+
+impl Drop for CoordinatorHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Binds the listener, then starts the accept and watchdog threads. The returned address
+/// is valid as soon as this returns (the socket is bound before any thread starts).
+///
+/// # Errors
+/// [`Error::Io`] when the address cannot be bound.
+pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
+    let listener = net::listen(&config.listen)?;
+    let bound = listener.local_addr()?;
+    let addr = bound.to_string();
+    net::warn_if_open_to_the_network(bound, config.secret.as_ref());
+    log::info!(
+        "coordinator listening on {addr} heartbeat_timeout_ms={}",
+        config.heartbeat_timeout.as_millis()
+    );
+    let coordinator = Coordinator::new(config.heartbeat_timeout);
+    let (stop_tx, stop_rx) = bounded::<()>(0);
+    let limits = config.limits;
+    let check_interval = config.check_interval;
+    let secret = config.secret;
+
+    let watchdog = {
+        let coordinator = coordinator.clone();
+        thread::Builder::new()
+            .name("watchdog".into())
+            .spawn(move || watchdog_loop(coordinator, check_interval, stop_rx))?
+    };
+    let accept = net::AcceptLoop::start(
+        listener,
+        limits.max_connections,
+        THREAD_STACK,
+        move |stream| serve_connection(stream, &coordinator, limits, secret.as_ref()),
+    )?;
+    Ok(CoordinatorHandle {
+        addr,
+        stop_tx: Some(stop_tx),
+        accept,
+        watchdog: Some(watchdog),
+    })
+}
+
+/// `dsys coordinator`: runs until SIGINT or SIGTERM.
+///
+/// # Errors
+/// [`Error::Io`] when the listen address cannot be bound.
+pub fn run(config: Config) -> Result<()> {
+    let stop_rx = signals::stop_on_signal();
+    let handle = start_coordinator(config)?;
+    let _ = stop_rx.recv(); // returns Err(Disconnected) on the first signal
+    handle.stop();
+    log::info!("coordinator stopped");
+    Ok(())
+}
+
+/// The watchdog: every `check_interval`, declare dead the servers whose heartbeats stopped.
+/// Exits when `stop_rx` disconnects.
+fn watchdog_loop(coordinator: Coordinator, check_interval: Duration, stop_rx: Receiver<()>) {
+    let ticker = tick(check_interval);
+    loop {
+        select! {
+            recv(ticker) -> _ => coordinator.check(),
+            recv(stop_rx) -> _ => break,
+        }
+    }
+    log::debug!("watchdog stopped");
+}
+
+/// Serves one connection according to the role its first frame announces. The opening
+/// frames, `Hello` and the role's first request, must be in by the handshake deadline.
+fn serve_connection(
+    stream: TcpStream,
+    coordinator: &Coordinator,
+    limits: net::ConnectionLimits,
+    secret: Option<&Secret>,
+) -> Result<()> {
+    let deadline = limits.handshake_deadline();
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let first_request = |stream: &TcpStream| net::read_opening(stream, deadline);
+    match net::expect_hello(&stream, deadline, secret)? {
+        Some(Role::Heartbeat) => {
+            let first = first_request(&stream)?;
+            stream.set_read_timeout(Some(limits.idle_timeout))?;
+            serve_heartbeats(stream, first, coordinator)
+        }
+        Some(Role::Locate) => {
+            let first = first_request(&stream)?;
+            serve_locate(stream, first, coordinator)
+        }
+        Some(Role::Status) => {
+            let first = first_request(&stream)?;
+            serve_status(stream, first, coordinator)
+        }
+        Some(other) => net::refuse(
+            &stream,
+            &format!("the coordinator does not serve {other:?}"),
+        ),
+        None => Ok(()),
+    }
+}
+
+/// A server's heartbeat connection: one Heartbeat, one reply, for as long as it lives.
+/// `first` is the frame read under the handshake deadline; later ones may each take up to
+/// the idle timeout.
+fn serve_heartbeats(
+    mut stream: TcpStream,
+    first: Option<Message>,
+    coordinator: &Coordinator,
+) -> Result<()> {
+    let mut next = first;
+    while let Some(message) = next {
+        let Message::Heartbeat {
+            addr,
+            epoch,
+            clients,
+        } = message
+        else {
+            return net::refuse(
+                &stream,
+                &format!("expected Heartbeat, got {}", message.kind()),
+            );
+        };
+        let reply = match coordinator.heartbeat(&addr, epoch, clients) {
+            HeartbeatOutcome::Accepted { epoch, servers } => Message::HeartbeatReply {
+                epoch,
+                complete: coordinator.knows_whole_cluster(),
+                servers,
+            },
+            HeartbeatOutcome::Fenced => {
+                log::info!("fenced a stale server incarnation addr={addr} epoch={epoch}");
+                Message::Fenced {
+                    reason: format!("epoch {epoch} of {addr} was declared dead; rejoin"),
+                }
+            }
+        };
+        write_message(&mut stream, &reply)?;
+        next = read_message(&mut stream)?;
+    }
+    Ok(())
+}
+
+fn serve_locate(
+    mut stream: TcpStream,
+    first: Option<Message>,
+    coordinator: &Coordinator,
+) -> Result<()> {
+    let Some(Message::Locate { name, suspect }) = first else {
+        return net::refuse(&stream, "expected Locate");
+    };
+    let reply = match coordinator.locate(&name, &suspect) {
+        Ok(server) => {
+            log::debug!("assigned name={name} server={server}");
+            Message::Assign { server }
+        }
+        Err(e) => Message::Error {
+            reason: e.to_string(),
+        },
+    };
+    write_message(&mut stream, &reply)
+}
+
+fn serve_status(
+    mut stream: TcpStream,
+    first: Option<Message>,
+    coordinator: &Coordinator,
+) -> Result<()> {
+    let Some(Message::StatusQuery) = first else {
+        return net::refuse(&stream, "expected StatusQuery");
+    };
+    let servers = coordinator.status();
+    write_message(&mut stream, &Message::StatusReport { servers })
+}
+
+/// The answer to a client when no server can take it, with what to do about it.
+fn no_live_server() -> Error {
+    Error::NoLiveServer("the coordinator knows no live server; start one with `dsys server`".into())
+}

@@ -1,0 +1,430 @@
+//! How the coordinator decides: the [`Registry`] of servers and the pure functions that
+//! change it. Which incarnation of a server counts ([`handle_heartbeat`]), which servers are
+//! silent for too long ([`check_server_statuses`]), where a dead server's clients go
+//! ([`redistribute_clients`]), and which server a client is sent to ([`Registry::assign`]).
+//!
+//! **No sockets, no threads.** Nothing here reads or writes a connection, sleeps or waits:
+//! every function changes the registry it is given and returns its decision, and a decision
+//! that depends on the time (who has been silent too long) takes `now` as an argument. The
+//! threads that act on the decisions live in `mod.rs`: a heartbeat or locate connection
+//! thread, or the `watchdog`, locks the registry through the
+//! [`Coordinator`](super::Coordinator) handle, calls in here and unlocks before it writes a
+//! reply. That is why the unit tests below need no network and drive time with synthetic
+//! instants.
+//!
+//! **When a peer fails.** This is where a failure becomes a decision: a server is declared
+//! dead ([`declare_dead`]), its epoch is fenced so that a zombie of it cannot come back,
+//! and its clients are planned onto the live servers, least loaded first. The plan is kept
+//! here and logged; clients learn it when they ask where to go.
+//!
+//! **Stopping.** Nothing to stop: the registry is plain data, dropped with the last
+//! [`Coordinator`](super::Coordinator) clone.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::protocol::ServerInfo;
+
+/// How long a planned assignment counts as load while its client has not shown up.
+///
+/// Long enough for any client to fail over (seconds), short enough that clients that died
+/// with their server stop skewing the spread soon after.
+const PLAN_TTL: Duration = Duration::from_secs(30);
+
+/// Bytes of client names a status report may carry, well inside the frame cap.
+const STATUS_NAMES_BUDGET: usize = crate::protocol::MAX_PAYLOAD_LEN / 2;
+
+/// What the registry knows of one server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerEntry {
+    /// The server's current incarnation.
+    pub epoch: u64,
+    /// When its last heartbeat arrived.
+    pub last_seen: Instant,
+    /// False once the watchdog (or a failed check) declared it dead.
+    pub alive: bool,
+    /// Its clients, as of its last heartbeat.
+    pub clients: Vec<String>,
+}
+
+/// Everything the coordinator knows, rebuilt from heartbeats.
+#[derive(Debug, Default)]
+pub struct Registry {
+    /// Servers by advertised address.
+    servers: HashMap<String, ServerEntry>,
+    /// Incarnations declared dead: a heartbeat from one of them is fenced.
+    dead_epochs: HashSet<u64>,
+    /// Where each client is to go (a dead server's clients, and clients just assigned),
+    /// with when it was planned. An entry ends when the client shows up in any server's
+    /// heartbeat, or after [`PLAN_TTL`] if it never does (the client died too).
+    plan: HashMap<String, (String, Instant)>,
+    /// The last epoch handed out; epochs only grow.
+    last_epoch: u64,
+}
+
+/// What [`handle_heartbeat`] decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeartbeatOutcome {
+    /// Accepted: the server is to use `epoch`; `servers` are the live servers.
+    Accepted {
+        /// The server's epoch (freshly assigned when it sent 0).
+        epoch: u64,
+        /// Every live server.
+        servers: Vec<ServerInfo>,
+    },
+    /// That incarnation was declared dead; it must start again as a new one.
+    Fenced,
+}
+
+/// Records a heartbeat from the server at `addr` and says what to answer. Called with the
+/// registry locked; pure apart from the registry, so it is unit-tested directly.
+///
+/// - `epoch == 0`: a new server (or one that was fenced) gets a fresh epoch. An older
+///   incarnation at the same address is gone (two processes cannot bind one address), so it
+///   is declared dead and its clients are planned elsewhere.
+/// - a known dead epoch: fenced, so a zombie that wakes up learns it was replaced.
+/// - an epoch the registry does not know (the coordinator restarted): adopted as is.
+pub fn handle_heartbeat(
+    registry: &mut Registry,
+    now: Instant,
+    addr: &str,
+    epoch: u64,
+    clients: Vec<String>,
+) -> HeartbeatOutcome {
+    if registry.dead_epochs.contains(&epoch) {
+        return HeartbeatOutcome::Fenced;
+    }
+    let epoch = if epoch == 0 {
+        registry.next_epoch()
+    } else {
+        registry.last_epoch = registry.last_epoch.max(epoch);
+        epoch
+    };
+    if let Some(old) = registry.servers.get(addr)
+        && old.epoch != epoch
+        && old.alive
+    {
+        if old.epoch > epoch {
+            // A newer incarnation already owns this address: this one is stale.
+            registry.dead_epochs.insert(epoch);
+            return HeartbeatOutcome::Fenced;
+        }
+        log::info!(
+            "server replaced addr={addr} old_epoch={} new_epoch={epoch}",
+            old.epoch
+        );
+        declare_dead(registry, addr);
+    }
+    let is_new = registry.servers.get(addr).is_none_or(|s| !s.alive);
+    for name in &clients {
+        registry.plan.remove(name);
+    }
+    if is_new {
+        log::info!("server up addr={addr} epoch={epoch}");
+    }
+    log::debug!(
+        "heartbeat addr={addr} epoch={epoch} clients={}",
+        clients.len()
+    );
+    registry.servers.insert(
+        addr.to_string(),
+        ServerEntry {
+            epoch,
+            last_seen: now,
+            alive: true,
+            clients,
+        },
+    );
+    HeartbeatOutcome::Accepted {
+        epoch,
+        servers: registry.live_peers(),
+    }
+}
+
+/// The watchdog's decision: which live servers have been silent longer than `timeout` at
+/// `now`. Pure, so tests drive it with synthetic instants.
+pub fn check_server_statuses(
+    now: Instant,
+    servers: &HashMap<String, ServerEntry>,
+    timeout: Duration,
+) -> Vec<String> {
+    let mut dead: Vec<String> = servers
+        .iter()
+        .filter(|(_, s)| s.alive && now.saturating_duration_since(s.last_seen) > timeout)
+        .map(|(addr, _)| addr.clone())
+        .collect();
+    dead.sort();
+    dead
+}
+
+/// Plans where the clients of a dead server go: round-robin over the live servers, least
+/// loaded first, so the moved clients differ by at most one between any two live servers
+/// and the emptiest servers take the extra ones.
+///
+/// `live` holds each live server's address and current load. Returns `(client, server)`
+/// pairs; empty when no server is alive.
+pub fn redistribute_clients(clients: &[String], live: &[(String, usize)]) -> Vec<(String, String)> {
+    if live.is_empty() {
+        return Vec::new();
+    }
+    let mut order: Vec<&(String, usize)> = live.iter().collect();
+    order.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    clients
+        .iter()
+        .zip(order.iter().cycle())
+        .map(|(client, (server, _))| (client.clone(), server.clone()))
+        .collect()
+}
+
+/// Marks `addr` dead, fences its epoch and plans its clients onto the live servers. Returns
+/// nothing: the plan is stored in the registry and logged, which is how a learner sees it.
+pub(super) fn declare_dead(registry: &mut Registry, addr: &str) {
+    let Some(entry) = registry.servers.get_mut(addr) else {
+        return;
+    };
+    if !entry.alive {
+        return;
+    }
+    entry.alive = false;
+    let epoch = entry.epoch;
+    let orphans = std::mem::take(&mut entry.clients);
+    registry.dead_epochs.insert(epoch);
+    log::info!(
+        "server declared dead addr={addr} epoch={epoch} clients={}",
+        orphans.len()
+    );
+    // Earlier plans for these clients are void: they are about to be planned again, and
+    // must not count as load where they were going.
+    for name in &orphans {
+        registry.plan.remove(name);
+    }
+    let plan = redistribute_clients(&orphans, &registry.loads());
+    if !orphans.is_empty() {
+        let shown: Vec<String> = plan.iter().map(|(c, s)| format!("{c}->{s}")).collect();
+        log::info!(
+            "redistribution plan from={addr} moves=[{}]",
+            shown.join(", ")
+        );
+    }
+    if plan.is_empty() && !orphans.is_empty() {
+        log::warn!("no live server to take the clients of addr={addr}");
+    }
+    let now = Instant::now();
+    registry.plan.extend(
+        plan.into_iter()
+            .map(|(client, server)| (client, (server, now))),
+    );
+}
+
+impl Registry {
+    /// What the registry knows of the server at `addr`, if anything.
+    pub(super) fn server(&self, addr: &str) -> Option<&ServerEntry> {
+        self.servers.get(addr)
+    }
+
+    /// One watchdog round at `now`: forgets the plans older than [`PLAN_TTL`], then declares
+    /// dead every live server silent longer than `timeout` ([`check_server_statuses`]).
+    pub(super) fn watchdog_round(&mut self, now: Instant, timeout: Duration) {
+        self.plan
+            .retain(|_, (_, planned)| now.duration_since(*planned) < PLAN_TTL);
+        for addr in check_server_statuses(now, &self.servers, timeout) {
+            log::info!(
+                "heartbeat missed addr={addr} timeout_ms={}",
+                timeout.as_millis()
+            );
+            declare_dead(self, &addr);
+        }
+    }
+
+    fn next_epoch(&mut self) -> u64 {
+        // Epochs start from the wall clock in microseconds, so that a restarted coordinator
+        // never hands out an epoch that an earlier run already gave to someone else.
+        let clock = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or_default();
+        self.last_epoch = clock.max(self.last_epoch + 1);
+        self.last_epoch
+    }
+
+    /// Each live server's load: its clients plus the clients planned to arrive there.
+    fn loads(&self) -> Vec<(String, usize)> {
+        self.servers
+            .iter()
+            .filter(|(_, s)| s.alive)
+            .map(|(addr, s)| {
+                let planned = self.plan.values().filter(|(t, _)| t == addr).count();
+                (addr.clone(), s.clients.len() + planned)
+            })
+            .collect()
+    }
+
+    /// The live servers without their client lists: what a server needs to make its peer
+    /// links, and small enough for a frame however many clients the cluster has.
+    fn live_peers(&self) -> Vec<ServerInfo> {
+        let mut live: Vec<ServerInfo> = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.alive)
+            .map(|(addr, s)| ServerInfo {
+                clients: Vec::new(),
+                ..info(addr, s)
+            })
+            .collect();
+        live.sort_by(|a, b| a.addr.cmp(&b.addr));
+        live
+    }
+
+    /// Every known server with its clients, for `dsys status`. The client names are cut
+    /// to [`STATUS_NAMES_BUDGET`] bytes in all, so that the report always fits in one frame;
+    /// a cut list ends with a `…N more` entry.
+    pub(super) fn all_servers(&self) -> Vec<ServerInfo> {
+        let mut all: Vec<ServerInfo> = self.servers.iter().map(|(a, s)| info(a, s)).collect();
+        all.sort_by(|a, b| a.addr.cmp(&b.addr));
+        let mut budget = STATUS_NAMES_BUDGET;
+        for server in &mut all {
+            let mut kept = 0;
+            for name in &server.clients {
+                if budget < name.len() + 2 + 16 {
+                    break;
+                }
+                budget -= name.len() + 2;
+                kept += 1;
+            }
+            let cut = server.clients.len() - kept;
+            if cut > 0 {
+                server.clients.truncate(kept);
+                server.clients.push(format!("…{cut} more"));
+                budget = budget.saturating_sub(16);
+            }
+        }
+        all
+    }
+
+    /// The server `name` should use: its planned server if it has one; else the live server
+    /// that lists the name already; else the least loaded live server. The choice counts as
+    /// load at once (as a plan entry), so that clients asking together are spread rather
+    /// than all sent to the same server.
+    ///
+    /// Sending a name back to the server that lists it is what keeps names unique across
+    /// the cluster: that server refuses the name while its owner is there ("already taken"),
+    /// and takes it when the owner has just left, which the lists here, a heartbeat old, may
+    /// not show yet. So the check is made where the truth is, without a false refusal.
+    pub(super) fn assign(&mut self, name: &str) -> Option<String> {
+        if let Some((target, _)) = self.plan.get(name)
+            && self.servers.get(target).is_some_and(|s| s.alive)
+        {
+            return Some(target.clone());
+        }
+        if let Some(holder) = self
+            .servers
+            .iter()
+            .find(|(_, s)| s.alive && s.clients.iter().any(|c| c == name))
+            .map(|(addr, _)| addr.clone())
+        {
+            return Some(holder);
+        }
+        let (target, _) = self
+            .loads()
+            .into_iter()
+            .min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)))?;
+        self.plan
+            .insert(name.to_string(), (target.clone(), Instant::now()));
+        Some(target)
+    }
+}
+
+fn info(addr: &str, entry: &ServerEntry) -> ServerInfo {
+    ServerInfo {
+        addr: addr.to_string(),
+        epoch: entry.epoch,
+        alive: entry.alive,
+        clients: entry.clients.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn silent_server_is_declared_dead_only_after_the_timeout() {
+        let start = Instant::now();
+        let mut registry = Registry::default();
+        handle_heartbeat(&mut registry, start, "a:1", 0, vec![]);
+        let timeout = Duration::from_millis(100);
+        let just_before = start + Duration::from_millis(100);
+        let just_after = start + Duration::from_millis(101);
+        assert!(check_server_statuses(just_before, &registry.servers, timeout).is_empty());
+        assert_eq!(
+            check_server_statuses(just_after, &registry.servers, timeout),
+            names(&["a:1"])
+        );
+    }
+
+    #[test]
+    fn moved_clients_are_spread_evenly_least_loaded_first() {
+        let clients = names(&["c1", "c2", "c3", "c4", "c5"]);
+        let live = vec![
+            ("b".to_string(), 3),
+            ("a".to_string(), 3),
+            ("c".to_string(), 1),
+        ];
+        let plan = redistribute_clients(&clients, &live);
+        let count = |s: &str| plan.iter().filter(|(_, t)| t == s).count();
+        // c is emptiest and gets the extra client; a and b (tied) take one more each in order.
+        assert_eq!((count("a"), count("b"), count("c")), (2, 1, 2));
+    }
+
+    #[test]
+    fn no_live_server_means_an_empty_plan() {
+        assert!(redistribute_clients(&names(&["x"]), &[]).is_empty());
+    }
+
+    #[test]
+    fn dead_server_is_fenced_and_its_clients_planned() {
+        let now = Instant::now();
+        let mut registry = Registry::default();
+        let HeartbeatOutcome::Accepted { epoch, .. } =
+            handle_heartbeat(&mut registry, now, "a:1", 0, names(&["x", "y"]))
+        else {
+            panic!("first heartbeat must be accepted")
+        };
+        handle_heartbeat(&mut registry, now, "b:1", 0, vec![]);
+        handle_heartbeat(&mut registry, now, "c:1", 0, vec![]);
+        declare_dead(&mut registry, "a:1");
+        // The zombie's next heartbeat is refused ...
+        assert_eq!(
+            handle_heartbeat(&mut registry, now, "a:1", epoch, vec![]),
+            HeartbeatOutcome::Fenced
+        );
+        // ... and its two clients go one to each live server.
+        assert_ne!(registry.plan["x"].0, registry.plan["y"].0);
+        assert_eq!(registry.assign("x"), Some(registry.plan["x"].0.clone()));
+    }
+
+    #[test]
+    fn restarted_coordinator_adopts_known_epochs() {
+        let mut registry = Registry::default();
+        let outcome = handle_heartbeat(&mut registry, Instant::now(), "a:1", 42, vec![]);
+        assert!(matches!(
+            outcome,
+            HeartbeatOutcome::Accepted { epoch: 42, .. }
+        ));
+    }
+
+    #[test]
+    fn fresh_clients_are_spread_over_servers() {
+        let now = Instant::now();
+        let mut registry = Registry::default();
+        handle_heartbeat(&mut registry, now, "a:1", 0, vec![]);
+        handle_heartbeat(&mut registry, now, "b:1", 0, vec![]);
+        let first = registry.assign("x").unwrap();
+        let second = registry.assign("y").unwrap();
+        assert_ne!(first, second);
+    }
+}

@@ -1,0 +1,530 @@
+//! The hub: a server's shared state and the one place where messages are ordered, deduplicated,
+//! stored, fanned out and acknowledged.
+//!
+//! **Who calls it.** Every client connection thread (register, publish, deregister), every
+//! client writer thread (catch-up), every peer-in thread (relayed messages), every peer-out
+//! thread (subscribe, acks) and the heartbeat thread (peer list, epoch). They share one
+//! [`Hub`], a cloneable handle around `Arc<Mutex<State>>`. The hub starts no thread of its
+//! own.
+//!
+//! **The lock rule.** Methods lock, change the state, copy out what the caller needs and
+//! unlock. Sending to a client or a peer is a `try_push` on its bounded outbox, which never
+//! blocks, so it may happen under the lock; socket I/O never does. The one wait, a publish
+//! waiting for room ([`Hub::publish`]), is on a condition variable, which releases the lock.
+//! Closing the sockets of clients cut off under the lock happens after the guard is dropped
+//! (see [`Hub::with_state`]).
+//!
+//! **The parts of the state.** [`State`] holds what this incarnation is (address, epoch,
+//! readiness) and three parts, one file each, next to the [`Hub`] methods that use them:
+//! - `history.rs`: [`History`], the watermarks and the history window (rules 1 and 2);
+//! - `relay.rs`: [`Relay`], the outbound log, the acks and the peer links (rules 3 and 4),
+//!   with [`Hub::set_peers`], [`Hub::peer_wanted`], [`Hub::subscribe_peer`] and
+//!   [`Hub::peer_acked`];
+//! - `clients.rs`: [`Clients`], the local clients: fan-out (a message is encoded once into
+//!   an `Arc` that every recipient's outbox shares), slow readers (a client whose outbox is
+//!   full is *behind* and catches up from the history window, and publishes wait for it
+//!   while it still reads) and how a client is cut off; with [`Hub::register`],
+//!   [`Hub::deregister`], [`Hub::catch_up`] and [`Hub::client_names`].
+//!
+//! This file holds the handle, the way in for every message ([`Hub::publish`]: it passes
+//! through all three parts in [`State::take_in`], after asking all three whether there is
+//! room in [`State::has_room`]), and the incarnation's life: the epoch, readiness
+//! ([`Hub::wait_ready`]) and the fence ([`Hub::reset_incarnation`]).
+//!
+//! **Memory.** What the hub holds is bounded by [`Limits`]: the history window
+//! (`history_bytes` of payload), the outbound log (relays not yet confirmed by every peer,
+//! about `relay_window_bytes`, because publishers wait beyond it), and the outboxes. An
+//! outbox holds `Arc`s of frames that are still in the history window or the outbound log
+//! (its byte bound is below both), so it adds little of its own. No structure grows with
+//! the size of a file: a file is a stream of chunk messages like any other.
+//!
+//! **The rules that make delivery exactly-once and in order** (`docs/guarantees.md` argues why
+//! they are correct; each file's doc says more):
+//! 1. *Per-sender watermark* (`history.rs`). For each sender session the hub remembers the
+//!    highest `seq` it accepted. A message at or below it is a repeat and is not delivered
+//!    again.
+//! 2. *History* (`history.rs`). Every accepted message is kept in a bounded window, so a
+//!    client that fails over to this server can say what it has seen and get the rest. A new
+//!    server fills its window from every peer's history before it registers anyone.
+//! 3. *Outbound log* (`relay.rs`). Every message a *local* client publishes, repeats
+//!    included, gets the next relay index and goes to every peer, in index order.
+//! 4. *Acks* (`relay.rs`). A local client's message is acknowledged only when every live
+//!    peer has confirmed its relay index: from then on it survives the loss of any one server.
+//!
+//! **Failures and stopping.** A client that fails is removed from the state, which drops
+//! its outbox's sending end: its writer sees the disconnect and closes the connection. A
+//! peer link that fails is restarted by its thread and resumes from the outbound log; a
+//! peer the coordinator no longer lists is dropped like a client. A fence
+//! ([`Hub::reset_incarnation`]) and a stop ([`Hub::shut_down`]) cut everyone off at once.
+
+mod clients;
+mod history;
+mod relay;
+
+use std::collections::HashSet;
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, unbounded};
+
+pub use super::outbox::Frame;
+use super::outbox::OutboxReceiver;
+use crate::auth::Secret;
+use crate::protocol::{Body, deliver_frame, relay_frame};
+use clients::Clients;
+use history::{History, Verdict};
+use relay::Relay;
+
+/// How often a waiting publish looks again without being woken (see [`Hub::publish`]).
+const ROOM_RECHECK: Duration = Duration::from_millis(100);
+
+/// The bounds of a hub. Each is a flag of `dsys server`, except the queue lengths.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Clients registered at once; the next registration is refused with "server full".
+    pub max_clients: usize,
+    /// Messages kept in the history window; the oldest is forgotten beyond this.
+    pub history_messages: usize,
+    /// Payload bytes kept in the history window; the oldest are forgotten beyond this.
+    pub history_bytes: usize,
+    /// Frames queued for one client. A client that lets its outbox fill is *behind*: it
+    /// catches up from the history window ([`Hub::catch_up`]).
+    pub client_queue: usize,
+    /// Bytes queued for one client, the same rule.
+    pub client_queue_bytes: usize,
+    /// Frames queued for one peer, and the most local messages relayed but not yet confirmed
+    /// by every peer (the relay window in messages). A peer's queue holds only unconfirmed
+    /// relays, so it fills only when its link has died; the link is then restarted and
+    /// resumes from the outbound log.
+    pub peer_queue: usize,
+    /// Bytes queued for one peer, the same rule.
+    pub peer_queue_bytes: usize,
+    /// The relay window in bytes: local messages relayed but not yet confirmed by every
+    /// peer. A publish beyond it waits (see [`Hub::publish`]): this bounds the outbound log.
+    pub relay_window_bytes: usize,
+    /// How long a client that is behind may go without taking a frame and still hold the
+    /// history window for itself (see [`Hub::publish`]). Beyond it, it is taken for a client
+    /// that stopped reading: publishers no longer wait for it.
+    pub stall_timeout: Duration,
+}
+
+/// Where a message entered this server.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// Published by a local client over connection `conn`.
+    Local {
+        /// The connection's id, to ignore a publish from a connection that was replaced.
+        conn: u64,
+    },
+    /// Relayed by the peer incarnation `(addr, epoch)` at its relay `index`.
+    Peer {
+        /// The peer's advertised address.
+        addr: String,
+        /// The peer's incarnation.
+        epoch: u64,
+        /// The peer's relay index for this message.
+        index: u64,
+    },
+    /// From the history of the peer incarnation `(addr, epoch)`, sent because this server
+    /// is new and asked for it (see [`Hub::accept_peer`]).
+    PeerHistory {
+        /// The peer's advertised address.
+        addr: String,
+        /// The peer's incarnation.
+        epoch: u64,
+    },
+}
+
+/// A message on its way into the hub, encoded once before the lock is taken.
+struct Arrival {
+    origin: Origin,
+    session: u64,
+    seq: u64,
+    /// Its payload bytes, what the windows count.
+    size: usize,
+    /// The `Deliver` frame every recipient's outbox and the history window share.
+    deliver: Frame,
+    /// For a local message, its `Relay` frame, whose index is filled in when it is taken in.
+    relay: Option<Vec<u8>>,
+}
+
+/// What a successful registration gives the connection thread.
+pub struct Registration {
+    /// The id of this connection, to be passed back with every publish and on close.
+    pub conn: u64,
+    /// The frames to write before anything from the outbox: `Registered`, then the replay
+    /// of history the client has not seen (when resuming).
+    pub initial: Vec<Frame>,
+    /// The session the client speaks for.
+    pub session: u64,
+    /// The client's outbox, for the writer threads it will get. The connection thread holds
+    /// its pen: it writes `initial` itself, then puts the pen down.
+    pub outbox: OutboxReceiver,
+}
+
+/// A client that has frames queued and no writer thread: what it takes to start one. The
+/// hub sends it to the `writers` thread (`server/client.rs`) after taking the client's pen,
+/// so at most one job per client is ever on its way.
+pub struct WriterJob {
+    /// The client's name, for the thread's name and for catching up.
+    pub name: String,
+    /// Its connection id, for catching up.
+    pub conn: u64,
+    /// Its socket.
+    pub stream: Arc<TcpStream>,
+    /// Its outbox; the job carries the pen with it.
+    pub outbox: OutboxReceiver,
+}
+
+/// Where the hub asks for writer threads: the sending end of the `writers` thread's channel.
+/// The channel is unbounded in crossbeam's sense, and bounded by the pen: a client has at
+/// most one job on its way, so the channel holds at most `--max-clients` jobs. Sending never
+/// blocks, so it is done under the hub's lock.
+#[derive(Clone)]
+pub(super) struct WriterRequests(Sender<WriterJob>);
+
+impl WriterRequests {
+    /// Asks for a writer for `job`'s client. When the `writers` thread has gone (the server
+    /// is stopping), nothing is started, which is what stopping wants.
+    pub(super) fn request(&self, job: WriterJob) {
+        let _ = self.0.send(job);
+    }
+}
+
+impl Default for WriterRequests {
+    /// Requests that go nowhere, for a state built without a server around it (unit tests).
+    fn default() -> WriterRequests {
+        WriterRequests(unbounded().0)
+    }
+}
+
+/// What [`Hub::catch_up`] did for a client that was behind.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CatchUp {
+    /// The client has every frame queued; live frames go to its outbox again.
+    Done,
+    /// The outbox filled again; call again when it has drained.
+    Behind,
+    /// The window no longer holds what the client missed. It has been removed; the writer
+    /// tells it why and closes the connection.
+    FellBehind(String),
+    /// The connection was replaced or removed meanwhile.
+    Gone,
+}
+
+/// The handle every thread of the server holds.
+#[derive(Clone)]
+pub struct Hub {
+    state: Arc<Mutex<State>>,
+    /// Notified when the server becomes ready (see [`Hub::wait_ready`]); used with `state`.
+    ready_changed: Arc<Condvar>,
+    /// Notified when room may have appeared for a waiting publish (see [`Hub::publish`]):
+    /// relays confirmed, peers or clients gone, a client that was behind caught up.
+    room: Arc<Condvar>,
+    limits: Limits,
+    /// The cluster secret, which makes resume tokens checkable on any server
+    /// (`auth::resume_token`).
+    secret: Option<Secret>,
+}
+
+/// Everything behind the hub's lock.
+#[derive(Default)]
+struct State {
+    /// This server's advertised address, to leave itself out of the peer list.
+    addr: String,
+    /// Whether a complete peer list has arrived in this incarnation.
+    knows_peers: bool,
+    /// The peer incarnations that have linked into this server and, when this server asked
+    /// for it, sent their whole history.
+    synced_from: HashSet<(String, u64)>,
+    /// Latched true once every listed peer is in `synced_from` (see [`Hub::wait_ready`]).
+    ready: bool,
+    /// This incarnation's epoch, 0 until the coordinator assigned one.
+    epoch: u64,
+    /// The last id given to a client connection or a peer link.
+    next_id: u64,
+    /// Where writer threads for clients are asked for; kept across a fence.
+    writer_requests: WriterRequests,
+    /// The local clients (`clients.rs`).
+    clients: Clients,
+    /// Rules 1 and 2 (`history.rs`); kept across a fence.
+    history: History,
+    /// Rules 3 and 4 and the peer links (`relay.rs`).
+    relay: Relay,
+}
+
+/// Clients cut off under the lock, whose sockets are shut down after it is released.
+type Cutoffs = Vec<Arc<TcpStream>>;
+
+impl Hub {
+    /// A hub for the server advertised at `addr`, in a cluster with `secret` (if any). It
+    /// sends a [`WriterJob`] on `writers_tx` whenever a client with no writer thread has
+    /// something to be written.
+    pub fn new(
+        addr: String,
+        limits: Limits,
+        secret: Option<Secret>,
+        writers_tx: Sender<WriterJob>,
+    ) -> Hub {
+        Hub {
+            state: Arc::new(Mutex::new(State {
+                addr,
+                writer_requests: WriterRequests(writers_tx),
+                ..State::default()
+            })),
+            ready_changed: Arc::default(),
+            room: Arc::default(),
+            limits,
+            secret,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent between statements; a panic in one connection thread
+        // must not take the whole server down with a poisoned lock.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `change` on the locked state, then, with the lock released, shuts down the
+    /// sockets of the clients it cut off. This is where "no socket I/O under the lock" is
+    /// enforced for every method that may cut someone off.
+    fn with_state<R>(&self, change: impl FnOnce(&mut State, &Limits, &mut Cutoffs) -> R) -> R {
+        let mut cutoffs = Cutoffs::new();
+        let result = {
+            let mut state = self.lock();
+            change(&mut state, &self.limits, &mut cutoffs)
+        };
+        for stream in cutoffs {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        result
+    }
+
+    /// This incarnation's epoch (0 before the first heartbeat reply).
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// Takes one message into the server: rules 1 to 4 of the module doc. Waits first until
+    /// there is room for it (see [`State::has_room`]), which is how the server slows a
+    /// publisher down to what its slowest peer and its slowest reading client can take.
+    ///
+    /// Returns `false` when the message was refused because its origin is stale (a replaced
+    /// client connection, or a peer incarnation that is no longer live), also when it goes
+    /// stale while waiting; stopping the server makes every origin stale.
+    pub fn publish(&self, origin: Origin, from: &str, session: u64, seq: u64, body: &Body) -> bool {
+        // Encode outside the lock: these copies of the payload are the only ones made.
+        let deliver: Frame = Arc::new(deliver_frame(from, session, seq, body));
+        let relay = match origin {
+            Origin::Local { .. } => Some(relay_frame(0, from, session, seq, body)),
+            Origin::Peer { .. } | Origin::PeerHistory { .. } => None,
+        };
+        let arrival = Arrival {
+            origin,
+            session,
+            seq,
+            size: body.payload_len(),
+            deliver,
+            relay,
+        };
+        let Some(mut state) = self.wait_for_room(&arrival) else {
+            return false;
+        };
+        state.take_in(arrival, &self.limits);
+        true
+    }
+
+    /// Locks the state once there is room for `arrival` ([`State::has_room`]), or returns
+    /// `None` as soon as its origin is stale.
+    fn wait_for_room(&self, arrival: &Arrival) -> Option<MutexGuard<'_, State>> {
+        let relayed = arrival.relay.is_some();
+        let mut state = self.lock();
+        loop {
+            if !state.is_current(&arrival.origin, arrival.session) {
+                return None;
+            }
+            if state.has_room(relayed, arrival.size, &self.limits) {
+                return Some(state);
+            }
+            // Woken when room may have appeared; the timeout is for the one change nobody
+            // announces: a client that is behind going quiet for `stall_timeout`.
+            state = self
+                .room
+                .wait_timeout(state, ROOM_RECHECK)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Sets this incarnation's epoch (from a heartbeat reply).
+    pub fn set_epoch(&self, epoch: u64) {
+        self.lock().epoch = epoch;
+    }
+
+    /// Forgets this incarnation after the coordinator fenced it: every client is cut off
+    /// (they have been moved elsewhere already), peers and the outbound log are dropped, and
+    /// the epoch returns to 0 so the next heartbeat joins as a new server.
+    ///
+    /// The history window and the watermarks ([`History`]) are kept. They hold real
+    /// messages, stored once and never altered, and when every other server failed too they
+    /// may be the only copy left of what a failed-over client has not seen yet. Keeping them
+    /// cannot cause a duplicate: replays and watermarks are per sender and `seq`, like
+    /// everything else.
+    pub fn reset_incarnation(&self) {
+        self.with_state(|state, _, cutoffs| {
+            state.clients.remove_all(cutoffs);
+            let old = std::mem::take(state);
+            *state = State {
+                addr: old.addr,
+                next_id: old.next_id,
+                writer_requests: old.writer_requests,
+                history: old.history,
+                ..State::default()
+            };
+        });
+        self.room.notify_all();
+    }
+
+    /// Cuts off every client and peer link: the first step of stopping the server.
+    pub fn shut_down(&self) {
+        self.reset_incarnation();
+    }
+
+    /// Accepts an incoming link from the peer incarnation `(addr, epoch)` if the coordinator
+    /// lists it as live. Returns the last relay index already received from it, and whether
+    /// this server wants the peer's history first: only a server that is not ready yet and
+    /// has not had it from this peer asks. Without history the peer counts as synced now.
+    pub fn accept_peer(&self, addr: &str, epoch: u64) -> Option<(u64, bool)> {
+        let mut state = self.lock();
+        if !state.relay.is_live_peer(addr, epoch) {
+            return None;
+        }
+        let peer = (addr.to_string(), epoch);
+        let want_history = !state.ready && !state.synced_from.contains(&peer);
+        if !want_history {
+            state.synced_from.insert(peer);
+            self.note_ready(&mut state);
+        }
+        Some((state.relay.last_received(addr, epoch), want_history))
+    }
+
+    /// Records that the peer incarnation `(addr, epoch)` has sent its whole history.
+    pub fn peer_synced(&self, addr: &str, epoch: u64) {
+        let mut state = self.lock();
+        if state.relay.is_live_peer(addr, epoch) {
+            state.synced_from.insert((addr.to_string(), epoch));
+            self.note_ready(&mut state);
+        }
+    }
+
+    /// Blocks until the server is ready, or `timeout` passes. Returns whether it is ready.
+    ///
+    /// Ready means: the coordinator's complete peer list has arrived, and every peer on it
+    /// has linked into this server and sent its history. From then on, every message
+    /// published anywhere in the cluster reaches this server, and its window holds what the
+    /// peers' windows held. A client registered before that could miss messages, so
+    /// registration waits for it (a few heartbeat intervals, plus the time to copy the
+    /// peers' windows, when a server has just started; never afterwards).
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        let state = self.lock();
+        let (state, _) = self
+            .ready_changed
+            .wait_timeout_while(state, timeout, |s| !s.ready)
+            .unwrap_or_else(|p| p.into_inner());
+        state.ready
+    }
+
+    /// Latches `ready` when its conditions hold, and wakes the waiting registrations.
+    fn note_ready(&self, state: &mut State) {
+        if state.ready || !state.knows_peers {
+            return;
+        }
+        let synced = &state.synced_from;
+        if state
+            .relay
+            .incarnations()
+            .all(|(addr, epoch)| synced.contains(&(addr.to_string(), epoch)))
+        {
+            state.ready = true;
+            log::info!(
+                "server ready addr={} peers={}",
+                state.addr,
+                state.relay.peer_count()
+            );
+            self.ready_changed.notify_all();
+        }
+    }
+}
+
+impl State {
+    /// Whether a message from `origin` (speaking for `session`) is still welcome: its client
+    /// connection has not been replaced, its peer incarnation is still live.
+    fn is_current(&self, origin: &Origin, session: u64) -> bool {
+        match origin {
+            Origin::Local { conn } => self.clients.is_current(session, *conn),
+            Origin::Peer { addr, epoch, .. } | Origin::PeerHistory { addr, epoch } => {
+                self.relay.is_live_peer(addr, *epoch)
+            }
+        }
+    }
+
+    /// Whether a message of `size` payload bytes may come in now. Two bounds, each the
+    /// reason a publish waits (backpressure, see `docs/architecture.md`):
+    /// - *The relay window*, for a local message (`relayed`): unconfirmed relays stay within
+    ///   [`Limits::relay_window_bytes`] and [`Limits::peer_queue`] messages, so the outbound
+    ///   log, and every peer's queue, stay bounded while a peer is slow ([`Relay::has_room`]).
+    /// - *The history window*: storing the message must not push out an entry that a client
+    ///   still reading needs ([`History::has_room`]). So a reader that is slower than a
+    ///   publisher, a file's receiver on a slow disk say, slows the publisher down instead
+    ///   of losing messages. A client that stopped reading does not hold anyone back
+    ///   ([`Clients::reading_behind`]).
+    ///
+    /// An empty window takes any one message, so a message larger than a bound still passes.
+    fn has_room(&self, relayed: bool, size: usize, limits: &Limits) -> bool {
+        if relayed && !self.relay.has_room(size, limits) {
+            return false; // no need to look through the clients
+        }
+        let reading = self.clients.reading_behind(limits.stall_timeout);
+        self.history.has_room(reading, size, limits)
+    }
+
+    /// Takes a message in, once there is room for it: rules 1 to 4 of the module doc.
+    fn take_in(&mut self, arrival: Arrival, limits: &Limits) {
+        let Arrival {
+            origin,
+            session,
+            seq,
+            size,
+            deliver,
+            relay,
+        } = arrival;
+        if let Origin::Peer { addr, epoch, index } = &origin {
+            self.relay.note_received(addr, *epoch, *index);
+        }
+        match self.history.accept(session, seq, self.ready) {
+            Verdict::New => {
+                self.history
+                    .store(session, seq, size, deliver.clone(), true, limits);
+                let arrival = self.history.last_arrival();
+                self.clients
+                    .fan_out(session, &deliver, arrival, &self.writer_requests);
+            }
+            Verdict::Backfill => self
+                .history
+                .store(session, seq, size, deliver, false, limits),
+            Verdict::Repeat => {}
+        }
+        if let Some(relay) = relay {
+            self.relay.relay_local(relay, session, seq, size, limits);
+            self.advance_acks();
+        }
+    }
+
+    /// Rule 4: acknowledges to their senders the local messages whose relay every live peer
+    /// has now confirmed ([`Relay::advance_acks`]).
+    fn advance_acks(&mut self) {
+        let confirmed = self.relay.advance_acks();
+        self.clients.queue_acks(confirmed, &self.writer_requests);
+    }
+}

@@ -1,0 +1,498 @@
+//! The course in `docs/` and the README point into the code all the time: file paths, item
+//! names, links between chapters. This test fails when one of those pointers has gone
+//! stale, and names the doc, the line and the stale name, all at once. Run it alone with
+//! `cargo test --test docs` (no process, no socket, under a second).
+//!
+//! `docs/testing.md` ("The docs test") says what counts as a name, how each is found (a
+//! plain text scan of the rustfmt-formatted sources, no parser), and how to fix what the
+//! test reports. A name that is rightly not in this crate goes into [`ALLOWED`]; an entry
+//! that is no longer needed fails the test until it is deleted.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Names the docs use that are rightly not defined in this crate.
+#[rustfmt::skip]
+const ALLOWED: &[&str] = &[
+    // std: types (each covers its methods), traits, variants and methods that the docs
+    // discuss beside dsys's own.
+    "Arc", "AtomicBool", "BufWriter", "Clone", "Condvar", "Cursor", "Drop", "Err", "HashMap",
+    "Instant", "Interrupted", "Ok", "RandomState", "Receiver", "Sender", "Shutdown",
+    "TcpListener", "TcpStream", "Vec", "Command::pre_exec", "notify_all", "try_clone",
+    "try_wait",
+    // crossbeam-channel.
+    "Disconnected", "tick",
+    // The kernel: a build option, a capability, a field of /proc/PID/status.
+    "CONFIG_INET_DIAG_DESTROY", "CAP_NET_ADMIN", "VmHWM",
+    // What the docs compare dsys with: the Rust Book's final project, a crate, HTTP, and
+    // the types a client written in JavaScript would use.
+    "ThreadPool", "env_logger", "GET", "BigInt", "Number",
+    // Links to what is being written elsewhere: fails as unused once it exists.
+    "examples/",
+];
+
+/// Leading path segments that name a module outside this crate.
+const FOREIGN_MODULES: &[&str] = &["std", "crossbeam_channel", "thread"];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `path` relative to the repository, with `/` separators.
+fn rel(path: &Path) -> String {
+    let rel = path.strip_prefix(repo()).expect("a path in the repository");
+    rel.to_string_lossy().replace('\\', "/")
+}
+
+/// A definition: its name, what it is, its line and its indent.
+struct Def(String, &'static str, usize, usize);
+
+/// A block that owns members (`impl T`, `struct T`, `enum T`, `trait T`, a struct-like
+/// variant `T { .. }`): owner, indent, first and last line. Its members are the defs
+/// between those lines one indent (4 spaces) deeper.
+struct Block(String, usize, usize, usize);
+
+struct SourceFile {
+    rel: String,
+    defs: Vec<Def>,
+    blocks: Vec<Block>,
+    text: String,
+}
+
+fn is_ident(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_camel(s: &str) -> bool {
+    is_ident(s) && s.starts_with(|c: char| c.is_ascii_uppercase()) && s.contains(char::is_lowercase)
+}
+
+/// The identifier at the start of `s`.
+fn leading_ident(s: &str) -> &str {
+    let end = s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+    &s[..end.unwrap_or(s.len())]
+}
+
+/// `impl<..> Trait<..> for path::Type<..> {` and `impl Type {` → `Type`.
+fn impl_self_type(header: &str) -> String {
+    let mut depth = 0;
+    let plain: String = (header.chars())
+        .filter(|&c| {
+            depth += (c == '<') as i32 - (c == '>') as i32;
+            depth == 0 && c != '>'
+        })
+        .collect();
+    let ty = plain.rsplit(" for ").next().unwrap_or("");
+    let ty = ty.trim_start_matches("impl");
+    let path = ty.split_whitespace().next().unwrap_or("");
+    path.rsplit("::").next().unwrap_or("").to_string()
+}
+
+/// Finds the defs and member blocks of one file. It relies on rustfmt's layout: a block
+/// opened by a line at indent `i` closes at the next line that starts with `}` at indent `i`.
+fn index_file(rel: String, text: String) -> SourceFile {
+    let lines: Vec<&str> = text.lines().collect();
+    let (mut defs, mut blocks) = (Vec::new(), Vec::new());
+    let mut open: Vec<(String, usize, usize, bool)> = Vec::new(); // owner, indent, line, enum?
+    for (n, raw) in lines.iter().enumerate() {
+        let line = raw.trim_start();
+        let indent = raw.len() - line.len();
+        if line.starts_with("//") || line.starts_with("#[") || line.is_empty() || line == "{" {
+            continue; // a lone `{` follows a `where` clause: its block is open already
+        }
+        if line.starts_with('}') {
+            open.retain(|o| o.1 <= indent); // drops a block whose end was not recognised
+            if open.last().is_some_and(|o| o.1 == indent) {
+                let (owner, indent, start, _) = open.pop().expect("an open block");
+                blocks.push(Block(owner, indent, start, n));
+            }
+        }
+        let parent = open.last().filter(|o| o.1 + 4 == indent).map(|o| o.3);
+        let mut words = line.split_whitespace().peekable();
+        let qualifier =
+            |w: &&str| w.starts_with("pub") || ["async", "unsafe", "extern", "\"C\""].contains(w);
+        while words.next_if(qualifier).is_some() {}
+        words.next_if(|w| *w == "const" && line.contains("const fn "));
+        let first = words.next().unwrap_or("");
+        let mut second = leading_ident(words.next().unwrap_or(""));
+        if first == "let" && second == "mut" {
+            second = leading_ident(words.next().unwrap_or(""));
+        }
+        let opens = line.ends_with('{') || lines.get(n + 1).is_some_and(|l| l.trim() == "where");
+        let mut owner = String::new();
+        let kind = match first {
+            "fn" | "macro_rules!" => "fn",
+            "mod" => "mod",
+            "const" | "static" => "const",
+            "let" => "let",
+            "type" => "type",
+            "struct" | "enum" | "trait" | "union" => {
+                owner = second.to_string();
+                "type"
+            }
+            _ if first == "impl" || first.starts_with("impl<") => {
+                owner = impl_self_type(line);
+                ""
+            }
+            _ if parent == Some(true) && is_camel(leading_ident(line)) => {
+                second = leading_ident(line);
+                owner = second.to_string();
+                "variant"
+            }
+            _ => {
+                second = first
+                    .strip_suffix(':')
+                    .filter(|_| line.len() > first.len())
+                    .unwrap_or("");
+                if is_ident(second) { "field" } else { "" }
+            }
+        };
+        if !kind.is_empty() {
+            defs.push(Def(second.to_string(), kind, n, indent));
+        }
+        if opens {
+            open.push((owner, indent, n, first == "enum"));
+        }
+        // The parameters of a one-line signature: `fn f(a: T, mut b: U)`.
+        let params = line.split_once('(').map_or("", |p| p.1).split(", ");
+        for param in params.filter(|p| first == "fn" && p.contains(':')) {
+            let name = leading_ident(param.trim_start_matches("mut "));
+            defs.push(Def(name.to_string(), "let", n, 0));
+        }
+    }
+    SourceFile {
+        rel,
+        defs,
+        blocks,
+        text,
+    }
+}
+
+/// Indexes every `.rs` file under `dir`, except this one (its allow-list defines nothing).
+fn load_sources(dir: &Path, out: &mut Vec<SourceFile>) {
+    let entries = fs::read_dir(dir).into_iter().flatten().flatten();
+    let mut paths: Vec<PathBuf> = entries.map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths {
+        if path.is_dir() {
+            load_sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("tests/docs.rs") {
+            let text = fs::read_to_string(&path).expect("a readable source file");
+            out.push(index_file(rel(&path), text));
+        }
+    }
+}
+
+/// Whether `file` belongs to module `m`: it is `m.rs`, or it sits in a folder `m/`.
+fn in_module(file: &SourceFile, m: &str) -> bool {
+    let parts: Vec<&str> = file.rel.split('/').collect();
+    parts[..parts.len() - 1].contains(&m) || parts.last() == Some(&format!("{m}.rs").as_str())
+}
+
+fn defined(files: &[&SourceFile], name: &str, kinds: &[&str]) -> bool {
+    let is = |d: &Def| d.0 == name && kinds.contains(&d.1);
+    files.iter().any(|f| f.defs.iter().any(is))
+}
+
+/// Whether `member` is written directly inside a block owned by `owner`.
+fn has_member(files: &[&SourceFile], owner: &str, member: &str) -> bool {
+    files.iter().any(|f| {
+        let blocks = f.blocks.iter().filter(|b| b.0 == owner);
+        blocks.into_iter().any(|Block(_, indent, start, end)| {
+            let inside = |d: &&Def| d.2 > *start && d.2 < *end && d.3 == indent + 4;
+            f.defs.iter().filter(inside).any(|d| d.0 == member)
+        })
+    })
+}
+
+const TYPE_KINDS: &[&str] = &["type", "variant"];
+const ANY_KIND: &[&str] = &["fn", "mod", "const", "type", "variant", "field", "let"];
+
+/// Checks a path of identifiers, `a::b::C::d`, and says why it is stale if it is.
+fn check_path(all: &[SourceFile], segments: &[&str]) -> Result<(), String> {
+    let mut files: Vec<&SourceFile> = all.iter().collect();
+    let mut rest = segments;
+    if rest.len() > 1 && ["dsys", "crate"].contains(&rest[0]) {
+        rest = &rest[1..];
+    }
+    if FOREIGN_MODULES.contains(&rest[0]) {
+        return Ok(());
+    }
+    while rest.len() > 1 && !is_camel(rest[0]) {
+        files.retain(|f| in_module(f, rest[0]));
+        if files.is_empty() {
+            return Err(format!("no module `{}`", rest[0]));
+        }
+        rest = &rest[1..];
+    }
+    match rest {
+        [name] if defined(&files, name, ANY_KIND) => Ok(()),
+        [name] => Err(format!("nothing named `{name}` in that module")),
+        [.., owner, _] if !defined(&files, owner, TYPE_KINDS) => {
+            Err(format!("no type or variant `{owner}`"))
+        }
+        [.., owner, member] if !has_member(&files, owner, member) => Err(format!(
+            "no `{member}` in any impl, struct or enum of `{owner}`"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `None` when a span is not checked, else why it is stale, if it is.
+type Verdict = Option<Result<(), String>>;
+
+/// Whether an entry of [`ALLOWED`] `matches`; records it as used.
+fn allow(used: &mut HashSet<&str>, matches: impl Fn(&str) -> bool) -> bool {
+    let entry = ALLOWED.iter().find(|a| matches(a));
+    entry.map(|a| used.insert(a)).is_some()
+}
+
+/// Checks what a backticked span names: `None` when it is not checked (prose, a command, a
+/// flag, a single lowercase word), else why it is stale, if it is. Records allow-list hits.
+fn check_span(all: &[SourceFile], span: &str, allowed: &mut HashSet<&str>) -> Verdict {
+    let s = span.trim();
+    if !s.contains([' ', '*']) && (s.ends_with(".rs") || s.ends_with(".md")) {
+        return Some(check_file(all, s));
+    }
+    // `f(args)` → `f` and `T { fields }` → `T`; `write(2)` names a manual page, not code.
+    let (head, called) = match s.strip_suffix(')').and_then(|r| r.split_once('(')) {
+        Some((_, args)) if args.len() == 1 && args.starts_with(|c: char| c.is_ascii_digit()) => {
+            return None;
+        }
+        Some((head, _)) => (head, true),
+        None if s.ends_with('}') => (s.split('{').next().unwrap_or(s).trim_end(), false),
+        None => (s, false),
+    };
+    // An allowed type (`Instant`) covers its members (`Instant::now`).
+    let first = head.split("::").next().unwrap_or(head);
+    if allow(allowed, |a| a == head || (a == first && is_camel(a))) {
+        return Some(Ok(()));
+    }
+    if let Some((owner, field)) = head.split_once('.') {
+        return (is_camel(owner) && is_ident(field)).then(|| check_path(all, &[owner, field]));
+    }
+    let segments: Vec<&str> = head.split("::").collect();
+    if !segments.iter().all(|s| is_ident(s)) {
+        return None;
+    }
+    let files: Vec<&SourceFile> = all.iter().collect();
+    let name = segments[0];
+    let def = |kinds| defined(&files, name, kinds);
+    let snake = (name.contains('_') && !name.starts_with('_')) || called;
+    let (ok, what) = match segments.len() {
+        1 if name.len() > 1 && !name.contains(char::is_lowercase) => {
+            let quoted = format!("\"{name}\"");
+            let literal = all.iter().any(|f| f.text.contains(&quoted));
+            (
+                literal || def(&["const"]),
+                "const, static or string literal",
+            )
+        }
+        1 if is_camel(name) => (def(TYPE_KINDS), "type or variant"),
+        1 if snake => (def(ANY_KIND), "fn, field, module or binding"),
+        1 => return None,
+        _ => return Some(check_path(all, &segments)),
+    };
+    Some(ok.then_some(()).ok_or(format!("no {what} `{name}`")))
+}
+
+fn check_file(all: &[SourceFile], path: &str) -> Result<(), String> {
+    let root = repo();
+    let rooted = ["src/", "tests/", "benches/", "examples/", "docs/"];
+    let exists = if rooted.iter().any(|r| path.starts_with(r)) {
+        root.join(path).exists()
+    } else if path.ends_with(".md") {
+        root.join(path).exists() || root.join("docs").join(path).exists()
+    } else {
+        all.iter().any(|f| f.rel.ends_with(&format!("/{path}")))
+    };
+    exists.then_some(()).ok_or_else(|| "no such file".into())
+}
+
+/// GitHub's anchor for a heading's text.
+fn slug(heading: &str) -> String {
+    let mut text = String::new();
+    let mut rest = heading;
+    while let Some((before, after)) = rest.split_once('[') {
+        // A link shows as its text.
+        let Some((label, after)) = after.split_once("](") else {
+            break;
+        };
+        text.push_str(before);
+        text.push_str(label);
+        rest = after.split_once(')').map_or("", |p| p.1);
+    }
+    text.push_str(rest);
+    let dashed = text.to_lowercase().replace(' ', "-");
+    dashed.replace(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_'), "")
+}
+
+/// What the checks need from one markdown file.
+#[derive(Default)]
+struct Doc {
+    rel: String,
+    /// The anchors of its headings.
+    anchors: HashSet<String>,
+    /// `(line, text)` of every backticked span, and of every path or call in a diagram.
+    names: Vec<(usize, String)>,
+    /// `(line, target)` of every link outside code.
+    links: Vec<(usize, String)>,
+}
+
+fn parse_doc(rel: &str, text: &str) -> Doc {
+    let mut doc = Doc {
+        rel: rel.into(),
+        ..Doc::default()
+    };
+    let mut repeats: HashMap<String, usize> = HashMap::new();
+    // The prose, with the fenced lines blanked out so that no span crosses a fence.
+    let mut prose = String::new();
+    let mut fence: Option<&str> = None;
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if let Some(info) = trimmed.strip_prefix("```") {
+            fence = fence.xor(Some(info.trim()));
+        } else if let Some(lang) = fence {
+            if !["rust", "console"].contains(&lang) {
+                let names = diagram_names(line).into_iter();
+                doc.names.extend(names.map(|name| (n + 1, name)));
+            }
+        } else {
+            if let Some(heading) = trimmed.trim_start_matches('#').strip_prefix(' ')
+                && trimmed.starts_with('#')
+            {
+                let base = slug(heading.trim());
+                let count = repeats.entry(base.clone()).or_insert(0);
+                *count += 1;
+                doc.anchors.insert(match *count {
+                    1 => base,
+                    n => format!("{base}-{}", n - 1),
+                });
+            }
+            prose.push_str(line);
+        }
+        prose.push('\n');
+    }
+    // Backticked spans (they may wrap onto the next line, never across a blank one), and
+    // link targets outside them.
+    let bytes = prose.as_bytes();
+    let line_at = |i: usize| prose[..i].matches('\n').count() + 1;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'`' {
+            let ticks = &prose[i..i + bytes[i..].iter().take_while(|&&b| b == b'`').count()];
+            let after = i + ticks.len();
+            i = match prose[after..].find(ticks).map(|j| after + j) {
+                Some(end) if !prose[after..end].contains("\n\n") => {
+                    let span = prose[after..end].replace('\n', " ");
+                    doc.names.push((line_at(i), span));
+                    end + ticks.len()
+                }
+                _ => after,
+            };
+            continue;
+        }
+        if bytes[i..].starts_with(b"](")
+            && let Some(len) = prose[i + 2..].find(')')
+        {
+            let target = prose[i + 2..i + 2 + len].to_string();
+            doc.links.push((line_at(i), target));
+        }
+        i += 1;
+    }
+    doc
+}
+
+/// In a diagram: `a::b` paths, and snake_case names with an underscore written as calls.
+fn diagram_names(line: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = line;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        rest = &rest[start..];
+        let len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'));
+        let (token, after) = rest.split_at(len.unwrap_or(rest.len()));
+        let token = token.trim_end_matches(':');
+        if token.contains("::") {
+            names.push(token.to_string());
+        } else if after.starts_with('(') && token.contains('_') {
+            names.push(format!("{token}()"));
+        }
+        rest = after;
+    }
+    names
+}
+
+fn load_docs() -> Vec<Doc> {
+    let root = repo();
+    let entries = fs::read_dir(root.join("docs"))
+        .expect("the docs/ folder")
+        .flatten();
+    let mut paths: Vec<PathBuf> = entries.map(|e| e.path()).collect();
+    paths.retain(|p| p.extension().is_some_and(|e| e == "md"));
+    paths.sort();
+    paths.insert(0, root.join("README.md"));
+    let read = |p: &PathBuf| parse_doc(&rel(p), &fs::read_to_string(p).expect("a readable doc"));
+    paths.iter().map(read).collect()
+}
+
+/// Why a link is broken, if it is. Records allow-list hits.
+fn check_link(docs: &[Doc], from: &Doc, link: &str, allowed: &mut HashSet<&str>) -> Option<String> {
+    if link.contains("://") || link.starts_with("mailto:") {
+        return None;
+    }
+    let (path, anchor) = link.split_once('#').unwrap_or((link, ""));
+    let own = from.rel.rsplit('/').next().unwrap_or_default();
+    let relative = if path.is_empty() { own } else { path };
+    let canonical = |p: &Path| fs::canonicalize(p).ok();
+    let Some(target) = canonical(&repo().join(&from.rel).with_file_name(relative)) else {
+        return (!allow(allowed, |a| a == link)).then(|| "no such file or folder".into());
+    };
+    let same = |d: &&Doc| canonical(&repo().join(&d.rel)).as_ref() == Some(&target);
+    match docs.iter().find(same) {
+        _ if anchor.is_empty() => None,
+        Some(doc) if doc.anchors.contains(anchor) => None,
+        Some(doc) => Some(format!("{} has no heading #{anchor}", doc.rel)),
+        None => Some("anchors are checked only in README.md and docs/*.md".into()),
+    }
+}
+
+#[test]
+fn docs_name_only_what_exists() {
+    let mut sources = Vec::new();
+    for dir in ["src", "tests", "benches", "examples"] {
+        load_sources(&repo().join(dir), &mut sources);
+    }
+    let docs = load_docs();
+    let mut allowed_used = HashSet::new();
+    let mut problems = Vec::new();
+    for doc in &docs {
+        for (line, name) in &doc.names {
+            if let Some(Err(why)) = check_span(&sources, name, &mut allowed_used) {
+                problems.push((doc.rel.clone(), *line, format!("`{name}`: {why}")));
+            }
+        }
+        for (line, link) in &doc.links {
+            if let Some(why) = check_link(&docs, doc, link, &mut allowed_used) {
+                problems.push((doc.rel.clone(), *line, format!("link ({link}): {why}")));
+            }
+        }
+    }
+    for unused in ALLOWED.iter().filter(|a| !allowed_used.contains(*a)) {
+        let why = "no longer needed (unused, or it exists now): delete it from ALLOWED";
+        problems.push(("tests/docs.rs".into(), 0, format!("`{unused}`: {why}")));
+    }
+    problems.sort();
+    let report: Vec<String> = problems
+        .iter()
+        .map(|(f, l, w)| format!("{f}:{l}: {w}"))
+        .collect();
+    assert!(
+        report.is_empty(),
+        "\n{} stale reference(s) in the docs:\n  {}\n\nWrite what the code calls it now, or reword; \
+         a name rightly outside this crate goes into ALLOWED in tests/docs.rs.\n",
+        report.len(),
+        report.join("\n  ")
+    );
+}
