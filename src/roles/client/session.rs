@@ -34,7 +34,8 @@
 //! error on its `received` channel, starts [`Session::fail_over`]: ask the coordinator
 //! where to go ([`locate`], naming the lost server), register again with the same session
 //! and token, send again the recent messages the new server lacks and every unacknowledged
-//! one, and print a `failover` event.
+//! one, and print a `failover` event. Registering, the first time and again, is in
+//! [`failover`].
 //!
 //! **Stopping.** End of input (the command channel disconnects) waits until everything is
 //! acknowledged, then deregisters. A stop signal does the same with a deadline
@@ -53,8 +54,9 @@ pub use super::locate::locate;
 use super::{Command, Event, files, input};
 use crate::auth::Secret;
 use crate::error::{Error, Result};
-use crate::net;
-use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message, Resume};
+use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message};
+
+mod failover;
 
 /// Messages sent and not yet acknowledged, at most. At the bound the session stops reading
 /// commands until acks arrive (backpressure), so nothing is lost and memory stays bounded.
@@ -72,18 +74,6 @@ const MAX_QUEUED_FILES: usize = 64;
 pub const MAX_RECENT: usize = 1024;
 /// Payload bytes of acknowledged messages kept for resending, at most (same rule).
 pub const MAX_RECENT_BYTES: usize = 8 * 1024 * 1024;
-/// How long the first registration may take before the client gives up (exit status 1).
-const FIRST_REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Servers tried for the first registration when the coordinator chooses: one, and two
-/// more should it name servers that died since their last heartbeat.
-const FIRST_REGISTER_ATTEMPTS: usize = 3;
-/// How long a registration during failover may take. Short, because the server may be hung
-/// (its kernel accepts the connection but nobody answers); the session then asks the
-/// coordinator again.
-const FAILOVER_REGISTER_TIMEOUT: Duration = Duration::from_millis(500);
-/// Pause between failover attempts, so a client does not hammer a coordinator that has no
-/// live server to offer yet.
-const FAILOVER_RETRY: Duration = Duration::from_millis(100);
 /// How long a stop signal waits for outstanding acknowledgements before leaving anyway.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 /// How long a leaving client waits for its goodbye to be written.
@@ -169,69 +159,6 @@ impl Session {
     fn emit(&self, event: Event) {
         // The receiver is the printer; if it is gone the process is ending anyway.
         let _ = self.events_tx.send(event);
-    }
-
-    /// Registers for the first time: on `--server`, or where the coordinator says. The
-    /// server the coordinator names may have died since its last heartbeat; then the
-    /// coordinator is asked again, naming it as lost (it checks, and plans around it), up
-    /// to [`FIRST_REGISTER_ATTEMPTS`] times. A server that refuses (the name is taken, it
-    /// is full) is an answer, not a failure to retry.
-    fn first_registration(&mut self) -> Result<Connection> {
-        let mut suspect = String::new();
-        let mut attempts = 0;
-        let (server, connection) = loop {
-            let server = match &self.config.server {
-                Some(server) => server.clone(),
-                None => locate(&self.config, &suspect)?,
-            };
-            attempts += 1;
-            match self.register(&server, FIRST_REGISTER_TIMEOUT) {
-                Ok(connection) => break (server, connection),
-                Err(e)
-                    if self.config.server.is_none()
-                        && attempts < FIRST_REGISTER_ATTEMPTS
-                        && !matches!(e, Error::Refused(_)) =>
-                {
-                    log::info!(
-                        "server {server} did not take the registration ({e}); asking the \
-                         coordinator again"
-                    );
-                    suspect = server;
-                }
-                Err(e) => return Err(net::unreachable("server", &server, e)),
-            }
-        };
-        log::info!("registered name={} server={server}", self.config.name);
-        self.emit(Event::Registered {
-            name: self.config.name.clone(),
-            server,
-        });
-        Ok(connection)
-    }
-
-    /// Connects to `server` and registers (resuming when this session has registered before),
-    /// then takes the session id, token and watermarks the server gives.
-    fn register(&mut self, server: &str, timeout: Duration) -> Result<Connection> {
-        let resume = (self.session != 0).then(|| Resume {
-            session: self.session,
-            token: self.token,
-            seen: self.inbox.seen(),
-        });
-        let first = resume.is_none();
-        let (connection, registered) = Connection::open(
-            server,
-            &self.config.name,
-            self.config.secret.as_ref(),
-            resume,
-            timeout,
-        )?;
-        self.session = registered.session;
-        self.token = registered.token;
-        if first {
-            // Everything up to these marks was sent before we registered.
-            self.inbox.start_after(registered.watermarks);
-        }
-        Ok(connection)
     }
 
     /// The session loop. Returns when input has ended and everything is acknowledged.
@@ -434,53 +361,6 @@ impl Session {
         Ok(())
     }
 
-    /// Finds a live server and registers there again, then sends every unacknowledged
-    /// message again. Keeps trying until it succeeds or the session is stopped (`None`).
-    fn fail_over(&mut self, lost: Connection, reason: Error) -> Option<Connection> {
-        let old = lost.server.clone();
-        drop(lost);
-        log::info!(
-            "lost server name={} server={old} reason=\"{reason}\"; failing over",
-            self.config.name
-        );
-        loop {
-            // Ask the coordinator; if it is down too, try the old server again (the
-            // connection may have broken while the server is fine).
-            let target = locate(&self.config, &old).unwrap_or_else(|e| {
-                log::debug!("locate failed: {e}");
-                old.clone()
-            });
-            match self.register(&target, FAILOVER_REGISTER_TIMEOUT) {
-                Ok(mut connection) => match self.resend(&mut connection) {
-                    Ok(resent) => {
-                        log::info!(
-                            "failover name={} from={old} to={target} resent={resent}",
-                            self.config.name
-                        );
-                        if target == old {
-                            self.emit(Event::Reconnected { server: target });
-                        } else {
-                            self.emit(Event::Failover {
-                                from: old.clone(),
-                                to: target,
-                            });
-                        }
-                        return Some(connection);
-                    }
-                    Err(e) => log::debug!("resending to {target} failed: {e}"),
-                },
-                Err(Error::Refused(why)) => {
-                    log::warn!("failover refused by {target}: {why}");
-                }
-                Err(e) => log::debug!("failover attempt to {target} failed: {e}"),
-            }
-            select! {
-                recv(self.stop_rx) -> _ => return None,
-                default(FAILOVER_RETRY) => {}
-            }
-        }
-    }
-
     /// Keeps an acknowledged message among the recent ones, forgetting the oldest beyond
     /// [`MAX_RECENT`] and [`MAX_RECENT_BYTES`].
     fn keep_recent(&mut self, acked: (u64, Body)) {
@@ -493,26 +373,5 @@ impl Session {
             };
             self.recent_bytes -= body.payload_len();
         }
-    }
-
-    /// After a resume: sends again the recent messages the new server does not hold, then
-    /// every unacknowledged one (even those it holds: their acks are still owed). Servers
-    /// and receivers drop what they already have, so nothing is delivered twice. Returns
-    /// how many were sent.
-    fn resend(&self, connection: &mut Connection) -> Result<usize> {
-        let missing = self
-            .recent
-            .iter()
-            .filter(|(seq, _)| *seq > connection.server_has);
-        let mut count = 0;
-        for (seq, body) in missing.chain(&self.unacked) {
-            let publish = Message::Publish {
-                seq: *seq,
-                body: body.clone(),
-            };
-            connection.send(&publish)?;
-            count += 1;
-        }
-        Ok(count)
     }
 }

@@ -8,6 +8,11 @@
 //! redistribution plan are shown as they happen; the moved clients fail over; everyone talks
 //! again; a summary says what was sent, delivered, lost and duplicated.
 //!
+//! The kill waits until the coordinator lists the victim's clients (asked as `dsys status`
+//! asks): killed before its next heartbeat, the victim would be declared dead with no
+//! clients and there would be no plan to show. The plan must then appear, or the demo fails
+//! with exit status 1. What the demo watches and counts is the [`story`].
+//!
 //! **Threads.** One `log-<child>` thread per child drains its stderr (forwarding the lines a
 //! learner should see), and one `events-<client>` thread per client tags its events with
 //! the client's name into one channel that the main thread reads.
@@ -16,7 +21,7 @@
 //! child also dies with this process (parent-death signal), so nothing outlives the demo:
 //! not at the end, not on an error, not on Ctrl-C (the stop channel ends every wait).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -39,6 +44,10 @@ macro_rules! say {
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
 }
+
+mod story;
+
+use story::{Story, is_story_line, strip_log_prefix};
 
 /// Heartbeat interval of the demo's servers: short, so the story moves quickly.
 const HEARTBEAT_INTERVAL_MS: u64 = 200;
@@ -75,19 +84,6 @@ impl Drop for ChildGuard {
         self.kill();
         log::debug!("stopped {}", self.label);
     }
-}
-
-/// What the demo waits on: client events, the interesting log lines of the children, and
-/// the stop signal.
-struct Story {
-    events_rx: Receiver<(String, Event)>,
-    narration_rx: Receiver<String>,
-    stop_rx: Receiver<()>,
-    /// Every text delivery seen: (receiver, sender, seq).
-    delivered: Vec<(String, String, u64)>,
-    failovers: Vec<(String, String, String)>,
-    /// The source of every `redistribution plan` line the coordinator printed.
-    plans: Vec<String>,
 }
 
 /// `dsys demo`: runs the story and exits 0 when nothing was lost or duplicated.
@@ -296,26 +292,6 @@ fn wait_until_listed(
     )))
 }
 
-/// The coordinator's log lines that tell the story of a failure.
-fn is_story_line(line: &str) -> bool {
-    [
-        "server up",
-        "unreachable",
-        "heartbeat missed",
-        "declared dead",
-        "redistribution plan",
-    ]
-    .iter()
-    .any(|needle| line.contains(needle))
-}
-
-/// `[time LEVEL module] text` → `text`.
-fn strip_log_prefix(line: &str) -> String {
-    line.split_once("] ")
-        .map_or(line, |(_, text)| text)
-        .to_string()
-}
-
 type Started = (
     Vec<Sender<client::Command>>,
     Vec<JoinHandle<Result<()>>>,
@@ -382,166 +358,4 @@ fn send_round(commands: &[Sender<client::Command>], text: &str) -> Result<()> {
             .map_err(|_| Error::Failed(format!("{name}'s session ended early")))?;
     }
     Ok(())
-}
-
-impl Story {
-    /// The next client event, printing children's story lines meanwhile.
-    fn next_event(&mut self) -> Result<(String, Event)> {
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        loop {
-            select! {
-                recv(self.events_rx) -> event => {
-                    let event = event.map_err(|_| Error::Failed("clients ended".into()))?;
-                    return Ok(event);
-                }
-                recv(self.narration_rx) -> line => {
-                    if let Ok(line) = line {
-                        self.narrate(line);
-                    }
-                }
-                recv(self.stop_rx) -> _ => {
-                    return Err(Error::Failed("interrupted".into()));
-                }
-                default(deadline.saturating_duration_since(Instant::now())) => {
-                    return Err(Error::Failed("the demo timed out waiting".into()));
-                }
-            }
-        }
-    }
-
-    /// Prints story lines until `count` of them satisfy `matches`.
-    fn narrate_until(&mut self, matches: impl Fn(&str) -> bool, count: usize) -> Result<()> {
-        let mut seen = 0;
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        while seen < count {
-            select! {
-                recv(self.narration_rx) -> line => {
-                    let line = line.map_err(|_| Error::Failed("children ended".into()))?;
-                    if matches(&line) {
-                        seen += 1;
-                    }
-                    self.narrate(line);
-                }
-                recv(self.stop_rx) -> _ => return Err(Error::Failed("interrupted".into())),
-                default(deadline.saturating_duration_since(Instant::now())) => {
-                    return Err(Error::Failed("servers did not come up".into()));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn narrate_pending(&mut self) {
-        while let Ok(line) = self.narration_rx.try_recv() {
-            self.narrate(line);
-        }
-    }
-
-    /// Prints one of the coordinator's story lines, noting a redistribution plan.
-    fn narrate(&mut self, line: String) {
-        say!("      coordinator: {line}");
-        if line.contains("redistribution plan") {
-            self.plans.push(line);
-        }
-    }
-
-    /// Waits until the coordinator has printed its redistribution plan for `server`.
-    ///
-    /// # Errors
-    /// When it does not within [`STEP_TIMEOUT`]: the demo exists to show it.
-    fn wait_for_plan(&mut self, server: &str) -> Result<()> {
-        let from = format!("from={server} ");
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        while !self.plans.iter().any(|plan| plan.contains(&from)) {
-            select! {
-                recv(self.narration_rx) -> line => match line {
-                    Ok(line) => self.narrate(line),
-                    Err(_) => break, // every child has ended: no plan can come
-                },
-                recv(self.stop_rx) -> _ => return Err(Error::Failed("interrupted".into())),
-                default(deadline.saturating_duration_since(Instant::now())) => break,
-            }
-        }
-        if self.plans.iter().any(|plan| plan.contains(&from)) {
-            Ok(())
-        } else {
-            Err(Error::Failed(format!(
-                "the coordinator printed no redistribution plan for {server}"
-            )))
-        }
-    }
-
-    fn record(&mut self, receiver: String, event: Event) {
-        match event {
-            Event::Message { from, seq, .. } => self.delivered.push((receiver, from, seq)),
-            Event::Failover { from, to } => {
-                say!("      {receiver:<6} failover: {from} -> {to}");
-                self.failovers.push((receiver, from, to));
-            }
-            Event::Gap { from, missed } => {
-                say!("      {receiver:<6} gap: {missed} messages from {from} lost");
-            }
-            Event::Error { message } => say!("      {receiver:<6} error: {message}"),
-            _ => {}
-        }
-    }
-
-    fn wait_for_deliveries(&mut self, total: usize) -> Result<()> {
-        while self.delivered.len() < total {
-            let (receiver, event) = self.next_event()?;
-            self.record(receiver, event);
-        }
-        Ok(())
-    }
-
-    fn wait_for_failovers(&mut self, total: usize) -> Result<()> {
-        while self.failovers.len() < total {
-            let (receiver, event) = self.next_event()?;
-            self.record(receiver, event);
-        }
-        Ok(())
-    }
-
-    fn duplicates(&self) -> usize {
-        let unique: HashSet<&(String, String, u64)> = self.delivered.iter().collect();
-        self.delivered.len() - unique.len()
-    }
-
-    /// Deliveries that did not follow the previous one from the same sender to the same
-    /// receiver by exactly one `seq`.
-    fn out_of_order(&self) -> usize {
-        let mut last: HashMap<(&str, &str), u64> = HashMap::new();
-        let mut wrong = 0;
-        for (receiver, sender, seq) in &self.delivered {
-            let previous = last.insert((receiver.as_str(), sender.as_str()), *seq);
-            if previous.is_some_and(|p| p + 1 != *seq) {
-                wrong += 1;
-            }
-        }
-        wrong
-    }
-
-    fn lost_or_duplicated(&self, expected: usize) -> bool {
-        self.duplicates() > 0 || self.out_of_order() > 0 || self.delivered.len() < expected
-    }
-
-    fn summary(&self, sent: usize, expected: usize) -> String {
-        let duplicated = self.duplicates();
-        let unique = self.delivered.len() - duplicated;
-        let mut targets: HashMap<&str, usize> = HashMap::new();
-        for (_, _, to) in &self.failovers {
-            *targets.entry(to.as_str()).or_default() += 1;
-        }
-        let mut spread: Vec<String> = targets.iter().map(|(s, n)| format!("{n} to {s}")).collect();
-        spread.sort();
-        format!(
-            "Summary: sent {sent} messages; delivered {unique} of {expected} expected; \
-             lost {}; duplicated {duplicated}; out of order {}.\n\
-             One server killed; {} clients moved ({}).",
-            expected.saturating_sub(unique),
-            self.out_of_order(),
-            self.failovers.len(),
-            spread.join(", ")
-        )
-    }
 }
