@@ -137,8 +137,9 @@ fn token_mac(secret: &Secret, session: u64, name: &str) -> u64 {
     let mut message = b"dsys resume token".to_vec();
     message.extend_from_slice(&session.to_be_bytes());
     message.extend_from_slice(name.as_bytes());
-    let mac = sha256::hmac(&secret.0, &message);
-    u64::from_be_bytes(mac[..8].try_into().expect("8 of 32 bytes"))
+    // The pattern takes the first 8 of the 32 bytes; the compiler checks the lengths.
+    let [b0, b1, b2, b3, b4, b5, b6, b7, ..] = sha256::hmac(&secret.0, &message);
+    u64::from_be_bytes([b0, b1, b2, b3, b4, b5, b6, b7])
 }
 
 /// 16 fresh bytes for a challenge. From `support::random::random_u64`: unpredictable to a stranger

@@ -31,8 +31,8 @@ enum Command {
     /// Track servers by their heartbeats, assign clients to servers, and move the clients of
     /// a failed server.
     Coordinator {
-        /// Address to listen on.
-        #[arg(long, default_value = DEFAULT_COORDINATOR)]
+        /// Address to listen on (HOST:PORT; port 0 picks a free port).
+        #[arg(long, value_name = "ADDR", default_value = DEFAULT_COORDINATOR, value_parser = listen_addr)]
         listen: String,
         /// A server silent for this long (milliseconds) is declared dead.
         #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u64).range(1..))]
@@ -47,18 +47,18 @@ enum Command {
         /// Port to listen on (0: any free port).
         #[arg(long, default_value_t = 8080)]
         port: u16,
-        /// Address to bind.
-        #[arg(long, default_value = "127.0.0.1")]
+        /// Address to bind (a host name or IP address, no port).
+        #[arg(long, default_value = "127.0.0.1", value_parser = bind_host)]
         host: String,
-        /// The coordinator's address.
-        #[arg(long, env = "DSYS_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
+        /// The coordinator's address (HOST:PORT).
+        #[arg(long, value_name = "ADDR", env = "DSYS_COORDINATOR", default_value = DEFAULT_COORDINATOR, value_parser = connect_addr)]
         coordinator: String,
         /// How often to send a heartbeat to the coordinator (milliseconds).
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
         heartbeat_interval: u64,
         /// The address clients and peers should use to reach this server (default: HOST:PORT;
         /// needed when HOST is 0.0.0.0).
-        #[arg(long)]
+        #[arg(long, value_name = "ADDR", value_parser = connect_addr)]
         advertise: Option<String>,
         /// Most clients this server accepts at once; more are refused with "server full".
         #[arg(long, default_value_t = server::DEFAULT_MAX_CLIENTS)]
@@ -81,7 +81,7 @@ enum Command {
         #[arg(long, value_name = "MS", default_value_t = ms(server::DEFAULT_WRITE_TIMEOUT), value_parser = clap::value_parser!(u64).range(1..))]
         write_timeout: u64,
         /// Longest client name accepted (names use letters, digits, '-', '_' and '.').
-        #[arg(long, default_value_t = server::DEFAULT_MAX_NAME_LEN, value_parser = clap::value_parser!(u16).range(1..=255).map(usize::from))]
+        #[arg(long, default_value_t = server::DEFAULT_MAX_NAME_LEN, value_parser = clap::value_parser!(u16).range(1..=server::MAX_NAME_LEN_LIMIT as i64).map(usize::from))]
         max_name_len: usize,
         #[command(flatten)]
         limits: LimitArgs,
@@ -90,15 +90,17 @@ enum Command {
     },
     /// Register with a server, send stdin lines (and `/file PATH`) to every other client, and
     /// print what the others send.
+    #[command(after_help = client::input::HELP)]
     Client {
         /// Register with the cluster (what a client always does; kept for the seed's usage).
         #[arg(long)]
         register: bool,
-        /// The coordinator's address, asked which server to use.
-        #[arg(long, env = "DSYS_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
+        /// The coordinator's address (HOST:PORT), asked which server to use.
+        #[arg(long, value_name = "ADDR", env = "DSYS_COORDINATOR", default_value = DEFAULT_COORDINATOR, value_parser = connect_addr)]
         coordinator: String,
-        /// Start on this server instead of asking the coordinator (failovers still ask it).
-        #[arg(long)]
+        /// Start on this server (HOST:PORT) instead of asking the coordinator (failovers
+        /// still ask it).
+        #[arg(long, value_name = "ADDR", value_parser = connect_addr)]
         server: Option<String>,
         /// Name to register under (default: user-PID).
         #[arg(long)]
@@ -112,8 +114,10 @@ enum Command {
         /// Send this text before reading stdin (repeatable).
         #[arg(long)]
         send: Vec<String>,
-        /// Send this file before reading stdin (repeatable).
-        #[arg(long)]
+        /// Send this file before reading stdin (repeatable). Every one is checked before
+        /// registering: one that is missing, unreadable or too large ends the client with
+        /// exit status 1 and a line naming it, before anything is sent.
+        #[arg(long, value_name = "PATH")]
         send_file: Vec<PathBuf>,
         /// Largest file to send, in bytes; a bigger one is refused before anything is sent.
         #[arg(long, value_name = "BYTES", default_value_t = client::DEFAULT_MAX_FILE_SIZE)]
@@ -123,8 +127,8 @@ enum Command {
     },
     /// Show the servers the coordinator knows, and their clients.
     Status {
-        /// The coordinator's address.
-        #[arg(long, env = "DSYS_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
+        /// The coordinator's address (HOST:PORT).
+        #[arg(long, value_name = "ADDR", env = "DSYS_COORDINATOR", default_value = DEFAULT_COORDINATOR, value_parser = connect_addr)]
         coordinator: String,
         /// Table or JSON.
         #[arg(long, value_enum, default_value_t = OutputArg::Text)]
@@ -183,6 +187,65 @@ impl SecretArgs {
     fn load(self) -> dsys::Result<Option<dsys::auth::Secret>> {
         dsys::auth::Secret::load(self.secret_file.as_deref())
     }
+}
+
+/// An address to connect to: `HOST:PORT` with a port from 1 to 65535. Only the form is
+/// checked here (a usage error, exit status 2); whether the name resolves is found out when
+/// connecting (a runtime failure, exit status 1).
+fn connect_addr(value: &str) -> Result<String, String> {
+    match parse_addr(value)? {
+        0 => Err("port 0 cannot be connected to: give the port the peer listens on".into()),
+        _ => Ok(value.to_string()),
+    }
+}
+
+/// An address to listen on: `HOST:PORT`, where port 0 picks a free port.
+fn listen_addr(value: &str) -> Result<String, String> {
+    parse_addr(value).map(|_| value.to_string())
+}
+
+/// Checks the form `HOST:PORT` (`[IPv6]:PORT` for an IPv6 address) and returns the port.
+fn parse_addr(value: &str) -> Result<u16, String> {
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err("expected HOST:PORT (say, 127.0.0.1:7000): the port is missing".into());
+    };
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("expected HOST:PORT: {port:?} is not a port (0 to 65535)"))?;
+    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(ipv6) => {
+            ipv6.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("expected HOST:PORT: [{ipv6}] is not an IPv6 address"))?;
+        }
+        None if host.contains(':') => {
+            return Err(format!(
+                "expected HOST:PORT: an IPv6 address goes in brackets, as in [{host}]:{port}"
+            ));
+        }
+        None if host.is_empty() => {
+            return Err("expected HOST:PORT (say, 127.0.0.1:7000): the host is missing".into());
+        }
+        None => {
+            bind_host(host)?;
+        }
+    };
+    Ok(port)
+}
+
+/// A host without a port: a name or IPv4 address (letters, digits, '-', '.', '_', at most
+/// 253 characters, as in DNS) or an IPv6 address.
+fn bind_host(host: &str) -> Result<String, String> {
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok(format!("[{host}]"));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+    if host.is_empty() || host.len() > 253 || !host.chars().all(allowed) {
+        return Err(format!(
+            "{host:?} is not a host name or IP address (for a port, use HOST:PORT where an \
+             address is asked for)"
+        ));
+    }
+    Ok(host.to_string())
 }
 
 /// A default duration as the milliseconds a flag takes.

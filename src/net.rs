@@ -30,15 +30,16 @@ use crate::protocol::{Message, PROTOCOL_VERSION, Role, read_message, write_messa
 
 pub use accept::AcceptLoop;
 
-/// Resolves `addr` (`host:port`) to its first socket address.
+/// Resolves `addr` (`host:port`) to its first socket address. The command line has checked
+/// the form already, so what fails here is the name itself.
 ///
 /// # Errors
-/// [`Error::Usage`] when the address cannot be parsed or resolved.
+/// [`Error::Unreachable`] when the address cannot be parsed or its name does not resolve.
 pub fn resolve(addr: &str) -> Result<SocketAddr> {
     addr.to_socket_addrs()
-        .map_err(|e| Error::Usage(format!("bad address {addr:?}: {e}")))?
+        .map_err(|e| Error::Unreachable(format!("cannot resolve {addr}: {e}")))?
         .next()
-        .ok_or_else(|| Error::Usage(format!("address {addr:?} resolves to nothing")))
+        .ok_or_else(|| Error::Unreachable(format!("cannot resolve {addr}: no address found")))
 }
 
 /// What a listening role grants a connection it has not identified yet; each is a flag of
@@ -98,15 +99,20 @@ impl Read for ReadBefore<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the handshake deadline passed",
-            ));
+            return Err(handshake_deadline_passed());
         }
         self.stream.set_read_timeout(Some(left))?;
         let mut stream = self.stream;
-        stream.read(buf)
+        // The read timeout is the time left, so a timeout here is the deadline passing.
+        stream.read(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => handshake_deadline_passed(),
+            _ => e,
+        })
     }
+}
+
+fn handshake_deadline_passed() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "the handshake deadline passed")
 }
 
 /// Binds a listener on `addr`, with an error that names the address (a port in use is a
@@ -287,14 +293,38 @@ pub fn refuse<T>(stream: &TcpStream, reason: &str) -> Result<T> {
     Err(Error::Protocol(reason.to_string()))
 }
 
-/// The error every command gives when the coordinator does not answer: it names the address
-/// and says what to check, as `CONTRACT.md` asks.
-pub fn coordinator_unreachable(coordinator: &str, cause: Error) -> Error {
-    match cause {
+/// The error a command gives when it cannot talk to the `what` ("coordinator", "server")
+/// at `addr`: one sentence that says what failed and what to check, as `CONTRACT.md` asks.
+///
+/// How `cause` tells what failed: a refused connect means nothing listens there; a
+/// connect that timed out (`TimedOut`) means nothing answered at all; a read that timed
+/// out (`WouldBlock`, the socket's timeout) means something accepted the connection but
+/// said nothing, as a hung or overloaded process does (one out of file descriptors cannot
+/// accept, but its kernel still completes the connection).
+pub fn unreachable(what: &str, addr: &str, cause: Error) -> Error {
+    let why = match cause {
         // It answered, so it runs: what matters is what it said (a missing secret, say).
-        Error::Refused(why) => Error::Refused(format!("the coordinator at {coordinator}: {why}")),
-        cause => Error::NoLiveServer(format!(
-            "is a coordinator running at {coordinator}? (connecting failed: {cause})"
-        )),
-    }
+        Error::Refused(why) => return Error::Refused(format!("the {what} at {addr}: {why}")),
+        Error::Io(e) => match e.kind() {
+            io::ErrorKind::ConnectionRefused => {
+                format!("nothing listens at {addr}: is a {what} running there?")
+            }
+            io::ErrorKind::TimedOut => format!(
+                "no answer from {addr} (connecting timed out): is the address right, and is \
+                 a {what} running there?"
+            ),
+            io::ErrorKind::WouldBlock => format!(
+                "the {what} at {addr} accepted the connection but did not answer in time: it \
+                 may be hung or overloaded"
+            ),
+            _ => format!("cannot talk to the {what} at {addr}: {e}"),
+        },
+        Error::Protocol(why) => {
+            format!("the {what} at {addr} did not answer as a dsys {what} does: {why}")
+        }
+        // Already a sentence about this address (a name that does not resolve), or not
+        // about reaching it at all.
+        other => return other,
+    };
+    Error::Unreachable(why)
 }

@@ -1,13 +1,22 @@
 //! The command line as `CONTRACT.md` pins it: each subcommand's flags, exit status 2 for
-//! usage errors, and exit status 1 with one clear stderr line for runtime failures.
+//! usage errors (an address without a port among them), and exit status 1 with one clear
+//! stderr line for runtime failures, which says what failed: nothing listens, the name does
+//! not resolve, something accepted but did not answer, the coordinator knows no live server,
+//! a server refused and why.
 //!
-//! Every test runs the real binary once per case and waits for it to exit (with a deadline);
-//! nothing here needs a running cluster. The runtime-failure cases point the binary at a
-//! `127.0.0.1` port where nothing listens.
+//! Every test runs the real binary once per case and waits for it to exit (with a deadline).
+//! Most need no cluster: they point the binary at a `127.0.0.1` port where nothing listens,
+//! or at a listener of the test's own that never answers.
 
 mod common;
 
-use common::{Finished, TIMEOUT, TempDir, run_dsys, unused_addr};
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+
+use common::{
+    Finished, TIMEOUT, TempDir, run_dsys, start_coordinator, start_server_with, unused_addr,
+    wait_until_servers_alive,
+};
 
 /// Runs `dsys ARGS` with the default environment.
 fn run(args: &[&str]) -> Finished {
@@ -172,7 +181,7 @@ fn client_without_coordinator_exits_1_naming_the_address() {
             dir,
         ],
         &[],
-        &["no live server", &addr],
+        &["nothing listens at", &addr, "coordinator"],
     );
 }
 
@@ -192,7 +201,7 @@ fn client_takes_coordinator_from_env() {
             dir,
         ],
         &[("DSYS_COORDINATOR", &addr)],
-        &["no live server", &addr],
+        &["nothing listens at", &addr],
     );
 }
 
@@ -213,4 +222,95 @@ fn status_takes_coordinator_from_env() {
     let addr = unused_addr();
     // DSYS_COORDINATOR stands in for --coordinator: the failure names that address.
     assert_runtime_failure(&["status"], &[("DSYS_COORDINATOR", &addr)], &[&addr]);
+}
+
+// --- addresses ----------------------------------------------------------------------------
+
+#[test]
+fn an_address_without_a_port_is_a_usage_error_for_every_address_flag() {
+    // Checked when the command line is parsed, before anything connects: exit 2, and
+    // clap's message names the flag and the expected form.
+    let cases: [&[&str]; 7] = [
+        &["client", "--coordinator", "127.0.0.1"],
+        &["client", "--server", "localhost"],
+        &["status", "--coordinator", "127.0.0.1"],
+        &["server", "--coordinator", "127.0.0.1"],
+        &["server", "--advertise", "127.0.0.1"],
+        &["server", "--host", "127.0.0.1:8080"],
+        &["coordinator", "--listen", "127.0.0.1"],
+    ];
+    for args in cases {
+        let done = run(args);
+        let stderr = done.stderr_lines().join("\n");
+        assert_eq!(done.code(), Some(2), "`dsys {}`: {stderr}", args.join(" "));
+        assert!(
+            stderr.contains(args[1]) && stderr.contains("HOST"),
+            "`dsys {}` should name the flag and the form HOST:PORT: {stderr}",
+            args.join(" ")
+        );
+    }
+    // DSYS_COORDINATOR is held to the same form.
+    let done = run_dsys(&["status"], &[("DSYS_COORDINATOR", "127.0.0.1")], TIMEOUT);
+    assert_eq!(done.code(), Some(2), "stderr: {:?}", done.stderr);
+}
+
+#[test]
+fn a_name_that_does_not_resolve_is_said_so() {
+    // `.invalid` never resolves (RFC 2606).
+    for command in ["client", "status"] {
+        assert_runtime_failure(
+            &[command, "--coordinator", "no-such-host.invalid:7000"],
+            &[],
+            &["cannot resolve", "no-such-host.invalid:7000"],
+        );
+    }
+}
+
+#[test]
+fn a_peer_that_accepts_but_never_answers_is_said_so() {
+    // The kernel completes connections to a listener that never accepts them, as it does
+    // for a hung process or one out of file descriptors: the line says it did not answer.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = silent.local_addr().expect("local_addr").to_string();
+    let coordinator = unused_addr();
+    assert_runtime_failure(
+        &["client", "--coordinator", &coordinator, "--server", &addr],
+        &[],
+        &["server at", &addr, "did not answer"],
+    );
+    assert_runtime_failure(
+        &["status", "--coordinator", &addr],
+        &[],
+        &["coordinator at", &addr, "did not answer"],
+    );
+}
+
+#[test]
+fn a_coordinator_without_live_servers_says_so() {
+    let (_coordinator, addr) = start_coordinator(common::HEARTBEAT_TIMEOUT_MS);
+    assert_runtime_failure(
+        &["client", "--coordinator", &addr],
+        &[],
+        &["no live server", &addr, "dsys server"],
+    );
+}
+
+#[test]
+fn a_server_that_refuses_says_why() {
+    let (_coordinator, coordinator) = start_coordinator(common::HEARTBEAT_TIMEOUT_MS);
+    let flags = ["--max-connections", "1"];
+    let (_server, addr) = start_server_with(&coordinator, common::HEARTBEAT_INTERVAL_MS, &flags);
+    wait_until_servers_alive(&coordinator, 1, TIMEOUT);
+    // One connection that says nothing holds the only place (until the handshake deadline);
+    // its challenge proves that the server has taken it.
+    let mut holder = TcpStream::connect(&addr).expect("connect to the server");
+    let mut challenge = [0u8; 4];
+    holder
+        .read_exact(&mut challenge)
+        .expect("the server's challenge");
+    assert_runtime_failure(
+        &["client", "--coordinator", &coordinator, "--server", &addr],
+        &[],
+        &["server at", &addr, "too many connections"],
+    );
 }

@@ -175,7 +175,7 @@ fn accept_loop<F>(
             .spawn(move || {
                 let _slot = slot; // given back when the connection ends, however it ends
                 if let Err(e) = serve(stream) {
-                    log::warn!("connection closed peer={peer} reason={e}");
+                    log::warn!("connection closed peer={peer} reason=\"{e}\"");
                 }
             });
         if let Err(e) = spawned {

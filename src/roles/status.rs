@@ -3,6 +3,7 @@
 //!
 //! One short-lived connection, no threads: connect, `StatusQuery`, `StatusReport`, print.
 
+use std::io::Write;
 use std::time::Duration;
 
 use crate::Output;
@@ -32,13 +33,14 @@ pub enum Names {
 /// Asks the coordinator at `coordinator` for every server it knows.
 ///
 /// # Errors
-/// [`Error::NoLiveServer`] when the coordinator cannot be reached; [`Error::Protocol`]
-/// when it answers something else.
+/// [`Error::Unreachable`] when the coordinator cannot be reached or does not answer (the
+/// text says which); [`Error::Refused`] when it refuses (a missing secret);
+/// [`Error::Protocol`] when it answers something else.
 pub fn query(coordinator: &str, secret: Option<&Secret>) -> Result<Vec<ServerInfo>> {
     let mut stream = net::connect_as(coordinator, Role::Status, STATUS_TIMEOUT, secret)
-        .map_err(|e| net::coordinator_unreachable(coordinator, e))?;
+        .map_err(|e| net::unreachable("coordinator", coordinator, e))?;
     let reply = net::request(&mut stream, &Message::StatusQuery)
-        .map_err(|e| net::coordinator_unreachable(coordinator, e))?;
+        .map_err(|e| net::unreachable("coordinator", coordinator, e))?;
     match reply {
         Message::StatusReport { servers } => Ok(servers),
         other => Err(Error::Protocol(format!(
@@ -54,11 +56,16 @@ pub fn query(coordinator: &str, secret: Option<&Secret>) -> Result<Vec<ServerInf
 /// As [`query`].
 pub fn run(coordinator: &str, output: Output, names: Names, secret: Option<&Secret>) -> Result<()> {
     let servers = query(coordinator, secret)?;
-    match output {
-        Output::Json => println!("{}", to_json(&servers)),
-        Output::Text => print!("{}", to_table(&servers, names)),
-    }
-    Ok(())
+    let text = match output {
+        Output::Json => format!("{}\n", to_json(&servers)),
+        Output::Text => to_table(&servers, names),
+    };
+    // Not `print!`, which panics when stdout is a closed pipe.
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| Error::Failed(format!("cannot write the status to stdout: {e}")))
 }
 
 /// The contract's object: `{"servers":[{"addr":..,"alive":..,"clients":[..]}, ...]}`.

@@ -217,13 +217,13 @@ impl Connection {
     /// # Errors
     /// When the writer has ended (the connection is broken) or the queue is full.
     pub(super) fn send(&self, message: &Message) -> Result<()> {
-        let outbound_tx = self
-            .outbound_tx
-            .as_ref()
-            .expect("sending on an open connection");
+        // `None` only once `close_with` has begun, which sends nothing after its goodbye.
+        let Some(outbound_tx) = self.outbound_tx.as_ref() else {
+            return Err(Error::PeerGone("the connection is closed".into()));
+        };
         outbound_tx
             .try_send(message.encode())
-            .map_err(|e| Error::Protocol(format!("cannot queue a frame for the server: {e}")))?;
+            .map_err(|e| Error::PeerGone(format!("cannot queue a frame for the server: {e}")))?;
         self.last_sent.set(Instant::now());
         Ok(())
     }
@@ -325,10 +325,10 @@ fn read_frames(mut stream: TcpStream, received_tx: Sender<Result<Message>>, cloc
                     message => Ok(message),
                 }
             }
-            Ok(None) => Err(Error::Protocol("server closed the connection".into())),
+            Ok(None) => Err(Error::PeerGone("server closed the connection".into())),
             Err(e) if e.is_timeout() => {
                 let silence = stream.read_timeout().ok().flatten().unwrap_or_default();
-                Err(Error::Protocol(format!(
+                Err(Error::PeerGone(format!(
                     "server silent for {} ms",
                     silence.as_millis()
                 )))

@@ -5,15 +5,15 @@
 //! opens a short `Locate` connection to the coordinator, asks once, and closes it.
 //!
 //! **When the coordinator fails** (unreachable, refusing, or silent), [`locate`] returns an
-//! error: a first registration then fails (exit status 1), and a failover tries the old
-//! server again instead. Nothing to stop: a call blocks for at most
+//! error that says which: a first registration then fails (exit status 1, with that
+//! sentence), and a failover tries the old server again instead. Nothing to stop: a call blocks for at most
 //! [`LOCATE_CONNECT_TIMEOUT`] to connect and again for the coordinator's challenge, then
 //! [`LOCATE_REPLY_TIMEOUT`] for the answer.
 
 use std::time::Duration;
 
 use super::session::SessionConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, NO_LIVE_SERVER, Result};
 use crate::net;
 use crate::protocol::{Message, Role};
 
@@ -28,18 +28,20 @@ const LOCATE_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// it just lost.
 ///
 /// # Errors
-/// [`Error::NoLiveServer`] when the coordinator is unreachable or knows no live server;
-/// [`Error::Refused`] when it refuses the connection (a wrong or missing secret).
+/// [`Error::NoLiveServer`] when the coordinator knows no live server;
+/// [`Error::Unreachable`] when it cannot be reached or does not answer (the text says
+/// which); [`Error::Refused`] when it refuses the connection (a wrong or missing secret).
 pub fn locate(config: &SessionConfig, suspect: &str) -> Result<String> {
     let coordinator = &config.coordinator;
     let name = &config.name;
+    let unreachable = |e| net::unreachable("coordinator", coordinator, e);
     let mut stream = net::connect_as(
         coordinator,
         Role::Locate,
         LOCATE_CONNECT_TIMEOUT,
         config.secret.as_ref(),
     )
-    .map_err(|e| net::coordinator_unreachable(coordinator, e))?;
+    .map_err(unreachable)?;
     stream.set_read_timeout(Some(LOCATE_REPLY_TIMEOUT))?;
     let request = Message::Locate {
         name: name.to_string(),
@@ -51,11 +53,14 @@ pub fn locate(config: &SessionConfig, suspect: &str) -> Result<String> {
             "expected Assign, got {}",
             other.kind()
         ))),
-        // The coordinator knows no live server, or this connection lacks the secret: it says
-        // which.
-        Err(Error::Refused(why)) => {
-            Err(Error::Refused(format!("coordinator {coordinator}: {why}")))
+        // The coordinator answers "no live server" in an `Error` frame, with the text of
+        // `Error::NoLiveServer`; anything else it refuses is said in its own words.
+        Err(Error::Refused(why)) if why.starts_with(NO_LIVE_SERVER) => {
+            Err(Error::NoLiveServer(format!(
+                "the coordinator at {coordinator} has no server to offer; start one with \
+                 `dsys server`"
+            )))
         }
-        Err(e) => Err(net::coordinator_unreachable(coordinator, e)),
+        Err(e) => Err(unreachable(e)),
     }
 }

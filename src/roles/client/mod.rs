@@ -3,41 +3,50 @@
 //! server fails.
 //!
 //! **Threads.** The main thread prints events (this file); `stdin` reads input lines into
-//! the command channel; the session thread ([`session`]) does all the networking, through
-//! a connection whose `recv` and `send` threads read and write the socket
-//! ([`connection`]). Channels connect them: `commands` (stdin → session, bounded, so a
-//! session waiting for acks slows the reader rather than buffering without bound) and
-//! `events` (session → printer).
+//! the command channel ([`input`], which also says what a line may be); the session thread
+//! ([`session`]) does all the networking, through a connection whose `recv` and `send`
+//! threads read and write the socket ([`connection`]). Channels connect them: `commands`
+//! (stdin → session, bounded, so a session waiting for acks slows the reader rather than
+//! buffering without bound) and `events` (session → printer).
+//!
+//! **Before registering**, every `--send-file` is checked (it exists, is a regular file
+//! that can be opened, within `--max-file-size`), and so is the name: a script learns of a
+//! mistake from exit status 1 and one line, before anything is sent.
 //!
 //! **Stopping.** End of stdin closes the command channel: the session waits for every ack,
 //! deregisters and ends, which closes the event channel, and the printer returns. SIGINT or
-//! SIGTERM does the same with a deadline. Exit status 0 in both cases.
+//! SIGTERM does the same with a deadline, and so does a stdout that can no longer be
+//! written (a closed pipe): the printer holds the session's stop channel and drops it on
+//! either. Exit status 0, except 1 when stdout failed (events were lost).
 
 mod connection;
 mod files;
 mod inbox;
+pub mod input;
 mod locate;
 pub mod output;
 pub mod session;
 
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::thread;
 
-use crossbeam_channel::{Sender, bounded, unbounded};
+use crossbeam_channel::{bounded, never, select, unbounded};
 
 use crate::Output;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::support::signals;
 pub use session::SessionConfig;
 
 /// Something for the session to send.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// A line of text.
     Text(String),
     /// A file, read when it is its turn.
     File(PathBuf),
+    /// A line of input that cannot be sent, and why: the session reports it as an `error`
+    /// event in its place among the others, and sends nothing.
+    Unsendable(String),
 }
 
 /// Something the user sees: one line of text output, or one JSON object (`CONTRACT.md`).
@@ -131,9 +140,14 @@ const COMMAND_QUEUE: usize = 64;
 /// `dsys client`: register, then send and print until stdin ends or a signal arrives.
 ///
 /// # Errors
-/// Registration failures (no live server, name refused): exit status 1.
+/// A `--send-file` that cannot be sent or a name no server accepts ([`Error::Failed`]);
+/// registration failures (no live server, nothing listening, name refused); a stdout that
+/// cannot be written. Each is exit status 1.
 pub fn run(config: Config) -> Result<()> {
-    let stop_rx = signals::stop_on_signal();
+    check_before_registering(&config)?;
+    let signal_rx = signals::stop_on_signal();
+    // The session stops when this sender is dropped: on a signal, or when stdout fails.
+    let (stop_tx, stop_rx) = bounded::<()>(0);
     let (commands_tx, commands_rx) = bounded(COMMAND_QUEUE);
     // Unbounded on purpose: the printer only writes to stdout and never waits on the
     // network, and a bound here could stall the session while it holds acks back.
@@ -159,31 +173,50 @@ pub fn run(config: Config) -> Result<()> {
         .collect();
     thread::Builder::new()
         .name("stdin".into())
-        .spawn(move || read_input(initial, commands_tx))?;
-    for event in events_rx {
-        output::print(&event, config.output);
+        .spawn(move || input::read_input(initial, std::io::stdin().lock(), commands_tx))?;
+
+    let mut stop_tx = Some(stop_tx);
+    let mut signal_rx = signal_rx;
+    let mut stdout_failed = None;
+    loop {
+        select! {
+            recv(events_rx) -> event => match event {
+                Ok(event) if stdout_failed.is_none() => {
+                    if let Err(e) = output::print(&event, config.output) {
+                        log::warn!("cannot write to stdout ({e}); leaving");
+                        stdout_failed = Some(e);
+                        stop_tx = None;
+                    }
+                }
+                Ok(_) => {} // stdout is gone: drain until the session ends
+                Err(_) => break, // the session has ended
+            },
+            recv(signal_rx) -> _ => {
+                stop_tx = None;
+                signal_rx = never();
+            }
+        }
     }
+    drop(stop_tx);
     session
         .join()
-        .unwrap_or_else(|_| Err(crate::Error::Protocol("session thread panicked".into())))
+        .unwrap_or_else(|_| Err(Error::Failed("the session thread panicked".into())))?;
+    match stdout_failed {
+        Some(e) => Err(Error::Failed(format!("cannot write events to stdout: {e}"))),
+        None => Ok(()),
+    }
 }
 
-/// Feeds the session: first `initial`, then one command per stdin line. Dropping
-/// `commands_tx` at the end of stdin is what tells the session that input is over.
-fn read_input(initial: Vec<Command>, commands_tx: Sender<Command>) {
-    for command in initial {
-        if commands_tx.send(command).is_err() {
-            return;
-        }
+/// What can be checked before registering, so that a mistake costs exit status 1 and one
+/// line rather than an `error` event in the middle of a run: the name against the naming
+/// rule at its most lenient (servers may be stricter, and then refuse it), and every
+/// `--send-file`. A file that changes after this check is reported when its turn comes.
+fn check_before_registering(config: &Config) -> Result<()> {
+    crate::roles::server::valid_name(&config.name, crate::roles::server::MAX_NAME_LEN_LIMIT)
+        .map_err(|why| Error::Failed(format!("cannot register: {why}")))?;
+    for path in &config.send_files {
+        files::Outgoing::open(path, config.max_file_size)
+            .map_err(|why| Error::Failed(format!("{why}; nothing was sent (--send-file)")))?;
     }
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        let command = match line.strip_prefix("/file ") {
-            Some(path) => Command::File(PathBuf::from(path.trim())),
-            None => Command::Text(line),
-        };
-        if commands_tx.send(command).is_err() {
-            return;
-        }
-    }
+    Ok(())
 }

@@ -1,20 +1,31 @@
 //! How client events look on stdout: a line for a human, or one JSON object per line with
 //! the fields `CONTRACT.md` pins. Everything else the client says goes to stderr as logs.
 
+use std::io::{self, Write};
+
 use super::Event;
 use crate::Output;
 use crate::support::json::Object;
 
-/// Prints one event on stdout (errors in text mode go to stderr, where a human sees them
-/// without mixing them into the conversation).
-pub fn print(event: &Event, output: Output) {
-    match output {
-        Output::Json => println!("{}", to_json(event)),
-        Output::Text => match event {
-            Event::Error { message } => eprintln!("error: {message}"),
-            other => println!("{}", to_text(other)),
-        },
-    }
+/// Prints one event on stdout (errors in text mode go to stderr, as one line, where a human
+/// sees them without mixing them into the conversation).
+///
+/// # Errors
+/// When stdout cannot be written (a closed pipe, a full disk): the caller stops, since
+/// nobody sees the events any more. A failure to write stderr is ignored.
+pub fn print(event: &Event, output: Output) -> io::Result<()> {
+    let line = match (output, event) {
+        (Output::Json, event) => to_json(event),
+        (Output::Text, Event::Error { message }) => {
+            let _ = writeln!(io::stderr().lock(), "error: {message}");
+            return Ok(());
+        }
+        (Output::Text, other) => to_text(other),
+    };
+    // Not `println!`: it panics when stdout is a closed pipe.
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "{line}")?;
+    stdout.flush()
 }
 
 /// The event as one line of text.

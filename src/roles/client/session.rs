@@ -34,7 +34,8 @@
 //! error on its `received` channel, starts [`Session::fail_over`]: ask the coordinator
 //! where to go ([`locate`], naming the lost server), register again with the same session
 //! and token, send again the recent messages the new server lacks and every unacknowledged
-//! one, and print a `failover` event.
+//! one, and print a `failover` event. Registering, the first time and again, is in
+//! [`failover`].
 //!
 //! **Stopping.** End of input (the command channel disconnects) waits until everything is
 //! acknowledged, then deregisters. A stop signal does the same with a deadline
@@ -50,10 +51,12 @@ use crossbeam_channel::{Receiver, Sender, never, select, tick};
 use super::connection::Connection;
 use super::inbox::Inbox;
 pub use super::locate::locate;
-use super::{Command, Event, files};
+use super::{Command, Event, files, input};
 use crate::auth::Secret;
 use crate::error::{Error, Result};
-use crate::protocol::{Body, Message, Resume};
+use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message};
+
+mod failover;
 
 /// Messages sent and not yet acknowledged, at most. At the bound the session stops reading
 /// commands until acks arrive (backpressure), so nothing is lost and memory stays bounded.
@@ -71,15 +74,6 @@ const MAX_QUEUED_FILES: usize = 64;
 pub const MAX_RECENT: usize = 1024;
 /// Payload bytes of acknowledged messages kept for resending, at most (same rule).
 pub const MAX_RECENT_BYTES: usize = 8 * 1024 * 1024;
-/// How long the first registration may take before the client gives up (exit status 1).
-const FIRST_REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a registration during failover may take. Short, because the server may be hung
-/// (its kernel accepts the connection but nobody answers); the session then asks the
-/// coordinator again.
-const FAILOVER_REGISTER_TIMEOUT: Duration = Duration::from_millis(500);
-/// Pause between failover attempts, so a client does not hammer a coordinator that has no
-/// live server to offer yet.
-const FAILOVER_RETRY: Duration = Duration::from_millis(100);
 /// How long a stop signal waits for outstanding acknowledgements before leaving anyway.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 /// How long a leaving client waits for its goodbye to be written.
@@ -129,8 +123,9 @@ struct Session {
 /// error (exit status 1 with one clear line), not a thread's.
 ///
 /// # Errors
-/// [`Error::NoLiveServer`] when neither the coordinator nor `--server` gives a server that
-/// answers; [`Error::Refused`] when the server refuses the name.
+/// [`Error::NoLiveServer`] when the coordinator knows no live server;
+/// [`Error::Unreachable`] when the coordinator or the server cannot be reached or does
+/// not answer (the text says which); [`Error::Refused`] when the server refuses the name.
 pub fn start(
     config: SessionConfig,
     commands_rx: Receiver<Command>,
@@ -164,50 +159,6 @@ impl Session {
     fn emit(&self, event: Event) {
         // The receiver is the printer; if it is gone the process is ending anyway.
         let _ = self.events_tx.send(event);
-    }
-
-    fn first_registration(&mut self) -> Result<Connection> {
-        let server = match &self.config.server {
-            Some(server) => server.clone(),
-            None => locate(&self.config, "")?,
-        };
-        let connection = self
-            .register(&server, FIRST_REGISTER_TIMEOUT)
-            .map_err(|e| match e {
-                Error::Refused(_) | Error::NoLiveServer(_) | Error::Usage(_) => e,
-                other => Error::NoLiveServer(format!("server {server} did not answer: {other}")),
-            })?;
-        log::info!("registered name={} server={server}", self.config.name);
-        self.emit(Event::Registered {
-            name: self.config.name.clone(),
-            server,
-        });
-        Ok(connection)
-    }
-
-    /// Connects to `server` and registers (resuming when this session has registered before),
-    /// then takes the session id, token and watermarks the server gives.
-    fn register(&mut self, server: &str, timeout: Duration) -> Result<Connection> {
-        let resume = (self.session != 0).then(|| Resume {
-            session: self.session,
-            token: self.token,
-            seen: self.inbox.seen(),
-        });
-        let first = resume.is_none();
-        let (connection, registered) = Connection::open(
-            server,
-            &self.config.name,
-            self.config.secret.as_ref(),
-            resume,
-            timeout,
-        )?;
-        self.session = registered.session;
-        self.token = registered.token;
-        if first {
-            // Everything up to these marks was sent before we registered.
-            self.inbox.start_after(registered.watermarks);
-        }
-        Ok(connection)
     }
 
     /// The session loop. Returns when input has ended and everything is acknowledged.
@@ -256,7 +207,7 @@ impl Session {
                 recv(connection.received_rx) -> frame => match frame {
                     Ok(Ok(message)) => lost = self.handle(message).err(),
                     Ok(Err(e)) => lost = Some(e),
-                    Err(_) => lost = Some(Error::Protocol("connection reader ended".into())),
+                    Err(_) => lost = Some(Error::PeerGone("connection reader ended".into())),
                 },
                 recv(keepalive) -> _ => {
                     connection.send_keepalive();
@@ -284,9 +235,17 @@ impl Session {
         Ok(())
     }
 
-    /// Sends a text at once, or queues a file behind the one being sent.
+    /// Sends a text at once, or queues a file behind the one being sent. What cannot be
+    /// sent becomes an `error` event and costs no number: a text over [`MAX_PAYLOAD_LEN`]
+    /// is refused here, before it takes a `seq`, since a server would close the connection
+    /// on it and the session would send it again after every failover, for ever.
     fn send_command(&mut self, connection: &mut Connection, command: Command) -> Result<()> {
         match command {
+            Command::Text(text) if text.len() > MAX_PAYLOAD_LEN => {
+                let message = input::too_long("a text", text.len());
+                self.emit(Event::Error { message });
+                Ok(())
+            }
             Command::Text(text) => {
                 let number = self.take_number();
                 self.publish(connection, Body::Text { number, text })
@@ -294,6 +253,10 @@ impl Session {
             Command::File(path) => {
                 self.queued_files.push_back(path);
                 self.start_next_file(connection)
+            }
+            Command::Unsendable(message) => {
+                self.emit(Event::Error { message });
+                Ok(())
             }
         }
     }
@@ -343,7 +306,9 @@ impl Session {
         let body = match outgoing.next_chunk() {
             Ok(Some(data)) => return self.publish(connection, Body::FileChunk { data }),
             Ok(None) => {
-                let outgoing = self.outgoing.take().expect("a file is being sent");
+                let Some(outgoing) = self.outgoing.take() else {
+                    return Ok(()); // cannot happen: `outgoing` was Some just above
+                };
                 let sha256 = outgoing.finish();
                 Body::FileEnd {
                     number: self.take_number(),
@@ -379,8 +344,10 @@ impl Session {
                 }
             }
             Message::Ack { seq } => {
-                while self.unacked.front().is_some_and(|(s, _)| *s <= seq) {
-                    let acked = self.unacked.pop_front().expect("front exists");
+                while let Some((oldest, _)) = self.unacked.front()
+                    && *oldest <= seq
+                    && let Some(acked) = self.unacked.pop_front()
+                {
                     self.unacked_bytes -= acked.1.payload_len();
                     self.keep_recent(acked);
                 }
@@ -394,82 +361,17 @@ impl Session {
         Ok(())
     }
 
-    /// Finds a live server and registers there again, then sends every unacknowledged
-    /// message again. Keeps trying until it succeeds or the session is stopped (`None`).
-    fn fail_over(&mut self, lost: Connection, reason: Error) -> Option<Connection> {
-        let old = lost.server.clone();
-        drop(lost);
-        log::info!(
-            "lost server name={} server={old} reason=\"{reason}\"; failing over",
-            self.config.name
-        );
-        loop {
-            // Ask the coordinator; if it is down too, try the old server again (the
-            // connection may have broken while the server is fine).
-            let target = locate(&self.config, &old).unwrap_or_else(|e| {
-                log::debug!("locate failed: {e}");
-                old.clone()
-            });
-            match self.register(&target, FAILOVER_REGISTER_TIMEOUT) {
-                Ok(mut connection) => match self.resend(&mut connection) {
-                    Ok(resent) => {
-                        log::info!(
-                            "failover name={} from={old} to={target} resent={resent}",
-                            self.config.name
-                        );
-                        if target == old {
-                            self.emit(Event::Reconnected { server: target });
-                        } else {
-                            self.emit(Event::Failover {
-                                from: old.clone(),
-                                to: target,
-                            });
-                        }
-                        return Some(connection);
-                    }
-                    Err(e) => log::debug!("resending to {target} failed: {e}"),
-                },
-                Err(Error::Refused(why)) => {
-                    log::warn!("failover refused by {target}: {why}");
-                }
-                Err(e) => log::debug!("failover attempt to {target} failed: {e}"),
-            }
-            select! {
-                recv(self.stop_rx) -> _ => return None,
-                default(FAILOVER_RETRY) => {}
-            }
-        }
-    }
-
     /// Keeps an acknowledged message among the recent ones, forgetting the oldest beyond
     /// [`MAX_RECENT`] and [`MAX_RECENT_BYTES`].
     fn keep_recent(&mut self, acked: (u64, Body)) {
         self.recent_bytes += acked.1.payload_len();
         self.recent.push_back(acked);
         while self.recent.len() > MAX_RECENT || self.recent_bytes > MAX_RECENT_BYTES {
-            let (_, body) = self.recent.pop_front().expect("recent is not empty");
+            // Over a bound means at least the message just pushed is there.
+            let Some((_, body)) = self.recent.pop_front() else {
+                break;
+            };
             self.recent_bytes -= body.payload_len();
         }
-    }
-
-    /// After a resume: sends again the recent messages the new server does not hold, then
-    /// every unacknowledged one (even those it holds: their acks are still owed). Servers
-    /// and receivers drop what they already have, so nothing is delivered twice. Returns
-    /// how many were sent.
-    fn resend(&self, connection: &mut Connection) -> Result<usize> {
-        let missing = self
-            .recent
-            .iter()
-            .filter(|(seq, _)| *seq > connection.server_has);
-        let mut count = 0;
-        for (seq, body) in missing.chain(&self.unacked) {
-            let publish = Message::Publish {
-                seq: *seq,
-                body: body.clone(),
-            };
-            connection.send(&publish)?;
-            count += 1;
-        }
-        Ok(count)
     }
 }

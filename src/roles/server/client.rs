@@ -97,7 +97,18 @@ pub(super) fn serve_client(stream: TcpStream, shared: &Shared, deadline: Instant
     };
     let mut registered = registered;
     registered.write_initial(shared)?;
-    registered.read_publishes(shared)
+    let result = registered.read_publishes(shared);
+    registered.ended = match &result {
+        Ok(true) => "deregistered",
+        // What a client that failed over does to the server it left; after a hang, this
+        // is how a woken server learns of each client that moved meanwhile.
+        Ok(false) => {
+            "connection closed without a goodbye: the client ended, or moved to another server"
+        }
+        Err(e) if e.is_timeout() => "silent for longer than the idle timeout (--idle-timeout)",
+        Err(_) => "the connection failed (the reason is logged as it closes)",
+    };
+    result.map(|_| ())
     // Dropping `registered` deregisters the client, whatever ended the connection.
 }
 
@@ -112,14 +123,22 @@ pub(super) struct Registered<'a> {
     registration: hub::Registration,
     /// The keepalive interval this client was last told.
     keepalive: Cell<Duration>,
+    /// How the connection ended, for the line logged when the client leaves.
+    ended: &'static str,
 }
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        // A replaced connection (the client resumed on a newer one) no longer owns the name:
-        // then nothing is removed and nothing is logged.
+        // A replaced connection (the client resumed on a newer one) no longer owns the name,
+        // nor does one whose client the hub dropped (fenced, stopping), which said so then:
+        // nothing is removed and nothing is logged.
         if self.hub.deregister(&self.name, self.registration.conn) {
-            log::info!("client left name={} server={}", self.name, self.addr);
+            log::info!(
+                "client left name={} server={} reason=\"{}\"",
+                self.name,
+                self.addr,
+                self.ended
+            );
         }
         let _ = self.stream.shutdown(Shutdown::Both);
     }
@@ -172,6 +191,7 @@ pub(super) fn register_client<'a>(
                 stream: stream.clone(),
                 registration,
                 keepalive: Cell::new(keepalive),
+                ended: "writing to it failed before it was read",
             };
             stream.set_read_timeout(Some(shared.limits.idle_timeout))?;
             Ok(Some(registered))
@@ -205,8 +225,9 @@ impl Registered<'_> {
 
     /// Reads the client's frames until it leaves. Each publish goes into the hub, which
     /// stamps it with the registered `name` and `session`: nothing the client writes can
-    /// make it speak as someone else.
-    fn read_publishes(&self, shared: &Shared) -> Result<()> {
+    /// make it speak as someone else. Returns whether the client said goodbye
+    /// (`Deregister`) rather than just closing the connection.
+    fn read_publishes(&self, shared: &Shared) -> Result<bool> {
         let name = &self.name;
         let hub::Registration { conn, session, .. } = self.registration;
         let mut reader: &TcpStream = &self.stream;
@@ -223,7 +244,7 @@ impl Registered<'_> {
                     }
                 }
                 Message::Keepalive => self.answer_keepalive(shared)?,
-                Message::Deregister => return Ok(()),
+                Message::Deregister => return Ok(true),
                 other => {
                     return net::refuse(
                         &self.stream,
@@ -232,7 +253,7 @@ impl Registered<'_> {
                 }
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Answers a keepalive with one, so a client that heard nothing for a while learns that

@@ -100,7 +100,15 @@ fn send_heartbeat(shared: &Shared, connection: &mut Option<TcpStream>) -> Result
             Ok(())
         }
         Message::Fenced { reason } => {
-            log::warn!("fenced by the coordinator: {reason}; dropping all clients and rejoining");
+            // The coordinator gave up on this server while it did not answer (hung, or cut
+            // off), and moved its clients. Those whose connections have closed since are
+            // gone already; the rest are dropped here, to resume where they were moved.
+            let still_listed = shared.hub.client_names().len();
+            log::warn!(
+                "fenced by the coordinator ({reason}): this server stopped answering and its \
+                 clients were moved; dropping the {still_listed} still connected and \
+                 rejoining as a new incarnation"
+            );
             shared.hub.reset_incarnation();
             Ok(())
         }

@@ -122,6 +122,9 @@ const THREAD_STACK: usize = 256 * 1024;
 /// Default for `--max-name-len`: the longest accepted client name (in bytes, which the
 /// alphabet makes characters). Names travel in every message and every status report.
 pub const DEFAULT_MAX_NAME_LEN: usize = 32;
+/// The highest `--max-name-len`, and what a client checks its own name against before it
+/// registers: plenty for a name, and far below the 64 KiB a string on the wire may hold.
+pub const MAX_NAME_LEN_LIMIT: usize = 255;
 
 /// How a server is set up (`dsys server` flags).
 #[derive(Debug, Clone)]
@@ -248,7 +251,10 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             bound.to_string()
         }
     });
-    log::info!("server listening on {addr} bind={bound}");
+    log::info!(
+        "server listening on {addr} bind={bound} pid={}",
+        std::process::id()
+    );
     net::warn_if_open_to_the_network(bound, config.secret.as_ref());
     check_capacity(config.max_clients);
     let writer_budget = writers::writer_budget(config.limits.max_connections);

@@ -8,6 +8,11 @@
 //! redistribution plan are shown as they happen; the moved clients fail over; everyone talks
 //! again; a summary says what was sent, delivered, lost and duplicated.
 //!
+//! The kill waits until the coordinator lists the victim's clients (asked as `dsys status`
+//! asks): killed before its next heartbeat, the victim would be declared dead with no
+//! clients and there would be no plan to show. The plan must then appear, or the demo fails
+//! with exit status 1. What the demo watches and counts is the [`story`].
+//!
 //! **Threads.** One `log-<child>` thread per child drains its stderr (forwarding the lines a
 //! learner should see), and one `events-<client>` thread per client tags its events with
 //! the client's name into one channel that the main thread reads.
@@ -16,7 +21,7 @@
 //! child also dies with this process (parent-death signal), so nothing outlives the demo:
 //! not at the end, not on an error, not on Ctrl-C (the stop channel ends every wait).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -27,8 +32,22 @@ use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
 
 use crate::error::{Error, Result};
 use crate::roles::client::session::{self, SessionConfig};
-use crate::roles::client::{self, Event};
+use crate::roles::client::{self, Event, output};
+use crate::roles::status;
 use crate::support::signals;
+
+/// `println!` that ignores a closed stdout (`println!` would panic): the demo still runs
+/// to its end and its exit status still says whether anything was lost.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+mod story;
+
+use story::{Story, is_story_line, strip_log_prefix};
 
 /// Heartbeat interval of the demo's servers: short, so the story moves quickly.
 const HEARTBEAT_INTERVAL_MS: u64 = 200;
@@ -37,6 +56,9 @@ const HEARTBEAT_TIMEOUT_MS: u64 = 1000;
 /// How long any one step may take before the demo gives up with an error. Generous: the
 /// steps take well under a second each on an idle machine.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the demo asks the coordinator whether it lists a server's clients yet: a
+/// fraction of a heartbeat interval.
+const LIST_POLL: Duration = Duration::from_millis(50);
 /// The clients of the story.
 const NAMES: [&str; 6] = ["alice", "bob", "carol", "dave", "erin", "frank"];
 
@@ -64,17 +86,6 @@ impl Drop for ChildGuard {
     }
 }
 
-/// What the demo waits on: client events, the interesting log lines of the children, and
-/// the stop signal.
-struct Story {
-    events_rx: Receiver<(String, Event)>,
-    narration_rx: Receiver<String>,
-    stop_rx: Receiver<()>,
-    /// Every text delivery seen: (receiver, sender, seq).
-    delivered: Vec<(String, String, u64)>,
-    failovers: Vec<(String, String, String)>,
-}
-
 /// `dsys demo`: runs the story and exits 0 when nothing was lost or duplicated.
 ///
 /// # Errors
@@ -90,10 +101,11 @@ pub fn run() -> Result<()> {
         stop_rx: signals::stop_on_signal(),
         delivered: Vec::new(),
         failovers: Vec::new(),
+        plans: Vec::new(),
     };
 
-    println!("dsys demo: one coordinator, three servers and six clients on this machine.\n");
-    println!("[1/6] Starting the coordinator (heartbeat timeout {HEARTBEAT_TIMEOUT_MS} ms).");
+    say!("dsys demo: one coordinator, three servers and six clients on this machine.\n");
+    say!("[1/6] Starting the coordinator (heartbeat timeout {HEARTBEAT_TIMEOUT_MS} ms).");
     let timeout = HEARTBEAT_TIMEOUT_MS.to_string();
     let (_coordinator, coordinator_addr) = spawn_role(
         "coordinator",
@@ -106,9 +118,9 @@ pub fn run() -> Result<()> {
         ],
         &narration_tx,
     )?;
-    println!("      listening on {coordinator_addr}");
+    say!("      listening on {coordinator_addr}");
 
-    println!("[2/6] Starting three servers (heartbeat every {HEARTBEAT_INTERVAL_MS} ms).");
+    say!("[2/6] Starting three servers (heartbeat every {HEARTBEAT_INTERVAL_MS} ms).");
     let interval = HEARTBEAT_INTERVAL_MS.to_string();
     let mut servers = Vec::new();
     for i in 1..=3 {
@@ -127,42 +139,52 @@ pub fn run() -> Result<()> {
     }
     story.narrate_until(|line| line.contains("server up"), 3)?;
 
-    println!("[3/6] Six clients ask the coordinator for a server and register.");
+    say!("[3/6] Six clients ask the coordinator for a server and register.");
     let (commands, sessions, homes) = start_clients(&coordinator_addr, &events_tx, &mut story)?;
     for name in NAMES {
-        println!("      {name:<6} registered on {}", homes[name]);
+        let registered = Event::Registered {
+            name: name.to_string(),
+            server: homes[name].clone(),
+        };
+        say!("      {name:<6} {}", output::to_text(&registered));
     }
 
-    println!("[4/6] Everyone says hello; every message goes to the five others.");
+    say!("[4/6] Everyone says hello; every message goes to the five others.");
     send_round(&commands, "hello")?;
     story.wait_for_deliveries(NAMES.len() * (NAMES.len() - 1))?;
-    println!(
+    say!(
         "      {} deliveries, {} out of order",
         story.delivered.len(),
         story.out_of_order()
     );
 
-    let (victim, victim_addr) = {
-        let (guard, addr) = servers.remove(1);
-        (guard, addr)
-    };
+    // The victim is the server with the most clients, so that some move whatever the
+    // coordinator's spread was.
+    let busiest = (0..servers.len())
+        .max_by_key(|&i| homes.values().filter(|&h| *h == servers[i].1).count())
+        .unwrap_or(0);
+    let (mut victim, victim_addr) = servers.remove(busiest);
     let moved: Vec<&str> = NAMES
         .into_iter()
         .filter(|n| homes[*n] == victim_addr)
         .collect();
-    println!(
+    // The coordinator learns a server's clients from its heartbeats. Killed before the
+    // next one, the victim would be declared dead with no clients listed, and there would
+    // be no plan to show: wait until the coordinator lists them, as `dsys status` would.
+    wait_until_listed(&coordinator_addr, &victim_addr, &moved, &story.stop_rx)?;
+    say!(
         "[5/6] Killing server {victim_addr} with SIGKILL while everyone keeps talking \
-         (its clients: {}).",
+         (its clients, as the coordinator lists them: {}).",
         moved.join(", ")
     );
-    let mut victim = victim;
     victim.kill();
     send_round(&commands, "still here")?;
     story.wait_for_failovers(moved.len())?;
     story.wait_for_deliveries(2 * NAMES.len() * (NAMES.len() - 1))?;
     story.narrate_pending();
+    story.wait_for_plan(&victim_addr)?;
 
-    println!("[6/6] Everyone talks once more across the two remaining servers.");
+    say!("[6/6] Everyone talks once more across the two remaining servers.");
     send_round(&commands, "goodbye")?;
     let expected = 3 * NAMES.len() * (NAMES.len() - 1);
     story.wait_for_deliveries(expected)?;
@@ -171,14 +193,14 @@ pub fn run() -> Result<()> {
     for session in sessions {
         session
             .join()
-            .unwrap_or_else(|_| Err(Error::Protocol("a client session panicked".into())))?;
+            .unwrap_or_else(|_| Err(Error::Failed("a client session panicked".into())))?;
     }
     let summary = story.summary(3 * NAMES.len(), expected);
-    println!("\n{summary}");
-    println!("Finished in {:.1} s.", started.elapsed().as_secs_f64());
+    say!("\n{summary}");
+    say!("Finished in {:.1} s.", started.elapsed().as_secs_f64());
     drop(servers);
     if story.lost_or_duplicated(expected) {
-        return Err(Error::Protocol("messages were lost or duplicated".into()));
+        return Err(Error::Failed("messages were lost or duplicated".into()));
     }
     Ok(())
 }
@@ -202,7 +224,9 @@ fn spawn_role(
         command.pre_exec(signals::die_with_parent);
     }
     let mut child = command.spawn()?;
-    let stderr = child.stderr.take().expect("stderr is piped");
+    let Some(stderr) = child.stderr.take() else {
+        return Err(Error::Failed(format!("{label} has no stderr to read"))); // piped above
+    };
     let (addr_tx, addr_rx) = bounded(1);
     let narration_tx = narration_tx.clone();
     let log = thread::Builder::new()
@@ -224,28 +248,48 @@ fn spawn_role(
     };
     let addr = addr_rx
         .recv_timeout(STEP_TIMEOUT)
-        .map_err(|_| Error::Protocol(format!("{label} did not start listening")))?;
+        .map_err(|_| Error::Failed(format!("{label} did not start listening")))?;
     Ok((guard, addr))
 }
 
-/// The coordinator's log lines that tell the story of a failure.
-fn is_story_line(line: &str) -> bool {
-    [
-        "server up",
-        "unreachable",
-        "heartbeat missed",
-        "declared dead",
-        "redistribution plan",
-    ]
-    .iter()
-    .any(|needle| line.contains(needle))
-}
-
-/// `[time LEVEL module] text` → `text`.
-fn strip_log_prefix(line: &str) -> String {
-    line.split_once("] ")
-        .map_or(line, |(_, text)| text)
-        .to_string()
+/// Asks the coordinator (as `dsys status` does) until it lists exactly `clients` on
+/// `server`. Polls every [`LIST_POLL`]: the coordinator has no way to announce it.
+///
+/// # Errors
+/// When it does not within [`STEP_TIMEOUT`], or on Ctrl-C.
+fn wait_until_listed(
+    coordinator: &str,
+    server: &str,
+    clients: &[&str],
+    stop_rx: &Receiver<()>,
+) -> Result<()> {
+    let mut wanted: Vec<&str> = clients.to_vec();
+    wanted.sort_unstable();
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        match status::query(coordinator, None) {
+            Ok(servers) => {
+                let listed = servers.iter().find(|s| s.addr == server).map(|s| {
+                    let mut names: Vec<&str> = s.clients.iter().map(String::as_str).collect();
+                    names.sort_unstable();
+                    names
+                });
+                if listed.as_ref() == Some(&wanted) {
+                    return Ok(());
+                }
+                last = format!("it lists {listed:?}");
+            }
+            Err(e) => last = e.to_string(),
+        }
+        select! {
+            recv(stop_rx) -> _ => return Err(Error::Failed("interrupted".into())),
+            default(LIST_POLL) => {}
+        }
+    }
+    Err(Error::Failed(format!(
+        "the coordinator did not list {wanted:?} on {server} within {STEP_TIMEOUT:?} ({last})"
+    )))
 }
 
 type Started = (
@@ -255,7 +299,8 @@ type Started = (
 );
 
 /// Registers the six clients through the coordinator, one after the other so the
-/// coordinator spreads them two per server.
+/// coordinator spreads them two per server. Returns a home for every one of [`NAMES`] (or
+/// an error), so the caller may index by name.
 fn start_clients(
     coordinator: &str,
     events_tx: &Sender<(String, Event)>,
@@ -291,9 +336,15 @@ fn start_clients(
                     }
                 }
             })?;
-        let (_, event) = story.next_event()?;
-        if let Event::Registered { server, .. } = event {
-            homes.insert(name, server);
+        // The session registered before `start` returned, so its first event is this.
+        loop {
+            match story.next_event()? {
+                (who, Event::Registered { server, .. }) if who == name => {
+                    homes.insert(name, server);
+                    break;
+                }
+                (who, other) => story.record(who, other),
+            }
         }
         commands.push(commands_tx);
     }
@@ -304,135 +355,7 @@ fn send_round(commands: &[Sender<client::Command>], text: &str) -> Result<()> {
     for (name, commands_tx) in NAMES.iter().zip(commands) {
         commands_tx
             .send(client::Command::Text(format!("{text} from {name}")))
-            .map_err(|_| Error::Protocol(format!("{name}'s session ended early")))?;
+            .map_err(|_| Error::Failed(format!("{name}'s session ended early")))?;
     }
     Ok(())
-}
-
-impl Story {
-    /// The next client event, printing children's story lines meanwhile.
-    fn next_event(&mut self) -> Result<(String, Event)> {
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        loop {
-            select! {
-                recv(self.events_rx) -> event => {
-                    let event = event.map_err(|_| Error::Protocol("clients ended".into()))?;
-                    return Ok(event);
-                }
-                recv(self.narration_rx) -> line => {
-                    if let Ok(line) = line {
-                        println!("      coordinator: {line}");
-                    }
-                }
-                recv(self.stop_rx) -> _ => {
-                    return Err(Error::Protocol("interrupted".into()));
-                }
-                default(deadline.saturating_duration_since(Instant::now())) => {
-                    return Err(Error::Protocol("the demo timed out waiting".into()));
-                }
-            }
-        }
-    }
-
-    /// Prints story lines until `count` of them satisfy `matches`.
-    fn narrate_until(&mut self, matches: impl Fn(&str) -> bool, count: usize) -> Result<()> {
-        let mut seen = 0;
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        while seen < count {
-            select! {
-                recv(self.narration_rx) -> line => {
-                    let line = line.map_err(|_| Error::Protocol("children ended".into()))?;
-                    println!("      coordinator: {line}");
-                    if matches(&line) {
-                        seen += 1;
-                    }
-                }
-                recv(self.stop_rx) -> _ => return Err(Error::Protocol("interrupted".into())),
-                default(deadline.saturating_duration_since(Instant::now())) => {
-                    return Err(Error::Protocol("servers did not come up".into()));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn narrate_pending(&self) {
-        for line in self.narration_rx.try_iter() {
-            println!("      coordinator: {line}");
-        }
-    }
-
-    fn record(&mut self, receiver: String, event: Event) {
-        match event {
-            Event::Message { from, seq, .. } => self.delivered.push((receiver, from, seq)),
-            Event::Failover { from, to } => {
-                println!("      {receiver:<6} failover: {from} -> {to}");
-                self.failovers.push((receiver, from, to));
-            }
-            Event::Gap { from, missed } => {
-                println!("      {receiver:<6} gap: {missed} messages from {from} lost");
-            }
-            Event::Error { message } => println!("      {receiver:<6} error: {message}"),
-            _ => {}
-        }
-    }
-
-    fn wait_for_deliveries(&mut self, total: usize) -> Result<()> {
-        while self.delivered.len() < total {
-            let (receiver, event) = self.next_event()?;
-            self.record(receiver, event);
-        }
-        Ok(())
-    }
-
-    fn wait_for_failovers(&mut self, total: usize) -> Result<()> {
-        while self.failovers.len() < total {
-            let (receiver, event) = self.next_event()?;
-            self.record(receiver, event);
-        }
-        Ok(())
-    }
-
-    fn duplicates(&self) -> usize {
-        let unique: HashSet<&(String, String, u64)> = self.delivered.iter().collect();
-        self.delivered.len() - unique.len()
-    }
-
-    /// Deliveries that did not follow the previous one from the same sender to the same
-    /// receiver by exactly one `seq`.
-    fn out_of_order(&self) -> usize {
-        let mut last: HashMap<(&str, &str), u64> = HashMap::new();
-        let mut wrong = 0;
-        for (receiver, sender, seq) in &self.delivered {
-            let previous = last.insert((receiver.as_str(), sender.as_str()), *seq);
-            if previous.is_some_and(|p| p + 1 != *seq) {
-                wrong += 1;
-            }
-        }
-        wrong
-    }
-
-    fn lost_or_duplicated(&self, expected: usize) -> bool {
-        self.duplicates() > 0 || self.out_of_order() > 0 || self.delivered.len() < expected
-    }
-
-    fn summary(&self, sent: usize, expected: usize) -> String {
-        let duplicated = self.duplicates();
-        let unique = self.delivered.len() - duplicated;
-        let mut targets: HashMap<&str, usize> = HashMap::new();
-        for (_, _, to) in &self.failovers {
-            *targets.entry(to.as_str()).or_default() += 1;
-        }
-        let mut spread: Vec<String> = targets.iter().map(|(s, n)| format!("{n} to {s}")).collect();
-        spread.sort();
-        format!(
-            "Summary: sent {sent} messages; delivered {unique} of {expected} expected; \
-             lost {}; duplicated {duplicated}; out of order {}.\n\
-             One server killed; {} clients moved ({}).",
-            expected.saturating_sub(unique),
-            self.out_of_order(),
-            self.failovers.len(),
-            spread.join(", ")
-        )
-    }
 }

@@ -1,0 +1,167 @@
+//! Registering a session with a server: the first time, and again after its server failed
+//! (failover), resending what the new server may lack.
+//!
+//! **Threads and peers.** None of its own: these are methods of the session, run on the
+//! thread that calls them (the caller of [`start`](super::start) for the first
+//! registration, the `session-<name>` thread for a failover). Each asks the coordinator
+//! ([`locate`]) and opens a [`Connection`] to the server it names.
+//!
+//! **When a peer fails.** The first registration tries again, naming the lost server, when
+//! the coordinator's choice does not answer, and otherwise fails with one sentence that
+//! says what failed (exit status 1). A failover never gives up: it asks again every
+//! [`FAILOVER_RETRY`], trying the old server when the coordinator is down too, until it
+//! succeeds or the session is stopped.
+
+use std::time::Duration;
+
+use crossbeam_channel::select;
+
+use super::{Connection, Error, Event, Message, Result, Session, locate};
+use crate::net;
+use crate::protocol::Resume;
+
+/// How long the first registration may take before the client gives up (exit status 1).
+const FIRST_REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Servers tried for the first registration when the coordinator chooses: one, and two
+/// more should it name servers that died since their last heartbeat.
+const FIRST_REGISTER_ATTEMPTS: usize = 3;
+/// How long a registration during failover may take. Short, because the server may be hung
+/// (its kernel accepts the connection but nobody answers); the session then asks the
+/// coordinator again.
+const FAILOVER_REGISTER_TIMEOUT: Duration = Duration::from_millis(500);
+/// Pause between failover attempts, so a client does not hammer a coordinator that has no
+/// live server to offer yet.
+const FAILOVER_RETRY: Duration = Duration::from_millis(100);
+
+impl Session {
+    /// Registers for the first time: on `--server`, or where the coordinator says. The
+    /// server the coordinator names may have died since its last heartbeat; then the
+    /// coordinator is asked again, naming it as lost (it checks, and plans around it), up
+    /// to [`FIRST_REGISTER_ATTEMPTS`] times. A server that refuses (the name is taken, it
+    /// is full) is an answer, not a failure to retry.
+    pub(super) fn first_registration(&mut self) -> Result<Connection> {
+        let mut suspect = String::new();
+        let mut attempts = 0;
+        let (server, connection) = loop {
+            let server = match &self.config.server {
+                Some(server) => server.clone(),
+                None => locate(&self.config, &suspect)?,
+            };
+            attempts += 1;
+            match self.register(&server, FIRST_REGISTER_TIMEOUT) {
+                Ok(connection) => break (server, connection),
+                Err(e)
+                    if self.config.server.is_none()
+                        && attempts < FIRST_REGISTER_ATTEMPTS
+                        && !matches!(e, Error::Refused(_)) =>
+                {
+                    log::info!(
+                        "server {server} did not take the registration ({e}); asking the \
+                         coordinator again"
+                    );
+                    suspect = server;
+                }
+                Err(e) => return Err(net::unreachable("server", &server, e)),
+            }
+        };
+        log::info!("registered name={} server={server}", self.config.name);
+        self.emit(Event::Registered {
+            name: self.config.name.clone(),
+            server,
+        });
+        Ok(connection)
+    }
+
+    /// Connects to `server` and registers (resuming when this session has registered before),
+    /// then takes the session id, token and watermarks the server gives.
+    fn register(&mut self, server: &str, timeout: Duration) -> Result<Connection> {
+        let resume = (self.session != 0).then(|| Resume {
+            session: self.session,
+            token: self.token,
+            seen: self.inbox.seen(),
+        });
+        let first = resume.is_none();
+        let (connection, registered) = Connection::open(
+            server,
+            &self.config.name,
+            self.config.secret.as_ref(),
+            resume,
+            timeout,
+        )?;
+        self.session = registered.session;
+        self.token = registered.token;
+        if first {
+            // Everything up to these marks was sent before we registered.
+            self.inbox.start_after(registered.watermarks);
+        }
+        Ok(connection)
+    }
+
+    /// Finds a live server and registers there again, then sends every unacknowledged
+    /// message again. Keeps trying until it succeeds or the session is stopped (`None`).
+    pub(super) fn fail_over(&mut self, lost: Connection, reason: Error) -> Option<Connection> {
+        let old = lost.server.clone();
+        drop(lost);
+        log::info!(
+            "lost server name={} server={old} reason=\"{reason}\"; failing over",
+            self.config.name
+        );
+        loop {
+            // Ask the coordinator; if it is down too, try the old server again (the
+            // connection may have broken while the server is fine).
+            let target = locate(&self.config, &old).unwrap_or_else(|e| {
+                log::debug!("locate failed: {e}");
+                old.clone()
+            });
+            match self.register(&target, FAILOVER_REGISTER_TIMEOUT) {
+                Ok(mut connection) => match self.resend(&mut connection) {
+                    Ok(resent) => {
+                        log::info!(
+                            "failover name={} from={old} to={target} resent={resent}",
+                            self.config.name
+                        );
+                        if target == old {
+                            self.emit(Event::Reconnected { server: target });
+                        } else {
+                            self.emit(Event::Failover {
+                                from: old.clone(),
+                                to: target,
+                            });
+                        }
+                        return Some(connection);
+                    }
+                    Err(e) => log::debug!("resending to {target} failed: {e}"),
+                },
+                Err(Error::Refused(why)) => {
+                    log::warn!("failover refused by {target}: {why}");
+                }
+                Err(e) => log::debug!("failover attempt to {target} failed: {e}"),
+            }
+            select! {
+                recv(self.stop_rx) -> _ => return None,
+                default(FAILOVER_RETRY) => {}
+            }
+        }
+    }
+
+    /// After a resume: sends again the recent messages the new server does not hold, then
+    /// every unacknowledged one (even those it holds: their acks are still owed). Servers
+    /// and receivers drop what they already have, so nothing is delivered twice. Returns
+    /// how many were sent.
+    fn resend(&self, connection: &mut Connection) -> Result<usize> {
+        let missing = self
+            .recent
+            .iter()
+            .filter(|(seq, _)| *seq > connection.server_has);
+        let mut count = 0;
+        for (seq, body) in missing.chain(&self.unacked) {
+            let publish = Message::Publish {
+                seq: *seq,
+                body: body.clone(),
+            };
+            connection.send(&publish)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}
