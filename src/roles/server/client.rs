@@ -89,6 +89,10 @@ fn millis(duration: Duration) -> u32 {
     u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
 }
 
+/// Why a client left when its connection closed without `Deregister`.
+const CLOSED_WITHOUT_GOODBYE: &str =
+    "connection closed without a goodbye: the client ended, or moved to another server";
+
 /// A client connection, from registration to goodbye, on its connection thread.
 pub(super) fn serve_client(stream: TcpStream, shared: &Shared, deadline: Instant) -> Result<()> {
     let stream = Arc::new(stream);
@@ -102,9 +106,10 @@ pub(super) fn serve_client(stream: TcpStream, shared: &Shared, deadline: Instant
         Ok(true) => "deregistered",
         // What a client that failed over does to the server it left; after a hang, this
         // is how a woken server learns of each client that moved meanwhile.
-        Ok(false) => {
-            "connection closed without a goodbye: the client ended, or moved to another server"
-        }
+        // A reset is the same story told by the kernel: the client had gone when this server
+        // wrote to it (say, the answer to a keepalive sent before a hang).
+        Ok(false) => CLOSED_WITHOUT_GOODBYE,
+        Err(e) if e.is_closed_by_peer() => CLOSED_WITHOUT_GOODBYE,
         Err(e) if e.is_timeout() => "silent for longer than the idle timeout (--idle-timeout)",
         Err(_) => "the connection failed (the reason is logged as it closes)",
     };
