@@ -1,7 +1,9 @@
 //! How the coordinator decides: the [`Registry`] of servers and the pure functions that
-//! change it. Which incarnation of a server counts ([`handle_heartbeat`]), which servers are
-//! silent for too long ([`check_server_statuses`]), where a dead server's clients go
+//! change it. Which incarnation of a server counts ([`handle_heartbeat`]), where a dead
+//! server's clients go
 //! ([`redistribute_clients`]), and which server a client is sent to ([`Registry::assign`]).
+//! Which servers are silent for too long is the watchdog's decision, next door in
+//! `watchdog.rs` ([`check_server_statuses`](super::check_server_statuses)).
 //!
 //! **No sockets, no threads.** Nothing here reads or writes a connection, sleeps or waits:
 //! every function changes the registry it is given and returns its decision, and a decision

@@ -15,7 +15,7 @@
 //! (`outbox.rs`), so frames never interleave.
 //!
 //! **Keepalives.** The client sends a keepalive when it has heard nothing for the
-//! keepalive interval ([`keepalive_interval`], announced in `Registered`), and the connection
+//! keepalive interval ([`KeepalivePolicy`], announced in `Registered`), and the connection
 //! thread answers it with one, unless a writer is busy (then frames are flowing anyway). The
 //! server keeps no timer per client: an idle client costs one wake-up per interval, and a
 //! client that hears nothing for two intervals takes its server for dead or hung
