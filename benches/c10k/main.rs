@@ -40,7 +40,7 @@ use common::{Proc, start_coordinator, start_server_with, wait_until_servers_aliv
 use dsys::protocol::{Body, Message, Role};
 
 /// Runs of each size; the report gives medians.
-const RUNS: usize = 1;
+const RUNS: usize = 3;
 /// The sizes measured when no size is given on the command line.
 const SIZES: [usize; 3] = [1_000, 5_000, 10_000];
 /// How long the idle CPU is measured.
