@@ -35,9 +35,9 @@
 //! **When the server fails.** Every failure reaches the session the same way, as one `Err`
 //! item on `received`, after which `recv` ends; the session takes it for a lost connection
 //! and fails over. A broken socket and an end of stream are read errors. Silence is one
-//! too: the socket's read timeout is two keepalive intervals (at least 300 ms), and a live
-//! server answers the keepalive sent after one, so a server that says nothing for two is
-//! dead or hung. A failed write ends `send` and shuts the socket down, which wakes
+//! too: the socket's read timeout is three keepalive intervals (at least 300 ms), and a
+//! live server answers the keepalive sent after one, so a server that says nothing for
+//! three is dead or hung. A failed write ends `send` and shuts the socket down, which wakes
 //! `recv` with an end of stream. A frame the session cannot queue (the writer has ended,
 //! or the queue is full) makes [`Connection::send`] fail, which the session also treats as
 //! a lost connection.
@@ -172,8 +172,8 @@ impl Connection {
                 )));
             }
         };
-        // Two keepalive intervals without a frame means the server is dead or hung: a live
-        // one answers the keepalive sent after the first.
+        // Three keepalive intervals without a frame means the server is dead or hung: a
+        // live one answers the keepalive sent after the first.
         stream.set_read_timeout(Some(silence_limit(keepalive)))?;
         let (received_tx, received_rx) = bounded(RECV_QUEUE);
         let read_half = stream.try_clone()?;
@@ -286,10 +286,11 @@ impl Drop for Connection {
     }
 }
 
-/// How long a server may be silent before it is taken for dead or hung: two keepalive
-/// intervals (a live one answers the keepalive sent after the first), at least 300 ms.
+/// How long a server may be silent before it is taken for dead or hung: three keepalive
+/// intervals (a live one answers the keepalive sent after the first, and there is time for
+/// a second), at least 300 ms.
 fn silence_limit(keepalive: Duration) -> Duration {
-    (keepalive * 2).max(Duration::from_millis(300))
+    (keepalive * 3).max(Duration::from_millis(300))
 }
 
 /// What the `recv` thread shares with [`Connection::send_keepalive`]: when a frame last
@@ -302,7 +303,7 @@ struct Clocks {
 }
 
 /// The `recv` thread: reads frames into `received_tx` until one fails, then sends that
-/// failure as the last item and ends. A read that waits longer than two keepalive
+/// failure as the last item and ends. A read that waits longer than three keepalive
 /// intervals is such a failure (the server is dead or hung). Also ends, quietly, when the
 /// session has dropped `received_rx` (the connection is being closed). Stamps every
 /// frame's arrival in `clocks`; a `KeepaliveEvery` changes the interval there and the

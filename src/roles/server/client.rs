@@ -18,7 +18,7 @@
 //! keepalive interval ([`KeepalivePolicy`], announced in `Registered`), and the connection
 //! thread answers it with one, unless a writer is busy (then frames are flowing anyway). The
 //! server keeps no timer per client: an idle client costs one wake-up per interval, and a
-//! client that hears nothing for two intervals takes its server for dead or hung
+//! client that hears nothing for three intervals takes its server for dead or hung
 //! (`docs/heartbeats-and-failover.md`).
 //!
 //! **When the client fails.** A broken or silent connection (nothing for `--idle-timeout`)
@@ -39,8 +39,10 @@ use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message, read_message, write_message};
 
-/// Heartbeat intervals in the shortest client keepalive interval (see [`KeepalivePolicy`]).
-const KEEPALIVE_INTERVALS: u32 = 4;
+/// Heartbeat intervals in the shortest client keepalive interval (see [`KeepalivePolicy`]):
+/// one, so that with few clients a client notices a hung server within three heartbeat
+/// intervals, as fast as the coordinator's watchdog does.
+const KEEPALIVE_INTERVALS: u32 = 1;
 
 /// Keepalives a server answers per second, at most, however many clients it holds (see
 /// [`KeepalivePolicy`]). Each costs a wake-up of the client's thread, a read and a write:
@@ -56,7 +58,7 @@ const KEEPALIVES_PER_SECOND: u32 = 1_500;
 /// keepalives together stay within [`KEEPALIVES_PER_SECOND`]: ten thousand idle clients
 /// then cost the same as two thousand. It never exceeds a quarter of `--idle-timeout`, so a
 /// live client is never taken for a silent one. The price is paid in failure detection: a
-/// client of a hung server notices within two of its keepalive intervals
+/// client of a hung server notices within three of its keepalive intervals
 /// (`docs/heartbeats-and-failover.md`). Each client is told its interval in `Registered`,
 /// and again with `KeepaliveEvery` when the interval has changed since.
 #[derive(Debug, Clone, Copy)]
@@ -361,14 +363,14 @@ mod tests {
     fn the_keepalive_interval_grows_with_the_clients_within_its_bounds() {
         let ms = Duration::from_millis;
         let policy = KeepalivePolicy::new(ms(500), ms(30_000));
-        assert_eq!(policy.interval(0), ms(2_000), "four heartbeat intervals");
-        assert_eq!(policy.interval(3_000), ms(2_000), "1,500 a second at 2 s");
+        assert_eq!(policy.interval(0), ms(500), "one heartbeat interval");
+        assert_eq!(policy.interval(750), ms(500), "1,500 a second at 500 ms");
         assert_eq!(
-            policy.interval(3_001),
-            ms(4_000),
+            policy.interval(751),
+            ms(1_000),
             "whole multiples of the shortest"
         );
-        assert_eq!(policy.interval(6_000), ms(4_000));
+        assert_eq!(policy.interval(10_000), ms(7_000));
         assert_eq!(
             policy.interval(1_000_000),
             ms(7_500),
@@ -376,8 +378,8 @@ mod tests {
         );
         // A short idle timeout caps even the shortest interval.
         assert_eq!(
-            KeepalivePolicy::new(ms(500), ms(4_000)).interval(0),
-            ms(1_000)
+            KeepalivePolicy::new(ms(500), ms(1_000)).interval(0),
+            ms(250)
         );
     }
 }
