@@ -84,15 +84,32 @@ pub(super) fn serve_client(stream: TcpStream, shared: &Shared, deadline: Instant
     registered.ended = match &result {
         Ok(true) => "deregistered",
         // What a client that failed over does to the server it left; after a hang, this
-        // is how a woken server learns of each client that moved meanwhile.
-        Ok(false) => {
-            "connection closed without a goodbye: the client ended, or moved to another server"
-        }
+        // is how a woken server learns of each client that moved meanwhile (its answer to
+        // the client's last keepalive then finds the socket closed).
+        Ok(false) => CLOSED_WITHOUT_GOODBYE,
+        Err(Error::Io(e)) if closed_by_peer(e.kind()) => CLOSED_WITHOUT_GOODBYE,
         Err(e) if e.is_timeout() => "silent for longer than the idle timeout (--idle-timeout)",
         Err(_) => "the connection failed (the reason is logged as it closes)",
     };
-    result.map(|_| ())
+    match result {
+        // Said in the line above: no misbehaviour to log again as a closed connection.
+        Err(Error::Io(e)) if closed_by_peer(e.kind()) => Ok(()),
+        other => other.map(|_| ()),
+    }
     // Dropping `registered` deregisters the client, whatever ended the connection.
+}
+
+/// How a client that left without saying goodbye is logged.
+const CLOSED_WITHOUT_GOODBYE: &str =
+    "connection closed without a goodbye: the client ended, or moved to another server";
+
+/// Whether an I/O error means that the client closed its end (a read or write on a socket
+/// the peer has closed).
+fn closed_by_peer(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted
+    )
 }
 
 /// A client the hub has registered, held by its connection thread. Dropping it gives the
