@@ -43,7 +43,7 @@ use crossbeam_channel::{Receiver, select};
 
 use super::hub::{self, CatchUp, Hub, Origin, WriterJob};
 use super::outbox::{Flow, OutboxReceiver, WhenIdle, write_frames};
-use super::{READY_WAIT, Shared, THREAD_STACK, WRITE_BUFFER};
+use super::{READY_WAIT, Shared, THREAD_STACK, WRITE_BUFFER, claim};
 use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message, read_message, write_message};
@@ -162,6 +162,16 @@ pub(super) fn register_client<'a>(
     if let Err(why) = valid_name(&name, shared.max_name_len) {
         log::warn!("registration refused name={name:?} reason=\"{why}\"");
         write_message(&mut writer, &Message::RegisterRefused { reason: why })?;
+        return Ok(None);
+    }
+    // A fresh name must be free across the cluster, not only here (`claim.rs`); a resume
+    // proves with its token that it is the name's owner.
+    if resume.is_none()
+        && let Some(holder) = claim::claim_name(shared, &name)
+    {
+        let reason = format!("name {name:?} is already taken (on {holder})");
+        log::warn!("registration refused name={name} reason=\"{reason}\"");
+        write_message(&mut writer, &Message::RegisterRefused { reason })?;
         return Ok(None);
     }
     if !shared.hub.wait_ready(READY_WAIT) {
