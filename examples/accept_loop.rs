@@ -13,7 +13,7 @@
 //! - client 1 leaves, its thread gives its place back, and client 4 is served.
 //!
 //! The grown-up version: `accept_loop`, `OpenSlot`, `refuse_busy` and `ConnectionLimits` in
-//! `src/net.rs`, started by `start_server` in `src/roles/server/mod.rs`. There the greeting is
+//! `src/net/accept.rs`, started by `start_server` in `src/roles/server/mod.rs`. There the greeting is
 //! a `Challenge` frame, the refusal an `Error` frame, sockets have timeouts, and a handshake
 //! deadline bounds how long a silent stranger holds a thread (`docs/security.md`).
 
@@ -53,7 +53,7 @@ fn main() -> io::Result<()> {
 fn accept_loop(listener: TcpListener) {
     let open = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
-        // A failed accept is mostly "too many open files"; src/net.rs pauses before retrying.
+        // A failed accept is mostly "too many open files"; src/net/accept.rs pauses before retrying.
         let Ok(stream) = stream else { continue };
         let Ok(peer) = stream.peer_addr() else {
             continue;

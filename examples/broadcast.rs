@@ -12,7 +12,7 @@
 //!   and message 5 finds it full: dave is dropped, and nobody ever waits for him.
 //!
 //! The grown-up version: `outbox` and `OutboxSender::try_push` in `src/roles/server/outbox.rs`
-//! (bounded in frames and bytes), and `State::fan_out` in `src/roles/server/hub.rs`, whose
+//! (bounded in frames and bytes), and `Clients::fan_out` in `src/roles/server/hub/clients.rs`, whose
 //! policy for a full outbox is gentler: the client is marked *behind* and catches up from the
 //! history window (`Hub::catch_up`). `docs/thread-per-connection.md` tells both stories.
 

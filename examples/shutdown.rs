@@ -12,9 +12,9 @@
 //! so nothing is left running when `main` returns.
 //!
 //! The grown-up version: `ServerHandle::stop` in `src/roles/server/mod.rs` (and
-//! `CoordinatorHandle::stop` in `src/roles/coordinator.rs`), `accept_loop` in `src/net.rs`,
+//! `CoordinatorHandle::stop` in `src/roles/coordinator/mod.rs`), `AcceptLoop::stop` in `src/net/accept.rs`,
 //! which checks its `stopping` flag after every accept, and `stop_on_signal` in
-//! `src/signals.rs`, which turns Ctrl-C into a channel that disconnects. `docs/shutdown.md`
+//! `src/support/signals.rs`, which turns Ctrl-C into a channel that disconnects. `docs/shutdown.md`
 //! walks through the order for every role.
 
 use std::io::{self, Read};

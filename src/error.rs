@@ -82,6 +82,15 @@ impl Error {
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
     }
+
+    /// True when the peer closed the connection under us (a reset, a broken pipe): what a
+    /// write to a peer that has already gone, or a read after one, runs into.
+    pub fn is_closed_by_peer(&self) -> bool {
+        matches!(self, Error::Io(e) if matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+        ))
+    }
 }
 
 #[cfg(test)]

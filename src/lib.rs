@@ -23,12 +23,19 @@
 //! auth.rs                    who may join: the cluster secret and the challenge proving it
 //! error.rs                   the one error type, a variant per outcome callers tell apart
 //! roles/coordinator/
-//!   mod.rs                   threads and sockets: heartbeats in, locate, status, watchdog
+//!   mod.rs                   threads and sockets: heartbeats in, locate, status, the
+//!                            watchdog thread and its probes
 //!   registry.rs              the decisions, no sockets: handle_heartbeat,
-//!                            check_server_statuses, redistribute_clients, assign
+//!                            redistribute_clients, assign, claim_name
+//!   claims.rs                names being registered that no heartbeat lists yet
+//!   watchdog.rs              the failure detector: check_server_statuses, the probe of a
+//!                            late server, the watchdog's own lateness
 //! roles/server/
 //!   mod.rs                   start_server and stop; what every server thread shares
-//!   client.rs                one client: register_client, its read loop, its writers
+//!   client.rs                one client: register_client, its read loop, keepalives
+//!   claim.rs                 a fresh name claimed at the coordinator, and where that stops
+//!   writers.rs               a client's writer thread, only while frames wait, and the
+//!                            writers thread that starts them within the thread budget
 //!   peers.rs                 one peer link, each way
 //!   heartbeat.rs             the heartbeat thread
 //!   outbox.rs                a bounded queue to one writer, the pen, the one writer loop
@@ -36,15 +43,16 @@
 //!                            relay.rs, clients.rs
 //! roles/client/
 //!   mod.rs                   the CLI client: stdin in, events out
-//!   session.rs               register, send, ack, fail over
+//!   input.rs                 stdin lines and commands, each with a clear answer
+//!   session.rs               send, ack; session/register.rs: register, fail over
 //!   connection.rs            one connection and its two threads
 //!   inbox.rs                 exactly once, in order: what a session delivers
 //!   locate.rs, files.rs, output.rs
 //! roles/status.rs            `dsys status`
-//! roles/demo.rs              `dsys demo`
+//! roles/demo/                `dsys demo`: mod.rs runs it, story.rs watches and counts
 //! support/                   skip on a first reading: sha256 (files, HMAC), json,
-//!                            signals (SIGINT/SIGTERM as a channel), limits (open files),
-//!                            random ids
+//!                            signals (SIGINT/SIGTERM as a channel), limits (open files,
+//!                            threads), memory (given back), random ids
 //! ```
 //!
 //! ```text

@@ -324,6 +324,7 @@ fn sample_messages() -> Vec<Message> {
         Message::Ack { seq: 0 },
         Message::Ack { seq: 17 },
         Message::Keepalive,
+        Message::KeepaliveEvery { ms: 6_000 },
         Message::Deregister,
         Message::PeerHello {
             addr: "127.0.0.1:8081".into(),
@@ -450,11 +451,12 @@ fn variant_index(message: &Message) -> usize {
         Message::StatusQuery => 20,
         Message::StatusReport { .. } => 21,
         Message::Challenge { .. } => 22,
-        Message::Claim { .. } => 23,
-        Message::ClaimReply { .. } => 24,
+        Message::KeepaliveEvery { .. } => 23,
+        Message::Claim { .. } => 24,
+        Message::ClaimReply { .. } => 25,
     }
 }
-const VARIANT_COUNT: usize = 25;
+const VARIANT_COUNT: usize = 26;
 
 /// Type bytes used in hand-built bodies (the table in `docs/protocol.md`).
 const T_HELLO: u8 = 0x01;
@@ -1495,6 +1497,10 @@ fn worked_examples_in_docs_match_encoder() {
         ),
         (Message::Keepalive, "00 00 00 01 16"),
         (Message::Deregister, "00 00 00 01 17"),
+        (
+            Message::KeepaliveEvery { ms: 6000 },
+            "00 00 00 05 18 00 00 17 70",
+        ),
     ];
     // The doc may wrap a frame over several lines; compare with whitespace normalised.
     let doc_words: String = PROTOCOL_DOC

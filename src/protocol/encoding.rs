@@ -30,6 +30,7 @@ const T_DELIVER: u8 = 0x14;
 const T_ACK: u8 = 0x15;
 const T_KEEPALIVE: u8 = 0x16;
 const T_DEREGISTER: u8 = 0x17;
+const T_KEEPALIVE_EVERY: u8 = 0x18;
 const T_PEER_HELLO: u8 = 0x20;
 const T_PEER_WELCOME: u8 = 0x21;
 const T_RELAY: u8 = 0x22;
@@ -144,6 +145,10 @@ impl Message {
             }
             Message::Keepalive => out.u8(T_KEEPALIVE),
             Message::Deregister => out.u8(T_DEREGISTER),
+            Message::KeepaliveEvery { ms } => {
+                out.u8(T_KEEPALIVE_EVERY);
+                out.u32(*ms);
+            }
             Message::PeerHello { addr, epoch } => {
                 out.u8(T_PEER_HELLO);
                 out.str(addr);
@@ -276,6 +281,7 @@ impl Message {
             T_ACK => Message::Ack { seq: r.u64()? },
             T_KEEPALIVE => Message::Keepalive,
             T_DEREGISTER => Message::Deregister,
+            T_KEEPALIVE_EVERY => Message::KeepaliveEvery { ms: r.u32()? },
             T_PEER_HELLO => Message::PeerHello {
                 addr: r.str()?,
                 epoch: r.u64()?,

@@ -178,7 +178,9 @@ pub enum Message {
         session: u64,
         /// A secret proving ownership of `session` when resuming.
         token: u64,
-        /// How often the server sends [`Message::Keepalive`] when it has nothing else to say.
+        /// The keepalive interval: the client sends a [`Message::Keepalive`] when it has
+        /// heard nothing for this long, and the server answers it. Changed later by
+        /// [`Message::KeepaliveEvery`].
         keepalive_ms: u32,
         /// The sender sessions the server holds history for, with their latest `seq`:
         /// messages up to these are "before the client registered".
@@ -213,8 +215,16 @@ pub enum Message {
         /// Highest acknowledged `seq`.
         seq: u64,
     },
-    /// Server → client: "I am alive" when there is nothing else to send.
+    /// Either way: "I am alive". A client sends it when it has heard nothing for its
+    /// keepalive interval (or sent nothing for two); the server answers with one.
     Keepalive,
+    /// Server → client: the answer to a keepalive when the server's keepalive interval has
+    /// changed since it last told this client (it grows with the number of clients, so that
+    /// the server's keepalive work stays within a budget): from now on, use `ms`.
+    KeepaliveEvery {
+        /// The new keepalive interval, in milliseconds.
+        ms: u32,
+    },
     /// Client → server: leaving on purpose.
     Deregister,
 
@@ -345,6 +355,7 @@ impl Message {
             Message::Deliver { .. } => "Deliver",
             Message::Ack { .. } => "Ack",
             Message::Keepalive => "Keepalive",
+            Message::KeepaliveEvery { .. } => "KeepaliveEvery",
             Message::Deregister => "Deregister",
             Message::PeerHello { .. } => "PeerHello",
             Message::PeerWelcome { .. } => "PeerWelcome",

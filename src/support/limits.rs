@@ -92,6 +92,16 @@ pub fn pid_max() -> Option<u64> {
         .ok()
 }
 
+/// How many memory mappings one process may have (`vm.max_map_count`), where it can be
+/// read. Each thread takes four, so this bounds threads per process.
+pub fn max_map_count() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// One descriptor held in reserve, so that a server that ran out of descriptors can still
 /// accept one connection to tell it why it is refused, instead of leaving it hanging in the
 /// listen queue (the trick libev and nginx use).

@@ -5,10 +5,12 @@
 //! - `json.rs`: the JSON Lines writer for client events and status;
 //! - `signals.rs`: SIGINT and SIGTERM as a channel that disconnects;
 //! - `limits.rs`: the open-file limit, raised at start, and a spare descriptor;
+//! - `memory.rs`: giving freed memory back after many clients have left;
 //! - `random.rs`: random identifiers.
 
 pub mod json;
 pub mod limits;
+pub mod memory;
 pub mod random;
 pub mod sha256;
 pub mod signals;

@@ -93,9 +93,10 @@ pub(super) struct Connection {
     /// The highest `seq` of this session that the server already holds (0 on a first
     /// registration): recent messages above it are sent again after a failover.
     pub server_has: u64,
-    /// The keepalive interval the server announced: how long it may be quiet before the
-    /// session sends it a keepalive (see the module doc).
-    pub keepalive: Duration,
+    /// The keepalive interval the server announced, in milliseconds: how long it may be
+    /// quiet before the session sends it a keepalive (see the module doc). Shared with the
+    /// `recv` thread, which changes it when the server sends `KeepaliveEvery`.
+    keepalive_ms: Arc<AtomicU64>,
     /// When the connection opened: the zero of `heard_ms`.
     opened: Instant,
     /// Milliseconds from `opened` to the last frame the `recv` thread read.
@@ -173,16 +174,20 @@ impl Connection {
         };
         // Two keepalive intervals without a frame means the server is dead or hung: a live
         // one answers the keepalive sent after the first.
-        let silence = (keepalive * 2).max(Duration::from_millis(300));
-        stream.set_read_timeout(Some(silence))?;
+        stream.set_read_timeout(Some(silence_limit(keepalive)))?;
         let (received_tx, received_rx) = bounded(RECV_QUEUE);
         let read_half = stream.try_clone()?;
         let opened = Instant::now();
         let heard_ms = Arc::new(AtomicU64::new(0));
-        let heard = (opened, heard_ms.clone());
+        let keepalive_ms = Arc::new(AtomicU64::new(keepalive.as_millis() as u64));
+        let clocks = Clocks {
+            opened,
+            heard_ms: heard_ms.clone(),
+            keepalive_ms: keepalive_ms.clone(),
+        };
         let reader = thread::Builder::new()
             .name(format!("recv-{name}"))
-            .spawn(move || read_frames(read_half, silence, received_tx, heard))?;
+            .spawn(move || read_frames(read_half, received_tx, clocks))?;
         let (outbound_tx, outbound_rx) = bounded(SEND_QUEUE);
         let (writer_done_tx, writer_done_rx) = bounded(0);
         let write_half = stream.try_clone()?;
@@ -192,7 +197,7 @@ impl Connection {
         let connection = Connection {
             server: server.to_string(),
             server_has,
-            keepalive,
+            keepalive_ms,
             opened,
             heard_ms,
             last_sent: Cell::new(opened),
@@ -224,9 +229,15 @@ impl Connection {
     }
 
     /// How often the session should call [`Connection::send_keepalive`]: a quarter of the
-    /// interval, so a keepalive goes out at most a quarter interval late.
+    /// interval first announced, so a keepalive goes out at most a quarter interval late
+    /// (intervals only grow from there).
     pub(super) fn keepalive_check(&self) -> Duration {
-        self.keepalive / 4
+        self.keepalive() / 4
+    }
+
+    /// The keepalive interval in force.
+    fn keepalive(&self) -> Duration {
+        Duration::from_millis(self.keepalive_ms.load(Ordering::Relaxed).max(10))
     }
 
     /// Queues a keepalive when one is due (see the module doc): the server has been quiet for
@@ -234,10 +245,11 @@ impl Connection {
     /// Not when frames are queued already: those show the server we live, and it answers
     /// them.
     pub(super) fn send_keepalive(&self) {
+        let keepalive = self.keepalive();
         let heard = self.opened + Duration::from_millis(self.heard_ms.load(Ordering::Relaxed));
-        let server_quiet = heard.elapsed() >= self.keepalive
-            && self.last_keepalive.get().elapsed() >= self.keepalive;
-        let we_were_quiet = self.last_sent.get().elapsed() >= self.keepalive * 2;
+        let server_quiet =
+            heard.elapsed() >= keepalive && self.last_keepalive.get().elapsed() >= keepalive;
+        let we_were_quiet = self.last_sent.get().elapsed() >= keepalive * 2;
         if (server_quiet || we_were_quiet)
             && self.outbound_tx.as_ref().is_some_and(Sender::is_empty)
             && self.send(&Message::Keepalive).is_ok()
@@ -274,29 +286,53 @@ impl Drop for Connection {
     }
 }
 
+/// How long a server may be silent before it is taken for dead or hung: two keepalive
+/// intervals (a live one answers the keepalive sent after the first), at least 300 ms.
+fn silence_limit(keepalive: Duration) -> Duration {
+    (keepalive * 2).max(Duration::from_millis(300))
+}
+
+/// What the `recv` thread shares with [`Connection::send_keepalive`]: when a frame last
+/// arrived, and the keepalive interval in force.
+struct Clocks {
+    opened: Instant,
+    /// Milliseconds from `opened` to the last frame read.
+    heard_ms: Arc<AtomicU64>,
+    keepalive_ms: Arc<AtomicU64>,
+}
+
 /// The `recv` thread: reads frames into `received_tx` until one fails, then sends that
-/// failure as the last item and ends. A read that waits longer than `silence` is such a
-/// failure (the server is dead or hung). Also ends, quietly, when the session has dropped
-/// `received_rx` (the connection is being closed). Stamps every frame's arrival in `heard`
-/// (milliseconds since the instant it carries), for [`Connection::send_keepalive`].
-fn read_frames(
-    mut stream: TcpStream,
-    silence: Duration,
-    received_tx: Sender<Result<Message>>,
-    heard: (Instant, Arc<AtomicU64>),
-) {
-    let (opened, heard_ms) = heard;
+/// failure as the last item and ends. A read that waits longer than two keepalive
+/// intervals is such a failure (the server is dead or hung). Also ends, quietly, when the
+/// session has dropped `received_rx` (the connection is being closed). Stamps every
+/// frame's arrival in `clocks`; a `KeepaliveEvery` changes the interval there and the
+/// socket's read timeout, and goes on to the session as a plain keepalive.
+fn read_frames(mut stream: TcpStream, received_tx: Sender<Result<Message>>, clocks: Clocks) {
     loop {
         let frame = match read_message(&mut stream) {
             Ok(Some(message)) => {
-                heard_ms.store(opened.elapsed().as_millis() as u64, Ordering::Relaxed);
-                Ok(message)
+                let since_open = clocks.opened.elapsed().as_millis() as u64;
+                clocks.heard_ms.store(since_open, Ordering::Relaxed);
+                match message {
+                    Message::KeepaliveEvery { ms } => {
+                        let keepalive = Duration::from_millis(u64::from(ms.max(10)));
+                        clocks
+                            .keepalive_ms
+                            .store(keepalive.as_millis() as u64, Ordering::Relaxed);
+                        let _ = stream.set_read_timeout(Some(silence_limit(keepalive)));
+                        Ok(Message::Keepalive)
+                    }
+                    message => Ok(message),
+                }
             }
             Ok(None) => Err(Error::PeerGone("server closed the connection".into())),
-            Err(e) if e.is_timeout() => Err(Error::PeerGone(format!(
-                "server silent for {} ms",
-                silence.as_millis()
-            ))),
+            Err(e) if e.is_timeout() => {
+                let silence = stream.read_timeout().ok().flatten().unwrap_or_default();
+                Err(Error::PeerGone(format!(
+                    "server silent for {} ms",
+                    silence.as_millis()
+                )))
+            }
             Err(e) => Err(e),
         };
         let failed = frame.is_err();

@@ -42,6 +42,7 @@
 
 mod claims;
 mod registry;
+mod watchdog;
 
 use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -57,9 +58,9 @@ use crate::protocol::{Message, Role, ServerInfo, read_message, write_message};
 use crate::support::signals;
 
 pub use registry::{
-    HeartbeatOutcome, Registry, ServerEntry, check_server_statuses, claim_name, handle_heartbeat,
-    redistribute_clients,
+    HeartbeatOutcome, Registry, ServerEntry, claim_name, handle_heartbeat, redistribute_clients,
 };
+pub use watchdog::{Checks, Probe, check_server_statuses};
 
 /// Default for `--max-connections`: heartbeat connections (one per server) and short
 /// requests (locate, status). Beyond it a new connection is refused at once.
@@ -114,6 +115,10 @@ pub struct Coordinator {
     /// ([`Coordinator::settle_suspect`]). Used with the `registry` mutex.
     changed: Arc<Condvar>,
     heartbeat_timeout: Duration,
+    /// How often the watchdog runs, to notice when it runs late.
+    check_interval: Duration,
+    /// The cluster secret, which a probe proves like any connection.
+    secret: Option<Secret>,
     /// When this coordinator started: for one heartbeat timeout after that, it may not have
     /// heard from every live server yet, and says so in its replies.
     started: Instant,
@@ -126,12 +131,14 @@ impl Coordinator {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A coordinator with an empty registry.
-    pub fn new(heartbeat_timeout: Duration) -> Coordinator {
+    /// A coordinator with an empty registry, for the cluster of `config`.
+    pub fn new(config: &Config) -> Coordinator {
         Coordinator {
             registry: Arc::default(),
             changed: Arc::default(),
-            heartbeat_timeout,
+            heartbeat_timeout: config.heartbeat_timeout,
+            check_interval: config.check_interval,
+            secret: config.secret.clone(),
             started: Instant::now(),
         }
     }
@@ -147,9 +154,35 @@ impl Coordinator {
     /// timeout (see [`Registry::watchdog_round`]), then wakes the locate requests waiting on
     /// a suspect.
     pub fn check(&self) {
-        self.lock()
-            .watchdog_round(Instant::now(), self.heartbeat_timeout);
+        let probes =
+            self.lock()
+                .watchdog_round(Instant::now(), self.heartbeat_timeout, self.check_interval);
         self.changed.notify_all();
+        for (addr, epoch) in probes {
+            self.start_probe(addr, epoch);
+        }
+    }
+
+    /// Asks the server `(addr, epoch)`, on a `probe-<addr>` thread, whether it still answers
+    /// ([`probe`]), and records the answer. When no thread can be started, the question
+    /// stays open: the server is then declared dead only at twice the timeout, if it stays
+    /// silent (a coordinator short of threads accuses no one for it).
+    fn start_probe(&self, addr: String, epoch: u64) {
+        let coordinator = self.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("probe-{addr}"))
+            .stack_size(THREAD_STACK)
+            .spawn(move || {
+                let deadline = watchdog::probe_deadline(coordinator.heartbeat_timeout);
+                let answered = probe(&addr, deadline, coordinator.secret.as_ref());
+                coordinator
+                    .lock()
+                    .probe_answered(&addr, epoch, answered, Instant::now());
+                coordinator.changed.notify_all();
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start a probe thread: {e}");
+        }
     }
 
     /// Answers a client's "which server?". Blocks while it settles a suspect.
@@ -237,6 +270,19 @@ impl Coordinator {
     }
 }
 
+/// Asks the server at `addr` whether it still answers: opens a connection with role
+/// `Probe`, to which the server replies with one `Keepalive` from a fresh connection thread.
+/// Any reply within `deadline` counts, even a refusal (say, too many connections): the
+/// process runs. Silence, a refused connection or a reset do not. Blocks for at most about
+/// twice `deadline` (the connect, then the reply).
+fn probe(addr: &str, deadline: Duration, secret: Option<&Secret>) -> bool {
+    match net::connect_as(addr, Role::Probe, deadline, secret) {
+        Ok(mut stream) => matches!(read_message(&mut stream), Ok(Some(_))),
+        Err(Error::Refused(_)) => true,
+        Err(_) => false,
+    }
+}
+
 /// True when something accepts a TCP connection at `addr` within [`PROBE_TIMEOUT`].
 fn answers_connect(addr: &str) -> bool {
     net::resolve(addr)
@@ -294,7 +340,7 @@ pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
         std::process::id(),
         config.heartbeat_timeout.as_millis()
     );
-    let coordinator = Coordinator::new(config.heartbeat_timeout);
+    let coordinator = Coordinator::new(&config);
     let (stop_tx, stop_rx) = bounded::<()>(0);
     let limits = config.limits;
     let check_interval = config.check_interval;

@@ -1,8 +1,9 @@
 //! How the coordinator decides: the [`Registry`] of servers and the pure functions that
-//! change it. Which incarnation of a server counts ([`handle_heartbeat`]), which servers are
-//! silent for too long ([`check_server_statuses`]), where a dead server's clients go
-//! ([`redistribute_clients`]), which server a client is sent to ([`Registry::assign`]), and
-//! whether a name is free across the cluster ([`claim_name`]).
+//! change it. Which incarnation of a server counts ([`handle_heartbeat`]), where a dead
+//! server's clients go ([`redistribute_clients`]), which server a client is sent to
+//! ([`Registry::assign`]), and whether a name is free across the cluster ([`claim_name`]).
+//! Which servers are silent for too long is the watchdog's decision, next door in
+//! `watchdog.rs` ([`check_server_statuses`](super::check_server_statuses)).
 //!
 //! **No sockets, no threads.** Nothing here reads or writes a connection, sleeps or waits:
 //! every function changes the registry it is given and returns its decision, and a decision
@@ -25,13 +26,14 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::claims::Claims;
+use super::watchdog::Probe;
 use crate::protocol::ServerInfo;
 
 /// How long a planned assignment counts as load while its client has not shown up.
 ///
 /// Long enough for any client to fail over (seconds), short enough that clients that died
 /// with their server stop skewing the spread soon after.
-const PLAN_TTL: Duration = Duration::from_secs(30);
+pub(super) const PLAN_TTL: Duration = Duration::from_secs(30);
 
 /// Bytes of client names a status report may carry, well inside the frame cap.
 const STATUS_NAMES_BUDGET: usize = crate::protocol::MAX_PAYLOAD_LEN / 2;
@@ -47,23 +49,27 @@ pub struct ServerEntry {
     pub alive: bool,
     /// Its clients, as of its last heartbeat.
     pub clients: Vec<String>,
+    /// Where the watchdog stands with it when its heartbeats are late.
+    pub probe: Probe,
 }
 
 /// Everything the coordinator knows, rebuilt from heartbeats.
 #[derive(Debug, Default)]
 pub struct Registry {
     /// Servers by advertised address.
-    servers: HashMap<String, ServerEntry>,
+    pub(super) servers: HashMap<String, ServerEntry>,
     /// Incarnations declared dead: a heartbeat from one of them is fenced.
-    dead_epochs: HashSet<u64>,
+    pub(super) dead_epochs: HashSet<u64>,
     /// Where each client is to go (a dead server's clients, and clients just assigned),
     /// with when it was planned. An entry ends when the client shows up in any server's
     /// heartbeat, or after [`PLAN_TTL`] if it never does (the client died too).
-    plan: HashMap<String, (String, Instant)>,
+    pub(super) plan: HashMap<String, (String, Instant)>,
     /// Names claimed by a server for a client it is registering ([`claim_name`]).
-    claims: Claims,
+    pub(super) claims: Claims,
     /// The last epoch handed out; epochs only grow.
-    last_epoch: u64,
+    pub(super) last_epoch: u64,
+    /// When the last watchdog round ran, to notice that this process itself was late.
+    pub(super) last_round: Option<Instant>,
 }
 
 /// What [`handle_heartbeat`] decided.
@@ -138,28 +144,13 @@ pub fn handle_heartbeat(
             last_seen: now,
             alive: true,
             clients,
+            probe: Probe::Idle,
         },
     );
     HeartbeatOutcome::Accepted {
         epoch,
         servers: registry.live_peers(),
     }
-}
-
-/// The watchdog's decision: which live servers have been silent longer than `timeout` at
-/// `now`. Pure, so tests drive it with synthetic instants.
-pub fn check_server_statuses(
-    now: Instant,
-    servers: &HashMap<String, ServerEntry>,
-    timeout: Duration,
-) -> Vec<String> {
-    let mut dead: Vec<String> = servers
-        .iter()
-        .filter(|(_, s)| s.alive && now.saturating_duration_since(s.last_seen) > timeout)
-        .map(|(addr, _)| addr.clone())
-        .collect();
-    dead.sort();
-    dead
 }
 
 /// Plans where the clients of a dead server go: round-robin over the live servers, least
@@ -251,22 +242,6 @@ impl Registry {
     /// What the registry knows of the server at `addr`, if anything.
     pub(super) fn server(&self, addr: &str) -> Option<&ServerEntry> {
         self.servers.get(addr)
-    }
-
-    /// One watchdog round at `now`: forgets the plans older than [`PLAN_TTL`], then declares
-    /// dead every live server silent longer than `timeout` ([`check_server_statuses`]).
-    /// Claims older than `timeout` go too ([`claim_name`]).
-    pub(super) fn watchdog_round(&mut self, now: Instant, timeout: Duration) {
-        self.plan
-            .retain(|_, (_, planned)| now.duration_since(*planned) < PLAN_TTL);
-        self.claims.expire(now, timeout);
-        for addr in check_server_statuses(now, &self.servers, timeout) {
-            log::info!(
-                "heartbeat missed addr={addr} timeout_ms={}",
-                timeout.as_millis()
-            );
-            declare_dead(self, &addr);
-        }
     }
 
     fn next_epoch(&mut self) -> u64 {
@@ -383,21 +358,6 @@ mod tests {
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn silent_server_is_declared_dead_only_after_the_timeout() {
-        let start = Instant::now();
-        let mut registry = Registry::default();
-        handle_heartbeat(&mut registry, start, "a:1", 0, vec![]);
-        let timeout = Duration::from_millis(100);
-        let just_before = start + Duration::from_millis(100);
-        let just_after = start + Duration::from_millis(101);
-        assert!(check_server_statuses(just_before, &registry.servers, timeout).is_empty());
-        assert_eq!(
-            check_server_statuses(just_after, &registry.servers, timeout),
-            names(&["a:1"])
-        );
     }
 
     #[test]

@@ -1,27 +1,21 @@
 //! One client connection on the server, from registration to goodbye: the seed's "thread
-//! per client" ([`serve_client`], [`register_client`]), the writer threads it gets while it
-//! has something to receive, and the checks on what a client sends ([`valid_name`], the
-//! payload bound).
+//! per client" ([`serve_client`], [`register_client`]) and the checks on what a client sends
+//! ([`valid_name`], the payload bound).
 //!
-//! **Threads.**
-//! - `conn-<peer>` (started by the accept loop) is the client's one permanent thread. It
-//!   registers the client, writes the registration's frames, then reads the client's
-//!   publishes into the hub for as long as the client stays, and answers its keepalives.
-//! - `send-<name>` is a writer, started only while the client has frames waiting: by the
-//!   `writers` thread ([`writers_loop`]) when the hub asks for one (a [`WriterJob`]), or by
-//!   the connection thread itself. It drains the client's outbox into the socket and ends
-//!   once the outbox has stayed empty for [`WRITER_LINGER`]. So an idle client costs one
-//!   thread, a busy one two, and a writer blocked on a slow client's full socket blocks
-//!   only that client.
-//! - `writers`, one per server, turns the hub's requests into writer threads, so the hub
-//!   never starts a thread under its lock and a publisher never waits for a spawn.
+//! **Threads.** `conn-<peer>` (started by the accept loop) is the client's one permanent
+//! thread. It registers the client, writes the registration's frames, then reads the
+//! client's publishes into the hub for as long as the client stays, and answers its
+//! keepalives. Frames for the client are written by a `send-<name>` writer that exists only
+//! while the client has frames waiting (`writers.rs`); when this thread holds the pen and
+//! frames are waiting, it hands the pen over to one ([`WriterJob`]). So an idle client
+//! costs one thread, a busy one two.
 //!
 //! The connection thread and a writer share the client's one socket (an `Arc<TcpStream>`:
 //! one descriptor per client). Only the holder of the client's *pen* writes to it
 //! (`outbox.rs`), so frames never interleave.
 //!
 //! **Keepalives.** The client sends a keepalive when it has heard nothing for the
-//! keepalive interval ([`keepalive_interval`], announced in `Registered`), and the connection
+//! keepalive interval ([`KeepalivePolicy`], announced in `Registered`), and the connection
 //! thread answers it with one, unless a writer is busy (then frames are flowing anyway). The
 //! server keeps no timer per client: an idle client costs one wake-up per interval, and a
 //! client that hears nothing for two intervals takes its server for dead or hung
@@ -33,44 +27,71 @@
 //! registering, the name is given back ([`Registered`]'s drop). A protocol error costs only
 //! this connection, with the reason logged.
 
-use std::io::{BufWriter, ErrorKind, Write};
+use std::cell::Cell;
+use std::io::{BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, select};
-
-use super::hub::{self, CatchUp, Hub, Origin, WriterJob};
-use super::outbox::{Flow, OutboxReceiver, WhenIdle, write_frames};
-use super::{READY_WAIT, Shared, THREAD_STACK, WRITE_BUFFER, claim};
+use super::hub::{self, Hub, Origin, WriterJob};
+use super::{READY_WAIT, Shared, WRITE_BUFFER, claim};
 use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message, read_message, write_message};
 
-/// How long a client's writer waits for more frames once its outbox is empty, before it
-/// ends and gives its thread back. A client receiving a message every second or two keeps
-/// one writer; after a burst, the writers of ten thousand clients are gone two seconds
-/// later. Starting a writer costs a few tens of microseconds.
-const WRITER_LINGER: Duration = Duration::from_secs(2);
-
-/// Heartbeat intervals in one client keepalive interval (see [`keepalive_interval`]).
+/// Heartbeat intervals in the shortest client keepalive interval (see [`KeepalivePolicy`]).
 const KEEPALIVE_INTERVALS: u32 = 4;
 
-/// The keepalive interval this server announces to its clients: four heartbeat intervals
-/// (2 s by default), and at most a quarter of `--idle-timeout`, so that a live client is
-/// never taken for a silent one.
+/// Keepalives a server answers per second, at most, however many clients it holds (see
+/// [`KeepalivePolicy`]). Each costs a wake-up of the client's thread, a read and a write:
+/// about 25 us on this project's 2-core test machine, so this budget is about 4 % of one
+/// core, under the 5 % an idle server may spend (`docs/thread-per-connection.md`).
+const KEEPALIVES_PER_SECOND: u32 = 1_500;
+
+/// How long a client may hear nothing before it sends a keepalive, which the server answers
+/// (and after twice that, it takes its server for dead or hung).
 ///
-/// Why not every heartbeat interval, as peers do: each keepalive costs the server a wake-up
-/// and a write, and with ten thousand clients every 500 ms that is twenty thousand a second
-/// doing nothing (`docs/thread-per-connection.md` has the measurements). The price is
-/// paid in failure detection: a client of a hung server notices within two keepalive
-/// intervals instead of three heartbeat intervals (`docs/heartbeats-and-failover.md`).
-pub(super) fn keepalive_interval(heartbeat_interval: Duration, idle_timeout: Duration) -> Duration {
-    (heartbeat_interval * KEEPALIVE_INTERVALS)
-        .min(idle_timeout / 4)
-        .max(Duration::from_millis(10))
+/// The shortest interval is four heartbeat intervals (2 s by default). A server with many
+/// clients makes it longer, in whole multiples of the shortest, so that all its clients'
+/// keepalives together stay within [`KEEPALIVES_PER_SECOND`]: ten thousand idle clients
+/// then cost the same as two thousand. It never exceeds a quarter of `--idle-timeout`, so a
+/// live client is never taken for a silent one. The price is paid in failure detection: a
+/// client of a hung server notices within two of its keepalive intervals
+/// (`docs/heartbeats-and-failover.md`). Each client is told its interval in `Registered`,
+/// and again with `KeepaliveEvery` when the interval has changed since.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct KeepalivePolicy {
+    shortest: Duration,
+    longest: Duration,
 }
+
+impl KeepalivePolicy {
+    /// The policy of a server with these flags.
+    pub(super) fn new(heartbeat_interval: Duration, idle_timeout: Duration) -> KeepalivePolicy {
+        let longest = (idle_timeout / 4).max(Duration::from_millis(10));
+        KeepalivePolicy {
+            shortest: (heartbeat_interval * KEEPALIVE_INTERVALS).min(longest),
+            longest,
+        }
+    }
+
+    /// The interval for a server holding `clients`.
+    pub(super) fn interval(&self, clients: usize) -> Duration {
+        let needed = Duration::from_secs_f64(clients as f64 / f64::from(KEEPALIVES_PER_SECOND));
+        let multiple = needed.as_nanos().div_ceil(self.shortest.as_nanos()).max(1);
+        let multiple = u32::try_from(multiple).unwrap_or(u32::MAX);
+        self.shortest.saturating_mul(multiple).min(self.longest)
+    }
+}
+
+/// A duration as the milliseconds a frame carries.
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// Why a client left when its connection closed without `Deregister`.
+const CLOSED_WITHOUT_GOODBYE: &str =
+    "connection closed without a goodbye: the client ended, or moved to another server";
 
 /// A client connection, from registration to goodbye, on its connection thread.
 pub(super) fn serve_client(stream: TcpStream, shared: &Shared, deadline: Instant) -> Result<()> {
@@ -84,32 +105,20 @@ pub(super) fn serve_client(stream: TcpStream, shared: &Shared, deadline: Instant
     registered.ended = match &result {
         Ok(true) => "deregistered",
         // What a client that failed over does to the server it left; after a hang, this
-        // is how a woken server learns of each client that moved meanwhile (its answer to
-        // the client's last keepalive then finds the socket closed).
+        // is how a woken server learns of each client that moved meanwhile.
+        // A reset is the same story told by the kernel: the client had gone when this server
+        // wrote to it (say, the answer to a keepalive sent before a hang).
         Ok(false) => CLOSED_WITHOUT_GOODBYE,
-        Err(Error::Io(e)) if closed_by_peer(e.kind()) => CLOSED_WITHOUT_GOODBYE,
+        Err(e) if e.is_closed_by_peer() => CLOSED_WITHOUT_GOODBYE,
         Err(e) if e.is_timeout() => "silent for longer than the idle timeout (--idle-timeout)",
         Err(_) => "the connection failed (the reason is logged as it closes)",
     };
     match result {
         // Said in the line above: no misbehaviour to log again as a closed connection.
-        Err(Error::Io(e)) if closed_by_peer(e.kind()) => Ok(()),
+        Err(e) if e.is_closed_by_peer() => Ok(()),
         other => other.map(|_| ()),
     }
     // Dropping `registered` deregisters the client, whatever ended the connection.
-}
-
-/// How a client that left without saying goodbye is logged.
-const CLOSED_WITHOUT_GOODBYE: &str =
-    "connection closed without a goodbye: the client ended, or moved to another server";
-
-/// Whether an I/O error means that the client closed its end (a read or write on a socket
-/// the peer has closed).
-fn closed_by_peer(kind: ErrorKind) -> bool {
-    matches!(
-        kind,
-        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted
-    )
 }
 
 /// A client the hub has registered, held by its connection thread. Dropping it gives the
@@ -121,6 +130,8 @@ pub(super) struct Registered<'a> {
     addr: &'a str,
     stream: Arc<TcpStream>,
     registration: hub::Registration,
+    /// The keepalive interval this client was last told.
+    keepalive: Cell<Duration>,
     /// How the connection ended, for the line logged when the client leaves.
     ended: &'static str,
 }
@@ -178,10 +189,12 @@ pub(super) fn register_client<'a>(
         log::warn!("registering name={name} before every peer has linked in");
     }
     let resuming = resume.is_some();
-    let keepalive_ms = shared.client_keepalive.as_millis().min(u32::MAX as u128) as u32;
+    let keepalive = shared
+        .client_keepalive
+        .interval(shared.hub.client_count() + 1);
     match shared
         .hub
-        .register(&name, resume, stream.clone(), keepalive_ms)
+        .register(&name, resume, stream.clone(), millis(keepalive))
     {
         Ok(registration) => {
             let how = if resuming { "resumed" } else { "registered" };
@@ -196,6 +209,7 @@ pub(super) fn register_client<'a>(
                 addr: &shared.addr,
                 stream: stream.clone(),
                 registration,
+                keepalive: Cell::new(keepalive),
                 ended: "writing to it failed before it was read",
             };
             stream.set_read_timeout(Some(shared.limits.idle_timeout))?;
@@ -223,7 +237,7 @@ impl Registered<'_> {
         out.flush()?;
         drop(out);
         if self.registration.outbox.put_pen_down() {
-            start_writer(self.job(), shared)?;
+            self.hand_over(shared);
         }
         Ok(())
     }
@@ -262,18 +276,40 @@ impl Registered<'_> {
     }
 
     /// Answers a keepalive with one, so a client that heard nothing for a while learns that
-    /// its server lives. Only when the pen is free: a writer that holds it is writing to the
-    /// client anyway, and two writers would interleave their bytes.
+    /// its server lives. With the pen free, this thread writes the answer itself (an idle
+    /// client costs no other thread); when a writer holds it, possibly lingering with
+    /// nothing to write, the answer goes into the outbox behind the writer's frames, since
+    /// two writers would interleave their bytes.
+    /// The answer is `KeepaliveEvery` instead when the interval has changed since the
+    /// client was last told ([`KeepalivePolicy`]).
     fn answer_keepalive(&self, shared: &Shared) -> Result<()> {
+        let interval = shared.client_keepalive.interval(shared.hub.client_count());
+        let answer = if interval == self.keepalive.replace(interval) {
+            Message::Keepalive
+        } else {
+            Message::KeepaliveEvery {
+                ms: millis(interval),
+            }
+        };
         let outbox = &self.registration.outbox;
         if !outbox.take_pen() {
+            shared
+                .hub
+                .queue_keepalive(&self.name, self.registration.conn, &answer);
             return Ok(());
         }
-        let written = (&*self.stream).write_all(&Message::Keepalive.encode());
+        let written = (&*self.stream).write_all(&answer.encode());
         if outbox.put_pen_down() {
-            start_writer(self.job(), shared)?;
+            self.hand_over(shared);
         }
         Ok(written?)
+    }
+
+    /// Hands the pen, which this thread holds and frames are waiting for, to a writer thread
+    /// started by the `writers` thread (which also retries when threads run short).
+    fn hand_over(&self, shared: &Shared) {
+        // Fails only when the `writers` thread has gone: the server is stopping.
+        let _ = shared.writers_tx.send(self.job());
     }
 
     /// What a writer for this client needs (the caller holds the pen, which goes with it).
@@ -283,107 +319,6 @@ impl Registered<'_> {
             conn: self.registration.conn,
             stream: self.stream.clone(),
             outbox: self.registration.outbox.clone(),
-        }
-    }
-}
-
-/// The `writers` thread: starts a writer for each client the hub says has frames and no
-/// writer, until the server stops. A client whose writer cannot be started (the process is
-/// out of threads) is cut off with the reason; it resumes elsewhere.
-pub(super) fn writers_loop(writers_rx: Receiver<WriterJob>, shared: Shared) {
-    loop {
-        select! {
-            recv(writers_rx) -> job => match job {
-                Ok(job) => {
-                    let (name, conn, stream) = (job.name.clone(), job.conn, job.stream.clone());
-                    if let Err(e) = start_writer(job, &shared) {
-                        log::warn!("client cut off name={name} reason=\"cannot start its writer: {e}\"");
-                        shared.hub.deregister(&name, conn);
-                        let _ = stream.shutdown(Shutdown::Both);
-                    }
-                }
-                Err(_) => break,
-            },
-            recv(shared.stop_rx) -> _ => break,
-        }
-    }
-    log::debug!("writers thread stopped");
-}
-
-/// Starts a writer thread (`send-<name>`) for `job`'s client.
-///
-/// # Errors
-/// When the thread cannot be started.
-fn start_writer(job: WriterJob, shared: &Shared) -> std::io::Result<()> {
-    let hub = shared.hub.clone();
-    thread::Builder::new()
-        .name(format!("send-{}", job.name))
-        .stack_size(THREAD_STACK)
-        .spawn(move || run_writer(job, &hub))?;
-    Ok(())
-}
-
-/// A writer's life: the one writer loop over the client's outbox ([`write_frames`]),
-/// catching up from the history window whenever the hub marked the client behind. Ends
-/// when the outbox has stayed empty for [`WRITER_LINGER`] (the pen goes down), when the hub
-/// removed the client, when the client fell behind the window (it is told why), or when a
-/// write fails or times out; the last two shut the socket down, so the connection thread
-/// ends too.
-fn run_writer(job: WriterJob, hub: &Hub) {
-    let WriterJob {
-        name,
-        conn,
-        stream,
-        outbox,
-    } = job;
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER, &*stream);
-    let catch_up =
-        |out: &mut BufWriter<&TcpStream>| catch_up_if_behind(out, &outbox, hub, &name, conn);
-    match write_frames(
-        &mut out,
-        &outbox,
-        WRITER_LINGER,
-        WhenIdle::PutPenDown,
-        catch_up,
-    ) {
-        Ok(()) => {}
-        Err(e) => {
-            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
-                // The client has let its socket buffer stay full for the whole write
-                // timeout: it has stopped reading. It resumes from the history window.
-                log::warn!(
-                    "slow consumer cut off name={name} reason=\"a write blocked for the write \
-                     timeout; the client has stopped reading\""
-                );
-            } else {
-                log::debug!("client writer stopped name={name}: {e}");
-            }
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-/// The writer's refill step: when the hub marked the client behind, refills the outbox from
-/// the history window (`Hub::catch_up`). A client that fell behind the window is told why
-/// and its connection closed.
-fn catch_up_if_behind(
-    out: &mut BufWriter<&TcpStream>,
-    outbox: &OutboxReceiver,
-    hub: &Hub,
-    name: &str,
-    conn: u64,
-) -> std::io::Result<Flow> {
-    if !outbox.is_behind() {
-        return Ok(Flow::Continue);
-    }
-    match hub.catch_up(name, conn) {
-        CatchUp::Done | CatchUp::Behind => Ok(Flow::Continue),
-        CatchUp::Gone => Ok(Flow::Stop),
-        CatchUp::FellBehind(reason) => {
-            out.write_all(&Message::Error { reason }.encode())?;
-            out.flush()?;
-            let _ = out.get_ref().shutdown(Shutdown::Both);
-            Ok(Flow::Stop)
         }
     }
 }
@@ -437,9 +372,26 @@ mod tests {
     }
 
     #[test]
-    fn the_keepalive_is_four_heartbeats_and_at_most_a_quarter_of_the_idle_timeout() {
+    fn the_keepalive_interval_grows_with_the_clients_within_its_bounds() {
         let ms = Duration::from_millis;
-        assert_eq!(keepalive_interval(ms(500), ms(30_000)), ms(2_000));
-        assert_eq!(keepalive_interval(ms(500), ms(4_000)), ms(1_000));
+        let policy = KeepalivePolicy::new(ms(500), ms(30_000));
+        assert_eq!(policy.interval(0), ms(2_000), "four heartbeat intervals");
+        assert_eq!(policy.interval(3_000), ms(2_000), "1,500 a second at 2 s");
+        assert_eq!(
+            policy.interval(3_001),
+            ms(4_000),
+            "whole multiples of the shortest"
+        );
+        assert_eq!(policy.interval(6_000), ms(4_000));
+        assert_eq!(
+            policy.interval(1_000_000),
+            ms(7_500),
+            "a quarter of the idle timeout"
+        );
+        // A short idle timeout caps even the shortest interval.
+        assert_eq!(
+            KeepalivePolicy::new(ms(500), ms(4_000)).interval(0),
+            ms(1_000)
+        );
     }
 }

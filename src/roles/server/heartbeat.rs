@@ -17,13 +17,20 @@ use super::{Shared, peers};
 use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{Message, Role};
+use crate::support::memory::{self, Trimmer};
 
 /// The loop of the `heartbeat` thread.
 pub(super) fn heartbeat_loop(shared: Shared) {
     let ticker = tick(shared.heartbeat_interval);
     let mut connection: Option<TcpStream> = None;
     let mut coordinator_was_up = true;
+    // Once an interval is also when the memory of departed clients is given back.
+    let mut trimmer = Trimmer::default();
     loop {
+        if trimmer.due(shared.hub.client_count()) {
+            shared.hub.shrink_to_fit();
+            memory::give_back_freed_memory();
+        }
         match send_heartbeat(&shared, &mut connection) {
             Ok(()) => {
                 if !coordinator_was_up {

@@ -55,6 +55,7 @@ mod heartbeat;
 pub mod hub;
 mod outbox;
 mod peers;
+mod writers;
 
 use std::net::TcpStream;
 use std::thread::{self, JoinHandle};
@@ -187,8 +188,11 @@ struct Shared {
     limits: net::ConnectionLimits,
     write_timeout: Duration,
     max_name_len: usize,
-    /// The keepalive interval announced to clients ([`client::keepalive_interval`]).
-    client_keepalive: Duration,
+    /// The keepalive interval announced to clients ([`client::KeepalivePolicy`]).
+    client_keepalive: client::KeepalivePolicy,
+    /// Requests for client writer threads, to the `writers` thread (the hub holds another
+    /// sender; a connection thread uses this one when it hands its pen over).
+    writers_tx: Sender<hub::WriterJob>,
     secret: Option<Secret>,
     /// Every long-lived loop selects on this; [`ServerHandle::stop`] drops the only sender.
     stop_rx: Receiver<()>,
@@ -255,6 +259,8 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
     );
     net::warn_if_open_to_the_network(bound, config.secret.as_ref());
     check_capacity(config.max_clients);
+    let writer_budget = writers::writer_budget(config.limits.max_connections);
+    log::info!("writer threads at once: at most {writer_budget} (the thread budget)");
 
     let half_window = byte_bounds(config.history_bytes);
     // The hub's requests for client writer threads (see `hub::WriterRequests` for the bound).
@@ -273,7 +279,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             stall_timeout: config.stall_timeout,
         },
         config.secret.clone(),
-        writers_tx,
+        writers_tx.clone(),
     );
     let (stop_tx, stop_rx) = bounded::<()>(0);
     let shared = Shared {
@@ -284,10 +290,11 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         limits: config.limits,
         write_timeout: config.write_timeout,
         max_name_len: config.max_name_len,
-        client_keepalive: client::keepalive_interval(
+        client_keepalive: client::KeepalivePolicy::new(
             config.heartbeat_interval,
             config.limits.idle_timeout,
         ),
+        writers_tx,
         secret: config.secret.clone(),
         stop_rx,
     };
@@ -295,7 +302,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         let shared = shared.clone();
         thread::Builder::new()
             .name("writers".into())
-            .spawn(move || client::writers_loop(writers_rx, shared))?
+            .spawn(move || writers::writers_loop(writers_rx, shared, writer_budget))?
     };
     let heartbeat = {
         let shared = shared.clone();

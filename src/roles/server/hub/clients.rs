@@ -41,11 +41,49 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_channel::{Sender, unbounded};
+
 use super::history::History;
-use super::{CatchUp, Cutoffs, Frame, Hub, Registration, WriterJob, WriterRequests};
+use super::{CatchUp, Cutoffs, Frame, Hub, Registration};
 use crate::auth;
 use crate::protocol::{Message, Resume};
 use crate::roles::server::outbox::{OutboxReceiver, OutboxSender, outbox};
+
+/// A client that has frames queued and no writer thread: what it takes to start one. The
+/// hub sends it to the `writers` thread (`server/client.rs`) after taking the client's pen,
+/// so at most one job per client is ever on its way.
+pub struct WriterJob {
+    /// The client's name, for the thread's name and for catching up.
+    pub name: String,
+    /// Its connection id, for catching up.
+    pub conn: u64,
+    /// Its socket.
+    pub stream: Arc<TcpStream>,
+    /// Its outbox; the job carries the pen with it.
+    pub outbox: OutboxReceiver,
+}
+
+/// Where the hub asks for writer threads: the sending end of the `writers` thread's channel.
+/// The channel is unbounded in crossbeam's sense, and bounded by the pen: a client has at
+/// most one job on its way, so the channel holds at most `--max-clients` jobs. Sending never
+/// blocks, so it is done under the hub's lock.
+#[derive(Clone)]
+pub(super) struct WriterRequests(pub(super) Sender<WriterJob>);
+
+impl WriterRequests {
+    /// Asks for a writer for `job`'s client. When the `writers` thread has gone (the server
+    /// is stopping), nothing is started, which is what stopping wants.
+    pub(super) fn request(&self, job: WriterJob) {
+        let _ = self.0.send(job);
+    }
+}
+
+impl Default for WriterRequests {
+    /// Requests that go nowhere, for a state built without a server around it (unit tests).
+    fn default() -> WriterRequests {
+        WriterRequests(unbounded().0)
+    }
+}
 
 /// One registered client, as the hub sees it.
 pub(super) struct LocalClient {
@@ -86,6 +124,19 @@ pub(super) struct Clients {
 // The entry points of a client's threads: its connection thread registers and leaves, its
 // writer catches up; the heartbeat reports the names.
 impl Hub {
+    /// Gives back the room the client tables kept for clients that have left (a map does
+    /// not shrink by itself), before the freed memory goes back to the system.
+    pub fn shrink_to_fit(&self) {
+        let mut state = self.lock();
+        state.clients.by_name.shrink_to_fit();
+        state.clients.names_by_session.shrink_to_fit();
+    }
+
+    /// How many clients are registered.
+    pub fn client_count(&self) -> usize {
+        self.lock().clients.len()
+    }
+
     /// The names of the registered clients, for heartbeats.
     pub fn client_names(&self) -> Vec<String> {
         self.lock().clients.names()
@@ -191,6 +242,26 @@ impl Hub {
         // A client that was behind no longer holds the history window.
         self.room.notify_all();
         removed
+    }
+
+    /// Queues `answer` (a keepalive) for `name` behind whatever its writer is writing: how the client's
+    /// connection thread answers a keepalive when a writer holds the pen (it may be
+    /// lingering with nothing to write, and the client must hear an answer). Nothing is
+    /// queued for a replaced connection, nor when the outbox is full: then frames are on
+    /// their way to the client anyway.
+    pub fn queue_keepalive(&self, name: &str, conn: u64, answer: &Message) {
+        self.with_state(|state, _, _| {
+            let requests = state.writer_requests.clone();
+            if let Some(client) = state
+                .clients
+                .by_name
+                .get_mut(name)
+                .filter(|c| c.conn == conn)
+            {
+                client.outbox_tx.try_push(Arc::new(answer.encode()));
+                client.see_written(name, &requests);
+            }
+        });
     }
 
     /// Refills the outbox of a client that is behind (see `LocalClient::queue_live`) from

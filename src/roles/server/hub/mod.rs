@@ -66,13 +66,14 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crossbeam_channel::{Sender, unbounded};
+use crossbeam_channel::Sender;
 
 pub use super::outbox::Frame;
 use super::outbox::OutboxReceiver;
 use crate::auth::Secret;
 use crate::protocol::{Body, deliver_frame, relay_frame};
-use clients::Clients;
+pub use clients::WriterJob;
+use clients::{Clients, WriterRequests};
 use history::{History, Verdict};
 use relay::Relay;
 
@@ -161,42 +162,6 @@ pub struct Registration {
     /// The client's outbox, for the writer threads it will get. The connection thread holds
     /// its pen: it writes `initial` itself, then puts the pen down.
     pub outbox: OutboxReceiver,
-}
-
-/// A client that has frames queued and no writer thread: what it takes to start one. The
-/// hub sends it to the `writers` thread (`server/client.rs`) after taking the client's pen,
-/// so at most one job per client is ever on its way.
-pub struct WriterJob {
-    /// The client's name, for the thread's name and for catching up.
-    pub name: String,
-    /// Its connection id, for catching up.
-    pub conn: u64,
-    /// Its socket.
-    pub stream: Arc<TcpStream>,
-    /// Its outbox; the job carries the pen with it.
-    pub outbox: OutboxReceiver,
-}
-
-/// Where the hub asks for writer threads: the sending end of the `writers` thread's channel.
-/// The channel is unbounded in crossbeam's sense, and bounded by the pen: a client has at
-/// most one job on its way, so the channel holds at most `--max-clients` jobs. Sending never
-/// blocks, so it is done under the hub's lock.
-#[derive(Clone)]
-pub(super) struct WriterRequests(Sender<WriterJob>);
-
-impl WriterRequests {
-    /// Asks for a writer for `job`'s client. When the `writers` thread has gone (the server
-    /// is stopping), nothing is started, which is what stopping wants.
-    pub(super) fn request(&self, job: WriterJob) {
-        let _ = self.0.send(job);
-    }
-}
-
-impl Default for WriterRequests {
-    /// Requests that go nowhere, for a state built without a server around it (unit tests).
-    fn default() -> WriterRequests {
-        WriterRequests(unbounded().0)
-    }
 }
 
 /// What [`Hub::catch_up`] did for a client that was behind.

@@ -1,14 +1,15 @@
 //! Benchmark: how many idle clients one server holds, and what each one costs. Run with
 //! `cargo bench --bench c10k` (all sizes) or `cargo bench --bench c10k -- 10000` (one size).
 //!
-//! For each N (1,000, 5,000, 10,000) a fresh coordinator and one server start with default
-//! flags, then N clients register and stay idle, keeping their connection alive the way
-//! `dsys client` does. Reported for the server process, read from `/proc`:
+//! For each N (1,000, 5,000, 10,000) a fresh coordinator and two servers start with default
+//! flags, then N clients register on the first server and stay idle, keeping their
+//! connection alive the way `dsys client` does. (The burst comes from a client on the second
+//! server: with N = 10,000 the first one is full, by its default `--max-clients`.) Reported for the server process, read from `/proc`:
 //! - RSS per client: (RSS with N clients - RSS before any) / N;
 //! - threads and open file descriptors with N clients;
 //! - CPU while the N clients idle, over [`IDLE_WINDOW`], as a share of one core;
-//! - time to register all N, and for a burst of [`BURST`] messages from one more client to
-//!   reach all N;
+//! - time to register all N, and for a burst of [`BURST`] messages from a client on the other
+//!   server to reach all N;
 //! - RSS after every client left, against the RSS before any came;
 //! - whether the coordinator declared the server dead at any point (it must not).
 //!
@@ -17,24 +18,26 @@
 //!
 //! **The bench clients.** `dsys client` runs three threads per process, so ten thousand real
 //! clients would need thirty thousand threads on this machine, beyond the usual `pid_max`.
-//! Each bench client is one thread with a small stack that speaks the protocol as
-//! `dsys client` does: it registers, answers nothing but sends a keepalive whenever it has
-//! sent nothing for the interval the server announced, and counts the messages it receives.
-//! The bench process needs one file descriptor per client; it raises its own soft limit to
-//! the hard limit first.
+//! The bench registers its clients from a few threads, then serves all of them from one
+//! (`clients.rs`), speaking the protocol as `dsys client` does on an idle connection. The
+//! bench process needs one file descriptor per client; it raises its own soft limit to the
+//! hard limit first.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
+mod clients;
+
 use std::io::Write;
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use clients::IdleClients;
 use common::{Proc, start_coordinator, start_server_with, wait_until_servers_alive};
-use dsys::protocol::{Body, Message, Role, read_message};
+use dsys::protocol::{Body, Message, Role};
 
 /// Runs of each size; the report gives medians.
 const RUNS: usize = 3;
@@ -46,8 +49,6 @@ const IDLE_WINDOW: Duration = Duration::from_secs(10);
 const BURST: usize = 10;
 /// Threads that open connections and register in parallel.
 const REGISTER_THREADS: usize = 4;
-/// Stack of a bench client's thread: it only reads small frames.
-const CLIENT_STACK: usize = 64 * 1024;
 /// The longest any one step may take before the run is reported as failed.
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -133,13 +134,16 @@ fn main() {
 fn one_run(n: usize) -> Result<Run, String> {
     let (coordinator, coordinator_addr) = start_coordinator(1500);
     let (server, server_addr) = start_server_with(&coordinator_addr, 500, &[]);
-    wait_until_servers_alive(&coordinator_addr, 1, STEP_TIMEOUT);
+    let (_other, other_addr) = start_server_with(&coordinator_addr, 500, &[]);
+    wait_until_servers_alive(&coordinator_addr, 2, STEP_TIMEOUT);
     let baseline = server.rss_bytes();
 
     let received = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
-    let clients = register_all(n, &server_addr, &received)?;
+    let registered = register_all(n, &server_addr)?;
     let register_s = start.elapsed().as_secs_f64();
+    let clients = IdleClients::start(registered, BURST, received.clone())
+        .map_err(|e| format!("cannot serve the idle clients: {e}"))?;
 
     // Let the registrations' log lines and first keepalives settle before measuring.
     thread::sleep(Duration::from_secs(2));
@@ -154,12 +158,17 @@ fn one_run(n: usize) -> Result<Run, String> {
     let idle_cpu_percent =
         idle_ticks as f64 / ticks_per_second() / IDLE_WINDOW.as_secs_f64() * 100.0;
 
-    let burst_s = burst(&server_addr, n, &received)?;
+    let burst_s = burst(&other_addr, n, &received).map_err(|why| {
+        let warnings: Vec<String> = server
+            .stderr_so_far()
+            .into_iter()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(5)
+            .collect();
+        format!("{why}; the server's first warnings: {warnings:?}")
+    })?;
 
-    for client in &clients {
-        let _ = client.shutdown(Shutdown::Both);
-    }
-    drop(clients);
+    drop(clients); // every client leaves
     // Every client has left once the server holds no more descriptors than before.
     let deadline = Instant::now() + STEP_TIMEOUT;
     let base_fds = 16;
@@ -171,13 +180,19 @@ fn one_run(n: usize) -> Result<Run, String> {
     {
         thread::sleep(Duration::from_millis(100));
     }
-    thread::sleep(Duration::from_secs(1));
+    // The server gives freed memory back at its next heartbeat (every 500 ms by default).
+    thread::sleep(Duration::from_secs(2));
     let after = server.rss_bytes();
 
-    let declared_dead = coordinator
+    let deaths: Vec<String> = coordinator
         .stderr_so_far()
-        .iter()
-        .any(|l| l.contains("declared dead"));
+        .into_iter()
+        .filter(|l| l.contains("declared dead") || l.contains("heartbeat missed"))
+        .collect();
+    for line in &deaths {
+        println!("  coordinator: {line}");
+    }
+    let declared_dead = !deaths.is_empty();
     Ok(Run {
         rss_per_client_kib: (rss.saturating_sub(baseline)) as f64 / n as f64 / 1024.0,
         threads,
@@ -190,34 +205,18 @@ fn one_run(n: usize) -> Result<Run, String> {
     })
 }
 
-/// Registers `n` clients from [`REGISTER_THREADS`] threads; each client then lives on its
-/// own thread ([`idle_client`]). Returns a handle on every client's socket, to close them.
-fn register_all(
-    n: usize,
-    server: &str,
-    received: &Arc<AtomicUsize>,
-) -> Result<Vec<Arc<TcpStream>>, String> {
-    let all = Arc::new(Mutex::new(Vec::with_capacity(n)));
+/// Registers `n` clients from [`REGISTER_THREADS`] threads, and returns their streams with
+/// the keepalive interval each was given.
+fn register_all(n: usize, server: &str) -> Result<Vec<(TcpStream, Duration)>, String> {
+    let registered = Mutex::new(Vec::with_capacity(n));
     let failed: Mutex<Option<String>> = Mutex::new(None);
     thread::scope(|scope| {
         for t in 0..REGISTER_THREADS {
-            let all = &all;
-            let failed = &failed;
+            let (registered, failed) = (&registered, &failed);
             scope.spawn(move || {
                 for i in (t..n).step_by(REGISTER_THREADS) {
                     match register(server, &format!("idle-{i}")) {
-                        Ok((stream, keepalive)) => {
-                            let stream = Arc::new(stream);
-                            all.lock().unwrap().push(stream.clone());
-                            let received = received.clone();
-                            let spawned = thread::Builder::new()
-                                .stack_size(CLIENT_STACK)
-                                .spawn(move || idle_client(&stream, keepalive, &received));
-                            if let Err(e) = spawned {
-                                *failed.lock().unwrap() = Some(format!("client thread: {e}"));
-                                return;
-                            }
-                        }
+                        Ok(client) => registered.lock().unwrap().push(client),
                         Err(why) => {
                             *failed.lock().unwrap() = Some(format!("client {i}: {why}"));
                             return;
@@ -227,10 +226,10 @@ fn register_all(
             });
         }
     });
-    if let Some(why) = failed.into_inner().unwrap() {
-        return Err(why);
+    match failed.into_inner().unwrap() {
+        Some(why) => Err(why),
+        None => Ok(registered.into_inner().unwrap()),
     }
-    Ok(Arc::try_unwrap(all).unwrap().into_inner().unwrap())
 }
 
 /// Opens a client connection and registers `name`; returns the stream and the keepalive
@@ -246,37 +245,8 @@ fn register(server: &str, name: &str) -> Result<(TcpStream, Duration), String> {
         Message::Registered { keepalive_ms, .. } => {
             Ok((stream, Duration::from_millis(keepalive_ms.max(10) as u64)))
         }
+        Message::RegisterRefused { reason } => Err(format!("refused: {reason}")),
         other => Err(format!("expected Registered, got {}", other.kind())),
-    }
-}
-
-/// An idle client: reads whatever comes, counts complete bursts, and sends a keepalive
-/// whenever it has sent nothing for `keepalive`, as `dsys client` does. Ends when its socket
-/// is shut down.
-fn idle_client(stream: &TcpStream, keepalive: Duration, received: &AtomicUsize) {
-    let _ = stream.set_read_timeout(Some(keepalive));
-    let keepalive_frame = Message::Keepalive.encode();
-    let mut last_sent = Instant::now();
-    let mut messages = 0;
-    let mut reader = stream;
-    loop {
-        match read_message(&mut reader) {
-            Ok(Some(Message::Deliver { .. })) => {
-                messages += 1;
-                if messages == BURST {
-                    received.fetch_add(1, Ordering::AcqRel);
-                }
-            }
-            Ok(Some(_)) => {}
-            Err(e) if e.is_timeout() => {}
-            Ok(None) | Err(_) => return,
-        }
-        if last_sent.elapsed() >= keepalive {
-            if (&*stream).write_all(&keepalive_frame).is_err() {
-                return;
-            }
-            last_sent = Instant::now();
-        }
     }
 }
 

@@ -1,0 +1,247 @@
+//! Client writers: the `send-<name>` threads that write a client's outbox to its socket, and
+//! the `writers` thread that starts them, within the process's thread budget.
+//!
+//! **Why writers come and go.** A thread costs about 10 KiB even asleep
+//! (`docs/thread-per-connection.md`), so a client has a writer only while it has frames
+//! waiting. The hub, having queued a frame for a client whose pen was down, takes the pen
+//! and sends a [`WriterJob`] here; so does a connection thread that holds the pen and sees
+//! frames waiting. The writer runs the one writer loop (`outbox.rs`), catches the client up
+//! from the history window when it fell behind, and ends when the outbox has stayed empty
+//! for [`WRITER_LINGER`], putting the pen down.
+//!
+//! **Threads.** `writers` ([`writers_loop`]), one per server, starts the writers, so the
+//! hub never starts a thread under its lock and a publisher never waits for one. Each
+//! `send-<name>` tells it when it ends (`done`), which is when a waiting job may start.
+//!
+//! **The thread budget.** A process can hold only so many threads: each one takes four
+//! memory mappings (its stack and guard page, and the signal stack std gives every thread
+//! and its guard page), and Linux allows `vm.max_map_count` (65,530 by default) per process,
+//! so about 16,000 threads in all. Ten thousand idle clients take ten thousand of them.
+//! [`writer_budget`] is what is left for writers; beyond it a job waits here, oldest first,
+//! until a writer ends, and its client's frames wait in its (bounded) outbox meanwhile:
+//! late, never lost. A writer blocked on a client that stopped reading holds its place for
+//! at most `--write-timeout`.
+//!
+//! **Failures and stopping.** A writer whose write fails or times out shuts the socket
+//! down, so the client's connection thread ends and deregisters it. A thread that cannot be
+//! started is retried every [`WRITER_RETRY`]; the job is handed to the new thread through a
+//! rendezvous, so a thread that dies before it runs (out of memory mappings) gives the job
+//! back instead of losing it, and with it the client's pen. The `writers` thread ends when
+//! the server's stop channel disconnects; writers end with their clients.
+
+use std::collections::VecDeque;
+use std::io::{BufWriter, ErrorKind, Write};
+use std::net::{Shutdown, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, unbounded};
+
+use super::hub::{CatchUp, Hub, WriterJob};
+use super::outbox::{Flow, OutboxReceiver, WhenIdle, write_frames};
+use super::{Shared, THREAD_STACK, WRITE_BUFFER};
+use crate::protocol::Message;
+use crate::support::limits;
+
+/// How long a client's writer waits for more frames once its outbox is empty, before it
+/// ends and gives its thread back. A client receiving a message every second keeps one
+/// writer; after a burst to every client, the writers are gone a second later and the
+/// clients that waited for a place get theirs. Starting a writer costs tens of
+/// microseconds.
+const WRITER_LINGER: Duration = Duration::from_secs(1);
+/// How often the `writers` thread tries again to start a writer it could not start.
+const WRITER_RETRY: Duration = Duration::from_millis(50);
+/// The least time between two warnings that writers have to wait.
+const WARNING_EVERY: Duration = Duration::from_secs(1);
+/// Memory mappings per thread: stack, its guard page, the signal stack, its guard page.
+const MAPS_PER_THREAD: u64 = 4;
+/// Threads kept out of the budget for everything that is not a client's: accept, heartbeat,
+/// writers, two per peer link, handshakes, and the main thread.
+const OTHER_THREADS: u64 = 256;
+
+/// How many writers may run at once: the threads the process may have (from
+/// `vm.max_map_count`), less one per connection (`max_connections`) and a reserve. At least
+/// 16, so a server with a huge `--max-connections` still delivers, slowly.
+pub(super) fn writer_budget(max_connections: usize) -> usize {
+    let threads = limits::max_map_count().unwrap_or(65_530) / MAPS_PER_THREAD;
+    threads
+        .saturating_sub(max_connections as u64)
+        .saturating_sub(OTHER_THREADS)
+        .max(16) as usize
+}
+
+/// The `writers` thread: starts a writer for each job, at most `budget` running at once;
+/// the others wait in order. Ends when the server stops.
+pub(super) fn writers_loop(writers_rx: Receiver<WriterJob>, shared: Shared, budget: usize) {
+    // Each writer sends one `()` as it ends (see `Done`), which frees a place. At most
+    // `budget` messages are ever queued on it.
+    let (done_tx, done_rx) = unbounded::<()>();
+    // At most one job per client (its pen is taken until its writer runs).
+    let mut waiting: VecDeque<WriterJob> = VecDeque::new();
+    let mut running = 0usize;
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let retry = if waiting.is_empty() || running >= budget {
+            never()
+        } else {
+            after(WRITER_RETRY)
+        };
+        select! {
+            recv(writers_rx) -> job => match job {
+                Ok(job) => waiting.push_back(job),
+                Err(_) => break,
+            },
+            recv(done_rx) -> _ => running -= 1,
+            recv(retry) -> _ => {}
+            recv(shared.stop_rx) -> _ => break,
+        }
+        while running < budget {
+            let Some(job) = waiting.pop_front() else {
+                break;
+            };
+            match start_writer(job, &shared.hub, done_tx.clone()) {
+                Ok(()) => running += 1,
+                Err((job, e)) => {
+                    waiting.push_front(job);
+                    warn_now_and_then(
+                        &mut last_warning,
+                        &format!("cannot start a writer thread ({e})"),
+                        waiting.len(),
+                    );
+                    break;
+                }
+            }
+        }
+        if running >= budget && !waiting.is_empty() {
+            let reason = format!("{budget} writers run already, the thread budget");
+            warn_now_and_then(&mut last_warning, &reason, waiting.len());
+        }
+    }
+    log::debug!("writers thread stopped");
+}
+
+/// Logs that clients wait for a writer, at most once per [`WARNING_EVERY`].
+fn warn_now_and_then(last: &mut Option<Instant>, why: &str, waiting: usize) {
+    if last.is_none_or(|t| t.elapsed() >= WARNING_EVERY) {
+        log::warn!(
+            "clients wait for a writer waiting={waiting} reason=\"{why}\" \
+             (docs/thread-per-connection.md: the thread limits)"
+        );
+        *last = Some(Instant::now());
+    }
+}
+
+/// Starts a writer thread (`send-<name>`) for `job`'s client. The job goes to the thread
+/// through a rendezvous once it runs, so a thread that dies at its start gives it back.
+///
+/// # Errors
+/// The job, with the reason, when no thread could be started or it died before it ran.
+fn start_writer(
+    job: WriterJob,
+    hub: &Hub,
+    done_tx: Sender<()>,
+) -> Result<(), (WriterJob, std::io::Error)> {
+    let hub = hub.clone();
+    let (job_tx, job_rx) = bounded::<WriterJob>(0);
+    let spawned = thread::Builder::new()
+        .name(format!("send-{}", job.name))
+        .stack_size(THREAD_STACK)
+        .spawn(move || {
+            let _done = Done(done_tx); // however the writer ends, its place is freed
+            if let Ok(job) = job_rx.recv() {
+                run_writer(job, &hub);
+            }
+        });
+    if let Err(e) = spawned {
+        return Err((job, e));
+    }
+    job_tx.send(job).map_err(|returned| {
+        let e = std::io::Error::other("the writer thread ended before it started");
+        (returned.0, e)
+    })
+}
+
+/// Tells the `writers` thread, when dropped, that a writer has ended.
+struct Done(Sender<()>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let _ = self.0.send(()); // fails only when the `writers` thread has stopped
+    }
+}
+
+/// A writer's life: the one writer loop over the client's outbox ([`write_frames`]),
+/// catching up from the history window whenever the hub marked the client behind. Ends
+/// when the outbox has stayed empty for [`WRITER_LINGER`] (the pen goes down), when the hub
+/// removed the client, when the client fell behind the window (it is told why), or when a
+/// write fails or times out; the last two shut the socket down, so the connection thread
+/// ends too.
+fn run_writer(job: WriterJob, hub: &Hub) {
+    let WriterJob {
+        name,
+        conn,
+        stream,
+        outbox,
+    } = job;
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER, &*stream);
+    let catch_up =
+        |out: &mut BufWriter<&TcpStream>| catch_up_if_behind(out, &outbox, hub, &name, conn);
+    let written = write_frames(
+        &mut out,
+        &outbox,
+        WRITER_LINGER,
+        WhenIdle::PutPenDown,
+        catch_up,
+    );
+    if let Err(e) = written {
+        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+            // The client has let its socket buffer stay full for the whole write timeout:
+            // it has stopped reading. It resumes from the history window.
+            log::warn!(
+                "slow consumer cut off name={name} reason=\"a write blocked for the write \
+                 timeout; the client has stopped reading\""
+            );
+        } else {
+            log::debug!("client writer stopped name={name}: {e}");
+        }
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// The writer's refill step: when the hub marked the client behind, refills the outbox from
+/// the history window (`Hub::catch_up`). A client that fell behind the window is told why
+/// and its connection closed.
+fn catch_up_if_behind(
+    out: &mut BufWriter<&TcpStream>,
+    outbox: &OutboxReceiver,
+    hub: &Hub,
+    name: &str,
+    conn: u64,
+) -> std::io::Result<Flow> {
+    if !outbox.is_behind() {
+        return Ok(Flow::Continue);
+    }
+    match hub.catch_up(name, conn) {
+        CatchUp::Done | CatchUp::Behind => Ok(Flow::Continue),
+        CatchUp::Gone => Ok(Flow::Stop),
+        CatchUp::FellBehind(reason) => {
+            out.write_all(&Message::Error { reason }.encode())?;
+            out.flush()?;
+            let _ = out.get_ref().shutdown(Shutdown::Both);
+            Ok(Flow::Stop)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_leaves_room_for_every_connection_and_never_falls_below_sixteen() {
+        let threads = (limits::max_map_count().unwrap_or(65_530) / MAPS_PER_THREAD) as usize;
+        let budget = writer_budget(1_000);
+        assert!(budget + 1_000 <= threads, "{budget} + 1000 > {threads}");
+        assert_eq!(writer_budget(usize::MAX / 2), 16);
+    }
+}
