@@ -26,12 +26,14 @@
 //!   mod.rs                   threads and sockets: heartbeats in, locate, status, the
 //!                            watchdog thread and its probes
 //!   registry.rs              the decisions, no sockets: handle_heartbeat,
-//!                            redistribute_clients, assign
+//!                            redistribute_clients, assign, claim_name
+//!   claims.rs                names being registered that no heartbeat lists yet
 //!   watchdog.rs              the failure detector: check_server_statuses, the probe of a
 //!                            late server, the watchdog's own lateness
 //! roles/server/
 //!   mod.rs                   start_server and stop; what every server thread shares
 //!   client.rs                one client: register_client, its read loop, keepalives
+//!   claim.rs                 a fresh name claimed at the coordinator, and where that stops
 //!   writers.rs               a client's writer thread, only while frames wait, and the
 //!                            writers thread that starts them within the thread budget
 //!   peers.rs                 one peer link, each way
@@ -42,7 +44,7 @@
 //! roles/client/
 //!   mod.rs                   the CLI client: stdin in, events out
 //!   input.rs                 stdin lines and commands, each with a clear answer
-//!   session.rs               register, send, ack; session/failover.rs: fail over
+//!   session.rs               send, ack; session/register.rs: register, fail over
 //!   connection.rs            one connection and its two threads
 //!   inbox.rs                 exactly once, in order: what a session delivers
 //!   locate.rs, files.rs, output.rs

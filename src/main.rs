@@ -102,7 +102,8 @@ enum Command {
         /// still ask it).
         #[arg(long, value_name = "ADDR", value_parser = connect_addr)]
         server: Option<String>,
-        /// Name to register under (default: user-PID).
+        /// Name to register under (default: user-PID): letters, digits, '-', '_' and '.'
+        /// (not first), unique across the cluster.
         #[arg(long)]
         name: Option<String>,
         /// How to print events on stdout.

@@ -374,6 +374,21 @@ fn sample_messages() -> Vec<Message> {
         Message::Assign {
             server: "127.0.0.1:8081".into(),
         },
+        Message::Claim {
+            name: "carol".into(),
+            server: "127.0.0.1:8081".into(),
+        },
+        Message::ClaimReply {
+            holder: String::new(),
+        },
+        Message::ClaimReply {
+            holder: "127.0.0.1:8080".into(),
+        },
+        Message::Hello {
+            version: PROTOCOL_VERSION,
+            role: Role::Claim,
+            proof: [1; 32],
+        },
         Message::StatusQuery,
         Message::StatusReport { servers },
         Message::StatusReport { servers: vec![] },
@@ -437,9 +452,11 @@ fn variant_index(message: &Message) -> usize {
         Message::StatusReport { .. } => 21,
         Message::Challenge { .. } => 22,
         Message::KeepaliveEvery { .. } => 23,
+        Message::Claim { .. } => 24,
+        Message::ClaimReply { .. } => 25,
     }
 }
-const VARIANT_COUNT: usize = 24;
+const VARIANT_COUNT: usize = 26;
 
 /// Type bytes used in hand-built bodies (the table in `docs/protocol.md`).
 const T_HELLO: u8 = 0x01;
@@ -920,7 +937,7 @@ fn hello_with_bad_magic_is_refused() {
 
 #[test]
 fn hello_with_unknown_role_is_refused() {
-    for role in [0, 7, 0x80, 0xff] {
+    for role in [0, 8, 0x80, 0xff] {
         let body = [&[T_HELLO][..], &MAGIC, &u16be(PROTOCOL_VERSION), &[role]].concat();
         let reason = assert_protocol_error(Message::decode(&body), "unknown role");
         assert!(reason.contains("role"), "{reason}");

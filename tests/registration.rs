@@ -1,6 +1,7 @@
 //! Registration as `CONTRACT.md` pins it: the text and JSON answers to `dsys client
-//! --register`, the refusals (a name already in use, an invalid name) with exit status 1 and
-//! one clear stderr line, and `dsys status` listing each client under its server.
+//! --register`, the refusals (a name already in use, here or on another server, however the
+//! client got there; an invalid name) with exit status 1 and one clear stderr line, and
+//! `dsys status` listing each client under its server.
 //!
 //! Every test starts its own coordinator and servers on free ports (see `common::Cluster`).
 //! A client that must stay registered is a [`Client`] with its stdin open; a client that
@@ -8,9 +9,15 @@
 
 mod common;
 
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
 use common::{
     Client, Cluster, TIMEOUT, TempDir, entry_clients, run_dsys, status_entry, status_servers,
 };
+use dsys::protocol::{Message, PROTOCOL_VERSION, Role, read_message, write_message};
 
 /// Runs `dsys client --register --name NAME [--server SERVER]` to completion with stdin
 /// empty and logs off (so stderr holds only what the user is told), plus `extra` flags.
@@ -202,4 +209,94 @@ fn status_lists_clients_under_their_servers() {
             "server {addr} should be alive: {status}"
         );
     }
+}
+
+/// Asserts that a registration was refused because the name is taken: exit 1, one line.
+fn assert_taken(done: &common::Finished, name: &str) {
+    assert_eq!(done.code(), Some(1), "stderr: {:?}", done.stderr);
+    let lines = done.stderr_lines();
+    assert_eq!(lines.len(), 1, "one stderr line expected, got {lines:?}");
+    assert!(
+        lines[0].contains(name) && lines[0].contains("taken"),
+        "{:?}",
+        lines[0]
+    );
+}
+
+/// `--server` does not go around the cluster-wide rule: the server claims the name at the
+/// coordinator, which knows it is registered elsewhere.
+#[test]
+fn a_name_registered_elsewhere_is_refused_through_server_flag_too() {
+    let cluster = Cluster::start(2);
+    let carol = Client::start_on("carol", cluster.coordinator(), cluster.addr(0));
+    carol.wait_registered();
+    let done = register_once(&cluster, "carol", Some(cluster.addr(1)), &[]);
+    assert_taken(&done, "carol");
+}
+
+/// Sends one `Claim` for `name` on behalf of `server` to the coordinator at `coordinator`,
+/// as a server does before it registers a client, and returns the holder it answers.
+fn claim(coordinator: &str, name: &str, server: &str) -> String {
+    let mut stream = TcpStream::connect(coordinator).expect("connect to the coordinator");
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let hello = Message::Hello {
+        version: PROTOCOL_VERSION,
+        role: Role::Claim,
+        proof: [0; 32],
+    };
+    let claim = Message::Claim {
+        name: name.into(),
+        server: server.into(),
+    };
+    write_message(&mut stream, &hello).expect("write Hello");
+    write_message(&mut stream, &claim).expect("write Claim");
+    let _challenge = read_message(&mut stream).expect("the challenge");
+    match read_message(&mut stream).expect("the reply") {
+        Some(Message::ClaimReply { holder }) => holder,
+        other => panic!("expected ClaimReply, got {other:?}"),
+    }
+}
+
+/// Two registrations of one name on two servers within one heartbeat interval: no heartbeat
+/// lists the name yet, but the first server's claim does. The test plays that first server
+/// (its claims are what the server would send), renewing the claim until the second
+/// registration is over, so that a slow machine cannot let it expire meanwhile.
+#[test]
+fn a_name_being_registered_on_one_server_is_refused_on_another() {
+    let cluster = Cluster::start(2);
+    let (first, second) = (cluster.addr(1), cluster.addr(0));
+    let coordinator = cluster.coordinator();
+    assert_eq!(claim(coordinator, "dave", first), "");
+    let done = AtomicBool::new(false);
+    let refused = thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                assert_eq!(claim(coordinator, "dave", first), "");
+                thread::sleep(Duration::from_millis(100)); // a renewal, not a wait for state
+            }
+        });
+        let refused = register_once(&cluster, "dave", Some(second), &[]);
+        done.store(true, Ordering::Relaxed);
+        refused
+    });
+    assert_taken(&refused, "dave");
+    assert!(
+        refused.stderr_lines()[0].contains(first),
+        "names where: {:?}",
+        refused.stderr
+    );
+}
+
+/// Where uniqueness stops: a server that cannot reach the coordinator registers new names
+/// anyway (clients must still be able to join), checking only its own, and says so.
+#[test]
+fn without_the_coordinator_a_server_registers_names_and_logs_why() {
+    let mut cluster = Cluster::start(1);
+    cluster.kill_coordinator();
+    let done = register_once(&cluster, "erin", Some(cluster.addr(0)), &[]);
+    assert_eq!(done.code(), Some(0), "stderr: {:?}", done.stderr);
+    let line = cluster
+        .server(0)
+        .wait_for_stderr("name not checked across the cluster name=erin", TIMEOUT);
+    assert!(line.contains("unique only on this server"), "{line}");
 }

@@ -41,6 +41,8 @@ const T_HEARTBEAT_REPLY: u8 = 0x31;
 const T_FENCED: u8 = 0x32;
 const T_LOCATE: u8 = 0x40;
 const T_ASSIGN: u8 = 0x41;
+const T_CLAIM: u8 = 0x42;
+const T_CLAIM_REPLY: u8 = 0x43;
 const T_STATUS_QUERY: u8 = 0x50;
 const T_STATUS_REPORT: u8 = 0x51;
 
@@ -58,6 +60,7 @@ impl Role {
             4 => Role::Status,
             5 => Role::Locate,
             6 => Role::Probe,
+            7 => Role::Claim,
             other => return Err(Error::Protocol(format!("unknown role {other}"))),
         })
     }
@@ -208,6 +211,15 @@ impl Message {
                 out.u8(T_ASSIGN);
                 out.str(server);
             }
+            Message::Claim { name, server } => {
+                out.u8(T_CLAIM);
+                out.str(name);
+                out.str(server);
+            }
+            Message::ClaimReply { holder } => {
+                out.u8(T_CLAIM_REPLY);
+                out.str(holder);
+            }
             Message::StatusQuery => out.u8(T_STATUS_QUERY),
             Message::StatusReport { servers } => {
                 out.u8(T_STATUS_REPORT);
@@ -303,6 +315,11 @@ impl Message {
                 suspect: r.str()?,
             },
             T_ASSIGN => Message::Assign { server: r.str()? },
+            T_CLAIM => Message::Claim {
+                name: r.str()?,
+                server: r.str()?,
+            },
+            T_CLAIM_REPLY => Message::ClaimReply { holder: r.str()? },
             T_STATUS_QUERY => Message::StatusQuery,
             T_STATUS_REPORT => Message::StatusReport {
                 servers: r.servers()?,

@@ -38,7 +38,7 @@ pub use encoding::{RELAY_INDEX_BYTES, deliver_frame, relay_frame};
 
 /// The protocol version carried in every [`Message::Hello`]. A peer that speaks another
 /// version is refused with a clear [`Message::Error`] instead of being misread.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The four bytes that open every [`Message::Hello`], so that a stray connection (a browser,
 /// a port scanner) is recognised at once instead of being parsed as a length.
@@ -64,6 +64,9 @@ pub enum Role {
     /// (server port). The server replies with one [`Message::Keepalive`] and closes: a
     /// process that does so is busy, not dead.
     Probe = 6,
+    /// A server claiming a client's name before it registers the client (coordinator
+    /// port): names are unique across the cluster.
+    Claim = 7,
 }
 
 /// Bytes of a file carried by one [`Body::FileChunk`]: small enough that a text message
@@ -302,6 +305,22 @@ pub enum Message {
         server: String,
     },
 
+    /// Server → coordinator: a client asks to register as `name` here; is the name free
+    /// across the cluster? The coordinator records the claim, so that a second server
+    /// asking before the next heartbeats is refused.
+    Claim {
+        /// The name the client asks for.
+        name: String,
+        /// The claiming server's advertised address.
+        server: String,
+    },
+    /// Coordinator → server: the answer to a [`Message::Claim`].
+    ClaimReply {
+        /// The server that has the name (lists it, or claimed it first); empty when the
+        /// name is this server's to give.
+        holder: String,
+    },
+
     /// `dsys status` → coordinator.
     StatusQuery,
     /// Coordinator → `dsys status`: every known server.
@@ -348,6 +367,8 @@ impl Message {
             Message::Fenced { .. } => "Fenced",
             Message::Locate { .. } => "Locate",
             Message::Assign { .. } => "Assign",
+            Message::Claim { .. } => "Claim",
+            Message::ClaimReply { .. } => "ClaimReply",
             Message::StatusQuery => "StatusQuery",
             Message::StatusReport { .. } => "StatusReport",
         }

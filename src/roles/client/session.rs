@@ -35,7 +35,7 @@
 //! where to go ([`locate`], naming the lost server), register again with the same session
 //! and token, send again the recent messages the new server lacks and every unacknowledged
 //! one, and print a `failover` event. Registering, the first time and again, is in
-//! [`failover`].
+//! [`register`].
 //!
 //! **Stopping.** End of input (the command channel disconnects) waits until everything is
 //! acknowledged, then deregisters. A stop signal does the same with a deadline
@@ -56,7 +56,7 @@ use crate::auth::Secret;
 use crate::error::{Error, Result};
 use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message};
 
-mod failover;
+mod register;
 
 /// Messages sent and not yet acknowledged, at most. At the bound the session stops reading
 /// commands until acks arrive (backpressure), so nothing is lost and memory stays bounded.

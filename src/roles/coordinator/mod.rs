@@ -2,14 +2,16 @@
 //! "which server?"; and the watchdog that declares silent servers dead and plans where their
 //! clients go.
 //!
-//! **Two files.** How the coordinator *decides* (which epoch counts, who is dead, where
-//! clients go) is in [`registry`]: plain functions on the [`Registry`], with no socket and
-//! no thread of their own. This file *acts*: it owns the sockets and threads, reads
+//! **Three files.** How the coordinator *decides* (which epoch counts, who is dead, where
+//! clients go, whether a name is free) is in [`registry`]: plain functions on the
+//! [`Registry`], with no socket and no thread of their own; the names being registered
+//! that no heartbeat lists yet are its [`claims`]. This file *acts*: it owns the sockets and threads, reads
 //! requests, locks the registry, calls those functions and writes the replies.
 //!
 //! **Threads.** `accept` runs [`start_coordinator`]'s accept loop and spawns one named
 //! thread per connection. A heartbeat connection lives as long as its server (one frame
-//! every heartbeat interval); locate and status connections answer one request and close.
+//! every heartbeat interval); locate, claim and status connections answer one request and
+//! close.
 //! The `watchdog` thread wakes on a ticker and runs [`check_server_statuses`].
 //!
 //! **Shared state.** One [`Registry`] behind a mutex, reached through the cloneable
@@ -23,6 +25,12 @@
 //! the plan is logged, and each client that asks is given its planned server. A broken
 //! connection costs only that connection.
 //!
+//! **Names are unique across the cluster.** Before a server registers a fresh name it
+//! claims it here ([`Coordinator::claim`]); the claim is refused when another live server
+//! lists the name or claimed it first, so neither `--server` nor two registrations within
+//! one heartbeat interval can give a name twice. Where that stops (the coordinator cannot
+//! answer) is said in `roles/server/client.rs`.
+//!
 //! **State is soft.** Everything here is rebuilt from heartbeats, so a restarted coordinator
 //! knows the cluster again after one heartbeat interval; while it is down, servers keep
 //! relaying to each other and clients keep sharing (the coordinator is never on the data
@@ -32,6 +40,7 @@
 //! disconnect), stops the accept loop ([`net::AcceptLoop::stop`]: flag, self-connection,
 //! join), and joins the watchdog.
 
+mod claims;
 mod registry;
 mod watchdog;
 
@@ -49,7 +58,7 @@ use crate::protocol::{Message, Role, ServerInfo, read_message, write_message};
 use crate::support::signals;
 
 pub use registry::{
-    HeartbeatOutcome, Registry, ServerEntry, handle_heartbeat, redistribute_clients,
+    HeartbeatOutcome, Registry, ServerEntry, claim_name, handle_heartbeat, redistribute_clients,
 };
 pub use watchdog::{Checks, Probe, check_server_statuses};
 
@@ -227,6 +236,27 @@ impl Coordinator {
         registry.assign(name).ok_or_else(no_live_server)
     }
 
+    /// Claims `name` for a client registering on `server` (see [`claim_name`]): the server
+    /// that has the name already, or `None` when it is `server`'s to give.
+    ///
+    /// For one heartbeat timeout after this coordinator started, a name may belong to a
+    /// server that has not heartbeated yet, so the answer waits out that time (at most one
+    /// heartbeat timeout) rather than give a name twice.
+    pub fn claim(&self, name: &str, server: &str) -> Option<String> {
+        let warming =
+            (self.started + self.heartbeat_timeout).saturating_duration_since(Instant::now());
+        if !warming.is_zero() {
+            thread::sleep(warming); // only time can end it: no event to wait for
+        }
+        claim_name(
+            &mut self.lock(),
+            Instant::now(),
+            name,
+            server,
+            self.heartbeat_timeout,
+        )
+    }
+
     /// True once every live server has had time to heartbeat since this coordinator
     /// started, so the live list is the whole cluster. Until then a server must not drop a
     /// peer just because the list lacks it: that peer may simply not have heartbeated yet.
@@ -306,7 +336,8 @@ pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
     let addr = bound.to_string();
     net::warn_if_open_to_the_network(bound, config.secret.as_ref());
     log::info!(
-        "coordinator listening on {addr} heartbeat_timeout_ms={}",
+        "coordinator listening on {addr} pid={} heartbeat_timeout_ms={}",
+        std::process::id(),
         config.heartbeat_timeout.as_millis()
     );
     let coordinator = Coordinator::new(&config);
@@ -386,6 +417,10 @@ fn serve_connection(
             let first = first_request(&stream)?;
             serve_status(stream, first, coordinator)
         }
+        Some(Role::Claim) => {
+            let first = first_request(&stream)?;
+            serve_claim(stream, first, coordinator)
+        }
         Some(other) => net::refuse(
             &stream,
             &format!("the coordinator does not serve {other:?}"),
@@ -452,6 +487,23 @@ fn serve_locate(
         },
     };
     write_message(&mut stream, &reply)
+}
+
+/// A server's claim on a name for a client it is about to register: one request, one reply
+/// ([`Coordinator::claim`]).
+fn serve_claim(
+    mut stream: TcpStream,
+    first: Option<Message>,
+    coordinator: &Coordinator,
+) -> Result<()> {
+    let Some(Message::Claim { name, server }) = first else {
+        return net::refuse(&stream, "expected Claim");
+    };
+    let holder = coordinator.claim(&name, &server).unwrap_or_default();
+    if !holder.is_empty() {
+        log::info!("name claim refused name={name} server={server} holder={holder}");
+    }
+    write_message(&mut stream, &Message::ClaimReply { holder })
 }
 
 fn serve_status(

@@ -1,7 +1,7 @@
 //! How the coordinator decides: the [`Registry`] of servers and the pure functions that
 //! change it. Which incarnation of a server counts ([`handle_heartbeat`]), where a dead
-//! server's clients go
-//! ([`redistribute_clients`]), and which server a client is sent to ([`Registry::assign`]).
+//! server's clients go ([`redistribute_clients`]), which server a client is sent to
+//! ([`Registry::assign`]), and whether a name is free across the cluster ([`claim_name`]).
 //! Which servers are silent for too long is the watchdog's decision, next door in
 //! `watchdog.rs` ([`check_server_statuses`](super::check_server_statuses)).
 //!
@@ -25,6 +25,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::claims::Claims;
 use super::watchdog::Probe;
 use crate::protocol::ServerInfo;
 
@@ -63,6 +64,8 @@ pub struct Registry {
     /// with when it was planned. An entry ends when the client shows up in any server's
     /// heartbeat, or after [`PLAN_TTL`] if it never does (the client died too).
     pub(super) plan: HashMap<String, (String, Instant)>,
+    /// Names claimed by a server for a client it is registering ([`claim_name`]).
+    pub(super) claims: Claims,
     /// The last epoch handed out; epochs only grow.
     pub(super) last_epoch: u64,
     /// When the last watchdog round ran, to notice that this process itself was late.
@@ -126,6 +129,7 @@ pub fn handle_heartbeat(
     for name in &clients {
         registry.plan.remove(name);
     }
+    registry.claims.listed(addr, &clients);
     if is_new {
         log::info!("server up addr={addr} epoch={epoch}");
     }
@@ -168,6 +172,31 @@ pub fn redistribute_clients(clients: &[String], live: &[(String, usize)]) -> Vec
         .collect()
 }
 
+/// Claims `name` for a client about to register on `server`, at `now`. Returns the server
+/// that has the name, if another one does: a live server that lists it in its last
+/// heartbeat, or one that claimed it less than `ttl` ago. Otherwise the claim is recorded
+/// and `None` returned: the name is `server`'s to give. Called with the registry locked, so
+/// of two servers claiming one name at once, the second is refused.
+///
+/// The claimant's own list does not count against it: its hub checks its own clients (and
+/// takes a name whose owner has just left, which its last heartbeat may still show).
+pub fn claim_name(
+    registry: &mut Registry,
+    now: Instant,
+    name: &str,
+    server: &str,
+    ttl: Duration,
+) -> Option<String> {
+    let listed_elsewhere = registry
+        .servers
+        .iter()
+        .find(|(addr, s)| s.alive && *addr != server && s.clients.iter().any(|c| c == name));
+    if let Some((holder, _)) = listed_elsewhere {
+        return Some(holder.clone());
+    }
+    registry.claims.claim(now, name, server, ttl)
+}
+
 /// Marks `addr` dead, fences its epoch and plans its clients onto the live servers. Returns
 /// nothing: the plan is stored in the registry and logged, which is how a learner sees it.
 pub(super) fn declare_dead(registry: &mut Registry, addr: &str) {
@@ -181,6 +210,7 @@ pub(super) fn declare_dead(registry: &mut Registry, addr: &str) {
     let epoch = entry.epoch;
     let orphans = std::mem::take(&mut entry.clients);
     registry.dead_epochs.insert(epoch);
+    registry.claims.forget_server(addr);
     log::info!(
         "server declared dead addr={addr} epoch={epoch} clients={}",
         orphans.len()
@@ -284,10 +314,11 @@ impl Registry {
     /// load at once (as a plan entry), so that clients asking together are spread rather
     /// than all sent to the same server.
     ///
-    /// Sending a name back to the server that lists it is what keeps names unique across
-    /// the cluster: that server refuses the name while its owner is there ("already taken"),
-    /// and takes it when the owner has just left, which the lists here, a heartbeat old, may
-    /// not show yet. So the check is made where the truth is, without a false refusal.
+    /// Sending a name back to the server that lists it makes the check where the truth is:
+    /// that server refuses the name while its owner is there ("already taken"), and takes it
+    /// when the owner has just left, which the lists here, a heartbeat old, may not show
+    /// yet. A client that goes to another server (`--server`) is refused there by the
+    /// server's claim ([`claim_name`]).
     pub(super) fn assign(&mut self, name: &str) -> Option<String> {
         if let Some((target, _)) = self.plan.get(name)
             && self.servers.get(target).is_some_and(|s| s.alive)
@@ -368,6 +399,22 @@ mod tests {
         // ... and its two clients go one to each live server.
         assert_ne!(registry.plan["x"].0, registry.plan["y"].0);
         assert_eq!(registry.assign("x"), Some(registry.plan["x"].0.clone()));
+    }
+
+    #[test]
+    fn a_name_listed_by_another_live_server_is_not_given() {
+        let now = Instant::now();
+        let ttl = Duration::from_millis(100);
+        let mut registry = Registry::default();
+        handle_heartbeat(&mut registry, now, "a:1", 0, names(&["alice"]));
+        handle_heartbeat(&mut registry, now, "b:1", 0, vec![]);
+        let claim = |r: &mut Registry, server| claim_name(r, now, "alice", server, ttl);
+        assert_eq!(claim(&mut registry, "b:1"), Some("a:1".to_string()));
+        // Its own list does not count against the claimant (its owner may have just left).
+        assert_eq!(claim(&mut registry, "a:1"), None);
+        // A dead server's names are free.
+        declare_dead(&mut registry, "a:1");
+        assert_eq!(claim(&mut registry, "b:1"), None);
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub fn check_server_statuses(
 impl Registry {
     /// One watchdog round at `now` ([`check_server_statuses`]): marks the servers to probe
     /// as asked and returns them, and declares dead those that did not answer. Also expires
-    /// plans past [`PLAN_TTL`].
+    /// plans past [`PLAN_TTL`], and name claims older than `timeout` (`claims.rs`).
     ///
     /// *Its own lateness first.* The round should come every `check_interval`. When it
     /// comes much later, this process was not running (stopped, or starved of CPU), and the
@@ -114,6 +114,7 @@ impl Registry {
         self.last_round = Some(now);
         self.plan
             .retain(|_, (_, planned)| now.duration_since(*planned) < PLAN_TTL);
+        self.claims.expire(now, timeout);
         let checks = check_server_statuses(now, &self.servers, timeout);
         for (addr, _) in &checks.probe {
             if let Some(server) = self.servers.get_mut(addr) {

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::hub::{self, Hub, Origin, WriterJob};
-use super::{READY_WAIT, Shared, WRITE_BUFFER};
+use super::{READY_WAIT, Shared, WRITE_BUFFER, claim};
 use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message, read_message, write_message};
@@ -115,7 +115,11 @@ pub(super) fn serve_client(stream: TcpStream, shared: &Shared, deadline: Instant
         Err(e) if e.is_timeout() => "silent for longer than the idle timeout (--idle-timeout)",
         Err(_) => "the connection failed (the reason is logged as it closes)",
     };
-    result.map(|_| ())
+    match result {
+        // Said in the line above: no misbehaviour to log again as a closed connection.
+        Err(e) if e.is_closed_by_peer() => Ok(()),
+        other => other.map(|_| ()),
+    }
     // Dropping `registered` deregisters the client, whatever ended the connection.
 }
 
@@ -171,6 +175,16 @@ pub(super) fn register_client<'a>(
     if let Err(why) = valid_name(&name, shared.max_name_len) {
         log::warn!("registration refused name={name:?} reason=\"{why}\"");
         write_message(&mut writer, &Message::RegisterRefused { reason: why })?;
+        return Ok(None);
+    }
+    // A fresh name must be free across the cluster, not only here (`claim.rs`); a resume
+    // proves with its token that it is the name's owner.
+    if resume.is_none()
+        && let Some(holder) = claim::claim_name(shared, &name)
+    {
+        let reason = format!("name {name:?} is already taken (on {holder})");
+        log::warn!("registration refused name={name} reason=\"{reason}\"");
+        write_message(&mut writer, &Message::RegisterRefused { reason })?;
         return Ok(None);
     }
     if !shared.hub.wait_ready(READY_WAIT) {

@@ -41,13 +41,15 @@
 //!
 //! **When a peer fails.** A broken client connection removes that client; a broken peer link
 //! is retried from its thread; a protocol error costs only its connection, with the reason
-//! logged. A dead coordinator only stops heartbeats: clients and peers carry on.
+//! logged. A dead coordinator only stops heartbeats and the cluster-wide check of new
+//! names ([`claim`]): clients and peers carry on, and new clients still join.
 //!
 //! **Stopping.** [`ServerHandle::stop`] stops the heartbeat and peer threads (their stop
 //! channel disconnects), stops the accept loop ([`net::AcceptLoop::stop`]: flag,
 //! self-connection, join), shuts down every client socket through the hub, and joins the
 //! heartbeat thread.
 
+mod claim;
 mod client;
 mod heartbeat;
 pub mod hub;
