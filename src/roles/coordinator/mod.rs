@@ -41,6 +41,7 @@
 //! join), and joins the watchdog.
 
 mod claims;
+mod probe;
 mod registry;
 mod watchdog;
 
@@ -70,12 +71,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Stack size of connection threads: they hold no large buffers on the stack, and a
 /// burst of thousands of clients asking where to go should not reserve 2 MiB each.
 const THREAD_STACK: usize = 256 * 1024;
-
-/// How long the coordinator waits when it checks a server that a client reported as lost.
-///
-/// A dead process on a reachable host refuses at once; a hung one is accepted by its
-/// kernel. Either answer comes in well under this on any network dsys is meant for.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// How the coordinator is set up.
 #[derive(Debug, Clone)]
@@ -174,7 +169,7 @@ impl Coordinator {
             .stack_size(THREAD_STACK)
             .spawn(move || {
                 let deadline = watchdog::probe_deadline(coordinator.heartbeat_timeout);
-                let answered = probe(&addr, deadline, coordinator.secret.as_ref());
+                let answered = probe::probe(&addr, deadline, coordinator.secret.as_ref());
                 coordinator
                     .lock()
                     .probe_answered(&addr, epoch, answered, Instant::now());
@@ -199,7 +194,7 @@ impl Coordinator {
         let suspect_alive =
             !suspect.is_empty() && self.lock().server(suspect).is_some_and(|entry| entry.alive);
         if suspect_alive {
-            if answers_connect(suspect) {
+            if probe::answers_connect(suspect) {
                 return self.settle_suspect(name, suspect);
             }
             let mut registry = self.lock();
@@ -268,27 +263,6 @@ impl Coordinator {
     pub fn status(&self) -> Vec<ServerInfo> {
         self.lock().all_servers()
     }
-}
-
-/// Asks the server at `addr` whether it still answers: opens a connection with role
-/// `Probe`, to which the server replies with one `Keepalive` from a fresh connection thread.
-/// Any reply within `deadline` counts, even a refusal (say, too many connections): the
-/// process runs. Silence, a refused connection or a reset do not. Blocks for at most about
-/// twice `deadline` (the connect, then the reply).
-fn probe(addr: &str, deadline: Duration, secret: Option<&Secret>) -> bool {
-    match net::connect_as(addr, Role::Probe, deadline, secret) {
-        Ok(mut stream) => matches!(read_message(&mut stream), Ok(Some(_))),
-        Err(Error::Refused(_)) => true,
-        Err(_) => false,
-    }
-}
-
-/// True when something accepts a TCP connection at `addr` within [`PROBE_TIMEOUT`].
-fn answers_connect(addr: &str) -> bool {
-    net::resolve(addr)
-        .ok()
-        .and_then(|sock| TcpStream::connect_timeout(&sock, PROBE_TIMEOUT).ok())
-        .is_some()
 }
 
 /// A running coordinator, for tests and the demo: its address and a way to stop it.

@@ -51,16 +51,16 @@ const KEEPALIVE_INTERVALS: u32 = 1;
 const KEEPALIVES_PER_SECOND: u32 = 1_500;
 
 /// How long a client may hear nothing before it sends a keepalive, which the server answers
-/// (and after twice that, it takes its server for dead or hung).
+/// (and after three times that, it takes its server for dead or hung).
 ///
-/// The shortest interval is four heartbeat intervals (2 s by default). A server with many
+/// The shortest interval is one heartbeat interval (500 ms by default), so that with few
+/// clients a hung server is noticed within three heartbeat intervals. A server with many
 /// clients makes it longer, in whole multiples of the shortest, so that all its clients'
 /// keepalives together stay within [`KEEPALIVES_PER_SECOND`]: ten thousand idle clients
-/// then cost the same as two thousand. It never exceeds a quarter of `--idle-timeout`, so a
-/// live client is never taken for a silent one. The price is paid in failure detection: a
-/// client of a hung server notices within three of its keepalive intervals
-/// (`docs/heartbeats-and-failover.md`). Each client is told its interval in `Registered`,
-/// and again with `KeepaliveEvery` when the interval has changed since.
+/// then cost the same as seven hundred and fifty. It never exceeds a quarter of
+/// `--idle-timeout`, so a live client is never taken for a silent one. The price is paid in
+/// failure detection on a crowded server (`docs/heartbeats-and-failover.md`). Each client is
+/// told its interval in `Registered`, and again with `KeepaliveEvery` when it has changed.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct KeepalivePolicy {
     shortest: Duration,
