@@ -231,27 +231,6 @@ impl Coordinator {
         registry.assign(name).ok_or_else(no_live_server)
     }
 
-    /// Claims `name` for a client registering on `server` (see [`claim_name`]): the server
-    /// that has the name already, or `None` when it is `server`'s to give.
-    ///
-    /// For one heartbeat timeout after this coordinator started, a name may belong to a
-    /// server that has not heartbeated yet, so the answer waits out that time (at most one
-    /// heartbeat timeout) rather than give a name twice.
-    pub fn claim(&self, name: &str, server: &str) -> Option<String> {
-        let warming =
-            (self.started + self.heartbeat_timeout).saturating_duration_since(Instant::now());
-        if !warming.is_zero() {
-            thread::sleep(warming); // only time can end it: no event to wait for
-        }
-        claim_name(
-            &mut self.lock(),
-            Instant::now(),
-            name,
-            server,
-            self.heartbeat_timeout,
-        )
-    }
-
     /// True once every live server has had time to heartbeat since this coordinator
     /// started, so the live list is the whole cluster. Until then a server must not drop a
     /// peer just because the list lacks it: that peer may simply not have heartbeated yet.
@@ -393,7 +372,7 @@ fn serve_connection(
         }
         Some(Role::Claim) => {
             let first = first_request(&stream)?;
-            serve_claim(stream, first, coordinator)
+            claims::serve_claim(stream, first, coordinator)
         }
         Some(other) => net::refuse(
             &stream,
@@ -461,23 +440,6 @@ fn serve_locate(
         },
     };
     write_message(&mut stream, &reply)
-}
-
-/// A server's claim on a name for a client it is about to register: one request, one reply
-/// ([`Coordinator::claim`]).
-fn serve_claim(
-    mut stream: TcpStream,
-    first: Option<Message>,
-    coordinator: &Coordinator,
-) -> Result<()> {
-    let Some(Message::Claim { name, server }) = first else {
-        return net::refuse(&stream, "expected Claim");
-    };
-    let holder = coordinator.claim(&name, &server).unwrap_or_default();
-    if !holder.is_empty() {
-        log::info!("name claim refused name={name} server={server} holder={holder}");
-    }
-    write_message(&mut stream, &Message::ClaimReply { holder })
 }
 
 fn serve_status(
