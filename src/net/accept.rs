@@ -7,12 +7,21 @@
 //! starts a named `conn-<peer>` thread for every connection it takes.
 //!
 //! **Whom it talks to.** Nobody, apart from the one `Error` frame that tells a connection
-//! over the limit why it is closed ([`refuse_busy`]): the connection threads own their
-//! streams.
+//! it turns away why ([`refuse_busy`], [`accept_at_the_limit`]): the connection threads
+//! own their streams.
 //!
 //! **When a peer fails.** Its serve function returns an error, which the connection thread
-//! logs; that costs only the connection. A failed `accept()` (mostly "too many open files")
-//! is logged and retried after a pause.
+//! logs; that costs only the connection.
+//!
+//! **When the process runs out of descriptors.** Then `accept()` fails ("too many open
+//! files"), and a newcomer would wait in the listen queue, unanswered, until its own
+//! timeout. Instead the loop closes a descriptor it keeps in reserve ([`SpareDescriptor`])
+//! and accepts with it ([`accept_at_the_limit`]). If the spare can then be taken back,
+//! descriptors came back meanwhile and the newcomer is served like any other; if not, it
+//! is told why in an `Error` frame and closed, the spare is taken back, and the loop pauses
+//! briefly ([`OUT_OF_FILES_PAUSE`]) and logs at most one line a second ([`OutOfFiles`]).
+//! A client so refused says why and exits, or, failing over, tries again. Any other
+//! failed `accept()` is logged and retried after a pause.
 //!
 //! **Stopping.** [`AcceptLoop::stop`] sets a flag, wakes `accept()` with a connection to
 //! itself and joins the thread; connection threads are not joined and end on their own.
@@ -24,15 +33,33 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::protocol::Message;
+use crate::support::limits::{self, SpareDescriptor};
 
 /// How long the wake-up connection of [`AcceptLoop::stop`] may take. It goes to this
 /// process's own listening socket, whose kernel completes it at once; the timeout only
 /// bounds the case where something is badly wrong with the machine.
 const WAKE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// How long the accept loop rests after turning a connection away for want of descriptors.
+/// Descriptors come back only when connections end, which takes the other threads' time,
+/// not the accept thread's; without the pause a flood of newcomers to a full process would
+/// keep this thread busy refusing. 10 ms caps refusals at about a hundred a second: each
+/// newcomer still waits only that long for its answer, and once the spare itself is gone
+/// (another thread took the descriptor it freed) the loop retries this often instead of
+/// spinning.
+const OUT_OF_FILES_PAUSE: Duration = Duration::from_millis(10);
+
+/// The least time between two warnings about refusals for want of descriptors; each
+/// warning counts the refusals since the one before. A process at its limit refuses on
+/// every attempt, and one line per refusal would drown the log.
+const OUT_OF_FILES_WARNING_EVERY: Duration = Duration::from_secs(1);
+
+/// Pause after any other failed `accept()`, so that an error that repeats does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// The `accept` thread of a thread-per-connection server ([`accept_loop`]), with what it
 /// takes to stop it. The server's and the coordinator's handles each hold one.
@@ -138,18 +165,28 @@ fn accept_loop<F>(
 {
     let open = Arc::new(AtomicUsize::new(0));
     let mut refused: u64 = 0;
-    for stream in listener.incoming() {
+    // Opened first, so that the process meets its limit with the spare already held.
+    let mut spare = SpareDescriptor::new();
+    let mut out_of_files = OutOfFiles::default();
+    for accepted in listener.incoming() {
+        let stream = match accepted {
+            Ok(stream) => Some(stream),
+            Err(e) if limits::is_out_of_descriptors(&e) => {
+                accept_at_the_limit(&listener, &mut spare, &open, &mut out_of_files)
+            }
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                thread::sleep(ACCEPT_ERROR_PAUSE);
+                None
+            }
+        };
+        // Looked at after every accept, whichever path took it: the connection may be the
+        // wake-up of `stop`.
         if stopping.load(Ordering::SeqCst) {
             break;
         }
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(e) => {
-                // Mostly "too many open files": pause instead of spinning on the error.
-                log::warn!("accept failed: {e}");
-                thread::sleep(Duration::from_millis(50));
-                continue;
-            }
+        let Some(stream) = stream else {
+            continue;
         };
         let peer = stream
             .peer_addr()
@@ -201,18 +238,114 @@ impl Drop for OpenSlot {
     }
 }
 
-/// Tells a connection over the limit why it is closed. The write is non-blocking, so the
-/// accept thread never waits on a stranger: a fresh socket's send buffer takes the few
-/// bytes, and if it does not, the peer gets a bare close.
+/// Tells a connection over the limit why it is closed ([`refuse_at_once`]).
 fn refuse_busy(stream: TcpStream, max_connections: usize) {
     let reason = format!("too many connections ({max_connections} open); try again later");
+    refuse_at_once(stream, reason);
+}
+
+/// What the accept loop does when `accept()` failed for want of a descriptor. The kernel
+/// takes the descriptor before it looks for a connection, so this also happens with nobody
+/// waiting. Frees the spare and accepts with it, waiting for a newcomer if none is queued
+/// yet. If the spare can be taken back then, descriptors came back meanwhile (clients left
+/// while this thread waited): the newcomer is returned, to be served. If not, the process
+/// is still at its limit: the newcomer is told so ([`refuse_at_once`]) and closed, the
+/// spare is taken back with its descriptor, the refusal is counted for the log, and the
+/// thread pauses for [`OUT_OF_FILES_PAUSE`]. Returns `None` then, and when the accept
+/// failed (another thread took the freed descriptor first: the newcomer waits for the next
+/// try).
+fn accept_at_the_limit(
+    listener: &TcpListener,
+    spare: &mut SpareDescriptor,
+    open: &AtomicUsize,
+    out_of_files: &mut OutOfFiles,
+) -> Option<TcpStream> {
+    spare.release();
+    let accepted = listener.accept();
+    let spared = spare.take_back();
+    let stream = match accepted {
+        Ok((stream, _)) if spared => return Some(stream),
+        Ok((stream, peer)) => {
+            let connections = open.load(Ordering::Acquire);
+            let reason = format!(
+                "server out of file descriptors ({connections} connections open); try \
+                 another server"
+            );
+            refuse_at_once(stream, reason);
+            spare.take_back();
+            out_of_files.refused(&peer.to_string(), connections);
+            None
+        }
+        Err(_) => None,
+    };
+    thread::sleep(OUT_OF_FILES_PAUSE);
+    stream
+}
+
+/// Writes `reason` in an `Error` frame and closes the connection. The write is
+/// non-blocking, so the accept thread never waits on a stranger: a fresh socket's send
+/// buffer takes the few bytes, and if it does not, the peer gets a bare close. The peer
+/// has sent nothing yet (it waits for the challenge), so the close is an orderly one and
+/// the frame is read before the end of the stream.
+fn refuse_at_once(stream: TcpStream, reason: String) {
     let _ = stream.set_nonblocking(true);
     let _ = (&stream).write_all(&Message::Error { reason }.encode());
+}
+
+/// The refusals for want of descriptors not logged yet, and when the last warning was:
+/// the accept thread warns at most once per [`OUT_OF_FILES_WARNING_EVERY`].
+#[derive(Default)]
+struct OutOfFiles {
+    last_warning: Option<Instant>,
+    /// Refusals since `last_warning` (the one that triggers a warning included).
+    unlogged: u64,
+}
+
+impl OutOfFiles {
+    /// Counts one refusal and warns when the last warning is old enough: the first
+    /// refusal is logged at once, later ones at most once a second, with their count.
+    fn refused(&mut self, peer: &str, connections: usize) {
+        self.unlogged += 1;
+        if self
+            .last_warning
+            .is_some_and(|at| at.elapsed() < OUT_OF_FILES_WARNING_EVERY)
+        {
+            return;
+        }
+        log::warn!(
+            "connection refused peer={peer} reason=\"out of file descriptors\" \
+             open={connections} refused_since_last_warning={}; raise the open-file limit \
+             (ulimit -Hn) or lower --max-connections below it",
+            self.unlogged
+        );
+        self.unlogged = 0;
+        self.last_warning = Some(Instant::now());
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_within_a_second_of_a_warning_are_counted_for_the_next_one() {
+        let mut out_of_files = OutOfFiles::default();
+        out_of_files.refused("peer", 3);
+        assert_eq!(
+            out_of_files.unlogged, 0,
+            "the first refusal is logged at once"
+        );
+        out_of_files.refused("peer", 3);
+        out_of_files.refused("peer", 3);
+        assert_eq!(
+            out_of_files.unlogged, 2,
+            "the next ones wait for the next warning"
+        );
+        // A second later, the next refusal is logged with those before it.
+        out_of_files.last_warning = Some(Instant::now() - OUT_OF_FILES_WARNING_EVERY);
+        out_of_files.refused("peer", 3);
+        assert_eq!(out_of_files.unlogged, 0);
+    }
 
     #[test]
     fn stop_closes_the_port_and_a_second_stop_does_nothing() {

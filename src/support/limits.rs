@@ -82,6 +82,19 @@ pub fn raise_open_files_limit() -> io::Result<OpenFiles> {
     ))
 }
 
+/// `EMFILE`: this process holds as many descriptors as its limit allows.
+const EMFILE: i32 = 24;
+/// `ENFILE`: the whole system is out of descriptors. Both numbers are the same on every
+/// Linux architecture and on the BSDs.
+const ENFILE: i32 = 23;
+
+/// True when `error` says that no descriptor is left to open (`EMFILE` for this process,
+/// `ENFILE` for the system): what `accept` reports when a server holds as many
+/// connections as its open-file limit allows. std has no `ErrorKind` for it.
+pub fn is_out_of_descriptors(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(EMFILE | ENFILE))
+}
+
 /// The system's limit on processes and threads together (`kernel.pid_max`), where it can
 /// be read: every thread takes an id from this one pool.
 pub fn pid_max() -> Option<u64> {
@@ -104,25 +117,38 @@ pub fn max_map_count() -> Option<u64> {
 
 /// One descriptor held in reserve, so that a server that ran out of descriptors can still
 /// accept one connection to tell it why it is refused, instead of leaving it hanging in the
-/// listen queue (the trick libev and nginx use).
+/// listen queue (the trick the libev documentation recommends; nginx instead stops
+/// accepting for a moment, which the accept loop also does after each such refusal).
 ///
-/// [`SpareDescriptor::release_for`] closes the spare, runs the refusal (which may use the
-/// freed descriptor), and takes the spare again.
+/// [`SpareDescriptor::release`] closes the spare, so that the next descriptor the process
+/// opens (the accepted connection) may take its place; [`SpareDescriptor::take_back`]
+/// opens it again, which fails for as long as the process is still at its limit. So
+/// whether the spare comes back also tells whether the newcomer can be served after all.
 ///
-/// Owned by the accept thread, the only one that uses it.
+/// Owned by the accept thread, the only one that uses it (`net/accept.rs`). Another
+/// thread may take the freed descriptor first; the accept then fails like the one before
+/// it, and the spare is taken back as soon as a descriptor is free again.
 pub struct SpareDescriptor(Option<File>);
 
 impl SpareDescriptor {
-    /// Opens the spare (`/dev/null`). Without one, refusals at the limit are bare closes.
+    /// Opens the spare (`/dev/null`). Without one, a newcomer at the limit waits in the
+    /// listen queue until a descriptor is free, or until it gives up.
     pub fn new() -> SpareDescriptor {
         SpareDescriptor(File::open("/dev/null").ok())
     }
 
-    /// Frees the spare descriptor for the duration of `refuse`, then takes it back.
-    pub fn release_for(&mut self, refuse: impl FnOnce()) {
+    /// Closes the spare, freeing its descriptor for the next one the process opens.
+    pub fn release(&mut self) {
         drop(self.0.take());
-        refuse();
-        self.0 = File::open("/dev/null").ok();
+    }
+
+    /// Opens the spare again when it is not held, and returns whether it is held now:
+    /// false while the process has no descriptor to spare.
+    pub fn take_back(&mut self) -> bool {
+        if self.0.is_none() {
+            self.0 = File::open("/dev/null").ok();
+        }
+        self.0.is_some()
     }
 }
 
@@ -135,6 +161,14 @@ impl Default for SpareDescriptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_emfile_and_enfile_mean_out_of_descriptors() {
+        assert!(is_out_of_descriptors(&io::Error::from_raw_os_error(EMFILE)));
+        assert!(is_out_of_descriptors(&io::Error::from_raw_os_error(ENFILE)));
+        assert!(!is_out_of_descriptors(&io::Error::from_raw_os_error(11)));
+        assert!(!is_out_of_descriptors(&io::Error::other("no os error")));
+    }
 
     #[test]
     #[cfg(target_os = "linux")]

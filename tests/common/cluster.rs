@@ -15,7 +15,8 @@ use super::{HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, TIMEOUT};
 
 /// A coordinator and `n` servers, all children of the test, with the named verbs through
 /// which tests inject failures (STYLE S5): [`Cluster::kill_server`], [`Cluster::hang_server`],
-/// [`Cluster::wake_server`], [`Cluster::kill_coordinator`], [`Cluster::restart_coordinator`].
+/// [`Cluster::wake_server`], [`Cluster::hang_coordinator`], [`Cluster::wake_coordinator`],
+/// [`Cluster::kill_coordinator`], [`Cluster::restart_coordinator`].
 ///
 /// Servers run with [`HEARTBEAT_INTERVAL_MS`], the coordinator with [`HEARTBEAT_TIMEOUT_MS`].
 /// Dropping the cluster kills everything in it (each member is a [`Proc`]).
@@ -134,6 +135,17 @@ impl Cluster {
     /// Wakes a hung server `i` with SIGCONT: it carries on where it stopped.
     pub fn wake_server(&self, i: usize) {
         self.servers[i].cont();
+    }
+
+    /// Hangs the coordinator with SIGSTOP: every one of its threads stops, the watchdog
+    /// included, and what servers send it waits in its sockets.
+    pub fn hang_coordinator(&self) {
+        self.coordinator.stop();
+    }
+
+    /// Wakes a hung coordinator with SIGCONT.
+    pub fn wake_coordinator(&self) {
+        self.coordinator.cont();
     }
 
     /// Crashes the coordinator with SIGKILL.

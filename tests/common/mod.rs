@@ -41,6 +41,10 @@
 //! - `client.rs`: [`Client`], a client child and the JSON events it prints.
 //! - `checks.rs`: what clients received ([`finish_all`], [`assert_seqs_exactly`]).
 //! - `helpers.rs`: [`TempDir`], [`median`], [`pseudo_random_bytes`].
+//! - `full.rs`: [`FullServer`], a server filled to its open-file limit.
+//! - `load.rs`: overload on purpose: [`busy_process`] pinned to a CPU, [`pin_process`].
+//! - `raw.rs`: [`RawClient`], a client without a process, for tests that need many.
+//! - `relay.rs`: [`Relay`], a TCP relay a test can hold, to make heartbeats late.
 //!
 //! The timeouts every file shares and [`dsys()`], the command they all start, are below.
 
@@ -53,8 +57,12 @@ use std::time::Duration;
 mod checks;
 mod client;
 mod cluster;
+mod full;
 mod helpers;
+mod load;
 mod proc;
+mod raw;
+mod relay;
 mod run;
 mod status;
 mod wait;
@@ -66,14 +74,18 @@ pub use self::{
     checks::{assert_seqs_exactly, describe_seqs, events_of, finish_all, message_seqs},
     client::Client,
     cluster::Cluster,
+    full::FullServer,
     helpers::{TempDir, median, pseudo_random_bytes},
+    load::{allowed_cpus, busy_process, missing_tools, pin_process},
     proc::Proc,
+    raw::RawClient,
+    relay::Relay,
     run::{Finished, run_dsys, unused_addr},
     status::{
         alive_servers, entry_clients, start_coordinator, start_coordinator_at,
-        start_coordinator_with, start_server, start_server_with, status_entry, status_json,
-        status_servers, try_status_json, try_status_json_as, wait_until_servers_alive,
-        wait_until_servers_alive_as,
+        start_coordinator_with, start_server, start_server_with, start_server_with_open_files,
+        status_entry, status_json, status_servers, try_status_json, try_status_json_as,
+        wait_until_servers_alive, wait_until_servers_alive_as,
     },
     wait::{poll_until, wait_until},
 };
@@ -101,7 +113,22 @@ pub const HEARTBEAT_TIMEOUT_MS: u64 = 1000;
 /// A `Command` for the `dsys` binary under test, with an environment that does not depend
 /// on the developer's shell: `DSYS_COORDINATOR` and `DSYS_SECRET` removed, `RUST_LOG=info`.
 pub fn dsys() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dsys"));
+    test_environment(Command::new(env!("CARGO_BIN_EXE_dsys")))
+}
+
+/// [`dsys()`] started by `sh` after `ulimit -n LIMIT`, which sets both the soft and the
+/// hard open-file limit: the process cannot raise it again, so it meets the limit after
+/// `LIMIT` descriptors. Arguments added to the command go to `dsys` (`"$@"`), and `exec`
+/// makes the `dsys` process the child itself (same pid, so signals reach it).
+pub fn dsys_with_open_files(limit: u64) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_dsys"));
+    test_environment(cmd)
+}
+
+fn test_environment(mut cmd: Command) -> Command {
     cmd.env_remove("DSYS_COORDINATOR")
         .env_remove("DSYS_SECRET")
         .env("RUST_LOG", "info");

@@ -96,6 +96,17 @@ impl Proc {
         self.status_kib("VmRSS:") * 1024
     }
 
+    /// How many descriptors the child holds open now (entries of `/proc/PID/fd`).
+    ///
+    /// # Panics
+    /// When the process has exited or the directory cannot be read.
+    pub fn open_fds(&self) -> usize {
+        let path = format!("/proc/{}/fd", self.pid());
+        std::fs::read_dir(&path)
+            .unwrap_or_else(|e| panic!("read {path}: {e}"))
+            .count()
+    }
+
     fn status_kib(&self, field: &str) -> u64 {
         let path = format!("/proc/{}/status", self.pid());
         let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));

@@ -1,7 +1,7 @@
 //! Starting a coordinator or a server as a child, ready once it logs the address it bound,
 //! and reading the coordinator's view of its servers through `dsys status --output json`.
 
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -10,7 +10,7 @@ use super::helpers::indent;
 use super::proc::Proc;
 use super::run::run_dsys;
 use super::wait::poll_until;
-use super::{TIMEOUT, dsys};
+use super::{TIMEOUT, dsys, dsys_with_open_files};
 
 /// The address in a log line `... listening on ADDR ...`: the text after "listening on " up
 /// to whitespace or the end of the line.
@@ -74,7 +74,27 @@ pub fn start_server_with(
     heartbeat_interval_ms: u64,
     extra: &[&str],
 ) -> (Proc, String) {
-    let mut cmd = dsys();
+    start_server_from(dsys(), coordinator, heartbeat_interval_ms, extra)
+}
+
+/// [`start_server_with`] under an open-file limit of `open_files` that the server cannot
+/// raise ([`dsys_with_open_files`]).
+pub fn start_server_with_open_files(
+    coordinator: &str,
+    heartbeat_interval_ms: u64,
+    open_files: u64,
+    extra: &[&str],
+) -> (Proc, String) {
+    let cmd = dsys_with_open_files(open_files);
+    start_server_from(cmd, coordinator, heartbeat_interval_ms, extra)
+}
+
+fn start_server_from(
+    mut cmd: Command,
+    coordinator: &str,
+    heartbeat_interval_ms: u64,
+    extra: &[&str],
+) -> (Proc, String) {
     cmd.args(["server", "--host", "127.0.0.1", "--port", "0"])
         .args(["--coordinator", coordinator])
         .arg("--heartbeat-interval")
