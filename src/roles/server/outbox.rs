@@ -68,6 +68,13 @@ struct Shared {
     pen: AtomicBool,
 }
 
+impl Shared {
+    /// Takes the pen up if it is down; returns whether this call did (both ends use it).
+    fn take_pen(&self) -> bool {
+        !self.pen.swap(true, Ordering::SeqCst)
+    }
+}
+
 /// The hub's end of an outbox.
 pub struct OutboxSender {
     frames_tx: Sender<Frame>,
@@ -149,7 +156,7 @@ impl OutboxSender {
     /// that a writer is started. Called by the hub after it queued something, or marked the
     /// client behind, for a client that may have no writer.
     pub fn take_pen(&self) -> bool {
-        !self.shared.pen.swap(true, Ordering::SeqCst)
+        self.shared.take_pen()
     }
 
     /// Bytes queued and not yet taken by the writer.
@@ -204,7 +211,7 @@ impl OutboxReceiver {
     /// Takes the pen up if it is down, and returns whether it did. The connection thread
     /// takes it to answer a keepalive; if a writer holds it, frames are flowing anyway.
     pub fn take_pen(&self) -> bool {
-        !self.shared.pen.swap(true, Ordering::SeqCst)
+        self.shared.take_pen()
     }
 
     /// Puts the pen down. Returns `true` when the caller must go on writing after all:
@@ -221,7 +228,7 @@ impl OutboxReceiver {
         shared.pen.store(false, Ordering::SeqCst);
         let work_left =
             shared.queued_frames.load(Ordering::SeqCst) > 0 || shared.behind.load(Ordering::SeqCst);
-        work_left && !shared.pen.swap(true, Ordering::SeqCst)
+        work_left && shared.take_pen()
     }
 
     fn taken(&self, frame: &Frame) {
