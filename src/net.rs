@@ -218,11 +218,30 @@ pub fn request(stream: &mut TcpStream, request: &Message) -> Result<Message> {
     }
 }
 
-/// Opens an accepted connection: sends a [`Message::Challenge`], then reads the
-/// [`Message::Hello`] by `deadline` and checks its version and its proof of `secret`.
-/// Returns the role the peer announced, or `None` when the peer closed without a byte:
-/// what the coordinator's reachability check does, so it is an expected event, not a
-/// misbehaviour.
+/// The nonce an accepted connection was challenged with ([`send_challenge`]), against which
+/// its `Hello` proves the cluster secret ([`expect_hello`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Challenge([u8; 16]);
+
+/// Opens an accepted connection: sends a [`Message::Challenge`] with a fresh nonce and
+/// returns it. The accept thread calls this before it starts the connection's thread, so a
+/// peer hears from this process as soon as it is accepted, whatever the rest of the process
+/// is doing: the coordinator's probe of a late server counts that first frame as the
+/// answer (`docs/protocol.md`, 6.6). The write cannot block: 25 bytes into a new
+/// connection's empty send buffer.
+pub fn send_challenge(stream: &TcpStream) -> Challenge {
+    let nonce = auth::new_nonce();
+    let mut writer = stream;
+    // A peer that has closed already (a reachability check) may make this fail; the read
+    // in `expect_hello` then sees the end of the stream.
+    let _ = write_message(&mut writer, &Message::Challenge { nonce });
+    Challenge(nonce)
+}
+
+/// Reads the [`Message::Hello`] that answers `challenge` by `deadline` and checks its
+/// version and its proof of `secret`. Returns the role the peer announced, or `None` when
+/// the peer closed without a byte: what the coordinator's reachability check and its probe
+/// do, so it is an expected event, not a misbehaviour.
 ///
 /// # Errors
 /// [`Error::Protocol`] for anything else (another version or a wrong or missing secret
@@ -230,14 +249,11 @@ pub fn request(stream: &mut TcpStream, request: &Message) -> Result<Message> {
 /// connection that says nothing, or too slowly, is closed).
 pub fn expect_hello(
     stream: &TcpStream,
+    challenge: Challenge,
     deadline: Instant,
     secret: Option<&Secret>,
 ) -> Result<Option<Role>> {
-    let nonce = auth::new_nonce();
-    let mut writer = stream;
-    // A peer that has closed already (a reachability check) may make this fail; the read
-    // below then sees the end of the stream.
-    let _ = write_message(&mut writer, &Message::Challenge { nonce });
+    let Challenge(nonce) = challenge;
     match read_opening(stream, deadline)? {
         Some(Message::Hello {
             version,

@@ -167,7 +167,7 @@ fn frames_in_the_wrong_state_are_refused_with_a_reason() {
     let heartbeat = Message::Heartbeat {
         addr: "127.0.0.1:1".into(),
         epoch: 0,
-        clients: vec![],
+        clients: Some(vec![]),
     };
     let publish = Message::Publish {
         seq: 1,

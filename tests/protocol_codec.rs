@@ -280,7 +280,7 @@ fn sample_messages() -> Vec<Message> {
         },
         Message::Hello {
             version: PROTOCOL_VERSION,
-            role: Role::Probe,
+            role: Role::Claim,
             proof: [0; 32],
         },
         Message::Error {
@@ -343,12 +343,12 @@ fn sample_messages() -> Vec<Message> {
         Message::Heartbeat {
             addr: "127.0.0.1:8080".into(),
             epoch: 0,
-            clients: vec![],
+            clients: None,
         },
         Message::Heartbeat {
             addr: "127.0.0.1:8080".into(),
             epoch: 3,
-            clients: vec!["alice".into(), String::new(), "bob".into()],
+            clients: Some(vec!["alice".into(), String::new(), "bob".into()]),
         },
         Message::HeartbeatReply {
             epoch: 3,
@@ -937,7 +937,8 @@ fn hello_with_bad_magic_is_refused() {
 
 #[test]
 fn hello_with_unknown_role_is_refused() {
-    for role in [0, 8, 0x80, 0xff] {
+    // 6 was the probe's role up to version 3.
+    for role in [0, 6, 8, 0x80, 0xff] {
         let body = [&[T_HELLO][..], &MAGIC, &u16be(PROTOCOL_VERSION), &[role]].concat();
         let reason = assert_protocol_error(Message::decode(&body), "unknown role");
         assert!(reason.contains("role"), "{reason}");
@@ -1113,7 +1114,7 @@ fn bodies_with_forged_count(count: u32) -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "Heartbeat.clients",
-            [&[T_HEARTBEAT][..], &u16be(0), &u64be(0), &count].concat(),
+            [&[T_HEARTBEAT][..], &u16be(0), &u64be(0), &[1], &count].concat(),
         ),
         (
             "HeartbeatReply.servers",

@@ -180,9 +180,7 @@ fn one_run(n: usize) -> Result<Run, String> {
     {
         thread::sleep(Duration::from_millis(100));
     }
-    // The server gives freed memory back at its next heartbeat (every 500 ms by default).
-    thread::sleep(Duration::from_secs(2));
-    let after = server.rss_bytes();
+    let after = settled_rss(&server);
 
     let deaths: Vec<String> = coordinator
         .stderr_so_far()
@@ -191,6 +189,25 @@ fn one_run(n: usize) -> Result<Run, String> {
         .collect();
     for line in &deaths {
         println!("  coordinator: {line}");
+    }
+    if !deaths.is_empty() {
+        // What both sides logged, to tell why.
+        for line in coordinator
+            .stderr_so_far()
+            .iter()
+            .filter(|l| !l.contains("DEBUG"))
+            .take(40)
+        {
+            println!("  coordinator log: {line}");
+        }
+        for line in server
+            .stderr_so_far()
+            .iter()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(40)
+        {
+            println!("  server: {line}");
+        }
     }
     let declared_dead = !deaths.is_empty();
     Ok(Run {
@@ -278,6 +295,25 @@ fn burst(server: &str, n: usize, received: &AtomicUsize) -> Result<f64, String> 
         thread::sleep(Duration::from_millis(5));
     }
     Ok(start.elapsed().as_secs_f64())
+}
+
+/// The server's RSS once it has stopped falling: its `trim` thread gives freed memory back
+/// once the departures pause, and once more `memory::SETTLE` later, when the departed
+/// clients' threads have ended.
+fn settled_rss(server: &Proc) -> u64 {
+    let quiet = dsys::support::memory::SETTLE + Duration::from_secs(2);
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let mut lowest = server.rss_bytes();
+    let mut last_fall = Instant::now();
+    while last_fall.elapsed() < quiet && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(250));
+        let rss = server.rss_bytes();
+        if rss < lowest {
+            lowest = rss;
+            last_fall = Instant::now();
+        }
+    }
+    lowest
 }
 
 /// The median of each figure over `runs`.

@@ -6,9 +6,13 @@
 //! **Threads.** [`AcceptLoop::start`] starts `accept`, which blocks in `accept()` and
 //! starts a named `conn-<peer>` thread for every connection it takes.
 //!
-//! **Whom it talks to.** Nobody, apart from the one `Error` frame that tells a connection
-//! it turns away why ([`refuse_busy`], [`accept_at_the_limit`]): the connection threads
-//! own their streams.
+//! **Whom it talks to.** Every connection it takes hears its first frame from this thread:
+//! the `Challenge` that opens the handshake (`net::send_challenge`), or the `Error` frame
+//! that tells a connection it turns away why ([`refuse_busy`], [`accept_at_the_limit`]).
+//! After that the connection threads own their streams. The `Challenge` is sent here, not
+//! on the new thread, so that a process answers a newcomer even when starting threads is
+//! slow (thousands of them ending at once, all waiting on the kernel's lock of the memory
+//! map): the coordinator's probe of a late server waits for no more.
 //!
 //! **When a peer fails.** Its serve function returns an error, which the connection thread
 //! logs; that costs only the connection.
@@ -35,6 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::{Challenge, send_challenge};
 use crate::error::Result;
 use crate::protocol::Message;
 use crate::support::limits::{self, SpareDescriptor};
@@ -84,9 +89,10 @@ pub struct AcceptLoop {
 }
 
 impl AcceptLoop {
-    /// Starts the `accept` thread on `listener`: every connection gets its own thread, with
-    /// `stack_size` bytes of stack, that runs `serve`; beyond `max_connections` open at
-    /// once, a new connection is refused (see [`accept_loop`]). The listener moves into the
+    /// Starts the `accept` thread on `listener`: every connection is challenged
+    /// (`net::send_challenge`) and gets its own thread, with `stack_size` bytes of stack,
+    /// that runs `serve` with the stream and its challenge; beyond `max_connections` open
+    /// at once, a new connection is refused (see [`accept_loop`]). The listener moves into the
     /// thread and is closed when the thread ends.
     ///
     /// # Errors
@@ -98,7 +104,7 @@ impl AcceptLoop {
         serve: F,
     ) -> io::Result<AcceptLoop>
     where
-        F: Fn(TcpStream) -> Result<()> + Clone + Send + 'static,
+        F: Fn(TcpStream, Challenge) -> Result<()> + Clone + Send + 'static,
     {
         let wake_addr = listener.local_addr()?;
         let stopping = Arc::new(AtomicBool::new(false));
@@ -149,8 +155,8 @@ impl Drop for AcceptLoop {
 }
 
 /// The heart of a thread-per-connection server: accepts connections until `stopping` is
-/// set, and gives each one its own thread (named `conn-<peer>`, with `stack_size` bytes of
-/// stack) that runs `serve`. A connection's error is logged and costs only that
+/// set, challenges each one and gives it its own thread (named `conn-<peer>`, with
+/// `stack_size` bytes of stack) that runs `serve`. A connection's error is logged and costs only that
 /// connection. Beyond `max_connections` open at once, a new connection gets a refusal
 /// instead of a thread. It runs on the thread of an [`AcceptLoop`], whose
 /// [`stop`](AcceptLoop::stop) sets `stopping` and then connects once to wake it.
@@ -161,7 +167,7 @@ fn accept_loop<F>(
     stack_size: usize,
     serve: F,
 ) where
-    F: Fn(TcpStream) -> Result<()> + Clone + Send + 'static,
+    F: Fn(TcpStream, Challenge) -> Result<()> + Clone + Send + 'static,
 {
     let open = Arc::new(AtomicUsize::new(0));
     let mut refused: u64 = 0;
@@ -204,6 +210,7 @@ fn accept_loop<F>(
             refuse_busy(stream, max_connections);
             continue;
         }
+        let challenge = send_challenge(&stream);
         let slot = OpenSlot::take(&open);
         let serve = serve.clone();
         let spawned = thread::Builder::new()
@@ -211,7 +218,7 @@ fn accept_loop<F>(
             .stack_size(stack_size)
             .spawn(move || {
                 let _slot = slot; // given back when the connection ends, however it ends
-                if let Err(e) = serve(stream) {
+                if let Err(e) = serve(stream, challenge) {
                     log::warn!("connection closed peer={peer} reason=\"{e}\"");
                 }
             });
@@ -351,7 +358,7 @@ mod tests {
     fn stop_closes_the_port_and_a_second_stop_does_nothing() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut accept = AcceptLoop::start(listener, 4, 64 * 1024, |_| Ok(())).unwrap();
+        let mut accept = AcceptLoop::start(listener, 4, 64 * 1024, |_, _| Ok(())).unwrap();
         accept.stop();
         // The listener went with the accept thread, so nobody listens there any more.
         assert!(TcpStream::connect_timeout(&addr, WAKE_TIMEOUT).is_err());

@@ -59,7 +59,6 @@ impl Role {
             3 => Role::Heartbeat,
             4 => Role::Status,
             5 => Role::Locate,
-            6 => Role::Probe,
             7 => Role::Claim,
             other => return Err(Error::Protocol(format!("unknown role {other}"))),
         })
@@ -186,7 +185,13 @@ impl Message {
                 out.u8(T_HEARTBEAT);
                 out.str(addr);
                 out.u64(*epoch);
-                out.strs(clients);
+                match clients {
+                    None => out.u8(0),
+                    Some(clients) => {
+                        out.u8(1);
+                        out.strs(clients);
+                    }
+                }
             }
             Message::HeartbeatReply {
                 epoch,
@@ -302,7 +307,10 @@ impl Message {
             T_HEARTBEAT => Message::Heartbeat {
                 addr: r.str()?,
                 epoch: r.u64()?,
-                clients: r.strs()?,
+                clients: match r.flag("clients")? {
+                    false => None,
+                    true => Some(r.strs()?),
+                },
             },
             T_HEARTBEAT_REPLY => Message::HeartbeatReply {
                 epoch: r.u64()?,

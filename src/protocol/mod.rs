@@ -38,7 +38,7 @@ pub use encoding::{RELAY_INDEX_BYTES, deliver_frame, relay_frame};
 
 /// The protocol version carried in every [`Message::Hello`]. A peer that speaks another
 /// version is refused with a clear [`Message::Error`] instead of being misread.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The four bytes that open every [`Message::Hello`], so that a stray connection (a browser,
 /// a port scanner) is recognised at once instead of being parsed as a length.
@@ -60,10 +60,7 @@ pub enum Role {
     Status = 4,
     /// A client asking which server to use (coordinator port).
     Locate = 5,
-    /// The coordinator asking a server whose heartbeats are late whether it still answers
-    /// (server port). The server replies with one [`Message::Keepalive`] and closes: a
-    /// process that does so is busy, not dead.
-    Probe = 6,
+    // 6 was `Probe` up to version 3; a probe now reads the `Challenge` and closes.
     /// A server claiming a client's name before it registers the client (coordinator
     /// port): names are unique across the cluster.
     Claim = 7,
@@ -271,8 +268,10 @@ pub enum Message {
         addr: String,
         /// The server's incarnation, 0 when it has none yet.
         epoch: u64,
-        /// Names of the registered clients.
-        clients: Vec<String>,
+        /// Names of the registered clients, or `None` when they are the same as in the
+        /// last `Heartbeat` on this connection (a server of ten thousand clients would
+        /// otherwise send ten thousand names every interval to say nothing new).
+        clients: Option<Vec<String>>,
     },
     /// Coordinator → server: the heartbeat is accepted; here are the live servers.
     HeartbeatReply {

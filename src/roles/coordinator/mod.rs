@@ -112,8 +112,6 @@ pub struct Coordinator {
     heartbeat_timeout: Duration,
     /// How often the watchdog runs, to notice when it runs late.
     check_interval: Duration,
-    /// The cluster secret, which a probe proves like any connection.
-    secret: Option<Secret>,
     /// When this coordinator started: for one heartbeat timeout after that, it may not have
     /// heard from every live server yet, and says so in its replies.
     started: Instant,
@@ -133,13 +131,17 @@ impl Coordinator {
             changed: Arc::default(),
             heartbeat_timeout: config.heartbeat_timeout,
             check_interval: config.check_interval,
-            secret: config.secret.clone(),
             started: Instant::now(),
         }
     }
 
     /// Records a heartbeat (see [`handle_heartbeat`]).
-    pub fn heartbeat(&self, addr: &str, epoch: u64, clients: Vec<String>) -> HeartbeatOutcome {
+    pub fn heartbeat(
+        &self,
+        addr: &str,
+        epoch: u64,
+        clients: Option<Vec<String>>,
+    ) -> HeartbeatOutcome {
         let outcome = handle_heartbeat(&mut self.lock(), Instant::now(), addr, epoch, clients);
         self.changed.notify_all();
         outcome
@@ -169,7 +171,7 @@ impl Coordinator {
             .stack_size(THREAD_STACK)
             .spawn(move || {
                 let deadline = watchdog::probe_deadline(coordinator.heartbeat_timeout);
-                let answered = probe::probe(&addr, deadline, coordinator.secret.as_ref());
+                let answered = probe::probe(&addr, deadline);
                 coordinator
                     .lock()
                     .probe_answered(&addr, epoch, answered, Instant::now());
@@ -309,7 +311,9 @@ pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
         listener,
         limits.max_connections,
         THREAD_STACK,
-        move |stream| serve_connection(stream, &coordinator, limits, secret.as_ref()),
+        move |stream, challenge| {
+            serve_connection(stream, challenge, &coordinator, limits, secret.as_ref())
+        },
     )?;
     Ok(CoordinatorHandle {
         addr,
@@ -349,6 +353,7 @@ fn watchdog_loop(coordinator: Coordinator, check_interval: Duration, stop_rx: Re
 /// frames, `Hello` and the role's first request, must be in by the handshake deadline.
 fn serve_connection(
     stream: TcpStream,
+    challenge: net::Challenge,
     coordinator: &Coordinator,
     limits: net::ConnectionLimits,
     secret: Option<&Secret>,
@@ -356,7 +361,7 @@ fn serve_connection(
     let deadline = limits.handshake_deadline();
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let first_request = |stream: &TcpStream| net::read_opening(stream, deadline);
-    match net::expect_hello(&stream, deadline, secret)? {
+    match net::expect_hello(&stream, challenge, deadline, secret)? {
         Some(Role::Heartbeat) => {
             let first = first_request(&stream)?;
             stream.set_read_timeout(Some(limits.idle_timeout))?;

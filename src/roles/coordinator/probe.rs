@@ -7,10 +7,8 @@
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::auth::Secret;
-use crate::error::Error;
 use crate::net;
-use crate::protocol::{Role, read_message};
+use crate::protocol::read_message;
 
 /// How long the coordinator waits when it checks a server that a client reported as lost.
 ///
@@ -18,17 +16,23 @@ use crate::protocol::{Role, read_message};
 /// kernel. Either answer comes in well under this on any network dsys is meant for.
 pub(super) const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
-/// Asks the server at `addr` whether it still answers: opens a connection with role
-/// `Probe`, to which the server replies with one `Keepalive` from a fresh connection thread.
-/// Any reply within `deadline` counts, even a refusal (say, too many connections): the
-/// process runs. Silence, a refused connection or a reset do not. Blocks for at most about
-/// twice `deadline` (the connect, then the reply).
-pub(super) fn probe(addr: &str, deadline: Duration, secret: Option<&Secret>) -> bool {
-    match net::connect_as(addr, Role::Probe, deadline, secret) {
-        Ok(mut stream) => matches!(read_message(&mut stream), Ok(Some(_))),
-        Err(Error::Refused(_)) => true,
-        Err(_) => false,
-    }
+/// Asks the server at `addr` whether it still answers: connects and waits for the first
+/// frame, which the server's accept thread sends as soon as it takes the connection (the
+/// `Challenge`, or an `Error` refusing it, say for too many connections), then closes
+/// without a word. Any frame within `deadline` counts: the process runs, and its accept
+/// thread with it. Silence, a refused connection or a reset do not: a hung (stopped)
+/// process's kernel completes the connection, but nobody sends a byte.
+///
+/// It asks no more than that on purpose. A server so busy that its heartbeat is late may
+/// also be slow to start a thread (thousands of its threads ending at once all wait on the
+/// kernel's lock of its memory map), and a probe that waited for a new thread's answer once
+/// took such a server for a dead one. Blocks for at most about twice `deadline` (the
+/// connect, then the frame).
+pub(super) fn probe(addr: &str, deadline: Duration) -> bool {
+    let Ok(mut stream) = net::connect(addr, deadline) else {
+        return false;
+    };
+    matches!(read_message(&mut stream), Ok(Some(_)))
 }
 
 /// True when something accepts a TCP connection at `addr` within [`PROBE_TIMEOUT`].

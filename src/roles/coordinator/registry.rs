@@ -94,12 +94,17 @@ pub enum HeartbeatOutcome {
 ///   is declared dead and its clients are planned elsewhere.
 /// - a known dead epoch: fenced, so a zombie that wakes up learns it was replaced.
 /// - an epoch the registry does not know (the coordinator restarted): adopted as is.
+///
+/// `clients` is `None` when the server's clients are the ones it last listed: the list
+/// recorded for this incarnation stands. (A server lists them in full on every new
+/// connection and at least every `FULL_LIST_EVERY` heartbeats, so a list this registry
+/// missed is learnt soon.)
 pub fn handle_heartbeat(
     registry: &mut Registry,
     now: Instant,
     addr: &str,
     epoch: u64,
-    clients: Vec<String>,
+    clients: Option<Vec<String>>,
 ) -> HeartbeatOutcome {
     if registry.dead_epochs.contains(&epoch) {
         return HeartbeatOutcome::Fenced;
@@ -126,10 +131,21 @@ pub fn handle_heartbeat(
         declare_dead(registry, addr);
     }
     let is_new = registry.servers.get(addr).is_none_or(|s| !s.alive);
-    for name in &clients {
-        registry.plan.remove(name);
-    }
-    registry.claims.listed(addr, &clients);
+    let clients = match clients {
+        Some(clients) => {
+            for name in &clients {
+                registry.plan.remove(name);
+            }
+            registry.claims.listed(addr, &clients);
+            clients
+        }
+        None => registry
+            .servers
+            .get_mut(addr)
+            .filter(|s| s.alive && s.epoch == epoch)
+            .map(|s| std::mem::take(&mut s.clients))
+            .unwrap_or_default(),
+    };
     if is_new {
         log::info!("server up addr={addr} epoch={epoch}");
     }
@@ -384,16 +400,16 @@ mod tests {
         let now = Instant::now();
         let mut registry = Registry::default();
         let HeartbeatOutcome::Accepted { epoch, .. } =
-            handle_heartbeat(&mut registry, now, "a:1", 0, names(&["x", "y"]))
+            handle_heartbeat(&mut registry, now, "a:1", 0, Some(names(&["x", "y"])))
         else {
             panic!("first heartbeat must be accepted")
         };
-        handle_heartbeat(&mut registry, now, "b:1", 0, vec![]);
-        handle_heartbeat(&mut registry, now, "c:1", 0, vec![]);
+        handle_heartbeat(&mut registry, now, "b:1", 0, None);
+        handle_heartbeat(&mut registry, now, "c:1", 0, None);
         declare_dead(&mut registry, "a:1");
         // The zombie's next heartbeat is refused ...
         assert_eq!(
-            handle_heartbeat(&mut registry, now, "a:1", epoch, vec![]),
+            handle_heartbeat(&mut registry, now, "a:1", epoch, None),
             HeartbeatOutcome::Fenced
         );
         // ... and its two clients go one to each live server.
@@ -406,8 +422,8 @@ mod tests {
         let now = Instant::now();
         let ttl = Duration::from_millis(100);
         let mut registry = Registry::default();
-        handle_heartbeat(&mut registry, now, "a:1", 0, names(&["alice"]));
-        handle_heartbeat(&mut registry, now, "b:1", 0, vec![]);
+        handle_heartbeat(&mut registry, now, "a:1", 0, Some(names(&["alice"])));
+        handle_heartbeat(&mut registry, now, "b:1", 0, None);
         let claim = |r: &mut Registry, server| claim_name(r, now, "alice", server, ttl);
         assert_eq!(claim(&mut registry, "b:1"), Some("a:1".to_string()));
         // Its own list does not count against the claimant (its owner may have just left).
@@ -420,7 +436,7 @@ mod tests {
     #[test]
     fn restarted_coordinator_adopts_known_epochs() {
         let mut registry = Registry::default();
-        let outcome = handle_heartbeat(&mut registry, Instant::now(), "a:1", 42, vec![]);
+        let outcome = handle_heartbeat(&mut registry, Instant::now(), "a:1", 42, None);
         assert!(matches!(
             outcome,
             HeartbeatOutcome::Accepted { epoch: 42, .. }
@@ -431,8 +447,8 @@ mod tests {
     fn fresh_clients_are_spread_over_servers() {
         let now = Instant::now();
         let mut registry = Registry::default();
-        handle_heartbeat(&mut registry, now, "a:1", 0, vec![]);
-        handle_heartbeat(&mut registry, now, "b:1", 0, vec![]);
+        handle_heartbeat(&mut registry, now, "a:1", 0, None);
+        handle_heartbeat(&mut registry, now, "b:1", 0, None);
         let first = registry.assign("x").unwrap();
         let second = registry.assign("y").unwrap();
         assert_ne!(first, second);

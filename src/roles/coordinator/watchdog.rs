@@ -174,7 +174,7 @@ mod tests {
     fn silent_server_is_declared_dead_only_after_the_timeout() {
         let start = Instant::now();
         let mut registry = Registry::default();
-        handle_heartbeat(&mut registry, start, "a:1", 0, vec![]);
+        handle_heartbeat(&mut registry, start, "a:1", 0, None);
         // It did not answer its probe; still, the timeout must pass first.
         registry.servers.get_mut("a:1").unwrap().probe = Probe::Unanswered;
         let timeout = Duration::from_millis(300);
@@ -195,7 +195,7 @@ mod tests {
     fn a_late_server_is_probed_a_third_of_the_timeout_early_and_only_once() {
         let start = Instant::now();
         let mut registry = Registry::default();
-        handle_heartbeat(&mut registry, start, "a:1", 0, vec![]);
+        handle_heartbeat(&mut registry, start, "a:1", 0, None);
         let epoch = registry.servers["a:1"].epoch;
         let timeout = Duration::from_millis(300);
         let ms = |n| start + Duration::from_millis(n);
@@ -209,7 +209,7 @@ mod tests {
     fn a_server_that_answers_its_probe_is_never_declared_dead() {
         let start = Instant::now();
         let mut registry = Registry::default();
-        handle_heartbeat(&mut registry, start, "busy:1", 0, vec![]);
+        handle_heartbeat(&mut registry, start, "busy:1", 0, None);
         let epoch = registry.servers["busy:1"].epoch;
         let timeout = Duration::from_millis(300);
         let at = |n| start + Duration::from_millis(n);
@@ -224,8 +224,8 @@ mod tests {
     fn an_unanswered_probe_means_dead_at_the_timeout_and_silence_means_dead_at_twice_it() {
         let start = Instant::now();
         let mut registry = Registry::default();
-        handle_heartbeat(&mut registry, start, "hung:1", 0, vec![]);
-        handle_heartbeat(&mut registry, start, "lost:1", 0, vec![]);
+        handle_heartbeat(&mut registry, start, "hung:1", 0, None);
+        handle_heartbeat(&mut registry, start, "lost:1", 0, None);
         let epoch = registry.servers["hung:1"].epoch;
         let timeout = Duration::from_millis(300);
         let at = |n| start + Duration::from_millis(n);
@@ -243,7 +243,7 @@ mod tests {
     fn a_watchdog_that_ran_late_does_not_count_its_own_delay_against_the_servers() {
         let start = Instant::now();
         let mut registry = Registry::default();
-        handle_heartbeat(&mut registry, start, "a:1", 0, vec![]);
+        handle_heartbeat(&mut registry, start, "a:1", 0, None);
         let epoch = registry.servers["a:1"].epoch;
         let timeout = Duration::from_millis(300);
         let tick = Duration::from_millis(30);

@@ -1,5 +1,10 @@
 //! The server's `heartbeat` thread: every heartbeat interval it tells the coordinator that
-//! this server is alive and which clients it has, and learns the live servers from the reply.
+//! this server is alive and which clients it has (their names only when they changed), and
+//! learns the live servers from the reply.
+//!
+//! It waits on nothing but the hub's lock, briefly, and the coordinator: work that can take
+//! long under load, such as giving memory back, runs on other threads (`trim`), because a
+//! late heartbeat is how a busy server gets taken for a dead one.
 //!
 //! It holds one connection to the coordinator and reconnects when it breaks. A coordinator
 //! that is down costs only heartbeats: the last known peer list stays in force, so clients
@@ -17,21 +22,29 @@ use super::{Shared, peers};
 use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{Message, Role};
-use crate::support::memory::{self, Trimmer};
+
+/// How often a heartbeat lists the clients in full even when they have not changed: a
+/// safety net, so that a coordinator that somehow missed a list (and keeps an older one)
+/// learns the right one within this many heartbeats.
+const FULL_LIST_EVERY: u32 = 20;
+
+/// The connection to the coordinator, and which client names it has been told.
+struct Link {
+    stream: TcpStream,
+    /// The version of the names last listed on this connection
+    /// ([`Hub::client_names_since`](super::hub::Hub::client_names_since)), if any.
+    listed: Option<u64>,
+    /// Heartbeats since the names were last listed in full.
+    since_listed: u32,
+}
 
 /// The loop of the `heartbeat` thread.
 pub(super) fn heartbeat_loop(shared: Shared) {
     let ticker = tick(shared.heartbeat_interval);
-    let mut connection: Option<TcpStream> = None;
+    let mut link: Option<Link> = None;
     let mut coordinator_was_up = true;
-    // Once an interval is also when the memory of departed clients is given back.
-    let mut trimmer = Trimmer::default();
     loop {
-        if trimmer.due(shared.hub.client_count()) {
-            shared.hub.shrink_to_fit();
-            memory::give_back_freed_memory();
-        }
-        match send_heartbeat(&shared, &mut connection) {
+        match send_heartbeat(&shared, &mut link) {
             Ok(()) => {
                 if !coordinator_was_up {
                     log::info!("coordinator reachable again addr={}", shared.coordinator);
@@ -39,7 +52,7 @@ pub(super) fn heartbeat_loop(shared: Shared) {
                 coordinator_was_up = true;
             }
             Err(e) => {
-                connection = None;
+                link = None;
                 if coordinator_was_up {
                     match &e {
                         // It answered: this server is not welcome (a wrong or missing secret).
@@ -65,31 +78,47 @@ pub(super) fn heartbeat_loop(shared: Shared) {
     log::debug!("heartbeat thread stopped");
 }
 
-/// One heartbeat and its reply, over the existing connection or a new one.
-fn send_heartbeat(shared: &Shared, connection: &mut Option<TcpStream>) -> Result<()> {
+/// One heartbeat and its reply, over the existing connection or a new one. The client
+/// names go only when they changed since they were last listed on this connection (a new
+/// connection always lists them), and at least every [`FULL_LIST_EVERY`] heartbeats.
+fn send_heartbeat(shared: &Shared, link: &mut Option<Link>) -> Result<()> {
     // A reply slower than a few intervals is as good as none: the coordinator will have
     // declared us dead by then anyway.
     let timeout = (shared.heartbeat_interval * 3).max(Duration::from_millis(500));
-    if connection.is_none() {
-        *connection = Some(net::connect_as(
+    if link.is_none() {
+        let stream = net::connect_as(
             &shared.coordinator,
             Role::Heartbeat,
             timeout,
             shared.secret.as_ref(),
-        )?);
+        )?;
+        *link = Some(Link {
+            stream,
+            listed: None,
+            since_listed: 0,
+        });
     }
-    let stream = connection.as_mut().expect("connected just above");
+    let link = link.as_mut().expect("connected just above");
+    let since = link.listed.filter(|_| link.since_listed < FULL_LIST_EVERY);
+    let (version, clients) = shared.hub.client_names_since(since);
+    let listing = clients.is_some();
     let heartbeat = Message::Heartbeat {
         addr: shared.addr.clone(),
         epoch: shared.hub.epoch(),
-        clients: shared.hub.client_names(),
+        clients,
     };
-    match net::request(stream, &heartbeat)? {
+    match net::request(&mut link.stream, &heartbeat)? {
         Message::HeartbeatReply {
             epoch,
             complete,
             servers,
         } => {
+            if listing {
+                link.listed = Some(version);
+                link.since_listed = 0;
+            } else {
+                link.since_listed += 1;
+            }
             if shared.hub.epoch() != epoch {
                 log::info!("joined the cluster addr={} epoch={epoch}", shared.addr);
                 shared.hub.set_epoch(epoch);
@@ -103,13 +132,15 @@ fn send_heartbeat(shared: &Shared, connection: &mut Option<TcpStream>) -> Result
             // The coordinator gave up on this server while it did not answer (hung, or cut
             // off), and moved its clients. Those whose connections have closed since are
             // gone already; the rest are dropped here, to resume where they were moved.
-            let still_listed = shared.hub.client_names().len();
             log::warn!(
                 "fenced by the coordinator ({reason}): this server stopped answering and its \
-                 clients were moved; dropping the {still_listed} still connected and \
-                 rejoining as a new incarnation"
+                 clients were moved; dropping the {} still connected and rejoining as a new \
+                 incarnation",
+                shared.hub.client_count()
             );
             shared.hub.reset_incarnation();
+            // The new incarnation lists its clients afresh.
+            link.listed = None;
             Ok(())
         }
         other => Err(Error::Protocol(format!(

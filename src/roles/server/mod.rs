@@ -17,6 +17,8 @@
 //! - `heartbeat`: every `heartbeat_interval`, tells the coordinator this server lives and
 //!   which clients it has; the reply lists the live servers, from which the peer links are
 //!   made ([`heartbeat`]).
+//! - `trim`: gives the memory of departed clients back to the system after many have left
+//!   ([`trim`]).
 //! - `peer-<addr>` and `acks-<addr>`: one pair per live peer, relaying this server's
 //!   clients' messages and reading the peer's acks ([`peers`]).
 //!
@@ -55,6 +57,7 @@ mod heartbeat;
 pub mod hub;
 mod outbox;
 mod peers;
+mod trim;
 mod writers;
 
 use std::net::TcpStream;
@@ -66,9 +69,9 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use crate::auth::Secret;
 use crate::error::Result;
 use crate::net;
-use crate::protocol::{Message, Role, write_message};
-use crate::support::limits;
+use crate::protocol::Role;
 use crate::support::signals;
+use crate::support::{limits, memory};
 use hub::{Hub, Limits};
 
 /// Default for `--max-clients`. An idle client costs one thread with a small stack
@@ -259,6 +262,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
     );
     net::warn_if_open_to_the_network(bound, config.secret.as_ref());
     check_capacity(config.max_clients);
+    memory::limit_arenas();
     let writer_budget = writers::writer_budget(config.limits.max_connections);
     log::info!("writer threads at once: at most {writer_budget} (the thread budget)");
 
@@ -310,16 +314,25 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             .name("heartbeat".into())
             .spawn(move || heartbeat::heartbeat_loop(shared))?
     };
+    let trim = {
+        let shared = shared.clone();
+        thread::Builder::new()
+            .name("trim".into())
+            .spawn(move || trim::trim_loop(shared))?
+    };
     let max_connections = config.limits.max_connections;
-    let accept = net::AcceptLoop::start(listener, max_connections, THREAD_STACK, move |stream| {
-        serve_connection(stream, &shared)
-    })?;
+    let accept = net::AcceptLoop::start(
+        listener,
+        max_connections,
+        THREAD_STACK,
+        move |stream, challenge| serve_connection(stream, challenge, &shared),
+    )?;
     Ok(ServerHandle {
         addr,
         hub,
         stop_tx: Some(stop_tx),
         accept,
-        threads: vec![heartbeat, writers],
+        threads: vec![heartbeat, writers, trim],
     })
 }
 
@@ -373,17 +386,17 @@ pub fn run(config: Config) -> Result<()> {
 }
 
 /// Dispatches a new connection on the role its first frame announces.
-fn serve_connection(stream: TcpStream, shared: &Shared) -> Result<()> {
+fn serve_connection(stream: TcpStream, challenge: net::Challenge, shared: &Shared) -> Result<()> {
     let deadline = shared.limits.handshake_deadline();
     stream.set_write_timeout(Some(shared.write_timeout))?;
     stream.set_nodelay(true)?;
-    match net::expect_hello(&stream, deadline, shared.secret.as_ref())? {
+    match net::expect_hello(&stream, challenge, deadline, shared.secret.as_ref())? {
         Some(Role::Client) => client::serve_client(stream, shared, deadline),
         Some(Role::Peer) => peers::serve_peer(stream, shared, deadline),
-        // The coordinator asks whether this process still answers: one frame says so.
-        Some(Role::Probe) => write_message(&mut &stream, &Message::Keepalive),
         Some(other) => net::refuse(&stream, &format!("a server does not serve {other:?}")),
-        None => Ok(()), // a reachability check: connected and closed without a word
+        // The coordinator's reachability check or probe: it closed without a word, once
+        // it had the challenge or nothing at all.
+        None => Ok(()),
     }
 }
 

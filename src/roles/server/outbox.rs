@@ -245,8 +245,23 @@ pub enum WhenIdle<'a> {
     /// Write these bytes (a peer link's keepalive) and wait again: the link stays up.
     Keepalive(&'a [u8]),
     /// Put the pen down and end, unless frames arrived meanwhile (a client's writer).
-    PutPenDown,
+    /// When `crowded` is set as the outbox runs empty, because other clients wait for a
+    /// writer's place, the writer lingers only [`CROWDED_LINGER`]: so a burst to more
+    /// clients than the thread budget allows reaches the last ones without waiting out
+    /// every first writer's idle time. (It looks once, when it starts to linger, and then
+    /// sleeps: thousands of lingering writers waking every few milliseconds to look again
+    /// cost more than the waiting they save.)
+    PutPenDown {
+        /// Whether clients wait for a writer (set by the `writers` thread).
+        crowded: &'a AtomicBool,
+    },
 }
+
+/// How long a client's writer waits for more frames while other clients wait for a place:
+/// long enough for the next message of a burst to reach it (a message reaches ten
+/// thousand outboxes in a few milliseconds), so that it does not end between two messages
+/// and leave its client to queue for a writer again.
+pub const CROWDED_LINGER: Duration = Duration::from_millis(50);
 
 /// Whether a writer goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,8 +274,10 @@ pub enum Flow {
 
 /// The one writer loop, for clients and peer links alike: before each wait it calls
 /// `refill` (a client's writer catches up there when it is behind), then waits up to
-/// `idle` for a frame, writes it with whatever else is queued in one write, and goes on.
-/// When nothing came for `idle` it does what `when_idle` says.
+/// `idle` for a frame ([`CROWDED_LINGER`] for a client's writer while others wait for a
+/// place),
+/// writes it with whatever else is queued in one write, and goes on. When nothing came for
+/// `idle` it does what `when_idle` says.
 ///
 /// Blocks in the socket write when the reader is slow; the socket's write timeout bounds
 /// that. Returns when the outbox disconnects (its sender was dropped: the hub removed the
@@ -279,7 +296,13 @@ pub fn write_frames<W: Write>(
         if refill(out)? == Flow::Stop {
             return out.flush();
         }
-        match outbox.recv_timeout(idle) {
+        let wait = match when_idle {
+            WhenIdle::PutPenDown { crowded } if crowded.load(Ordering::Relaxed) => {
+                idle.min(CROWDED_LINGER)
+            }
+            _ => idle,
+        };
+        match outbox.recv_timeout(wait) {
             Ok(frame) => {
                 out.write_all(&frame)?;
                 // A backlog goes out in one write instead of one per frame.
@@ -289,7 +312,7 @@ pub fn write_frames<W: Write>(
             }
             Err(RecvTimeoutError::Timeout) => match when_idle {
                 WhenIdle::Keepalive(bytes) => out.write_all(bytes)?,
-                WhenIdle::PutPenDown => {
+                WhenIdle::PutPenDown { .. } => {
                     if !outbox.put_pen_down() {
                         return Ok(());
                     }
@@ -399,11 +422,36 @@ mod tests {
             &mut out,
             &rx,
             Duration::from_millis(10),
-            WhenIdle::PutPenDown,
+            WhenIdle::PutPenDown {
+                crowded: &AtomicBool::new(false),
+            },
             |_| Ok(Flow::Continue),
         )
         .expect("writing to a Vec cannot fail");
         assert_eq!(out, [1, 2, 3]);
+        assert!(tx.take_pen(), "the writer put the pen down as it ended");
+    }
+
+    #[test]
+    fn a_writer_stops_lingering_when_others_wait_for_its_place() {
+        let (tx, rx) = outbox(10, 1000, true);
+        assert!(tx.try_push(Arc::new(vec![1])));
+        let mut out = Vec::new();
+        let crowded = AtomicBool::new(true);
+        let start = std::time::Instant::now();
+        write_frames(
+            &mut out,
+            &rx,
+            Duration::from_secs(60),
+            WhenIdle::PutPenDown { crowded: &crowded },
+            |_| Ok(Flow::Continue),
+        )
+        .expect("writing to a Vec cannot fail");
+        assert_eq!(out, [1]);
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "it ended without lingering for its idle time"
+        );
         assert!(tx.take_pen(), "the writer put the pen down as it ended");
     }
 

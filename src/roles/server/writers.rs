@@ -7,7 +7,8 @@
 //! and sends a [`WriterJob`] here; so does a connection thread that holds the pen and sees
 //! frames waiting. The writer runs the one writer loop (`outbox.rs`), catches the client up
 //! from the history window when it fell behind, and ends when the outbox has stayed empty
-//! for [`WRITER_LINGER`], putting the pen down.
+//! for [`WRITER_LINGER`] (at once when other clients wait for a place), putting the pen
+//! down.
 //!
 //! **Threads.** `writers` ([`writers_loop`]), one per server, starts the writers, so the
 //! hub never starts a thread under its lock and a publisher never waits for one. Each
@@ -32,6 +33,8 @@
 use std::collections::VecDeque;
 use std::io::{BufWriter, ErrorKind, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -45,9 +48,10 @@ use crate::support::limits;
 
 /// How long a client's writer waits for more frames once its outbox is empty, before it
 /// ends and gives its thread back. A client receiving a message every second keeps one
-/// writer; after a burst to every client, the writers are gone a second later and the
-/// clients that waited for a place get theirs. Starting a writer costs tens of
-/// microseconds.
+/// writer; after a burst to every client, the writers are gone a second later. While other
+/// clients wait for a place, a writer lingers only `outbox::CROWDED_LINGER` instead:
+/// starting a writer costs tens of microseconds, waiting out a
+/// linger a whole second.
 const WRITER_LINGER: Duration = Duration::from_secs(1);
 /// How often the `writers` thread tries again to start a writer it could not start.
 const WRITER_RETRY: Duration = Duration::from_millis(50);
@@ -80,6 +84,8 @@ pub(super) fn writers_loop(writers_rx: Receiver<WriterJob>, shared: Shared, budg
     let mut waiting: VecDeque<WriterJob> = VecDeque::new();
     let mut running = 0usize;
     let mut last_warning: Option<Instant> = None;
+    // Set while jobs wait: lingering writers then end early and free their places.
+    let crowded = Arc::new(AtomicBool::new(false));
     loop {
         let retry = if waiting.is_empty() || running >= budget {
             never()
@@ -99,7 +105,7 @@ pub(super) fn writers_loop(writers_rx: Receiver<WriterJob>, shared: Shared, budg
             let Some(job) = waiting.pop_front() else {
                 break;
             };
-            match start_writer(job, &shared.hub, done_tx.clone()) {
+            match start_writer(job, &shared.hub, done_tx.clone(), crowded.clone()) {
                 Ok(()) => running += 1,
                 Err((job, e)) => {
                     waiting.push_front(job);
@@ -112,6 +118,12 @@ pub(super) fn writers_loop(writers_rx: Receiver<WriterJob>, shared: Shared, budg
                 }
             }
         }
+        // Jobs not received yet count too: a burst to every client queues them all at once,
+        // far faster than writers start, and the first writers must know it.
+        crowded.store(
+            !waiting.is_empty() || !writers_rx.is_empty(),
+            Ordering::Relaxed,
+        );
         if running >= budget && !waiting.is_empty() {
             let reason = format!("{budget} writers run already, the thread budget");
             warn_now_and_then(&mut last_warning, &reason, waiting.len());
@@ -140,6 +152,7 @@ fn start_writer(
     job: WriterJob,
     hub: &Hub,
     done_tx: Sender<()>,
+    crowded: Arc<AtomicBool>,
 ) -> Result<(), (WriterJob, std::io::Error)> {
     let hub = hub.clone();
     let (job_tx, job_rx) = bounded::<WriterJob>(0);
@@ -149,7 +162,7 @@ fn start_writer(
         .spawn(move || {
             let _done = Done(done_tx); // however the writer ends, its place is freed
             if let Ok(job) = job_rx.recv() {
-                run_writer(job, &hub);
+                run_writer(job, &hub, &crowded);
             }
         });
     if let Err(e) = spawned {
@@ -172,11 +185,12 @@ impl Drop for Done {
 
 /// A writer's life: the one writer loop over the client's outbox ([`write_frames`]),
 /// catching up from the history window whenever the hub marked the client behind. Ends
-/// when the outbox has stayed empty for [`WRITER_LINGER`] (the pen goes down), when the hub
+/// when the outbox has stayed empty for [`WRITER_LINGER`], or at once while other clients
+/// wait for a writer (`crowded`; the pen goes down), when the hub
 /// removed the client, when the client fell behind the window (it is told why), or when a
 /// write fails or times out; the last two shut the socket down, so the connection thread
 /// ends too.
-fn run_writer(job: WriterJob, hub: &Hub) {
+fn run_writer(job: WriterJob, hub: &Hub, crowded: &AtomicBool) {
     let WriterJob {
         name,
         conn,
@@ -190,7 +204,7 @@ fn run_writer(job: WriterJob, hub: &Hub) {
         &mut out,
         &outbox,
         WRITER_LINGER,
-        WhenIdle::PutPenDown,
+        WhenIdle::PutPenDown { crowded },
         catch_up,
     );
     if let Err(e) = written {

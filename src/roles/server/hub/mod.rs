@@ -24,7 +24,7 @@
 //!   an `Arc` that every recipient's outbox shares), slow readers (a client whose outbox is
 //!   full is *behind* and catches up from the history window, and publishes wait for it
 //!   while it still reads) and how a client is cut off; with [`Hub::register`],
-//!   [`Hub::deregister`], [`Hub::catch_up`] and [`Hub::client_names`].
+//!   [`Hub::deregister`], [`Hub::catch_up`] and [`Hub::client_names_since`].
 //!
 //! This file holds the handle, the way in for every message ([`Hub::publish`]: it passes
 //! through all three parts in [`State::take_in`], after asking all three whether there is
@@ -345,6 +345,7 @@ impl Hub {
                 next_id: old.next_id,
                 writer_requests: old.writer_requests,
                 history: old.history,
+                clients: old.clients.emptied(),
                 ..State::default()
             };
         });
