@@ -218,6 +218,10 @@ pub fn request(stream: &mut TcpStream, request: &Message) -> Result<Message> {
     }
 }
 
+/// The longest `HOST:PORT` a server may advertise: a DNS name of 253 bytes, or an IPv6
+/// address in brackets, a colon and five digits.
+pub const MAX_ADDR_LEN: usize = 261;
+
 /// The nonce an accepted connection was challenged with ([`send_challenge`]), against which
 /// its `Hello` proves the cluster secret ([`expect_hello`]).
 #[derive(Debug, Clone, Copy)]

@@ -225,6 +225,19 @@ fn frames_in_the_wrong_state_are_refused_with_a_reason() {
         ),
         (
             coordinator,
+            vec![
+                hello(Role::Heartbeat),
+                Message::Heartbeat {
+                    addr: format!("{}:1", "h".repeat(60_000)),
+                    epoch: 0,
+                    clients: Some(vec![]),
+                },
+            ],
+            "HOST:PORT of at most",
+            "a heartbeat whose address is 60 KB long",
+        ),
+        (
+            coordinator,
             vec![hello(Role::Locate), Message::StatusQuery],
             "expected Locate",
             "a status query on a locate connection",

@@ -408,6 +408,18 @@ fn serve_heartbeats(
                 &format!("expected Heartbeat, got {}", message.kind()),
             );
         };
+        // The address goes back out in every reply and status report: one that is not an
+        // address at all could make those too large to send (the frame cap).
+        if addr.len() > net::MAX_ADDR_LEN || !addr.contains(':') {
+            return net::refuse(
+                &stream,
+                &format!(
+                    "a server's address is HOST:PORT of at most {} bytes, not {} bytes",
+                    net::MAX_ADDR_LEN,
+                    addr.len()
+                ),
+            );
+        }
         let reply = match coordinator.heartbeat(&addr, epoch, clients) {
             HeartbeatOutcome::Accepted { epoch, servers } => Message::HeartbeatReply {
                 epoch,

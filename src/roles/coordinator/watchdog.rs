@@ -107,7 +107,8 @@ impl Registry {
                     late.as_millis()
                 );
                 for server in self.servers.values_mut() {
-                    server.last_seen += late;
+                    // Never later than now: a heartbeat cannot come from the future.
+                    server.last_seen = (server.last_seen + late).min(now);
                 }
             }
         }
@@ -257,5 +258,21 @@ mod tests {
         );
         assert!(registry.servers["a:1"].alive);
         assert_eq!(registry.servers["a:1"].epoch, epoch);
+    }
+
+    #[test]
+    fn forgiving_its_own_delay_never_moves_a_heartbeat_past_now() {
+        let start = Instant::now();
+        let mut registry = Registry::default();
+        let timeout = Duration::from_millis(300);
+        let tick = Duration::from_millis(30);
+        let at = |n| start + Duration::from_millis(n);
+        registry.watchdog_round(at(0), timeout, tick);
+        // A heartbeat read just before the late round: adding the whole delay to it would
+        // put it a second into the future, and a stop after that would go unnoticed for
+        // a second longer.
+        handle_heartbeat(&mut registry, at(990), "a:1", 0, None);
+        registry.watchdog_round(at(1_000), timeout, tick);
+        assert!(registry.servers["a:1"].last_seen <= at(1_000));
     }
 }

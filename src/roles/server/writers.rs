@@ -57,6 +57,8 @@ const WRITER_LINGER: Duration = Duration::from_secs(1);
 const WRITER_RETRY: Duration = Duration::from_millis(50);
 /// The least time between two warnings that writers have to wait.
 const WARNING_EVERY: Duration = Duration::from_secs(1);
+/// Room for waiting jobs kept once the queue has emptied; more is given back.
+const WAITING_KEPT: usize = 64;
 /// Memory mappings per thread: stack, its guard page, the signal stack, its guard page.
 const MAPS_PER_THREAD: u64 = 4;
 /// Threads kept out of the budget for everything that is not a client's: accept, heartbeat,
@@ -127,6 +129,10 @@ pub(super) fn writers_loop(writers_rx: Receiver<WriterJob>, shared: Shared, budg
         if running >= budget && !waiting.is_empty() {
             let reason = format!("{budget} writers run already, the thread budget");
             warn_now_and_then(&mut last_warning, &reason, waiting.len());
+        }
+        if waiting.is_empty() && waiting.capacity() > WAITING_KEPT {
+            // A burst to ten thousand clients left room for thousands of jobs: give it back.
+            waiting.shrink_to(WAITING_KEPT);
         }
     }
     log::debug!("writers thread stopped");
