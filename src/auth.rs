@@ -48,12 +48,16 @@ impl Secret {
     /// A trailing newline in the file is not part of the secret.
     ///
     /// # Errors
-    /// [`Error::Usage`] when the file cannot be read, or the secret is empty.
+    /// [`Error::Failed`] when the file cannot be read (exit status 1); [`Error::Usage`] when
+    /// the secret is empty.
     pub fn load(file: Option<&Path>) -> Result<Option<Secret>> {
         let (bytes, source) = match file {
             Some(path) => {
+                // A file that is not there is the machine's state, not a mistake in the
+                // command line: a runtime failure (exit status 1), as a missing file to
+                // send is.
                 let mut bytes = std::fs::read(path).map_err(|e| {
-                    Error::Usage(format!(
+                    Error::Failed(format!(
                         "cannot read the secret file {}: {e}",
                         path.display()
                     ))

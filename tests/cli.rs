@@ -218,6 +218,20 @@ fn status_without_coordinator_exits_1_naming_the_address() {
 }
 
 #[test]
+fn a_secret_file_that_cannot_be_read_exits_1_naming_it() {
+    let missing = "/nonexistent/dsys-cluster.secret";
+    for role in [
+        &["status"][..],
+        &["coordinator"],
+        &["server"],
+        &["client", "--register"],
+    ] {
+        let args = [role, &["--secret-file", missing]].concat();
+        assert_runtime_failure(&args, &[], &["cannot read the secret file", missing]);
+    }
+}
+
+#[test]
 fn status_takes_coordinator_from_env() {
     let addr = unused_addr();
     // DSYS_COORDINATOR stands in for --coordinator: the failure names that address.
