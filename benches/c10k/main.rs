@@ -169,17 +169,7 @@ fn one_run(n: usize) -> Result<Run, String> {
     })?;
 
     drop(clients); // every client leaves
-    // Every client has left once the server holds no more descriptors than before.
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    let base_fds = 16;
-    while std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
-        .map(|d| d.count())
-        .unwrap_or(0)
-        > base_fds
-        && Instant::now() < deadline
-    {
-        thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_all_left(&server);
     let after = settled_rss(&server);
 
     let deaths: Vec<String> = coordinator
@@ -295,6 +285,19 @@ fn burst(server: &str, n: usize, received: &AtomicUsize) -> Result<f64, String> 
         thread::sleep(Duration::from_millis(5));
     }
     Ok(start.elapsed().as_secs_f64())
+}
+
+/// Descriptors a server without clients holds: its listener, the heartbeat connection, the
+/// peer links, the spare, standard streams, and a margin.
+const EMPTY_SERVER_FDS: usize = 16;
+
+/// Waits until every client has left: the server holds no more descriptors than an empty
+/// one.
+fn wait_until_all_left(server: &Proc) {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while server.open_fds() > EMPTY_SERVER_FDS && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The server's RSS once it has stopped falling: its `trim` thread gives freed memory back
