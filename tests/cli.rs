@@ -12,11 +12,15 @@ mod common;
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
 
 use common::{
     Finished, TIMEOUT, TempDir, run_dsys, start_coordinator, start_server_with, unused_addr,
     wait_until_servers_alive,
 };
+use dsys::protocol::{Message, Role};
 
 /// Runs `dsys ARGS` with the default environment.
 fn run(args: &[&str]) -> Finished {
@@ -327,4 +331,76 @@ fn a_server_that_refuses_says_why() {
         &[],
         &["server at", &addr, "too many connections"],
     );
+}
+
+// --- status at scale ----------------------------------------------------------------------
+
+/// Three servers of 10,000 clients with 32-byte names: over a megabyte of names, more than
+/// one frame may carry. `dsys status --output json` must still list every one; the
+/// coordinator sends the report in parts (`status::report_frames`). The three servers are
+/// played from here: each heartbeats its names once, then keeps heartbeating (without them)
+/// until the test ends, so none is declared dead meanwhile.
+#[test]
+fn status_lists_every_client_when_the_names_need_several_frames() {
+    const SERVERS: u16 = 3;
+    const CLIENTS: usize = 10_000;
+    let (_coordinator, coordinator) = start_coordinator(1_500);
+    let stop = AtomicBool::new(false);
+    thread::scope(|scope| {
+        // Set on the way out, pass or fail, so the heartbeat threads end and the scope
+        // can join them.
+        let _stop = StopOnDrop(&stop);
+        for server in 0..SERVERS {
+            let (coordinator, stop) = (&coordinator, &stop);
+            scope.spawn(move || heartbeat_as_a_full_server(coordinator, server, CLIENTS, stop));
+        }
+        let listed = || -> usize {
+            common::try_status_json(&coordinator)
+                .map(|status| {
+                    common::status_servers(&status)
+                        .iter()
+                        .map(|s| s["clients"].as_array().map_or(0, |c| c.len()))
+                        .sum()
+                })
+                .unwrap_or(0)
+        };
+        common::wait_until("status lists every client", TIMEOUT, || {
+            listed() == SERVERS as usize * CLIENTS
+        });
+    });
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Heartbeats to `coordinator` as server number `server` with `clients` clients of 32-byte
+/// names, every 200 ms until `stop` is set.
+fn heartbeat_as_a_full_server(coordinator: &str, server: u16, clients: usize, stop: &AtomicBool) {
+    let addr = format!("127.0.0.1:{}", 1 + server);
+    let names: Vec<String> = (0..clients)
+        .map(|i| format!("s{server}-{i:0>29}"))
+        .collect();
+    let mut stream = dsys::net::connect_as(coordinator, Role::Heartbeat, TIMEOUT, None)
+        .expect("the coordinator takes a heartbeat connection");
+    let mut epoch = 0;
+    let mut clients = Some(names);
+    while !stop.load(Ordering::SeqCst) {
+        let heartbeat = Message::Heartbeat {
+            addr: addr.clone(),
+            epoch,
+            clients: clients.take(),
+        };
+        match dsys::net::request(&mut stream, &heartbeat).expect("a heartbeat reply") {
+            Message::HeartbeatReply { epoch: given, .. } => epoch = given,
+            other => panic!("expected HeartbeatReply, got {other:?}"),
+        }
+        // The heartbeat interval of a real server; the pace is what keeps it alive.
+        thread::sleep(Duration::from_millis(200));
+    }
 }

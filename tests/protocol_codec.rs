@@ -390,8 +390,14 @@ fn sample_messages() -> Vec<Message> {
             proof: [1; 32],
         },
         Message::StatusQuery,
-        Message::StatusReport { servers },
-        Message::StatusReport { servers: vec![] },
+        Message::StatusReport {
+            servers,
+            more: true,
+        },
+        Message::StatusReport {
+            servers: vec![],
+            more: false,
+        },
     ];
     for (i, body) in sample_bodies().into_iter().enumerate() {
         let seq = i as u64 + 1;

@@ -226,9 +226,10 @@ impl Message {
                 out.str(holder);
             }
             Message::StatusQuery => out.u8(T_STATUS_QUERY),
-            Message::StatusReport { servers } => {
+            Message::StatusReport { servers, more } => {
                 out.u8(T_STATUS_REPORT);
                 out.servers(servers);
+                out.u8(*more as u8);
             }
         }
     }
@@ -331,6 +332,7 @@ impl Message {
             T_STATUS_QUERY => Message::StatusQuery,
             T_STATUS_REPORT => Message::StatusReport {
                 servers: r.servers()?,
+                more: r.flag("more")?,
             },
             other => return Err(Error::Protocol(format!("unknown frame type 0x{other:02x}"))),
         };

@@ -322,10 +322,14 @@ pub enum Message {
 
     /// `dsys status` → coordinator.
     StatusQuery,
-    /// Coordinator → `dsys status`: every known server.
+    /// Coordinator → `dsys status`: every known server, over as many frames as the client
+    /// names need (ten thousand names on each of a few servers would not fit in one).
     StatusReport {
-        /// Known servers, alive or recently dead.
+        /// Known servers, alive or recently dead. A server whose names did not fit in one
+        /// frame comes again at the start of the next, with the rest of its names.
         servers: Vec<ServerInfo>,
+        /// Whether another `StatusReport` follows.
+        more: bool,
     },
 }
 

@@ -467,8 +467,12 @@ fn serve_status(
     let Some(Message::StatusQuery) = first else {
         return net::refuse(&stream, "expected StatusQuery");
     };
-    let servers = coordinator.status();
-    write_message(&mut stream, &Message::StatusReport { servers })
+    // Ten thousand names on each of a few servers do not fit one frame: the report goes in
+    // as many parts as it needs (`status::report_frames`).
+    for part in crate::roles::status::report_frames(coordinator.status()) {
+        write_message(&mut stream, &part)?;
+    }
+    Ok(())
 }
 
 /// The answer to a client when no server can take it, with what to do about it.

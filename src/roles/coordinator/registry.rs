@@ -35,9 +35,6 @@ use crate::protocol::ServerInfo;
 /// with their server stop skewing the spread soon after.
 pub(super) const PLAN_TTL: Duration = Duration::from_secs(30);
 
-/// Bytes of client names a status report may carry, well inside the frame cap.
-const STATUS_NAMES_BUDGET: usize = crate::protocol::MAX_PAYLOAD_LEN / 2;
-
 /// What the registry knows of one server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerEntry {
@@ -299,29 +296,11 @@ impl Registry {
         live
     }
 
-    /// Every known server with its clients, for `dsys status`. The client names are cut
-    /// to [`STATUS_NAMES_BUDGET`] bytes in all, so that the report always fits in one frame;
-    /// a cut list ends with a `…N more` entry.
+    /// Every known server with all its clients, for `dsys status`. The report goes out in
+    /// as many frames as the names need (`status::report_frames`).
     pub(super) fn all_servers(&self) -> Vec<ServerInfo> {
         let mut all: Vec<ServerInfo> = self.servers.iter().map(|(a, s)| info(a, s)).collect();
         all.sort_by(|a, b| a.addr.cmp(&b.addr));
-        let mut budget = STATUS_NAMES_BUDGET;
-        for server in &mut all {
-            let mut kept = 0;
-            for name in &server.clients {
-                if budget < name.len() + 2 + 16 {
-                    break;
-                }
-                budget -= name.len() + 2;
-                kept += 1;
-            }
-            let cut = server.clients.len() - kept;
-            if cut > 0 {
-                server.clients.truncate(kept);
-                server.clients.push(format!("…{cut} more"));
-                budget = budget.saturating_sub(16);
-            }
-        }
         all
     }
 
