@@ -80,7 +80,9 @@ enum Command {
         /// reader that has stopped; it resumes from the history window when it reads again.
         #[arg(long, value_name = "MS", default_value_t = ms(server::DEFAULT_WRITE_TIMEOUT), value_parser = clap::value_parser!(u64).range(1..))]
         write_timeout: u64,
-        /// Longest client name accepted (names use letters, digits, '-', '_' and '.').
+        /// Longest client name accepted (names use letters, digits, '-', '_' and '.'). With
+        /// --max-clients, bounded so that every name fits in one heartbeat (1 MiB): 10,000
+        /// clients allow names of up to 102 bytes.
         #[arg(long, default_value_t = server::DEFAULT_MAX_NAME_LEN, value_parser = clap::value_parser!(u16).range(1..=server::MAX_NAME_LEN_LIMIT as i64).map(usize::from))]
         max_name_len: usize,
         #[command(flatten)]

@@ -157,6 +157,18 @@ fn unknown_subcommand_is_a_usage_error() {
 }
 
 #[test]
+fn server_flags_whose_names_would_not_fit_a_heartbeat_are_a_usage_error() {
+    // 10,000 names of 255 bytes are 2.5 MB; a heartbeat frame carries 1 MiB.
+    let args = ["server", "--port", "0", "--max-name-len", "255"];
+    assert_usage_error(&args);
+    let said = run(&args).stderr_lines().join("\n");
+    assert!(
+        said.contains("--max-clients") && said.contains("heartbeat"),
+        "the line says what to lower: {said:?}"
+    );
+}
+
+#[test]
 fn bad_output_value_is_a_usage_error() {
     // Only `text` and `json` exist; the value is checked before anything connects.
     assert_usage_error(&["client", "--register", "--output", "xml"]);

@@ -69,7 +69,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use crate::auth::Secret;
 use crate::error::Result;
 use crate::net;
-use crate::protocol::Role;
+use crate::protocol::{MAX_FRAME_LEN, Role};
 use crate::support::signals;
 use crate::support::{limits, memory};
 use hub::{Hub, Limits};
@@ -244,8 +244,11 @@ impl Drop for ServerHandle {
 /// usable as soon as this returns.
 ///
 /// # Errors
-/// [`crate::Error::Io`] when the address cannot be bound (say, the port is in use).
+/// [`crate::Error::Io`] when the address cannot be bound (say, the port is in use);
+/// [`crate::Error::Usage`] when `--max-clients` names of `--max-name-len` bytes would not
+/// fit in one heartbeat.
 pub fn start_server(config: Config) -> Result<ServerHandle> {
+    check_names_fit_a_heartbeat(config.max_clients, config.max_name_len)?;
     let listener = net::listen(&config.bind)?;
     let bound = listener.local_addr()?;
     let addr = config.advertise.clone().unwrap_or_else(|| {
@@ -334,6 +337,27 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         accept,
         threads: vec![heartbeat, writers, trim],
     })
+}
+
+/// A heartbeat lists every client's name in one frame ([`heartbeat`]), so the names of a
+/// full server must fit in one: 10,000 names of 32 bytes take about 340 KB, but 10,000 of
+/// 255 bytes would not fit in the frame cap. Such flags are refused at start, with what to
+/// change, rather than met at the 4,000th client.
+fn check_names_fit_a_heartbeat(max_clients: usize, max_name_len: usize) -> Result<()> {
+    // Each name costs its length and a 2-byte prefix; the rest of the frame is the address,
+    // the epoch and room to spare.
+    let room = MAX_FRAME_LEN as usize - 4096;
+    let needed = max_clients.saturating_mul(max_name_len + 2);
+    if needed <= room {
+        return Ok(());
+    }
+    Err(crate::Error::Usage(format!(
+        "--max-clients {max_clients} with --max-name-len {max_name_len} is up to {needed} bytes \
+         of names, more than one heartbeat carries ({room}): lower --max-clients to {} or \
+         --max-name-len to {}",
+        room / (max_name_len + 2),
+        (room / max_clients.max(1)).saturating_sub(2)
+    )))
 }
 
 /// Raises the open-file limit as far as the system allows, and says at start how many
