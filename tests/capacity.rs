@@ -146,6 +146,19 @@ fn client_on(cluster: &Cluster, i: usize, name: &str) -> Client {
     client
 }
 
+/// Client `a` on server 0 and `b` on server 1, both listed by the coordinator, and `first`
+/// sent by `a` and received by `b`: a cluster known to work before a test disturbs it.
+fn two_clients_sharing(cluster: &Cluster, first: &str) -> (Client, Client) {
+    let mut a = client_on(cluster, 0, "a");
+    let b = client_on(cluster, 1, "b");
+    cluster.wait_status("both clients listed", TIMEOUT, |st| {
+        (0..2).all(|i| entry_clients(&status_entry(st, cluster.addr(i))).len() == 1)
+    });
+    a.send_line(first);
+    b.texts_from("a", 1);
+    (a, b)
+}
+
 #[test]
 fn a_client_turned_away_at_the_open_file_limit_is_told_why_and_exits_1() {
     let _serial = serial();
@@ -261,13 +274,7 @@ fn a_full_server_takes_clients_again_once_some_leave_and_keeps_no_refused_name()
 fn a_coordinator_that_stalls_declares_no_server_dead_and_moves_no_client() {
     let _serial = serial();
     let cluster = Cluster::start(2);
-    let mut a = client_on(&cluster, 0, "a");
-    let mut b = client_on(&cluster, 1, "b");
-    cluster.wait_status("both clients listed", TIMEOUT, |st| {
-        (0..2).all(|i| entry_clients(&status_entry(st, cluster.addr(i))).len() == 1)
-    });
-    a.send_line("before the stall");
-    b.texts_from("a", 1);
+    let (a, mut b) = two_clients_sharing(&cluster, "before the stall");
 
     // The coordinator stops for longer than twice the timeout, then runs again.
     cluster.hang_coordinator();
@@ -296,13 +303,7 @@ fn a_coordinator_that_stalls_declares_no_server_dead_and_moves_no_client() {
 fn a_coordinator_that_wakes_before_its_servers_does_not_count_the_pause_against_them() {
     let _serial = serial();
     let cluster = Cluster::start(2);
-    let mut a = client_on(&cluster, 0, "a");
-    let mut b = client_on(&cluster, 1, "b");
-    cluster.wait_status("both clients listed", TIMEOUT, |st| {
-        (0..2).all(|i| entry_clients(&status_entry(st, cluster.addr(i))).len() == 1)
-    });
-    a.send_line("before the pause");
-    b.texts_from("a", 1);
+    let (a, mut b) = two_clients_sharing(&cluster, "before the pause");
 
     // The whole cluster pauses, as on a suspended machine, the coordinator last: no
     // heartbeat waits in its sockets, so when it wakes first, its watchdog's first round

@@ -40,11 +40,25 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, unbounded};
 
-use super::hub::{CatchUp, Hub, WriterJob};
+use super::hub::{CatchUp, Hub};
 use super::outbox::{Flow, OutboxReceiver, WhenIdle, write_frames};
 use super::{Shared, THREAD_STACK, WRITE_BUFFER};
 use crate::protocol::Message;
 use crate::support::limits;
+
+/// A client that has frames queued and no writer thread: what it takes to start one. The
+/// hub sends it to the `writers` thread (this file) after taking the client's pen,
+/// so at most one job per client is ever on its way.
+pub struct WriterJob {
+    /// The client's name, for the thread's name and for catching up.
+    pub name: String,
+    /// Its connection id, for catching up.
+    pub conn: u64,
+    /// Its socket.
+    pub stream: Arc<TcpStream>,
+    /// Its outbox; the job carries the pen with it.
+    pub outbox: OutboxReceiver,
+}
 
 /// How long a client's writer waits for more frames once its outbox is empty, before it
 /// ends and gives its thread back. A client receiving a message every second keeps one

@@ -11,7 +11,7 @@
 //! of encoded frames bounded in frames and in bytes (`outbox.rs`). Its socket is written by
 //! a `send-<name>` writer thread that exists only while there is something to write: when a
 //! frame is queued for a client with no writer, the hub takes the client's pen and sends a
-//! [`WriterJob`] to the `writers` thread (`server/client.rs`), which starts one. An idle
+//! [`WriterJob`] to the `writers` thread (`server/writers.rs`), which starts one. An idle
 //! client therefore costs one thread, its connection thread, not two.
 //!
 //! **Fan-out.** A message is encoded once (outside the lock) into an `Arc`, and every
@@ -48,20 +48,7 @@ use super::{CatchUp, Cutoffs, Frame, Hub, Registration};
 use crate::auth;
 use crate::protocol::{Message, Resume};
 use crate::roles::server::outbox::{OutboxReceiver, OutboxSender, outbox};
-
-/// A client that has frames queued and no writer thread: what it takes to start one. The
-/// hub sends it to the `writers` thread (`server/client.rs`) after taking the client's pen,
-/// so at most one job per client is ever on its way.
-pub struct WriterJob {
-    /// The client's name, for the thread's name and for catching up.
-    pub name: String,
-    /// Its connection id, for catching up.
-    pub conn: u64,
-    /// Its socket.
-    pub stream: Arc<TcpStream>,
-    /// Its outbox; the job carries the pen with it.
-    pub outbox: OutboxReceiver,
-}
+use crate::roles::server::writers::WriterJob;
 
 /// Where the hub asks for writer threads: the sending end of the `writers` thread's channel.
 /// The channel is unbounded in crossbeam's sense, and bounded by the pen: a client has at

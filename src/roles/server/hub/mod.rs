@@ -70,9 +70,9 @@ use crossbeam_channel::Sender;
 
 pub use super::outbox::Frame;
 use super::outbox::OutboxReceiver;
+pub use super::writers::WriterJob;
 use crate::auth::Secret;
 use crate::protocol::{Body, deliver_frame, relay_frame};
-pub use clients::WriterJob;
 use clients::{Clients, WriterRequests};
 use history::{History, Verdict};
 use relay::Relay;
