@@ -25,6 +25,8 @@ const ALLOWED: &[&str] = &[
     "Disconnected", "tick",
     // The kernel: a build option, a capability, a field of /proc/PID/status.
     "CONFIG_INET_DIAG_DESTROY", "CAP_NET_ADMIN", "VmHWM",
+    // glibc: the environment variable that sets its start-up tunables.
+    "GLIBC_TUNABLES",
     // What the docs compare dsys with: the Rust Book's final project, a crate, HTTP, and
     // the types a client written in JavaScript would use.
     "ThreadPool", "env_logger", "GET", "BigInt", "Number",
