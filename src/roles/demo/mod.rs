@@ -17,20 +17,19 @@
 //! learner should see), and one `events-<client>` thread per client tags its events with
 //! the client's name into one channel that the main thread reads.
 //!
-//! **Stopping.** Every child is held by a [`ChildGuard`] that kills it on drop, and every
-//! child also dies with this process (parent-death signal), so nothing outlives the demo:
-//! not at the end, not on an error, not on Ctrl-C (the stop channel ends every wait).
+//! **Stopping.** Every child is held by a [`ChildGuard`](crate::roles::children::ChildGuard)
+//! that kills it on drop, and every child also dies with this process (parent-death
+//! signal), so nothing outlives the demo: not at the end, not on an error, not on Ctrl-C
+//! (the stop channel ends every wait).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
 
 use crate::error::{Error, Result};
+use crate::roles::children::spawn_role;
 use crate::roles::client::session::{self, SessionConfig};
 use crate::roles::client::{self, Event, output};
 use crate::roles::status;
@@ -47,7 +46,7 @@ macro_rules! say {
 
 mod story;
 
-use story::{Story, is_story_line, strip_log_prefix};
+use story::{Story, story_line};
 
 /// Heartbeat interval of the demo's servers: short, so the story moves quickly.
 const HEARTBEAT_INTERVAL_MS: u64 = 200;
@@ -61,30 +60,6 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 const LIST_POLL: Duration = Duration::from_millis(50);
 /// The clients of the story.
 const NAMES: [&str; 6] = ["alice", "bob", "carol", "dave", "erin", "frank"];
-
-/// A child process that is killed (SIGKILL) and reaped when dropped.
-struct ChildGuard {
-    label: String,
-    child: Child,
-    log: Option<JoinHandle<()>>,
-}
-
-impl ChildGuard {
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(log) = self.log.take() {
-            let _ = log.join(); // ends at the child's end of stderr
-        }
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        self.kill();
-        log::debug!("stopped {}", self.label);
-    }
-}
 
 /// `dsys demo`: runs the story and exits 0 when nothing was lost or duplicated.
 ///
@@ -116,6 +91,7 @@ pub fn run() -> Result<()> {
             "--heartbeat-timeout",
             &timeout,
         ],
+        story_line,
         &narration_tx,
     )?;
     say!("      listening on {coordinator_addr}");
@@ -135,7 +111,12 @@ pub fn run() -> Result<()> {
             "--heartbeat-interval",
             &interval,
         ];
-        servers.push(spawn_role(&format!("server-{i}"), &args, &narration_tx)?);
+        servers.push(spawn_role(
+            &format!("server-{i}"),
+            &args,
+            story_line,
+            &narration_tx,
+        )?);
     }
     story.narrate_until(|line| line.contains("server up"), 3)?;
 
@@ -203,53 +184,6 @@ pub fn run() -> Result<()> {
         return Err(Error::Failed("messages were lost or duplicated".into()));
     }
     Ok(())
-}
-
-/// Starts `dsys <args>` as a child and returns it with the address from its
-/// "listening on ADDR" log line. Its other interesting log lines go to `narration_tx`.
-fn spawn_role(
-    label: &str,
-    args: &[&str],
-    narration_tx: &Sender<String>,
-) -> Result<(ChildGuard, String)> {
-    let mut command = Command::new(std::env::current_exe()?);
-    command
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // SAFETY: the closure runs between fork and exec and only calls prctl(2).
-    unsafe {
-        command.pre_exec(signals::die_with_parent);
-    }
-    let mut child = command.spawn()?;
-    let Some(stderr) = child.stderr.take() else {
-        return Err(Error::Failed(format!("{label} has no stderr to read"))); // piped above
-    };
-    let (addr_tx, addr_rx) = bounded(1);
-    let narration_tx = narration_tx.clone();
-    let log = thread::Builder::new()
-        .name(format!("log-{label}"))
-        .spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let addr = addr.split_whitespace().next().unwrap_or_default();
-                    let _ = addr_tx.try_send(addr.to_string());
-                } else if is_story_line(&line) {
-                    let _ = narration_tx.send(strip_log_prefix(&line));
-                }
-            }
-        })?;
-    let guard = ChildGuard {
-        label: label.to_string(),
-        child,
-        log: Some(log),
-    };
-    let addr = addr_rx
-        .recv_timeout(STEP_TIMEOUT)
-        .map_err(|_| Error::Failed(format!("{label} did not start listening")))?;
-    Ok((guard, addr))
 }
 
 /// Asks the coordinator (as `dsys status` does) until it lists exactly `clients` on

@@ -30,7 +30,7 @@ pub(super) struct Story {
 }
 
 /// The coordinator's log lines that tell the story of a failure.
-pub(super) fn is_story_line(line: &str) -> bool {
+fn is_story_line(line: &str) -> bool {
     [
         "server up",
         "unreachable",
@@ -42,8 +42,13 @@ pub(super) fn is_story_line(line: &str) -> bool {
     .any(|needle| line.contains(needle))
 }
 
+/// A child's log line as the demo narrates it (without its prefix), if it is a story line.
+pub(super) fn story_line(line: &str) -> Option<String> {
+    is_story_line(line).then(|| strip_log_prefix(line))
+}
+
 /// `[time LEVEL module] text` → `text`.
-pub(super) fn strip_log_prefix(line: &str) -> String {
+fn strip_log_prefix(line: &str) -> String {
     line.split_once("] ")
         .map_or(line, |(_, text)| text)
         .to_string()
