@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use dsys::roles::{client, coordinator, demo, server, status};
+use dsys::roles::{bench, client, coordinator, demo, server, status};
 use dsys::{DEFAULT_COORDINATOR, Error};
 
 /// A small distributed messaging system: a coordinator, servers and clients.
@@ -146,6 +146,63 @@ enum Command {
     /// Run the whole story on this machine: a coordinator, three servers, clients sharing
     /// text, a server killed, its clients moved, and a summary.
     Demo,
+    /// Measure throughput and latency: start a cluster (or use running servers), run a
+    /// load, check that nothing was lost, duplicated or reordered, and report deliveries a
+    /// second, latency and the servers' CPU per delivery (docs/benchmarks.md).
+    Bench {
+        /// The load: s1 fan-out (1 -> 100), s2w chat (20 x 20), s3 latency (2,000 a second
+        /// to 100), s4a cluster (3 servers, 1 -> 99). The flags below change its numbers.
+        #[arg(long, value_enum, default_value_t = LoadArg::S1)]
+        load: LoadArg,
+        /// Clients that publish (each also receives) [default: the load's].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+        publishers: Option<usize>,
+        /// Clients that only receive [default: the load's].
+        #[arg(long, value_parser = clap::value_parser!(u32).map(|n| n as usize))]
+        subscribers: Option<usize>,
+        /// Servers to start, clients spread over them in turn [default: the load's].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16).map(|n| n as usize))]
+        servers: Option<usize>,
+        /// Messages each publisher sends [default: the load's].
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        messages: Option<u64>,
+        /// Messages a second per publisher [default: as fast as the window allows; s3: 2000].
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        rate: Option<u64>,
+        /// Bytes of text per message (at least 16: the send time it carries).
+        #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(dsys::roles::bench::MIN_SIZE as i64..=dsys::protocol::MAX_PAYLOAD_LEN as i64).map(|n| n as usize))]
+        size: usize,
+        /// Messages a publisher may have sent and not yet had acknowledged.
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|n| n as usize))]
+        window: usize,
+        /// Use these running servers (HOST:PORT, comma-separated) instead of starting a
+        /// cluster; the servers' CPU is then not reported.
+        #[arg(long, value_name = "ADDR,...", value_delimiter = ',', value_parser = connect_addr)]
+        connect: Vec<String>,
+        /// Text or one JSON object.
+        #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+        output: OutputArg,
+    },
+}
+
+/// The loads of `docs/benchmarks.md`.
+#[derive(Clone, Copy, ValueEnum)]
+enum LoadArg {
+    S1,
+    S2w,
+    S3,
+    S4a,
+}
+
+impl From<LoadArg> for bench::Load {
+    fn from(arg: LoadArg) -> bench::Load {
+        match arg {
+            LoadArg::S1 => bench::Load::S1,
+            LoadArg::S2w => bench::Load::S2w,
+            LoadArg::S3 => bench::Load::S3,
+            LoadArg::S4a => bench::Load::S4a,
+        }
+    }
 }
 
 /// The limits every listening role puts on the connections it accepts
@@ -275,7 +332,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo narrates on stdout; its in-process clients' info lines would only repeat it.
     let default_level = match cli.command {
-        Command::Demo => "warn",
+        Command::Demo | Command::Bench { .. } => "warn",
         _ => "info",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
@@ -371,5 +428,28 @@ fn run(command: Command) -> dsys::Result<()> {
             status::run(&coordinator, output.into(), names, secret.load()?.as_ref())
         }
         Command::Demo => demo::run(),
+        Command::Bench {
+            load,
+            publishers,
+            subscribers,
+            servers,
+            messages,
+            rate,
+            size,
+            window,
+            connect,
+            output,
+        } => bench::run(&bench::BenchConfig {
+            load: load.into(),
+            publishers,
+            subscribers,
+            servers,
+            messages,
+            rate,
+            size,
+            window,
+            connect,
+            json: matches!(output, OutputArg::Json),
+        }),
     }
 }

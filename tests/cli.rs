@@ -100,7 +100,7 @@ fn assert_runtime_failure(args: &[&str], envs: &[(&str, &str)], needles: &[&str]
 fn top_level_help_lists_every_subcommand() {
     assert_help_lists(
         &["--help"],
-        &["coordinator", "server", "client", "status", "demo"],
+        &["coordinator", "server", "client", "status", "demo", "bench"],
     );
 }
 
