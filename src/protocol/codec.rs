@@ -41,9 +41,21 @@ pub const MAX_FRAME_LEN: u32 = 1024 * 1024;
 /// [`FIRST_READ`] up to the length: a peer that sends a length prefix and then little or
 /// nothing costs little or nothing, not the frame cap.
 pub fn read_frame(reader: &mut impl Read) -> Result<Option<Vec<u8>>> {
+    let mut body = Vec::new();
+    Ok(read_frame_into(reader, &mut body)?.then_some(body))
+}
+
+/// [`read_frame`] into a buffer the caller keeps from frame to frame, so that a reader of
+/// many small frames allocates once, not per frame. Returns `Ok(false)` at a clean end of
+/// the stream; `body` then holds nothing.
+///
+/// # Errors
+/// As [`read_frame`].
+pub fn read_frame_into(reader: &mut impl Read, body: &mut Vec<u8>) -> Result<bool> {
+    body.clear();
     let mut prefix = [0u8; 4];
     match read_exact_or_eof(reader, &mut prefix)? {
-        Filled::Eof => return Ok(None),
+        Filled::Eof => return Ok(false),
         Filled::Partial => return Err(Error::Protocol("connection closed inside a frame".into())),
         Filled::Full => {}
     }
@@ -57,7 +69,6 @@ pub fn read_frame(reader: &mut impl Read) -> Result<Option<Vec<u8>>> {
         )));
     }
     let len = len as usize;
-    let mut body = Vec::new();
     while body.len() < len {
         let filled = body.len();
         let grow = (len - filled).min(filled.max(FIRST_READ));
@@ -70,7 +81,7 @@ pub fn read_frame(reader: &mut impl Read) -> Result<Option<Vec<u8>>> {
             return Err(Error::Protocol("connection closed inside a frame".into()));
         }
     }
-    Ok(Some(body))
+    Ok(true)
 }
 
 /// The first piece of a frame body that [`read_frame`] makes room for (see there).
@@ -123,7 +134,18 @@ fn read_exact_or_eof(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<Fille
 /// If the body is over [`MAX_FRAME_LEN`]: callers bound what they put in a frame, so this
 /// marks a bug, not bad input.
 pub(super) fn framed(fill: impl FnOnce(&mut Writer)) -> Vec<u8> {
-    let mut out = Writer::default();
+    framed_in(Vec::new(), fill)
+}
+
+/// [`framed`] into a buffer made with room for `len` bytes: for the frames a server makes
+/// for every message, whose size is known before they are written, so that the buffer is
+/// allocated once instead of growing (and moving) several times as fields are added.
+pub(super) fn framed_with_room(len: usize, fill: impl FnOnce(&mut Writer)) -> Vec<u8> {
+    framed_in(Vec::with_capacity(len), fill)
+}
+
+fn framed_in(buffer: Vec<u8>, fill: impl FnOnce(&mut Writer)) -> Vec<u8> {
+    let mut out = Writer(buffer);
     out.0.extend_from_slice(&[0; 4]); // the length, filled in below
     fill(&mut out);
     let len = out.0.len() - 4;
@@ -136,7 +158,6 @@ pub(super) fn framed(fill: impl FnOnce(&mut Writer)) -> Vec<u8> {
 }
 
 /// Appends big-endian fields to a frame under construction.
-#[derive(Default)]
 pub(super) struct Writer(Vec<u8>);
 
 impl Writer {
@@ -223,8 +244,13 @@ impl<'a> Reader<'a> {
         Ok(u64::from_be_bytes(self.array()?))
     }
     pub(super) fn str(&mut self) -> Result<String> {
+        self.str_ref().map(str::to_owned)
+    }
+    /// A `str` field borrowed from the frame body, not copied.
+    pub(super) fn str_ref(&mut self) -> Result<&'a str> {
         let len = self.u16()? as usize;
-        utf8(self.take(len)?)
+        std::str::from_utf8(self.take(len)?)
+            .map_err(|_| Error::Protocol("invalid UTF-8 in a string".into()))
     }
     pub(super) fn bytes(&mut self) -> Result<&'a [u8]> {
         let len = self.u32()? as usize;

@@ -6,8 +6,9 @@
 //! in a file of their own because that table is its own idea, between the two others:
 //! `mod.rs` says what each message means and who sends it, `codec.rs` how a frame and a
 //! field are laid out as bytes; together with either, this table would make a file too long
-//! to hold in one's head. [`deliver_frame`] and [`relay_frame`] are the same encoding from
-//! borrowed parts, for the server's fan-out.
+//! to hold in one's head. The frames every message makes on its way through a server are
+//! built and read without extra copies in `message_path.rs`, with the same [`Writer`]
+//! methods.
 //!
 //! Everything here is a pure function of its input: no I/O, no thread, no state. Decoding
 //! trusts nothing: an unknown type byte, a bad flag or magic, or bytes left over after the
@@ -26,14 +27,14 @@ const T_REGISTER: u8 = 0x10;
 const T_REGISTERED: u8 = 0x11;
 const T_REGISTER_REFUSED: u8 = 0x12;
 const T_PUBLISH: u8 = 0x13;
-const T_DELIVER: u8 = 0x14;
+pub(super) const T_DELIVER: u8 = 0x14;
 const T_ACK: u8 = 0x15;
 const T_KEEPALIVE: u8 = 0x16;
 const T_DEREGISTER: u8 = 0x17;
 const T_KEEPALIVE_EVERY: u8 = 0x18;
 const T_PEER_HELLO: u8 = 0x20;
 const T_PEER_WELCOME: u8 = 0x21;
-const T_RELAY: u8 = 0x22;
+pub(super) const T_RELAY: u8 = 0x22;
 const T_PEER_ACK: u8 = 0x23;
 const T_PEER_SYNCED: u8 = 0x24;
 const T_HEARTBEAT: u8 = 0x30;
@@ -46,7 +47,7 @@ const T_CLAIM_REPLY: u8 = 0x43;
 const T_STATUS_QUERY: u8 = 0x50;
 const T_STATUS_REPORT: u8 = 0x51;
 
-const BODY_TEXT: u8 = 1;
+pub(super) const BODY_TEXT: u8 = 1;
 const BODY_FILE_START: u8 = 3;
 const BODY_FILE_CHUNK: u8 = 4;
 const BODY_FILE_END: u8 = 5;
@@ -347,21 +348,6 @@ impl Message {
     }
 }
 
-/// Encodes a [`Message::Deliver`] frame from borrowed parts, so a server can build the one
-/// copy that all recipients share without first cloning the payload into a `Message`.
-pub fn deliver_frame(from: &str, session: u64, seq: u64, body: &Body) -> Vec<u8> {
-    framed(|out| out.deliver(from, session, seq, body))
-}
-
-/// Encodes a [`Message::Relay`] frame from borrowed parts (see [`deliver_frame`]).
-pub fn relay_frame(index: u64, from: &str, session: u64, seq: u64, body: &Body) -> Vec<u8> {
-    framed(|out| {
-        out.u8(T_RELAY);
-        out.u64(index);
-        out.deliver_fields(from, session, seq, body);
-    })
-}
-
 /// Where the relay index sits in an encoded [`Message::Relay`] frame: after the 4-byte
 /// length and the type byte. A server encodes the frame outside its lock and writes the
 /// index in here under the lock, so the lock is never held while a payload is copied.
@@ -392,12 +378,12 @@ impl Writer {
             }
         }
     }
-    fn deliver(&mut self, from: &str, session: u64, seq: u64, body: &Body) {
+    pub(super) fn deliver(&mut self, from: &str, session: u64, seq: u64, body: &Body) {
         self.u8(T_DELIVER);
         self.deliver_fields(from, session, seq, body);
     }
     /// The fields a Deliver and a Relay share, in the same order.
-    fn deliver_fields(&mut self, from: &str, session: u64, seq: u64, body: &Body) {
+    pub(super) fn deliver_fields(&mut self, from: &str, session: u64, seq: u64, body: &Body) {
         self.str(from);
         self.u64(session);
         self.u64(seq);

@@ -19,6 +19,8 @@
 //!   reader who wants the list of messages should not have to scroll past their bytes.
 //! - this file: the messages themselves, what each one means and who sends it to whom.
 //!   This is the page to read first; the other two are how it becomes bytes.
+//! - `message_path.rs`: the frames every message makes on its way through a server, built
+//!   and read without extra copies (same encoding, from borrowed parts).
 //!
 //! Nothing a peer sends can make this module allocate more than [`MAX_FRAME_LEN`] bytes for
 //! one frame: the length prefix is checked before the buffer is allocated, the buffer grows
@@ -32,9 +34,11 @@
 
 mod codec;
 mod encoding;
+mod message_path;
 
-pub use codec::{MAX_FRAME_LEN, read_frame, read_message, write_message};
-pub use encoding::{RELAY_INDEX_BYTES, deliver_frame, relay_frame};
+pub use codec::{MAX_FRAME_LEN, read_frame, read_frame_into, read_message, write_message};
+pub use encoding::RELAY_INDEX_BYTES;
+pub use message_path::{DeliverRef, deliver_frame, relay_frame};
 
 /// The protocol version carried in every [`Message::Hello`]. A peer that speaks another
 /// version is refused with a clear [`Message::Error`] instead of being misread.
