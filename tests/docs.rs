@@ -23,8 +23,8 @@ const ALLOWED: &[&str] = &[
     "try_wait",
     // crossbeam-channel.
     "Disconnected", "tick",
-    // The kernel: a build option, a capability, a field of /proc/PID/status.
-    "CONFIG_INET_DIAG_DESTROY", "CAP_NET_ADMIN", "VmHWM",
+    // The kernel: a build option, a capability, a field of /proc/PID/status, a system call.
+    "CONFIG_INET_DIAG_DESTROY", "CAP_NET_ADMIN", "VmHWM", "sched_yield",
     // glibc: the environment variable that sets its start-up tunables.
     "GLIBC_TUNABLES",
     // What the docs compare dsys with: the Rust Book's final project, a crate, HTTP, and
