@@ -12,13 +12,14 @@
 //! On the receiving side ([`serve_peer`]) the connection thread accepts the link only from a
 //! peer incarnation the coordinator lists as live, so a zombie server (hung, declared dead,
 //! then woken up) is refused. It hands each relay (and each history entry) to the hub, and
-//! acks each relay.
+//! acknowledges the relays: one cumulative `PeerAck` for all it has read, each time it has
+//! read everything that had arrived.
 //!
 //! A broken link is retried every heartbeat interval for as long as the coordinator lists
 //! the peer; the link then resumes where the peer left off. Links end when the peer leaves
 //! the list or the server stops.
 
-use std::io::{BufWriter, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
 use std::thread;
 use std::time::Instant;
@@ -144,8 +145,18 @@ fn write_relays(
     Ok(())
 }
 
+/// Bytes the receiving side of a link reads at once. A link carries frames back to back,
+/// and a server has a few links, not thousands: a buffer the size of the writer's costs
+/// little and turns a burst of relays into a few reads instead of two per frame.
+const READ_BUFFER: usize = WRITE_BUFFER;
+
 /// The receiving side of a link, on its connection thread.
-pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared, deadline: Instant) -> Result<()> {
+///
+/// `PeerAck` is cumulative, so one covers every relay read so far. It is sent when the
+/// buffered input runs out, just before the thread would wait for more: a burst of relays
+/// costs one ack (and one round of the hub's lock on the relaying side), not one each, and
+/// no ack waits for a frame that has not arrived.
+pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) -> Result<()> {
     let first = net::read_opening(&stream, deadline)?;
     let Some(Message::PeerHello { addr, epoch }) = first else {
         return net::refuse(&stream, "expected PeerHello");
@@ -157,7 +168,7 @@ pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared, deadline: Insta
         );
     };
     write_message(
-        &mut stream,
+        &mut &stream,
         &Message::PeerWelcome {
             last_index,
             history,
@@ -166,7 +177,9 @@ pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared, deadline: Insta
     let stale = |stream: &TcpStream| net::refuse(stream, "this peer incarnation is no longer live");
     stream.set_read_timeout(Some(shared.limits.idle_timeout))?;
     log::debug!("peer link accepted from={addr} epoch={epoch}");
-    while let Some(message) = read_message(&mut stream)? {
+    let mut input = BufReader::with_capacity(READ_BUFFER, &stream);
+    let mut unacked = None;
+    while let Some(message) = read_message(&mut input)? {
         match message {
             Message::Relay {
                 index,
@@ -186,7 +199,7 @@ pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared, deadline: Insta
                     }
                     last_index = index;
                 }
-                write_message(&mut stream, &Message::PeerAck { index })?;
+                unacked = Some(index);
             }
             // History is only accepted when this server asked for it.
             Message::Deliver {
@@ -214,6 +227,11 @@ pub(super) fn serve_peer(mut stream: TcpStream, shared: &Shared, deadline: Insta
                     &format!("unexpected {} on a peer link", other.kind()),
                 );
             }
+        }
+        if input.buffer().is_empty()
+            && let Some(index) = unacked.take()
+        {
+            write_message(&mut &stream, &Message::PeerAck { index })?;
         }
     }
     Ok(())
