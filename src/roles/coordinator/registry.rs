@@ -235,10 +235,9 @@ pub(super) fn declare_dead(registry: &mut Registry, addr: &str) {
     }
     let plan = redistribute_clients(&orphans, &registry.loads());
     if !orphans.is_empty() {
-        let shown: Vec<String> = plan.iter().map(|(c, s)| format!("{c}->{s}")).collect();
         log::info!(
             "redistribution plan from={addr} moves=[{}]",
-            shown.join(", ")
+            plan_for_the_log(&plan)
         );
     }
     if plan.is_empty() && !orphans.is_empty() {
@@ -347,12 +346,46 @@ fn info(addr: &str, entry: &ServerEntry) -> ServerInfo {
     }
 }
 
+/// Moves of a redistribution plan that its log line names one by one; the rest are
+/// counted, so that a server that held ten thousand clients does not log a line of a
+/// hundred kilobytes (`dsys status --clients` lists them all).
+const PLAN_MOVES_LOGGED: usize = 32;
+
+/// `alice->ADDR, dave->ADDR`, at most [`PLAN_MOVES_LOGGED`] of them, then `... N more`.
+fn plan_for_the_log(plan: &[(String, String)]) -> String {
+    let mut shown: Vec<String> = plan
+        .iter()
+        .take(PLAN_MOVES_LOGGED)
+        .map(|(client, server)| format!("{client}->{server}"))
+        .collect();
+    if plan.len() > PLAN_MOVES_LOGGED {
+        shown.push(format!("... {} more", plan.len() - PLAN_MOVES_LOGGED));
+    }
+    shown.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_logged_plan_names_the_first_moves_and_counts_the_rest() {
+        let plan = |n: usize| -> Vec<(String, String)> {
+            (0..n)
+                .map(|i| (format!("c{i}"), "s:1".to_string()))
+                .collect()
+        };
+        assert_eq!(plan_for_the_log(&plan(2)), "c0->s:1, c1->s:1");
+        let all = plan_for_the_log(&plan(PLAN_MOVES_LOGGED));
+        assert_eq!(all.matches("->").count(), PLAN_MOVES_LOGGED);
+        assert!(!all.contains("more"));
+        let many = plan_for_the_log(&plan(10_000));
+        assert_eq!(many.matches("->").count(), PLAN_MOVES_LOGGED);
+        assert!(many.ends_with(&format!("... {} more", 10_000 - PLAN_MOVES_LOGGED)));
     }
 
     #[test]
