@@ -57,6 +57,11 @@ const KEEPALIVES_PER_SECOND: u32 = 1_250;
 /// clients hold under a megabyte for them.
 const READ_AHEAD: usize = 64;
 
+/// Bytes read ahead for a client that publishes: it sends frames back to back, up to its
+/// window, and this many bytes bring dozens of them in one read instead of two reads each.
+/// Only clients that publish pay for it.
+const PUBLISHER_READ_AHEAD: usize = 16 * 1024;
+
 /// How long a client may hear nothing before it sends a keepalive, which the server answers
 /// (and after three times that, it takes its server for dead or hung).
 ///
@@ -262,6 +267,8 @@ impl Registered<'_> {
         // the length's read brings the rest along. READ_AHEAD bytes do that for the small
         // frames an idle client sends (a keepalive is 5 bytes), which halves the system
         // calls of a keepalive; a larger body is read straight into place, past the buffer.
+        // A client that publishes gets PUBLISHER_READ_AHEAD instead, once nothing is left
+        // in the small buffer (so no byte read ahead is lost in the swap).
         let mut reader = BufReader::with_capacity(READ_AHEAD, &*self.stream);
         while let Some(message) = read_message(&mut reader)? {
             match message {
@@ -273,6 +280,9 @@ impl Registered<'_> {
                         .publish(Origin::Local { conn }, name, session, seq, &body)
                     {
                         return Err(Error::Protocol("connection replaced by a newer one".into()));
+                    }
+                    if reader.capacity() < PUBLISHER_READ_AHEAD && reader.buffer().is_empty() {
+                        reader = BufReader::with_capacity(PUBLISHER_READ_AHEAD, &*self.stream);
                     }
                 }
                 Message::Keepalive => self.answer_keepalive(shared)?,
