@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use clients::IdleClients;
 use common::{Proc, start_coordinator, start_server_with, wait_until_servers_alive};
 use dsys::protocol::{Body, Message, Role};
+use dsys::support::cpu::cpu_time;
 
 /// Runs of each size; the report gives medians.
 const RUNS: usize = 3;
@@ -152,11 +153,10 @@ fn one_run(n: usize) -> Result<Run, String> {
     let fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
         .map(|d| d.count() as u64)
         .unwrap_or(0);
-    let cpu_before = cpu_ticks(&server);
+    let cpu_before = cpu_time(server.pid());
     thread::sleep(IDLE_WINDOW); // the idle period being measured
-    let idle_ticks = cpu_ticks(&server) - cpu_before;
-    let idle_cpu_percent =
-        idle_ticks as f64 / ticks_per_second() / IDLE_WINDOW.as_secs_f64() * 100.0;
+    let idle_cpu = cpu_time(server.pid()).saturating_sub(cpu_before);
+    let idle_cpu_percent = idle_cpu.as_secs_f64() / IDLE_WINDOW.as_secs_f64() * 100.0;
 
     let burst_s = burst(&other_addr, n, &received).map_err(|why| {
         let warnings: Vec<String> = server
@@ -346,30 +346,6 @@ fn proc_status_field(proc: &Proc, field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(&format!("{field}:")))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
-}
-
-/// User plus system CPU time of `proc` so far, in clock ticks (`/proc/PID/stat`).
-fn cpu_ticks(proc: &Proc) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", proc.pid())).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
-}
-
-/// Clock ticks per second, as `/proc` counts CPU time: 100 on Linux.
-fn ticks_per_second() -> f64 {
-    100.0
 }
 
 /// Raises this process's soft open-file limit to its hard limit: the bench holds one

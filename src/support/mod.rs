@@ -6,8 +6,10 @@
 //! - `signals.rs`: SIGINT and SIGTERM as a channel that disconnects;
 //! - `limits.rs`: the open-file limit, raised at start, and a spare descriptor;
 //! - `memory.rs`: giving freed memory back after many clients have left;
+//! - `cpu.rs`: the CPU time a process has used, for the benchmarks;
 //! - `random.rs`: random identifiers.
 
+pub mod cpu;
 pub mod json;
 pub mod limits;
 pub mod memory;

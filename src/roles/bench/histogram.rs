@@ -50,11 +50,6 @@ impl Histogram {
         self.max_ns = self.max_ns.max(other.max_ns);
     }
 
-    /// How many latencies were counted.
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-
     /// The latency below which a share `q` (0 to 1) of the samples lie: the upper edge of
     /// the bucket that holds that sample, never more than the largest one seen.
     pub fn quantile(&self, q: f64) -> Duration {

@@ -30,6 +30,7 @@ use crossbeam_channel::{bounded, unbounded};
 
 use crate::error::{Error, Result};
 use crate::roles::children::{ChildGuard, spawn_role};
+use crate::support::cpu;
 use histogram::Histogram;
 use load::{Client, Gates, Pace, Progress, Spec, Tally};
 pub use report::Report;
@@ -294,27 +295,7 @@ fn show_progress(progress: &Progress, warm_up: u64, expected: u64, started: Inst
     }
 }
 
-/// The CPU time (user and system) the processes `pids` have used so far, from
-/// `/proc/PID/stat`; a process that cannot be read counts nothing.
+/// The CPU time (user and system) the processes `pids` have used so far.
 fn cpu_time(pids: &[u32]) -> Duration {
-    unsafe extern "C" {
-        fn sysconf(name: i32) -> i64;
-    }
-    /// `_SC_CLK_TCK` (unistd.h): the unit of the times in `/proc/PID/stat`.
-    const SC_CLK_TCK: i32 = 2;
-    // SAFETY: sysconf takes an integer and only reads the system's configuration.
-    let ticks_per_second = unsafe { sysconf(SC_CLK_TCK) }.max(1) as u64;
-    let ticks: u64 = pids
-        .iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .map(|stat| {
-            // The command name, in parentheses, may hold spaces: count fields after it.
-            let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-            let fields: Vec<&str> = after_name.split_whitespace().collect();
-            // utime and stime: fields 14 and 15 of the line, the 12th and 13th after the name.
-            let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-            field(11).unwrap_or(0) + field(12).unwrap_or(0)
-        })
-        .sum();
-    Duration::from_secs_f64(ticks as f64 / ticks_per_second as f64)
+    pids.iter().map(|&pid| cpu::cpu_time(pid)).sum()
 }

@@ -1,0 +1,50 @@
+//! The CPU time a process has used, as the kernel counts it in `/proc/PID/stat`: what
+//! `dsys bench` reports per delivery for the servers it started, and what the capacity
+//! bench (`benches/c10k`) measures while clients idle.
+//!
+//! `sysconf` is declared by hand, as the other C functions in `support/` are (no `libc`
+//! crate).
+
+use std::time::Duration;
+
+/// User plus system CPU time that process `pid` has used so far; zero when it cannot be
+/// read (it has ended, or this is not Linux).
+pub fn cpu_time(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // The command name, in parentheses, may hold spaces: count fields after it.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime: fields 14 and 15 of the line, the 12th and 13th after the name.
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    let ticks = field(11).unwrap_or(0) + field(12).unwrap_or(0);
+    Duration::from_secs_f64(ticks as f64 / ticks_per_second() as f64)
+}
+
+/// The unit of the times in `/proc/PID/stat` (`sysconf(_SC_CLK_TCK)`, 100 on Linux).
+fn ticks_per_second() -> u64 {
+    unsafe extern "C" {
+        fn sysconf(name: i32) -> i64;
+    }
+    /// `_SC_CLK_TCK` (unistd.h).
+    const SC_CLK_TCK: i32 = 2;
+    // SAFETY: sysconf takes an integer and only reads the system's configuration.
+    unsafe { sysconf(SC_CLK_TCK) }.max(1) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_process_has_used_cpu_time_and_a_missing_one_none() {
+        let start = std::time::Instant::now();
+        let mut spin = 0u64;
+        while start.elapsed() < Duration::from_millis(50) {
+            spin = std::hint::black_box(spin.wrapping_add(1));
+        }
+        assert!(cpu_time(std::process::id()) > Duration::ZERO);
+        assert_eq!(cpu_time(u32::MAX), Duration::ZERO);
+    }
+}
