@@ -267,16 +267,26 @@ impl Connection {
     }
 }
 
-impl Drop for Connection {
-    fn drop(&mut self) {
-        // Unblocks both threads, then waits for them, so no thread outlives its socket. The
-        // reader may be blocked in a read (the shutdown wakes it) or in a send to a full
-        // `received` channel (dropping our end makes that send fail); the writer in a write
-        // (the shutdown) or waiting for frames (dropping `outbound_tx`): wake all of them,
-        // or a join could wait for ever.
+impl Connection {
+    /// Stops using the connection: shuts the socket down and lets go of the session's
+    /// channel ends, which wakes both threads to end. They are joined on drop; a session
+    /// failing over abandons its lost connection first and drops it once it is registered
+    /// elsewhere, so the threads end while it is busy moving, not on its way.
+    pub fn abandon(&mut self) {
+        // The reader may be blocked in a read (the shutdown wakes it) or in a send to a
+        // full `received` channel (dropping our end makes that send fail); the writer in a
+        // write (the shutdown) or waiting for frames (dropping `outbound_tx`): wake all of
+        // them, or a join could wait for ever.
         let _ = self.stream.shutdown(Shutdown::Both);
         drop(std::mem::replace(&mut self.received_rx, never()));
         self.outbound_tx = None;
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Wakes both threads, then waits for them, so no thread outlives its socket.
+        self.abandon();
         for thread in [self.reader.take(), self.writer.take()]
             .into_iter()
             .flatten()

@@ -185,9 +185,10 @@ impl Coordinator {
     /// Answers a client's "which server?". Blocks while it settles a suspect.
     ///
     /// When the client names a `suspect` server it lost, that server is checked first
-    /// (outside the lock): if nothing listens there any more it is declared dead at once,
-    /// rather than after the heartbeat timeout. If something still listens, the server may
-    /// be fine (only the client's connection broke) or hung (its kernel still accepts).
+    /// (outside the lock): if it is gone (refuses, or resets before its first frame) it is
+    /// declared dead at once, rather than after the heartbeat timeout. If it answers or
+    /// stays silent, the server may be fine (only the client's connection broke) or hung
+    /// (its kernel still accepts).
     /// The heartbeats tell which (see [`Coordinator::settle_suspect`]).
     ///
     /// # Errors
@@ -196,7 +197,7 @@ impl Coordinator {
         let suspect_alive =
             !suspect.is_empty() && self.lock().server(suspect).is_some_and(|entry| entry.alive);
         if suspect_alive {
-            if probe::answers_connect(suspect) {
+            if !probe::is_gone(suspect) {
                 return self.settle_suspect(name, suspect);
             }
             let mut registry = self.lock();

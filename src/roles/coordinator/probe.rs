@@ -1,12 +1,14 @@
 //! Asking a server whether it still answers, from the coordinator's side: the probe of a
 //! server whose heartbeat is late ([`probe`], run on a `probe-<addr>` thread started by the
-//! watchdog), and the bare reachability check a client's report of a lost server triggers
-//! ([`answers_connect`], run on that client's locate connection thread). Each blocks its
+//! watchdog), and the check that a client's report of a lost server triggers ([`is_gone`],
+//! run on that client's locate connection thread). Each blocks its
 //! caller for at most its deadline; neither holds the registry's lock.
 
+use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::time::Duration;
 
+use crate::error::Error;
 use crate::net;
 use crate::protocol::read_message;
 
@@ -35,10 +37,32 @@ pub(super) fn probe(addr: &str, deadline: Duration) -> bool {
     matches!(read_message(&mut stream), Ok(Some(_)))
 }
 
-/// True when something accepts a TCP connection at `addr` within [`PROBE_TIMEOUT`].
-pub(super) fn answers_connect(addr: &str) -> bool {
-    net::resolve(addr)
-        .ok()
-        .and_then(|sock| TcpStream::connect_timeout(&sock, PROBE_TIMEOUT).ok())
-        .is_some()
+/// True when the server at `addr` is gone: it refuses the connection, or the connection is
+/// closed or reset before the server's first frame. Waits at most [`PROBE_TIMEOUT`] to
+/// connect and again for that frame.
+///
+/// Accepting the TCP connection is not enough to count as there. A process being killed
+/// loses its client connections a few milliseconds before its listening socket, and
+/// meanwhile its kernel still accepts connections, then resets them when the socket
+/// closes; its clients, who see their connections end first, ask about it in exactly that
+/// window. The first frame settles it: a dying server resets, a live one sends its
+/// `Challenge`. A server that accepts and stays silent (hung, or stopped) is not called
+/// gone here: the heartbeats decide that (`Coordinator::settle_suspect`).
+pub(super) fn is_gone(addr: &str) -> bool {
+    let Ok(sock) = net::resolve(addr) else {
+        return true;
+    };
+    let Ok(mut stream) = TcpStream::connect_timeout(&sock, PROBE_TIMEOUT) else {
+        return true;
+    };
+    if stream.set_read_timeout(Some(PROBE_TIMEOUT)).is_err() {
+        return true;
+    }
+    match read_message(&mut stream) {
+        Ok(Some(_)) => false,
+        Err(Error::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            false
+        }
+        Ok(None) | Err(_) => true,
+    }
 }

@@ -99,9 +99,11 @@ impl Session {
 
     /// Finds a live server and registers there again, then sends every unacknowledged
     /// message again. Keeps trying until it succeeds or the session is stopped (`None`).
-    pub(super) fn fail_over(&mut self, lost: Connection, reason: Error) -> Option<Connection> {
+    pub(super) fn fail_over(&mut self, mut lost: Connection, reason: Error) -> Option<Connection> {
         let old = lost.server.clone();
-        drop(lost);
+        // Its threads end while we find a new server; joining them (dropping `lost`) waits
+        // until we have one.
+        lost.abandon();
         log::info!(
             "lost server name={} server={old} reason=\"{reason}\"; failing over",
             self.config.name
@@ -128,6 +130,7 @@ impl Session {
                                 to: target,
                             });
                         }
+                        drop(lost);
                         return Some(connection);
                     }
                     Err(e) => log::debug!("resending to {target} failed: {e}"),
