@@ -151,7 +151,8 @@ enum Command {
     /// second, latency and the servers' CPU per delivery (docs/benchmarks.md).
     Bench {
         /// The load: s1 fan-out (1 -> 100), s2w chat (20 x 20), s3 latency (2,000 a second
-        /// to 100), s4a cluster (3 servers, 1 -> 99). The flags below change its numbers.
+        /// to 100), s4a cluster (3 servers, 1 -> 99), failover (1,000 a second to 100
+        /// subscribers whose server is killed). The flags below change its numbers.
         #[arg(long, value_enum, default_value_t = LoadArg::S1)]
         load: LoadArg,
         /// Clients that publish (each also receives) [default: the load's].
@@ -192,6 +193,7 @@ enum LoadArg {
     S2w,
     S3,
     S4a,
+    Failover,
 }
 
 impl From<LoadArg> for bench::Load {
@@ -201,6 +203,7 @@ impl From<LoadArg> for bench::Load {
             LoadArg::S2w => bench::Load::S2w,
             LoadArg::S3 => bench::Load::S3,
             LoadArg::S4a => bench::Load::S4a,
+            LoadArg::Failover => bench::Load::Failover,
         }
     }
 }

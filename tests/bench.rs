@@ -1,6 +1,6 @@
-//! `dsys bench` through the real binary: it starts its own cluster, checks every delivery,
-//! and reports in JSON what scripts read; it fails with exit status 1 and one line when it
-//! cannot run, and with 2 on flags it cannot use. Speed is never asserted here (that is
+//! `dsys bench` through the real binary: it starts its own cluster, checks every delivery
+//! (across a killed server, too), and reports in JSON what scripts read; it fails with exit
+//! status 1 and one line when it cannot run, and with 2 on flags it cannot use. Speed is never asserted here (that is
 //! `cargo bench --bench throughput`): only that every message was counted, once and in
 //! order.
 
@@ -111,5 +111,40 @@ fn a_server_nobody_runs_is_a_runtime_failure_with_one_line() {
 #[test]
 fn a_message_too_small_for_its_send_time_is_a_usage_error() {
     let done = run_dsys(&["bench", "--size", "8"], &[], BENCH_TIMEOUT);
+    assert_eq!(done.code(), Some(2), "stderr: {:?}", done.stderr);
+}
+
+#[test]
+fn the_failover_load_moves_every_subscriber_once_and_loses_nothing() {
+    let report = bench_report(&[
+        "--load",
+        "failover",
+        "--subscribers",
+        "6",
+        "--messages",
+        "300",
+    ]);
+    assert_eq!(report["load"], "failover");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["expected"], 6 * 300, "{report}");
+    assert_eq!(report["delivered"], 6 * 300, "{report}");
+    for zero in ["lost", "duplicated", "gaps", "moved_twice"] {
+        assert_eq!(report[zero], 0, "{zero}: {report}");
+    }
+    assert_eq!(
+        report["moved"], 6,
+        "every subscriber left the killed server: {report}"
+    );
+    assert!(report["gap_p99_us"].as_u64().is_some(), "{report}");
+}
+
+#[test]
+fn the_failover_load_cannot_use_running_servers() {
+    let addr = unused_addr();
+    let done = run_dsys(
+        &["bench", "--load", "failover", "--connect", &addr],
+        &[("RUST_LOG", "off")],
+        BENCH_TIMEOUT,
+    );
     assert_eq!(done.code(), Some(2), "stderr: {:?}", done.stderr);
 }

@@ -10,6 +10,11 @@
 //! would need them to relay to each other, and the relay's single-server figure is the
 //! ceiling the issue named.
 //!
+//! The failover load (`-- failover`) has no relay run: the relay cannot fail over. It runs
+//! dsys [`RUNS`] times and gives the medians of the move gap (from the kill to each moved
+//! subscriber's next delivery), beside the reference each run measures before its kill: the
+//! pauses between two deliveries to one subscriber while nothing fails.
+//!
 //! Nothing is asserted: speed is measured here, never in a timed test. A dsys run that
 //! loses anything ends the bench with that run's report.
 
@@ -25,6 +30,8 @@ use serde_json::Value;
 const RUNS: usize = 3;
 /// The loads, as `dsys bench --load` names them.
 const LOADS: [&str; 4] = ["s1", "s2w", "s3", "s4a"];
+/// The failover load's name, run after the others.
+const FAILOVER: &str = "failover";
 
 /// One measured run: deliveries a second, latency p99 and p99.9 (microseconds).
 #[derive(Clone, Copy, Default)]
@@ -37,7 +44,7 @@ struct Figures {
 fn main() {
     let wanted: Vec<String> = std::env::args()
         .skip(1)
-        .filter(|a| LOADS.contains(&a.as_str()))
+        .filter(|a| LOADS.contains(&a.as_str()) || a == FAILOVER)
         .collect();
     let loads: Vec<&str> = LOADS
         .into_iter()
@@ -61,11 +68,21 @@ fn main() {
         }
         table.push((load, median_of(&limit), median_of(&dsys)));
     }
+    if !table.is_empty() {
+        print_table(&table);
+    }
+    if wanted.is_empty() || wanted.iter().any(|w| w == FAILOVER) {
+        failover();
+    }
+}
+
+/// The throughput loads' medians and ratios, as a Markdown table.
+fn print_table(table: &[(&str, Figures, Figures)]) {
     println!(
         "\n| load | limit relay msgs/s | dsys msgs/s | dsys / limit | limit p99 / p99.9 | dsys p99 / p99.9 |"
     );
     println!("|---|---|---|---|---|---|");
-    for (load, l, d) in table {
+    for &(load, l, d) in table {
         println!(
             "| {load} | {:.0} | {:.0} | {:.2} | {:.1} / {:.1} ms | {:.1} / {:.1} ms |",
             l.rate,
@@ -77,6 +94,46 @@ fn main() {
             d.p999_us / 1000.0
         );
     }
+}
+
+/// The failover load, [`RUNS`] times: medians of the move gap and of the calm pauses that
+/// each run measured before its kill.
+fn failover() {
+    let keys = ["gap_p50_us", "gap_p99_us", "calm_pause_p99_us", "lost"];
+    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); keys.len()];
+    for run in 1..=RUNS {
+        let report = bench(FAILOVER, &[]);
+        let values: Vec<f64> = keys
+            .iter()
+            .map(|k| report[k].as_f64().unwrap_or(0.0))
+            .collect();
+        println!(
+            "failover run {run}: move gap p50 {:.1} ms, p99 {:.1} ms; calm pauses p99 {:.1} ms",
+            values[0] / 1000.0,
+            values[1] / 1000.0,
+            values[2] / 1000.0
+        );
+        for (all, value) in runs.iter_mut().zip(values) {
+            all.push(value);
+        }
+    }
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let m: Vec<f64> = runs.iter_mut().map(median).collect();
+    println!(
+        "\n| load | move gap p50 / p99 | calm pauses p99 (same runs) | gap p99 / calm p99 | lost |"
+    );
+    println!("|---|---|---|---|---|");
+    println!(
+        "| failover | {:.1} / {:.1} ms | {:.1} ms | {:.1} | {:.0} |",
+        m[0] / 1000.0,
+        m[1] / 1000.0,
+        m[2] / 1000.0,
+        m[1] / m[2].max(1.0),
+        m[3]
+    );
 }
 
 /// Servers the load spreads its clients over.

@@ -17,6 +17,7 @@
 //! stderr; the clock stops at the last delivery. The bench itself runs on the same machine
 //! and takes CPU from the servers; `docs/benchmarks.md` says how to read that.
 
+mod failover;
 mod histogram;
 mod load;
 mod report;
@@ -46,6 +47,9 @@ pub enum Load {
     S3,
     /// Cluster: 3 servers, 1 publisher, 99 subscribers spread over them.
     S4a,
+    /// Failover: 1 publisher at 1,000 a second, 100 subscribers on a server that is killed
+    /// a third of the way through ([`failover`]).
+    Failover,
 }
 
 /// What `dsys bench` was asked for; `None` takes the load's value.
@@ -106,6 +110,7 @@ impl Plan {
             Load::S2w => (20, 0, 1, 10_000, None),
             Load::S3 => (1, 100, 1, 10_000, Some(2_000)),
             Load::S4a => (1, 99, 3, 100_000, None),
+            Load::Failover => (1, 100, 3, 3_000, Some(1_000)),
         };
         let servers = if config.connect.is_empty() {
             config.servers.unwrap_or(servers)
@@ -139,12 +144,25 @@ impl Plan {
 /// lost, duplicated or reordered ([`Error::Failed`], after the report).
 pub fn run(config: &BenchConfig) -> Result<()> {
     let plan = Plan::from(config);
-    let (_children, servers, server_pids) = if config.connect.is_empty() {
+    if plan.load == Load::Failover {
+        if !config.connect.is_empty() {
+            return Err(Error::Usage(
+                "the failover load kills a server, so it starts its own: drop --connect".into(),
+            ));
+        }
+        return failover::run(&plan, config.json);
+    }
+    let cluster = if config.connect.is_empty() {
         start_cluster(plan.servers)?
     } else {
-        (Vec::new(), config.connect.clone(), Vec::new())
+        Cluster {
+            children: Vec::new(),
+            coordinator: String::new(),
+            servers: config.connect.clone(),
+            server_pids: Vec::new(),
+        }
     };
-    let report = measure(&plan, &servers, &server_pids)?;
+    let report = measure(&plan, &cluster.servers, &cluster.server_pids)?;
     let mut out = std::io::stdout().lock();
     let text = if config.json {
         report.to_json()
@@ -158,9 +176,29 @@ pub fn run(config: &BenchConfig) -> Result<()> {
     }
 }
 
-/// Starts a coordinator and `servers` servers on free ports; returns their guards, the
-/// servers' addresses and their process ids.
-fn start_cluster(servers: usize) -> Result<(Vec<ChildGuard>, Vec<String>, Vec<u32>)> {
+/// The processes a run talks to. Those the bench started are killed when this is dropped.
+struct Cluster {
+    /// The coordinator and then each server, when the bench started them.
+    children: Vec<ChildGuard>,
+    /// The coordinator's address (empty with `--connect`).
+    coordinator: String,
+    /// Each server's address for clients.
+    servers: Vec<String>,
+    /// Each server's process id, when the bench started them.
+    server_pids: Vec<u32>,
+}
+
+impl Cluster {
+    /// Kills server `index` (SIGKILL) and waits until it is gone.
+    fn kill_server(&mut self, index: usize) {
+        if let Some(server) = self.children.get_mut(index + 1) {
+            server.kill();
+        }
+    }
+}
+
+/// Starts a coordinator and `servers` servers on free ports.
+fn start_cluster(servers: usize) -> Result<Cluster> {
     // The children's logs are drained and dropped: the bench's output is its report.
     let (lines_tx, _) = unbounded();
     let ignore = |_: &str| None;
@@ -179,7 +217,12 @@ fn start_cluster(servers: usize) -> Result<(Vec<ChildGuard>, Vec<String>, Vec<u3
         addrs.push(addr);
         children.push(server);
     }
-    Ok((children, addrs, pids))
+    Ok(Cluster {
+        children,
+        coordinator: coordinator_addr,
+        servers: addrs,
+        server_pids: pids,
+    })
 }
 
 /// Runs `plan` against `servers` and counts what arrived.

@@ -170,5 +170,6 @@ pub fn load_name(load: Load) -> &'static str {
         Load::S2w => "S2w",
         Load::S3 => "S3",
         Load::S4a => "S4a",
+        Load::Failover => "failover",
     }
 }
