@@ -28,8 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Track servers by their heartbeats, assign clients to servers, and move the clients of
-    /// a failed server.
+    /// Track servers by their heartbeats, assign clients to servers, move the clients of a
+    /// failed server, and spread clients again when servers return or join.
     Coordinator {
         /// Address to listen on (HOST:PORT; port 0 picks a free port).
         #[arg(long, value_name = "ADDR", default_value = DEFAULT_COORDINATOR, value_parser = listen_addr)]
@@ -37,6 +37,14 @@ enum Command {
         /// A server silent for this long (milliseconds) is declared dead.
         #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u64).range(1..))]
         heartbeat_timeout: u64,
+        /// When a server returns or joins, move clients to it at most this many a second,
+        /// until the servers' client counts differ by at most one (docs/heartbeats-and-failover.md).
+        #[arg(long, value_name = "MOVES", default_value_t = coordinator::DEFAULT_PACE, value_parser = clap::value_parser!(u32).range(1..))]
+        rebalance_pace: u32,
+        /// Never move a client that has a live server: a returning server then gets only
+        /// new clients.
+        #[arg(long)]
+        no_rebalance: bool,
         #[command(flatten)]
         limits: LimitArgs,
         #[command(flatten)]
@@ -358,11 +366,14 @@ fn run(command: Command) -> dsys::Result<()> {
         Command::Coordinator {
             listen,
             heartbeat_timeout,
+            rebalance_pace,
+            no_rebalance,
             limits,
             secret,
         } => coordinator::run(coordinator::Config {
             limits: limits.into_limits(coordinator::DEFAULT_MAX_CONNECTIONS),
             secret: secret.load()?,
+            rebalance_pace: (!no_rebalance).then_some(rebalance_pace),
             ..coordinator::Config::new(listen, Duration::from_millis(heartbeat_timeout))
         }),
         Command::Server {

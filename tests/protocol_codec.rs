@@ -326,6 +326,9 @@ fn sample_messages() -> Vec<Message> {
         Message::Keepalive,
         Message::KeepaliveEvery { ms: 6_000 },
         Message::Deregister,
+        Message::Move {
+            server: "127.0.0.1:8082".into(),
+        },
         Message::PeerHello {
             addr: "127.0.0.1:8081".into(),
             epoch: 4,
@@ -354,11 +357,13 @@ fn sample_messages() -> Vec<Message> {
             epoch: 3,
             complete: true,
             servers: servers.clone(),
+            moves: vec![("alice".into(), "127.0.0.1:8082".into())],
         },
         Message::HeartbeatReply {
             epoch: 1,
             complete: false,
             servers: vec![],
+            moves: vec![],
         },
         Message::Fenced {
             reason: "epoch 3 was declared dead".into(),
@@ -460,9 +465,10 @@ fn variant_index(message: &Message) -> usize {
         Message::KeepaliveEvery { .. } => 23,
         Message::Claim { .. } => 24,
         Message::ClaimReply { .. } => 25,
+        Message::Move { .. } => 26,
     }
 }
-const VARIANT_COUNT: usize = 26;
+const VARIANT_COUNT: usize = 27;
 
 /// Type bytes used in hand-built bodies (the table in `docs/protocol.md`).
 const T_HELLO: u8 = 0x01;

@@ -32,6 +32,7 @@ const T_ACK: u8 = 0x15;
 const T_KEEPALIVE: u8 = 0x16;
 const T_DEREGISTER: u8 = 0x17;
 const T_KEEPALIVE_EVERY: u8 = 0x18;
+const T_MOVE: u8 = 0x19;
 const T_PEER_HELLO: u8 = 0x20;
 const T_PEER_WELCOME: u8 = 0x21;
 pub(super) const T_RELAY: u8 = 0x22;
@@ -145,6 +146,10 @@ impl Message {
             }
             Message::Keepalive => out.u8(T_KEEPALIVE),
             Message::Deregister => out.u8(T_DEREGISTER),
+            Message::Move { server } => {
+                out.u8(T_MOVE);
+                out.str(server);
+            }
             Message::KeepaliveEvery { ms } => {
                 out.u8(T_KEEPALIVE_EVERY);
                 out.u32(*ms);
@@ -198,11 +203,17 @@ impl Message {
                 epoch,
                 complete,
                 servers,
+                moves,
             } => {
                 out.u8(T_HEARTBEAT_REPLY);
                 out.u64(*epoch);
                 out.u8(*complete as u8);
                 out.servers(servers);
+                out.u32(moves.len() as u32);
+                for (client, server) in moves {
+                    out.str(client);
+                    out.str(server);
+                }
             }
             Message::Fenced { reason } => {
                 out.u8(T_FENCED);
@@ -289,6 +300,7 @@ impl Message {
             T_KEEPALIVE => Message::Keepalive,
             T_DEREGISTER => Message::Deregister,
             T_KEEPALIVE_EVERY => Message::KeepaliveEvery { ms: r.u32()? },
+            T_MOVE => Message::Move { server: r.str()? },
             T_PEER_HELLO => Message::PeerHello {
                 addr: r.str()?,
                 epoch: r.u64()?,
@@ -318,6 +330,12 @@ impl Message {
                 epoch: r.u64()?,
                 complete: r.flag("complete")?,
                 servers: r.servers()?,
+                moves: {
+                    let count = r.count(4)?; // two string lengths
+                    (0..count)
+                        .map(|_| Ok((r.str()?, r.str()?)))
+                        .collect::<Result<_>>()?
+                },
             },
             T_FENCED => Message::Fenced { reason: r.str()? },
             T_LOCATE => Message::Locate {

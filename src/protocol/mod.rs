@@ -42,7 +42,7 @@ pub use message_path::{DeliverRef, deliver_frame, relay_frame};
 
 /// The protocol version carried in every [`Message::Hello`]. A peer that speaks another
 /// version is refused with a clear [`Message::Error`] instead of being misread.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The four bytes that open every [`Message::Hello`], so that a stray connection (a browser,
 /// a port scanner) is recognised at once instead of being parsed as a length.
@@ -228,6 +228,13 @@ pub enum Message {
     },
     /// Client → server: leaving on purpose.
     Deregister,
+    /// Server → client: move to `server` (the coordinator is rebalancing). The client
+    /// registers there with its session, as after a failover, and only then leaves this
+    /// server; if it cannot, it stays.
+    Move {
+        /// The server to move to.
+        server: String,
+    },
 
     /// Server → server: the first frame after `Hello{Peer}`.
     PeerHello {
@@ -287,6 +294,9 @@ pub enum Message {
         complete: bool,
         /// Every live server, including the one addressed.
         servers: Vec<ServerInfo>,
+        /// Clients of the addressed server to move, each with the server it is to move to
+        /// (rebalancing; usually empty).
+        moves: Vec<(String, String)>,
     },
     /// Coordinator → server: that incarnation was declared dead; start again as a new one.
     Fenced {
@@ -364,6 +374,7 @@ impl Message {
             Message::Keepalive => "Keepalive",
             Message::KeepaliveEvery { .. } => "KeepaliveEvery",
             Message::Deregister => "Deregister",
+            Message::Move { .. } => "Move",
             Message::PeerHello { .. } => "PeerHello",
             Message::PeerWelcome { .. } => "PeerWelcome",
             Message::Relay { .. } => "Relay",

@@ -88,6 +88,14 @@ pub enum Event {
         /// The new server.
         to: String,
     },
+    /// Our server told us to move (the cluster is rebalancing), and we are registered on
+    /// the new one.
+    Moved {
+        /// The server we left.
+        from: String,
+        /// The server we moved to.
+        to: String,
+    },
     /// Our connection broke and we registered again on the same server.
     Reconnected {
         /// The server.

@@ -43,6 +43,7 @@ pub fn to_text(event: &Event) -> String {
             path,
         } => format!("[{from} #{seq}] file {name} ({size} bytes) saved to {path}"),
         Event::Failover { from, to } => format!("failover: {from} -> {to}"),
+        Event::Moved { from, to } => format!("moved: {from} -> {to} (rebalancing)"),
         Event::Reconnected { server } => format!("reconnected to {server}"),
         Event::Gap { from, missed } => {
             format!("gap: {missed} messages from {from} could not be recovered")
@@ -78,6 +79,10 @@ pub fn to_json(event: &Event) -> String {
             .str("path", path),
         Event::Failover { from, to } => Object::new()
             .str("event", "failover")
+            .str("from", from)
+            .str("to", to),
+        Event::Moved { from, to } => Object::new()
+            .str("event", "moved")
             .str("from", from)
             .str("to", to),
         Event::Reconnected { server } => Object::new()

@@ -37,6 +37,11 @@
 //! one, and print a `failover` event. Registering, the first time and again, is in
 //! [`register`].
 //!
+//! **When the server says move.** A `Move` frame (the coordinator is rebalancing) starts
+//! [`Session::move_to`]: the same resume, on the named server, but made before the old
+//! connection is broken, so a server that cannot take the client leaves it where it was.
+//! It prints a `moved` event.
+//!
 //! **Stopping.** End of input (the command channel disconnects) waits until everything is
 //! acknowledged, then deregisters. A stop signal does the same with a deadline
 //! ([`STOP_GRACE`]).
@@ -199,12 +204,14 @@ impl Session {
                 &never()
             };
             let mut lost: Option<Error> = None;
+            let mut move_to: Option<String> = None;
             select! {
                 recv(commands) -> command => match command {
                     Ok(command) => lost = self.send_command(&mut connection, command).err(),
                     Err(_) => input_open = false,
                 },
                 recv(connection.received_rx) -> frame => match frame {
+                    Ok(Ok(Message::Move { server })) => move_to = Some(server),
                     Ok(Ok(message)) => lost = self.handle(message).err(),
                     Ok(Err(e)) => lost = Some(e),
                     Err(_) => lost = Some(Error::PeerGone("connection reader ended".into())),
@@ -227,6 +234,9 @@ impl Session {
                     Some(connection) => connection,
                     None => return Ok(()), // stopped while failing over
                 };
+                keepalive = tick(connection.keepalive_check());
+            } else if let Some(target) = move_to {
+                connection = self.move_to(connection, &target);
                 keepalive = tick(connection.keepalive_check());
             }
         }

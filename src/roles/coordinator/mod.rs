@@ -42,6 +42,7 @@
 
 mod claims;
 mod probe;
+mod rebalance;
 mod registry;
 mod watchdog;
 
@@ -58,6 +59,7 @@ use crate::net;
 use crate::protocol::{Message, Role, ServerInfo, read_message, write_message};
 use crate::support::signals;
 
+pub use rebalance::{DEFAULT_PACE, Move, Rebalance, Server, rebalance_clients};
 pub use registry::{
     HeartbeatOutcome, Registry, ServerEntry, claim_name, handle_heartbeat, redistribute_clients,
 };
@@ -86,6 +88,8 @@ pub struct Config {
     pub limits: net::ConnectionLimits,
     /// The cluster secret every connection must prove, when the cluster has one.
     pub secret: Option<Secret>,
+    /// Clients moved a second at most when rebalancing; `None`: no rebalancing.
+    pub rebalance_pace: Option<u32>,
 }
 
 impl Config {
@@ -97,6 +101,7 @@ impl Config {
             check_interval: (heartbeat_timeout / 10).max(Duration::from_millis(10)),
             limits: net::ConnectionLimits::with_max_connections(DEFAULT_MAX_CONNECTIONS),
             secret: None,
+            rebalance_pace: Some(DEFAULT_PACE),
         }
     }
 }
@@ -126,8 +131,12 @@ impl Coordinator {
 
     /// A coordinator with an empty registry, for the cluster of `config`.
     pub fn new(config: &Config) -> Coordinator {
+        let registry = Registry {
+            rebalance: Rebalance::with_pace(config.rebalance_pace),
+            ..Registry::default()
+        };
         Coordinator {
-            registry: Arc::default(),
+            registry: Arc::new(Mutex::new(registry)),
             changed: Arc::default(),
             heartbeat_timeout: config.heartbeat_timeout,
             check_interval: config.check_interval,
@@ -422,10 +431,15 @@ fn serve_heartbeats(
             );
         }
         let reply = match coordinator.heartbeat(&addr, epoch, clients) {
-            HeartbeatOutcome::Accepted { epoch, servers } => Message::HeartbeatReply {
+            HeartbeatOutcome::Accepted {
+                epoch,
+                servers,
+                moves,
+            } => Message::HeartbeatReply {
                 epoch,
                 complete: coordinator.knows_whole_cluster(),
                 servers,
+                moves,
             },
             HeartbeatOutcome::Fenced => {
                 log::info!("fenced a stale server incarnation addr={addr} epoch={epoch}");

@@ -26,6 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::claims::Claims;
+use super::rebalance::Rebalance;
 use super::watchdog::Probe;
 use crate::protocol::ServerInfo;
 
@@ -67,6 +68,8 @@ pub struct Registry {
     pub(super) last_epoch: u64,
     /// When the last watchdog round ran, to notice that this process itself was late.
     pub(super) last_round: Option<Instant>,
+    /// Moves ordered to even out the servers' clients (`rebalance.rs`).
+    pub(super) rebalance: Rebalance,
 }
 
 /// What [`handle_heartbeat`] decided.
@@ -78,6 +81,8 @@ pub enum HeartbeatOutcome {
         epoch: u64,
         /// Every live server.
         servers: Vec<ServerInfo>,
+        /// Its clients to move, and where (rebalancing, `rebalance.rs`).
+        moves: Vec<(String, String)>,
     },
     /// That incarnation was declared dead; it must start again as a new one.
     Fenced,
@@ -134,6 +139,7 @@ pub fn handle_heartbeat(
                 registry.plan.remove(name);
             }
             registry.claims.listed(addr, &clients);
+            registry.rebalance.listed(addr, &clients, now);
             clients
         }
         None => registry
@@ -145,6 +151,7 @@ pub fn handle_heartbeat(
     };
     if is_new {
         log::info!("server up addr={addr} epoch={epoch}");
+        registry.rebalance.joined(addr, now);
     }
     log::debug!(
         "heartbeat addr={addr} epoch={epoch} clients={}",
@@ -163,6 +170,7 @@ pub fn handle_heartbeat(
     HeartbeatOutcome::Accepted {
         epoch,
         servers: registry.live_peers(),
+        moves: registry.take_moves(addr),
     }
 }
 
@@ -224,6 +232,7 @@ pub(super) fn declare_dead(registry: &mut Registry, addr: &str) {
     let orphans = std::mem::take(&mut entry.clients);
     registry.dead_epochs.insert(epoch);
     registry.claims.forget_server(addr);
+    registry.rebalance.server_gone(addr);
     log::info!(
         "server declared dead addr={addr} epoch={epoch} clients={}",
         orphans.len()
@@ -352,7 +361,7 @@ fn info(addr: &str, entry: &ServerEntry) -> ServerInfo {
 const PLAN_MOVES_LOGGED: usize = 32;
 
 /// `alice->ADDR, dave->ADDR`, at most [`PLAN_MOVES_LOGGED`] of them, then `... N more`.
-fn plan_for_the_log(plan: &[(String, String)]) -> String {
+pub(super) fn plan_for_the_log(plan: &[(String, String)]) -> String {
     let mut shown: Vec<String> = plan
         .iter()
         .take(PLAN_MOVES_LOGGED)

@@ -1,6 +1,7 @@
 //! The server's `heartbeat` thread: every heartbeat interval it tells the coordinator that
 //! this server is alive and which clients it has (their names only when they changed), and
-//! learns the live servers from the reply.
+//! learns from the reply the live servers and which clients to move (rebalancing: each is
+//! sent a `Move` frame, and moves by itself).
 //!
 //! It waits on nothing but the hub's lock, briefly, and the coordinator: work that can take
 //! long under load, such as giving memory back, runs on other threads (`trim`), because a
@@ -112,6 +113,7 @@ fn send_heartbeat(shared: &Shared, link: &mut Option<Link>) -> Result<()> {
             epoch,
             complete,
             servers,
+            moves,
         } => {
             if listing {
                 link.listed = Some(version);
@@ -125,6 +127,11 @@ fn send_heartbeat(shared: &Shared, link: &mut Option<Link>) -> Result<()> {
             }
             for (addr, epoch, link_id) in shared.hub.set_peers(&servers, complete) {
                 peers::start_peer_link(shared.clone(), addr, epoch, link_id);
+            }
+            for (client, to) in moves {
+                if shared.hub.order_move(&client, &to) {
+                    log::info!("told client to move name={client} to={to} (rebalancing)");
+                }
             }
             Ok(())
         }

@@ -147,6 +147,44 @@ impl Session {
         }
     }
 
+    /// Moves to `target` because the server said so (the coordinator is rebalancing):
+    /// registers there with this session, sends again what the new server lacks, and only
+    /// then leaves `current`, so nothing falls between the two: what `current` delivered
+    /// is in `seen`, and the new server replays what came after it. If `target` cannot
+    /// take the client, it stays on `current`; the coordinator, seeing it stay, may order
+    /// another move later.
+    pub(super) fn move_to(&mut self, mut current: Connection, target: &str) -> Connection {
+        let from = current.server.clone();
+        if target == from {
+            return current;
+        }
+        let moved = self
+            .register(target, FAILOVER_REGISTER_TIMEOUT)
+            .and_then(|mut connection| self.resend(&mut connection).map(|_| connection));
+        match moved {
+            Ok(connection) => {
+                current.abandon();
+                drop(current);
+                log::info!(
+                    "moved name={} from={from} to={target} (rebalancing)",
+                    self.config.name
+                );
+                self.emit(Event::Moved {
+                    from,
+                    to: target.to_string(),
+                });
+                connection
+            }
+            Err(e) => {
+                log::warn!(
+                    "could not move to {target} ({e}); staying on {from} name={}",
+                    self.config.name
+                );
+                current
+            }
+        }
+    }
+
     /// After a resume: sends again the recent messages the new server does not hold, then
     /// every unacknowledged one (even those it holds: their acks are still owed). Servers
     /// and receivers drop what they already have, so nothing is delivered twice. Returns

@@ -251,18 +251,31 @@ impl Hub {
     /// queued for a replaced connection, nor when the outbox is full: then frames are on
     /// their way to the client anyway.
     pub fn queue_keepalive(&self, name: &str, conn: u64, answer: &Message) {
+        self.queue_to(name, Some(conn), answer);
+    }
+
+    /// Tells `name`, if it is here, to move to the server `to` (the coordinator is
+    /// rebalancing). Returns whether the `Move` was queued; when the outbox is full it is
+    /// not, the coordinator sees the client stay, and orders a move again later.
+    pub fn order_move(&self, name: &str, to: &str) -> bool {
+        let order = Message::Move {
+            server: to.to_string(),
+        };
+        self.queue_to(name, None, &order)
+    }
+
+    /// Queues `message` for `name` (on connection `conn`, when given) and sees it written.
+    fn queue_to(&self, name: &str, conn: Option<u64>, message: &Message) -> bool {
         self.with_state(|state, _, _| {
             let requests = state.writer_requests.clone();
-            if let Some(client) = state
-                .clients
-                .by_name
-                .get_mut(name)
-                .filter(|c| c.conn == conn)
-            {
-                client.outbox_tx.try_push(Arc::new(answer.encode()));
-                client.see_written(name, &requests);
-            }
-        });
+            let client = state.clients.by_name.get_mut(name);
+            let Some(client) = client.filter(|c| conn.is_none_or(|conn| c.conn == conn)) else {
+                return false;
+            };
+            let queued = client.outbox_tx.try_push(Arc::new(message.encode()));
+            client.see_written(name, &requests);
+            queued
+        })
     }
 
     /// Refills the outbox of a client that is behind (see `LocalClient::queue_live`) from
