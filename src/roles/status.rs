@@ -199,7 +199,36 @@ pub fn to_table(servers: &[ServerInfo], names: Names) -> String {
             }
         }
     }
+    out.push_str(&spread_line(servers));
     out
+}
+
+/// How evenly the live servers share the clients, in one line: the counts, and whether
+/// they differ by more than the one that rebalancing leaves (guarantee 7).
+fn spread_line(servers: &[ServerInfo]) -> String {
+    let counts: Vec<usize> = servers
+        .iter()
+        .filter(|s| s.alive)
+        .map(|s| s.clients.len())
+        .collect();
+    let (Some(&fewest), Some(&most)) = (counts.iter().min(), counts.iter().max()) else {
+        return "spread: no live server\n".to_string();
+    };
+    let shown: Vec<String> = counts.iter().map(usize::to_string).collect();
+    let verdict = if most - fewest <= 1 {
+        "even".to_string()
+    } else {
+        format!(
+            "uneven by {}: clients are being moved, a few at a time (unless the coordinator \
+             runs with --no-rebalance)",
+            most - fewest
+        )
+    };
+    format!(
+        "spread: {} over {} live server(s), {verdict}\n",
+        shown.join("/"),
+        counts.len()
+    )
 }
 
 /// The names, comma-separated, as many as fit in [`NAMES_WIDTH`], then how many are left.
@@ -311,7 +340,31 @@ mod tests {
     #[test]
     fn clients_flag_lists_every_name_on_its_own_line() {
         let table = to_table(&[server(1_000)], Names::All);
-        assert_eq!(table.lines().count(), 2 + 1_000);
+        assert_eq!(
+            table.lines().count(),
+            2 + 1_000 + 1,
+            "header, server, names, spread"
+        );
         assert!(table.contains("\n    client-00999\n"));
+    }
+
+    #[test]
+    fn the_last_line_says_how_evenly_the_live_servers_share_the_clients() {
+        let dead = ServerInfo {
+            alive: false,
+            ..server(0)
+        };
+        let even = to_table(&[server(4), server(3), dead.clone()], Names::Summary);
+        assert!(
+            even.ends_with("spread: 4/3 over 2 live server(s), even\n"),
+            "{even}"
+        );
+        let uneven = to_table(&[server(6), server(6), server(0)], Names::Summary);
+        assert!(
+            uneven.contains("spread: 6/6/0 over 3 live server(s), uneven by 6"),
+            "{uneven}"
+        );
+        let none = to_table(&[dead], Names::Summary);
+        assert!(none.ends_with("spread: no live server\n"), "{none}");
     }
 }
