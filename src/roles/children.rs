@@ -63,7 +63,7 @@ impl Drop for ChildGuard {
 /// When the child cannot start, or does not say where it listens within [`START_TIMEOUT`].
 pub fn spawn_role(
     label: &str,
-    args: &[&str],
+    args: &[impl AsRef<std::ffi::OsStr>],
     forward: fn(&str) -> Option<String>,
     lines_tx: &Sender<String>,
 ) -> Result<(ChildGuard, String)> {

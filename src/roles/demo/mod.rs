@@ -6,7 +6,9 @@
 //! can count what each one receives. The story: everyone registers and says hello; one
 //! server is killed while everyone keeps talking; the coordinator's detection and
 //! redistribution plan are shown as they happen; the moved clients fail over; everyone talks
-//! again; a summary says what was sent, delivered, lost and duplicated.
+//! again; the killed server comes back and the coordinator moves clients to it until the
+//! servers hold two each again; everyone talks once more; a summary says what was sent,
+//! delivered, lost and duplicated.
 //!
 //! The kill waits until the coordinator lists the victim's clients (asked as `dsys status`
 //! asks): killed before its next heartbeat, the victim would be declared dead with no
@@ -76,11 +78,12 @@ pub fn run() -> Result<()> {
         stop_rx: signals::stop_on_signal(),
         delivered: Vec::new(),
         failovers: Vec::new(),
+        moves: Vec::new(),
         plans: Vec::new(),
     };
 
     say!("dsys demo: one coordinator, three servers and six clients on this machine.\n");
-    say!("[1/6] Starting the coordinator (heartbeat timeout {HEARTBEAT_TIMEOUT_MS} ms).");
+    say!("[1/7] Starting the coordinator (heartbeat timeout {HEARTBEAT_TIMEOUT_MS} ms).");
     let timeout = HEARTBEAT_TIMEOUT_MS.to_string();
     let (_coordinator, coordinator_addr) = spawn_role(
         "coordinator",
@@ -96,21 +99,10 @@ pub fn run() -> Result<()> {
     )?;
     say!("      listening on {coordinator_addr}");
 
-    say!("[2/6] Starting three servers (heartbeat every {HEARTBEAT_INTERVAL_MS} ms).");
-    let interval = HEARTBEAT_INTERVAL_MS.to_string();
+    say!("[2/7] Starting three servers (heartbeat every {HEARTBEAT_INTERVAL_MS} ms).");
     let mut servers = Vec::new();
     for i in 1..=3 {
-        let args = [
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--coordinator",
-            &coordinator_addr,
-            "--heartbeat-interval",
-            &interval,
-        ];
+        let args = server_args(&coordinator_addr, "0");
         servers.push(spawn_role(
             &format!("server-{i}"),
             &args,
@@ -120,7 +112,7 @@ pub fn run() -> Result<()> {
     }
     story.narrate_until(|line| line.contains("server up"), 3)?;
 
-    say!("[3/6] Six clients ask the coordinator for a server and register.");
+    say!("[3/7] Six clients ask the coordinator for a server and register.");
     let (commands, sessions, homes) = start_clients(&coordinator_addr, &events_tx, &mut story)?;
     for name in NAMES {
         let registered = Event::Registered {
@@ -130,7 +122,7 @@ pub fn run() -> Result<()> {
         say!("      {name:<6} {}", output::to_text(&registered));
     }
 
-    say!("[4/6] Everyone says hello; every message goes to the five others.");
+    say!("[4/7] Everyone says hello; every message goes to the five others.");
     send_round(&commands, "hello")?;
     story.wait_for_deliveries(NAMES.len() * (NAMES.len() - 1))?;
     say!(
@@ -154,7 +146,7 @@ pub fn run() -> Result<()> {
     // be no plan to show: wait until the coordinator lists them, as `dsys status` would.
     wait_until_listed(&coordinator_addr, &victim_addr, &moved, &story.stop_rx)?;
     say!(
-        "[5/6] Killing server {victim_addr} with SIGKILL while everyone keeps talking \
+        "[5/7] Killing server {victim_addr} with SIGKILL while everyone keeps talking \
          (its clients, as the coordinator lists them: {}).",
         moved.join(", ")
     );
@@ -165,9 +157,23 @@ pub fn run() -> Result<()> {
     story.narrate_pending();
     story.wait_for_plan(&victim_addr)?;
 
-    say!("[6/6] Everyone talks once more across the two remaining servers.");
+    say!("[6/7] Everyone talks once more across the two remaining servers.");
+    send_round(&commands, "one more")?;
+    story.wait_for_deliveries(3 * NAMES.len() * (NAMES.len() - 1))?;
+
+    say!(
+        "[7/7] Server {victim_addr} comes back; the coordinator moves clients to it until \
+         the servers' counts differ by at most one."
+    );
+    // Six clients on three servers: the two that failed over make two survivors hold
+    // three, and one of each moves back.
+    let port = victim_addr.rsplit(':').next().unwrap_or("0");
+    let args = server_args(&coordinator_addr, port);
+    let _returned = spawn_role("server-back", &args, story_line, &narration_tx)?;
+    story.wait_for_moves(moved.len())?;
+    story.narrate_pending();
     send_round(&commands, "goodbye")?;
-    let expected = 3 * NAMES.len() * (NAMES.len() - 1);
+    let expected = 4 * NAMES.len() * (NAMES.len() - 1);
     story.wait_for_deliveries(expected)?;
 
     drop(commands); // end of input: each session waits for its acks, then deregisters
@@ -176,7 +182,7 @@ pub fn run() -> Result<()> {
             .join()
             .unwrap_or_else(|_| Err(Error::Failed("a client session panicked".into())))?;
     }
-    let summary = story.summary(3 * NAMES.len(), expected);
+    let summary = story.summary(4 * NAMES.len(), expected);
     say!("\n{summary}");
     say!("Finished in {:.1} s.", started.elapsed().as_secs_f64());
     drop(servers);
@@ -184,6 +190,24 @@ pub fn run() -> Result<()> {
         return Err(Error::Failed("messages were lost or duplicated".into()));
     }
     Ok(())
+}
+
+/// The arguments of a demo server on `port` (`"0"`: any free one).
+fn server_args(coordinator: &str, port: &str) -> Vec<String> {
+    let interval = HEARTBEAT_INTERVAL_MS.to_string();
+    [
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        port,
+        "--coordinator",
+        coordinator,
+        "--heartbeat-interval",
+        &interval,
+    ]
+    .map(str::to_string)
+    .to_vec()
 }
 
 /// Asks the coordinator (as `dsys status` does) until it lists exactly `clients` on

@@ -25,6 +25,8 @@ pub(super) struct Story {
     /// Every text delivery seen: (receiver, sender, seq).
     pub(super) delivered: Vec<(String, String, u64)>,
     pub(super) failovers: Vec<(String, String, String)>,
+    /// Every `moved` event (rebalancing): (client, from, to).
+    pub(super) moves: Vec<(String, String, String)>,
     /// The source of every `redistribution plan` line the coordinator printed.
     pub(super) plans: Vec<String>,
 }
@@ -37,6 +39,7 @@ fn is_story_line(line: &str) -> bool {
         "heartbeat missed",
         "declared dead",
         "redistribution plan",
+        "rebalance plan",
     ]
     .iter()
     .any(|needle| line.contains(needle))
@@ -152,6 +155,10 @@ impl Story {
                 say!("      {receiver:<6} failover: {from} -> {to}");
                 self.failovers.push((receiver, from, to));
             }
+            Event::Moved { from, to } => {
+                say!("      {receiver:<6} moved: {from} -> {to} (rebalancing)");
+                self.moves.push((receiver, from, to));
+            }
             Event::Gap { from, missed } => {
                 say!("      {receiver:<6} gap: {missed} messages from {from} lost");
             }
@@ -170,6 +177,14 @@ impl Story {
 
     pub(super) fn wait_for_failovers(&mut self, total: usize) -> Result<()> {
         while self.failovers.len() < total {
+            let (receiver, event) = self.next_event()?;
+            self.record(receiver, event);
+        }
+        Ok(())
+    }
+
+    pub(super) fn wait_for_moves(&mut self, total: usize) -> Result<()> {
+        while self.moves.len() < total {
             let (receiver, event) = self.next_event()?;
             self.record(receiver, event);
         }
@@ -211,11 +226,13 @@ impl Story {
         format!(
             "Summary: sent {sent} messages; delivered {unique} of {expected} expected; \
              lost {}; duplicated {duplicated}; out of order {}.\n\
-             One server killed; {} clients moved ({}).",
+             One server killed; {} clients failed over ({}). It came back; {} clients \
+             moved back to it.",
             expected.saturating_sub(unique),
             self.out_of_order(),
             self.failovers.len(),
-            spread.join(", ")
+            spread.join(", "),
+            self.moves.len()
         )
     }
 }
