@@ -125,9 +125,12 @@ impl Client {
             .stdin
             .as_mut()
             .unwrap_or_else(|| panic!("stdin of client {name} is already closed"));
-        writeln!(stdin, "{line}")
-            .and_then(|()| stdin.flush())
-            .unwrap_or_else(|e| panic!("cannot write to client {name}'s stdin: {e}"));
+        if let Err(e) = writeln!(stdin, "{line}").and_then(|()| stdin.flush()) {
+            panic!(
+                "cannot write to client {name}'s stdin: {e}; its stderr:\n{}",
+                self.proc.stderr_report()
+            );
+        }
     }
 
     /// Closes stdin: end of input, so the client finishes sending, deregisters and exits 0.

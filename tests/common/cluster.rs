@@ -7,16 +7,17 @@ use serde_json::Value;
 
 use super::proc::Proc;
 use super::status::{
-    start_coordinator_at, start_coordinator_with, start_server_with, try_status_json_as,
-    wait_until_servers_alive_as,
+    start_coordinator_at, start_coordinator_with, start_server_on_port, start_server_with,
+    try_status_json_as, wait_until_servers_alive_as,
 };
 use super::wait::{poll_until, wait_until};
 use super::{HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, TIMEOUT};
 
 /// A coordinator and `n` servers, all children of the test, with the named verbs through
 /// which tests inject failures (STYLE S5): [`Cluster::kill_server`], [`Cluster::hang_server`],
-/// [`Cluster::wake_server`], [`Cluster::hang_coordinator`], [`Cluster::wake_coordinator`],
-/// [`Cluster::kill_coordinator`], [`Cluster::restart_coordinator`].
+/// [`Cluster::wake_server`], [`Cluster::restart_server`], [`Cluster::hang_coordinator`],
+/// [`Cluster::wake_coordinator`], [`Cluster::kill_coordinator`],
+/// [`Cluster::restart_coordinator`].
 ///
 /// Servers run with [`HEARTBEAT_INTERVAL_MS`], the coordinator with [`HEARTBEAT_TIMEOUT_MS`].
 /// Dropping the cluster kills everything in it (each member is a [`Proc`]).
@@ -27,6 +28,8 @@ pub struct Cluster {
     pub coordinator_addr: String,
     servers: Vec<Proc>,
     addrs: Vec<String>,
+    /// The flags every server was started with, for [`Cluster::restart_server`].
+    server_flags: Vec<String>,
     /// The cluster secret, for the status queries the cluster makes itself.
     secret: Option<String>,
 }
@@ -66,6 +69,7 @@ impl Cluster {
             coordinator_addr,
             servers,
             addrs,
+            server_flags: server_flags.iter().map(|f| f.to_string()).collect(),
             secret: secret.map(str::to_string),
         };
         wait_until_servers_alive_as(&cluster.coordinator_addr, secret, n, TIMEOUT);
@@ -135,6 +139,24 @@ impl Cluster {
     /// Wakes a hung server `i` with SIGCONT: it carries on where it stopped.
     pub fn wake_server(&self, i: usize) {
         self.servers[i].cont();
+    }
+
+    /// Starts a new server on the address of server `i` (which the test killed): the same
+    /// server coming back, as a new incarnation. Returns once it listens.
+    pub fn restart_server(&mut self, i: usize) {
+        let port = self.addrs[i]
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a server address ends in :PORT");
+        let flags: Vec<&str> = self.server_flags.iter().map(String::as_str).collect();
+        let (server, addr) =
+            start_server_on_port(&self.coordinator_addr, HEARTBEAT_INTERVAL_MS, port, &flags);
+        assert_eq!(
+            addr, self.addrs[i],
+            "the restarted server must listen where the first one did"
+        );
+        self.servers[i] = server;
     }
 
     /// Hangs the coordinator with SIGSTOP: every one of its threads stops, the watchdog

@@ -83,9 +83,9 @@ pub use self::{
     run::{Finished, run_dsys, unused_addr},
     status::{
         alive_servers, entry_clients, start_coordinator, start_coordinator_at,
-        start_coordinator_with, start_server, start_server_with, start_server_with_open_files,
-        status_entry, status_json, status_servers, try_status_json, try_status_json_as,
-        wait_until_servers_alive, wait_until_servers_alive_as,
+        start_coordinator_with, start_server, start_server_on_port, start_server_with,
+        start_server_with_open_files, status_entry, status_json, status_servers, try_status_json,
+        try_status_json_as, wait_until_servers_alive, wait_until_servers_alive_as,
     },
     wait::{poll_until, wait_until},
 };

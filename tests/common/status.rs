@@ -89,13 +89,33 @@ pub fn start_server_with_open_files(
     start_server_from(cmd, coordinator, heartbeat_interval_ms, extra)
 }
 
+/// [`start_server_with`] on `port` (a server restarted where it was), not a free one.
+pub fn start_server_on_port(
+    coordinator: &str,
+    heartbeat_interval_ms: u64,
+    port: u16,
+    extra: &[&str],
+) -> (Proc, String) {
+    start_server_from_port(dsys(), coordinator, heartbeat_interval_ms, port, extra)
+}
+
 fn start_server_from(
-    mut cmd: Command,
+    cmd: Command,
     coordinator: &str,
     heartbeat_interval_ms: u64,
     extra: &[&str],
 ) -> (Proc, String) {
-    cmd.args(["server", "--host", "127.0.0.1", "--port", "0"])
+    start_server_from_port(cmd, coordinator, heartbeat_interval_ms, 0, extra)
+}
+
+fn start_server_from_port(
+    mut cmd: Command,
+    coordinator: &str,
+    heartbeat_interval_ms: u64,
+    port: u16,
+    extra: &[&str],
+) -> (Proc, String) {
+    cmd.args(["server", "--host", "127.0.0.1", "--port", &port.to_string()])
         .args(["--coordinator", coordinator])
         .arg("--heartbeat-interval")
         .arg(heartbeat_interval_ms.to_string())
