@@ -17,6 +17,10 @@
 //! and the client two connections: the failover bench measured about 1 ms of this machine's
 //! CPU per moving client, so 100 moves a second take a tenth of it.
 //!
+//! **Only a lasting imbalance counts.** Heartbeats list a new client up to an interval late,
+//! so clients registering at once on one server make the counts look uneven for a moment.
+//! Moves are ordered only once the counts have been uneven for one heartbeat timeout.
+//!
 //! **It never fights failover.** No move is ordered while any failed-over client is still on
 //! its way (the registry's `plan` is not empty), moves to or from a server that dies are
 //! forgotten at once (its clients fail over as usual), and a server is a target only after
@@ -73,6 +77,8 @@ pub struct Rebalance {
     moved: HashMap<String, (String, Instant)>,
     /// When each live server's incarnation was first heard from.
     joined: HashMap<String, Instant>,
+    /// Since when the counts have been uneven (`Registry::uneven_for`).
+    uneven_since: Option<Instant>,
 }
 
 impl Default for Rebalance {
@@ -91,6 +97,7 @@ impl Rebalance {
             ordered: HashMap::new(),
             moved: HashMap::new(),
             joined: HashMap::new(),
+            uneven_since: None,
         }
     }
 
@@ -139,11 +146,14 @@ impl Registry {
             keep
         });
         r.moved.retain(|_, (_, when)| !expired(*when, MOVE_MEMORY));
-        if !self.plan.is_empty() || r.credit < 1.0 {
+        if !self.plan.is_empty() {
             return;
         }
-        let budget = r.credit as usize;
-        let moves = rebalance_clients(&self.spread(now, settle), budget);
+        let spread = self.spread(now, settle);
+        if !self.uneven_for(&spread, now, settle) || self.rebalance.credit < 1.0 {
+            return;
+        }
+        let moves = rebalance_clients(&spread, self.rebalance.credit as usize);
         if moves.is_empty() {
             return;
         }
@@ -163,6 +173,28 @@ impl Registry {
             };
             r.ordered.insert(m.client, order);
         }
+    }
+
+    /// Whether the counts have been uneven (a move would narrow them, were every server a
+    /// target) for `settle` at least, or moves are still under way. Heartbeats list new
+    /// clients up to an interval late, so a cluster whose clients are just registering
+    /// looks uneven for a moment: acting on that would move clients that are already
+    /// where they should be.
+    fn uneven_for(&mut self, spread: &[Server], now: Instant, settle: Duration) -> bool {
+        let every_server_a_target: Vec<Server> = spread
+            .iter()
+            .map(|s| Server {
+                target: true,
+                ..s.clone()
+            })
+            .collect();
+        let r = &mut self.rebalance;
+        if rebalance_clients(&every_server_a_target, 1).is_empty() && r.ordered.is_empty() {
+            r.uneven_since = None;
+            return false;
+        }
+        let since = *r.uneven_since.get_or_insert(now);
+        now - since >= settle
     }
 
     /// The moves ordered from `addr` and not yet handed to it, for its heartbeat reply.
@@ -406,6 +438,28 @@ mod tests {
         assert!(!registry.plan.is_empty());
         registry.rebalance_round(start + settle * 4, settle);
         assert!(registry.take_moves("b:1").is_empty());
+    }
+
+    #[test]
+    fn counts_that_look_uneven_for_less_than_a_timeout_move_nobody() {
+        let settle = Duration::from_secs(1);
+        let start = Instant::now();
+        let mut registry = Registry::default();
+        handle_heartbeat(&mut registry, start, "a:1", 0, Some(Vec::new()));
+        handle_heartbeat(&mut registry, start, "b:1", 0, Some(Vec::new()));
+        registry.rebalance_round(start, settle);
+        // Later, two clients register on each server at once; b's heartbeat lists its two
+        // half a timeout after a's: for that long the counts look like 2/0.
+        let (a_lists, b_lists) = (start + settle * 5, start + settle * 5 + settle / 2);
+        let epoch = |r: &Registry, s: &str| r.servers[s].epoch;
+        let a = epoch(&registry, "a:1");
+        handle_heartbeat(&mut registry, a_lists, "a:1", a, Some(names("a", 2)));
+        registry.rebalance_round(a_lists, settle);
+        let b = epoch(&registry, "b:1");
+        handle_heartbeat(&mut registry, b_lists, "b:1", b, Some(names("b", 2)));
+        registry.rebalance_round(b_lists, settle);
+        registry.rebalance_round(start + settle * 8, settle);
+        assert!(registry.take_moves("a:1").is_empty());
     }
 
     #[test]
