@@ -371,10 +371,12 @@ fn sample_messages() -> Vec<Message> {
         Message::Locate {
             name: "alice".into(),
             suspect: String::new(),
+            unreachable: false,
         },
         Message::Locate {
             name: "alice".into(),
             suspect: "127.0.0.1:8080".into(),
+            unreachable: true,
         },
         Message::Assign {
             server: "127.0.0.1:8081".into(),

@@ -219,10 +219,15 @@ impl Message {
                 out.u8(T_FENCED);
                 out.str(reason);
             }
-            Message::Locate { name, suspect } => {
+            Message::Locate {
+                name,
+                suspect,
+                unreachable,
+            } => {
                 out.u8(T_LOCATE);
                 out.str(name);
                 out.str(suspect);
+                out.u8(*unreachable as u8);
             }
             Message::Assign { server } => {
                 out.u8(T_ASSIGN);
@@ -341,6 +346,7 @@ impl Message {
             T_LOCATE => Message::Locate {
                 name: r.str()?,
                 suspect: r.str()?,
+                unreachable: r.flag("unreachable")?,
             },
             T_ASSIGN => Message::Assign { server: r.str()? },
             T_CLAIM => Message::Claim {

@@ -311,6 +311,10 @@ pub enum Message {
         name: String,
         /// The server the client could no longer reach, or "".
         suspect: String,
+        /// True when the client was sent to `suspect` and could not register there: the
+        /// coordinator may reach it, but this client cannot (a one-way or partial network
+        /// cut), so it must be placed elsewhere.
+        unreachable: bool,
     },
     /// Coordinator → client: use this server.
     Assign {

@@ -25,27 +25,29 @@ const LOCATE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const LOCATE_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Asks the coordinator which server the session's client should use, naming a `suspect`
-/// it just lost.
+/// it just lost, and whether it found `suspect` `unreachable` itself after the coordinator
+/// sent it there.
 ///
 /// # Errors
 /// [`Error::NoLiveServer`] when the coordinator knows no live server;
 /// [`Error::Unreachable`] when it cannot be reached or does not answer (the text says
 /// which); [`Error::Refused`] when it refuses the connection (a wrong or missing secret).
-pub fn locate(config: &SessionConfig, suspect: &str) -> Result<String> {
+pub fn locate(config: &SessionConfig, suspect: &str, unreachable: bool) -> Result<String> {
     let coordinator = &config.coordinator;
     let name = &config.name;
-    let unreachable = |e| net::unreachable("coordinator", coordinator, e);
+    let cannot_reach = |e| net::unreachable("coordinator", coordinator, e);
     let mut stream = net::connect_as(
         coordinator,
         Role::Locate,
         LOCATE_CONNECT_TIMEOUT,
         config.secret.as_ref(),
     )
-    .map_err(unreachable)?;
+    .map_err(cannot_reach)?;
     stream.set_read_timeout(Some(LOCATE_REPLY_TIMEOUT))?;
     let request = Message::Locate {
         name: name.to_string(),
         suspect: suspect.to_string(),
+        unreachable,
     };
     match net::request(&mut stream, &request) {
         Ok(Message::Assign { server }) => Ok(server),
@@ -61,6 +63,6 @@ pub fn locate(config: &SessionConfig, suspect: &str) -> Result<String> {
                  `dsys server`"
             )))
         }
-        Err(e) => Err(unreachable(e)),
+        Err(e) => Err(cannot_reach(e)),
     }
 }

@@ -2,11 +2,15 @@
 //! "which server?"; and the watchdog that declares silent servers dead and plans where their
 //! clients go.
 //!
-//! **Three files.** How the coordinator *decides* (which epoch counts, who is dead, where
-//! clients go, whether a name is free) is in [`registry`]: plain functions on the
-//! [`Registry`], with no socket and no thread of their own; the names being registered
-//! that no heartbeat lists yet are its [`claims`]. This file *acts*: it owns the sockets and threads, reads
-//! requests, locks the registry, calls those functions and writes the replies.
+//! **Deciding and acting.** How the coordinator *decides* (which epoch counts, who is dead,
+//! where clients go, whether a name is free) is in [`registry`]: plain functions on the
+//! [`Registry`], with no socket and no thread of their own. Beside it, each with its own
+//! decision: [`watchdog`] (whom to probe, whom to declare dead), [`rebalance`] (whom to
+//! move to a server that returns) and [`claims`] (names being registered that no heartbeat
+//! lists yet); [`probe`] asks a server whether it answers, and [`locate`] answers a
+//! client's "which server?". This file *acts*: it owns the
+//! sockets and threads, reads requests, locks the registry, calls those functions and
+//! writes the replies.
 //!
 //! **Threads.** `accept` runs [`start_coordinator`]'s accept loop and spawns one named
 //! thread per connection. A heartbeat connection lives as long as its server (one frame
@@ -41,6 +45,7 @@
 //! join), and joins the watchdog.
 
 mod claims;
+mod locate;
 mod probe;
 mod rebalance;
 mod registry;
@@ -191,58 +196,6 @@ impl Coordinator {
         }
     }
 
-    /// Answers a client's "which server?". Blocks while it settles a suspect.
-    ///
-    /// When the client names a `suspect` server it lost, that server is checked first
-    /// (outside the lock): if it is gone (refuses, or resets before its first frame) it is
-    /// declared dead at once, rather than after the heartbeat timeout. If it answers or
-    /// stays silent, the server may be fine (only the client's connection broke) or hung
-    /// (its kernel still accepts).
-    /// The heartbeats tell which (see [`Coordinator::settle_suspect`]).
-    ///
-    /// # Errors
-    /// [`Error::NoLiveServer`] when no server is alive.
-    pub fn locate(&self, name: &str, suspect: &str) -> Result<String> {
-        let suspect_alive =
-            !suspect.is_empty() && self.lock().server(suspect).is_some_and(|entry| entry.alive);
-        if suspect_alive {
-            if !probe::is_gone(suspect) {
-                return self.settle_suspect(name, suspect);
-            }
-            let mut registry = self.lock();
-            if registry.server(suspect).is_some_and(|s| s.alive) {
-                log::info!("server unreachable addr={suspect} reported_by={name}");
-                registry::declare_dead(&mut registry, suspect);
-            }
-        }
-        self.lock().assign(name).ok_or_else(no_live_server)
-    }
-
-    /// Waits until the `suspect` either heartbeats again (it is fine: the client is sent
-    /// back to it) or is declared dead by the watchdog (the client gets its planned server).
-    /// One of the two happens within the heartbeat timeout plus a watchdog tick; the wait is
-    /// capped at twice the timeout in case the watchdog is stopping.
-    ///
-    /// Waiting here, rather than telling the client to stay and ask again, is what moves a
-    /// hung server's clients the moment it is declared dead, and all by the same plan.
-    fn settle_suspect(&self, name: &str, suspect: &str) -> Result<String> {
-        let asked = Instant::now();
-        let unsettled = |registry: &mut Registry| {
-            registry
-                .server(suspect)
-                .is_some_and(|s| s.alive && s.last_seen <= asked)
-        };
-        let registry = self.lock();
-        let (mut registry, _) = self
-            .changed
-            .wait_timeout_while(registry, self.heartbeat_timeout * 2, unsettled)
-            .unwrap_or_else(|p| p.into_inner());
-        if registry.server(suspect).is_some_and(|s| s.alive) {
-            return Ok(suspect.to_string());
-        }
-        registry.assign(name).ok_or_else(no_live_server)
-    }
-
     /// True once every live server has had time to heartbeat since this coordinator
     /// started, so the live list is the whole cluster. Until then a server must not drop a
     /// peer just because the list lacks it: that peer may simply not have heartbeated yet.
@@ -379,7 +332,7 @@ fn serve_connection(
         }
         Some(Role::Locate) => {
             let first = first_request(&stream)?;
-            serve_locate(stream, first, coordinator)
+            locate::serve_locate(stream, first, coordinator)
         }
         Some(Role::Status) => {
             let first = first_request(&stream)?;
@@ -452,26 +405,6 @@ fn serve_heartbeats(
         next = read_message(&mut stream)?;
     }
     Ok(())
-}
-
-fn serve_locate(
-    mut stream: TcpStream,
-    first: Option<Message>,
-    coordinator: &Coordinator,
-) -> Result<()> {
-    let Some(Message::Locate { name, suspect }) = first else {
-        return net::refuse(&stream, "expected Locate");
-    };
-    let reply = match coordinator.locate(&name, &suspect) {
-        Ok(server) => {
-            log::debug!("assigned name={name} server={server}");
-            Message::Assign { server }
-        }
-        Err(e) => Message::Error {
-            reason: e.to_string(),
-        },
-    };
-    write_message(&mut stream, &reply)
 }
 
 fn serve_status(

@@ -346,6 +346,26 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// [`Registry::assign`] for a client that cannot reach `avoid` although this
+    /// coordinator can: the least loaded live server other than `avoid` (recorded as a
+    /// plan entry, like any choice), or `avoid` itself when it is the only one left (the
+    /// client then tries it again, and the cut may have healed).
+    pub(super) fn assign_avoiding(&mut self, name: &str, avoid: &str) -> Option<String> {
+        let least_loaded = self
+            .loads()
+            .into_iter()
+            .filter(|(addr, _)| addr != avoid)
+            .min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        let Some((target, _)) = least_loaded else {
+            return self.assign(name);
+        };
+        self.plan
+            .insert(name.to_string(), (target.clone(), Instant::now()));
+        Some(target)
+    }
+}
+
 fn info(addr: &str, entry: &ServerEntry) -> ServerInfo {
     ServerInfo {
         addr: addr.to_string(),

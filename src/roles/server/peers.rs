@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use crossbeam_channel::select;
 
-use super::hub::Frame;
+use super::hub::{DECLARED_DEAD, Frame};
 use super::outbox::{Flow, OutboxReceiver, WhenIdle, write_frames};
 use super::{Shared, THREAD_STACK, WRITE_BUFFER};
 use crate::error::{Error, Result};
@@ -51,6 +51,9 @@ fn peer_link_loop(shared: Shared, addr: String, epoch: u64, link_id: u64) {
     while shared.hub.peer_wanted(&addr, link_id) {
         match relay_to_peer(&shared, &addr, link_id) {
             Ok(()) => log::debug!("peer link ended addr={addr}"),
+            Err(Error::Refused(why)) if why.contains(DECLARED_DEAD) => {
+                fence_ourselves(&shared, &addr)
+            }
             Err(e) => log::info!("peer link down addr={addr} epoch={epoch} reason={e}"),
         }
         // Retry after one interval, unless the server is stopping.
@@ -60,6 +63,20 @@ fn peer_link_loop(shared: Shared, addr: String, epoch: u64, link_id: u64) {
         }
     }
     log::debug!("peer thread stopped addr={addr}");
+}
+
+/// A peer says this incarnation was declared dead: the coordinator fenced it while it could
+/// not tell us (a server cut off from the coordinator alone). Its clients have been planned
+/// elsewhere, but they are still here and cannot reach the rest of the cluster through a
+/// server its peers refuse: so drop them, as a `Fenced` reply would, and they fail over.
+fn fence_ourselves(shared: &Shared, peer: &str) {
+    log::warn!(
+        "peer {peer} says this server was declared dead (it cannot have heard it from the \
+         coordinator); dropping the {} clients still connected, so they fail over, and \
+         rejoining as a new incarnation",
+        shared.hub.client_count()
+    );
+    shared.hub.reset_incarnation();
 }
 
 /// One connection's life on the sending side.
@@ -162,10 +179,7 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
         return net::refuse(&stream, "expected PeerHello");
     };
     let Some((mut last_index, history)) = shared.hub.accept_peer(&addr, epoch) else {
-        return net::refuse(
-            &stream,
-            &format!("{addr} epoch {epoch} is not a live peer of {}", shared.addr),
-        );
+        return net::refuse(&stream, &shared.hub.peer_refusal(&addr, epoch));
     };
     write_message(
         &mut &stream,
@@ -220,6 +234,9 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
                 log::info!("history received from={addr} epoch={epoch}");
                 shared.hub.peer_synced(&addr, epoch);
             }
+            // An idle link checks that its peer is still live, so that a peer declared
+            // dead hears it (on its next connect: `peer_refusal`) without sending anything.
+            Message::Keepalive if !shared.hub.is_live_peer(&addr, epoch) => return stale(&stream),
             Message::Keepalive => {}
             other => {
                 return net::refuse(

@@ -45,7 +45,7 @@ impl Session {
         let (server, connection) = loop {
             let server = match &self.config.server {
                 Some(server) => server.clone(),
-                None => locate(&self.config, &suspect)?,
+                None => locate(&self.config, &suspect, !suspect.is_empty())?,
             };
             attempts += 1;
             match self.register(&server, FIRST_REGISTER_TIMEOUT) {
@@ -108,13 +108,31 @@ impl Session {
             "lost server name={} server={old} reason=\"{reason}\"; failing over",
             self.config.name
         );
+        // The server to ask about, and whether this client failed to register there after
+        // the coordinator named it (then the coordinator must place it elsewhere, even if
+        // the server looks fine from where the coordinator is: a one-way cut).
+        let (mut suspect, mut unreachable) = (old.clone(), false);
+        let mut coordinator_error_shown = false;
         loop {
             // Ask the coordinator; if it is down too, try the old server again (the
             // connection may have broken while the server is fine).
-            let target = locate(&self.config, &old).unwrap_or_else(|e| {
-                log::debug!("locate failed: {e}");
-                old.clone()
-            });
+            let target = match locate(&self.config, &suspect, unreachable) {
+                Ok(target) => target,
+                Err(e) => {
+                    log::debug!("locate failed: {e}");
+                    if !coordinator_error_shown {
+                        // Said once per failover, so a long outage is not silent.
+                        self.emit(Event::Error {
+                            message: format!(
+                                "lost server {old}, and cannot ask the coordinator for \
+                                 another ({e}); trying the old server until one answers"
+                            ),
+                        });
+                        coordinator_error_shown = true;
+                    }
+                    old.clone()
+                }
+            };
             match self.register(&target, FAILOVER_REGISTER_TIMEOUT) {
                 Ok(mut connection) => match self.resend(&mut connection) {
                     Ok(resent) => {
@@ -138,7 +156,14 @@ impl Session {
                 Err(Error::Refused(why)) => {
                     log::warn!("failover refused by {target}: {why}");
                 }
-                Err(e) => log::debug!("failover attempt to {target} failed: {e}"),
+                Err(e) => {
+                    log::info!(
+                        "cannot reach server {target} ({e}); asking the coordinator for \
+                         another name={}",
+                        self.config.name
+                    );
+                    (suspect, unreachable) = (target, true);
+                }
             }
             select! {
                 recv(self.stop_rx) -> _ => return None,

@@ -75,6 +75,7 @@ use crate::auth::Secret;
 use crate::protocol::{Body, deliver_frame, relay_frame};
 use clients::{Clients, WriterRequests};
 use history::{History, Verdict};
+pub use relay::DECLARED_DEAD;
 use relay::Relay;
 
 /// How often a waiting publish looks again without being woken (see [`Hub::publish`]).

@@ -81,7 +81,20 @@ pub(super) struct Relay {
     inbound: HashMap<(String, u64), u64>,
     /// Local messages waiting for their relay to be confirmed by every peer.
     pending_acks: VecDeque<(u64, u64, u64)>, // (index, session, seq)
+    /// The latest peer incarnations that a complete list no longer held (declared dead),
+    /// at most [`REMOVED_KEPT`]: told so when they try to link in, they know they were
+    /// fenced even if the coordinator cannot tell them.
+    removed: VecDeque<(String, u64)>,
 }
+
+/// Removed peer incarnations remembered; beyond it the oldest is forgotten, and only costs
+/// that incarnation a plainer refusal.
+const REMOVED_KEPT: usize = 64;
+
+/// What a peer's refusal says when this server saw the coordinator drop the peer's
+/// incarnation: it was declared dead. A server cut off from the coordinator alone learns
+/// it from its peers this way (`peers::peer_link_loop`).
+pub const DECLARED_DEAD: &str = "was declared dead: the coordinator no longer lists it";
 
 // The entry points for the links: the heartbeat sets the peer list, a `peer-<addr>` thread
 // asks whether it is still wanted and subscribes, its `acks-<addr>` thread confirms.
@@ -124,6 +137,24 @@ impl Hub {
     /// Whether the peer-out thread `link_id` should still serve `addr`.
     pub fn peer_wanted(&self, addr: &str, link_id: u64) -> bool {
         self.lock().relay.peer_wanted(addr, link_id)
+    }
+
+    /// Whether `(addr, epoch)` is a live peer incarnation (for the receiving side of a
+    /// link, which checks it on every keepalive too: an idle link from a peer that was
+    /// declared dead is refused within a heartbeat interval).
+    pub fn is_live_peer(&self, addr: &str, epoch: u64) -> bool {
+        self.lock().relay.is_live_peer(addr, epoch)
+    }
+
+    /// Why the incarnation `(addr, epoch)` may not link in: [`DECLARED_DEAD`] when this
+    /// server saw the coordinator drop it, else that it is not (yet) a live peer.
+    pub fn peer_refusal(&self, addr: &str, epoch: u64) -> String {
+        let state = self.lock();
+        if state.relay.was_removed(addr, epoch) {
+            format!("{addr} epoch {epoch} {DECLARED_DEAD}; rejoin as a new incarnation")
+        } else {
+            format!("{addr} epoch {epoch} is not a live peer of {}", state.addr)
+        }
     }
 
     /// Attaches a (re)connected peer-out thread: returns its queue and the backlog to write
@@ -170,6 +201,12 @@ impl Relay {
         self.peers.get(addr).is_some_and(|p| p.epoch == epoch)
     }
 
+    /// Whether `(addr, epoch)` was dropped from the peers because a complete list no
+    /// longer held it.
+    pub(super) fn was_removed(&self, addr: &str, epoch: u64) -> bool {
+        self.removed.iter().any(|(a, e)| a == addr && *e == epoch)
+    }
+
     /// Whether the peer-out thread `link_id` should still serve `addr`.
     pub(super) fn peer_wanted(&self, addr: &str, link_id: u64) -> bool {
         self.peers.get(addr).is_some_and(|p| p.link_id == link_id)
@@ -189,6 +226,7 @@ impl Relay {
     /// another epoch, and what was received from them. When the list is not `complete`,
     /// a peer missing from it is kept (see [`Hub::set_peers`]).
     pub(super) fn drop_unlisted(&mut self, listed: &HashMap<&str, u64>, complete: bool) {
+        let mut removed = Vec::new();
         self.peers.retain(|addr, link| {
             let keep = match listed.get(addr.as_str()) {
                 Some(epoch) => *epoch == link.epoch,
@@ -196,9 +234,16 @@ impl Relay {
             };
             if !keep {
                 log::info!("peer removed addr={addr} epoch={}", link.epoch);
+                removed.push((addr.clone(), link.epoch));
             }
             keep
         });
+        for incarnation in removed {
+            if self.removed.len() == REMOVED_KEPT {
+                self.removed.pop_front();
+            }
+            self.removed.push_back(incarnation);
+        }
         let peers = &self.peers;
         self.inbound
             .retain(|(addr, epoch), _| peers.get(addr).is_some_and(|p| p.epoch == *epoch));

@@ -1,0 +1,114 @@
+//! A client's "which server?": the `Locate` request, answered on its connection's thread
+//! ([`serve_locate`]), and how the answer is found ([`Coordinator::locate`]): the planned
+//! server, or, when the client names a server it lost, first a check of that server.
+//!
+//! **Threads.** None of its own. The check of a suspect server ([`probe::is_gone`]) runs on
+//! the locate connection's thread, outside the registry's lock; a suspect that may be hung
+//! makes that thread wait on the coordinator's `Condvar` until the heartbeats decide
+//! ([`Coordinator::settle_suspect`]).
+//!
+//! **When a peer fails.** A client that sends something else is refused; one that goes
+//! away costs its connection. A client that could not reach the server it was sent to says
+//! so (`unreachable`), and is placed on another one: the coordinator may see that server
+//! fine while this client cannot (a one-way cut).
+
+use std::net::TcpStream;
+use std::time::Instant;
+
+use super::{Coordinator, Registry, no_live_server, probe, registry};
+use crate::error::Result;
+use crate::net;
+use crate::protocol::{Message, write_message};
+
+impl Coordinator {
+    /// Answers a client's "which server?". Blocks while it settles a suspect.
+    ///
+    /// When the client names a `suspect` server it lost, that server is checked first
+    /// (outside the lock): if it is gone (refuses, or resets before its first frame) it is
+    /// declared dead at once, rather than after the heartbeat timeout. If it answers or
+    /// stays silent, the server may be fine (only the client's connection broke) or hung
+    /// (its kernel still accepts). The heartbeats tell which (see
+    /// [`Coordinator::settle_suspect`]), unless the client says it could not reach the
+    /// suspect after being sent there (`unreachable`): then the server may be fine for
+    /// everyone else, but not for this client, which is placed on another server.
+    ///
+    /// # Errors
+    /// [`Error::NoLiveServer`](crate::Error::NoLiveServer) when no server is alive.
+    pub fn locate(&self, name: &str, suspect: &str, unreachable: bool) -> Result<String> {
+        let suspect_alive =
+            !suspect.is_empty() && self.lock().server(suspect).is_some_and(|entry| entry.alive);
+        if suspect_alive {
+            if !probe::is_gone(suspect) {
+                if unreachable {
+                    log::info!(
+                        "client cannot reach server name={name} addr={suspect}; placing it \
+                         elsewhere"
+                    );
+                    return self
+                        .lock()
+                        .assign_avoiding(name, suspect)
+                        .ok_or_else(no_live_server);
+                }
+                return self.settle_suspect(name, suspect);
+            }
+            let mut registry = self.lock();
+            if registry.server(suspect).is_some_and(|s| s.alive) {
+                log::info!("server unreachable addr={suspect} reported_by={name}");
+                registry::declare_dead(&mut registry, suspect);
+            }
+        }
+        self.lock().assign(name).ok_or_else(no_live_server)
+    }
+
+    /// Waits until the `suspect` either heartbeats again (it is fine: the client is sent
+    /// back to it) or is declared dead by the watchdog (the client gets its planned server).
+    /// One of the two happens within the heartbeat timeout plus a watchdog tick; the wait is
+    /// capped at twice the timeout in case the watchdog is stopping.
+    ///
+    /// Waiting here, rather than telling the client to stay and ask again, is what moves a
+    /// hung server's clients the moment it is declared dead, and all by the same plan.
+    fn settle_suspect(&self, name: &str, suspect: &str) -> Result<String> {
+        let asked = Instant::now();
+        let unsettled = |registry: &mut Registry| {
+            registry
+                .server(suspect)
+                .is_some_and(|s| s.alive && s.last_seen <= asked)
+        };
+        let registry = self.lock();
+        let (mut registry, _) = self
+            .changed
+            .wait_timeout_while(registry, self.heartbeat_timeout * 2, unsettled)
+            .unwrap_or_else(|p| p.into_inner());
+        if registry.server(suspect).is_some_and(|s| s.alive) {
+            return Ok(suspect.to_string());
+        }
+        registry.assign(name).ok_or_else(no_live_server)
+    }
+}
+
+/// One `Locate` request, one `Assign` (or an `Error` saying why not), then the connection
+/// closes.
+pub(super) fn serve_locate(
+    mut stream: TcpStream,
+    first: Option<Message>,
+    coordinator: &Coordinator,
+) -> Result<()> {
+    let Some(Message::Locate {
+        name,
+        suspect,
+        unreachable,
+    }) = first
+    else {
+        return net::refuse(&stream, "expected Locate");
+    };
+    let reply = match coordinator.locate(&name, &suspect, unreachable) {
+        Ok(server) => {
+            log::debug!("assigned name={name} server={server}");
+            Message::Assign { server }
+        }
+        Err(e) => Message::Error {
+            reason: e.to_string(),
+        },
+    };
+    write_message(&mut stream, &reply)
+}
