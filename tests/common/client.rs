@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{ChildStdin, ExitStatus, Stdio};
+use std::process::{ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -59,8 +59,19 @@ impl Client {
         server: Option<&str>,
         extra_args: &[&str],
     ) -> Client {
+        Client::start_from(dsys(), name, coordinator, server, extra_args)
+    }
+
+    /// [`Client::start_with`] from `cmd`, a command for the `dsys` binary (one that runs it
+    /// in a network namespace, say).
+    pub fn start_from(
+        mut cmd: Command,
+        name: &str,
+        coordinator: &str,
+        server: Option<&str>,
+        extra_args: &[&str],
+    ) -> Client {
         let download_dir = TempDir::new(&format!("downloads-{name}"));
-        let mut cmd = dsys();
         cmd.args(["client", "--register", "--output", "json", "--name", name])
             .args(["--coordinator", coordinator]);
         if let Some(server) = server {

@@ -40,11 +40,14 @@
 //! - `wait.rs`: [`wait_until`] and [`poll_until`], for state that has no event.
 //! - `client.rs`: [`Client`], a client child and the JSON events it prints.
 //! - `checks.rs`: what clients received ([`finish_all`], [`assert_seqs_exactly`]).
+//! - `chatter.rs`: [`Chatter`], every client talking while the cluster changes, and the
+//!   check that all of it arrived ([`finish_and_assert_everything_arrived`]).
 //! - `helpers.rs`: [`TempDir`], [`median`], [`pseudo_random_bytes`].
 //! - `full.rs`: [`FullServer`], a server filled to its open-file limit.
 //! - `load.rs`: overload on purpose: [`busy_process`] pinned to a CPU, [`pin_process`].
 //! - `raw.rs`: [`RawClient`], a client without a process, for tests that need many.
 //! - `relay.rs`: [`Relay`], a TCP relay a test can hold, to make heartbeats late.
+//! - `netns.rs`: [`Lab`], processes in network namespaces whose links a test can cut.
 //!
 //! The timeouts every file shares and [`dsys()`], the command they all start, are below.
 
@@ -54,12 +57,14 @@
 use std::process::Command;
 use std::time::Duration;
 
+mod chatter;
 mod checks;
 mod client;
 mod cluster;
 mod full;
 mod helpers;
 mod load;
+mod netns;
 mod proc;
 mod raw;
 mod relay;
@@ -71,12 +76,14 @@ mod wait;
 // otherwise be warned about the rest, as with `dead_code` above.
 #[allow(unused_imports)]
 pub use self::{
+    chatter::{Chatter, finish_and_assert_everything_arrived},
     checks::{assert_seqs_exactly, describe_seqs, events_of, finish_all, message_seqs},
     client::Client,
     cluster::Cluster,
     full::FullServer,
     helpers::{TempDir, median, pseudo_random_bytes},
     load::{allowed_cpus, busy_process, missing_tools, pin_process},
+    netns::{Lab, Node},
     proc::Proc,
     raw::RawClient,
     relay::Relay,

@@ -14,7 +14,7 @@ use super::{TIMEOUT, dsys, dsys_with_open_files};
 
 /// The address in a log line `... listening on ADDR ...`: the text after "listening on " up
 /// to whitespace or the end of the line.
-fn listening_addr(proc: &Proc) -> String {
+pub(super) fn listening_addr(proc: &Proc) -> String {
     let line = proc.wait_for_stderr("listening on ", TIMEOUT);
     let after = line
         .split_once("listening on ")
