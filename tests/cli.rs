@@ -407,6 +407,7 @@ fn heartbeat_as_a_full_server(coordinator: &str, server: u16, clients: usize, st
             addr: addr.clone(),
             epoch,
             clients: clients.take(),
+            cut_off: Vec::new(),
         };
         match dsys::net::request(&mut stream, &heartbeat).expect("a heartbeat reply") {
             Message::HeartbeatReply { epoch: given, .. } => epoch = given,

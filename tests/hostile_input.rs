@@ -168,6 +168,7 @@ fn frames_in_the_wrong_state_are_refused_with_a_reason() {
         addr: "127.0.0.1:1".into(),
         epoch: 0,
         clients: Some(vec![]),
+        cut_off: Vec::new(),
     };
     let publish = Message::Publish {
         seq: 1,
@@ -231,6 +232,7 @@ fn frames_in_the_wrong_state_are_refused_with_a_reason() {
                     addr: format!("{}:1", "h".repeat(60_000)),
                     epoch: 0,
                     clients: Some(vec![]),
+                    cut_off: Vec::new(),
                 },
             ],
             "HOST:PORT of at most",

@@ -80,12 +80,20 @@ impl Partitioned {
 
     /// Waits until the clients of server 0 (`a0`, `a1`) have each failed over to server 1.
     fn wait_clients_of_s0_moved(&self, within: Duration) {
-        for client in &self.clients[..2] {
-            let event = client.expect_event("a failover away from server 0", within, |e| {
-                e["event"] == "failover"
-            });
-            assert_eq!(event["from"], self.server_addrs[0].as_str(), "{event}");
-            assert_eq!(event["to"], self.server_addrs[1].as_str(), "{event}");
+        self.wait_clients_moved(0, within);
+    }
+
+    /// Waits until the two clients of server `lost` have each failed over to the other.
+    fn wait_clients_moved(&self, lost: usize, within: Duration) {
+        let other = 1 - lost;
+        for client in &self.clients[2 * lost..2 * lost + 2] {
+            let event = client.expect_event(
+                &format!("a failover away from server {lost}"),
+                within,
+                |e| e["event"] == "failover",
+            );
+            assert_eq!(event["from"], self.server_addrs[lost].as_str(), "{event}");
+            assert_eq!(event["to"], self.server_addrs[other].as_str(), "{event}");
         }
     }
 }
@@ -115,6 +123,22 @@ fn clients_that_cannot_reach_their_server_one_way_move_to_another() {
     p.lab.cut_one_way(&p.client_node, &p.server_nodes[0]);
     p.wait_clients_of_s0_moved(STRANDED_BOUND);
     p.lab.heal(&p.client_node, &p.server_nodes[0]);
+    finish_and_assert_everything_arrived(&mut p.clients, chatter);
+}
+
+#[test]
+fn of_two_servers_cut_off_from_each_other_one_gives_up_its_clients() {
+    let Some(mut p) = Partitioned::start() else {
+        return;
+    };
+    let chatter = Chatter::start(&mut p.clients);
+    // Both heartbeat, neither can relay to the other: every message waits. Both report the
+    // cut; the coordinator declares one dead (same clients: the higher address, s1), and
+    // its clients move to the other.
+    let (s0, s1) = (p.server_nodes[0].clone(), p.server_nodes[1].clone());
+    p.lab.cut(&s0, &s1);
+    p.wait_clients_moved(1, STRANDED_BOUND);
+    p.lab.heal(&s0, &s1);
     finish_and_assert_everything_arrived(&mut p.clients, chatter);
 }
 

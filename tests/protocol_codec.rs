@@ -347,11 +347,13 @@ fn sample_messages() -> Vec<Message> {
             addr: "127.0.0.1:8080".into(),
             epoch: 0,
             clients: None,
+            cut_off: Vec::new(),
         },
         Message::Heartbeat {
             addr: "127.0.0.1:8080".into(),
             epoch: 3,
             clients: Some(vec!["alice".into(), String::new(), "bob".into()]),
+            cut_off: vec!["127.0.0.1:8081".into()],
         },
         Message::HeartbeatReply {
             epoch: 3,

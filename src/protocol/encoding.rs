@@ -187,6 +187,7 @@ impl Message {
                 addr,
                 epoch,
                 clients,
+                cut_off,
             } => {
                 out.u8(T_HEARTBEAT);
                 out.str(addr);
@@ -198,6 +199,7 @@ impl Message {
                         out.strs(clients);
                     }
                 }
+                out.strs(cut_off);
             }
             Message::HeartbeatReply {
                 epoch,
@@ -330,6 +332,7 @@ impl Message {
                     false => None,
                     true => Some(r.strs()?),
                 },
+                cut_off: r.strs()?,
             },
             T_HEARTBEAT_REPLY => Message::HeartbeatReply {
                 epoch: r.u64()?,

@@ -283,6 +283,9 @@ pub enum Message {
         /// last `Heartbeat` on this connection (a server of ten thousand clients would
         /// otherwise send ten thousand names every interval to say nothing new).
         clients: Option<Vec<String>>,
+        /// Peers this server has not heard from for longer than its link silence limit (a
+        /// cut between servers, which only they can see).
+        cut_off: Vec<String>,
     },
     /// Coordinator → server: the heartbeat is accepted; here are the live servers.
     HeartbeatReply {

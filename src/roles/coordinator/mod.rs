@@ -5,8 +5,9 @@
 //! **Deciding and acting.** How the coordinator *decides* (which epoch counts, who is dead,
 //! where clients go, whether a name is free) is in [`registry`]: plain functions on the
 //! [`Registry`], with no socket and no thread of their own. Beside it, each with its own
-//! decision: [`watchdog`] (whom to probe, whom to declare dead), [`rebalance`] (whom to
-//! move to a server that returns) and [`claims`] (names being registered that no heartbeat
+//! decision: [`watchdog`] (whom to probe, whom to declare dead), [`cuts`] (which of two
+//! servers that cannot reach each other gives up), [`rebalance`] (whom to move to a server
+//! that returns) and [`claims`] (names being registered that no heartbeat
 //! lists yet); [`probe`] asks a server whether it answers, and [`locate`] answers a
 //! client's "which server?". This file *acts*: it owns the
 //! sockets and threads, reads requests, locks the registry, calls those functions and
@@ -45,6 +46,7 @@
 //! join), and joins the watchdog.
 
 mod claims;
+mod cuts;
 mod locate;
 mod probe;
 mod rebalance;
@@ -149,14 +151,28 @@ impl Coordinator {
         }
     }
 
-    /// Records a heartbeat (see [`handle_heartbeat`]).
+    /// Records a heartbeat (see [`handle_heartbeat`]), and the peers the server says it
+    /// cannot reach (`cut_off`; only live servers this registry knows count, so a server
+    /// cannot make it remember names without bound).
     pub fn heartbeat(
         &self,
         addr: &str,
         epoch: u64,
         clients: Option<Vec<String>>,
+        cut_off: &[String],
     ) -> HeartbeatOutcome {
-        let outcome = handle_heartbeat(&mut self.lock(), Instant::now(), addr, epoch, clients);
+        let now = Instant::now();
+        let mut registry = self.lock();
+        let outcome = handle_heartbeat(&mut registry, now, addr, epoch, clients);
+        if matches!(outcome, HeartbeatOutcome::Accepted { .. }) {
+            let known: Vec<String> = cut_off
+                .iter()
+                .filter(|peer| registry.server(peer).is_some_and(|s| s.alive))
+                .cloned()
+                .collect();
+            registry.cuts.record(addr, &known, now);
+        }
+        drop(registry);
         self.changed.notify_all();
         outcome
     }
@@ -364,6 +380,7 @@ fn serve_heartbeats(
             addr,
             epoch,
             clients,
+            cut_off,
         } = message
         else {
             return net::refuse(
@@ -383,7 +400,7 @@ fn serve_heartbeats(
                 ),
             );
         }
-        let reply = match coordinator.heartbeat(&addr, epoch, clients) {
+        let reply = match coordinator.heartbeat(&addr, epoch, clients, &cut_off) {
             HeartbeatOutcome::Accepted {
                 epoch,
                 servers,

@@ -4,11 +4,9 @@
 //! run on that client's locate connection thread). Each blocks its
 //! caller for at most its deadline; neither holds the registry's lock.
 
-use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::error::Error;
 use crate::net;
 use crate::protocol::read_message;
 
@@ -60,9 +58,7 @@ pub(super) fn is_gone(addr: &str) -> bool {
     }
     match read_message(&mut stream) {
         Ok(Some(_)) => false,
-        Err(Error::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-            false
-        }
+        Err(e) if e.is_timeout() => false,
         Ok(None) | Err(_) => true,
     }
 }

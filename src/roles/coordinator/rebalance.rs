@@ -24,7 +24,8 @@
 //! **It never fights failover.** No move is ordered while any failed-over client is still on
 //! its way (the registry's `plan` is not empty), moves to or from a server that dies are
 //! forgotten at once (its clients fail over as usual), and a server is a target only after
-//! one heartbeat timeout alive (`settle`): one that dies again at once takes nobody with it.
+//! one heartbeat timeout alive (`settle`), and not while it is cut off from a peer
+//! (`cuts.rs`): one that dies again at once takes nobody with it.
 //!
 //! **No back and forth.** Every move goes from the fullest server to the emptiest, and only
 //! while they differ by two or more, so every move narrows the spread; each client is
@@ -218,7 +219,9 @@ impl Registry {
         let mut servers: Vec<Server> = Vec::new();
         let mut index = HashMap::new();
         for (addr, entry) in self.servers.iter().filter(|(_, s)| s.alive) {
-            let settled = r.joined.get(addr).is_some_and(|j| now - *j >= settle);
+            // A server cut off from a peer is no target: it may be the one to give up.
+            let settled =
+                r.joined.get(addr).is_some_and(|j| now - *j >= settle) && !self.cuts.involve(addr);
             let mut server = Server {
                 addr: addr.clone(),
                 count: 0,

@@ -26,6 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::claims::Claims;
+use super::cuts::Cuts;
 use super::rebalance::Rebalance;
 use super::watchdog::Probe;
 use crate::protocol::ServerInfo;
@@ -70,6 +71,8 @@ pub struct Registry {
     pub(super) last_round: Option<Instant>,
     /// Moves ordered to even out the servers' clients (`rebalance.rs`).
     pub(super) rebalance: Rebalance,
+    /// Servers that heartbeat but cannot reach each other (`cuts.rs`).
+    pub(super) cuts: Cuts,
 }
 
 /// What [`handle_heartbeat`] decided.
@@ -233,6 +236,7 @@ pub(super) fn declare_dead(registry: &mut Registry, addr: &str) {
     registry.dead_epochs.insert(epoch);
     registry.claims.forget_server(addr);
     registry.rebalance.server_gone(addr);
+    registry.cuts.server_gone(addr);
     log::info!(
         "server declared dead addr={addr} epoch={epoch} clients={}",
         orphans.len()

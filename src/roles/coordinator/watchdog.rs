@@ -83,8 +83,9 @@ pub fn check_server_statuses(
 impl Registry {
     /// One watchdog round at `now` ([`check_server_statuses`]): marks the servers to probe
     /// as asked and returns them, and declares dead those that did not answer. Also expires
-    /// plans past [`PLAN_TTL`], and name claims older than `timeout` (`claims.rs`), and
-    /// orders the round's rebalancing moves (`rebalance.rs`).
+    /// plans past [`PLAN_TTL`], and name claims older than `timeout` (`claims.rs`), settles
+    /// lasting cuts between servers (`cuts.rs`), and orders the round's rebalancing moves
+    /// (`rebalance.rs`).
     ///
     /// *Its own lateness first.* The round should come every `check_interval`. When it
     /// comes much later, this process was not running (stopped, or starved of CPU), and the
@@ -135,6 +136,7 @@ impl Registry {
             );
             declare_dead(self, &addr);
         }
+        self.settle_cuts(now, timeout);
         self.rebalance_round(now, timeout);
         checks.probe
     }

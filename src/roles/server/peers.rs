@@ -22,7 +22,7 @@
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::select;
 
@@ -63,6 +63,14 @@ fn peer_link_loop(shared: Shared, addr: String, epoch: u64, link_id: u64) {
         }
     }
     log::debug!("peer thread stopped addr={addr}");
+}
+
+/// How long a link may go without a word from its peer before the peer counts as cut off
+/// from this server: three heartbeat intervals (the peer acks every keepalive, sent once an
+/// interval), at least 300 ms. A peer not heard from for that long is listed in this
+/// server's heartbeats (`cut_off`), and the coordinator decides (`coordinator/cuts.rs`).
+pub(super) fn link_silence_limit(heartbeat_interval: Duration) -> Duration {
+    (heartbeat_interval * 3).max(Duration::from_millis(300))
 }
 
 /// A peer says this incarnation was declared dead: the coordinator fenced it while it could
@@ -113,10 +121,12 @@ fn relay_to_peer(shared: &Shared, addr: &str, link_id: u64) -> Result<()> {
         "peer link up addr={addr} resume_after={last_index} backlog={}",
         backlog.len()
     );
-    // The acks reader waits as long as it takes: a quiet link sends no acks, and the reader
-    // is woken by the shutdown below when the link ends. (Socket options are shared by
-    // `try_clone`d handles; the write half reads nothing more, so this is safe for both.)
-    stream.set_read_timeout(None)?;
+    // The peer acks every keepalive too, so even a quiet link hears from it once an
+    // interval; silence beyond the limit means the peer cannot be reached on this link.
+    // (Socket options are shared by `try_clone`d handles; the write half reads nothing, so
+    // this is safe for both.)
+    let silence = link_silence_limit(shared.heartbeat_interval);
+    stream.set_read_timeout(Some(silence))?;
 
     let acks = {
         let mut stream = stream.try_clone()?;
@@ -126,9 +136,24 @@ fn relay_to_peer(shared: &Shared, addr: &str, link_id: u64) -> Result<()> {
             .name(format!("acks-{addr}"))
             .stack_size(THREAD_STACK)
             .spawn(move || {
-                // Ends when the socket is shut down below, or the peer closes it.
-                while let Ok(Some(Message::PeerAck { index })) = read_message(&mut stream) {
-                    hub.peer_acked(&addr, link_id, index);
+                // Ends when the socket is shut down below, or the peer closes it, or is
+                // silent too long: then it shuts the link down itself, which ends the
+                // writer, and the link is tried again.
+                loop {
+                    match read_message(&mut stream) {
+                        Ok(Some(Message::PeerAck { index })) => {
+                            hub.peer_acked(&addr, link_id, index)
+                        }
+                        Err(e) if e.is_timeout() => {
+                            log::warn!(
+                                "peer silent addr={addr} for {}ms: restarting the link",
+                                silence.as_millis()
+                            );
+                            let _ = stream.shutdown(Shutdown::Both);
+                            break;
+                        }
+                        _ => break,
+                    }
                 }
             })?
     };
@@ -235,9 +260,10 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
                 shared.hub.peer_synced(&addr, epoch);
             }
             // An idle link checks that its peer is still live, so that a peer declared
-            // dead hears it (on its next connect: `peer_refusal`) without sending anything.
+            // dead hears it (on its next connect: `peer_refusal`) without sending anything;
+            // a live one gets an ack, so that it hears from us at least once an interval.
             Message::Keepalive if !shared.hub.is_live_peer(&addr, epoch) => return stale(&stream),
-            Message::Keepalive => {}
+            Message::Keepalive => unacked = Some(last_index),
             other => {
                 return net::refuse(
                     &stream,

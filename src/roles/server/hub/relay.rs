@@ -33,6 +33,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::{Frame, Hub, Limits};
 use crate::protocol::{Message, RELAY_INDEX_BYTES, ServerInfo};
@@ -63,6 +64,10 @@ struct PeerLink {
     /// Dropped (set to `None`) when the queue overflows: the thread then reconnects and
     /// resumes from the outbound log.
     outbox_tx: Option<OutboxSender>,
+    /// When the peer last answered on this link (its `PeerWelcome` or a `PeerAck`, which it
+    /// sends for every keepalive too), or when it was added: a peer not heard from for long
+    /// is cut off from this server, which says so in its heartbeats.
+    heard: Instant,
 }
 
 /// Rules 3 and 4, and the peer links. Everything here belongs to one incarnation: a fence
@@ -144,6 +149,21 @@ impl Hub {
     /// declared dead is refused within a heartbeat interval).
     pub fn is_live_peer(&self, addr: &str, epoch: u64) -> bool {
         self.lock().relay.is_live_peer(addr, epoch)
+    }
+
+    /// The peers not heard from for longer than `silence` (see `PeerLink::heard`): cut off
+    /// from this server, though each may be fine for everyone else.
+    pub fn cut_off_peers(&self, silence: Duration) -> Vec<String> {
+        let state = self.lock();
+        let mut cut_off: Vec<String> = state
+            .relay
+            .peers
+            .iter()
+            .filter(|(_, link)| link.heard.elapsed() > silence)
+            .map(|(addr, _)| addr.clone())
+            .collect();
+        cut_off.sort();
+        cut_off
     }
 
     /// Why the incarnation `(addr, epoch)` may not link in: [`DECLARED_DEAD`] when this
@@ -262,6 +282,7 @@ impl Relay {
                 acked: start_index,
                 start_index,
                 outbox_tx: None,
+                heard: Instant::now(),
             },
         );
         log::info!("peer added addr={addr} epoch={epoch}");
@@ -282,6 +303,7 @@ impl Relay {
         let link = self.peers.get_mut(addr).filter(|p| p.link_id == link_id)?;
         let (outbox_tx, outbox_rx) = outbox(limits.peer_queue, limits.peer_queue_bytes, true);
         link.outbox_tx = Some(outbox_tx);
+        link.heard = Instant::now(); // it has just answered our PeerHello
         let last_index = last_index.max(link.start_index);
         if let Some(first) = first_kept
             && first > last_index + 1
@@ -309,6 +331,7 @@ impl Relay {
             return false;
         };
         link.acked = link.acked.max(index);
+        link.heard = Instant::now();
         true
     }
 
