@@ -16,14 +16,21 @@
 //!
 //! Each round prints its seed first, so a failing round can be replayed exactly (the schedule
 //! is a pure function of the seed; the timing of the processes is not, which is the point).
+//!
+//! Every round adds to a short run report, written to `target/fault-report.md`: faults by
+//! kind, messages sent and delivered, lost, duplicated, reordered and stale, and the gap
+//! from each fault to the next delivery of each client that failed over (`report.rs`).
 
 mod common;
+#[path = "fault_injection/report.rs"]
+mod report;
 
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Client, Proc, TIMEOUT, dsys, start_coordinator, start_server};
+use report::{REPORT, Round, count_deliveries, failover_gaps};
 
 /// Heartbeat interval of the servers under test (ms).
 const INTERVAL_MS: u64 = 100;
@@ -51,6 +58,18 @@ enum Fault {
     RestartCoordinator(u64),
     /// Break client `i`'s connection (both ends reset with `ss -K`); its server is fine.
     ResetClient(usize),
+}
+
+impl Fault {
+    /// Its kind, as the report counts it.
+    fn kind(&self) -> &'static str {
+        match self {
+            Fault::KillServer(_) => "servers killed (SIGKILL)",
+            Fault::HangServer(..) => "servers hung (SIGSTOP, then SIGCONT)",
+            Fault::RestartCoordinator(_) => "coordinator restarts",
+            Fault::ResetClient(_) => "client connections reset",
+        }
+    }
 }
 
 /// xorshift64*: a tiny deterministic generator, so a schedule is a function of its seed.
@@ -163,6 +182,7 @@ fn run_round(seed: u64) {
     // Sending, with the faults injected at their ticks. Hung servers and a downed
     // coordinator are brought back at their own ticks.
     let mut wake_at: Vec<(u64, Proc, String)> = Vec::new();
+    let mut injected: Vec<(Instant, &'static str)> = Vec::new();
     let mut coordinator_back_at: Option<u64> = None;
     let mut next_send = Instant::now();
     for tick in 0..MESSAGES as u64 + 40 {
@@ -175,6 +195,7 @@ fn run_round(seed: u64) {
             if *at != tick {
                 continue;
             }
+            injected.push((Instant::now(), fault.kind()));
             match *fault {
                 Fault::KillServer(i) => {
                     let (mut proc, addr) = servers.remove(i % servers.len());
@@ -245,6 +266,33 @@ fn run_round(seed: u64) {
             "client {} exited with {status} (seed {seed})",
             client.name
         );
+    }
+
+    // The report first, so that it counts what a failed check below is about.
+    let mut round = Round {
+        faults: injected.clone(),
+        counts: report::Counts {
+            sent: (CLIENTS * MESSAGES) as u64,
+            ..Default::default()
+        },
+        gaps: Vec::new(),
+    };
+    for receiver in &clients {
+        let senders: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| *n != receiver.name)
+            .collect();
+        let counts = count_deliveries(&receiver.events_so_far(), &senders, MESSAGES as u64);
+        round.counts = round.counts.plus(counts);
+        round
+            .gaps
+            .extend(failover_gaps(&receiver.timed_events_so_far(), &injected));
+    }
+    {
+        let mut report = REPORT.lock().unwrap_or_else(|p| p.into_inner());
+        report.add(round);
+        report.write();
     }
 
     // The check: per receiver and sender, seqs are exactly 1..=MESSAGES in order, no gap
@@ -326,6 +374,9 @@ fn deliveries_stay_exactly_once_in_order_under_random_faults() {
         println!("round {round}/{rounds}");
         let result = std::panic::catch_unwind(|| run_round(seed));
         if result.is_err() {
+            let mut report = REPORT.lock().unwrap_or_else(|p| p.into_inner());
+            report.failed(round, seed);
+            report.write();
             panic!("round {round} failed: replay with DSYS_FAULT_SEED={seed}");
         }
     }

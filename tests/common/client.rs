@@ -30,8 +30,9 @@ pub struct Client {
     events_rx: Receiver<Value>,
     /// Events received but not yet matched by `expect_event`, oldest first.
     pending: std::cell::RefCell<VecDeque<Value>>,
-    /// Every event the client printed, in order, for failure messages.
-    events_log: Arc<Mutex<Vec<Value>>>,
+    /// Every event the client printed, in order, with when the test read it (for failure
+    /// messages, and for tests that time what happened, such as the fault report).
+    events_log: Arc<Mutex<Vec<(Instant, Value)>>>,
     download_dir: TempDir,
 }
 
@@ -103,7 +104,7 @@ impl Client {
                     };
                     log.lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push(event.clone());
+                        .push((Instant::now(), event.clone()));
                     // Keep reading after the Client is gone, so the child never blocks.
                     let _ = events_tx.send(event);
                 }
@@ -226,6 +227,15 @@ impl Client {
 
     /// Every event printed so far, in order (including those already matched).
     pub fn events_so_far(&self) -> Vec<Value> {
+        self.timed_events_so_far()
+            .into_iter()
+            .map(|(_, event)| event)
+            .collect()
+    }
+
+    /// [`Client::events_so_far`], each with the moment the test read it from the client's
+    /// stdout (within a millisecond of the client printing it, on an idle machine).
+    pub fn timed_events_so_far(&self) -> Vec<(Instant, Value)> {
         self.events_log
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -1,0 +1,235 @@
+//! The run report of the fault-injection test (the seed asks to "record the test results
+//! ... any problems that arose"): what the rounds did, so a reader can see it without
+//! reading the log. Each round adds its figures ([`Round`]) and the whole report is written
+//! again, as Markdown, to `target/fault-report.md` ([`FaultReport::write`]), so it is there
+//! even when a later round fails (and then says which).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The report of this test process, shared by its rounds.
+pub static REPORT: Mutex<FaultReport> = Mutex::new(FaultReport::new());
+
+/// What every round so far added up to.
+pub struct FaultReport {
+    rounds: u64,
+    failed: Option<(u64, u64)>,
+    faults: BTreeMap<&'static str, u64>,
+    figures: Counts,
+    /// From each fault to the next delivery to each client that failed over after it.
+    gaps: Vec<Duration>,
+}
+
+/// Messages counted over every receiver and sender.
+#[derive(Default, Clone, Copy)]
+pub struct Counts {
+    /// Messages the clients sent.
+    pub sent: u64,
+    /// Deliveries that should have happened (every message to every other client).
+    pub expected: u64,
+    /// Deliveries that happened, each counted once.
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+    /// Deliveries whose text is not the one its sender sent under that seq.
+    pub stale: u64,
+    /// Messages the clients reported unrecoverable (`gap` events).
+    pub reported_missing: u64,
+    /// `failover` events.
+    pub failovers: u64,
+}
+
+impl Counts {
+    /// These counts and `other`'s, added up.
+    pub fn plus(self, other: Counts) -> Counts {
+        Counts {
+            sent: self.sent + other.sent,
+            expected: self.expected + other.expected,
+            delivered: self.delivered + other.delivered,
+            lost: self.lost + other.lost,
+            duplicated: self.duplicated + other.duplicated,
+            reordered: self.reordered + other.reordered,
+            stale: self.stale + other.stale,
+            reported_missing: self.reported_missing + other.reported_missing,
+            failovers: self.failovers + other.failovers,
+        }
+    }
+}
+
+/// One round's figures.
+pub struct Round {
+    pub faults: Vec<(Instant, &'static str)>,
+    pub counts: Counts,
+    pub gaps: Vec<Duration>,
+}
+
+impl FaultReport {
+    const fn new() -> FaultReport {
+        FaultReport {
+            rounds: 0,
+            failed: None,
+            faults: BTreeMap::new(),
+            figures: Counts {
+                sent: 0,
+                expected: 0,
+                delivered: 0,
+                lost: 0,
+                duplicated: 0,
+                reordered: 0,
+                stale: 0,
+                reported_missing: 0,
+                failovers: 0,
+            },
+            gaps: Vec::new(),
+        }
+    }
+
+    /// Adds a finished round.
+    pub fn add(&mut self, round: Round) {
+        self.rounds += 1;
+        for (_, kind) in round.faults {
+            *self.faults.entry(kind).or_default() += 1;
+        }
+        self.figures = self.figures.plus(round.counts);
+        self.gaps.extend(round.gaps);
+    }
+
+    /// Notes that round `round` (seed `seed`) failed.
+    pub fn failed(&mut self, round: u64, seed: u64) {
+        self.failed = Some((round, seed));
+    }
+
+    /// The report as Markdown.
+    pub fn to_markdown(&self) -> String {
+        let f = &self.figures;
+        let faults: Vec<String> = self
+            .faults
+            .iter()
+            .map(|(kind, n)| format!("{kind}: {n}"))
+            .collect();
+        let mut gaps = self.gaps.clone();
+        gaps.sort();
+        let at = |q: f64| {
+            gaps.get(((gaps.len() as f64 * q) as usize).min(gaps.len().saturating_sub(1)))
+                .map_or("-".to_string(), |d| format!("{} ms", d.as_millis()))
+        };
+        let mut lines = vec![
+            "# Fault injection: run report".to_string(),
+            String::new(),
+            format!("- rounds passed: {}", self.rounds),
+            match self.failed {
+                Some((round, seed)) => {
+                    format!("- **round {round} failed**: replay with `DSYS_FAULT_SEED={seed}`")
+                }
+                None => "- rounds failed: none".to_string(),
+            },
+            format!(
+                "- faults injected: {} ({})",
+                self.faults.values().sum::<u64>(),
+                faults.join(", ")
+            ),
+            format!(
+                "- messages sent: {}; deliveries expected {}, delivered {}",
+                f.sent, f.expected, f.delivered
+            ),
+            format!(
+                "- lost {}, duplicated {}, reordered {}, stale {}, reported missing (`gap`) {}",
+                f.lost, f.duplicated, f.reordered, f.stale, f.reported_missing
+            ),
+            format!(
+                "- failovers: {}; gap from the fault to the client's next delivery: p50 {}, \
+                 p99 {}, max {}",
+                f.failovers,
+                at(0.5),
+                at(0.99),
+                gaps.last()
+                    .map_or("-".to_string(), |d| format!("{} ms", d.as_millis()))
+            ),
+        ];
+        lines.push(String::new());
+        lines.join("\n")
+    }
+
+    /// Writes the report to `target/fault-report.md` (or `$CARGO_TARGET_DIR`), and says
+    /// where on stdout.
+    pub fn write(&self) {
+        let dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+        let path = dir.join("fault-report.md");
+        match std::fs::write(&path, self.to_markdown()) {
+            Ok(()) => println!("report: {}", path.display()),
+            Err(e) => println!("cannot write the report to {}: {e}", path.display()),
+        }
+    }
+}
+
+/// Counts one receiver's deliveries from `senders`, each of which sent `messages` texts
+/// `m1`, `m2`, ...: what arrived once, twice, out of order, with the wrong text, or not at
+/// all.
+pub fn count_deliveries(events: &[Value], senders: &[&str], messages: u64) -> Counts {
+    let mut counts = Counts::default();
+    for sender in senders {
+        let mut seen = std::collections::HashSet::new();
+        let mut highest = 0;
+        for event in events
+            .iter()
+            .filter(|e| e["event"] == "message" && e["from"] == *sender)
+        {
+            let seq = event["seq"].as_u64().unwrap_or_default();
+            if event["text"] != format!("m{seq}") {
+                counts.stale += 1;
+            }
+            if !seen.insert(seq) {
+                counts.duplicated += 1;
+                continue;
+            }
+            if seq < highest {
+                counts.reordered += 1;
+            }
+            highest = highest.max(seq);
+        }
+        let delivered = (1..=messages).filter(|s| seen.contains(s)).count() as u64;
+        counts.expected += messages;
+        counts.delivered += delivered;
+        counts.lost += messages - delivered;
+    }
+    for event in events {
+        match event["event"].as_str() {
+            Some("gap") => counts.reported_missing += event["missed"].as_u64().unwrap_or(1),
+            Some("failover") => counts.failovers += 1,
+            _ => {}
+        }
+    }
+    counts
+}
+
+/// For each `failover` event in `timed` (one client's events), the time from the latest
+/// fault before it to the client's next delivery.
+pub fn failover_gaps(
+    timed: &[(Instant, Value)],
+    faults: &[(Instant, &'static str)],
+) -> Vec<Duration> {
+    let mut gaps = Vec::new();
+    for (i, (at, event)) in timed.iter().enumerate() {
+        if event["event"] != "failover" {
+            continue;
+        }
+        let Some((fault_at, _)) = faults.iter().rev().find(|(f, _)| f <= at) else {
+            continue;
+        };
+        let next = timed[i..]
+            .iter()
+            .find(|(_, e)| e["event"] == "message")
+            .map(|(t, _)| *t);
+        if let Some(next) = next {
+            gaps.push(next.saturating_duration_since(*fault_at));
+        }
+    }
+    gaps
+}
