@@ -4,8 +4,13 @@
 //!
 //! The failures are those of `docs/guarantees.md`: a server killed (SIGKILL), a server hung
 //! (SIGSTOP) long enough to be declared dead and then woken (SIGCONT), a short hang that is
-//! not, the coordinator killed and restarted on the same address, and a second server
-//! killed after the first, leaving one.
+//! not, the coordinator killed and restarted on the same address, a second server killed
+//! after the first, leaving one, and a client's connection reset. When the test may make
+//! network namespaces (root), every process runs in one of its own (`place.rs`) and the
+//! faults include cut links, held from a third of a timeout to four timeouts: a server cut
+//! off from the coordinator alone, two servers cut off from each other, a one-way cut from
+//! the clients to a server, a server isolated, and a link between the clients and a server
+//! that flaps (`schedule.rs`). Without namespaces the schedule has no cuts, and says so.
 //!
 //! A few fixed seeds run in `cargo test`. The long variant runs any number of random rounds:
 //!
@@ -22,15 +27,20 @@
 //! from each fault to the next delivery of each client that failed over (`report.rs`).
 
 mod common;
+#[path = "fault_injection/place.rs"]
+mod place;
 #[path = "fault_injection/report.rs"]
 mod report;
+#[path = "fault_injection/schedule.rs"]
+mod schedule;
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Client, Proc, TIMEOUT, dsys, start_coordinator, start_server};
+use common::{Client, Proc};
+use place::Place;
 use report::{REPORT, Round, count_deliveries, failover_gaps};
+use schedule::{Cut, FLAP_TICKS, Fault, Rng, schedule};
 
 /// Heartbeat interval of the servers under test (ms).
 const INTERVAL_MS: u64 = 100;
@@ -47,141 +57,38 @@ const TICK: Duration = Duration::from_millis(20);
 /// How long the receivers may take, after the last send, to have everything.
 const SETTLE: Duration = Duration::from_secs(20);
 
-/// A failure and when (in ticks from the first send) it happens.
-#[derive(Debug, Clone, Copy)]
-enum Fault {
-    /// SIGKILL server `i` (index among the servers still running).
-    KillServer(usize),
-    /// SIGSTOP server `i` for `ticks` ticks, then SIGCONT.
-    HangServer(usize, u64),
-    /// SIGKILL the coordinator, restart it on the same address after `ticks` ticks.
-    RestartCoordinator(u64),
-    /// Break client `i`'s connection (both ends reset with `ss -K`); its server is fine.
-    ResetClient(usize),
-}
-
-impl Fault {
-    /// Its kind, as the report counts it.
-    fn kind(&self) -> &'static str {
-        match self {
-            Fault::KillServer(_) => "servers killed (SIGKILL)",
-            Fault::HangServer(..) => "servers hung (SIGSTOP, then SIGCONT)",
-            Fault::RestartCoordinator(_) => "coordinator restarts",
-            Fault::ResetClient(_) => "client connections reset",
-        }
-    }
-}
-
-/// xorshift64*: a tiny deterministic generator, so a schedule is a function of its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// The faults of one round: two or three, spread over the sending period, never leaving the
-/// cluster without a live server.
-fn schedule(seed: u64) -> Vec<(u64, Fault)> {
-    let mut rng = Rng(seed.max(1));
-    let ticks = MESSAGES as u64;
-    let count = 2 + rng.below(2);
-    let mut faults = Vec::new();
-    let mut running = 3usize;
-    for k in 0..count {
-        // One fault per slice of the sending period, at a random point in its slice.
-        let slice = ticks / count;
-        let at = k * slice + rng.below(slice / 2) + 5;
-        let fault = match rng.below(5) {
-            0 | 1 if running > 1 => {
-                running -= 1;
-                Fault::KillServer(rng.below(running as u64 + 1) as usize)
-            }
-            2 if running > 1 => {
-                // Long enough to be declared dead (> timeout), or a short stall that is not.
-                let long = rng.below(3) > 0;
-                let hang_ms = if long { TIMEOUT_MS * 2 } else { TIMEOUT_MS / 3 };
-                Fault::HangServer(
-                    rng.below(running as u64) as usize,
-                    hang_ms / TICK.as_millis() as u64,
-                )
-            }
-            3 => Fault::RestartCoordinator(5 + rng.below(10)),
-            _ => Fault::ResetClient(rng.below(CLIENTS as u64) as usize),
-        };
-        faults.push((at, fault));
-    }
-    faults
-}
-
-/// Resets every established TCP connection of process `pid` with `ss -K` (iproute2): the
-/// kernel aborts the socket and the peer sees a reset, as when a middlebox drops it.
-fn reset_connections_of(pid: u32) {
-    let listing = std::process::Command::new("ss")
-        .args(["-tnpH", "state", "established"])
-        .output()
-        .expect("ss (iproute2) is needed for this test; .ci/run installs it");
-    let needle = format!("pid={pid},");
-    for line in String::from_utf8_lossy(&listing.stdout).lines() {
-        if !line.contains(&needle) {
-            continue;
-        }
-        // Columns: Recv-Q Send-Q Local:Port Peer:Port Process
-        let local = line.split_whitespace().nth(2).unwrap_or_default();
-        let Some((_, port)) = local.rsplit_once(':') else {
-            continue;
-        };
-        let status = std::process::Command::new("ss")
-            .args(["-K", "-tn", "sport", "=", &format!(":{port}")])
-            .stdout(Stdio::null())
-            .status()
-            .expect("ss -K runs");
-        assert!(status.success(), "ss -K failed for port {port}");
-    }
-}
-
-/// Starts a coordinator on `addr` (a restart on the same address).
-fn coordinator_on(addr: &str) -> Proc {
-    let mut cmd = dsys();
-    cmd.args(["coordinator", "--listen", addr, "--heartbeat-timeout"])
-        .arg(TIMEOUT_MS.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    let proc = Proc::spawn("coordinator (restarted)", cmd);
-    proc.wait_for_stderr("listening on", TIMEOUT);
-    proc
-}
-
 /// One round: run the workload under the seed's faults and check every delivery.
 fn run_round(seed: u64) {
-    let faults = schedule(seed);
+    // Declared first, dropped last: every process below is killed before its namespace goes.
+    let place = Place::new(3);
+    let faults = schedule(seed, place.partitions());
     println!("fault injection seed={seed} faults={faults:?}");
 
-    let (mut coordinator, coordinator_addr) = start_coordinator(TIMEOUT_MS);
-    let mut servers: Vec<(Proc, String)> = (0..3)
-        .map(|_| start_server(&coordinator_addr, INTERVAL_MS))
+    let (mut coordinator, coordinator_addr) = place.coordinator(None);
+    // Each running server with its address and its node (its index at the start).
+    let mut servers: Vec<(Proc, String, usize)> = (0..3)
+        .map(|i| {
+            let (proc, addr) = place.server(i, &coordinator_addr);
+            (proc, addr, i)
+        })
         .collect();
-    common::wait_until_servers_alive(&coordinator_addr, 3, TIMEOUT);
+    place.wait_servers_alive(&coordinator_addr, 3);
     let names: Vec<String> = (0..CLIENTS).map(|i| format!("c{i}")).collect();
     let mut clients: Vec<Client> = names
         .iter()
         .map(|name| {
-            let client = Client::start(name, &coordinator_addr);
+            let client = place.client(name, &coordinator_addr);
             client.wait_registered();
             client
         })
         .collect();
 
-    // Sending, with the faults injected at their ticks. Hung servers and a downed
-    // coordinator are brought back at their own ticks.
-    let mut wake_at: Vec<(u64, Proc, String)> = Vec::new();
+    // Sending, with the faults injected at their ticks. Hung servers, a downed coordinator
+    // and cut links are brought back at their own ticks.
+    let mut wake_at: Vec<(u64, Proc, String, usize)> = Vec::new();
+    // Cuts in force: the cut, the nodes of the running servers when it was made, and the
+    // tick it heals.
+    let mut cuts: Vec<(Cut, Vec<usize>, u64, u64)> = Vec::new();
     let mut injected: Vec<(Instant, &'static str)> = Vec::new();
     let mut coordinator_back_at: Option<u64> = None;
     let mut next_send = Instant::now();
@@ -198,51 +105,76 @@ fn run_round(seed: u64) {
             injected.push((Instant::now(), fault.kind()));
             match *fault {
                 Fault::KillServer(i) => {
-                    let (mut proc, addr) = servers.remove(i % servers.len());
+                    let (mut proc, addr, _) = servers.remove(i % servers.len());
                     println!("  tick {tick}: SIGKILL server {addr}");
                     proc.kill();
                 }
                 Fault::HangServer(i, ticks) => {
-                    let (proc, addr) = servers.remove(i % servers.len());
+                    let (proc, addr, node) = servers.remove(i % servers.len());
                     println!("  tick {tick}: SIGSTOP server {addr} for {ticks} ticks");
                     proc.stop();
-                    wake_at.push((tick + ticks, proc, addr));
+                    wake_at.push((tick + ticks, proc, addr, node));
                 }
                 Fault::ResetClient(i) => {
                     let client = &clients[i];
                     println!("  tick {tick}: reset the connection of {}", client.name);
-                    reset_connections_of(client.proc.pid());
+                    place.reset_connections_of(client.proc.pid());
                 }
                 Fault::RestartCoordinator(ticks) => {
                     println!("  tick {tick}: SIGKILL coordinator for {ticks} ticks");
                     coordinator.kill();
                     coordinator_back_at = Some(tick + ticks);
                 }
+                Fault::Cut(cut, ticks) => {
+                    let nodes: Vec<usize> = servers.iter().map(|(_, _, node)| *node).collect();
+                    println!(
+                        "  tick {tick}: cut {cut:?} (server nodes {nodes:?}) for {ticks} ticks"
+                    );
+                    place.cut(cut, &nodes, false);
+                    cuts.push((cut, nodes, tick, tick + ticks));
+                }
             }
         }
+        for (cut, nodes, from, until) in &cuts {
+            if *until == tick {
+                println!("  tick {tick}: healed {cut:?}");
+                place.cut(*cut, nodes, true);
+            } else if matches!(cut, Cut::Flap(_))
+                && tick < *until
+                && (tick - from) % FLAP_TICKS == 0
+            {
+                // Cut on even steps, healed on odd ones.
+                let heal = (tick - from) / FLAP_TICKS % 2 == 1;
+                place.cut(*cut, nodes, heal);
+            }
+        }
+        cuts.retain(|(_, _, _, until)| *until > tick);
         if coordinator_back_at == Some(tick) {
             println!("  tick {tick}: coordinator restarted on {coordinator_addr}");
-            coordinator = coordinator_on(&coordinator_addr);
+            coordinator = place.coordinator(Some(&coordinator_addr)).0;
             coordinator_back_at = None;
         }
         let (due, later): (Vec<_>, Vec<_>) =
-            wake_at.into_iter().partition(|(at, _, _)| *at <= tick);
+            wake_at.into_iter().partition(|(at, _, _, _)| *at <= tick);
         wake_at = later;
-        for (_, proc, addr) in due {
+        for (_, proc, addr, node) in due {
             println!("  tick {tick}: SIGCONT server {addr}");
             proc.cont();
             // A woken server rejoins (as a new incarnation when it was declared dead) and
             // can take later faults like any other.
-            servers.push((proc, addr));
+            servers.push((proc, addr, node));
         }
         next_send += TICK;
         std::thread::sleep(next_send.saturating_duration_since(Instant::now()));
     }
     if coordinator_back_at.is_some() {
-        coordinator = coordinator_on(&coordinator_addr);
+        coordinator = place.coordinator(Some(&coordinator_addr)).0;
     }
-    for (_, proc, _) in wake_at {
+    for (_, proc, _, _) in wake_at {
         proc.cont();
+    }
+    for (cut, nodes, _, _) in cuts {
+        place.cut(cut, &nodes, true);
     }
 
     // Every receiver must get every other client's MESSAGES messages.
@@ -339,6 +271,7 @@ fn run_round(seed: u64) {
     drop(clients);
     drop(servers);
     drop(coordinator);
+    drop(place);
 }
 
 #[test]

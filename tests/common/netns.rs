@@ -84,13 +84,15 @@ impl Lab {
             Ok(out) if out.status.success() => {}
             Ok(out) => {
                 println!(
-                    "SKIPPED: cannot make a network namespace (partition tests need root): {}",
+                    "SKIPPED: no network namespaces here (they need root), so no link is cut: {}",
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
                 return None;
             }
             Err(e) => {
-                println!("SKIPPED: cannot run `ip` (iproute2) to make namespaces: {e}");
+                println!(
+                    "SKIPPED: cannot run `ip` (iproute2) to make namespaces, so no link is cut: {e}"
+                );
                 return None;
             }
         }
