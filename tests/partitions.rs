@@ -14,12 +14,18 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{
     Chatter, Client, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, Lab, Node, Proc, TIMEOUT,
     finish_and_assert_everything_arrived,
 };
+
+/// How long the flapping link of [`a_flapping_link_loses_and_duplicates_nothing`] flaps.
+const FLAPPING_FOR: Duration = Duration::from_secs(3);
+/// How long it stays cut, and then healed, each time: a few heartbeat intervals, so that
+/// some detectors fire and others see it healed just before they act.
+const FLAP_EVERY: Duration = Duration::from_millis(250);
 
 /// How long a client cut off from the cluster may go without a new server: a few heartbeat
 /// timeouts (detection, the coordinator's decision, the move), with room for a loaded
@@ -184,5 +190,25 @@ fn clients_cut_off_from_the_coordinator_say_so_when_they_lose_their_server() {
     // Once the coordinator is reachable again, they fail over and catch up.
     p.lab.heal(&p.client_node, &p.coordinator_node);
     p.wait_clients_of_s0_moved(STRANDED_BOUND);
+    finish_and_assert_everything_arrived(&mut p.clients, chatter);
+}
+
+#[test]
+fn a_flapping_link_loses_and_duplicates_nothing() {
+    let Some(mut p) = Partitioned::start() else {
+        return;
+    };
+    let chatter = Chatter::start(&mut p.clients);
+    // The link between the clients and s0 is cut and healed every FLAP_EVERY: its clients
+    // may fail over, or reconnect, or just wait; whatever they do, nothing may be lost,
+    // repeated or reordered.
+    let (clients, s0) = (p.client_node.clone(), p.server_nodes[0].clone());
+    let started = Instant::now();
+    while started.elapsed() < FLAPPING_FOR {
+        p.lab.cut(&clients, &s0);
+        std::thread::sleep(FLAP_EVERY); // the fault's own rhythm, not a wait for an event
+        p.lab.heal(&clients, &s0);
+        std::thread::sleep(FLAP_EVERY);
+    }
     finish_and_assert_everything_arrived(&mut p.clients, chatter);
 }
