@@ -107,9 +107,7 @@ fn send_heartbeat(shared: &Shared, link: &mut Option<Link>) -> Result<()> {
         addr: shared.addr.clone(),
         epoch: shared.hub.epoch(),
         clients,
-        cut_off: shared
-            .hub
-            .cut_off_peers(peers::link_silence_limit(shared.heartbeat_interval)),
+        cut_off: shared.hub.cut_off_peers(shared.link_silence),
     };
     match net::request(&mut link.stream, &heartbeat)? {
         Message::HeartbeatReply {

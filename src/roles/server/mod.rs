@@ -188,6 +188,9 @@ struct Shared {
     addr: String,
     coordinator: String,
     heartbeat_interval: Duration,
+    /// How long a peer link may be silent before its peer counts as cut off
+    /// ([`peers::link_silence_limit`]).
+    link_silence: Duration,
     limits: net::ConnectionLimits,
     write_timeout: Duration,
     max_name_len: usize,
@@ -294,6 +297,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         addr: addr.clone(),
         coordinator: config.coordinator.clone(),
         heartbeat_interval: config.heartbeat_interval,
+        link_silence: peers::link_silence_limit(config.heartbeat_interval, config.stall_timeout),
         limits: config.limits,
         write_timeout: config.write_timeout,
         max_name_len: config.max_name_len,

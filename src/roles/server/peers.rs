@@ -67,10 +67,17 @@ fn peer_link_loop(shared: Shared, addr: String, epoch: u64, link_id: u64) {
 
 /// How long a link may go without a word from its peer before the peer counts as cut off
 /// from this server: three heartbeat intervals (the peer acks every keepalive, sent once an
-/// interval), at least 300 ms. A peer not heard from for that long is listed in this
-/// server's heartbeats (`cut_off`), and the coordinator decides (`coordinator/cuts.rs`).
-pub(super) fn link_silence_limit(heartbeat_interval: Duration) -> Duration {
-    (heartbeat_interval * 3).max(Duration::from_millis(300))
+/// interval), and never less than the stall timeout plus an interval. The second bound is
+/// what keeps a busy peer from looking cut off: a peer that is pacing its publishers
+/// (backpressure) reads nothing on the link while it waits for room, and that wait ends
+/// within the stall timeout (`State::has_room`). A peer not heard from for that long is
+/// listed in this server's heartbeats (`cut_off`), and the coordinator decides
+/// (`coordinator/cuts.rs`).
+pub(super) fn link_silence_limit(
+    heartbeat_interval: Duration,
+    stall_timeout: Duration,
+) -> Duration {
+    (heartbeat_interval * 3).max(stall_timeout + heartbeat_interval)
 }
 
 /// A peer says this incarnation was declared dead: the coordinator fenced it while it could
@@ -125,7 +132,7 @@ fn relay_to_peer(shared: &Shared, addr: &str, link_id: u64) -> Result<()> {
     // interval; silence beyond the limit means the peer cannot be reached on this link.
     // (Socket options are shared by `try_clone`d handles; the write half reads nothing, so
     // this is safe for both.)
-    let silence = link_silence_limit(shared.heartbeat_interval);
+    let silence = shared.link_silence;
     stream.set_read_timeout(Some(silence))?;
 
     let acks = {
