@@ -7,11 +7,10 @@
 //! [`Registry`], with no socket and no thread of their own. Beside it, each with its own
 //! decision: [`watchdog`] (whom to probe, whom to declare dead), [`cuts`] (which of two
 //! servers that cannot reach each other gives up), [`rebalance`] (whom to move to a server
-//! that returns) and [`claims`] (names being registered that no heartbeat
-//! lists yet); [`probe`] asks a server whether it answers, and [`locate`] answers a
-//! client's "which server?". This file *acts*: it owns the
-//! sockets and threads, reads requests, locks the registry, calls those functions and
-//! writes the replies.
+//! that returns) and [`claims`] (names being registered that no heartbeat lists yet);
+//! [`probe`] asks a server whether it answers, and [`locate`] answers a client's "which
+//! server?". This file *acts*: it owns the sockets and threads, reads requests, locks the
+//! registry, calls those functions and writes the replies.
 //!
 //! **Threads.** `accept` runs [`start_coordinator`]'s accept loop and spawns one named
 //! thread per connection. A heartbeat connection lives as long as its server (one frame

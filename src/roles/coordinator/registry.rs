@@ -340,30 +340,27 @@ impl Registry {
         {
             return Some(holder);
         }
+        self.plan_least_loaded(name, None)
+    }
+
+    /// [`Registry::assign`] for a client that cannot reach `avoid` although this
+    /// coordinator can: the least loaded live server other than `avoid`, or `avoid` itself
+    /// when it is the only one left (the client then tries it again, and the cut may have
+    /// healed).
+    pub(super) fn assign_avoiding(&mut self, name: &str, avoid: &str) -> Option<String> {
+        self.plan_least_loaded(name, Some(avoid))
+            .or_else(|| self.assign(name))
+    }
+
+    /// Plans `name` onto the least loaded live server other than `except` (ties go to the
+    /// lower address), recording the choice as a plan entry so that it counts as load at
+    /// once; `None` when there is no such server.
+    fn plan_least_loaded(&mut self, name: &str, except: Option<&str>) -> Option<String> {
         let (target, _) = self
             .loads()
             .into_iter()
+            .filter(|(addr, _)| Some(addr.as_str()) != except)
             .min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)))?;
-        self.plan
-            .insert(name.to_string(), (target.clone(), Instant::now()));
-        Some(target)
-    }
-}
-
-impl Registry {
-    /// [`Registry::assign`] for a client that cannot reach `avoid` although this
-    /// coordinator can: the least loaded live server other than `avoid` (recorded as a
-    /// plan entry, like any choice), or `avoid` itself when it is the only one left (the
-    /// client then tries it again, and the cut may have healed).
-    pub(super) fn assign_avoiding(&mut self, name: &str, avoid: &str) -> Option<String> {
-        let least_loaded = self
-            .loads()
-            .into_iter()
-            .filter(|(addr, _)| addr != avoid)
-            .min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-        let Some((target, _)) = least_loaded else {
-            return self.assign(name);
-        };
         self.plan
             .insert(name.to_string(), (target.clone(), Instant::now()));
         Some(target)
