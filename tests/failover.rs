@@ -25,8 +25,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    Client, Cluster, HEARTBEAT_TIMEOUT_MS, TIMEOUT, assert_seqs_exactly, entry_clients, events_of,
-    finish_all, status_entry, status_json, status_servers, try_status_json,
+    Client, Cluster, HEARTBEAT_TIMEOUT_MS, TIMEOUT, assert_numbered_texts, assert_seqs_exactly,
+    entry_clients, events_of, finish_all, status_entry, status_json, status_servers,
+    try_status_json,
 };
 use serde_json::Value;
 
@@ -204,30 +205,17 @@ fn finish_and_assert_both_batches(clients: &mut [Client], stdins: Vec<ChildStdin
     drop(stdins);
     finish_all(clients);
     assert_everyone_got_everything(clients, 2 * batch);
-    assert_numbered_texts(clients, 2 * batch);
+    assert_everyone_got_numbered_texts(clients, 2 * batch);
     assert_none_moved(&clients[2..]);
 }
 
 /// Asserts over whole outputs that every client got the texts `"{sender} n1"` ...
 /// `"{sender} n{total}"` from every other client, in that order.
-fn assert_numbered_texts(clients: &[Client], total: u64) {
+fn assert_everyone_got_numbered_texts(clients: &[Client], total: u64) {
     for receiver in clients {
         let events = receiver.events_so_far();
         for sender in clients.iter().filter(|s| s.name != receiver.name) {
-            let texts: Vec<&str> = events
-                .iter()
-                .filter(|e| e["event"] == "message" && e["from"] == sender.name.as_str())
-                .filter_map(|e| e["text"].as_str())
-                .collect();
-            let expected: Vec<String> = (1..=total)
-                .map(|k| format!("{} n{k}", sender.name))
-                .collect();
-            assert!(
-                texts == expected,
-                "{} got other texts from {} than n1..n{total} in order",
-                receiver.name,
-                sender.name
-            );
+            assert_numbered_texts(&events, &receiver.name, &sender.name, total);
         }
     }
 }

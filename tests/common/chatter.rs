@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::TIMEOUT;
-use super::checks::{assert_seqs_exactly, events_of, finish_all};
+use super::checks::{assert_numbered_texts, assert_seqs_exactly, events_of, finish_all};
 use super::client::Client;
 
 /// How often each client sends a line while the cluster changes under it.
@@ -100,20 +100,7 @@ pub fn finish_and_assert_everything_arrived(
                 continue;
             }
             assert_seqs_exactly(events, &receiver.name, &sender.name, 1, count);
-            let texts: Vec<&str> = events
-                .iter()
-                .filter(|e| e["event"] == "message" && e["from"] == sender.name.as_str())
-                .filter_map(|e| e["text"].as_str())
-                .collect();
-            let expected: Vec<String> = (1..=count)
-                .map(|k| format!("{} n{k}", sender.name))
-                .collect();
-            assert!(
-                texts == expected,
-                "{} got {}'s lines out of order",
-                receiver.name,
-                sender.name
-            );
+            assert_numbered_texts(events, &receiver.name, &sender.name, count);
         }
         assert!(
             events_of(events, "gap").is_empty(),

@@ -69,3 +69,19 @@ pub fn assert_seqs_exactly(events: &[Value], receiver: &str, sender: &str, first
         describe_seqs(&seqs)
     );
 }
+
+/// Asserts that `receiver`'s `events` hold from `sender` exactly the texts
+/// `"{sender} n1"` ... `"{sender} n{total}"`, in that order: the numbered lines that
+/// `tests/failover.rs` and [`Chatter`](super::Chatter) write.
+pub fn assert_numbered_texts(events: &[Value], receiver: &str, sender: &str, total: u64) {
+    let texts: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "message" && e["from"] == sender)
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    let expected: Vec<String> = (1..=total).map(|k| format!("{sender} n{k}")).collect();
+    assert!(
+        texts == expected,
+        "{receiver} got other texts from {sender} than n1..n{total} in order"
+    );
+}

@@ -77,7 +77,10 @@ mod wait;
 #[allow(unused_imports)]
 pub use self::{
     chatter::{Chatter, finish_and_assert_everything_arrived},
-    checks::{assert_seqs_exactly, describe_seqs, events_of, finish_all, message_seqs},
+    checks::{
+        assert_numbered_texts, assert_seqs_exactly, describe_seqs, events_of, finish_all,
+        message_seqs,
+    },
     client::Client,
     cluster::Cluster,
     full::FullServer,
