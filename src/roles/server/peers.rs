@@ -6,8 +6,9 @@
 //! `PeerWelcome` the last relay index the peer already has, then writes the hub's outbound
 //! log from there on: first the backlog, then whatever the hub queues. A second thread,
 //! `acks-<addr>`, reads the peer's `PeerAck`s into the hub, which acknowledges the senders.
-//! When the peer is new and asks for it, the backlog starts with this server's whole history
-//! (`Deliver` frames) and `PeerSynced`, so the new server can serve failed-over clients.
+//! The first link into each peer incarnation asks for more: the backlog starts with this
+//! server's whole history (`Deliver` frames) and `PeerSynced`, so a new server can serve
+//! failed-over clients, and a ready one gets what only this server kept through a fence.
 //!
 //! On the receiving side ([`serve_peer`]) the connection thread accepts the link only from a
 //! peer incarnation the coordinator lists as live, so a zombie server (hung, declared dead,

@@ -45,7 +45,8 @@
 //!    again.
 //! 2. *History* (`history.rs`). Every accepted message is kept in a bounded window, so a
 //!    client that fails over to this server can say what it has seen and get the rest. A new
-//!    server fills its window from every peer's history before it registers anyone.
+//!    server fills its window from every peer's history before it registers anyone, and
+//!    every server takes each new peer incarnation's history once ([`Hub::accept_peer`]).
 //! 3. *Outbound log* (`relay.rs`). Every message a *local* client publishes, repeats
 //!    included, gets the next relay index and goes to every peer, in index order.
 //! 4. *Acks* (`relay.rs`). A local client's message is acknowledged only when every live
@@ -201,8 +202,8 @@ struct State {
     addr: String,
     /// Whether a complete peer list has arrived in this incarnation.
     knows_peers: bool,
-    /// The peer incarnations that have linked into this server and, when this server asked
-    /// for it, sent their whole history.
+    /// The listed peer incarnations that have linked into this server and sent their whole
+    /// history (each is asked once, see [`Hub::accept_peer`]).
     synced_from: HashSet<(String, u64)>,
     /// Latched true once every listed peer is in `synced_from` (see [`Hub::wait_ready`]).
     ready: bool,
@@ -360,19 +361,20 @@ impl Hub {
 
     /// Accepts an incoming link from the peer incarnation `(addr, epoch)` if the coordinator
     /// lists it as live. Returns the last relay index already received from it, and whether
-    /// this server wants the peer's history first: only a server that is not ready yet and
-    /// has not had it from this peer asks. Without history the peer counts as synced now.
+    /// this server wants the peer's history first: it asks every peer incarnation once,
+    /// until that peer's history has arrived whole.
+    ///
+    /// A new server asks to fill its window. A ready one asks too, because a peer that
+    /// rejoins after a fence keeps its window ([`Hub::reset_incarnation`]), and when every
+    /// server failed in turn, that window may hold acknowledged messages no other server
+    /// has. They arrive above this server's watermarks and are delivered like live ones; the
+    /// rest are repeats. A freshly started peer has an empty window, so asking costs nothing.
     pub fn accept_peer(&self, addr: &str, epoch: u64) -> Option<(u64, bool)> {
-        let mut state = self.lock();
+        let state = self.lock();
         if !state.relay.is_live_peer(addr, epoch) {
             return None;
         }
-        let peer = (addr.to_string(), epoch);
-        let want_history = !state.ready && !state.synced_from.contains(&peer);
-        if !want_history {
-            state.synced_from.insert(peer);
-            self.note_ready(&mut state);
-        }
+        let want_history = !state.synced_from.contains(&(addr.to_string(), epoch));
         Some((state.relay.last_received(addr, epoch), want_history))
     }
 

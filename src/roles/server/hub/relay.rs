@@ -119,6 +119,12 @@ impl Hub {
                 .map(|s| (s.addr.as_str(), s.epoch))
                 .collect();
             state.relay.drop_unlisted(&listed, complete);
+            if complete {
+                // A peer incarnation that left never comes back (a rejoin has a new epoch).
+                state
+                    .synced_from
+                    .retain(|(addr, epoch)| listed.get(addr.as_str()) == Some(epoch));
+            }
             let mut started = Vec::new();
             for (addr, epoch) in listed {
                 if state.relay.is_live_peer(addr, epoch) {
