@@ -40,7 +40,7 @@
 //!   heartbeat.rs             the heartbeat thread
 //!   outbox.rs                a bounded queue to one writer, the pen, the one writer loop
 //!   hub/                     the shared state: mod.rs (lock, publish), history.rs,
-//!                            relay.rs, clients.rs
+//!                            relay.rs, clients.rs, delivery.rs
 //! roles/client/
 //!   mod.rs                   the CLI client: stdin in, events out
 //!   input.rs                 stdin lines and commands, each with a clear answer

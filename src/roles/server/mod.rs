@@ -28,7 +28,7 @@
 //! **Channels.** Each client's outbox (hub → `send-<name>`) and each peer link's queue
 //! (hub → `peer-<addr>`) are crossbeam channels bounded in frames and bytes ([`outbox`]);
 //! the hub only ever `try_push`es, and what it does when one is full is written where it
-//! happens (`hub/clients.rs`, `hub/relay.rs`). The hub's requests for writers go to the
+//! happens (`hub/delivery.rs`, `hub/relay.rs`). The hub's requests for writers go to the
 //! `writers` thread on a channel that holds at most one request per client.
 //!
 //! **Backpressure.** A publish waits in the hub until there is room for it

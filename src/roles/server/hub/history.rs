@@ -21,7 +21,7 @@
 //!
 //! **When a bound is hit.** A full window forgets its oldest entry. A client that needed it
 //! gets a `gap` event with the count on resuming, or, if it is behind, is cut off
-//! (`clients.rs`). While a client that is behind is still reading, publishes wait rather than
+//! (`delivery.rs`). While a client that is behind is still reading, publishes wait rather than
 //! push out what it has not had yet ([`History::has_room`]).
 //!
 //! **Stopping.** Nothing to stop. The window outlives a fence

@@ -15,16 +15,17 @@
 //! (see [`Hub::with_state`]).
 //!
 //! **The parts of the state.** [`State`] holds what this incarnation is (address, epoch,
-//! readiness) and three parts, one file each, next to the [`Hub`] methods that use them:
+//! readiness) and three parts, next to the [`Hub`] methods that use them:
 //! - `history.rs`: [`History`], the watermarks and the history window (rules 1 and 2);
 //! - `relay.rs`: [`Relay`], the outbound log, the acks and the peer links (rules 3 and 4),
 //!   with [`Hub::set_peers`], [`Hub::peer_wanted`], [`Hub::subscribe_peer`] and
 //!   [`Hub::peer_acked`];
-//! - `clients.rs`: [`Clients`], the local clients: fan-out (a message is encoded once into
-//!   an `Arc` that every recipient's outbox shares), slow readers (a client whose outbox is
-//!   full is *behind* and catches up from the history window, and publishes wait for it
-//!   while it still reads) and how a client is cut off; with [`Hub::register`],
-//!   [`Hub::deregister`], [`Hub::catch_up`] and [`Hub::client_names_since`].
+//! - [`Clients`], the local clients, in two files: `clients.rs`, who is registered and how
+//!   a client is cut off, with [`Hub::register`], [`Hub::deregister`] and
+//!   [`Hub::client_names_since`]; and `delivery.rs`, what each is sent: fan-out (a message
+//!   is encoded once into an `Arc` that every recipient's outbox shares), acks, and slow
+//!   readers (a client whose outbox is full is *behind* and catches up from the history
+//!   window, and publishes wait for it while it still reads), with [`Hub::catch_up`].
 //!
 //! This file holds the handle, the way in for every message ([`Hub::publish`]: it passes
 //! through all three parts in [`State::take_in`], after asking all three whether there is
@@ -59,6 +60,7 @@
 //! ([`Hub::reset_incarnation`]) and a stop ([`Hub::shut_down`]) cut everyone off at once.
 
 mod clients;
+mod delivery;
 mod history;
 mod relay;
 
@@ -74,7 +76,8 @@ use super::outbox::OutboxReceiver;
 pub use super::writers::WriterJob;
 use crate::auth::Secret;
 use crate::protocol::{Body, deliver_frame, relay_frame};
-use clients::{Clients, WriterRequests};
+use clients::Clients;
+use delivery::WriterRequests;
 use history::{History, Verdict};
 pub use relay::DECLARED_DEAD;
 use relay::Relay;
@@ -213,7 +216,7 @@ struct State {
     next_id: u64,
     /// Where writer threads for clients are asked for; kept across a fence.
     writer_requests: WriterRequests,
-    /// The local clients (`clients.rs`).
+    /// The local clients (`clients.rs`, `delivery.rs`).
     clients: Clients,
     /// Rules 1 and 2 (`history.rs`); kept across a fence.
     history: History,

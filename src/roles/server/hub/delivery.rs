@@ -1,0 +1,229 @@
+//! What the hub sends its local clients: every live message (the fan-out), the acks of
+//! their own messages, and the catch-up of a client whose outbox overflowed; and how a
+//! client gets a writer thread when something waits for it. Who the clients are is in
+//! `clients.rs`.
+//!
+//! **Who runs it.** Under the hub's lock, in whichever thread called the hub: a client's or
+//! a peer's `conn-<peer>` thread (a message fanned out), an `acks-<addr>` thread (acks), a
+//! client's `send-<name>` writer (catch-up).
+//!
+//! **Writers on demand.** A client's socket is written by a `send-<name>` writer thread that
+//! exists only while there is something to write: when a frame is queued for a client with
+//! no writer, the hub takes the client's pen and sends a [`WriterJob`] to the `writers`
+//! thread (`server/writers.rs`), which starts one. An idle client therefore costs one
+//! thread, its connection thread, not two.
+//!
+//! **Fan-out.** A message is encoded once (outside the lock) into an `Arc`, and every
+//! recipient's outbox receives a clone of that `Arc`, never a copy of the payload
+//! ([`Clients::fan_out`]).
+//!
+//! **Slow readers.** A client whose outbox is full is *behind*: the hub stops queuing for it,
+//! and its writer refills the outbox from the history window as it drains
+//! ([`Clients::catch_up`]). While a client behind is still reading, publishes wait rather
+//! than push out of the window what it has not had
+//! ([`State::has_room`](super::State::has_room)): a slower reader slows the senders down
+//! and loses nothing. A client that takes nothing for
+//! [`Limits::stall_timeout`](super::Limits::stall_timeout) has stopped reading; it no longer
+//! holds anyone back, and when it reads again and finds its messages gone from the window it
+//! is cut off with the reason (or a write to it times out first). It then resumes like a
+//! failed-over client, and what it lost it reports as a gap.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, unbounded};
+
+use super::clients::{Clients, LocalClient};
+use super::history::History;
+use super::{CatchUp, Cutoffs, Frame, Hub};
+use crate::protocol::Message;
+use crate::roles::server::writers::WriterJob;
+
+/// Where the hub asks for writer threads: the sending end of the `writers` thread's channel.
+/// The channel is unbounded in crossbeam's sense, and bounded by the pen: a client has at
+/// most one job on its way, so the channel holds at most `--max-clients` jobs. Sending never
+/// blocks, so it is done under the hub's lock.
+#[derive(Clone)]
+pub(super) struct WriterRequests(pub(super) Sender<WriterJob>);
+
+impl WriterRequests {
+    /// Asks for a writer for `job`'s client. When the `writers` thread has gone (the server
+    /// is stopping), nothing is started, which is what stopping wants.
+    pub(super) fn request(&self, job: WriterJob) {
+        let _ = self.0.send(job);
+    }
+}
+
+impl Default for WriterRequests {
+    /// Requests that go nowhere, for a state built without a server around it (unit tests).
+    fn default() -> WriterRequests {
+        WriterRequests(unbounded().0)
+    }
+}
+
+// The way in for a client's writer thread.
+impl Hub {
+    /// Refills the outbox of a client that is behind (see `LocalClient::queue_live`) from
+    /// the history window, in arrival order, for as long as it has room. Called by the
+    /// client's writer thread whenever it sees the outbox marked behind.
+    ///
+    /// When the window has already forgotten a message the client had not had, the client
+    /// is removed with the reason, for the writer to send: it is too slow to be served from
+    /// memory. It then resumes like any failed-over client and reports the loss as a gap.
+    pub fn catch_up(&self, name: &str, conn: u64) -> CatchUp {
+        let result = self.with_state(|state, _, _| {
+            let requests = state.writer_requests.clone();
+            state
+                .clients
+                .catch_up(name, conn, &state.history, &state.addr, &requests)
+        });
+        // The client needs less of the window now (or nothing: it left); a publish
+        // waiting for room may go on.
+        self.room.notify_all();
+        result
+    }
+}
+
+// What each local client is sent: live messages, acks, and the catch-up from the window.
+impl Clients {
+    /// Fan-out: the shared frame, stored as number `arrival`, to every local client except
+    /// its sender `session`; a client that has no writer gets one through `requests`.
+    pub(super) fn fan_out(
+        &mut self,
+        session: u64,
+        frame: &Frame,
+        arrival: u64,
+        requests: &WriterRequests,
+    ) {
+        for (name, client) in &mut self.by_name {
+            if client.session != session {
+                client.queue_live(name, frame, arrival);
+                client.see_written(name, requests);
+            }
+        }
+    }
+
+    /// Queues to each sender in `highest` (session to `seq`) the ack of its messages up to
+    /// that `seq`.
+    pub(super) fn queue_acks(&mut self, highest: HashMap<u64, u64>, requests: &WriterRequests) {
+        for (session, seq) in highest {
+            let Some(name) = self.names_by_session.get(&session) else {
+                continue; // the sender left; it resends on its next server if it needs to
+            };
+            if let Some(client) = self.by_name.get_mut(name) {
+                client.queue_ack(name, seq);
+                client.see_written(name, requests);
+            }
+        }
+    }
+
+    /// The arrival number each client that is behind needs next, for the clients that still
+    /// read: a client that took no frame for `stall` stopped reading, and must not hold
+    /// everyone else back (see [`History::has_room`]).
+    pub(super) fn reading_behind(&self, stall: Duration) -> impl Iterator<Item = u64> + '_ {
+        self.by_name
+            .values()
+            .filter(move |c| c.outbox_tx.is_behind() && c.outbox_tx.idle_for() < stall)
+            .map(|c| c.last_queued + 1)
+    }
+
+    /// [`Hub::catch_up`](super::Hub::catch_up), under the lock: refills the outbox of `name`
+    /// (connection `conn`) from `history`. `addr`, this server's, goes into the reason given
+    /// to a client that fell behind the window.
+    pub(super) fn catch_up(
+        &mut self,
+        name: &str,
+        conn: u64,
+        history: &History,
+        addr: &str,
+        requests: &WriterRequests,
+    ) -> CatchUp {
+        let Some(client) = self.by_name.get_mut(name).filter(|c| c.conn == conn) else {
+            return CatchUp::Gone;
+        };
+        // The caller is the client's writer, which holds the pen; should it ever be called
+        // without, this still makes sure someone writes what it queues.
+        client.see_written(name, requests);
+        if let Some(seq) = client.pending_ack {
+            if !client.outbox_tx.try_push(ack_frame(seq)) {
+                return CatchUp::Behind;
+            }
+            client.pending_ack = None;
+        }
+        if let Some(missed) = history.forgotten_after(client.last_queued) {
+            let reason =
+                format!("too slow: fell {missed} messages behind the history window of {addr}");
+            log::warn!("slow consumer cut off name={name} reason=\"{reason}\"");
+            // No socket to shut down here: the writer tells the client why, then closes.
+            self.remove(name, &mut Cutoffs::new());
+            return CatchUp::FellBehind(reason);
+        }
+        for stored in history.after(client.last_queued) {
+            let meant_for_it = stored.live && stored.session != client.session;
+            if meant_for_it && !client.outbox_tx.try_push(stored.frame.clone()) {
+                return CatchUp::Behind;
+            }
+            client.last_queued = stored.arrival;
+        }
+        client.outbox_tx.set_behind(false);
+        log::debug!("client caught up name={name}");
+        CatchUp::Done
+    }
+}
+impl LocalClient {
+    /// Queues a live frame that arrived as number `arrival`. When the outbox is full, the
+    /// client is marked behind instead: the hub stops queuing live frames for it, and its
+    /// writer fetches what it missed from the history window ([`Clients::catch_up`]). So a
+    /// client that is slow for a moment holds no one back and loses nothing.
+    fn queue_live(&mut self, name: &str, frame: &Frame, arrival: u64) {
+        if self.outbox_tx.is_behind() {
+            return; // catch_up will find this frame in the window
+        }
+        if self.outbox_tx.try_push(frame.clone()) {
+            self.last_queued = arrival;
+        } else {
+            self.mark_behind(name);
+        }
+    }
+
+    /// Queues an acknowledgement, or keeps it for [`Clients::catch_up`] when the outbox is
+    /// full. Acks are cumulative, so only the highest is kept.
+    fn queue_ack(&mut self, name: &str, seq: u64) {
+        let seq = self.pending_ack.map_or(seq, |pending| pending.max(seq));
+        if self.outbox_tx.is_behind() || !self.outbox_tx.try_push(ack_frame(seq)) {
+            self.pending_ack = Some(seq);
+            self.mark_behind(name);
+        } else {
+            self.pending_ack = None;
+        }
+    }
+
+    /// Makes sure what was just queued (or the catch-up a client behind needs) gets
+    /// written: when the client's pen is down, it has no writer, so the hub takes the pen
+    /// and asks the `writers` thread for one. Never blocks.
+    pub(super) fn see_written(&self, name: &str, requests: &WriterRequests) {
+        if self.outbox_tx.take_pen() {
+            requests.request(WriterJob {
+                name: name.to_string(),
+                conn: self.conn,
+                stream: self.stream.clone(),
+                outbox: self.outbox_rx.clone(),
+            });
+        }
+    }
+
+    fn mark_behind(&mut self, name: &str) {
+        if !self.outbox_tx.is_behind() {
+            log::debug!(
+                "client behind name={name} queued_bytes={}",
+                self.outbox_tx.queued_bytes()
+            );
+            self.outbox_tx.set_behind(true);
+        }
+    }
+}
+
+fn ack_frame(seq: u64) -> Frame {
+    Arc::new(Message::Ack { seq }.encode())
+}
