@@ -14,7 +14,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{Client, Cluster, Proc, assert_seqs_exactly, pseudo_random_bytes};
-use dsys::protocol::{Body, Message, PROTOCOL_VERSION, Role, read_message};
+use dsys::protocol::{Body, MAX_PAYLOAD_LEN, Message, PROTOCOL_VERSION, Role, read_message};
 
 /// A short handshake deadline for the processes under test.
 const SHORT_HANDSHAKE: &[&str] = &["--handshake-timeout", "1000"];
@@ -199,6 +199,22 @@ fn frames_in_the_wrong_state_are_refused_with_a_reason() {
             vec![hello(Role::Client), register("mallory"), heartbeat.clone()],
             "unexpected Heartbeat",
             "a heartbeat from a registered client",
+        ),
+        (
+            server,
+            vec![
+                hello(Role::Client),
+                register("mallory2"),
+                Message::Publish {
+                    seq: 1,
+                    body: Body::Text {
+                        number: 1,
+                        text: "x".repeat(MAX_PAYLOAD_LEN + 1),
+                    },
+                },
+            ],
+            "too large",
+            "a publish whose payload is over the cap",
         ),
         (
             server,

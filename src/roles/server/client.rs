@@ -273,7 +273,9 @@ impl Registered<'_> {
         while let Some(message) = read_message(&mut reader)? {
             match message {
                 Message::Publish { seq, body } => {
-                    check_body(&body)?;
+                    if let Err(reason) = check_body(&body) {
+                        return net::refuse(&self.stream, &reason);
+                    }
                     log::debug!("publish name={name} seq={seq}");
                     if !shared
                         .hub
@@ -346,13 +348,14 @@ impl Registered<'_> {
     }
 }
 
-/// Checks what a client asks to broadcast against the protocol's bounds.
-fn check_body(body: &Body) -> Result<()> {
+/// Checks what a client asks to broadcast against the protocol's bounds; the reason, for
+/// the client, when it is over them.
+fn check_body(body: &Body) -> std::result::Result<(), String> {
     let len = body.payload_len();
     if len > MAX_PAYLOAD_LEN {
-        return Err(Error::Protocol(format!(
-            "payload of {len} bytes is too large"
-        )));
+        return Err(format!(
+            "payload of {len} bytes is too large: at most {MAX_PAYLOAD_LEN} bytes per message"
+        ));
     }
     Ok(())
 }
