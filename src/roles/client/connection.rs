@@ -10,7 +10,8 @@
 //! not answer costs no thread.
 //!
 //! **Threads.** Each connection runs two, named after the client:
-//! - `recv-<name>` ([`read_frames`]) reads frames and hands each one to the session on the
+//! - `recv-<name>` ([`read_frames`]) reads frames, as many as have arrived in one read
+//!   ([`READ_AHEAD`]), and hands each one to the session on the
 //!   `received` channel (bounded, [`RECV_QUEUE`]). The thread holds `received_tx`, the
 //!   session holds `received_rx` (in [`Connection`]) and `select!`s on it.
 //! - `send-<name>` ([`write_frames`]) writes the encoded frames the session queues on the
@@ -49,7 +50,7 @@
 //! thread outlives its socket.
 
 use std::cell::Cell;
-use std::io::{BufWriter, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,6 +69,11 @@ use crate::protocol::{Message, Resume, Role, read_message};
 /// file chunk 256 KiB), so read-ahead stays under 32 MiB; when the queue is full the reader
 /// waits and the rest stays in the kernel's socket buffer, then in the server's outbox.
 const RECV_QUEUE: usize = 32;
+/// Bytes the `recv` thread reads at once. A frame is a length and a body; read straight
+/// from the socket that is two system calls per frame, while one read into this buffer
+/// takes every frame that has arrived (a burst of deliveries, a replay after a failover).
+/// A frame larger than the buffer is read past it, straight into the frame.
+const READ_AHEAD: usize = 64 * 1024;
 /// Frames queued for the `send` thread, per connection. The session queues a publish only
 /// while the unacknowledged window has room, and after a failover it resends at most the
 /// recent and unacknowledged messages, so the queue never holds more than those two windows
@@ -318,7 +324,8 @@ struct Clocks {
 /// session has dropped `received_rx` (the connection is being closed). Stamps every
 /// frame's arrival in `clocks`; a `KeepaliveEvery` changes the interval there and the
 /// socket's read timeout, and goes on to the session as a plain keepalive.
-fn read_frames(mut stream: TcpStream, received_tx: Sender<Result<Message>>, clocks: Clocks) {
+fn read_frames(stream: TcpStream, received_tx: Sender<Result<Message>>, clocks: Clocks) {
+    let mut stream = BufReader::with_capacity(READ_AHEAD, stream);
     loop {
         let frame = match read_message(&mut stream) {
             Ok(Some(message)) => {
@@ -330,7 +337,9 @@ fn read_frames(mut stream: TcpStream, received_tx: Sender<Result<Message>>, cloc
                         clocks
                             .keepalive_ms
                             .store(keepalive.as_millis() as u64, Ordering::Relaxed);
-                        let _ = stream.set_read_timeout(Some(silence_limit(keepalive)));
+                        let _ = stream
+                            .get_ref()
+                            .set_read_timeout(Some(silence_limit(keepalive)));
                         Ok(Message::Keepalive)
                     }
                     message => Ok(message),
@@ -338,7 +347,12 @@ fn read_frames(mut stream: TcpStream, received_tx: Sender<Result<Message>>, cloc
             }
             Ok(None) => Err(Error::PeerGone("server closed the connection".into())),
             Err(e) if e.is_timeout() => {
-                let silence = stream.read_timeout().ok().flatten().unwrap_or_default();
+                let silence = stream
+                    .get_ref()
+                    .read_timeout()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
                 Err(Error::PeerGone(format!(
                     "server silent for {} ms",
                     silence.as_millis()
