@@ -2,6 +2,7 @@
 //! with everything it printed; [`unused_addr`] gives an address where nothing listens.
 
 use std::io::Read;
+use std::panic::{self, AssertUnwindSafe};
 use std::process::{ExitStatus, Stdio};
 use std::thread;
 use std::time::Duration;
@@ -56,7 +57,15 @@ pub fn run_dsys(args: &[&str], envs: &[(&str, &str)], timeout: Duration) -> Fini
             let _ = stdout.read_to_string(&mut text);
             text
         });
-        let status = proc.wait_exit(timeout);
+        // A command that does not exit must fail the test, not hang it: the scope joins the
+        // reader, which reads until the child's stdout closes, so the child is killed first.
+        let status = match panic::catch_unwind(AssertUnwindSafe(|| proc.wait_exit(timeout))) {
+            Ok(status) => status,
+            Err(failure) => {
+                proc.kill();
+                panic::resume_unwind(failure);
+            }
+        };
         let stderr = proc.stderr_to_end(timeout);
         let stdout = reader.join().expect("the stdout reader does not panic");
         Finished {
