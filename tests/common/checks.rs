@@ -85,3 +85,17 @@ pub fn assert_numbered_texts(events: &[Value], receiver: &str, sender: &str, tot
         "{receiver} got other texts from {sender} than n1..n{total} in order"
     );
 }
+
+/// Ends `receiver` (it must exit with 0), then checks that it got exactly seqs 1 to `last`
+/// from `sender`, in order, and reported no `gap`: nothing lost and nothing hidden.
+pub fn finish_and_assert_all_from(receiver: &mut Client, sender: &str, last: u64) {
+    let status = receiver.finish(TIMEOUT);
+    assert!(status.success(), "{} exited with {status}", receiver.name);
+    let events = receiver.events_so_far();
+    assert_seqs_exactly(&events, &receiver.name, sender, 1, last);
+    assert!(
+        events_of(&events, "gap").is_empty(),
+        "{} reported a gap: {events:?}",
+        receiver.name
+    );
+}

@@ -79,7 +79,7 @@ pub use self::{
     chatter::{Chatter, finish_and_assert_everything_arrived},
     checks::{
         assert_numbered_texts, assert_seqs_exactly, describe_seqs, events_of, finish_all,
-        message_seqs,
+        finish_and_assert_all_from, message_seqs,
     },
     client::Client,
     cluster::Cluster,

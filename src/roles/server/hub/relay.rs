@@ -92,8 +92,9 @@ pub(super) struct Relay {
     removed: VecDeque<(String, u64)>,
 }
 
-/// Removed peer incarnations remembered; beyond it the oldest is forgotten, and only costs
-/// that incarnation a plainer refusal.
+/// Removed peer incarnations remembered; beyond it the oldest is forgotten. That costs it a
+/// plainer refusal and, should a restarted coordinator list it again, being taken back as
+/// it is (see `set_peers`): 64 other peers would have to leave first.
 const REMOVED_KEPT: usize = 64;
 
 /// What a peer's refusal says when this server saw the coordinator drop the peer's
@@ -128,6 +129,15 @@ impl Hub {
             let mut started = Vec::new();
             for (addr, epoch) in listed {
                 if state.relay.is_live_peer(addr, epoch) {
+                    continue;
+                }
+                // An incarnation this server dropped has missed relays that were then
+                // acknowledged without it, and nothing would send them later: it may not
+                // come back as it is. A coordinator that restarted may list it again (it
+                // forgot whom it declared dead); its next link is refused with
+                // `DECLARED_DEAD`, so it fences itself and rejoins as a new incarnation,
+                // which copies this server's window before it takes a client.
+                if state.relay.was_removed(addr, epoch) {
                     continue;
                 }
                 state.next_id += 1;
