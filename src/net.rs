@@ -19,6 +19,7 @@
 //! handshake deadline unless it speaks the protocol.
 
 mod accept;
+mod send_now;
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -29,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::protocol::{Message, PROTOCOL_VERSION, Role, read_message, write_message};
 
 pub use accept::AcceptLoop;
+pub use send_now::send_now;
 
 /// Resolves `addr` (`host:port`) to its first socket address. The command line has checked
 /// the form already, so what fails here is the name itself.

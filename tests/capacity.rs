@@ -445,18 +445,19 @@ fn a_stopped_server_is_declared_dead_within_the_timeout_and_one_interval() {
 }
 
 #[test]
-fn a_keepalive_is_answered_while_a_writer_lingers() {
+fn keepalives_are_answered_after_a_message_went_out() {
     let _serial = serial();
     let cluster = Cluster::start(1);
     let mut a = client_on(&cluster, 0, "a");
     let b = client_on(&cluster, 0, "b");
 
-    // One message: b's writer delivers it (and a's writer the ack), then each lingers,
-    // holding its client's socket, for longer than the client's keepalive interval.
+    // One message: a's connection thread takes the pens of b (the message) and of a (the
+    // ack) and writes both; had a pen stayed taken with nobody writing, that client's
+    // keepalives would go unanswered.
     a.send_line("one message");
     assert_eq!(b.texts_from("a", 1), ["one message"]);
     // Each client asks after 400 ms of silence and would give up after 800 ms: the
-    // answer must come through the lingering writer.
+    // answers must come, whoever holds the pen.
     thread::sleep(QUIET);
     assert_none_moved(&[&a, &b]);
 }

@@ -2,7 +2,8 @@
 //!
 //! What is covered:
 //! - every [`Message`] variant and every [`Body`] kind survives `encode` → `decode` and
-//!   `write_message` → `read_message` unchanged;
+//!   `write_message` → `read_message` unchanged, and `holds_whole_frame` tells a buffer
+//!   that holds a whole frame from one that does not;
 //! - every malformed input we could think of is refused with [`Error::Protocol`]: empty
 //!   input, bad length prefixes, truncation at every byte, unknown type bytes, bad magic,
 //!   unknown roles, unknown body kinds (including the retired single-frame file, kind 2),
@@ -33,7 +34,8 @@ use std::time::{Duration, Instant};
 use dsys::Error;
 use dsys::protocol::{
     Body, FILE_CHUNK_LEN, MAGIC, MAX_FRAME_LEN, Message, PROTOCOL_VERSION, RELAY_INDEX_BYTES,
-    Resume, Role, ServerInfo, deliver_frame, read_frame, read_message, relay_frame, write_message,
+    Resume, Role, ServerInfo, deliver_frame, holds_whole_frame, read_frame, read_message,
+    relay_frame, write_message,
 };
 use dsys::support::sha256;
 

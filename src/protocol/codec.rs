@@ -87,6 +87,18 @@ pub fn read_frame_into(reader: &mut impl Read, body: &mut Vec<u8>) -> Result<boo
 /// The first piece of a frame body that [`read_frame`] makes room for (see there).
 const FIRST_READ: usize = 4096;
 
+/// Whether `buffered`, bytes read ahead of the next frame, hold that whole frame: then
+/// reading it will not wait on the socket. A thread that must do something before it
+/// blocks in a read (a server's connection thread writing what it queued) asks this of its
+/// reader's buffer. A length the cap refuses counts as whole: reading it fails at once.
+pub fn holds_whole_frame(buffered: &[u8]) -> bool {
+    let Some(prefix) = buffered.first_chunk::<4>() else {
+        return false;
+    };
+    let len = u32::from_be_bytes(*prefix);
+    len == 0 || len > MAX_FRAME_LEN || buffered.len() - 4 >= len as usize
+}
+
 /// Reads and decodes one message: [`read_frame`] then [`Message::decode`].
 ///
 /// # Errors

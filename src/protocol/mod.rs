@@ -36,7 +36,9 @@ mod codec;
 mod encoding;
 mod message_path;
 
-pub use codec::{MAX_FRAME_LEN, read_frame, read_frame_into, read_message, write_message};
+pub use codec::{
+    MAX_FRAME_LEN, holds_whole_frame, read_frame, read_frame_into, read_message, write_message,
+};
 pub use encoding::RELAY_INDEX_BYTES;
 pub use message_path::{DeliverRef, deliver_frame, relay_frame};
 

@@ -85,6 +85,25 @@ fn back_to_back_frames_are_read_one_message_at_a_time() {
 }
 
 #[test]
+fn a_buffer_holds_a_whole_frame_only_once_its_last_byte_is_in() {
+    let frame = Message::Keepalive.encode();
+    for cut in 0..frame.len() {
+        assert!(
+            !holds_whole_frame(&frame[..cut]),
+            "{cut} of {} bytes",
+            frame.len()
+        );
+    }
+    assert!(holds_whole_frame(&frame));
+    let mut two = frame.clone();
+    two.extend_from_slice(&frame[..2]);
+    assert!(holds_whole_frame(&two), "the first frame is whole");
+    // A length the reader refuses needs no more bytes to be refused.
+    assert!(holds_whole_frame(&[0, 0, 0, 0]));
+    assert!(holds_whole_frame(&(MAX_FRAME_LEN + 1).to_be_bytes()));
+}
+
+#[test]
 fn write_message_writes_exactly_the_encoded_frame() {
     for message in sample_messages() {
         let mut written = Vec::new();

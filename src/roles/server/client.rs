@@ -5,10 +5,12 @@
 //! **Threads.** `conn-<peer>` (started by the accept loop) is the client's one permanent
 //! thread. It registers the client, writes the registration's frames, then reads the
 //! client's publishes into the hub for as long as the client stays, and answers its
-//! keepalives. Frames for the client are written by a `send-<name>` writer that exists only
-//! while the client has frames waiting (`writers.rs`); when this thread holds the pen and
-//! frames are waiting, it hands the pen over to one ([`WriterJob`]). So an idle client
-//! costs one thread, a busy one two.
+//! keepalives. What its publishes queue for other clients (and its own acks) it writes
+//! itself, without blocking, once it has taken in all it has read (`pens.rs`). Frames a
+//! client's socket cannot take at once are written by a `send-<name>` writer that exists
+//! only while such frames wait (`writers.rs`); when this thread holds the pen and frames
+//! are waiting, it hands the pen over to one ([`WriterJob`]). So an idle client costs one
+//! thread, and so does a busy one that keeps up.
 //!
 //! The connection thread and a writer share the client's one socket (an `Arc<TcpStream>`:
 //! one descriptor per client). Only the holder of the client's *pen* writes to it
@@ -34,10 +36,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::hub::{self, Hub, Origin, WriterJob};
-use super::{READY_WAIT, Shared, WRITE_BUFFER, claim};
+use super::pens::Pens;
+use super::{READY_WAIT, Shared, WRITE_BUFFER, claim, writers};
 use crate::error::{Error, Result};
 use crate::net;
-use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message, read_message, write_message};
+use crate::protocol::{
+    Body, MAX_PAYLOAD_LEN, Message, holds_whole_frame, read_message, write_message,
+};
 
 /// Heartbeat intervals in the shortest client keepalive interval (see [`KeepalivePolicy`]):
 /// one, so that with few clients a client notices a hung server within three heartbeat
@@ -270,16 +275,22 @@ impl Registered<'_> {
         // A client that publishes gets PUBLISHER_READ_AHEAD instead, once nothing is left
         // in the small buffer (so no byte read ahead is lost in the swap).
         let mut reader = BufReader::with_capacity(READ_AHEAD, &*self.stream);
+        // The pens of the clients each publish reaches (and of this client, for its acks):
+        // this thread writes for them once it has taken in every whole frame it has read,
+        // before it could wait in a read or write to its own socket (`pens.rs`).
+        let mut pens = Pens::new(shared.writers_tx.clone());
         while let Some(message) = read_message(&mut reader)? {
             match message {
                 Message::Publish { seq, body } => {
                     if let Err(reason) = check_body(&body) {
+                        pens.write_now();
                         return net::refuse(&self.stream, &reason);
                     }
                     log::debug!("publish name={name} seq={seq}");
+                    let origin = Origin::Local { conn };
                     if !shared
                         .hub
-                        .publish(Origin::Local { conn }, name, session, seq, &body)
+                        .publish(origin, name, session, seq, &body, &mut pens)
                     {
                         return Err(Error::Protocol("connection replaced by a newer one".into()));
                     }
@@ -287,14 +298,21 @@ impl Registered<'_> {
                         reader = BufReader::with_capacity(PUBLISHER_READ_AHEAD, &*self.stream);
                     }
                 }
-                Message::Keepalive => self.answer_keepalive(shared)?,
+                Message::Keepalive => {
+                    pens.write_now();
+                    self.answer_keepalive(shared)?;
+                }
                 Message::Deregister => return Ok(true),
                 other => {
+                    pens.write_now();
                     return net::refuse(
                         &self.stream,
                         &format!("unexpected {} from a client", other.kind()),
                     );
                 }
+            }
+            if !holds_whole_frame(reader.buffer()) {
+                pens.write_now();
             }
         }
         Ok(false)
@@ -330,11 +348,10 @@ impl Registered<'_> {
         Ok(written?)
     }
 
-    /// Hands the pen, which this thread holds and frames are waiting for, to a writer thread
-    /// started by the `writers` thread (which also retries when threads run short).
+    /// Hands the pen, which this thread holds and frames are waiting for, to a writer: the
+    /// client's lingering one, or one started by the `writers` thread.
     fn hand_over(&self, shared: &Shared) {
-        // Fails only when the `writers` thread has gone: the server is stopping.
-        let _ = shared.writers_tx.send(self.job());
+        writers::hand_over(self.job(), &shared.writers_tx);
     }
 
     /// What a writer for this client needs (the caller holds the pen, which goes with it).
@@ -344,6 +361,7 @@ impl Registered<'_> {
             conn: self.registration.conn,
             stream: self.stream.clone(),
             outbox: self.registration.outbox.clone(),
+            unsent: Vec::new(),
         }
     }
 }

@@ -8,12 +8,17 @@
 //!   and the client's one permanent thread: it registers the client
 //!   ([`client::register_client`]), reads its publishes into the hub and answers its
 //!   keepalives ([`client`]). For a peer server it reads relays into the hub and answers
-//!   each with an ack ([`peers`]).
-//! - `send-<name>`: a client's writer, only while the client has frames waiting. It drains
-//!   the client's outbox into the socket, batching whatever is queued into one write, and
-//!   ends when the outbox has been empty for a while. A socket that blocks on write blocks
-//!   only its own writer, and a client that is slow to read never delays its own publishes.
-//! - `writers`: starts a `send-<name>` for each client the hub says needs one.
+//!   them with an ack ([`peers`]). Either way, once it has taken in all it has read, it
+//!   writes what those messages queued for the clients that nobody else is writing to,
+//!   without blocking ([`pens`]).
+//! - `send-<name>`: a client's writer, only while the client has frames waiting that its
+//!   socket could not take at once. It drains the client's outbox into the socket,
+//!   batching whatever is queued into one write, puts the pen down when the outbox is
+//!   empty, and ends when nobody has handed the pen back for a while. A socket that blocks
+//!   on write blocks only its own writer, and a client that is slow to read never delays
+//!   its own publishes.
+//! - `writers`: starts a `send-<name>` for each client whose pen was handed over with no
+//!   writer lingering to take it.
 //! - `heartbeat`: every `heartbeat_interval`, tells the coordinator this server lives and
 //!   which clients it has; the reply lists the live servers, from which the peer links are
 //!   made ([`heartbeat`]).
@@ -28,8 +33,8 @@
 //! **Channels.** Each client's outbox (hub → `send-<name>`) and each peer link's queue
 //! (hub → `peer-<addr>`) are crossbeam channels bounded in frames and bytes ([`outbox`]);
 //! the hub only ever `try_push`es, and what it does when one is full is written where it
-//! happens (`hub/delivery.rs`, `hub/relay.rs`). The hub's requests for writers go to the
-//! `writers` thread on a channel that holds at most one request per client.
+//! happens (`hub/delivery.rs`, `hub/relay.rs`). Jobs for new writers go to the `writers`
+//! thread on a channel that holds at most one job per client (one per pen).
 //!
 //! **Backpressure.** A publish waits in the hub until there is room for it
 //! ([`hub::Hub::publish`]): until the peers have confirmed enough of this server's relays,
@@ -57,7 +62,9 @@ mod heartbeat;
 pub mod hub;
 mod outbox;
 mod peers;
+mod pens;
 mod trim;
+mod writer_loop;
 mod writers;
 
 use std::net::TcpStream;
@@ -273,7 +280,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
     log::info!("writer threads at once: at most {writer_budget} (the thread budget)");
 
     let half_window = byte_bounds(config.history_bytes);
-    // The hub's requests for client writer threads (see `hub::WriterRequests` for the bound).
+    // Jobs for client writer threads, at most one per client: a job goes with the pen.
     let (writers_tx, writers_rx) = unbounded();
     let hub = Hub::new(
         addr.clone(),

@@ -1,7 +1,7 @@
 //! An outbox: the bounded queue of encoded frames from the hub to one connection's writer
-//! (a client's `send-<name>` or a peer link's `peer-<addr>`), the *pen* that says who may
-//! write that connection's socket, and [`write_frames`], the one writer loop both kinds of
-//! writer run.
+//! (a client's `send-<name>` or a peer link's `peer-<addr>`), and the *pen* that says who
+//! may write that connection's socket. The loop that writers run over it is in
+//! `writer_loop.rs`.
 //!
 //! **The queue.** A crossbeam channel with a frame count and a byte count beside it, because
 //! a frame may be a 40-byte text or a 256 KiB file chunk: a bound in frames alone would let
@@ -18,14 +18,18 @@
 //! clients, most of the time, by none: an idle client has no writer thread at all
 //! (`docs/thread-per-connection.md` measures why that matters: a thread costs about 10 KiB
 //! even while it sleeps). Whoever holds the pen may write. The hub, after queuing a frame
-//! for a client whose pen is down, takes it up ([`OutboxSender::take_pen`]) and asks for a
-//! writer thread to be started; that writer puts the pen down when the outbox has stayed
-//! empty for a while ([`OutboxReceiver::put_pen_down`]) and ends. The client's own
-//! connection thread takes the pen for the few bytes it writes itself (the frames of the
-//! registration, and a keepalive answered). Taking and putting down are atomic, and putting
-//! down looks at the queue once more afterwards, so a frame queued at that very moment is
-//! never left without a writer (see [`OutboxReceiver::put_pen_down`]). A peer link's outbox
-//! is made with the pen taken for good: its writer thread lives as long as the link.
+//! for a client whose pen is down, takes it up ([`OutboxSender::take_pen`]); the thread
+//! that called the hub then writes what it can without blocking and hands the rest, with
+//! the pen, to a writer thread (`server/pens.rs`). A writer puts the pen down as soon as
+//! the outbox is empty ([`OutboxReceiver::put_pen_down`]), and then lingers without it for
+//! a while, ready to be handed the pen again ([`OutboxReceiver::offer_pen`],
+//! [`OutboxReceiver::await_pen`]) so that the next hand-over costs no thread start. The
+//! client's own connection thread takes the pen for the few bytes it writes itself (the
+//! frames of the registration, and a keepalive answered). Taking and putting down are
+//! atomic, and putting down looks at the queue once more afterwards, so a frame queued at
+//! that very moment is never left without a writer (see [`OutboxReceiver::put_pen_down`]).
+//! A peer link's outbox is made with the pen taken for good: its writer thread lives as
+//! long as the link.
 //!
 //! **Behind.** The `behind` flag is how the hub and a client's writer agree that the
 //! client's outbox overflowed: the hub stops pushing live frames, and the writer, seeing the
@@ -41,19 +45,18 @@
 //! queue holds is mostly memory that is held anyway; the byte bound is what keeps a queue
 //! from pinning frames those have already let go.
 
-use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 
 /// An encoded frame, encoded once and shared by every recipient: each outbox, the history
 /// window and the outbound log hold a clone of the `Arc`, never a copy of the bytes.
 pub type Frame = Arc<Vec<u8>>;
 
 /// Frames a writer gathers into one write when a backlog exists, bounding batch latency.
-const MAX_BATCH: usize = 256;
+pub const MAX_BATCH: usize = 256;
 
 /// What both ends of one outbox share.
 struct Shared {
@@ -66,6 +69,11 @@ struct Shared {
     last_taken: AtomicU64,
     /// The pen: true while some thread has the right to write the socket.
     pen: AtomicBool,
+    /// Where a lingering writer waits to be handed the pen, with the bytes its last holder
+    /// could not send. A rendezvous (capacity 0): a hand-over succeeds only while a writer
+    /// is waiting on the other side, so the pen is never left in a channel nobody reads.
+    handoff_tx: Sender<Vec<u8>>,
+    handoff_rx: Receiver<Vec<u8>>,
 }
 
 impl Shared {
@@ -104,12 +112,15 @@ pub fn outbox(
 ) -> (OutboxSender, OutboxReceiver) {
     // Unbounded in crossbeam's sense only: the bounds are counted here (see the module doc).
     let (frames_tx, frames_rx) = unbounded();
+    let (handoff_tx, handoff_rx) = bounded(0);
     let shared = Arc::new(Shared {
         queued_frames: AtomicUsize::new(0),
         queued_bytes: AtomicUsize::new(0),
         behind: AtomicBool::new(false),
         last_taken: AtomicU64::new(millis_now()),
         pen: AtomicBool::new(pen_taken),
+        handoff_tx,
+        handoff_rx,
     });
     (
         OutboxSender {
@@ -206,6 +217,25 @@ impl OutboxReceiver {
         std::iter::from_fn(|| self.take_queued())
     }
 
+    /// Appends queued frames to `batch`, up to [`MAX_BATCH`] of them and until `batch` holds
+    /// `max_bytes` or more (the frame that crosses the bound is the last taken): how a thread
+    /// that writes for a client without blocking gathers one send (`server/pens.rs`).
+    pub fn take_batch_into(&self, batch: &mut Vec<u8>, max_bytes: usize) {
+        let Some(first) = self.try_recv() else {
+            return;
+        };
+        batch.extend_from_slice(&first);
+        for _ in 1..MAX_BATCH {
+            if batch.len() >= max_bytes {
+                break;
+            }
+            let Some(frame) = self.take_queued() else {
+                break;
+            };
+            batch.extend_from_slice(&frame);
+        }
+    }
+
     /// Takes the next queued frame off the counts, without stamping the time.
     fn take_queued(&self) -> Option<Frame> {
         let frame = self.frames_rx.try_recv().ok()?;
@@ -241,6 +271,28 @@ impl OutboxReceiver {
         work_left && shared.take_pen()
     }
 
+    /// Hands the pen, which the caller holds, to a writer lingering on this outbox
+    /// ([`await_pen`](Self::await_pen)), with `unsent`: bytes the caller took from the
+    /// outbox and could not send, which the writer sends before anything else. When no
+    /// writer is waiting right now, gives `unsent` back: the caller keeps the pen and must
+    /// find another writer.
+    ///
+    /// # Errors
+    /// `unsent`, given back, when no writer is waiting.
+    pub fn offer_pen(&self, unsent: Vec<u8>) -> Result<(), Vec<u8>> {
+        self.shared
+            .handoff_tx
+            .try_send(unsent)
+            .map_err(|e| e.into_inner())
+    }
+
+    /// How a writer without the pen lingers: waits up to `timeout` to be handed it
+    /// ([`offer_pen`](Self::offer_pen)). Returns the bytes to send first, and then the
+    /// caller holds the pen; `None` when nobody handed it over in time.
+    pub fn await_pen(&self, timeout: Duration) -> Option<Vec<u8>> {
+        self.shared.handoff_rx.recv_timeout(timeout).ok()
+    }
+
     /// Takes `frame` off the queue's counts, making room for the hub's next pushes.
     fn taken(&self, frame: &Frame) {
         let shared = &self.shared;
@@ -253,91 +305,6 @@ impl OutboxReceiver {
         self.shared
             .last_taken
             .store(millis_now(), Ordering::Release);
-    }
-}
-
-/// What a writer does once its outbox has stayed empty for its idle time.
-#[derive(Debug, Clone, Copy)]
-pub enum WhenIdle<'a> {
-    /// Write these bytes (a peer link's keepalive) and wait again: the link stays up.
-    Keepalive(&'a [u8]),
-    /// Put the pen down and end, unless frames arrived meanwhile (a client's writer).
-    /// When `crowded` is set as the outbox runs empty, because other clients wait for a
-    /// writer's place, the writer lingers only [`CROWDED_LINGER`]: so a burst to more
-    /// clients than the thread budget allows reaches the last ones without waiting out
-    /// every first writer's idle time. (It looks once, when it starts to linger, and then
-    /// sleeps: thousands of lingering writers waking every few milliseconds to look again
-    /// cost more than the waiting they save.)
-    PutPenDown {
-        /// Whether clients wait for a writer (set by the `writers` thread).
-        crowded: &'a AtomicBool,
-    },
-}
-
-/// How long a client's writer waits for more frames while other clients wait for a place:
-/// long enough for the next message of a burst to reach it (a message reaches ten
-/// thousand outboxes in a few milliseconds), so that it does not end between two messages
-/// and leave its client to queue for a writer again.
-pub const CROWDED_LINGER: Duration = Duration::from_millis(50);
-
-/// Whether a writer goes on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    /// Go on writing.
-    Continue,
-    /// End the loop: the connection is done.
-    Stop,
-}
-
-/// The one writer loop, for clients and peer links alike: before each wait it calls
-/// `refill` (a client's writer catches up there when it is behind), then waits up to
-/// `idle` for a frame ([`CROWDED_LINGER`] for a client's writer while others wait for a
-/// place),
-/// writes it with whatever else is queued in one write, and goes on. When nothing came for
-/// `idle` it does what `when_idle` says.
-///
-/// Blocks in the socket write when the reader is slow; the socket's write timeout bounds
-/// that. Returns when the outbox disconnects (its sender was dropped: the hub removed the
-/// client or the peer), when `refill` says stop, or when the writer puts the pen down.
-///
-/// # Errors
-/// A failed or timed-out write.
-pub fn write_frames<W: Write>(
-    out: &mut W,
-    outbox: &OutboxReceiver,
-    idle: Duration,
-    when_idle: WhenIdle<'_>,
-    mut refill: impl FnMut(&mut W) -> io::Result<Flow>,
-) -> io::Result<()> {
-    loop {
-        if refill(out)? == Flow::Stop {
-            return out.flush();
-        }
-        let wait = match when_idle {
-            WhenIdle::PutPenDown { crowded } if crowded.load(Ordering::Relaxed) => {
-                idle.min(CROWDED_LINGER)
-            }
-            _ => idle,
-        };
-        match outbox.recv_timeout(wait) {
-            Ok(frame) => {
-                out.write_all(&frame)?;
-                // A backlog goes out in one write instead of one per frame.
-                for frame in outbox.try_iter().take(MAX_BATCH) {
-                    out.write_all(&frame)?;
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => match when_idle {
-                WhenIdle::Keepalive(bytes) => out.write_all(bytes)?,
-                WhenIdle::PutPenDown { .. } => {
-                    if !outbox.put_pen_down() {
-                        return Ok(());
-                    }
-                }
-            },
-            Err(RecvTimeoutError::Disconnected) => return out.flush(),
-        }
-        out.flush()?;
     }
 }
 
@@ -429,63 +396,40 @@ mod tests {
     }
 
     #[test]
-    fn the_writer_loop_writes_a_backlog_and_ends_when_the_pen_goes_down() {
-        let (tx, rx) = outbox(10, 1000, true);
-        for byte in 1..=3u8 {
-            assert!(tx.try_push(Arc::new(vec![byte])));
-        }
-        let mut out = Vec::new();
-        write_frames(
-            &mut out,
-            &rx,
-            Duration::from_millis(10),
-            WhenIdle::PutPenDown {
-                crowded: &AtomicBool::new(false),
-            },
-            |_| Ok(Flow::Continue),
-        )
-        .expect("writing to a Vec cannot fail");
-        assert_eq!(out, [1, 2, 3]);
-        assert!(tx.take_pen(), "the writer put the pen down as it ended");
-    }
-
-    #[test]
-    fn a_writer_stops_lingering_when_others_wait_for_its_place() {
-        let (tx, rx) = outbox(10, 1000, true);
-        assert!(tx.try_push(Arc::new(vec![1])));
-        let mut out = Vec::new();
-        let crowded = AtomicBool::new(true);
-        let start = std::time::Instant::now();
-        write_frames(
-            &mut out,
-            &rx,
-            Duration::from_secs(60),
-            WhenIdle::PutPenDown { crowded: &crowded },
-            |_| Ok(Flow::Continue),
-        )
-        .expect("writing to a Vec cannot fail");
-        assert_eq!(out, [1]);
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "it ended without lingering for its idle time"
+    fn the_pen_is_handed_only_to_a_writer_that_waits_for_it() {
+        let (_tx, rx) = outbox(10, 1000, true);
+        assert_eq!(
+            rx.offer_pen(vec![1, 2]),
+            Err(vec![1, 2]),
+            "no writer waits: the bytes come back"
         );
-        assert!(tx.take_pen(), "the writer put the pen down as it ended");
+        let lingering = rx.clone();
+        let writer = std::thread::spawn(move || lingering.await_pen(Duration::from_secs(60)));
+        // The offer succeeds once the writer is waiting; until then it comes back.
+        let mut unsent = vec![3];
+        while let Err(back) = rx.offer_pen(unsent) {
+            unsent = back;
+            std::thread::yield_now();
+        }
+        assert_eq!(writer.join().unwrap(), Some(vec![3]));
+        assert_eq!(rx.await_pen(Duration::ZERO), None, "nobody offered it");
     }
 
     #[test]
-    fn the_writer_loop_of_a_link_ends_when_the_hub_drops_the_outbox() {
-        let (tx, rx) = outbox(10, 1000, true);
-        assert!(tx.try_push(Arc::new(vec![7])));
-        drop(tx);
-        let mut out = Vec::new();
-        write_frames(
-            &mut out,
-            &rx,
-            Duration::from_secs(60),
-            WhenIdle::Keepalive(b"k"),
-            |_| Ok(Flow::Continue),
-        )
-        .expect("writing to a Vec cannot fail");
-        assert_eq!(out, [7]);
+    fn a_batch_is_gathered_up_to_its_byte_bound() {
+        let (tx, rx) = outbox(10, 1000, false);
+        for byte in 1..=4u8 {
+            assert!(tx.try_push(Arc::new(vec![byte; 3])));
+        }
+        let mut batch = Vec::new();
+        rx.take_batch_into(&mut batch, 5);
+        assert_eq!(
+            batch,
+            [1, 1, 1, 2, 2, 2],
+            "the frame that crosses the bound is the last"
+        );
+        rx.take_batch_into(&mut batch, 100);
+        assert_eq!(batch.len(), 12);
+        assert_eq!(tx.queued_bytes(), 0);
     }
 }

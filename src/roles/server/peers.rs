@@ -28,11 +28,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::select;
 
 use super::hub::{DECLARED_DEAD, Frame};
-use super::outbox::{Flow, OutboxReceiver, WhenIdle, write_frames};
+use super::outbox::OutboxReceiver;
+use super::pens::Pens;
+use super::writer_loop::{Flow, WhenIdle, write_frames};
 use super::{Shared, THREAD_STACK, WRITE_BUFFER};
 use crate::error::{Error, Result};
 use crate::net;
-use crate::protocol::{Message, Role, read_message, write_message};
+use crate::protocol::{Message, Role, holds_whole_frame, read_message, write_message};
 
 use super::hub::Origin;
 
@@ -140,6 +142,9 @@ fn relay_to_peer(shared: &Shared, addr: &str, link_id: u64) -> Result<()> {
         let mut stream = stream.try_clone()?;
         let hub = shared.hub.clone();
         let addr = addr.to_string();
+        // The acks' senders are written to from here, as a publisher's connection thread
+        // writes to the clients its messages reach (`pens.rs`).
+        let mut pens = Pens::new(shared.writers_tx.clone());
         thread::Builder::new()
             .name(format!("acks-{addr}"))
             .stack_size(THREAD_STACK)
@@ -150,7 +155,8 @@ fn relay_to_peer(shared: &Shared, addr: &str, link_id: u64) -> Result<()> {
                 loop {
                     match read_message(&mut stream) {
                         Ok(Some(Message::PeerAck { index })) => {
-                            hub.peer_acked(&addr, link_id, index)
+                            hub.peer_acked(&addr, link_id, index, &mut pens);
+                            pens.write_now();
                         }
                         Err(e) if e.is_timeout() => {
                             log::warn!(
@@ -226,6 +232,9 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
     log::debug!("peer link accepted from={addr} epoch={epoch}");
     let mut input = BufReader::with_capacity(READ_BUFFER, &stream);
     let mut unacked = None;
+    // The pens of the clients the relays reach, written for when the input runs dry, as a
+    // client's connection thread does (`pens.rs`).
+    let mut pens = Pens::new(shared.writers_tx.clone());
     while let Some(message) = read_message(&mut input)? {
         match message {
             Message::Relay {
@@ -241,7 +250,11 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
                         epoch,
                         index,
                     };
-                    if !shared.hub.publish(origin, &from, session, seq, &body) {
+                    if !shared
+                        .hub
+                        .publish(origin, &from, session, seq, &body, &mut pens)
+                    {
+                        pens.write_now();
                         return stale(&stream);
                     }
                     last_index = index;
@@ -259,7 +272,11 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
                     addr: addr.clone(),
                     epoch,
                 };
-                if !shared.hub.publish(origin, &from, session, seq, &body) {
+                if !shared
+                    .hub
+                    .publish(origin, &from, session, seq, &body, &mut pens)
+                {
+                    pens.write_now();
                     return stale(&stream);
                 }
             }
@@ -270,14 +287,21 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
             // An idle link checks that its peer is still live, so that a peer declared
             // dead hears it (on its next connect: `peer_refusal`) without sending anything;
             // a live one gets an ack, so that it hears from us at least once an interval.
-            Message::Keepalive if !shared.hub.is_live_peer(&addr, epoch) => return stale(&stream),
+            Message::Keepalive if !shared.hub.is_live_peer(&addr, epoch) => {
+                pens.write_now();
+                return stale(&stream);
+            }
             Message::Keepalive => unacked = Some(last_index),
             other => {
+                pens.write_now();
                 return net::refuse(
                     &stream,
                     &format!("unexpected {} on a peer link", other.kind()),
                 );
             }
+        }
+        if !holds_whole_frame(input.buffer()) {
+            pens.write_now();
         }
         if input.buffer().is_empty()
             && let Some(index) = unacked.take()

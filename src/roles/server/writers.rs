@@ -3,12 +3,13 @@
 //!
 //! **Why writers come and go.** A thread costs about 10 KiB even asleep
 //! (`docs/thread-per-connection.md`), so a client has a writer only while it has frames
-//! waiting. The hub, having queued a frame for a client whose pen was down, takes the pen
-//! and sends a [`WriterJob`] here; so does a connection thread that holds the pen and sees
-//! frames waiting. The writer runs the one writer loop (`outbox.rs`), catches the client up
-//! from the history window when it fell behind, and ends when the outbox has stayed empty
-//! for [`WRITER_LINGER`] (at once when other clients wait for a place), putting the pen
-//! down.
+//! that could not be written at once. A thread holding a client's pen with frames waiting
+//! that it will not write itself (`pens.rs`: a client's socket was full) hands the pen over
+//! with [`hand_over`]: to the client's lingering writer if it has one, or else as a
+//! [`WriterJob`] sent here. The writer runs the one writer loop (`writer_loop.rs`), catches the
+//! client up from the history window when it fell behind, puts the pen down as soon as
+//! the outbox is empty, and then lingers without it for [`WRITER_LINGER`] (less when
+//! other clients wait for a place), ready to take it back, before it ends.
 //!
 //! **Threads.** `writers` ([`writers_loop`]), one per server, starts the writers, so the
 //! hub never starts a thread under its lock and a publisher never waits for one. Each
@@ -41,7 +42,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, unbounded};
 
 use super::hub::{CatchUp, Hub};
-use super::outbox::{Flow, OutboxReceiver, WhenIdle, write_frames};
+use super::outbox::OutboxReceiver;
+use super::writer_loop::{Ended, Flow, WhenIdle, write_frames};
 use super::{Shared, THREAD_STACK, WRITE_BUFFER};
 use crate::protocol::Message;
 use crate::support::limits;
@@ -58,15 +60,38 @@ pub struct WriterJob {
     pub stream: Arc<TcpStream>,
     /// Its outbox; the job carries the pen with it.
     pub outbox: OutboxReceiver,
+    /// Bytes taken from the outbox that the pen's last holder could not send: the writer
+    /// sends them before anything else.
+    pub unsent: Vec<u8>,
 }
 
-/// How long a client's writer waits for more frames once its outbox is empty, before it
-/// ends and gives its thread back. A client receiving a message every second keeps one
-/// writer; after a burst to every client, the writers are gone a second later. While other
-/// clients wait for a place, a writer lingers only `outbox::CROWDED_LINGER` instead:
-/// starting a writer costs tens of microseconds, waiting out a
+/// Hands `job`'s pen, which the caller holds, to a writer: the client's lingering writer if
+/// one waits for it (no thread to start), or else a new one, started by the `writers`
+/// thread through `writers_tx`. Never blocks. When the `writers` thread has gone, the
+/// server is stopping and nothing is started, which is what stopping wants.
+pub fn hand_over(job: WriterJob, writers_tx: &Sender<WriterJob>) {
+    match job.outbox.offer_pen(job.unsent) {
+        Ok(()) => {}
+        Err(unsent) => {
+            let _ = writers_tx.send(WriterJob { unsent, ..job });
+        }
+    }
+}
+
+/// How long a client's writer lingers without the pen once its outbox is empty, ready to be
+/// handed it again, before it ends and gives its thread back. A client whose socket fills
+/// now and then keeps one writer; after a burst to every client, the writers are gone a
+/// second later. While other clients wait for a place, a writer lingers only
+/// [`CROWDED_LINGER`] instead: starting a writer costs tens of microseconds, waiting out a
 /// linger a whole second.
 const WRITER_LINGER: Duration = Duration::from_secs(1);
+/// How long a client's writer lingers while other clients wait for a place: long enough for
+/// the next message of a burst to reach it (a message reaches ten thousand outboxes in a
+/// few milliseconds), so that it does not end between two messages and leave its client
+/// to queue for a writer again. (It looks once, when it starts to linger, and then sleeps:
+/// thousands of lingering writers waking every few milliseconds to look again cost more
+/// than the waiting they save.)
+const CROWDED_LINGER: Duration = Duration::from_millis(50);
 /// How often the `writers` thread tries again to start a writer it could not start.
 const WRITER_RETRY: Duration = Duration::from_millis(50);
 /// The least time between two warnings that writers have to wait.
@@ -203,30 +228,49 @@ impl Drop for Done {
     }
 }
 
-/// A writer's life: the one writer loop over the client's outbox ([`write_frames`]),
-/// catching up from the history window whenever the hub marked the client behind. Ends
-/// when the outbox has stayed empty for [`WRITER_LINGER`], or at once while other clients
-/// wait for a writer (`crowded`; the pen goes down), when the hub
-/// removed the client, when the client fell behind the window (it is told why), or when a
-/// write fails or times out; the last two shut the socket down, so the connection thread
-/// ends too.
+/// A writer's life: sends what the pen's last holder could not, then runs the one writer
+/// loop over the client's outbox ([`write_frames`]), catching up from the history window
+/// whenever the hub marked the client behind, until the outbox is empty and the pen is
+/// down; then lingers for [`WRITER_LINGER`] ([`CROWDED_LINGER`] while other clients wait
+/// for a writer) to be handed the pen again, and goes round. Ends when nobody hands it the
+/// pen in that time, when the hub removed the client, when the client fell behind the
+/// window (it is told why), or when a write fails or times out; the last two shut the
+/// socket down, so the connection thread ends too.
 fn run_writer(job: WriterJob, hub: &Hub, crowded: &AtomicBool) {
     let WriterJob {
         name,
         conn,
         stream,
         outbox,
+        unsent,
     } = job;
     let mut out = BufWriter::with_capacity(WRITE_BUFFER, &*stream);
-    let catch_up =
+    let mut catch_up =
         |out: &mut BufWriter<&TcpStream>| catch_up_if_behind(out, &outbox, hub, &name, conn);
-    let written = write_frames(
-        &mut out,
-        &outbox,
-        WRITER_LINGER,
-        WhenIdle::PutPenDown { crowded },
-        catch_up,
-    );
+    let mut unsent = unsent;
+    let written = loop {
+        let ended = out.write_all(&unsent).and_then(|()| {
+            write_frames(
+                &mut out,
+                &outbox,
+                Duration::ZERO,
+                WhenIdle::PutPenDown,
+                &mut catch_up,
+            )
+        });
+        if !matches!(ended, Ok(Ended::PenDown)) {
+            break ended;
+        }
+        let linger = if crowded.load(Ordering::Relaxed) {
+            CROWDED_LINGER
+        } else {
+            WRITER_LINGER
+        };
+        match outbox.await_pen(linger) {
+            Some(handed) => unsent = handed,
+            None => break ended,
+        }
+    };
     if let Err(e) = written {
         if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
             // The client has let its socket buffer stay full for the whole write timeout:

@@ -222,13 +222,12 @@ impl Hub {
     /// Queues `message` for `name` (on connection `conn`, when given) and sees it written.
     fn queue_to(&self, name: &str, conn: Option<u64>, message: &Message) -> bool {
         self.with_state(|state, _, _| {
-            let requests = state.writer_requests.clone();
             let client = state.clients.by_name.get_mut(name);
             let Some(client) = client.filter(|c| conn.is_none_or(|conn| c.conn == conn)) else {
                 return false;
             };
             let queued = client.outbox_tx.try_push(Arc::new(message.encode()));
-            client.see_written(name, &requests);
+            client.see_written(name, &mut state.taken);
             queued
         })
     }

@@ -7,11 +7,12 @@
 //! a peer's `conn-<peer>` thread (a message fanned out), an `acks-<addr>` thread (acks), a
 //! client's `send-<name>` writer (catch-up).
 //!
-//! **Writers on demand.** A client's socket is written by a `send-<name>` writer thread that
-//! exists only while there is something to write: when a frame is queued for a client with
-//! no writer, the hub takes the client's pen and sends a [`WriterJob`] to the `writers`
-//! thread (`server/writers.rs`), which starts one. An idle client therefore costs one
-//! thread, its connection thread, not two.
+//! **Pens taken.** When a frame is queued for a client whose pen is down (nobody is writing
+//! to it), the hub takes the pen and keeps a [`WriterJob`] for it in `State::taken`. The
+//! thread that called the hub then writes for it without blocking (`server/pens.rs`), or
+//! the lock's guard hands it to a writer thread as the lock is released (`Locked`). An idle
+//! client therefore costs one thread, its connection thread, and a client that keeps up
+//! costs no wake-up per message.
 //!
 //! **Fan-out.** A message is encoded once (outside the lock) into an `Arc`, and every
 //! recipient's outbox receives a clone of that `Arc`, never a copy of the payload
@@ -32,35 +33,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Sender, unbounded};
-
 use super::clients::{Clients, LocalClient};
 use super::history::History;
 use super::{CatchUp, Cutoffs, Frame, Hub};
 use crate::protocol::Message;
 use crate::roles::server::writers::WriterJob;
-
-/// Where the hub asks for writer threads: the sending end of the `writers` thread's channel.
-/// The channel is unbounded in crossbeam's sense, and bounded by the pen: a client has at
-/// most one job on its way, so the channel holds at most `--max-clients` jobs. Sending never
-/// blocks, so it is done under the hub's lock.
-#[derive(Clone)]
-pub(super) struct WriterRequests(pub(super) Sender<WriterJob>);
-
-impl WriterRequests {
-    /// Asks for a writer for `job`'s client. When the `writers` thread has gone (the server
-    /// is stopping), nothing is started, which is what stopping wants.
-    pub(super) fn request(&self, job: WriterJob) {
-        let _ = self.0.send(job);
-    }
-}
-
-impl Default for WriterRequests {
-    /// Requests that go nowhere, for a state built without a server around it (unit tests).
-    fn default() -> WriterRequests {
-        WriterRequests(unbounded().0)
-    }
-}
 
 // The way in for a client's writer thread.
 impl Hub {
@@ -73,10 +50,9 @@ impl Hub {
     /// memory. It then resumes like any failed-over client and reports the loss as a gap.
     pub fn catch_up(&self, name: &str, conn: u64) -> CatchUp {
         let result = self.with_state(|state, _, _| {
-            let requests = state.writer_requests.clone();
             state
                 .clients
-                .catch_up(name, conn, &state.history, &state.addr, &requests)
+                .catch_up(name, conn, &state.history, &state.addr, &mut state.taken)
         });
         // The client needs less of the window now (or nothing: it left); a publish
         // waiting for room may go on.
@@ -88,32 +64,32 @@ impl Hub {
 // What each local client is sent: live messages, acks, and the catch-up from the window.
 impl Clients {
     /// Fan-out: the shared frame, stored as number `arrival`, to every local client except
-    /// its sender `session`; a client that has no writer gets one through `requests`.
+    /// its sender `session`; the pen of a client nobody writes to goes into `taken`.
     pub(super) fn fan_out(
         &mut self,
         session: u64,
         frame: &Frame,
         arrival: u64,
-        requests: &WriterRequests,
+        taken: &mut Vec<WriterJob>,
     ) {
         for (name, client) in &mut self.by_name {
             if client.session != session {
                 client.queue_live(name, frame, arrival);
-                client.see_written(name, requests);
+                client.see_written(name, taken);
             }
         }
     }
 
     /// Queues to each sender in `highest` (session to `seq`) the ack of its messages up to
     /// that `seq`.
-    pub(super) fn queue_acks(&mut self, highest: HashMap<u64, u64>, requests: &WriterRequests) {
+    pub(super) fn queue_acks(&mut self, highest: HashMap<u64, u64>, taken: &mut Vec<WriterJob>) {
         for (session, seq) in highest {
             let Some(name) = self.names_by_session.get(&session) else {
                 continue; // the sender left; it resends on its next server if it needs to
             };
             if let Some(client) = self.by_name.get_mut(name) {
                 client.queue_ack(name, seq);
-                client.see_written(name, requests);
+                client.see_written(name, taken);
             }
         }
     }
@@ -137,14 +113,14 @@ impl Clients {
         conn: u64,
         history: &History,
         addr: &str,
-        requests: &WriterRequests,
+        taken: &mut Vec<WriterJob>,
     ) -> CatchUp {
         let Some(client) = self.by_name.get_mut(name).filter(|c| c.conn == conn) else {
             return CatchUp::Gone;
         };
         // The caller is the client's writer, which holds the pen; should it ever be called
         // without, this still makes sure someone writes what it queues.
-        client.see_written(name, requests);
+        client.see_written(name, taken);
         if let Some(seq) = client.pending_ack {
             if !client.outbox_tx.try_push(ack_frame(seq)) {
                 return CatchUp::Behind;
@@ -200,15 +176,16 @@ impl LocalClient {
     }
 
     /// Makes sure what was just queued (or the catch-up a client behind needs) gets
-    /// written: when the client's pen is down, it has no writer, so the hub takes the pen
-    /// and asks the `writers` thread for one. Never blocks.
-    pub(super) fn see_written(&self, name: &str, requests: &WriterRequests) {
+    /// written: when the client's pen is down, nobody writes to it, so the hub takes the
+    /// pen and adds the client to `taken` (see the module doc). Never blocks.
+    pub(super) fn see_written(&self, name: &str, taken: &mut Vec<WriterJob>) {
         if self.outbox_tx.take_pen() {
-            requests.request(WriterJob {
+            taken.push(WriterJob {
                 name: name.to_string(),
                 conn: self.conn,
                 stream: self.stream.clone(),
                 outbox: self.outbox_rx.clone(),
+                unsent: Vec::new(),
             });
         }
     }

@@ -12,7 +12,9 @@
 //! blocks, so it may happen under the lock; socket I/O never does. The one wait, a publish
 //! waiting for room ([`Hub::publish`]), is on a condition variable, which releases the lock.
 //! Closing the sockets of clients cut off under the lock happens after the guard is dropped
-//! (see [`Hub::with_state`]).
+//! (see [`Hub::with_state`]). So does writing to the clients whose pens were taken under
+//! the lock: by the publishing thread ([`Hub::publish`]), or by a writer that the lock's
+//! guard hands them to as it is released ([`Locked`]).
 //!
 //! **The parts of the state.** [`State`] holds what this incarnation is (address, epoch,
 //! readiness) and three parts, next to the [`Hub`] methods that use them:
@@ -27,10 +29,12 @@
 //!   readers (a client whose outbox is full is *behind* and catches up from the history
 //!   window, and publishes wait for it while it still reads), with [`Hub::catch_up`].
 //!
-//! This file holds the handle, the way in for every message ([`Hub::publish`]: it passes
-//! through all three parts in [`State::take_in`], after asking all three whether there is
-//! room in [`State::has_room`]), and the incarnation's life: the epoch, readiness
-//! ([`Hub::wait_ready`]) and the fence ([`Hub::reset_incarnation`]).
+//! This file holds the handle and the way in for every message ([`Hub::publish`]: it
+//! passes through all three parts in [`State::take_in`], after asking all three whether
+//! there is room in [`State::has_room`]). Beside it: `locked.rs`, the lock's guard
+//! ([`Locked`]), and `incarnation.rs`, the incarnation's life: the epoch, readiness
+//! ([`Hub::wait_ready`]), the peers it accepts ([`Hub::accept_peer`]) and the fence
+//! ([`Hub::reset_incarnation`]).
 //!
 //! **Memory.** What the hub holds is bounded by [`Limits`]: the history window
 //! (`history_bytes` of payload), the outbound log (relays not yet confirmed by every peer,
@@ -62,23 +66,26 @@
 mod clients;
 mod delivery;
 mod history;
+mod incarnation;
+mod locked;
 mod relay;
 
 use std::collections::HashSet;
 use std::net::{Shutdown, TcpStream};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
 pub use super::outbox::Frame;
 use super::outbox::OutboxReceiver;
+use super::pens::Pens;
 pub use super::writers::WriterJob;
 use crate::auth::Secret;
 use crate::protocol::{Body, deliver_frame, relay_frame};
 use clients::Clients;
-use delivery::WriterRequests;
 use history::{History, Verdict};
+use locked::Locked;
 pub use relay::DECLARED_DEAD;
 use relay::Relay;
 
@@ -196,6 +203,9 @@ pub struct Hub {
     /// The cluster secret, which makes resume tokens checkable on any server
     /// (`auth::resume_token`).
     secret: Option<Secret>,
+    /// Where a pen taken under the lock goes when the thread that took it does not write
+    /// for it itself: the `writers` thread (see [`Locked`]).
+    writers_tx: Sender<WriterJob>,
 }
 
 /// Everything behind the hub's lock.
@@ -214,8 +224,9 @@ struct State {
     epoch: u64,
     /// The last id given to a client connection or a peer link.
     next_id: u64,
-    /// Where writer threads for clients are asked for; kept across a fence.
-    writer_requests: WriterRequests,
+    /// The pens taken under the lock so far: clients with frames queued and nobody writing
+    /// them. Empty whenever the lock is free (see [`Locked`]).
+    taken: Vec<WriterJob>,
     /// The local clients (`clients.rs`, `delivery.rs`).
     clients: Clients,
     /// Rules 1 and 2 (`history.rs`); kept across a fence.
@@ -230,7 +241,7 @@ type Cutoffs = Vec<Arc<TcpStream>>;
 impl Hub {
     /// A hub for the server advertised at `addr`, in a cluster with `secret` (if any). It
     /// sends a [`WriterJob`] on `writers_tx` whenever a client with no writer thread has
-    /// something to be written.
+    /// something to be written that the calling thread does not write itself.
     pub fn new(
         addr: String,
         limits: Limits,
@@ -240,20 +251,14 @@ impl Hub {
         Hub {
             state: Arc::new(Mutex::new(State {
                 addr,
-                writer_requests: WriterRequests(writers_tx),
                 ..State::default()
             })),
             ready_changed: Arc::default(),
             room: Arc::default(),
             limits,
             secret,
+            writers_tx,
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // The state stays consistent between statements; a panic in one connection thread
-        // must not take the whole server down with a poisoned lock.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `change` on the locked state, then, with the lock released, shuts down the
@@ -271,19 +276,28 @@ impl Hub {
         result
     }
 
-    /// This incarnation's epoch (0 before the first heartbeat reply).
-    pub fn epoch(&self) -> u64 {
-        self.lock().epoch
-    }
-
     /// Takes one message into the server: rules 1 to 4 of the module doc. Waits first until
     /// there is room for it (see [`State::has_room`]), which is how the server slows a
     /// publisher down to what its slowest peer and its slowest reading client can take.
     ///
+    /// The pens taken for the message's recipients (and for acks it made due) are added to
+    /// `pens`: the calling thread writes for them ([`Pens::write_now`]) once it has taken in
+    /// everything it has read, so a burst of messages goes out in one send per client. It
+    /// writes for those it already holds before it waits for room here, since their
+    /// clients may be what the room waits for.
+    ///
     /// Returns `false` when the message was refused because its origin is stale (a replaced
     /// client connection, or a peer incarnation that is no longer live), also when it goes
     /// stale while waiting; stopping the server makes every origin stale.
-    pub fn publish(&self, origin: Origin, from: &str, session: u64, seq: u64, body: &Body) -> bool {
+    pub fn publish(
+        &self,
+        origin: Origin,
+        from: &str,
+        session: u64,
+        seq: u64,
+        body: &Body,
+        pens: &mut Pens,
+    ) -> bool {
         // Encode outside the lock: these copies of the payload are the only ones made.
         let deliver: Frame = Arc::new(deliver_frame(from, session, seq, body));
         let relay = match origin {
@@ -298,16 +312,18 @@ impl Hub {
             deliver,
             relay,
         };
-        let Some(mut state) = self.wait_for_room(&arrival) else {
+        let Some(mut state) = self.wait_for_room(&arrival, pens) else {
             return false;
         };
         state.take_in(arrival, &self.limits);
+        pens.add(state.taken.drain(..));
         true
     }
 
     /// Locks the state once there is room for `arrival` ([`State::has_room`]), or returns
-    /// `None` as soon as its origin is stale.
-    fn wait_for_room(&self, arrival: &Arrival) -> Option<MutexGuard<'_, State>> {
+    /// `None` as soon as its origin is stale. Writes for the caller's `pens` before it
+    /// waits.
+    fn wait_for_room(&self, arrival: &Arrival, pens: &mut Pens) -> Option<Locked<'_>> {
         let relayed = arrival.relay.is_some();
         let mut state = self.lock();
         loop {
@@ -317,114 +333,20 @@ impl Hub {
             if state.has_room(relayed, arrival.size, &self.limits) {
                 return Some(state);
             }
+            if !pens.is_empty() {
+                drop(state);
+                pens.write_now();
+                state = self.lock();
+                continue;
+            }
             // Woken when room may have appeared; the timeout is for the one change nobody
             // announces: a client that is behind going quiet for `stall_timeout`.
-            state = self
+            let guard = self
                 .room
-                .wait_timeout(state, ROOM_RECHECK)
+                .wait_timeout(state.into_guard(), ROOM_RECHECK)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-        }
-    }
-
-    /// Sets this incarnation's epoch (from a heartbeat reply).
-    pub fn set_epoch(&self, epoch: u64) {
-        self.lock().epoch = epoch;
-    }
-
-    /// Forgets this incarnation after the coordinator fenced it: every client is cut off
-    /// (they have been moved elsewhere already), peers and the outbound log are dropped, and
-    /// the epoch returns to 0 so the next heartbeat joins as a new server.
-    ///
-    /// The history window and the watermarks ([`History`]) are kept. They hold real
-    /// messages, stored once and never altered, and when every other server failed too they
-    /// may be the only copy left of what a failed-over client has not seen yet. Keeping them
-    /// cannot cause a duplicate: replays and watermarks are per sender and `seq`, like
-    /// everything else.
-    pub fn reset_incarnation(&self) {
-        self.with_state(|state, _, cutoffs| {
-            state.clients.remove_all(cutoffs);
-            let old = std::mem::take(state);
-            *state = State {
-                addr: old.addr,
-                next_id: old.next_id,
-                writer_requests: old.writer_requests,
-                history: old.history,
-                clients: old.clients.emptied(),
-                ..State::default()
-            };
-        });
-        self.room.notify_all();
-    }
-
-    /// Cuts off every client and peer link: the first step of stopping the server.
-    pub fn shut_down(&self) {
-        self.reset_incarnation();
-    }
-
-    /// Accepts an incoming link from the peer incarnation `(addr, epoch)` if the coordinator
-    /// lists it as live. Returns the last relay index already received from it, and whether
-    /// this server wants the peer's history first: it asks every peer incarnation once,
-    /// until that peer's history has arrived whole.
-    ///
-    /// A new server asks to fill its window. A ready one asks too, because a peer that
-    /// rejoins after a fence keeps its window ([`Hub::reset_incarnation`]), and when every
-    /// server failed in turn, that window may hold acknowledged messages no other server
-    /// has. They arrive above this server's watermarks and are delivered like live ones; the
-    /// rest are repeats. A freshly started peer has an empty window, so asking costs nothing.
-    pub fn accept_peer(&self, addr: &str, epoch: u64) -> Option<(u64, bool)> {
-        let state = self.lock();
-        if !state.relay.is_live_peer(addr, epoch) {
-            return None;
-        }
-        let want_history = !state.synced_from.contains(&(addr.to_string(), epoch));
-        Some((state.relay.last_received(addr, epoch), want_history))
-    }
-
-    /// Records that the peer incarnation `(addr, epoch)` has sent its whole history.
-    pub fn peer_synced(&self, addr: &str, epoch: u64) {
-        let mut state = self.lock();
-        if state.relay.is_live_peer(addr, epoch) {
-            state.synced_from.insert((addr.to_string(), epoch));
-            self.note_ready(&mut state);
-        }
-    }
-
-    /// Blocks until the server is ready, or `timeout` passes. Returns whether it is ready.
-    ///
-    /// Ready means: the coordinator's complete peer list has arrived, and every peer on it
-    /// has linked into this server and sent its history. From then on, every message
-    /// published anywhere in the cluster reaches this server, and its window holds what the
-    /// peers' windows held. A client registered before that could miss messages, so
-    /// registration waits for it (a few heartbeat intervals, plus the time to copy the
-    /// peers' windows, when a server has just started; never afterwards).
-    pub fn wait_ready(&self, timeout: Duration) -> bool {
-        let state = self.lock();
-        let (state, _) = self
-            .ready_changed
-            .wait_timeout_while(state, timeout, |s| !s.ready)
-            .unwrap_or_else(|p| p.into_inner());
-        state.ready
-    }
-
-    /// Latches `ready` when its conditions hold, and wakes the waiting registrations.
-    fn note_ready(&self, state: &mut State) {
-        if state.ready || !state.knows_peers {
-            return;
-        }
-        let synced = &state.synced_from;
-        if state
-            .relay
-            .incarnations()
-            .all(|(addr, epoch)| synced.contains(&(addr.to_string(), epoch)))
-        {
-            state.ready = true;
-            log::info!(
-                "server ready addr={} peers={}",
-                state.addr,
-                state.relay.peer_count()
-            );
-            self.ready_changed.notify_all();
+            state = self.locked(guard);
         }
     }
 }
@@ -480,7 +402,7 @@ impl State {
                     .store(session, seq, size, deliver.clone(), true, limits);
                 let arrival = self.history.last_arrival();
                 self.clients
-                    .fan_out(session, &deliver, arrival, &self.writer_requests);
+                    .fan_out(session, &deliver, arrival, &mut self.taken);
             }
             Verdict::Backfill => self
                 .history
@@ -497,6 +419,6 @@ impl State {
     /// has now confirmed ([`Relay::advance_acks`]).
     fn advance_acks(&mut self) {
         let confirmed = self.relay.advance_acks();
-        self.clients.queue_acks(confirmed, &self.writer_requests);
+        self.clients.queue_acks(confirmed, &mut self.taken);
     }
 }

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use super::{Frame, Hub, Limits};
 use crate::protocol::{Message, RELAY_INDEX_BYTES, ServerInfo};
 use crate::roles::server::outbox::{OutboxReceiver, OutboxSender, outbox};
+use crate::roles::server::pens::Pens;
 
 /// A local message in the outbound log, until every peer has confirmed it.
 struct Outbound {
@@ -220,12 +221,14 @@ impl Hub {
     }
 
     /// Records that the peer behind `link_id` stored every relay up to `index`, and
-    /// acknowledges the local messages that are now on every live peer.
-    pub fn peer_acked(&self, addr: &str, link_id: u64, index: u64) {
+    /// acknowledges the local messages that are now on every live peer. The pens of their
+    /// senders go to `pens`, for the calling `acks-<addr>` thread to write for.
+    pub fn peer_acked(&self, addr: &str, link_id: u64, index: u64, pens: &mut Pens) {
         self.with_state(|state, _, _| {
             if state.relay.confirm(addr, link_id, index) {
                 state.advance_acks();
             }
+            pens.add(state.taken.drain(..));
         });
         self.room.notify_all();
     }

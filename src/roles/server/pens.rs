@@ -1,0 +1,205 @@
+//! Writing for the clients whose pens a thread took: how a message reaches a client's socket
+//! without waking a thread for it, when the client keeps up.
+//!
+//! **Why.** When the hub queues a frame for a client whose pen is down (`outbox.rs`), it
+//! takes the pen, and somebody must write the frame. Starting or waking a writer thread for
+//! it costs two context switches per delivery, and at a steady 2,000 messages a second to
+//! a hundred clients those wake-ups were most of the server's CPU
+//! (`docs/benchmarks.md`). So the thread that called the hub, a publisher's connection
+//! thread, a peer link's, or a link's `acks-<addr>` thread (acks made due), writes the
+//! frames itself, once it has read everything that has arrived: [`Pens::write_now`]. It never blocks doing so (`net::send_now`): what a client's
+//! socket does not take at once goes, with the pen, to a writer thread
+//! (`writers::hand_over`), which may block on that one client for as long as the write
+//! timeout allows. So a slow reader still costs only its own writer, and a fast one costs
+//! one `send` per batch on a thread that was running anyway.
+//!
+//! **Batching.** A publisher that sends back to back has many frames in one read; its
+//! connection thread takes them all into the hub before it writes for anyone, so each
+//! client gets them in one `send`. The thread writes before it could block in a read (its
+//! input holds no whole frame: `protocol::holds_whole_frame`), before it waits for room in
+//! the hub, and before it writes to its own socket, so no pen it holds waits on anything
+//! but this thread's work on what it has already read: at most one read buffer's worth
+//! of messages (16 KiB from a client, 64 KiB from a peer). Writing sooner, after every 16
+//! messages, was measured and left out: on S1 it cut the deliveries a second to a third,
+//! since every smaller `send` also wakes the receiving side once more
+//! (`docs/benchmarks.md`).
+//!
+//! **The pen stays one.** Each [`WriterJob`] here carries a pen; it is written for and then
+//! put down, or handed to exactly one writer. Pens still held when a [`Pens`] is dropped
+//! (the connection ended with an error) are handed to writers, so none is ever lost.
+
+use std::io::ErrorKind;
+use std::net::Shutdown;
+
+use crossbeam_channel::Sender;
+
+use super::WRITE_BUFFER;
+use super::writers::{WriterJob, hand_over};
+use crate::net;
+
+/// Sends one thread makes for a client, at most, before it hands the rest to a writer:
+/// a client whose outbox refills as fast as it is written is a writer's work, not a
+/// publisher's.
+const SENDS_PER_CLIENT: usize = 4;
+
+/// The pens one thread took while it called the hub, and what it needs to write for them.
+pub struct Pens {
+    taken: Vec<WriterJob>,
+    /// Where a pen goes when its client's socket is full.
+    writers_tx: Sender<WriterJob>,
+    /// One send's bytes, gathered from an outbox; reused from client to client.
+    batch: Vec<u8>,
+}
+
+impl Pens {
+    /// No pens yet, for a thread that hands the ones it cannot write to `writers_tx`.
+    pub fn new(writers_tx: Sender<WriterJob>) -> Pens {
+        Pens {
+            taken: Vec::new(),
+            writers_tx,
+            batch: Vec::new(),
+        }
+    }
+
+    /// Adds the pens the hub took for this thread as it took in one message
+    /// (`Hub::publish`, `Hub::peer_acked`).
+    pub fn add(&mut self, taken: impl IntoIterator<Item = WriterJob>) {
+        self.taken.extend(taken);
+    }
+
+    /// Whether this thread holds no pen.
+    pub fn is_empty(&self) -> bool {
+        self.taken.is_empty()
+    }
+
+    /// Writes what each client's outbox holds, as far as its socket takes it without
+    /// waiting, and puts each pen down or hands it to a writer. Never blocks.
+    pub fn write_now(&mut self) {
+        for job in std::mem::take(&mut self.taken) {
+            write_for(job, &mut self.batch, &self.writers_tx);
+        }
+        if self.batch.capacity() > WRITE_BUFFER {
+            // A file chunk passed through: give its room back.
+            self.batch = Vec::new();
+        }
+    }
+}
+
+impl Drop for Pens {
+    fn drop(&mut self) {
+        for job in self.taken.drain(..) {
+            hand_over(job, &self.writers_tx);
+        }
+    }
+}
+
+/// Writes for one client: gathers its queued frames into `batch` and sends them without
+/// waiting, until the outbox is empty and the pen down. Hands the pen to a writer, with
+/// what was not sent, when the socket is full, when the client is behind (catching up
+/// takes the hub's lock: a writer's work), or after [`SENDS_PER_CLIENT`] sends.
+fn write_for(mut job: WriterJob, batch: &mut Vec<u8>, writers_tx: &Sender<WriterJob>) {
+    for _ in 0..SENDS_PER_CLIENT {
+        if job.outbox.is_behind() {
+            break;
+        }
+        batch.clear();
+        job.outbox.take_batch_into(batch, WRITE_BUFFER);
+        if batch.is_empty() {
+            if job.outbox.put_pen_down() {
+                continue; // frames came as it went down, and the pen is ours again
+            }
+            return;
+        }
+        match net::send_now(&job.stream, batch) {
+            Ok(sent) if sent == batch.len() => {}
+            Ok(sent) => {
+                job.unsent = batch[sent..].to_vec();
+                break;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                job.unsent = batch.clone();
+                break;
+            }
+            Err(e) => {
+                // As when a writer's write fails: the connection thread ends and removes
+                // the client. The pen goes with it.
+                log::debug!("writing for client failed name={}: {e}", job.name);
+                let _ = job.stream.shutdown(Shutdown::Both);
+                return;
+            }
+        }
+    }
+    hand_over(job, writers_tx);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::roles::server::outbox::{OutboxSender, outbox};
+    use crossbeam_channel::unbounded;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A client connection (the server's end, the client's end), and a job for it whose
+    /// pen the caller holds, as the hub hands it over.
+    fn client_with_pen() -> (WriterJob, OutboxSender, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let (tx, rx) = outbox(1_000, 64 * 1024 * 1024, true);
+        let job = WriterJob {
+            name: "bob".into(),
+            conn: 1,
+            stream: Arc::new(server),
+            outbox: rx,
+            unsent: Vec::new(),
+        };
+        (job, tx, client)
+    }
+
+    #[test]
+    fn a_client_that_keeps_up_is_written_to_at_once_and_its_pen_put_down() {
+        let (job, tx, mut client) = client_with_pen();
+        assert!(tx.try_push(Arc::new(b"hello ".to_vec())));
+        assert!(tx.try_push(Arc::new(b"bob".to_vec())));
+        let (writers_tx, writers_rx) = unbounded();
+        let mut pens = Pens::new(writers_tx);
+        pens.add([job]);
+        pens.write_now();
+        let mut got = [0u8; 9];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello bob");
+        assert!(writers_rx.try_recv().is_err(), "no writer was needed");
+        assert!(tx.take_pen(), "the pen is down again");
+    }
+
+    #[test]
+    fn a_full_socket_hands_the_pen_to_a_writer_with_the_bytes_in_order() {
+        let (job, tx, mut client) = client_with_pen();
+        // Far more than a loopback socket's buffers hold, while the client reads nothing.
+        let frames: Vec<Vec<u8>> = (0..32u8).map(|i| vec![i; 256 * 1024]).collect();
+        for frame in &frames {
+            assert!(tx.try_push(Arc::new(frame.clone())));
+        }
+        let (writers_tx, writers_rx) = unbounded();
+        let mut pens = Pens::new(writers_tx);
+        pens.add([job]);
+        pens.write_now();
+        let job = writers_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the pen went to a writer");
+        assert!(!tx.take_pen(), "the writer's job carries the pen");
+        // What the client reads, then the unsent bytes, then what is still queued, is
+        // every frame, once, in order.
+        let expected: Vec<u8> = frames.concat();
+        let queued: Vec<u8> = job.outbox.try_iter().flat_map(|f| f.to_vec()).collect();
+        let inline_len = expected.len() - job.unsent.len() - queued.len();
+        let mut got = vec![0u8; inline_len];
+        client.read_exact(&mut got).unwrap();
+        got.extend_from_slice(&job.unsent);
+        got.extend_from_slice(&queued);
+        assert!(got == expected, "the bytes arrive once and in order");
+    }
+}
