@@ -44,10 +44,14 @@ const SENDS_PER_CLIENT: usize = 4;
 
 /// The pens one thread took while it called the hub, and what it needs to write for them.
 pub struct Pens {
+    /// At most one job per client: a pen is taken only while it is down, and this thread
+    /// holds it until `write_now`.
     taken: Vec<WriterJob>,
     /// Where a pen goes when its client's socket is full.
     writers_tx: Sender<WriterJob>,
-    /// One send's bytes, gathered from an outbox; reused from client to client.
+    /// One send's bytes, gathered from an outbox; reused from client to client. At most
+    /// `WRITE_BUFFER` plus one frame (1 MiB at most); given back when it grew past the
+    /// former.
     batch: Vec<u8>,
 }
 
