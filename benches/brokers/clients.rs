@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
+use dsys::roles::bench::when_due;
+
 use crate::driver::{Load, POLL, Wire};
 use crate::inbox::{IO_BUFFER, Inbox, Payload, Tally, WARM_UP_SEQ};
 
@@ -267,20 +269,8 @@ fn publish<W: Wire>(
     let _ = start_rx.recv(); // disconnected: go
     let began = Instant::now();
     for i in 0..messages {
-        let at = match rate {
-            // On a schedule, latency counts from when the message was due, not from when
-            // it went: a late send is latency a user would see.
-            Some(rate) => {
-                let due = began + Duration::from_secs_f64(i as f64 / rate as f64);
-                let now = Instant::now();
-                if due > now {
-                    out.flush()?;
-                    thread::sleep(due - now);
-                }
-                due
-            }
-            None => Instant::now(),
-        };
+        // The same schedule as dsys bench's publishers (latency counts from when due).
+        let at = when_due(began, i, rate, out)?;
         if i % W::MESSAGES_PER_ACK == 0 {
             window.take_credit(out)?;
         }

@@ -186,6 +186,33 @@ fn register(server: &str, name: &str) -> Result<(TcpStream, Duration)> {
     }
 }
 
+/// The time message `i` of a run that `began` then is stamped with. At a `rate` (messages a
+/// second), it is when the message is due, and this waits until then, flushing `out` first
+/// so that nothing sent waits in a buffer meanwhile: the latency counts from when the
+/// message was due, not from when it went, since a late send is latency a user would see.
+/// As fast as possible (no rate), it is now. The brokers bench paces its publishers with
+/// it too, so every system gets the same schedule.
+///
+/// # Errors
+/// The flush's.
+pub fn when_due(
+    began: Instant,
+    i: u64,
+    rate: Option<u64>,
+    out: &mut impl Write,
+) -> std::io::Result<Instant> {
+    let Some(rate) = rate else {
+        return Ok(Instant::now());
+    };
+    let due = began + Duration::from_secs_f64(i as f64 / rate as f64);
+    let now = Instant::now();
+    if due > now {
+        out.flush()?;
+        thread::sleep(due - now);
+    }
+    Ok(due)
+}
+
 /// The publishing thread: message 1 (the warm-up) once `gates.warm_up` closes, then
 /// `messages` more once `gates.start` closes, each after taking a credit.
 fn publish(
@@ -218,20 +245,7 @@ fn publish(
     let _ = gates.start.recv();
     let began = Instant::now();
     for i in 0..messages {
-        let at = match pace.rate {
-            // On a schedule, the latency counts from when the message was due, not from
-            // when it went: a late send is latency the user would see.
-            Some(rate) => {
-                let due = began + Duration::from_secs_f64(i as f64 / rate as f64);
-                let now = Instant::now();
-                if due > now {
-                    out.flush()?;
-                    thread::sleep(due - now);
-                }
-                due
-            }
-            None => Instant::now(),
-        };
+        let at = when_due(began, i, pace.rate, &mut out)?;
         send(i + 2, at, &mut out)?;
     }
     out.flush()?;

@@ -33,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::roles::children::{ChildGuard, spawn_role};
 use crate::support::cpu;
 use histogram::Histogram;
+pub use load::when_due;
 use load::{Client, Gates, Pace, Progress, Spec, Tally};
 pub use report::Report;
 
