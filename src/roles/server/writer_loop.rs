@@ -72,8 +72,13 @@ pub fn write_frames<W: Write>(
             }
             Err(RecvTimeoutError::Timeout) => match when_idle {
                 WhenIdle::Keepalive(bytes) => out.write_all(bytes)?,
-                // Everything taken has been flushed (below): the pen may go down.
+                // Nothing may wait in `out` once the pen is down: the next holder writes to
+                // the socket at once, and bytes flushed after its would arrive out of order
+                // (or cut a frame in two). What the caller wrote before the loop (a
+                // writer's unsent bytes) has not been flushed yet when the outbox is empty
+                // from the start.
                 WhenIdle::PutPenDown => {
+                    out.flush()?;
                     if !outbox.put_pen_down() {
                         return Ok(Ended::PenDown);
                     }
@@ -108,6 +113,25 @@ mod tests {
         assert_eq!(out, [1, 2, 3]);
         assert_eq!(ended, Ended::PenDown);
         assert!(tx.take_pen(), "the writer put the pen down as it ended");
+    }
+
+    #[test]
+    fn bytes_written_before_the_loop_are_flushed_before_the_pen_goes_down() {
+        let (tx, rx) = outbox(10, 1000, true);
+        // A writer's first bytes: what the pen's last holder could not send.
+        let mut out = std::io::BufWriter::new(Vec::new());
+        out.write_all(b"unsent").unwrap();
+        let ended = write_frames(&mut out, &rx, Duration::ZERO, WhenIdle::PutPenDown, |_| {
+            Ok(Flow::Continue)
+        })
+        .expect("writing to a Vec cannot fail");
+        assert_eq!(ended, Ended::PenDown);
+        assert!(
+            out.buffer().is_empty(),
+            "nothing may wait in the buffer once another thread may take the pen"
+        );
+        assert_eq!(out.get_ref().as_slice(), b"unsent");
+        assert!(tx.take_pen(), "the pen is down");
     }
 
     #[test]
