@@ -7,11 +7,12 @@
 //! a hundred clients those wake-ups were most of the server's CPU
 //! (`docs/benchmarks.md`). So the thread that called the hub, a publisher's connection
 //! thread, a peer link's, or a link's `acks-<addr>` thread (acks made due), writes the
-//! frames itself, once it has read everything that has arrived: [`Pens::write_now`]. It never blocks doing so (`net::send_now`): what a client's
-//! socket does not take at once goes, with the pen, to a writer thread
-//! (`writers::hand_over`), which may block on that one client for as long as the write
-//! timeout allows. So a slow reader still costs only its own writer, and a fast one costs
-//! one `send` per batch on a thread that was running anyway.
+//! frames itself, once it has read everything that has arrived: [`Pens::write_now`]. It
+//! never blocks doing so (`net::send_now`): what a client's socket does not take at once
+//! goes, with the pen, to a writer thread (`writers::hand_over`), which may block on that
+//! one client for as long as the write timeout allows. So a slow reader still costs only
+//! its own writer, and a fast one costs one `send` per batch on a thread that was running
+//! anyway.
 //!
 //! **Batching.** A publisher that sends back to back has many frames in one read; its
 //! connection thread takes them all into the hub before it writes for anyone, so each
