@@ -320,9 +320,9 @@ impl Registered<'_> {
 
     /// Answers a keepalive with one, so a client that heard nothing for a while learns that
     /// its server lives. With the pen free, this thread writes the answer itself (an idle
-    /// client costs no other thread); when a writer holds it, possibly lingering with
-    /// nothing to write, the answer goes into the outbox behind the writer's frames, since
-    /// two writers would interleave their bytes.
+    /// client costs no other thread); when another thread holds it (a writer, or a thread
+    /// writing what a publish queued), the answer goes into the outbox behind its frames,
+    /// since two writers would interleave their bytes.
     /// The answer is `KeepaliveEvery` instead when the interval has changed since the
     /// client was last told ([`KeepalivePolicy`]).
     fn answer_keepalive(&self, shared: &Shared) -> Result<()> {

@@ -200,11 +200,11 @@ impl Hub {
         removed
     }
 
-    /// Queues `answer` (a keepalive) for `name` behind whatever its writer is writing: how the client's
-    /// connection thread answers a keepalive when a writer holds the pen (it may be
-    /// lingering with nothing to write, and the client must hear an answer). Nothing is
-    /// queued for a replaced connection, nor when the outbox is full: then frames are on
-    /// their way to the client anyway.
+    /// Queues `answer` (a keepalive) for `name` behind whatever is being written to it: how
+    /// the client's connection thread answers a keepalive when another thread holds the pen
+    /// (its writer, or a thread writing what a publish queued), which then writes the answer
+    /// too. Nothing is queued for a replaced connection, nor when the outbox is full: then
+    /// frames are on their way to the client anyway.
     pub fn queue_keepalive(&self, name: &str, conn: u64, answer: &Message) {
         self.queue_to(name, Some(conn), answer);
     }
