@@ -24,6 +24,7 @@
 //! descriptors came back meanwhile and the newcomer is served like any other; if not, it
 //! is told why in an `Error` frame and closed, the spare is taken back, and the loop pauses
 //! briefly ([`OUT_OF_FILES_PAUSE`]) and logs at most one line a second ([`OutOfFiles`]).
+//! A spare that another thread took while it was free is taken back before anything else.
 //! A client so refused says why and exits, or, failing over, tries again. Any other
 //! failed `accept()` is logged and retried after a pause.
 //!
@@ -259,14 +260,24 @@ fn refuse_busy(stream: TcpStream, max_connections: usize) {
 /// is still at its limit: the newcomer is told so ([`refuse_at_once`]) and closed, the
 /// spare is taken back with its descriptor, the refusal is counted for the log, and the
 /// thread pauses for [`OUT_OF_FILES_PAUSE`]. Returns `None` then, and when the accept
-/// failed (another thread took the freed descriptor first: the newcomer waits for the next
-/// try).
+/// failed.
+///
+/// The accept fails when another thread took the freed descriptor first (say, a heartbeat
+/// opening its connection to the coordinator while this thread waited for a newcomer).
+/// The spare is lost then, and without it no newcomer could be told anything: each would
+/// wait in the listen queue until its own timeout. So a call that finds the spare gone
+/// first takes it back, which succeeds as soon as that thread closes its descriptor, and
+/// until then pauses and returns `None`: the newcomer waits for that, not for ever.
 fn accept_at_the_limit(
     listener: &TcpListener,
     spare: &mut SpareDescriptor,
     open: &AtomicUsize,
     out_of_files: &mut OutOfFiles,
 ) -> Option<TcpStream> {
+    if !spare.take_back() {
+        thread::sleep(OUT_OF_FILES_PAUSE);
+        return None;
+    }
     spare.release();
     let accepted = listener.accept();
     let spared = spare.take_back();
