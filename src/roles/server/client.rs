@@ -357,7 +357,7 @@ impl Registered<'_> {
     /// What a writer for this client needs (the caller holds the pen, which goes with it).
     fn job(&self) -> WriterJob {
         WriterJob {
-            name: self.name.clone(),
+            name: self.name.as_str().into(),
             conn: self.registration.conn,
             stream: self.stream.clone(),
             outbox: self.registration.outbox.clone(),

@@ -80,7 +80,8 @@ impl Pens {
     /// Writes what each client's outbox holds, as far as its socket takes it without
     /// waiting, and puts each pen down or hands it to a writer. Never blocks.
     pub fn write_now(&mut self) {
-        for job in std::mem::take(&mut self.taken) {
+        // Drained, not taken: the list keeps its room for the next batch of pens.
+        for job in self.taken.drain(..) {
             write_for(job, &mut self.batch, &self.writers_tx);
         }
         if self.batch.capacity() > WRITE_BUFFER {

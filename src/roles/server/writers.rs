@@ -53,7 +53,7 @@ use crate::support::limits;
 /// so at most one job per client is ever on its way.
 pub struct WriterJob {
     /// The client's name, for the thread's name and for catching up.
-    pub name: String,
+    pub name: Arc<str>,
     /// Its connection id, for catching up.
     pub conn: u64,
     /// Its socket.

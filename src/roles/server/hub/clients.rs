@@ -29,6 +29,10 @@ use crate::roles::server::outbox::{OutboxReceiver, OutboxSender, outbox};
 
 /// One registered client, as the hub sees it.
 pub(super) struct LocalClient {
+    /// Its name: the same `Arc` as its key in [`Clients::by_name`] and its entry in
+    /// [`Clients::names_by_session`], and each [`WriterJob`](crate::roles::server::writers::WriterJob)
+    /// made for it takes a clone, so handing a pen over allocates nothing.
+    pub(super) name: Arc<str>,
     /// The id of the connection that registered it, to ignore a replaced connection.
     pub(super) conn: u64,
     /// The session it speaks for.
@@ -57,10 +61,10 @@ pub(super) struct LocalClient {
 #[derive(Default)]
 pub(super) struct Clients {
     /// The clients by name (`delivery.rs` reads it too).
-    pub(super) by_name: HashMap<String, LocalClient>,
+    pub(super) by_name: HashMap<Arc<str>, LocalClient>,
     /// The name of each local session: to route acks, to check that a publish comes from
     /// the session's current connection, and to keep a session to one name.
-    pub(super) names_by_session: HashMap<u64, String>,
+    pub(super) names_by_session: HashMap<u64, Arc<str>>,
     /// Counts the changes to the set of names, so that a heartbeat can tell whether the
     /// names it last sent still hold without copying them.
     version: u64,
@@ -164,6 +168,7 @@ impl Hub {
             let (outbox_tx, outbox_rx) =
                 outbox(limits.client_queue, limits.client_queue_bytes, true);
             let client = LocalClient {
+                name: name.into(),
                 conn,
                 session,
                 token,
@@ -174,7 +179,7 @@ impl Hub {
                 last_queued: state.history.last_arrival(),
                 pending_ack: None,
             };
-            state.clients.add(name, client);
+            state.clients.add(client);
             Ok(Registration {
                 conn,
                 initial,
@@ -227,7 +232,7 @@ impl Hub {
                 return false;
             };
             let queued = client.outbox_tx.try_push(Arc::new(message.encode()));
-            client.see_written(name, &mut state.taken);
+            client.see_written(&mut state.taken);
             queued
         })
     }
@@ -241,7 +246,7 @@ impl Clients {
 
     /// The names of the registered clients, in no particular order.
     pub(super) fn names(&self) -> Vec<String> {
-        self.by_name.keys().cloned().collect()
+        self.by_name.keys().map(|name| name.to_string()).collect()
     }
 
     /// The `(session, token)` of `name`, if it is registered.
@@ -267,11 +272,11 @@ impl Clients {
             .is_some_and(|c| c.conn == conn)
     }
 
-    /// Adds `client` under `name`.
-    pub(super) fn add(&mut self, name: &str, client: LocalClient) {
+    /// Adds `client` under its name.
+    pub(super) fn add(&mut self, client: LocalClient) {
         self.names_by_session
-            .insert(client.session, name.to_string());
-        self.by_name.insert(name.to_string(), client);
+            .insert(client.session, client.name.clone());
+        self.by_name.insert(client.name.clone(), client);
         self.version += 1;
     }
 
@@ -295,7 +300,7 @@ impl Clients {
 
     /// Removes every client, adding their sockets to `cutoffs`.
     pub(super) fn remove_all(&mut self, cutoffs: &mut Cutoffs) {
-        let names: Vec<String> = self.by_name.keys().cloned().collect();
+        let names: Vec<Arc<str>> = self.by_name.keys().cloned().collect();
         for name in names {
             self.remove(&name, cutoffs);
         }

@@ -72,10 +72,10 @@ impl Clients {
         arrival: u64,
         taken: &mut Vec<WriterJob>,
     ) {
-        for (name, client) in &mut self.by_name {
+        for client in self.by_name.values_mut() {
             if client.session != session {
-                client.queue_live(name, frame, arrival);
-                client.see_written(name, taken);
+                client.queue_live(frame, arrival);
+                client.see_written(taken);
             }
         }
     }
@@ -88,8 +88,8 @@ impl Clients {
                 continue; // the sender left; it resends on its next server if it needs to
             };
             if let Some(client) = self.by_name.get_mut(name) {
-                client.queue_ack(name, seq);
-                client.see_written(name, taken);
+                client.queue_ack(seq);
+                client.see_written(taken);
             }
         }
     }
@@ -120,7 +120,7 @@ impl Clients {
         };
         // The caller is the client's writer, which holds the pen; should it ever be called
         // without, this still makes sure someone writes what it queues.
-        client.see_written(name, taken);
+        client.see_written(taken);
         if let Some(seq) = client.pending_ack {
             if !client.outbox_tx.try_push(ack_frame(seq)) {
                 return CatchUp::Behind;
@@ -152,24 +152,24 @@ impl LocalClient {
     /// client is marked behind instead: the hub stops queuing live frames for it, and its
     /// writer fetches what it missed from the history window ([`Clients::catch_up`]). So a
     /// client that is slow for a moment holds no one back and loses nothing.
-    fn queue_live(&mut self, name: &str, frame: &Frame, arrival: u64) {
+    fn queue_live(&mut self, frame: &Frame, arrival: u64) {
         if self.outbox_tx.is_behind() {
             return; // catch_up will find this frame in the window
         }
         if self.outbox_tx.try_push(frame.clone()) {
             self.last_queued = arrival;
         } else {
-            self.mark_behind(name);
+            self.mark_behind();
         }
     }
 
     /// Queues an acknowledgement, or keeps it for [`Clients::catch_up`] when the outbox is
     /// full. Acks are cumulative, so only the highest is kept.
-    fn queue_ack(&mut self, name: &str, seq: u64) {
+    fn queue_ack(&mut self, seq: u64) {
         let seq = self.pending_ack.map_or(seq, |pending| pending.max(seq));
         if self.outbox_tx.is_behind() || !self.outbox_tx.try_push(ack_frame(seq)) {
             self.pending_ack = Some(seq);
-            self.mark_behind(name);
+            self.mark_behind();
         } else {
             self.pending_ack = None;
         }
@@ -178,10 +178,10 @@ impl LocalClient {
     /// Makes sure what was just queued (or the catch-up a client behind needs) gets
     /// written: when the client's pen is down, nobody writes to it, so the hub takes the
     /// pen and adds the client to `taken` (see the module doc). Never blocks.
-    pub(super) fn see_written(&self, name: &str, taken: &mut Vec<WriterJob>) {
+    pub(super) fn see_written(&self, taken: &mut Vec<WriterJob>) {
         if self.outbox_tx.take_pen() {
             taken.push(WriterJob {
-                name: name.to_string(),
+                name: self.name.clone(),
                 conn: self.conn,
                 stream: self.stream.clone(),
                 outbox: self.outbox_rx.clone(),
@@ -190,10 +190,11 @@ impl LocalClient {
         }
     }
 
-    fn mark_behind(&mut self, name: &str) {
+    fn mark_behind(&mut self) {
         if !self.outbox_tx.is_behind() {
             log::debug!(
-                "client behind name={name} queued_bytes={}",
+                "client behind name={} queued_bytes={}",
+                self.name,
                 self.outbox_tx.queued_bytes()
             );
             self.outbox_tx.set_behind(true);

@@ -73,6 +73,11 @@ impl Drop for Locked<'_> {
         let Some(mut guard) = self.guard.take() else {
             return;
         };
+        if guard.taken.is_empty() {
+            // The usual case: a publish moved its pens to the caller's `Pens`. Leaving the
+            // empty list in place keeps its room for the next publish.
+            return;
+        }
         let taken = std::mem::take(&mut guard.taken);
         drop(guard);
         for job in taken {
