@@ -63,9 +63,14 @@ const KEEPALIVES_PER_SECOND: u32 = 1_250;
 const READ_AHEAD: usize = 64;
 
 /// Bytes read ahead for a client that publishes: it sends frames back to back, up to its
-/// window, and this many bytes bring dozens of them in one read instead of two reads each.
-/// Only clients that publish pay for it.
-const PUBLISHER_READ_AHEAD: usize = 16 * 1024;
+/// window, and this many bytes bring hundreds of them in one read instead of two reads
+/// each. The size matters beyond the reads: this thread takes in everything it read
+/// before it writes for the clients (`pens.rs`), so the read is also the batch each
+/// recipient gets in one `send`. 64 KiB against 16 KiB made a fan-out to a hundred 0.8x
+/// the CPU per delivery, with a quarter of the sends (`docs/benchmarks.md`). Only clients
+/// that publish pay for it, and only while they do: a client that has gone quiet sends
+/// keepalives, and the first one gives the buffer back.
+const PUBLISHER_READ_AHEAD: usize = 64 * 1024;
 
 /// How long a client may hear nothing before it sends a keepalive, which the server answers
 /// (and after three times that, it takes its server for dead or hung).
@@ -301,6 +306,11 @@ impl Registered<'_> {
                 Message::Keepalive => {
                     pens.write_now();
                     self.answer_keepalive(shared)?;
+                    // A client sends keepalives only when it has sent nothing else for a
+                    // while: a publisher that went quiet gives its read-ahead back.
+                    if reader.capacity() > READ_AHEAD && reader.buffer().is_empty() {
+                        reader = BufReader::with_capacity(READ_AHEAD, &*self.stream);
+                    }
                 }
                 Message::Deregister => return Ok(true),
                 other => {
