@@ -20,9 +20,9 @@
 //! input holds no whole frame: `protocol::holds_whole_frame`), before it waits for room in
 //! the hub, and before it writes to its own socket, so no pen it holds waits on anything
 //! but this thread's work on what it has already read: at most one read buffer's worth
-//! of messages (16 KiB from a client, 64 KiB from a peer). Writing sooner, after every 16
-//! messages, was measured and left out: on S1 it cut the deliveries a second to a third,
-//! since every smaller `send` also wakes the receiving side once more
+//! of messages (64 KiB, from a client that publishes or from a peer). Writing sooner,
+//! after every 16 messages, was measured and left out: on S1 it cut the deliveries a
+//! second to a third, since every smaller `send` also wakes the receiving side once more
 //! (`docs/benchmarks.md`).
 //!
 //! **The pen stays one.** Each [`WriterJob`] here carries a pen; it is written for and then
