@@ -2,6 +2,11 @@
 //! points chosen from a printed seed; afterwards every receiver's log is checked against
 //! every sender's: each message exactly once, in the sender's order, with no gaps.
 //!
+//! Each client sends a text a tick and, twice a round, a file of a little over 1 MiB
+//! (`workload.rs`): the files fill the receivers' sockets, so the servers' writes are cut
+//! short and finished by another thread, and a file must still arrive byte-identical,
+//! once, in its sender's order.
+//!
 //! The failures are those of `docs/guarantees.md`: a server killed (SIGKILL), a server hung
 //! (SIGSTOP) long enough to be declared dead and then woken (SIGCONT), a short hang that is
 //! not, the coordinator killed and restarted on the same address, a second server killed
@@ -33,14 +38,17 @@ mod place;
 mod report;
 #[path = "fault_injection/schedule.rs"]
 mod schedule;
+#[path = "fault_injection/workload.rs"]
+mod workload;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Client, Proc};
 use place::Place;
 use report::{REPORT, Round, count_deliveries, failover_gaps};
 use schedule::{Cut, FLAP_TICKS, Fault, Rng, schedule};
+use workload::{FILE_TICKS, Files, check_sender, file_name, file_numbers, items_per_sender};
 
 /// Heartbeat interval of the servers under test (ms).
 const INTERVAL_MS: u64 = 100;
@@ -48,7 +56,7 @@ const INTERVAL_MS: u64 = 100;
 const TIMEOUT_MS: u64 = 500;
 /// Clients, two per server at the start.
 const CLIENTS: usize = 6;
-/// Messages each client sends.
+/// Texts each client sends (and, besides, a file at each of `workload::FILE_TICKS`).
 const MESSAGES: usize = 120;
 /// The pace of the workload: one round of sends (one message from every client) per tick.
 /// This paces the load, it does not stand in for synchronisation: every check below waits
@@ -74,6 +82,7 @@ fn run_round(seed: u64) {
         .collect();
     place.wait_servers_alive(&coordinator_addr, 3);
     let names: Vec<String> = (0..CLIENTS).map(|i| format!("c{i}")).collect();
+    let files = Files::make(seed, &names);
     let mut clients: Vec<Client> = names
         .iter()
         .map(|name| {
@@ -95,6 +104,9 @@ fn run_round(seed: u64) {
     for tick in 0..MESSAGES as u64 + 40 {
         if (tick as usize) < MESSAGES {
             for client in clients.iter_mut() {
+                if let Some(command) = files.command_at(&client.name, tick) {
+                    client.send_line(&command);
+                }
                 client.send_line(&format!("m{}", tick + 1));
             }
         }
@@ -177,14 +189,23 @@ fn run_round(seed: u64) {
         place.cut(cut, &nodes, true);
     }
 
-    // Every receiver must get every other client's MESSAGES messages.
+    // Every receiver must get every other client's last text and every file.
+    let last_text = format!("m{MESSAGES}");
     for receiver in &clients {
         for sender in names.iter().filter(|n| **n != receiver.name) {
             receiver.expect_event(
-                &format!("the last message from {sender} (seed {seed})"),
+                &format!("the last text from {sender} (seed {seed})"),
                 SETTLE,
-                |v| v["event"] == "message" && v["from"] == *sender && v["seq"] == MESSAGES,
+                |v| v["event"] == "message" && v["from"] == *sender && v["text"] == last_text,
             );
+            for k in 0..FILE_TICKS.len() {
+                let name = file_name(sender, k);
+                receiver.expect_event(
+                    &format!("file {name} from {sender} (seed {seed})"),
+                    SETTLE,
+                    |v| v["event"] == "file" && v["from"] == *sender && v["name"] == name,
+                );
+            }
         }
     }
     // End of input: each client waits for its acks, deregisters and exits 0.
@@ -204,7 +225,7 @@ fn run_round(seed: u64) {
     let mut round = Round {
         faults: injected.clone(),
         counts: report::Counts {
-            sent: (CLIENTS * MESSAGES) as u64,
+            sent: CLIENTS as u64 * items_per_sender(MESSAGES as u64),
             ..Default::default()
         },
         gaps: Vec::new(),
@@ -227,46 +248,42 @@ fn run_round(seed: u64) {
         report.write();
     }
 
-    // The check: per receiver and sender, seqs are exactly 1..=MESSAGES in order, no gap
-    // events, and the text of each message matches its seq.
+    // The check: per receiver and sender, every number once and in order, the texts and
+    // the files as sent (`workload::check_sender`), no gap events; and each file under the
+    // same number at every receiver.
+    let mut numbers = BTreeMap::new();
     for receiver in &clients {
-        let mut got: HashMap<String, Vec<u64>> = HashMap::new();
-        for event in receiver.events_so_far() {
-            match event["event"].as_str() {
-                Some("message") => {
-                    let from = event["from"].as_str().unwrap_or_default().to_string();
-                    let seq = event["seq"].as_u64().unwrap_or_default();
-                    assert_eq!(
-                        event["text"],
-                        format!("m{seq}"),
-                        "text does not match seq at {} (seed {seed})",
-                        receiver.name
-                    );
-                    got.entry(from).or_default().push(seq);
-                }
-                Some("gap") => panic!(
-                    "{} reported a gap: {event} (seed {seed})\nits failovers: {:?}\nits stderr:\n{}",
-                    receiver.name,
-                    receiver
-                        .events_so_far()
-                        .iter()
-                        .filter(|e| e["event"] != "message")
-                        .map(|e| e.to_string())
-                        .collect::<Vec<_>>(),
-                    receiver.proc.stderr_report()
-                ),
-                _ => {}
-            }
-        }
-        let expected: Vec<u64> = (1..=MESSAGES as u64).collect();
-        for sender in names.iter().filter(|n| **n != receiver.name) {
-            assert_eq!(
-                got.get(sender),
-                Some(&expected),
-                "{} did not get every message from {sender} exactly once in order (seed {seed})",
-                receiver.name
+        let events = receiver.events_so_far();
+        if let Some(gap) = events.iter().find(|e| e["event"] == "gap") {
+            panic!(
+                "{} reported a gap: {gap} (seed {seed})\nits failovers: {:?}\nits stderr:\n{}",
+                receiver.name,
+                events
+                    .iter()
+                    .filter(|e| e["event"] != "message" && e["event"] != "file")
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>(),
+                receiver.proc.stderr_report()
             );
         }
+        for sender in names.iter().filter(|n| **n != receiver.name) {
+            let from_sender: Vec<&serde_json::Value> = events
+                .iter()
+                .filter(|e| {
+                    (e["event"] == "message" || e["event"] == "file") && e["from"] == *sender
+                })
+                .collect();
+            if let Err(why) = check_sender(&from_sender, sender, MESSAGES as u64, &files) {
+                panic!("{}: {why} (seed {seed})", receiver.name);
+            }
+        }
+        file_numbers(&events, &mut numbers);
+    }
+    for ((sender, name), seqs) in numbers {
+        assert!(
+            seqs.windows(2).all(|w| w[0] == w[1]),
+            "receivers got {name} from {sender} under different numbers {seqs:?} (seed {seed})"
+        );
     }
     drop(clients);
     drop(servers);

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::workload::{file_name, items_per_sender};
+
 /// The report of this test process, shared by its rounds.
 pub static REPORT: Mutex<FaultReport> = Mutex::new(FaultReport::new());
 
@@ -36,7 +38,7 @@ pub struct Counts {
     pub lost: u64,
     pub duplicated: u64,
     pub reordered: u64,
-    /// Deliveries whose text is not the one its sender sent under that seq.
+    /// Deliveries that are not the next text, or the next file, that their sender sent.
     pub stale: u64,
     /// Messages the clients reported unrecoverable (`gap` events).
     pub reported_missing: u64,
@@ -134,7 +136,7 @@ impl FaultReport {
                 faults.join(", ")
             ),
             format!(
-                "- messages sent: {}; deliveries expected {}, delivered {}",
+                "- messages sent (texts and files): {}; deliveries expected {}, delivered {}",
                 f.sent, f.expected, f.delivered
             ),
             format!(
@@ -169,22 +171,21 @@ impl FaultReport {
     }
 }
 
-/// Counts one receiver's deliveries from `senders`, each of which sent `messages` texts
-/// `m1`, `m2`, ...: what arrived once, twice, out of order, with the wrong text, or not at
-/// all.
-pub fn count_deliveries(events: &[Value], senders: &[&str], messages: u64) -> Counts {
+/// Counts one receiver's deliveries from `senders`, each of which sent `texts` texts
+/// `m1`, `m2`, ... and the files of `workload.rs`: what arrived once, twice, out of order,
+/// not as sent, or not at all.
+pub fn count_deliveries(events: &[Value], senders: &[&str], texts: u64) -> Counts {
     let mut counts = Counts::default();
+    let items = items_per_sender(texts);
     for sender in senders {
         let mut seen = std::collections::HashSet::new();
         let mut highest = 0;
+        let (mut next_text, mut next_file) = (1, 0);
         for event in events
             .iter()
-            .filter(|e| e["event"] == "message" && e["from"] == *sender)
+            .filter(|e| (e["event"] == "message" || e["event"] == "file") && e["from"] == *sender)
         {
             let seq = event["seq"].as_u64().unwrap_or_default();
-            if event["text"] != format!("m{seq}") {
-                counts.stale += 1;
-            }
             if !seen.insert(seq) {
                 counts.duplicated += 1;
                 continue;
@@ -193,11 +194,21 @@ pub fn count_deliveries(events: &[Value], senders: &[&str], messages: u64) -> Co
                 counts.reordered += 1;
             }
             highest = highest.max(seq);
+            let as_sent = if event["event"] == "message" {
+                next_text += 1;
+                event["text"] == format!("m{}", next_text - 1)
+            } else {
+                next_file += 1;
+                event["name"] == file_name(sender, next_file - 1)
+            };
+            if !as_sent {
+                counts.stale += 1;
+            }
         }
-        let delivered = (1..=messages).filter(|s| seen.contains(s)).count() as u64;
-        counts.expected += messages;
+        let delivered = (1..=items).filter(|s| seen.contains(s)).count() as u64;
+        counts.expected += items;
         counts.delivered += delivered;
-        counts.lost += messages - delivered;
+        counts.lost += items - delivered;
     }
     for event in events {
         match event["event"].as_str() {
