@@ -109,8 +109,8 @@ pub fn check_sender(
     if got_texts != sent_texts {
         return Err(format!("texts from {sender} are not m1..m{texts} in order"));
     }
-    let got_files: Vec<&&Value> = events.iter().filter(|e| e["event"] == "file").collect();
-    for (k, file) in got_files.iter().enumerate() {
+    let got_files = events.iter().filter(|e| e["event"] == "file");
+    for (k, file) in got_files.enumerate() {
         let name = file_name(sender, k);
         if file["name"] != name.as_str() || file["size"] != FILE_SIZE as u64 {
             return Err(format!(
