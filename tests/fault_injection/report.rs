@@ -195,11 +195,13 @@ pub fn count_deliveries(events: &[Value], senders: &[&str], texts: u64) -> Count
             }
             highest = highest.max(seq);
             let as_sent = if event["event"] == "message" {
+                let sent = format!("m{next_text}");
                 next_text += 1;
-                event["text"] == format!("m{}", next_text - 1)
+                event["text"] == sent
             } else {
+                let sent = file_name(sender, next_file);
                 next_file += 1;
-                event["name"] == file_name(sender, next_file - 1)
+                event["name"] == sent
             };
             if !as_sent {
                 counts.stale += 1;

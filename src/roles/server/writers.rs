@@ -242,12 +242,11 @@ fn run_writer(job: WriterJob, hub: &Hub, crowded: &AtomicBool) {
         conn,
         stream,
         outbox,
-        unsent,
+        mut unsent,
     } = job;
     let mut out = BufWriter::with_capacity(WRITE_BUFFER, &*stream);
     let mut catch_up =
         |out: &mut BufWriter<&TcpStream>| catch_up_if_behind(out, &outbox, hub, &name, conn);
-    let mut unsent = unsent;
     let written = loop {
         let ended = out.write_all(&unsent).and_then(|()| {
             write_frames(
