@@ -52,7 +52,8 @@
 //! roles/demo/                `dsys demo`: mod.rs runs it, story.rs watches and counts
 //! support/                   skip on a first reading: sha256 (files, HMAC), json,
 //!                            signals (SIGINT/SIGTERM as a channel), limits (open files,
-//!                            threads), memory (given back), random ids
+//!                            threads), memory (given back), random ids, visible
+//!                            (remote text made safe to print on a terminal)
 //! ```
 //!
 //! ```text

@@ -7,7 +7,8 @@
 //! - `limits.rs`: the open-file limit, raised at start, and a spare descriptor;
 //! - `memory.rs`: giving freed memory back after many clients have left;
 //! - `cpu.rs`: the CPU time a process has used, for the benchmarks;
-//! - `random.rs`: random identifiers.
+//! - `random.rs`: random identifiers;
+//! - `visible.rs`: text from another process made safe to print on a terminal.
 
 pub mod cpu;
 pub mod json;
@@ -16,3 +17,4 @@ pub mod memory;
 pub mod random;
 pub mod sha256;
 pub mod signals;
+pub mod visible;
