@@ -29,16 +29,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Track servers by their heartbeats, assign clients to servers, move the clients of a
-    /// failed server, and spread clients again when servers return or join.
+    /// failed server, and keep the servers' client counts within one of each other.
+    #[command(mut_arg("max_connections", |arg| arg.help(max_connections_help(coordinator::DEFAULT_MAX_CONNECTIONS))))]
     Coordinator {
         /// Address to listen on (HOST:PORT; port 0 picks a free port).
         #[arg(long, value_name = "ADDR", default_value = DEFAULT_COORDINATOR, value_parser = listen_addr)]
         listen: String,
         /// A server silent for this long (milliseconds) is declared dead.
-        #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_name = "MS", default_value_t = 1500, value_parser = clap::value_parser!(u64).range(1..))]
         heartbeat_timeout: u64,
-        /// When a server returns or joins, move clients to it at most this many a second,
-        /// until the servers' client counts differ by at most one (docs/heartbeats-and-failover.md).
+        /// Whenever the servers' client counts drift apart by two or more (a server returns
+        /// or joins, clients leave), move clients at most this many a second until they
+        /// differ by at most one (docs/heartbeats-and-failover.md).
         #[arg(long, value_name = "MOVES", default_value_t = coordinator::DEFAULT_PACE, value_parser = clap::value_parser!(u32).range(1..))]
         rebalance_pace: u32,
         /// Never move a client that has a live server: a returning server then gets only
@@ -51,34 +53,39 @@ enum Command {
         secret: SecretArgs,
     },
     /// Accept clients (one thread each) and broadcast their messages across the cluster.
+    #[command(mut_arg("max_connections", |arg| arg.help(max_connections_help(server::DEFAULT_MAX_CONNECTIONS))))]
     Server {
         /// Port to listen on (0: any free port).
-        #[arg(long, default_value_t = 8080)]
+        #[arg(short, long, default_value_t = 8080)]
         port: u16,
         /// Address to bind (a host name or IP address, no port).
         #[arg(long, default_value = "127.0.0.1", value_parser = bind_host)]
         host: String,
+        /// Address to listen on, HOST:PORT: the same as --host HOST --port PORT, in the form
+        /// the coordinator's --listen takes.
+        #[arg(long, value_name = "ADDR", conflicts_with_all = ["host", "port"], value_parser = listen_addr)]
+        listen: Option<String>,
         /// The coordinator's address (HOST:PORT).
-        #[arg(long, value_name = "ADDR", env = "DSYS_COORDINATOR", default_value = DEFAULT_COORDINATOR, value_parser = connect_addr)]
+        #[arg(short, long, value_name = "ADDR", env = "DSYS_COORDINATOR", default_value = DEFAULT_COORDINATOR, value_parser = connect_addr)]
         coordinator: String,
         /// How often to send a heartbeat to the coordinator (milliseconds).
-        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_name = "MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
         heartbeat_interval: u64,
         /// The address clients and peers should use to reach this server (default: HOST:PORT;
         /// needed when HOST is 0.0.0.0).
         #[arg(long, value_name = "ADDR", value_parser = connect_addr)]
         advertise: Option<String>,
         /// Most clients this server accepts at once; more are refused with "server full".
-        #[arg(long, default_value_t = server::DEFAULT_MAX_CLIENTS)]
+        #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CLIENTS)]
         max_clients: usize,
         /// Most messages kept in the history window that failed-over clients resume from.
-        #[arg(long, default_value_t = server::DEFAULT_HISTORY_MESSAGES)]
+        #[arg(long, value_name = "N", default_value_t = server::DEFAULT_HISTORY_MESSAGES)]
         history_messages: usize,
         /// Most payload bytes kept in the history window. Half of it bounds each client's
         /// and peer's queue and the relays awaiting confirmation, so the server's memory
         /// stays near 1.5 times this. Raise it to let a receiver that stops reading be away
         /// longer without losing messages.
-        #[arg(long, default_value_t = server::DEFAULT_HISTORY_BYTES)]
+        #[arg(long, value_name = "BYTES", default_value_t = server::DEFAULT_HISTORY_BYTES)]
         history_bytes: usize,
         /// A client that is behind and has read nothing for this long (milliseconds) no
         /// longer slows senders down: it is taken to have stopped reading.
@@ -91,7 +98,7 @@ enum Command {
         /// Longest client name accepted (names use letters, digits, '-', '_' and '.'). With
         /// --max-clients, bounded so that every name fits in one heartbeat (1 MiB): 10,000
         /// clients allow names of up to 102 bytes.
-        #[arg(long, default_value_t = server::DEFAULT_MAX_NAME_LEN, value_parser = clap::value_parser!(u16).range(1..=server::MAX_NAME_LEN_LIMIT as i64).map(usize::from))]
+        #[arg(long, value_name = "BYTES", default_value_t = server::DEFAULT_MAX_NAME_LEN, value_parser = clap::value_parser!(u16).range(1..=server::MAX_NAME_LEN_LIMIT as i64).map(usize::from))]
         max_name_len: usize,
         #[command(flatten)]
         limits: LimitArgs,
@@ -102,28 +109,36 @@ enum Command {
     /// print what the others send.
     #[command(after_help = client::input::HELP)]
     Client {
-        /// Register with the cluster (what a client always does; kept for the seed's usage).
+        /// Accepted for the seed's usage, and implied: every client registers.
         #[arg(long)]
         register: bool,
         /// The coordinator's address (HOST:PORT), asked which server to use.
-        #[arg(long, value_name = "ADDR", env = "DSYS_COORDINATOR", default_value = DEFAULT_COORDINATOR, value_parser = connect_addr)]
+        #[arg(short, long, value_name = "ADDR", env = "DSYS_COORDINATOR", default_value = DEFAULT_COORDINATOR, value_parser = connect_addr)]
         coordinator: String,
         /// Start on this server (HOST:PORT) instead of asking the coordinator (failovers
         /// still ask it).
-        #[arg(long, value_name = "ADDR", value_parser = connect_addr)]
+        #[arg(short, long, value_name = "ADDR", value_parser = connect_addr)]
         server: Option<String>,
         /// Name to register under (default: user-PID): letters, digits, '-', '_' and '.'
         /// (not first), unique across the cluster.
-        #[arg(long)]
+        #[arg(short, long)]
         name: Option<String>,
-        /// How to print events on stdout.
-        #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+        /// How to print events on stdout: text for a person (control characters that other
+        /// clients sent are shown as escapes), or JSON Lines for a script (README, "Logs and JSON output").
+        #[arg(short, long, value_enum, default_value_t = OutputArg::Text)]
         output: OutputArg,
+        /// Receive only: never read stdin, and run until SIGINT or SIGTERM (or --count).
+        /// Fails over like any client.
+        #[arg(long, conflicts_with_all = ["send", "send_file"])]
+        listen: bool,
+        /// With --listen, leave (exit 0) after receiving this many messages and files.
+        #[arg(long, value_name = "N", requires = "listen", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
         /// Where received files are saved.
-        #[arg(long, default_value = "downloads")]
+        #[arg(long, value_name = "DIR", default_value = "downloads")]
         download_dir: PathBuf,
         /// Send this text before reading stdin (repeatable).
-        #[arg(long)]
+        #[arg(long, value_name = "TEXT")]
         send: Vec<String>,
         /// Send this file before reading stdin (repeatable). Every one is checked before
         /// registering: one that is missing, unreadable or too large ends the client with
@@ -139,10 +154,10 @@ enum Command {
     /// Show the servers the coordinator knows, and their clients.
     Status {
         /// The coordinator's address (HOST:PORT).
-        #[arg(long, value_name = "ADDR", env = "DSYS_COORDINATOR", default_value = DEFAULT_COORDINATOR, value_parser = connect_addr)]
+        #[arg(short, long, value_name = "ADDR", env = "DSYS_COORDINATOR", default_value = DEFAULT_COORDINATOR, value_parser = connect_addr)]
         coordinator: String,
         /// Table or JSON.
-        #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+        #[arg(short, long, value_enum, default_value_t = OutputArg::Text)]
         output: OutputArg,
         /// List every client, one per line under its server (the table otherwise shows a
         /// count and the names that fit on the server's line; JSON always lists them all).
@@ -189,7 +204,7 @@ enum Command {
         #[arg(long, value_name = "ADDR,...", value_delimiter = ',', value_parser = connect_addr)]
         connect: Vec<String>,
         /// Text or one JSON object.
-        #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+        #[arg(short, long, value_enum, default_value_t = OutputArg::Text)]
         output: OutputArg,
     },
 }
@@ -220,9 +235,9 @@ impl From<LoadArg> for bench::Load {
 /// (`docs/security.md`).
 #[derive(Args)]
 struct LimitArgs {
-    /// Connections served at once; more are refused at once with a reason [default: 11024
-    /// for a server, 1024 for a coordinator].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    /// Connections served at once (each role sets this help with its own default:
+    /// `max_connections_help`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     max_connections: Option<usize>,
     /// A new connection must have said hello and made its first request within this many
     /// milliseconds, however slowly it sends; otherwise it is closed.
@@ -232,6 +247,13 @@ struct LimitArgs {
     /// keepalives far more often).
     #[arg(long, value_name = "MS", default_value_t = ms(dsys::net::DEFAULT_IDLE_TIMEOUT), value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
+}
+
+/// The help of `--max-connections`, which each role gives with its own default.
+fn max_connections_help(default: usize) -> String {
+    format!(
+        "Connections served at once; more are refused at once with a reason [default: {default}]"
+    )
 }
 
 impl LimitArgs {
@@ -355,7 +377,8 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("dsys: {e}");
+            // The reason may quote a peer (a server's refusal, say): shown, never obeyed.
+            eprintln!("dsys: {}", dsys::support::visible::visible(&e.to_string()));
             ExitCode::FAILURE
         }
     }
@@ -379,6 +402,7 @@ fn run(command: Command) -> dsys::Result<()> {
         Command::Server {
             port,
             host,
+            listen,
             coordinator,
             heartbeat_interval,
             advertise,
@@ -401,7 +425,7 @@ fn run(command: Command) -> dsys::Result<()> {
             max_name_len,
             limits: limits.into_limits(server::DEFAULT_MAX_CONNECTIONS),
             ..server::Config::new(
-                format!("{host}:{port}"),
+                listen.unwrap_or_else(|| format!("{host}:{port}")),
                 coordinator,
                 Duration::from_millis(heartbeat_interval),
             )
@@ -412,12 +436,16 @@ fn run(command: Command) -> dsys::Result<()> {
             server,
             name,
             output,
+            listen,
+            count,
             download_dir,
             send,
             send_file,
             max_file_size,
             secret,
         } => client::run(client::Config {
+            listen,
+            count,
             secret: secret.load()?,
             coordinator,
             server,

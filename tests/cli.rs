@@ -116,7 +116,13 @@ fn coordinator_help_lists_contract_flags() {
 fn server_help_lists_contract_flags() {
     assert_help_lists(
         &["server", "--help"],
-        &["--port", "--host", "--coordinator", "--heartbeat-interval"],
+        &[
+            "--port",
+            "--host",
+            "--listen",
+            "--coordinator",
+            "--heartbeat-interval",
+        ],
     );
 }
 
@@ -133,6 +139,7 @@ fn client_help_lists_contract_flags() {
             "--download-dir",
             "--send",
             "--send-file",
+            "--listen",
         ],
     );
 }
@@ -140,6 +147,39 @@ fn client_help_lists_contract_flags() {
 #[test]
 fn status_help_lists_contract_flags() {
     assert_help_lists(&["status", "--help"], &["--coordinator", "--output"]);
+}
+
+#[test]
+fn the_common_flags_have_short_forms() {
+    let nowhere = unused_addr();
+    // Runtime failures (exit 1) that name the address: the short flags were understood.
+    assert_runtime_failure(&["status", "-o", "json", "-c", &nowhere], &[], &[&nowhere]);
+    assert_runtime_failure(
+        &["client", "-n", "shorty", "-o", "json", "-c", &nowhere],
+        &[],
+        &[&nowhere],
+    );
+    assert_runtime_failure(
+        &["client", "-n", "shorty", "-s", &nowhere, "-c", &nowhere],
+        &[],
+        &[&nowhere],
+    );
+    assert_help_lists(&["server", "--help"], &["-p, --port", "-c, --coordinator"]);
+}
+
+#[test]
+fn a_server_takes_its_address_as_listen_or_as_host_and_port() {
+    let addr = unused_addr();
+    let mut cmd = common::dsys();
+    cmd.args(["server", "--listen", &addr, "--coordinator", &unused_addr()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    let server = common::Proc::spawn("server --listen", cmd);
+    let ready = server.wait_for_stderr("server listening on", TIMEOUT);
+    assert!(ready.contains(&addr), "listening on {addr}: {ready}");
+    drop(server);
+    assert_usage_error(&["server", "--listen", &addr, "--port", "8080"]);
+    assert_usage_error(&["server", "--listen", &addr, "--host", "127.0.0.1"]);
 }
 
 // --- usage errors -----------------------------------------------------------------------

@@ -272,7 +272,11 @@ fn missing_and_oversized_files_are_refused_and_cost_no_number() {
     });
     assert_eq!(text["seq"], 1, "refused files take no number: {text}");
     alice.close_stdin();
-    assert!(alice.finish(TIMEOUT).success());
+    assert_eq!(
+        alice.finish(TIMEOUT).code(),
+        Some(1),
+        "a client that refused files exits 1 once the rest is sent"
+    );
     assert!(
         bob.events_so_far().iter().all(|e| e["event"] != "file"),
         "nothing of a refused file may arrive"

@@ -3,7 +3,8 @@
 //!
 //! A line that is not UTF-8, one just over the payload cap, one of megabytes, an unknown or
 //! incomplete `/` command: each gets one `error` event (one stderr line in text mode), every
-//! other line is delivered once and in order, and the client exits 0 at the end of input.
+//! other line is delivered once and in order, and at the end of input the client exits 1,
+//! its last stderr line saying how many it refused (a script can tell).
 //! `--send-file` naming a missing file ends the client with exit status 1 and one line,
 //! before it registers.
 //!
@@ -38,10 +39,11 @@ impl Ran {
             .collect()
     }
 
+    /// The messages of its non-fatal `error` events: the refusals.
     fn errors(&self) -> Vec<String> {
         self.events()
             .iter()
-            .filter(|e| e["event"] == "error")
+            .filter(|e| e["event"] == "error" && e["fatal"] == false)
             .map(|e| e["message"].as_str().unwrap_or_default().to_string())
             .collect()
     }
@@ -117,13 +119,35 @@ fn assert_received_exactly(receiver: &Client, sender: &str, texts: &[&str]) {
     );
 }
 
-fn assert_exit_0(ran: &Ran, what: &str) {
-    assert!(
-        ran.status.success(),
-        "{what}: the client should exit 0 at the end of input, got {}; stderr: {:?}",
+/// The end of a client that refused `refused` lines: exit status 1, its last stderr line
+/// counting them, and in JSON mode a last event that is a fatal `error` saying the same.
+fn assert_exit_1_after_refusing(ran: &Ran, what: &str, refused: usize) {
+    assert_eq!(
+        ran.status.code(),
+        Some(1),
+        "{what}: a client that refused a line should exit 1 at the end of input, got {}; \
+         stderr: {:?}",
         ran.status,
         ran.stderr
     );
+    let counted = format!("refused {refused} of the lines and files");
+    assert!(
+        ran.stderr.last().is_some_and(|l| l.contains(&counted)),
+        "{what}: the last stderr line should say {counted:?}: {:?}",
+        ran.stderr
+    );
+    if ran.stdout.starts_with('{') {
+        let events = ran.events();
+        let last = events.last().expect("at least the registration");
+        assert!(
+            last["event"] == "error"
+                && last["fatal"] == true
+                && last["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(&counted)),
+            "{what}: the last JSON event should be the fatal error: {last}"
+        );
+    }
     assert!(
         !ran.stderr.iter().any(|l| l.contains("panicked")),
         "{what}: the client panicked: {:?}",
@@ -143,7 +167,7 @@ fn cluster_with_receiver() -> (Cluster, Client) {
 fn a_line_that_is_not_utf8_is_refused_and_the_next_lines_go_on() {
     let (cluster, bob) = cluster_with_receiver();
     let ran = run_client(&cluster, "alice", "json", b"a\n\xff\xfe\nb\nend\n");
-    assert_exit_0(&ran, "a non-UTF-8 line");
+    assert_exit_1_after_refusing(&ran, "a non-UTF-8 line", 1);
     // One error, about line 2, and the three other lines delivered, numbered 1 to 3.
     let errors = ran.errors();
     assert_eq!(errors.len(), 1, "one error event expected: {errors:?}");
@@ -155,8 +179,13 @@ fn a_line_that_is_not_utf8_is_refused_and_the_next_lines_go_on() {
 
     // In text mode the error is one line on stderr, and stdout is the registration only.
     let ran = run_client(&cluster, "carol", "text", b"c\n\xc3\nend\n");
-    assert_exit_0(&ran, "a non-UTF-8 line, text mode");
-    assert_eq!(ran.stderr.len(), 1, "one stderr line: {:?}", ran.stderr);
+    assert_exit_1_after_refusing(&ran, "a non-UTF-8 line, text mode", 1);
+    assert_eq!(
+        ran.stderr.len(),
+        2,
+        "the refusal and the count: {:?}",
+        ran.stderr
+    );
     assert!(
         ran.stderr[0].starts_with("error: line 2") && ran.stderr[0].contains("UTF-8"),
         "{:?}",
@@ -177,7 +206,7 @@ fn a_line_just_over_the_payload_cap_is_refused_and_one_at_the_cap_is_sent() {
     let over = "y".repeat(MAX_PAYLOAD_LEN + 1);
     let input = format!("a\n{at_cap}\n{over}\nb\nend\n");
     let ran = run_client(&cluster, "alice", "json", input.as_bytes());
-    assert_exit_0(&ran, "a line just over the cap");
+    assert_exit_1_after_refusing(&ran, "a line just over the cap", 1);
     // The refusal says how long the line was and what the limit is.
     let errors = ran.errors();
     assert_eq!(errors.len(), 1, "one error event expected: {errors:?}");
@@ -207,8 +236,13 @@ fn a_line_of_megabytes_is_refused_without_a_crash() {
     let huge = "x".repeat(2 * 1024 * 1024);
     let input = format!("a\n{huge}\nb\nend\n");
     let ran = run_client(&cluster, "alice", "text", input.as_bytes());
-    assert_exit_0(&ran, "a 2 MiB line");
-    assert_eq!(ran.stderr.len(), 1, "one stderr line: {:?}", ran.stderr);
+    assert_exit_1_after_refusing(&ran, "a 2 MiB line", 1);
+    assert_eq!(
+        ran.stderr.len(),
+        2,
+        "the refusal and the count: {:?}",
+        ran.stderr
+    );
     assert!(
         ran.stderr[0].contains(&(2 * 1024 * 1024).to_string()),
         "{:?}",
@@ -252,7 +286,7 @@ fn reading_a_huge_line_takes_bounded_memory() {
         peak < BOUND,
         "reading a {HUGE}-byte line took the client {peak} bytes at its peak"
     );
-    assert!(alice.finish(TIMEOUT).success());
+    assert_eq!(alice.finish(TIMEOUT).code(), Some(1), "it refused the line");
 }
 
 #[test]
@@ -264,7 +298,7 @@ fn slash_commands_that_are_unknown_or_incomplete_are_refused_and_double_slash_se
         "json",
         b"/file\n/help\n/nope x\n//x\nend\n",
     );
-    assert_exit_0(&ran, "slash commands");
+    assert_exit_1_after_refusing(&ran, "slash commands", 2);
     // `/file` without a path: an error that gives the usage; `/nope`: an error that says
     // how to send such a line.
     let errors = ran.errors();

@@ -126,6 +126,15 @@ impl Body {
             Body::FileEnd { sha256, .. } => sha256.len(),
         }
     }
+
+    /// The sender's message number this frame completes: a text's, or a whole file's on
+    /// its last frame; 0 for the other frames of a file and for an abandoned file.
+    pub fn number(&self) -> u64 {
+        match self {
+            Body::Text { number, .. } | Body::FileEnd { number, .. } => *number,
+            Body::FileStart { .. } | Body::FileChunk { .. } => 0,
+        }
+    }
 }
 
 /// One server as the coordinator sees it, in heartbeat replies and status reports.

@@ -216,6 +216,12 @@ impl Proc {
         self.signal("-CONT");
     }
 
+    /// SIGTERMs the child: what `kill PID`, systemd and a container runtime send to ask a
+    /// process to end. Does not wait for it.
+    pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
     /// Sends a signal with kill(1): the runtime crates include no `libc`.
     fn signal(&self, flag: &str) {
         let status = Command::new("kill")

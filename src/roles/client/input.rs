@@ -40,7 +40,8 @@ Input: each line of stdin is one message to every other client.
 A line that starts with a single '/' is a command, never sent as text: an unknown one is
 refused with an error, as is a line that is not UTF-8 or is longer than one message
 (1,044,480 bytes); the next lines go on. At the end of input (Ctrl-D) the client waits until
-everything it sent is acknowledged, then leaves.";
+everything it sent is acknowledged, then leaves: exit status 0, or 1 if it refused any line
+or file (its last line on stderr says how many). To receive only, use --listen.";
 
 /// Longest piece of an unknown command word quoted back in the error.
 const MAX_QUOTED: usize = 32;
@@ -141,9 +142,10 @@ pub fn parse(line: Line, number: u64) -> Input {
              was sent"
         )),
         // A path is bytes on Linux: one that is not UTF-8 is still a path.
-        b"file" => Input::Send(Command::File(PathBuf::from(std::ffi::OsStr::from_bytes(
-            argument,
-        )))),
+        b"file" => Input::Send(Command::File {
+            path: PathBuf::from(std::ffi::OsStr::from_bytes(argument)),
+            line: Some(number),
+        }),
         b"help" => Input::Help,
         _ => {
             let shown = String::from_utf8_lossy(&word[..word.len().min(MAX_QUOTED)]);
@@ -279,7 +281,10 @@ mod tests {
         assert_eq!(parse_str(b"//"), text("/"));
         assert_eq!(
             parse_str(b"/file  my notes.txt "),
-            Input::Send(Command::File("my notes.txt".into()))
+            Input::Send(Command::File {
+                path: "my notes.txt".into(),
+                line: Some(7)
+            })
         );
         assert_eq!(parse_str(b"/help"), Input::Help);
         for refused in [

@@ -14,10 +14,13 @@
 //! mistake from exit status 1 and one line, before anything is sent.
 //!
 //! **Stopping.** End of stdin closes the command channel: the session waits for every ack,
-//! deregisters and ends, which closes the event channel, and the printer returns. SIGINT or
-//! SIGTERM does the same with a deadline, and so does a stdout that can no longer be
-//! written (a closed pipe): the printer holds the session's stop channel and drops it on
-//! either. Exit status 0, except 1 when stdout failed (events were lost).
+//! deregisters and ends, which closes the event channel, and the printer returns. A
+//! listener (`--listen`) has no stdin thread: the printer holds the command sender, so
+//! input never ends. SIGINT or SIGTERM stops the session with a deadline, and so do a
+//! stdout that can no longer be written (a closed pipe) and the last of `--count`
+//! messages: the printer holds the session's stop channel and drops it. Exit status 0,
+//! except 1 when stdout failed (events were lost) or a line or file was refused on the way;
+//! with `--output json` such an ending is also the last event (`error`, `fatal: true`).
 
 mod connection;
 mod files;
@@ -43,7 +46,13 @@ pub enum Command {
     /// A line of text.
     Text(String),
     /// A file, read when it is its turn.
-    File(PathBuf),
+    File {
+        /// Where it is.
+        path: PathBuf,
+        /// The line of stdin that asked for it (`None` for `--send-file`), so that a
+        /// refusal can name it.
+        line: Option<u64>,
+    },
     /// A line of input that cannot be sent, and why: the session reports it as an `error`
     /// event in its place among the others, and sends nothing.
     Unsendable(String),
@@ -108,9 +117,32 @@ pub enum Event {
         /// How many.
         missed: u64,
     },
-    /// Something the user should know went wrong.
+    /// Something the user should know went wrong; the client goes on.
     Error {
         /// What.
+        message: String,
+    },
+    /// A line of input, a `--send` or a file that was not sent, and why. The client goes
+    /// on with the rest, and exits 1 at the end (`CONTRACT.md`). Shown as an `error`.
+    Refused {
+        /// Why, naming the line when it came from stdin.
+        message: String,
+    },
+    /// Something that is not an error yet, but the user should know (the client runs with
+    /// no coordinator behind it, say).
+    Warning {
+        /// What, and what follows from it.
+        message: String,
+    },
+    /// Every message of ours up to `seq` (our message number) is acknowledged: stored on
+    /// every live server, so it cannot be lost any more. Shown in JSON only.
+    Acked {
+        /// The highest message number acknowledged; every lower one is too.
+        seq: u64,
+    },
+    /// Why the client is ending with exit status 1; always the last event.
+    Fatal {
+        /// What went wrong, and what to do.
         message: String,
     },
 }
@@ -136,6 +168,10 @@ pub struct Config {
     pub max_file_size: u64,
     /// The cluster secret, when the cluster has one.
     pub secret: Option<crate::auth::Secret>,
+    /// Receive only: never read stdin, run until a signal or `count` (`--listen`).
+    pub listen: bool,
+    /// Leave after receiving this many messages and files (`--count`).
+    pub count: Option<u64>,
 }
 
 /// Default for `--max-file-size`: 1 GiB. Memory does not depend on it (files are streamed);
@@ -145,16 +181,36 @@ pub const DEFAULT_MAX_FILE_SIZE: u64 = 1024 * 1024 * 1024;
 /// How many commands may wait for the session; the stdin reader blocks beyond this.
 const COMMAND_QUEUE: usize = 64;
 
-/// `dsys client`: register, then send and print until stdin ends or a signal arrives.
+/// `dsys client`: register, then send and print until stdin ends (or, with `--listen`,
+/// until a signal or `--count` messages), and exit 0, or 1 when anything was refused.
 ///
 /// # Errors
 /// A `--send-file` that cannot be sent or a name no server accepts ([`Error::Failed`]);
 /// registration failures (no live server, nothing listening, name refused); a stdout that
-/// cannot be written. Each is exit status 1.
+/// cannot be written; a line, `--send` or file that was refused on the way (after all the
+/// rest was sent). Each is exit status 1; with `--output json` it is also the last event,
+/// an `error` with `fatal: true`.
 pub fn run(config: Config) -> Result<()> {
+    let output = config.output;
+    let result = converse(config);
+    if let Err(e) = &result
+        && output == Output::Json
+    {
+        let fatal = Event::Fatal {
+            message: e.to_string(),
+        };
+        // Best effort: when stdout is what failed, stderr still says why.
+        let _ = output::print(&fatal, output);
+    }
+    result
+}
+
+/// Registers, feeds the session its input, and prints its events until it ends.
+fn converse(config: Config) -> Result<()> {
     check_before_registering(&config)?;
     let signal_rx = signals::stop_on_signal();
-    // The session stops when this sender is dropped: on a signal, or when stdout fails.
+    // The session stops when this sender is dropped: on a signal, when stdout fails, or
+    // when `--count` messages have arrived.
     let (stop_tx, stop_rx) = bounded::<()>(0);
     let (commands_tx, commands_rx) = bounded(COMMAND_QUEUE);
     // Unbounded on purpose: the printer only writes to stdout and never waits on the
@@ -173,34 +229,50 @@ pub fn run(config: Config) -> Result<()> {
         events_tx,
         stop_rx,
     )?;
-    let initial: Vec<Command> = config
-        .send
-        .into_iter()
-        .map(Command::Text)
-        .chain(config.send_files.into_iter().map(Command::File))
-        .collect();
-    thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || input::read_input(initial, std::io::stdin().lock(), commands_tx))?;
+    // A listener never reads stdin: it holds the command sender, so its input never ends
+    // and only a signal or `--count` stops it.
+    let _listening = if config.listen {
+        Some(commands_tx)
+    } else {
+        let initial: Vec<Command> = config
+            .send
+            .into_iter()
+            .map(Command::Text)
+            .chain(
+                config
+                    .send_files
+                    .into_iter()
+                    .map(|path| Command::File { path, line: None }),
+            )
+            .collect();
+        thread::Builder::new()
+            .name("stdin".into())
+            .spawn(move || input::read_input(initial, std::io::stdin().lock(), commands_tx))?;
+        None
+    };
 
+    let mut printer = Printer {
+        output: config.output,
+        left_to_receive: config.count,
+        refused: 0,
+        stdout_failed: None,
+    };
     let mut stop_tx = Some(stop_tx);
     let mut signal_rx = signal_rx;
-    let mut stdout_failed = None;
     loop {
         select! {
             recv(events_rx) -> event => match event {
-                Ok(event) if stdout_failed.is_none() => {
-                    if let Err(e) = output::print(&event, config.output) {
-                        log::warn!("cannot write to stdout ({e}); leaving");
-                        stdout_failed = Some(e);
+                Ok(event) => {
+                    if printer.show(&event) == Next::Stop {
                         stop_tx = None;
                     }
                 }
-                Ok(_) => {} // stdout is gone: drain until the session ends
                 Err(_) => break, // the session has ended
             },
             recv(signal_rx) -> _ => {
                 stop_tx = None;
+                // `never()` is a channel that never delivers: the arm stays in the
+                // `select!` but can no longer fire.
                 signal_rx = never();
             }
         }
@@ -209,9 +281,66 @@ pub fn run(config: Config) -> Result<()> {
     session
         .join()
         .unwrap_or_else(|_| Err(Error::Failed("the session thread panicked".into())))?;
-    match stdout_failed {
-        Some(e) => Err(Error::Failed(format!("cannot write events to stdout: {e}"))),
-        None => Ok(()),
+    printer.outcome()
+}
+
+/// Whether the client should go on after an event.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    GoOn,
+    Stop,
+}
+
+/// The main thread's side: prints the session's events, and keeps what decides how the
+/// client ends (refusals, a broken stdout, `--count`).
+struct Printer {
+    output: Output,
+    /// Messages and files still to receive before leaving (`--count`), if counted.
+    left_to_receive: Option<u64>,
+    /// Lines, `--send`s and files refused so far.
+    refused: u64,
+    /// Why stdout could not be written, once it could not.
+    stdout_failed: Option<std::io::Error>,
+}
+
+impl Printer {
+    /// Prints `event` (unless stdout has failed, or `--count` is reached: then the rest is
+    /// drained unseen) and says whether the client should stop.
+    fn show(&mut self, event: &Event) -> Next {
+        if matches!(event, Event::Refused { .. }) {
+            self.refused += 1;
+        }
+        let received = matches!(event, Event::Message { .. } | Event::File { .. });
+        if self.stdout_failed.is_some() || (received && self.left_to_receive == Some(0)) {
+            return Next::GoOn;
+        }
+        if let Err(e) = output::print(event, self.output) {
+            log::warn!("cannot write to stdout ({e}); leaving");
+            self.stdout_failed = Some(e);
+            return Next::Stop;
+        }
+        match &mut self.left_to_receive {
+            Some(left) if received => {
+                *left -= 1;
+                if *left == 0 { Next::Stop } else { Next::GoOn }
+            }
+            _ => Next::GoOn,
+        }
+    }
+
+    /// How the client ends, once the session has: exit status 1 when stdout failed or
+    /// anything was refused, with the line that says so.
+    fn outcome(self) -> Result<()> {
+        if let Some(e) = self.stdout_failed {
+            return Err(Error::Failed(format!("cannot write events to stdout: {e}")));
+        }
+        match self.refused {
+            0 => Ok(()),
+            n => Err(Error::Failed(format!(
+                "refused {n} of the lines and files given (each said why above); all the \
+                 rest was sent"
+            ))),
+        }
     }
 }
 

@@ -1,14 +1,24 @@
 //! How client events look on stdout: a line for a human, or one JSON object per line with
 //! the fields `CONTRACT.md` pins. Everything else the client says goes to stderr as logs.
+//!
+//! **Text from other processes.** Message texts, names, file names and refusal reasons
+//! come from other clients and servers, and any of them may carry terminal control
+//! sequences. Every line text mode prints, on stdout or stderr, goes through
+//! [`visible`] first, so such characters show as escapes and never reach the terminal as
+//! orders (docs/security.md). JSON output carries the text unchanged: JSON escapes
+//! controls itself.
 
 use std::io::{self, Write};
 
 use super::Event;
 use crate::Output;
 use crate::support::json::Object;
+use crate::support::visible::visible;
 
-/// Prints one event on stdout (errors in text mode go to stderr, as one line, where a human
-/// sees them without mixing them into the conversation).
+/// Prints one event on stdout. In text mode, errors, refusals and warnings go to stderr
+/// as one line, where a human sees them without mixing them into the conversation;
+/// acknowledgements are not shown, and a fatal error is left to `main`, which prints every
+/// role's failure on stderr the same way.
 ///
 /// # Errors
 /// When stdout cannot be written (a closed pipe, a full disk): the caller stops, since
@@ -16,11 +26,12 @@ use crate::support::json::Object;
 pub fn print(event: &Event, output: Output) -> io::Result<()> {
     let line = match (output, event) {
         (Output::Json, event) => to_json(event),
-        (Output::Text, Event::Error { message }) => {
-            let _ = writeln!(io::stderr().lock(), "error: {message}");
+        (Output::Text, Event::Acked { .. } | Event::Fatal { .. }) => return Ok(()),
+        (Output::Text, Event::Error { .. } | Event::Refused { .. } | Event::Warning { .. }) => {
+            let _ = writeln!(io::stderr().lock(), "{}", visible(&to_text(event)));
             return Ok(());
         }
-        (Output::Text, other) => to_text(other),
+        (Output::Text, other) => visible(&to_text(other)).into_owned(),
     };
     // Not `println!`: it panics when stdout is a closed pipe.
     let mut stdout = io::stdout().lock();
@@ -48,7 +59,11 @@ pub fn to_text(event: &Event) -> String {
         Event::Gap { from, missed } => {
             format!("gap: {missed} messages from {from} could not be recovered")
         }
-        Event::Error { message } => format!("error: {message}"),
+        Event::Error { message } | Event::Refused { message } | Event::Fatal { message } => {
+            format!("error: {message}")
+        }
+        Event::Warning { message } => format!("warning: {message}"),
+        Event::Acked { seq } => format!("acknowledged up to #{seq}"),
     }
 }
 
@@ -92,7 +107,21 @@ pub fn to_json(event: &Event) -> String {
             .str("event", "gap")
             .str("from", from)
             .num("missed", *missed),
-        Event::Error { message } => Object::new().str("event", "error").str("message", message),
+        Event::Error { message } => error(message, false),
+        Event::Refused { message } => error(message, false).bool("refused", true),
+        Event::Fatal { message } => error(message, true),
+        Event::Warning { message } => Object::new()
+            .str("event", "warning")
+            .str("message", message),
+        Event::Acked { seq } => Object::new().str("event", "acked").num("seq", *seq),
     }
     .finish()
+}
+
+/// The `error` event: `fatal` says whether it is the last one before exit status 1.
+fn error(message: &str, fatal: bool) -> Object {
+    Object::new()
+        .str("event", "error")
+        .str("message", message)
+        .bool("fatal", fatal)
 }

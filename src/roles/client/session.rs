@@ -111,13 +111,17 @@ struct Session {
     next_seq: u64,
     /// The next message number (`seq` in the events).
     next_number: u64,
-    /// The file being sent, and the files waiting for it.
+    /// The file being sent, and the files waiting for it, each with the line of stdin that
+    /// asked for it (for a refusal to name).
     outgoing: Option<files::Outgoing>,
-    queued_files: VecDeque<PathBuf>,
+    outgoing_line: Option<u64>,
+    queued_files: VecDeque<(PathBuf, Option<u64>)>,
     unacked: VecDeque<(u64, Body)>,
     unacked_bytes: usize,
     recent: VecDeque<(u64, Body)>,
     recent_bytes: usize,
+    /// The highest message number reported acknowledged (an `acked` event).
+    acked_number: u64,
     inbox: Inbox,
 }
 
@@ -145,11 +149,13 @@ pub fn start(
         next_seq: 1,
         next_number: 1,
         outgoing: None,
+        outgoing_line: None,
         queued_files: VecDeque::new(),
         unacked: VecDeque::new(),
         unacked_bytes: 0,
         recent: VecDeque::new(),
         recent_bytes: 0,
+        acked_number: 0,
         inbox: Inbox::new(config.download_dir.clone()),
         config,
     };
@@ -246,26 +252,26 @@ impl Session {
     }
 
     /// Sends a text at once, or queues a file behind the one being sent. What cannot be
-    /// sent becomes an `error` event and costs no number: a text over [`MAX_PAYLOAD_LEN`]
+    /// sent becomes a refusal (an `error` event) and costs no number: a text over [`MAX_PAYLOAD_LEN`]
     /// is refused here, before it takes a `seq`, since a server would close the connection
     /// on it and the session would send it again after every failover, for ever.
     fn send_command(&mut self, connection: &mut Connection, command: Command) -> Result<()> {
         match command {
             Command::Text(text) if text.len() > MAX_PAYLOAD_LEN => {
                 let message = input::too_long("a text", text.len());
-                self.emit(Event::Error { message });
+                self.emit(Event::Refused { message });
                 Ok(())
             }
             Command::Text(text) => {
                 let number = self.take_number();
                 self.publish(connection, Body::Text { number, text })
             }
-            Command::File(path) => {
-                self.queued_files.push_back(path);
+            Command::File { path, line } => {
+                self.queued_files.push_back((path, line));
                 self.start_next_file(connection)
             }
             Command::Unsendable(message) => {
-                self.emit(Event::Error { message });
+                self.emit(Event::Refused { message });
                 Ok(())
             }
         }
@@ -291,21 +297,31 @@ impl Session {
     }
 
     /// When no file is being sent, starts the next queued one that can be opened. A file
-    /// that cannot be sent is reported as an `error` event and costs no number.
+    /// that cannot be sent is refused (an `error` event) and costs no number.
     fn start_next_file(&mut self, connection: &mut Connection) -> Result<()> {
         while self.outgoing.is_none() {
-            let Some(path) = self.queued_files.pop_front() else {
+            let Some((path, line)) = self.queued_files.pop_front() else {
                 break;
             };
             match files::Outgoing::open(&path, self.config.max_file_size) {
                 Ok((outgoing, name, size)) => {
                     self.outgoing = Some(outgoing);
+                    self.outgoing_line = line;
                     self.publish(connection, Body::FileStart { name, size })?;
                 }
-                Err(why) => self.emit(Event::Error { message: why }),
+                Err(why) => self.refuse_file(line, why),
             }
         }
         Ok(())
+    }
+
+    /// Reports a file that was not sent, naming the line of stdin that asked for it.
+    fn refuse_file(&self, line: Option<u64>, why: String) {
+        let message = match line {
+            Some(line) => format!("line {line}: {why}"),
+            None => why,
+        };
+        self.emit(Event::Refused { message });
     }
 
     /// Sends the next chunk of the file being sent, or its end.
@@ -329,7 +345,7 @@ impl Session {
                 // The chunks already sent cannot be taken back: tell the receivers to
                 // discard them. The file costs no number.
                 self.outgoing = None;
-                self.emit(Event::Error { message: why });
+                self.refuse_file(self.outgoing_line, why);
                 Body::FileEnd {
                     number: 0,
                     sha256: [0; 32],
@@ -353,15 +369,7 @@ impl Session {
                     self.emit(event);
                 }
             }
-            Message::Ack { seq } => {
-                while let Some((oldest, _)) = self.unacked.front()
-                    && *oldest <= seq
-                    && let Some(acked) = self.unacked.pop_front()
-                {
-                    self.unacked_bytes -= acked.1.payload_len();
-                    self.keep_recent(acked);
-                }
-            }
+            Message::Ack { seq } => self.take_ack(seq),
             Message::Keepalive => {}
             Message::Error { reason } => {
                 return Err(Error::Refused(reason));
@@ -369,6 +377,26 @@ impl Session {
             other => log::warn!("ignoring unexpected {} from the server", other.kind()),
         }
         Ok(())
+    }
+
+    /// Every frame up to `seq` is acknowledged: they leave the unacknowledged window for the
+    /// recent ones, and the highest message number among them, if it is new, is reported.
+    /// Numbers grow with `seq` (a file takes its number with its last frame), so that
+    /// number covers every message before it too.
+    fn take_ack(&mut self, seq: u64) {
+        let mut highest = self.acked_number;
+        while let Some((oldest, _)) = self.unacked.front()
+            && *oldest <= seq
+            && let Some(acked) = self.unacked.pop_front()
+        {
+            self.unacked_bytes -= acked.1.payload_len();
+            highest = highest.max(acked.1.number());
+            self.keep_recent(acked);
+        }
+        if highest > self.acked_number {
+            self.acked_number = highest;
+            self.emit(Event::Acked { seq: highest });
+        }
     }
 
     /// Keeps an acknowledged message among the recent ones, forgetting the oldest beyond

@@ -67,9 +67,30 @@ impl Session {
         log::info!("registered name={} server={server}", self.config.name);
         self.emit(Event::Registered {
             name: self.config.name.clone(),
-            server,
+            server: server.clone(),
         });
+        if self.config.server.is_some() {
+            self.warn_without_coordinator(&server);
+        }
         Ok(connection)
+    }
+
+    /// On `--server` the coordinator was not asked, so nothing has shown that it is there.
+    /// The server registers clients without one, checking the name on itself only, and
+    /// without one nobody can find this client another server when its server fails: the
+    /// user is told (a `warning` event; a line on stderr in text mode). One status query,
+    /// bounded by its own timeout; the session has not started, so nothing waits on it.
+    fn warn_without_coordinator(&self, server: &str) {
+        let coordinator = &self.config.coordinator;
+        if let Err(e) = crate::roles::status::query(coordinator, self.config.secret.as_ref()) {
+            self.emit(Event::Warning {
+                message: format!(
+                    "registered on {server} without a coordinator ({e}): the name was checked \
+                     on {server} only, and should {server} fail, no failover is possible \
+                     until a coordinator runs at {coordinator}"
+                ),
+            });
+        }
     }
 
     /// Connects to `server` and registers (resuming when this session has registered before),
