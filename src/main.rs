@@ -368,8 +368,7 @@ fn main() -> ExitCode {
         Command::Demo | Command::Bench { .. } => "warn",
         _ => "info",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .init();
+    init_logger(default_level);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Usage(why)) => {
@@ -382,6 +381,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Starts `env_logger` with its usual line, `[TIME LEVEL module] message`, and one change:
+/// the message goes through `visible`. Log lines quote what peers send (names, reasons),
+/// and an operator's terminal must not take a peer's escape sequence as an order
+/// (docs/security.md); doing it here covers every line of every role.
+fn init_logger(default_level: &str) {
+    use std::io::Write;
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .format(|buf, record| {
+            let style = buf.default_level_style(record.level());
+            let message = record.args().to_string();
+            writeln!(
+                buf,
+                "[{} {style}{:<5}{style:#} {}] {}",
+                buf.timestamp(),
+                record.level(),
+                record.target(),
+                dsys::support::visible::visible(&message)
+            )
+        })
+        .init();
 }
 
 fn run(command: Command) -> dsys::Result<()> {

@@ -3,7 +3,8 @@
 //! another process as a visible escape, and a JSON-mode client carries the text unchanged
 //! (docs/security.md, "Text from other clients").
 //!
-//! The check is on the bytes of the text-mode client's stdout, as a terminal would get them.
+//! The check is on the bytes of the text-mode client's stdout, as a terminal would get them,
+//! and on a server's log line that quotes a name a stranger sent.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::process::Stdio;
 use std::sync::mpsc::{Receiver, channel};
 use std::thread;
 
-use common::{Client, Cluster, Proc, TIMEOUT, TempDir, dsys, run_dsys};
+use common::{Client, Cluster, Proc, RawClient, TIMEOUT, TempDir, dsys, run_dsys};
 
 /// A message that holds every kind of character a terminal acts on: ESC starting a colour
 /// sequence, BEL, CR, backspace, tab, newline, DEL, a C1 control (CSI, U+009B), and the
@@ -158,4 +159,26 @@ fn a_json_client_receives_control_characters_unchanged() {
         Some(HOSTILE),
         "JSON carries the text as it was sent"
     );
+}
+
+/// Whether a terminal could take `c` as an order: a C0 or C1 control, DEL, or a
+/// bidirectional embedding, override or isolate.
+fn acts_on_a_terminal(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+#[test]
+fn a_log_line_that_quotes_a_strangers_name_shows_its_controls_as_escapes() {
+    let cluster = Cluster::start(1);
+    let hostile_name = "\x1b]0;owned\x07\u{202e}evil";
+    let refused = RawClient::register(cluster.addr(0), hostile_name);
+    assert!(refused.is_err(), "such a name is refused");
+    let line = cluster
+        .server(0)
+        .wait_for_stderr("registration refused", TIMEOUT);
+    assert!(
+        !line.chars().any(acts_on_a_terminal),
+        "the log line carries the raw characters: {line:?}"
+    );
+    assert!(line.contains("owned"), "the name is still shown: {line:?}");
 }
