@@ -1,7 +1,8 @@
 //! The course in `docs/` and the README point into the code all the time: file paths, item
 //! names, links between chapters. This test fails when one of those pointers has gone
 //! stale, and names the doc, the line and the stale name, all at once. Run it alone with
-//! `cargo test --test docs` (no process, no socket, under a second).
+//! `cargo test --test docs` (no process, no socket, under a second). A second test holds the
+//! log lines the docs quote to the modules that print them.
 //!
 //! `docs/testing.md` ("The docs test") says what counts as a name, how each is found (a
 //! plain text scan of the rustfmt-formatted sources, no parser), and how to fix what the
@@ -494,5 +495,106 @@ fn docs_name_only_what_exists() {
          a name rightly outside this crate goes into ALLOWED in tests/docs.rs.\n",
         report.len(),
         report.join("\n  ")
+    );
+}
+
+/// Where a module's code lives, as `(file, folder of its child modules)`. env_logger prints
+/// a record's target, which `log` sets to `module_path!()` (dsys never sets another), so a
+/// log line's `dsys::a::b` is the crate root `src/lib.rs` followed by modules `a` and `b`:
+/// `src/a/b.rs`, `src/a/b/mod.rs`, or an inline `mod b {` in the file of `dsys::a`.
+fn module_file(segments: &[&str]) -> Option<(PathBuf, PathBuf)> {
+    let Some((last, parents)) = segments.split_last() else {
+        let src = repo().join("src");
+        return Some((src.join("lib.rs"), src));
+    };
+    let (parent, dir) = module_file(parents)?;
+    let own_dir = dir.join(last);
+    let file = dir.join(format!("{last}.rs"));
+    if file.is_file() {
+        return Some((file, own_dir));
+    }
+    if own_dir.join("mod.rs").is_file() {
+        return Some((own_dir.join("mod.rs"), own_dir));
+    }
+    let text = fs::read_to_string(&parent).ok()?;
+    let inline = text.lines().any(|l| {
+        let l = l
+            .trim_start()
+            .trim_start_matches("pub(crate) ")
+            .trim_start_matches("pub ");
+        l == format!("mod {last} {{")
+    });
+    inline.then_some((parent, own_dir))
+}
+
+/// The fixed words a log line opens with, before its first value: `server ready` of
+/// `server ready addr=127.0.0.1:8081 peers=1`, `open-file limit` of `open-file limit 20000
+/// (hard 20000): ...`. Empty when the line opens with a value.
+fn message_opening(message: &str) -> String {
+    let fixed = |w: &&str| !w.contains(|c: char| c.is_ascii_digit() || "=.\"[".contains(c));
+    let words: Vec<&str> = message.split_whitespace().take_while(fixed).collect();
+    words.join(" ")
+}
+
+/// `(line, module path, message)` of every log line a doc quotes, as env_logger prints
+/// them: `[2026-... INFO  dsys::roles::server::hub::incarnation] server ready addr=...`.
+fn quoted_log_lines(text: &str) -> Vec<(usize, String, String)> {
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let mut rest = line;
+        while let Some(start) = rest.find("dsys::") {
+            let after = &rest[start..];
+            let len = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'));
+            let (path, tail) = after.split_at(len.unwrap_or(after.len()));
+            if let Some(message) = tail.strip_prefix("] ") {
+                found.push((n + 1, path.to_string(), message.to_string()));
+            }
+            rest = tail;
+        }
+    }
+    found
+}
+
+#[test]
+fn quoted_log_lines_name_modules_that_log_them() {
+    let root = repo();
+    let mut paths = vec![root.join("README.md")];
+    let entries = fs::read_dir(root.join("docs")).expect("the docs/ folder");
+    let mut chapters: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    chapters.retain(|p| p.extension().is_some_and(|e| e == "md"));
+    chapters.sort();
+    paths.extend(chapters);
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for path in &paths {
+        let text = fs::read_to_string(path).expect("a readable doc");
+        for (line, module, message) in quoted_log_lines(&text) {
+            checked += 1;
+            let at = format!("{}:{line}: `{module}]`", rel(path));
+            let segments: Vec<&str> = module.split("::").skip(1).collect();
+            let Some((file, _)) = module_file(&segments) else {
+                problems.push(format!("{at}: no such module under src/"));
+                continue;
+            };
+            // The words must be in that module's own file: a log line names the module its
+            // macro is written in.
+            let opening = message_opening(&message);
+            let source = fs::read_to_string(&file).expect("a readable source file");
+            if !opening.is_empty() && !source.contains(&opening) {
+                let file = rel(&file);
+                problems.push(format!("{at}: {file} never writes \"{opening}\""));
+            }
+        }
+    }
+    assert!(
+        checked > 0,
+        "no quoted log line found: is the pattern stale?"
+    );
+    assert!(
+        problems.is_empty(),
+        "\n{} quoted log line(s) that the code no longer prints so:\n  {}\n\nRun the command \
+         and quote what it prints now.\n",
+        problems.len(),
+        problems.join("\n  ")
     );
 }

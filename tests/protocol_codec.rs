@@ -15,7 +15,8 @@
 //! - a seeded random mutation of valid frames never panics the decoder nor makes it allocate
 //!   beyond what the input's bytes could fill, and whatever the decoder accepts re-encodes
 //!   to the same bytes (the encoding is canonical);
-//! - the worked examples in `docs/protocol.md` match the encoder byte for byte.
+//! - the worked examples in `docs/protocol.md`, read from the document itself, match the
+//!   encoder byte for byte.
 //!
 //! Everything runs in memory (`std::io::Cursor` and small hand-written readers), with no
 //! sockets, threads or sleeps.

@@ -394,6 +394,35 @@ mod tests {
     }
 
     #[test]
+    fn clients_leaving_one_server_make_the_fuller_ones_give_some_up() {
+        let settle = Duration::from_secs(1);
+        let start = Instant::now();
+        let mut registry = Registry::default();
+        for addr in ["a:1", "b:1", "c:1"] {
+            handle_heartbeat(&mut registry, start, addr, 0, Some(names(addr, 4)));
+        }
+        registry.rebalance_round(start + settle * 2, settle);
+        assert!(registry.take_moves("a:1").is_empty(), "4/4/4 is even");
+        // Three of c's four clients deregister: 4/4/1, and no server came or went.
+        let left = start + settle * 3;
+        let c = registry.servers["c:1"].epoch;
+        handle_heartbeat(&mut registry, left, "c:1", c, Some(names("c:1", 1)));
+        for addr in ["a:1", "b:1"] {
+            let epoch = registry.servers[addr].epoch;
+            handle_heartbeat(&mut registry, left, addr, epoch, Some(names(addr, 4)));
+        }
+        registry.rebalance_round(left, settle);
+        registry.rebalance_round(left + settle * 2, settle);
+        let (from_a, from_b) = (registry.take_moves("a:1"), registry.take_moves("b:1"));
+        assert_eq!(
+            (from_a.len(), from_b.len()),
+            (1, 1),
+            "4/4/1 becomes 3/3/3: {from_a:?} {from_b:?}"
+        );
+        assert!(from_a.iter().chain(&from_b).all(|(_, to)| to == "c:1"));
+    }
+
+    #[test]
     fn moved_clients_are_not_moved_again_while_their_old_server_still_lists_them() {
         let settle = Duration::from_secs(1);
         let start = Instant::now();
