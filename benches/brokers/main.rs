@@ -1,7 +1,8 @@
 //! Benchmark: dsys against the limit relay, Redis pub/sub and NATS core, on the loads of
 //! `docs/benchmarks.md`, in one sitting, so that dsys's figures can be given as ratios to
 //! theirs. Run with `cargo bench --bench brokers` (all loads) or
-//! `cargo bench --bench brokers -- s1 s3` (some).
+//! `cargo bench --bench brokers -- s1 s3` (some loads); naming systems runs only those
+//! (`-- s2w redis nats`).
 //!
 //! For each load, each run measures the limit relay, dsys, Redis, then NATS, [`RUNS`] times
 //! alternating, each on a fresh process (or cluster) started for the run, and prints one
@@ -38,15 +39,23 @@ fn main() {
         return;
     }
     // `cargo bench` adds flags of its own (`--bench`): only load names are taken.
-    let wanted: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| LOADS.iter().any(|l| l.name == a))
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let wanted: Vec<&String> = args
+        .iter()
+        .filter(|a| LOADS.iter().any(|l| &l.name == a))
         .collect();
-    let systems = available_systems();
+    let named: Vec<System> = System::ALL
+        .into_iter()
+        .filter(|s| args.iter().any(|a| a == s.name()))
+        .collect();
+    let systems: Vec<System> = available_systems()
+        .into_iter()
+        .filter(|s| named.is_empty() || named.contains(s))
+        .collect();
     let mut rows = Vec::new();
     for load in LOADS
         .iter()
-        .filter(|l| wanted.is_empty() || wanted.iter().any(|w| w == l.name))
+        .filter(|l| wanted.is_empty() || wanted.iter().any(|w| *w == l.name))
     {
         let systems: Vec<System> = systems.iter().copied().filter(|s| s.runs(load)).collect();
         let mut runs: Vec<Vec<Figures>> = vec![Vec::new(); systems.len()];

@@ -96,6 +96,11 @@ impl RedisServer {
     pub fn pid(&self) -> u32 {
         self.proc.pid()
     }
+
+    /// Its log so far.
+    pub fn log(&self) -> Vec<String> {
+        self.proc.stderr_so_far()
+    }
 }
 
 /// One NATS server, or several routed into a cluster (each given the others' cluster
@@ -152,6 +157,11 @@ impl NatsServers {
     /// The servers' process ids, whose CPU time is measured.
     pub fn pids(&self) -> Vec<u32> {
         self.procs.iter().map(Proc::pid).collect()
+    }
+
+    /// Their logs so far, one after the other.
+    pub fn log(&self) -> Vec<String> {
+        self.procs.iter().flat_map(Proc::stderr_so_far).collect()
     }
 
     /// Waits until server `index` has learnt from every other server that it has

@@ -138,24 +138,26 @@ impl Check {
     }
 
     /// One delivery of `payload`, whose frame said `frame_seq` when the protocol has one.
+    /// Returns the `seq` of a message of this connection's own publisher, which is not
+    /// counted (a Redis chat client takes it as the acknowledgement).
     #[inline]
-    pub fn deliver(&mut self, payload: &[u8], frame_seq: Option<u64>) {
+    pub fn deliver(&mut self, payload: &[u8], frame_seq: Option<u64>) -> Option<u64> {
         // A frame's own `seq` is the one checked; the payload's is read only when the
         // protocol has none (Redis, NATS): a third number to parse per delivery costs.
         let Some((publisher, seq, sent)) = parse(payload, frame_seq) else {
             self.tally.corrupt += 1;
-            return;
+            return None;
         };
         if self.own == Some(publisher) {
-            return;
+            return Some(seq);
         }
         let Some(next) = self.next.get_mut(publisher as usize) else {
             self.tally.corrupt += 1;
-            return;
+            return None;
         };
         if seq < *next {
             self.tally.duplicated += 1;
-            return;
+            return None;
         }
         if seq > *next {
             self.tally.jumps += 1;
@@ -165,6 +167,7 @@ impl Check {
         self.tally.last_delivery = Some(self.now);
         let latency = self.now_ns.saturating_sub(sent);
         self.tally.latency.record(Duration::from_nanos(latency));
+        None
     }
 }
 

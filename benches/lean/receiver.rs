@@ -64,10 +64,13 @@ impl Sink {
         }
     }
 
-    /// One message delivered (see [`Check::deliver`]).
+    /// One message delivered (see [`Check::deliver`]); one of the connection's own
+    /// publisher's acknowledges it and everything before it.
     #[inline]
     pub fn deliver(&mut self, payload: &[u8], frame_seq: Option<u64>) {
-        self.check.deliver(payload, frame_seq);
+        if let Some(own_seq) = self.check.deliver(payload, frame_seq) {
+            self.acked_upto(own_seq);
+        }
     }
 
     /// Every message up to `seq` is acknowledged (dsys's cumulative `Ack`).

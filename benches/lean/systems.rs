@@ -11,11 +11,13 @@ use crate::lean::figures::Figures;
 use crate::lean::nats::Nats;
 use crate::lean::redis::Redis;
 use crate::lean::relay::LimitRelay;
-use crate::lean::{Load, run};
+use crate::lean::{Load, Outcome, run};
 
 /// dsys's defaults: the coordinator's heartbeat timeout and the servers' interval (ms).
 const HEARTBEAT_TIMEOUT_MS: u64 = 1500;
 const HEARTBEAT_INTERVAL_MS: u64 = 500;
+/// Lines of a broker's log shown when it closed connections.
+const SHOWN_LOG_LINES: usize = 5;
 
 /// A system under measurement.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -27,6 +29,8 @@ pub enum System {
 }
 
 impl System {
+    pub const ALL: [System; 4] = [System::Limit, System::Dsys, System::Redis, System::Nats];
+
     pub fn name(self) -> &'static str {
         match self {
             System::Limit => "limit",
@@ -58,21 +62,35 @@ pub fn measure(system: System, load: &Load) -> Figures {
         }
         System::Redis => {
             let redis = RedisServer::start();
-            run::<Redis>(
-                load,
-                std::slice::from_ref(&redis.addr),
-                &[redis.pid()],
-                || {},
-            )
+            let addrs = std::slice::from_ref(&redis.addr);
+            let outcome = run::<Redis>(load, addrs, &[redis.pid()], || {});
+            show_why_cut_off(&outcome, &redis.log());
+            outcome
         }
         System::Nats => {
             let nats = NatsServers::start(load.servers);
-            run::<Nats>(load, &nats.addrs, &nats.pids(), || {
+            let outcome = run::<Nats>(load, &nats.addrs, &nats.pids(), || {
                 nats.wait_for_interest(0, "bench")
-            })
+            });
+            show_why_cut_off(&outcome, &nats.log());
+            outcome
         }
     };
     Figures::from_outcome(&outcome)
+}
+
+/// When a broker closed connections during the run, the last lines of its log, which say
+/// why (a subscriber over its output buffer limit, say).
+fn show_why_cut_off(outcome: &Outcome, log: &[String]) {
+    if outcome.cut_off > 0 {
+        eprintln!(
+            "the broker closed {} connections; its log ends:",
+            outcome.cut_off
+        );
+        for line in &log[log.len().saturating_sub(SHOWN_LOG_LINES)..] {
+            eprintln!("    {line}");
+        }
+    }
 }
 
 /// A coordinator and `n` servers with dsys's defaults, on free loopback ports. Only the
