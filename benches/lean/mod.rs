@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded};
 use dsys::roles::bench::Histogram;
 use dsys::support::cpu::cpu_time;
 
@@ -301,18 +301,15 @@ impl Generator {
             receivers: Vec::new(),
             publishers: Vec::new(),
         };
-        let mut shares: Vec<Vec<Conn>> = (0..RECEIVERS).map(|_| Vec::new()).collect();
+        let gates = Gates {
+            epoch,
+            warm_up: warm_up_rx,
+            start: start_rx,
+        };
+        let mut conns = Vec::new();
         let mut keepalive = Duration::from_secs(1);
-        let mut next_share = 0;
         for i in 0..load.clients() {
-            let role = if i < load.subscribers {
-                Role::Subscriber
-            } else {
-                Role::Publisher {
-                    index: (i - load.subscribers) as u32,
-                    hears_others: load.publishers > 1,
-                }
-            };
+            let role = role_of(load, i);
             let label = format!("{} client {i}", W::NAME);
             let opened = W::open(&servers[i % servers.len()], &label, role);
             keepalive = keepalive.min(opened.keepalive.unwrap_or(keepalive));
@@ -324,51 +321,69 @@ impl Generator {
                 generator.sockets.push(clone(&reading.stream));
                 let check = Check::new(load.publishers, reading.own, epoch);
                 let credits = credits.clone().filter(|_| reading.carries_acks);
-                shares[next_share % RECEIVERS].push(Conn {
+                conns.push(Conn {
                     stream: reading.stream,
                     label: label.clone(),
                     leftover: reading.leftover,
                     sink: Sink::new(check, credits),
                     closed: false,
                 });
-                next_share += 1;
             }
             if let (Some(out), Some(credits), Role::Publisher { index, .. }) =
                 (opened.write, credits, role)
             {
                 generator.sockets.push(clone(&out));
-                let (stop, warm_up, start) =
-                    (generator.stop.clone(), warm_up_rx.clone(), start_rx.clone());
-                let load = *load;
-                let handle = thread::Builder::new()
-                    .name(format!("lean-pub-{index}"))
-                    .spawn(move || {
-                        let job = Job {
-                            index,
-                            messages: load.messages,
-                            rate: load.rate,
-                            window: load.window,
-                            epoch,
-                            credits: &credits,
-                            stop: &stop,
-                            warm_up,
-                            start,
-                        };
-                        publisher::publish::<W>(out, &job)
-                    })
-                    .expect("start a publisher thread");
-                generator.publishers.push(handle);
+                let publisher = generator.spawn_publisher::<W>(load, index, out, credits, &gates);
+                generator.publishers.push(publisher);
             }
         }
-        for (n, conns) in shares.into_iter().enumerate() {
-            let (progress, stop) = (generator.progress.clone(), generator.stop.clone());
+        generator.spawn_receivers::<W>(conns, keepalive);
+        generator
+    }
+
+    /// Starts publisher `index`'s thread, writing to `out`.
+    fn spawn_publisher<W: Wire>(
+        &self,
+        load: &Load,
+        index: u32,
+        out: TcpStream,
+        credits: Arc<Credits>,
+        gates: &Gates,
+    ) -> JoinHandle<std::io::Result<()>> {
+        let (stop, gates, load) = (self.stop.clone(), gates.clone(), *load);
+        thread::Builder::new()
+            .name(format!("lean-pub-{index}"))
+            .spawn(move || {
+                let job = Job {
+                    index,
+                    messages: load.messages,
+                    rate: load.rate,
+                    window: load.window,
+                    epoch: gates.epoch,
+                    credits: &credits,
+                    stop: &stop,
+                    warm_up: gates.warm_up,
+                    start: gates.start,
+                };
+                publisher::publish::<W>(out, &job)
+            })
+            .expect("start a publisher thread")
+    }
+
+    /// Deals `conns` out to [`RECEIVERS`] threads in turn and starts them.
+    fn spawn_receivers<W: Wire>(&mut self, conns: Vec<Conn>, keepalive: Duration) {
+        let mut shares: Vec<Vec<Conn>> = (0..RECEIVERS).map(|_| Vec::new()).collect();
+        for (i, conn) in conns.into_iter().enumerate() {
+            shares[i % RECEIVERS].push(conn);
+        }
+        for (n, share) in shares.into_iter().enumerate() {
+            let (progress, stop) = (self.progress.clone(), self.stop.clone());
             let handle = thread::Builder::new()
                 .name(format!("lean-recv-{n}"))
-                .spawn(move || receiver::receive::<W>(conns, &progress, &stop, keepalive))
+                .spawn(move || receiver::receive::<W>(share, &progress, &stop, keepalive))
                 .expect("start a receiver thread");
-            generator.receivers.push(handle);
+            self.receivers.push(handle);
         }
-        generator
     }
 
     /// Stops every thread and returns what the receivers counted, how many connections
@@ -424,6 +439,26 @@ impl Drop for Generator {
         }
         for publisher in self.stop_publishers() {
             let _ = publisher.join();
+        }
+    }
+}
+
+/// What the publishers wait at, and the run's clock.
+#[derive(Clone)]
+struct Gates {
+    epoch: Instant,
+    warm_up: Receiver<()>,
+    start: Receiver<()>,
+}
+
+/// Client `i` of `load`: subscribers first, then publishers (the last clients).
+fn role_of(load: &Load, i: usize) -> Role {
+    if i < load.subscribers {
+        Role::Subscriber
+    } else {
+        Role::Publisher {
+            index: (i - load.subscribers) as u32,
+            hears_others: load.publishers > 1,
         }
     }
 }
