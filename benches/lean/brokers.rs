@@ -1,6 +1,6 @@
-//! The broker processes this bench measures dsys against: a Redis server ([`RedisServer`])
-//! and one or more NATS servers ([`NatsServers`], routed into a cluster when more than
-//! one), started for one run and killed after it.
+//! The broker processes the benches measure dsys against (`systems.rs` starts them): a
+//! Redis server ([`RedisServer`]) and one or more NATS servers ([`NatsServers`], routed into
+//! a cluster when more than one), started for one run and killed after it.
 //!
 //! Each broker is a child process of this bench, never a system service: it listens on
 //! loopback ports the OS gave out a moment before ([`free_ports`]), keeps nothing on disk,

@@ -3,7 +3,7 @@
 //! into the batch and `Deliver`s read by hand in place (the layouts of section 5, both
 //! checked against the library's `Message::encode` and `DeliverRef` once per publisher),
 //! and `Ack`s.
-//! The limit relay (`benches/throughput/relay.rs`) speaks the same protocol, so this
+//! The limit relay (`relay.rs`) speaks the same protocol, so this
 //! [`Wire`] drives both.
 //!
 //! A receive-only client sends a `Keepalive` every interval its server asked for (the
