@@ -32,7 +32,7 @@ use crossbeam_channel::{bounded, unbounded};
 use crate::error::{Error, Result};
 use crate::roles::children::{ChildGuard, spawn_role};
 use crate::support::cpu;
-use histogram::Histogram;
+pub use histogram::Histogram;
 pub use load::when_due;
 use load::{Client, Gates, Pace, Progress, Spec, Tally};
 pub use report::Report;

@@ -1,14 +1,12 @@
-//! The figures of one run, whichever system ran it ([`Figures`]: from the driver's
-//! [`Outcome`] for Redis and NATS, from `dsys bench`'s JSON report for dsys), and how they
-//! are printed: one line per run, then Markdown tables of medians and of dsys's ratios.
+//! The figures of one run of the lean generator ([`Figures`], from its [`Outcome`]), and how
+//! the benches print them: one line per run, then Markdown tables of medians and of
+//! dsys's ratios to each other system.
 //!
 //! A run that lost, duplicated or reordered anything, or whose publisher stopped, is not
 //! clean: its line shows what went wrong and no rate, and the medians leave it out; the
 //! table counts its losses. Pure formatting: no thread, no socket.
 
-use serde_json::Value;
-
-use crate::driver::Outcome;
+use crate::lean::Outcome;
 
 /// What one run measured.
 #[derive(Clone, Default)]
@@ -23,9 +21,12 @@ pub struct Figures {
     pub cpu_ns: f64,
     /// The same CPU time over the measured window: cores kept busy.
     pub cores: f64,
+    /// The generator's own CPU time per delivery, nanoseconds.
+    pub generator_ns: f64,
     pub lost: u64,
     pub duplicated: u64,
-    /// Messages out of order (dsys: times a subscriber saw the `seq` jump ahead).
+    /// Times a receiver saw a publisher's `seq` jump ahead, or a payload that did not
+    /// read back.
     pub reordered: u64,
     /// Subscribers the broker disconnected during the run.
     pub cut_off: usize,
@@ -34,45 +35,25 @@ pub struct Figures {
 }
 
 impl Figures {
-    /// The figures of a Redis or NATS run.
+    /// The figures of one run.
     pub fn from_outcome(outcome: &Outcome) -> Figures {
         let secs = outcome.elapsed.as_secs_f64().max(1e-9);
-        let cpu = outcome.broker_cpu.as_secs_f64();
+        let cpu = outcome.server_cpu.as_secs_f64();
+        let deliveries = outcome.delivered.max(1) as f64;
         let us = |q: f64| outcome.latency.quantile(q).as_secs_f64() * 1e6;
         Figures {
             rate: outcome.delivered as f64 / secs,
             p50_us: us(0.5),
             p99_us: us(0.99),
             p999_us: us(0.999),
-            cpu_ns: cpu * 1e9 / outcome.delivered.max(1) as f64,
+            cpu_ns: cpu * 1e9 / deliveries,
             cores: cpu / secs,
+            generator_ns: outcome.generator_cpu.as_secs_f64() * 1e9 / deliveries,
             lost: outcome.lost(),
             duplicated: outcome.duplicated,
-            reordered: outcome.reordered,
+            reordered: outcome.jumps + outcome.corrupt,
             cut_off: outcome.cut_off,
             failure: outcome.publish_error.clone(),
-        }
-    }
-
-    /// The figures of a `dsys bench --output json` report.
-    pub fn from_dsys_report(report: &Value) -> Figures {
-        let number = |key: &str| report[key].as_f64().unwrap_or(0.0);
-        let count = |key: &str| report[key].as_u64().unwrap_or(0);
-        Figures {
-            rate: number("msgs_per_s"),
-            p50_us: number("p50_us"),
-            p99_us: number("p99_us"),
-            p999_us: number("p999_us"),
-            cpu_ns: number("server_cpu_ns_per_delivery"),
-            cores: number("server_cpu_cores"),
-            lost: count("lost"),
-            duplicated: count("duplicated"),
-            reordered: count("gaps"),
-            cut_off: 0,
-            failure: report["failure"]
-                .as_str()
-                .filter(|why| why.starts_with("a publisher"))
-                .map(str::to_string),
         }
     }
 
@@ -97,11 +78,12 @@ impl Figures {
             return line;
         }
         format!(
-            "{:>9.0}/s  p50 / p99 / p99.9 {}  {:.0} ns/delivery, {:.2} cores",
+            "{:>9.0}/s  p50 / p99 / p99.9 {}  server {:.0} ns/delivery, {:.2} cores; generator {:.0} ns/delivery",
             self.rate,
             latencies(self),
             self.cpu_ns,
-            self.cores
+            self.cores,
+            self.generator_ns
         )
     }
 }
@@ -131,6 +113,7 @@ impl Summary {
                 p999_us: median(|f| f.p999_us),
                 cpu_ns: median(|f| f.cpu_ns),
                 cores: median(|f| f.cores),
+                generator_ns: median(|f| f.generator_ns),
                 ..Figures::default()
             }),
             clean_runs: clean.len(),
@@ -161,19 +144,20 @@ fn title(load: &str) -> String {
 /// The table of medians: one row per load and system.
 pub fn print_medians(rows: &[(&str, &str, Summary)]) {
     println!(
-        "\n| load | system | clean runs | deliveries/s | p50 / p99 / p99.9 | server CPU ns/delivery | cores | lost, duplicated or reordered (all runs) |"
+        "\n| load | system | clean runs | deliveries/s | p50 / p99 / p99.9 | server CPU ns/delivery | server cores | generator CPU ns/delivery | lost, duplicated or reordered (all runs) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (load, system, summary) in rows {
         let figures = match &summary.median {
             Some(m) => format!(
-                "{:.0} | {} | {:.0} | {:.2}",
+                "{:.0} | {} | {:.0} | {:.2} | {:.0}",
                 m.rate,
                 latencies(m),
                 m.cpu_ns,
-                m.cores
+                m.cores,
+                m.generator_ns
             ),
-            None => "no clean run | - | - | -".to_string(),
+            None => "no clean run | - | - | - | -".to_string(),
         };
         println!(
             "| {} | {system} | {}/{} | {figures} | {} |",

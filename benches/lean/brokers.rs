@@ -1,6 +1,6 @@
-//! The broker processes this bench measures dsys against: a Redis server ([`RedisServer`])
-//! and one or more NATS servers ([`NatsServers`], routed into a cluster when more than
-//! one), started for one run and killed after it.
+//! The broker processes the benches measure dsys against (`systems.rs` starts them): a
+//! Redis server ([`RedisServer`]) and one or more NATS servers ([`NatsServers`], routed into
+//! a cluster when more than one), started for one run and killed after it.
 //!
 //! Each broker is a child process of this bench, never a system service: it listens on
 //! loopback ports the OS gave out a moment before ([`free_ports`]), keeps nothing on disk,
@@ -96,6 +96,11 @@ impl RedisServer {
     pub fn pid(&self) -> u32 {
         self.proc.pid()
     }
+
+    /// Its log so far.
+    pub fn log(&self) -> Vec<String> {
+        self.proc.stderr_so_far()
+    }
 }
 
 /// One NATS server, or several routed into a cluster (each given the others' cluster
@@ -152,6 +157,11 @@ impl NatsServers {
     /// The servers' process ids, whose CPU time is measured.
     pub fn pids(&self) -> Vec<u32> {
         self.procs.iter().map(Proc::pid).collect()
+    }
+
+    /// Their logs so far, one after the other.
+    pub fn log(&self) -> Vec<String> {
+        self.procs.iter().flat_map(Proc::stderr_so_far).collect()
     }
 
     /// Waits until server `index` has learnt from every other server that it has
