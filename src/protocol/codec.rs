@@ -157,16 +157,25 @@ pub(super) fn framed_with_room(len: usize, fill: impl FnOnce(&mut Writer)) -> Ve
 }
 
 fn framed_in(buffer: Vec<u8>, fill: impl FnOnce(&mut Writer)) -> Vec<u8> {
-    let mut out = Writer(buffer);
+    let mut buffer = buffer;
+    append_framed(&mut buffer, fill);
+    buffer
+}
+
+/// Appends one frame, filled by `fill`, after what `buffer` already holds: how a server
+/// encodes the messages of one read back to back into one buffer (`message_path.rs`).
+pub(super) fn append_framed(buffer: &mut Vec<u8>, fill: impl FnOnce(&mut Writer)) {
+    let start = buffer.len();
+    let mut out = Writer(std::mem::take(buffer));
     out.0.extend_from_slice(&[0; 4]); // the length, filled in below
     fill(&mut out);
-    let len = out.0.len() - 4;
+    let len = out.0.len() - start - 4;
     assert!(
         len <= MAX_FRAME_LEN as usize,
         "frame of {len} bytes exceeds the cap"
     );
-    out.0[..4].copy_from_slice(&(len as u32).to_be_bytes());
-    out.0
+    out.0[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    *buffer = out.0;
 }
 
 /// Appends big-endian fields to a frame under construction.

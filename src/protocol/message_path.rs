@@ -6,10 +6,12 @@
 //! - [`deliver_frame`] and [`relay_frame`] encode from borrowed parts, so a server builds the
 //!   one copy all recipients share without first cloning the payload into a `Message`, in a
 //!   buffer allocated once at its final size ([`deliver_fields_len`]);
+//! - [`deliver_frames`] does the same for the messages one publisher sent back to back, all
+//!   into one buffer, so each recipient can be sent them as one run;
 //! - [`DeliverRef`] reads a `Deliver` without copying its name and text out of the frame.
 
 use super::Body;
-use super::codec::{Reader, framed_with_room};
+use super::codec::{Reader, append_framed, framed_with_room};
 use super::encoding::{BODY_TEXT, T_DELIVER, T_RELAY};
 use crate::error::Result;
 
@@ -18,6 +20,24 @@ use crate::error::Result;
 pub fn deliver_frame(from: &str, session: u64, seq: u64, body: &Body) -> Vec<u8> {
     let len = 4 + 1 + deliver_fields_len(from, body);
     framed_with_room(len, |out| out.deliver(from, session, seq, body))
+}
+
+/// The `Deliver` frames of `messages` (each `(seq, body)`), all from `from` speaking for
+/// `session`, encoded back to back into one buffer made at its final size, and where each
+/// one ends in it: the frames of message `i` are `ends[i - 1]..ends[i]` (from 0 for the
+/// first).
+pub fn deliver_frames(from: &str, session: u64, messages: &[(u64, Body)]) -> (Vec<u8>, Vec<usize>) {
+    let total = messages
+        .iter()
+        .map(|(_, body)| 4 + 1 + deliver_fields_len(from, body))
+        .sum();
+    let mut bytes = Vec::with_capacity(total);
+    let mut ends = Vec::with_capacity(messages.len());
+    for (seq, body) in messages {
+        append_framed(&mut bytes, |out| out.deliver(from, session, *seq, body));
+        ends.push(bytes.len());
+    }
+    (bytes, ends)
 }
 
 /// Bytes of the fields a `Deliver` and a `Relay` share (`Writer::deliver_fields`).
@@ -117,5 +137,18 @@ mod tests {
             let relay = relay_frame(5, "carol", 1, 2, &body);
             assert_eq!(relay.len(), relay.capacity(), "{body:?}: no spare room");
         }
+    }
+
+    #[test]
+    fn frames_encoded_back_to_back_are_each_the_frame_encoded_alone() {
+        let messages: Vec<(u64, Body)> = (1..).zip(bodies()).collect();
+        let (bytes, ends) = deliver_frames("carol", 9, &messages);
+        assert_eq!(bytes.len(), bytes.capacity(), "made at its final size");
+        let mut start = 0;
+        for ((seq, body), end) in messages.iter().zip(ends) {
+            assert_eq!(bytes[start..end], deliver_frame("carol", 9, *seq, body));
+            start = end;
+        }
+        assert_eq!(start, bytes.len());
     }
 }

@@ -40,7 +40,7 @@ pub use codec::{
     MAX_FRAME_LEN, holds_whole_frame, read_frame, read_frame_into, read_message, write_message,
 };
 pub use encoding::RELAY_INDEX_BYTES;
-pub use message_path::{DeliverRef, deliver_frame, relay_frame};
+pub use message_path::{DeliverRef, deliver_frame, deliver_frames, relay_frame};
 
 /// The protocol version carried in every [`Message::Hello`]. A peer that speaks another
 /// version is refused with a clear [`Message::Error`] instead of being misread.

@@ -72,6 +72,11 @@ const READ_AHEAD: usize = 64;
 /// keepalives, and the first one gives the buffer back.
 const PUBLISHER_READ_AHEAD: usize = 64 * 1024;
 
+/// Publishes taken into the hub at once, at most. The read-ahead bounds them already (a
+/// buffer of 64 KiB holds about 2,500 of the smallest); this bounds the batch's own
+/// bookkeeping whatever the frames.
+const MAX_PUBLISHES_AT_ONCE: usize = 1024;
+
 /// How long a client may hear nothing before it sends a keepalive, which the server answers
 /// (and after three times that, it takes its server for dead or hung).
 ///
@@ -272,7 +277,6 @@ impl Registered<'_> {
     /// (`Deregister`) rather than just closing the connection.
     fn read_publishes(&self, shared: &Shared) -> Result<bool> {
         let name = &self.name;
-        let hub::Registration { conn, session, .. } = self.registration;
         // A frame is read as its length, then its body: two reads of the socket, unless
         // the length's read brings the rest along. READ_AHEAD bytes do that for the small
         // frames an idle client sends (a keepalive is 5 bytes), which halves the system
@@ -284,27 +288,41 @@ impl Registered<'_> {
         // this thread writes for them once it has taken in every whole frame it has read,
         // before it could wait in a read or write to its own socket (`pens.rs`).
         let mut pens = Pens::new(shared.writers_tx.clone());
-        while let Some(message) = read_message(&mut reader)? {
+        // The publishes read but not yet taken into the hub: every whole frame the buffer
+        // holds goes into one `Hub::publish` (one hold of the hub's lock, one run per
+        // recipient), taken in before this thread could block in a read, and before
+        // anything else the client sent.
+        let mut publishes: Vec<(u64, Body)> = Vec::new();
+        loop {
+            let message = match read_message(&mut reader) {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(e) => {
+                    // What came before the bad frame is taken in, as it would have been
+                    // had it been read alone.
+                    self.publish(&mut publishes, shared, &mut pens)?;
+                    pens.write_now();
+                    return Err(e);
+                }
+            };
+            if !matches!(message, Message::Publish { .. }) {
+                self.publish(&mut publishes, shared, &mut pens)?;
+                pens.write_now();
+            }
             match message {
                 Message::Publish { seq, body } => {
                     if let Err(reason) = check_body(&body) {
+                        self.publish(&mut publishes, shared, &mut pens)?;
                         pens.write_now();
                         return net::refuse(&self.stream, &reason);
                     }
                     log::debug!("publish name={name} seq={seq}");
-                    let origin = Origin::Local { conn };
-                    if !shared
-                        .hub
-                        .publish(origin, name, session, seq, &body, &mut pens)
-                    {
-                        return Err(Error::Protocol("connection replaced by a newer one".into()));
-                    }
+                    publishes.push((seq, body));
                     if reader.capacity() < PUBLISHER_READ_AHEAD && reader.buffer().is_empty() {
                         reader = BufReader::with_capacity(PUBLISHER_READ_AHEAD, &*self.stream);
                     }
                 }
                 Message::Keepalive => {
-                    pens.write_now();
                     self.answer_keepalive(shared)?;
                     // A client sends keepalives only when it has sent nothing else for a
                     // while: a publisher that went quiet gives its read-ahead back.
@@ -314,18 +332,46 @@ impl Registered<'_> {
                 }
                 Message::Deregister => return Ok(true),
                 other => {
-                    pens.write_now();
                     return net::refuse(
                         &self.stream,
                         &format!("unexpected {} from a client", other.kind()),
                     );
                 }
             }
-            if !holds_whole_frame(reader.buffer()) {
+            let more = holds_whole_frame(reader.buffer());
+            if !more || publishes.len() >= MAX_PUBLISHES_AT_ONCE {
+                self.publish(&mut publishes, shared, &mut pens)?;
+            }
+            if !more {
                 pens.write_now();
             }
         }
         Ok(false)
+    }
+
+    /// Takes `publishes` into the hub, in the order read, and empties it.
+    ///
+    /// # Errors
+    /// When the hub refuses them: this connection was replaced by a newer one.
+    fn publish(
+        &self,
+        publishes: &mut Vec<(u64, Body)>,
+        shared: &Shared,
+        pens: &mut Pens,
+    ) -> Result<()> {
+        if publishes.is_empty() {
+            return Ok(());
+        }
+        let hub::Registration { conn, session, .. } = self.registration;
+        let origin = Origin::Local { conn };
+        let current = shared
+            .hub
+            .publish(origin, &self.name, session, publishes, pens);
+        publishes.clear();
+        if !current {
+            return Err(Error::Protocol("connection replaced by a newer one".into()));
+        }
+        Ok(())
     }
 
     /// Answers a keepalive with one, so a client that heard nothing for a while learns that

@@ -51,9 +51,61 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 
-/// An encoded frame, encoded once and shared by every recipient: each outbox, the history
+/// Encoded bytes, encoded once and shared by every recipient: each outbox, the history
 /// window and the outbound log hold a clone of the `Arc`, never a copy of the bytes.
-pub type Frame = Arc<Vec<u8>>;
+///
+/// Usually one frame. The messages a publisher sent back to back are encoded into one
+/// buffer (`Hub::publish`), and a recipient's outbox then takes a *run*: a `Frame` that
+/// covers several of them, frames whole and in order, pushed and written as one (one queue
+/// operation and one copy per recipient for the run, not for each message). The history
+/// window keeps each message as its own `Frame` over the same buffer, so the buffer lives
+/// until its last message has left the window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    bytes: Arc<Vec<u8>>,
+    start: usize,
+    end: usize,
+}
+
+impl Frame {
+    /// The frames at `range` of `bytes`, which the caller encoded whole there.
+    pub fn run(bytes: &Arc<Vec<u8>>, range: std::ops::Range<usize>) -> Frame {
+        assert!(range.start <= range.end && range.end <= bytes.len());
+        Frame {
+            bytes: bytes.clone(),
+            start: range.start,
+            end: range.end,
+        }
+    }
+
+    /// This and `next` as one run, when `next` follows it in the same buffer; `None`
+    /// otherwise.
+    pub fn joined(&self, next: &Frame) -> Option<Frame> {
+        (Arc::ptr_eq(&self.bytes, &next.bytes) && self.end == next.start).then(|| Frame {
+            bytes: self.bytes.clone(),
+            start: self.start,
+            end: next.end,
+        })
+    }
+}
+
+impl From<Vec<u8>> for Frame {
+    fn from(bytes: Vec<u8>) -> Frame {
+        let end = bytes.len();
+        Frame {
+            bytes: Arc::new(bytes),
+            start: 0,
+            end,
+        }
+    }
+}
+
+impl std::ops::Deref for Frame {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[self.start..self.end]
+    }
+}
 
 /// Frames a writer gathers into one write when a backlog exists, bounding batch latency.
 pub const MAX_BATCH: usize = 256;
@@ -327,7 +379,7 @@ mod tests {
     use super::*;
 
     fn frame(len: usize) -> Frame {
-        Arc::new(vec![0; len])
+        Frame::from(vec![0; len])
     }
 
     #[test]
@@ -433,7 +485,7 @@ mod tests {
     fn a_batch_is_gathered_up_to_its_byte_bound() {
         let (tx, rx) = outbox(10, 1000, false);
         for byte in 1..=4u8 {
-            assert!(tx.try_push(Arc::new(vec![byte; 3])));
+            assert!(tx.try_push(Frame::from(vec![byte; 3])));
         }
         let mut batch = Vec::new();
         rx.take_batch_into(&mut batch, 5);

@@ -252,7 +252,7 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
                     };
                     if !shared
                         .hub
-                        .publish(origin, &from, session, seq, &body, &mut pens)
+                        .publish(origin, &from, session, &[(seq, body)], &mut pens)
                     {
                         pens.write_now();
                         return stale(&stream);
@@ -274,7 +274,7 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
                 };
                 if !shared
                     .hub
-                    .publish(origin, &from, session, seq, &body, &mut pens)
+                    .publish(origin, &from, session, &[(seq, body)], &mut pens)
                 {
                     pens.write_now();
                     return stale(&stream);

@@ -141,7 +141,7 @@ fn write_for(mut job: WriterJob, batch: &mut Vec<u8>, writers_tx: &Sender<Writer
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::roles::server::outbox::{OutboxSender, outbox};
+    use crate::roles::server::outbox::{Frame, OutboxSender, outbox};
     use crossbeam_channel::unbounded;
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
@@ -168,8 +168,8 @@ mod tests {
     #[test]
     fn a_client_that_keeps_up_is_written_to_at_once_and_its_pen_put_down() {
         let (job, tx, mut client) = client_with_pen();
-        assert!(tx.try_push(Arc::new(b"hello ".to_vec())));
-        assert!(tx.try_push(Arc::new(b"bob".to_vec())));
+        assert!(tx.try_push(Frame::from(b"hello ".to_vec())));
+        assert!(tx.try_push(Frame::from(b"bob".to_vec())));
         let (writers_tx, writers_rx) = unbounded();
         let mut pens = Pens::new(writers_tx);
         pens.add([job]);
@@ -187,7 +187,7 @@ mod tests {
         // Far more than a loopback socket's buffers hold, while the client reads nothing.
         let frames: Vec<Vec<u8>> = (0..32u8).map(|i| vec![i; 256 * 1024]).collect();
         for frame in &frames {
-            assert!(tx.try_push(Arc::new(frame.clone())));
+            assert!(tx.try_push(Frame::from(frame.clone())));
         }
         let (writers_tx, writers_rx) = unbounded();
         let mut pens = Pens::new(writers_tx);

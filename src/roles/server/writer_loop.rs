@@ -96,14 +96,13 @@ pub fn write_frames<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::roles::server::outbox::outbox;
-    use std::sync::Arc;
+    use crate::roles::server::outbox::{Frame, outbox};
 
     #[test]
     fn the_writer_loop_writes_a_backlog_and_puts_the_pen_down_once_the_outbox_is_empty() {
         let (tx, rx) = outbox(10, 1000, true);
         for byte in 1..=3u8 {
-            assert!(tx.try_push(Arc::new(vec![byte])));
+            assert!(tx.try_push(Frame::from(vec![byte])));
         }
         let mut out = Vec::new();
         let ended = write_frames(&mut out, &rx, Duration::ZERO, WhenIdle::PutPenDown, |_| {
@@ -137,7 +136,7 @@ mod tests {
     #[test]
     fn the_writer_loop_of_a_link_ends_when_the_hub_drops_the_outbox() {
         let (tx, rx) = outbox(10, 1000, true);
-        assert!(tx.try_push(Arc::new(vec![7])));
+        assert!(tx.try_push(Frame::from(vec![7])));
         drop(tx);
         let mut out = Vec::new();
         write_frames(

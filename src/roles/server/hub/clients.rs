@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::net::TcpStream;
 use std::sync::Arc;
 
-use super::{Cutoffs, Hub, Registration};
+use super::{Cutoffs, Frame, Hub, Registration};
 use crate::auth;
 use crate::protocol::{Message, Resume};
 use crate::roles::server::outbox::{OutboxReceiver, OutboxSender, outbox};
@@ -158,7 +158,7 @@ impl Hub {
                 keepalive_ms,
                 watermarks: state.history.watermarks_for(resume.as_ref()),
             };
-            let mut initial = vec![Arc::new(registered.encode())];
+            let mut initial = vec![Frame::from(registered.encode())];
             if let Some(resume) = &resume {
                 initial.extend(state.history.replay_for(session, &resume.seen));
             }
@@ -231,7 +231,7 @@ impl Hub {
             let Some(client) = client.filter(|c| conn.is_none_or(|conn| c.conn == conn)) else {
                 return false;
             };
-            let queued = client.outbox_tx.try_push(Arc::new(message.encode()));
+            let queued = client.outbox_tx.try_push(Frame::from(message.encode()));
             client.see_written(&mut state.taken);
             queued
         })

@@ -30,7 +30,6 @@
 //! failed-over client, and what it lost it reports as a gap.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::clients::{Clients, LocalClient};
@@ -203,5 +202,5 @@ impl LocalClient {
 }
 
 fn ack_frame(seq: u64) -> Frame {
-    Arc::new(Message::Ack { seq }.encode())
+    Frame::from(Message::Ack { seq }.encode())
 }

@@ -273,7 +273,6 @@ impl History {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use super::super::State;
@@ -305,7 +304,7 @@ mod tests {
                         number: seq,
                         text: "x".into(),
                     };
-                    let frame = Arc::new(deliver_frame("s", session, seq, &body));
+                    let frame = Frame::from(deliver_frame("s", session, seq, &body));
                     let live = verdict == Verdict::New;
                     state.history.store(session, seq, 1, frame, live, &limits());
                 }

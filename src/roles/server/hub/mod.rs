@@ -82,7 +82,7 @@ use super::outbox::OutboxReceiver;
 use super::pens::Pens;
 pub use super::writers::WriterJob;
 use crate::auth::Secret;
-use crate::protocol::{Body, deliver_frame, relay_frame};
+use crate::protocol::{Body, deliver_frames, relay_frame};
 use clients::Clients;
 use history::{History, Verdict};
 use locked::Locked;
@@ -276,63 +276,83 @@ impl Hub {
         result
     }
 
-    /// Takes one message into the server: rules 1 to 4 of the module doc. Waits first until
-    /// there is room for it (see [`State::has_room`]), which is how the server slows a
-    /// publisher down to what its slowest peer and its slowest reading client can take.
+    /// Takes messages into the server: rules 1 to 4 of the module doc, for each of
+    /// `messages` (`(seq, body)`, in the order sent) from `from`, speaking for `session`.
+    /// A publisher's connection thread passes every publish it has read (one read brings
+    /// hundreds when a client sends back to back); a peer link passes one relayed message
+    /// at a time. Waits first, for each message, until there is room for it (see
+    /// [`State::has_room`]), which is how the server slows a publisher down to what its
+    /// slowest peer and its slowest reading client can take.
     ///
-    /// The pens taken for the message's recipients (and for acks it made due) are added to
-    /// `pens`: the calling thread writes for them ([`Pens::write_now`]) once it has taken in
-    /// everything it has read, so a burst of messages goes out in one send per client. It
-    /// writes for those it already holds before it waits for room here, since their
-    /// clients may be what the room waits for.
+    /// **Why a batch.** The messages are encoded into one buffer, outside the lock, and
+    /// taken in under one hold of the lock. Messages that follow each other in the history
+    /// window and in the buffer reach each recipient's outbox as one run ([`Run`]): one
+    /// queue operation and, later, one copy into the recipient's send, for the run instead
+    /// of for each message. The sender gets one ack for the lot. On chat, where every client
+    /// publishes and the lock is shared by all of them, that is most of the difference
+    /// (`docs/benchmarks.md`).
     ///
-    /// Returns `false` when the message was refused because its origin is stale (a replaced
+    /// The pens taken for the recipients (and for acks made due) are added to `pens`: the
+    /// calling thread writes for them ([`Pens::write_now`]) once it has taken in everything
+    /// it has read, so a burst of messages goes out in one send per client. It writes for
+    /// those it already holds before it waits for room here, since their clients may be
+    /// what the room waits for.
+    ///
+    /// Returns `false` when a message was refused because its origin is stale (a replaced
     /// client connection, or a peer incarnation that is no longer live), also when it goes
-    /// stale while waiting; stopping the server makes every origin stale.
+    /// stale while waiting; stopping the server makes every origin stale. What was taken in
+    /// before that stays taken in, and delivered.
     pub fn publish(
         &self,
         origin: Origin,
         from: &str,
         session: u64,
-        seq: u64,
-        body: &Body,
+        messages: &[(u64, Body)],
         pens: &mut Pens,
     ) -> bool {
-        // Encode outside the lock: these copies of the payload are the only ones made.
-        let deliver: Frame = Arc::new(deliver_frame(from, session, seq, body));
-        let relay = match origin {
-            Origin::Local { .. } => Some(relay_frame(0, from, session, seq, body)),
-            Origin::Peer { .. } | Origin::PeerHistory { .. } => None,
-        };
-        let arrival = Arrival {
-            origin,
-            session,
-            seq,
-            size: body.payload_len(),
-            deliver,
-            relay,
-        };
-        let Some(mut state) = self.wait_for_room(&arrival, pens) else {
-            return false;
-        };
-        state.take_in(arrival, &self.limits);
+        let arrivals = encode(&origin, from, session, messages);
+        let mut state = self.lock();
+        let mut run = Run::default();
+        let mut current = true;
+        for arrival in arrivals {
+            state = match self.wait_for_room(state, &arrival, &mut run, pens) {
+                Ok(state) => state,
+                Err(state) => {
+                    current = false;
+                    state
+                }
+            };
+            if !current {
+                break;
+            }
+            state.take_in(arrival, &self.limits, &mut run);
+        }
+        state.settle(&mut run);
         pens.add(state.taken.drain(..));
-        true
+        current
     }
 
-    /// Locks the state once there is room for `arrival` ([`State::has_room`]), or returns
-    /// `None` as soon as its origin is stale. Writes for the caller's `pens` before it
-    /// waits.
-    fn wait_for_room(&self, arrival: &Arrival, pens: &mut Pens) -> Option<Locked<'_>> {
+    /// Returns the lock once there is room for `arrival` ([`State::has_room`]), or, as `Err`,
+    /// as soon as its origin is stale. Before it lets the lock go to wait, it settles what
+    /// the messages taken in so far owe (`run` fanned out, acks queued) and writes for the
+    /// caller's `pens`.
+    fn wait_for_room<'a>(
+        &'a self,
+        mut state: Locked<'a>,
+        arrival: &Arrival,
+        run: &mut Run,
+        pens: &mut Pens,
+    ) -> std::result::Result<Locked<'a>, Locked<'a>> {
         let relayed = arrival.relay.is_some();
-        let mut state = self.lock();
         loop {
             if !state.is_current(&arrival.origin, arrival.session) {
-                return None;
+                return Err(state);
             }
             if state.has_room(relayed, arrival.size, &self.limits) {
-                return Some(state);
+                return Ok(state);
             }
+            state.settle(run);
+            pens.add(state.taken.drain(..));
             if !pens.is_empty() {
                 drop(state);
                 pens.write_now();
@@ -347,6 +367,60 @@ impl Hub {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
             state = self.locked(guard);
+        }
+    }
+}
+
+/// `messages` as they enter the hub: each one's `Deliver` frame, all in one buffer, and,
+/// for a local message, its `Relay` frame (a peer link relays peers' messages to nobody).
+fn encode(origin: &Origin, from: &str, session: u64, messages: &[(u64, Body)]) -> Vec<Arrival> {
+    // Outside the lock: these copies of the payloads are the only ones made.
+    let (bytes, ends) = deliver_frames(from, session, messages);
+    let bytes = Arc::new(bytes);
+    let starts = std::iter::once(0).chain(ends.iter().copied());
+    messages
+        .iter()
+        .zip(starts.zip(ends.iter().copied()))
+        .map(|((seq, body), (start, end))| Arrival {
+            origin: origin.clone(),
+            session,
+            seq: *seq,
+            size: body.payload_len(),
+            deliver: Frame::run(&bytes, start..end),
+            relay: match origin {
+                Origin::Local { .. } => Some(relay_frame(0, from, session, *seq, body)),
+                Origin::Peer { .. } | Origin::PeerHistory { .. } => None,
+            },
+        })
+        .collect()
+}
+
+/// Messages taken in but not yet fanned out: consecutive in the history window, from one
+/// sender, and back to back in one buffer, so that each recipient can be given them as
+/// one [`Frame`]. Fanned out when the next message does not follow on, and whenever the
+/// hub's lock is let go ([`State::settle`]): a message is in every outbox it goes to
+/// before anyone else can look at the state.
+#[derive(Default)]
+struct Run {
+    /// The sender's session, the frames, and the arrival number of the last of them.
+    pending: Option<(u64, Frame, u64)>,
+}
+
+impl Run {
+    /// Adds the message stored as `arrival` to the run, if it follows on from it; gives it
+    /// back otherwise.
+    fn extend(&mut self, session: u64, frame: &Frame, arrival: u64) -> bool {
+        let Some((run_session, run_frame, last)) = &mut self.pending else {
+            return false;
+        };
+        let follows = *run_session == session && *last + 1 == arrival;
+        match run_frame.joined(frame).filter(|_| follows) {
+            Some(joined) => {
+                *run_frame = joined;
+                *last = arrival;
+                true
+            }
+            None => false,
         }
     }
 }
@@ -383,8 +457,10 @@ impl State {
         self.history.has_room(reading, size, limits)
     }
 
-    /// Takes a message in, once there is room for it: rules 1 to 4 of the module doc.
-    fn take_in(&mut self, arrival: Arrival, limits: &Limits) {
+    /// Takes a message in, once there is room for it: rules 1 to 4 of the module doc. A new
+    /// message joins `run`, to be fanned out with the ones around it; the acks it makes due
+    /// wait for [`State::settle`].
+    fn take_in(&mut self, arrival: Arrival, limits: &Limits, run: &mut Run) {
         let Arrival {
             origin,
             session,
@@ -401,8 +477,10 @@ impl State {
                 self.history
                     .store(session, seq, size, deliver.clone(), true, limits);
                 let arrival = self.history.last_arrival();
-                self.clients
-                    .fan_out(session, &deliver, arrival, &mut self.taken);
+                if !run.extend(session, &deliver, arrival) {
+                    self.fan_out(run);
+                    run.pending = Some((session, deliver, arrival));
+                }
             }
             Verdict::Backfill => self
                 .history
@@ -411,8 +489,22 @@ impl State {
         }
         if let Some(relay) = relay {
             self.relay.relay_local(relay, session, seq, size, limits);
-            self.advance_acks();
         }
+    }
+
+    /// Puts the messages of `run` in the outbox of every local client but their sender.
+    fn fan_out(&mut self, run: &mut Run) {
+        if let Some((session, frames, last)) = run.pending.take() {
+            self.clients
+                .fan_out(session, &frames, last, &mut self.taken);
+        }
+    }
+
+    /// Settles what the messages taken in so far owe, before the lock is let go: `run`
+    /// fanned out, and the acks that became due queued.
+    fn settle(&mut self, run: &mut Run) {
+        self.fan_out(run);
+        self.advance_acks();
     }
 
     /// Rule 4: acknowledges to their senders the local messages whose relay every live peer

@@ -32,7 +32,6 @@
 //! the links end.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Frame, Hub, Limits};
@@ -214,7 +213,7 @@ impl Hub {
         let mut backlog = Vec::new();
         if with_history {
             backlog.extend(state.history.frames());
-            backlog.push(Arc::new(Message::PeerSynced.encode()));
+            backlog.push(Frame::from(Message::PeerSynced.encode()));
         }
         backlog.extend(state.relay.logged_after(resume_after));
         Some((outbox_rx, backlog))
@@ -381,7 +380,7 @@ impl Relay {
         self.last_index += 1;
         let index = self.last_index;
         frame[RELAY_INDEX_BYTES].copy_from_slice(&index.to_be_bytes());
-        self.log_outbound(index, size, Arc::new(frame), limits);
+        self.log_outbound(index, size, Frame::from(frame), limits);
         self.pending_acks.push_back((index, session, seq));
     }
 
