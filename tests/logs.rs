@@ -1,17 +1,19 @@
-//! What the logs say when a connection ends: each line names what happened, in words.
+//! What the logs say: each line names what happened, in words, at a level that fits.
 //!
 //! A handshake that misses its deadline is logged as that, not as `os error 11`; a client
 //! that loses its server logs "server closed the connection" or "server silent", not a
 //! "protocol error"; a hung server that wakes up says, for each client, that its
 //! connection closed without a goodbye, and that it was fenced because its clients were
-//! moved.
+//! moved. A server without a coordinator keeps saying so, at a calm pace.
 
 mod common;
 
 use std::io::Read;
 use std::net::TcpStream;
 
-use common::{Client, Cluster, TIMEOUT};
+use common::{
+    Client, Cluster, HEARTBEAT_TIMEOUT_MS, TIMEOUT, start_coordinator_at, start_server, unused_addr,
+};
 
 /// A short handshake deadline, so that the test waits for it briefly.
 const SHORT_HANDSHAKE: &[&str] = &["--handshake-timeout", "300"];
@@ -94,4 +96,34 @@ fn a_woken_server_says_its_clients_moved_and_why_it_was_fenced() {
         left.contains("without a goodbye") && left.contains("moved to another server"),
         "{left}"
     );
+}
+
+/// The level of an `env_logger` line (`[TIME LEVEL  module] text`): `WARN`, `INFO`, ...
+fn level(line: &str) -> &str {
+    line.split_whitespace().nth(1).unwrap_or_default()
+}
+
+#[test]
+fn a_server_without_a_coordinator_keeps_saying_so() {
+    // Nothing listens at the coordinator's address until the end of the test. A 10 ms
+    // heartbeat interval makes the reminders (every 60 intervals) come every 0.6 s.
+    let coordinator = unused_addr();
+    let (server, _) = start_server(&coordinator, 10);
+
+    let first = server.wait_for_stderr("coordinator unreachable", TIMEOUT);
+    assert_eq!(level(&first), "WARN", "{first}");
+    for consequence in ["checked on this server only", "no failover is possible"] {
+        assert!(first.contains(consequence), "{first}");
+    }
+    // It says so again, and again: not once and then never.
+    for _ in 0..2 {
+        let reminder = server.wait_for_stderr("coordinator still unreachable", TIMEOUT);
+        assert_eq!(level(&reminder), "WARN", "{reminder}");
+        assert!(reminder.contains("no failover is possible"), "{reminder}");
+    }
+
+    // And it says when the coordinator is back.
+    let (_coordinator, _) = start_coordinator_at(&coordinator, HEARTBEAT_TIMEOUT_MS);
+    let back = server.wait_for_stderr("coordinator reachable again", TIMEOUT);
+    assert_eq!(level(&back), "INFO", "{back}");
 }
