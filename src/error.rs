@@ -83,6 +83,14 @@ impl Error {
         matches!(self, Error::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
     }
 
+    /// True when the peer closed the connection in the middle of a frame
+    /// ([`CLOSED_INSIDE_A_FRAME`](crate::protocol::CLOSED_INSIDE_A_FRAME)): it stopped
+    /// mid-message, as a process killed while it writes does. A reset that came inside a
+    /// frame is [`Error::is_closed_by_peer`] instead, and says so in its text.
+    pub fn is_closed_inside_a_frame(&self) -> bool {
+        matches!(self, Error::Protocol(why) if why.starts_with(crate::protocol::CLOSED_INSIDE_A_FRAME))
+    }
+
     /// True when the peer closed the connection under us (a reset, a broken pipe): what a
     /// write to a peer that has already gone, or a read after one, runs into.
     pub fn is_closed_by_peer(&self) -> bool {

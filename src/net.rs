@@ -224,6 +224,15 @@ pub fn request(stream: &mut TcpStream, request: &Message) -> Result<Message> {
 /// address in brackets, a colon and five digits.
 pub const MAX_ADDR_LEN: usize = 261;
 
+/// Whether `addr`, which another process sent, can be a server's `HOST:PORT`: a colon, at
+/// most [`MAX_ADDR_LEN`] bytes, and nothing but printable ASCII (DNS names, IPv4, and IPv6
+/// in brackets are all written so). Such an address goes on into replies, status reports
+/// and log lines; checking it where it comes in keeps an oversized one out of every frame,
+/// and keeps control characters out of the operator's terminal.
+pub fn is_plausible_addr(addr: &str) -> bool {
+    addr.len() <= MAX_ADDR_LEN && addr.contains(':') && addr.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// The nonce an accepted connection was challenged with ([`send_challenge`]), against which
 /// its `Hello` proves the cluster secret ([`expect_hello`]).
 #[derive(Debug, Clone, Copy)]
@@ -294,8 +303,9 @@ pub fn expect_hello(
 /// Refuses a peer that broke the protocol, telling it why first: writes `reason` in a
 /// [`Message::Error`] frame, then returns it as [`Error::Protocol`]. The serve function
 /// passes that error up, and the connection thread (see [`AcceptLoop`]) logs it as the
-/// reason the connection ended. Every role refuses through here, so a refused peer always
-/// learns the reason, and the log always shows it.
+/// reason the connection ended. Every role refuses through here (or through [`turn_away`],
+/// for a peer that broke no rule), so a refused peer always learns the reason, and the log
+/// always shows it.
 ///
 /// The write is best effort and blocks at most the stream's write timeout: a peer that has
 /// gone cannot be told, and the refusal stands all the same. Dropping the stream (the
@@ -305,6 +315,23 @@ pub fn expect_hello(
 /// Always: [`Error::Protocol`] carrying `reason`. It is generic in `T` so that any
 /// connection function can `return refuse(...)`.
 pub fn refuse<T>(stream: &TcpStream, reason: &str) -> Result<T> {
+    turn_away(stream, reason);
+    Err(Error::Protocol(reason.to_string()))
+}
+
+/// The address of the other end of `stream`, for a log line: `IP:PORT`, or `unknown` when
+/// the socket no longer knows it (a connection reset before it was asked).
+pub fn peer_of(stream: &TcpStream) -> String {
+    stream
+        .peer_addr()
+        .map_or_else(|_| "unknown".to_string(), |a| a.to_string())
+}
+
+/// Turns away a peer that broke no rule, telling it why: writes `reason` in a
+/// [`Message::Error`] frame, as [`refuse`] does, but leaves the logging to the caller, at
+/// the level the event deserves (an expected step of the protocol is no WARN). Dropping
+/// the stream closes it.
+pub fn turn_away(stream: &TcpStream, reason: &str) {
     let mut writer = stream;
     let _ = write_message(
         &mut writer,
@@ -312,7 +339,6 @@ pub fn refuse<T>(stream: &TcpStream, reason: &str) -> Result<T> {
             reason: reason.to_string(),
         },
     );
-    Err(Error::Protocol(reason.to_string()))
 }
 
 /// The error a command gives when it cannot talk to the `what` ("coordinator", "server")

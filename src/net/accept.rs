@@ -220,7 +220,7 @@ fn accept_loop<F>(
             .spawn(move || {
                 let _slot = slot; // given back when the connection ends, however it ends
                 if let Err(e) = serve(stream, challenge) {
-                    log::warn!("connection closed peer={peer} reason=\"{e}\"");
+                    log_closed(&peer, &e);
                 }
             });
         if let Err(e) = spawned {
@@ -228,6 +228,26 @@ fn accept_loop<F>(
         }
     }
     log::debug!("accept loop stopped");
+}
+
+/// Logs why a connection ended in error, on its own thread. A peer that broke the protocol
+/// or missed a deadline is a WARN: something an operator may want to look at. A peer that
+/// went away under us (a reset, a broken pipe) did nothing wrong: whatever its going means
+/// (a crashed server, a client killed mid-send) is said by the role that sees it, so here
+/// it is an INFO. The reason may quote the peer's own words (the text of its `Error`
+/// frame), so it is written escaped (`{:?}`): a peer cannot put a control character into
+/// the operator's terminal.
+fn log_closed(peer: &str, error: &crate::Error) {
+    let level = if error.is_closed_by_peer() {
+        log::Level::Info
+    } else {
+        log::Level::Warn
+    };
+    log::log!(
+        level,
+        "connection closed peer={peer} reason={:?}",
+        error.to_string()
+    );
 }
 
 /// One of the `max_connections` places, held by a connection thread and given back on drop.

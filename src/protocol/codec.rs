@@ -12,7 +12,9 @@
 //! thread and keeps no state: each call runs on the caller's connection thread, on the
 //! stream the caller hands it, and blocks as that stream does. A peer that closes between
 //! frames is `Ok(None)`; one that closes inside a frame, or sends a length the cap refuses,
-//! is [`Error::Protocol`], and the caller closes that one connection.
+//! is [`Error::Protocol`], and the caller closes that one connection. An error inside a
+//! frame says how many of its bytes had arrived, so that a log line can tell a peer that
+//! stopped mid-message from one that sent nothing at all.
 
 use std::io::{self, Read, Write};
 
@@ -54,10 +56,12 @@ pub fn read_frame(reader: &mut impl Read) -> Result<Option<Vec<u8>>> {
 pub fn read_frame_into(reader: &mut impl Read, body: &mut Vec<u8>) -> Result<bool> {
     body.clear();
     let mut prefix = [0u8; 4];
-    match read_exact_or_eof(reader, &mut prefix)? {
-        Filled::Eof => return Ok(false),
-        Filled::Partial => return Err(Error::Protocol("connection closed inside a frame".into())),
-        Filled::Full => {}
+    match fill(reader, &mut prefix) {
+        Ok(0) => return Ok(false),
+        Ok(4) => {}
+        Ok(arrived) => return Err(torn_frame(arrived, "of the 4 bytes of its length")),
+        Err((e, 0)) => return Err(e.into()),
+        Err((e, arrived)) => return Err(inside_a_frame(e, arrived, "of its length")),
     }
     let len = u32::from_be_bytes(prefix);
     if len == 0 {
@@ -69,19 +73,43 @@ pub fn read_frame_into(reader: &mut impl Read, body: &mut Vec<u8>) -> Result<boo
         )));
     }
     let len = len as usize;
+    // Both counts include the length prefix, so that they add up to what the peer sent.
+    let of_the_frame = || format!("of its {} bytes", 4 + len);
     while body.len() < len {
         let filled = body.len();
         let grow = (len - filled).min(filled.max(FIRST_READ));
         body.reserve_exact(grow);
         body.resize(filled + grow, 0);
-        if !matches!(
-            read_exact_or_eof(reader, &mut body[filled..])?,
-            Filled::Full
-        ) {
-            return Err(Error::Protocol("connection closed inside a frame".into()));
+        match fill(reader, &mut body[filled..]) {
+            Ok(n) if n == grow => {}
+            Ok(n) => return Err(torn_frame(4 + filled + n, &of_the_frame())),
+            Err((e, n)) => return Err(inside_a_frame(e, 4 + filled + n, &of_the_frame())),
         }
     }
     Ok(true)
+}
+
+/// How the error of a peer that closed the connection inside a frame starts
+/// ([`Error::is_closed_inside_a_frame`]): a peer that ended mid-message, as a killed process
+/// does, is told apart from one that sent something wrong.
+pub const CLOSED_INSIDE_A_FRAME: &str = "connection closed inside a frame";
+
+/// The peer closed the connection when `arrived` bytes of a frame were in; `of_what` says
+/// of how many ("of its 30 bytes").
+fn torn_frame(arrived: usize, of_what: &str) -> Error {
+    Error::Protocol(format!(
+        "{CLOSED_INSIDE_A_FRAME}: {arrived} {of_what} had arrived"
+    ))
+}
+
+/// A socket error (a reset, a timeout) inside a frame, with how far the frame had got. The
+/// kind stays, so that callers still tell a reset from a timeout
+/// ([`Error::is_closed_by_peer`], [`Error::is_timeout`]).
+fn inside_a_frame(e: io::Error, arrived: usize, of_what: &str) -> Error {
+    Error::Io(io::Error::new(
+        e.kind(),
+        format!("{e}, inside a frame: {arrived} {of_what} had arrived"),
+    ))
 }
 
 /// The first piece of a frame body that [`read_frame`] makes room for (see there).
@@ -119,25 +147,21 @@ pub fn write_message(writer: &mut impl Write, message: &Message) -> Result<()> {
     Ok(())
 }
 
-enum Filled {
-    Eof,
-    Partial,
-    Full,
-}
-
-/// `read_exact` that tells a clean end of stream (nothing read) from a torn frame.
-fn read_exact_or_eof(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<Filled> {
+/// Reads until `buf` is full or the stream ends, and returns how many bytes it read: all of
+/// `buf`, or fewer when the stream ended first (0 at a clean end between frames). A socket
+/// error comes with the bytes read before it, so the caller can say whether it broke a
+/// frame.
+fn fill(reader: &mut impl Read, buf: &mut [u8]) -> std::result::Result<usize, (io::Error, usize)> {
     let mut filled = 0;
     while filled < buf.len() {
         match reader.read(&mut buf[filled..]) {
-            Ok(0) if filled == 0 => return Ok(Filled::Eof),
-            Ok(0) => return Ok(Filled::Partial),
+            Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err((e, filled)),
         }
     }
-    Ok(Filled::Full)
+    Ok(filled)
 }
 
 /// One complete frame: `fill` writes the body, then the length prefix is set in front of it.

@@ -37,7 +37,8 @@ mod encoding;
 mod message_path;
 
 pub use codec::{
-    MAX_FRAME_LEN, holds_whole_frame, read_frame, read_frame_into, read_message, write_message,
+    CLOSED_INSIDE_A_FRAME, MAX_FRAME_LEN, holds_whole_frame, read_frame, read_frame_into,
+    read_message, write_message,
 };
 pub use encoding::RELAY_INDEX_BYTES;
 pub use message_path::{DeliverRef, deliver_frame, deliver_frames, relay_frame};

@@ -22,6 +22,7 @@ use super::{Coordinator, claim_name};
 use crate::error::Result;
 use crate::net;
 use crate::protocol::{Message, write_message};
+use crate::roles::server::{MAX_NAME_LEN_LIMIT, valid_name};
 
 /// A server's claim on a name for a client it is about to register: one request, one reply
 /// ([`Coordinator::claim`]).
@@ -33,6 +34,11 @@ pub(super) fn serve_claim(
     let Some(Message::Claim { name, server }) = first else {
         return net::refuse(&stream, "expected Claim");
     };
+    // Both go into the registry and the log: a server checked the name before it asked
+    // (`valid_name`), so anything else is not a dsys server speaking.
+    if valid_name(&name, MAX_NAME_LEN_LIMIT).is_err() || !net::is_plausible_addr(&server) {
+        return net::refuse(&stream, "a claim names a valid client name and a HOST:PORT");
+    }
     let holder = coordinator.claim(&name, &server).unwrap_or_default();
     if !holder.is_empty() {
         log::info!("name claim refused name={name} server={server} holder={holder}");

@@ -19,6 +19,7 @@ use super::{Coordinator, Registry, no_live_server, probe, registry};
 use crate::error::Result;
 use crate::net;
 use crate::protocol::{Message, write_message};
+use crate::roles::server::{MAX_NAME_LEN_LIMIT, valid_name};
 
 impl Coordinator {
     /// Answers a client's "which server?". Blocks while it settles a suspect.
@@ -101,6 +102,13 @@ pub(super) fn serve_locate(
     else {
         return net::refuse(&stream, "expected Locate");
     };
+    // The name goes into the registry's plan and the log. A client checks its own name
+    // before it asks (the servers would refuse any other), so anything else is not a dsys
+    // client speaking; and the suspect, a server address, is looked up, never logged, until
+    // the registry knows it.
+    if let Err(why) = valid_name(&name, MAX_NAME_LEN_LIMIT) {
+        return net::refuse(&stream, &why);
+    }
     let reply = match coordinator.locate(&name, &suspect, unreachable) {
         Ok(server) => {
             log::debug!("assigned name={name} server={server}");

@@ -387,13 +387,15 @@ fn serve_heartbeats(
                 &format!("expected Heartbeat, got {}", message.kind()),
             );
         };
-        // The address goes back out in every reply and status report: one that is not an
-        // address at all could make those too large to send (the frame cap).
-        if addr.len() > net::MAX_ADDR_LEN || !addr.contains(':') {
+        // The address goes back out in every reply, status report and log line: one that
+        // is not an address at all could make those too large to send (the frame cap), or
+        // write control characters into the operator's terminal.
+        if !net::is_plausible_addr(&addr) {
             return net::refuse(
                 &stream,
                 &format!(
-                    "a server's address is HOST:PORT of at most {} bytes, not {} bytes",
+                    "a server's address is HOST:PORT of at most {} bytes of printable ASCII; \
+                     this one has {} bytes",
                     net::MAX_ADDR_LEN,
                     addr.len()
                 ),

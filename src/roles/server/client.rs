@@ -122,32 +122,86 @@ fn millis(duration: Duration) -> u32 {
 const CLOSED_WITHOUT_GOODBYE: &str =
     "connection closed without a goodbye: the client ended, or moved to another server";
 
-/// A client connection, from registration to goodbye, on its connection thread.
+/// How a registered client's session ended without an error.
+enum SessionEnd {
+    /// The client said goodbye (`Deregister`).
+    Deregistered,
+    /// The connection closed between two frames.
+    ClosedWithoutGoodbye,
+    /// The client resumed on a newer connection, which owns the name now.
+    Replaced,
+}
+
+/// How a client's connection ended, for the line logged when it leaves: what happened, in
+/// words, and at which level. What a client does to itself (it leaves, crashes, is killed
+/// mid-message, moves, falls silent) is an INFO: the operator has nothing to fix. A client
+/// that broke the protocol (a frame over the cap, garbage, a payload too large) is a WARN:
+/// a bug or an attack, worth a look.
+struct Ending {
+    level: log::Level,
+    reason: String,
+}
+
+impl Ending {
+    fn info(reason: impl Into<String>) -> Ending {
+        Ending {
+            level: log::Level::Info,
+            reason: reason.into(),
+        }
+    }
+
+    /// What `result`, the end of a registered client's session, tells.
+    fn of(result: &Result<SessionEnd>) -> Ending {
+        match result {
+            Ok(SessionEnd::Deregistered) => Ending::info("deregistered"),
+            Ok(SessionEnd::ClosedWithoutGoodbye) => Ending::info(CLOSED_WITHOUT_GOODBYE),
+            Ok(SessionEnd::Replaced) => Ending {
+                level: log::Level::Debug,
+                reason: "replaced by a newer connection: the client resumed on it".into(),
+            },
+            // A reset is the same story told by the kernel: the client had gone when this
+            // server wrote to it (say, the answer to a keepalive sent before a hang), or it
+            // was killed with bytes unread. The error says whether that was inside a frame.
+            Err(e) if e.is_closed_by_peer() => {
+                Ending::info(format!("{CLOSED_WITHOUT_GOODBYE} ({e})"))
+            }
+            // Killed while it wrote a message, or its host went down mid-frame: the bytes
+            // that did arrive are dropped, and the client's own resend covers them.
+            Err(e @ Error::Protocol(why)) if e.is_closed_inside_a_frame() => Ending::info(format!(
+                "{why}; the client stopped in the middle of a message"
+            )),
+            Err(e) if e.is_timeout() => {
+                Ending::info("silent for longer than the idle timeout (--idle-timeout)")
+            }
+            Err(e) => Ending {
+                level: log::Level::Warn,
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
+/// A client connection, from registration to goodbye, on its connection thread. Once the
+/// client is registered, how the connection ends is logged once, in the `client left`
+/// line with the client's name and address, and the thread returns `Ok`: the accept loop
+/// has nothing to add. An error before that (a handshake that fails) goes up to the
+/// accept loop, which logs it with the address.
 pub(super) fn serve_client(stream: TcpStream, shared: &Shared, deadline: Instant) -> Result<()> {
+    // Every line about this connection names it, so that an operator can match the lines
+    // of one client, and a client with a stranger.
+    let peer = net::peer_of(&stream);
     let stream = Arc::new(stream);
-    let Some(registered) = register_client(&stream, shared, deadline)? else {
+    let Some(registered) = register_client(&stream, shared, deadline, &peer)? else {
         return Ok(()); // refused: the client was told why
     };
     let mut registered = registered;
-    registered.write_initial(shared)?;
-    let result = registered.read_publishes(shared);
-    registered.ended = match &result {
-        Ok(true) => "deregistered",
-        // What a client that failed over does to the server it left; after a hang, this
-        // is how a woken server learns of each client that moved meanwhile.
-        // A reset is the same story told by the kernel: the client had gone when this server
-        // wrote to it (say, the answer to a keepalive sent before a hang).
-        Ok(false) => CLOSED_WITHOUT_GOODBYE,
-        Err(e) if e.is_closed_by_peer() => CLOSED_WITHOUT_GOODBYE,
-        Err(e) if e.is_timeout() => "silent for longer than the idle timeout (--idle-timeout)",
-        Err(_) => "the connection failed (the reason is logged as it closes)",
-    };
-    match result {
-        // Said in the line above: no misbehaviour to log again as a closed connection.
-        Err(e) if e.is_closed_by_peer() => Ok(()),
-        other => other.map(|_| ()),
-    }
-    // Dropping `registered` deregisters the client, whatever ended the connection.
+    let result = registered
+        .write_initial(shared)
+        .and_then(|()| registered.read_publishes(shared));
+    registered.ended = Ending::of(&result);
+    Ok(())
+    // Dropping `registered` deregisters the client and logs why it left, whatever ended
+    // the connection.
 }
 
 /// A client the hub has registered, held by its connection thread. Dropping it gives the
@@ -155,6 +209,8 @@ pub(super) fn serve_client(stream: TcpStream, shared: &Shared, deadline: Instant
 /// that fails, a thread that cannot start) cannot leave the name taken.
 pub(super) struct Registered<'a> {
     name: String,
+    /// The client's address (`IP:PORT`), for the log lines.
+    peer: String,
     hub: &'a Hub,
     addr: &'a str,
     stream: Arc<TcpStream>,
@@ -162,22 +218,28 @@ pub(super) struct Registered<'a> {
     /// The keepalive interval this client was last told.
     keepalive: Cell<Duration>,
     /// How the connection ended, for the line logged when the client leaves.
-    ended: &'static str,
+    ended: Ending,
 }
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
         // A replaced connection (the client resumed on a newer one) no longer owns the name,
         // nor does one whose client the hub dropped (fenced, stopping), which said so then:
-        // nothing is removed and nothing is logged.
-        if self.hub.deregister(&self.name, self.registration.conn) {
-            log::info!(
-                "client left name={} server={} reason=\"{}\"",
-                self.name,
-                self.addr,
-                self.ended
-            );
-        }
+        // nothing is removed, and the end of the connection is only a detail.
+        let level = if self.hub.deregister(&self.name, self.registration.conn) {
+            self.ended.level
+        } else {
+            log::Level::Debug
+        };
+        // The reason can quote the client's bytes (a length it sent): written escaped.
+        log::log!(
+            level,
+            "client left name={} peer={} server={} reason={:?}",
+            self.name,
+            self.peer,
+            self.addr,
+            self.ended.reason
+        );
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 }
@@ -193,16 +255,26 @@ pub(super) fn register_client<'a>(
     stream: &Arc<TcpStream>,
     shared: &'a Shared,
     deadline: Instant,
+    peer: &str,
 ) -> Result<Option<Registered<'a>>> {
     let first = net::read_opening(stream, deadline)?;
     let Some(Message::Register { name, resume }) = first else {
         return net::refuse(stream, "expected Register");
     };
-    let mut writer: &TcpStream = stream;
+    // A refusal is the client's business (a name taken or mistyped), so an INFO, unless
+    // the server is full: that is the operator's.
+    let refuse = |name: &str, level: log::Level, reason: String| -> Result<Option<_>> {
+        log::log!(
+            level,
+            "registration refused name={name:?} peer={peer} reason={reason:?}"
+        );
+        write_message(&mut &**stream, &Message::RegisterRefused { reason })?;
+        Ok(None)
+    };
+    // The name is checked before anything echoes it: from here on it holds no character
+    // that could do anything in a terminal or a file name.
     if let Err(why) = valid_name(&name, shared.max_name_len) {
-        log::warn!("registration refused name={name:?} reason=\"{why}\"");
-        write_message(&mut writer, &Message::RegisterRefused { reason: why })?;
-        return Ok(None);
+        return refuse(&name, log::Level::Info, why);
     }
     // A fresh name must be free across the cluster, not only here (`claim.rs`); a resume
     // proves with its token that it is the name's owner.
@@ -210,12 +282,10 @@ pub(super) fn register_client<'a>(
         && let Some(holder) = claim::claim_name(shared, &name)
     {
         let reason = format!("name {name:?} is already taken (on {holder})");
-        log::warn!("registration refused name={name} reason=\"{reason}\"");
-        write_message(&mut writer, &Message::RegisterRefused { reason })?;
-        return Ok(None);
+        return refuse(&name, log::Level::Info, reason);
     }
     if !shared.hub.wait_ready(READY_WAIT) {
-        log::warn!("registering name={name} before every peer has linked in");
+        log::warn!("registering name={name} peer={peer} before every peer has linked in");
     }
     let resuming = resume.is_some();
     let keepalive = shared
@@ -228,27 +298,27 @@ pub(super) fn register_client<'a>(
         Ok(registration) => {
             let how = if resuming { "resumed" } else { "registered" };
             log::info!(
-                "client {how} name={name} server={} replay={}",
+                "client {how} name={name} peer={peer} server={} replay={}",
                 shared.addr,
                 registration.initial.len() - 1
             );
             let registered = Registered {
                 name,
+                peer: peer.to_string(),
                 hub: &shared.hub,
                 addr: &shared.addr,
                 stream: stream.clone(),
                 registration,
                 keepalive: Cell::new(keepalive),
-                ended: "writing to it failed before it was read",
+                ended: Ending::info("the server stopped before the client was served"),
             };
             stream.set_read_timeout(Some(shared.limits.idle_timeout))?;
             Ok(Some(registered))
         }
-        Err(reason) => {
-            log::warn!("registration refused name={name} reason=\"{reason}\"");
-            write_message(&mut writer, &Message::RegisterRefused { reason })?;
-            Ok(None)
+        Err(reason) if reason.starts_with(hub::SERVER_FULL) => {
+            refuse(&name, log::Level::Warn, reason)
         }
+        Err(reason) => refuse(&name, log::Level::Info, reason),
     }
 }
 
@@ -273,9 +343,9 @@ impl Registered<'_> {
 
     /// Reads the client's frames until it leaves. Each publish goes into the hub, which
     /// stamps it with the registered `name` and `session`: nothing the client writes can
-    /// make it speak as someone else. Returns whether the client said goodbye
-    /// (`Deregister`) rather than just closing the connection.
-    fn read_publishes(&self, shared: &Shared) -> Result<bool> {
+    /// make it speak as someone else. Returns how the session ended, when it ended without
+    /// an error.
+    fn read_publishes(&self, shared: &Shared) -> Result<SessionEnd> {
         let name = &self.name;
         // A frame is read as its length, then its body: two reads of the socket, unless
         // the length's read brings the rest along. READ_AHEAD bytes do that for the small
@@ -300,19 +370,25 @@ impl Registered<'_> {
                 Err(e) => {
                     // What came before the bad frame is taken in, as it would have been
                     // had it been read alone.
-                    self.publish(&mut publishes, shared, &mut pens)?;
+                    if !self.publish(&mut publishes, shared, &mut pens) {
+                        return Ok(SessionEnd::Replaced);
+                    }
                     pens.write_now();
                     return Err(e);
                 }
             };
             if !matches!(message, Message::Publish { .. }) {
-                self.publish(&mut publishes, shared, &mut pens)?;
+                if !self.publish(&mut publishes, shared, &mut pens) {
+                    return Ok(SessionEnd::Replaced);
+                }
                 pens.write_now();
             }
             match message {
                 Message::Publish { seq, body } => {
                     if let Err(reason) = check_body(&body) {
-                        self.publish(&mut publishes, shared, &mut pens)?;
+                        if !self.publish(&mut publishes, shared, &mut pens) {
+                            return Ok(SessionEnd::Replaced);
+                        }
                         pens.write_now();
                         return net::refuse(&self.stream, &reason);
                     }
@@ -330,7 +406,7 @@ impl Registered<'_> {
                         reader = BufReader::with_capacity(READ_AHEAD, &*self.stream);
                     }
                 }
-                Message::Deregister => return Ok(true),
+                Message::Deregister => return Ok(SessionEnd::Deregistered),
                 other => {
                     return net::refuse(
                         &self.stream,
@@ -339,28 +415,23 @@ impl Registered<'_> {
                 }
             }
             let more = holds_whole_frame(reader.buffer());
-            if !more || publishes.len() >= MAX_PUBLISHES_AT_ONCE {
-                self.publish(&mut publishes, shared, &mut pens)?;
+            if (!more || publishes.len() >= MAX_PUBLISHES_AT_ONCE)
+                && !self.publish(&mut publishes, shared, &mut pens)
+            {
+                return Ok(SessionEnd::Replaced);
             }
             if !more {
                 pens.write_now();
             }
         }
-        Ok(false)
+        Ok(SessionEnd::ClosedWithoutGoodbye)
     }
 
-    /// Takes `publishes` into the hub, in the order read, and empties it.
-    ///
-    /// # Errors
-    /// When the hub refuses them: this connection was replaced by a newer one.
-    fn publish(
-        &self,
-        publishes: &mut Vec<(u64, Body)>,
-        shared: &Shared,
-        pens: &mut Pens,
-    ) -> Result<()> {
+    /// Takes `publishes` into the hub, in the order read, and empties it. Returns `false`
+    /// when the hub refused them: this connection was replaced by a newer one.
+    fn publish(&self, publishes: &mut Vec<(u64, Body)>, shared: &Shared, pens: &mut Pens) -> bool {
         if publishes.is_empty() {
-            return Ok(());
+            return true;
         }
         let hub::Registration { conn, session, .. } = self.registration;
         let origin = Origin::Local { conn };
@@ -368,10 +439,7 @@ impl Registered<'_> {
             .hub
             .publish(origin, &self.name, session, publishes, pens);
         publishes.clear();
-        if !current {
-            return Err(Error::Protocol("connection replaced by a newer one".into()));
-        }
-        Ok(())
+        current
     }
 
     /// Answers a keepalive with one, so a client that heard nothing for a while learns that

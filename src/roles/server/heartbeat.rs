@@ -13,9 +13,17 @@
 //! incarnation dead while it was hung; the hub then forgets everything and the next
 //! heartbeat joins as a new server. The thread ends when the server's stop channel
 //! disconnects.
+//!
+//! **Without a coordinator** the server still takes clients, but it checks their names
+//! against its own clients only (`claim.rs`), and nobody can move them when it fails. An
+//! operator must not miss that, so [`CoordinatorWatch`] says it at a calm pace: a WARN at
+//! the first missed heartbeat, the same WARN again every [`REMINDER_HEARTBEATS`] heartbeat
+//! intervals while it lasts (30 s with the default 500 ms), and an INFO once a heartbeat
+//! gets through again. Counting in heartbeat intervals keeps the pace in step with the
+//! server's other clocks, and lets a test with a short interval see the reminders quickly.
 
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, tick};
 
@@ -28,6 +36,87 @@ use crate::protocol::{Message, Role};
 /// safety net, so that a coordinator that somehow missed a list (and keeps an older one)
 /// learns the right one within this many heartbeats.
 const FULL_LIST_EVERY: u32 = 20;
+
+/// Heartbeat intervals between two reminders that the coordinator is still out of reach:
+/// 30 s at the default interval of 500 ms. Often enough that an operator who looks at the
+/// log's tail sees it, rarely enough that a long outage does not fill the log.
+const REMINDER_HEARTBEATS: u32 = 60;
+
+/// What the server says about the coordinator's absence, and when ([`REMINDER_HEARTBEATS`]).
+struct CoordinatorWatch {
+    /// The coordinator's address, for the log lines.
+    coordinator: String,
+    /// The time between two reminders.
+    remind_every: Duration,
+    /// Since when heartbeats have failed, while they do.
+    missing_since: Option<Instant>,
+    /// When the absence was last logged.
+    last_said: Instant,
+    /// Heartbeats missed since `missing_since`.
+    missed: u64,
+}
+
+impl CoordinatorWatch {
+    fn new(coordinator: &str, heartbeat_interval: Duration) -> CoordinatorWatch {
+        CoordinatorWatch {
+            coordinator: coordinator.to_string(),
+            remind_every: heartbeat_interval * REMINDER_HEARTBEATS,
+            missing_since: None,
+            last_said: Instant::now(),
+            missed: 0,
+        }
+    }
+
+    /// A heartbeat got its reply.
+    fn reached(&mut self) {
+        if let Some(since) = self.missing_since.take() {
+            log::info!(
+                "coordinator reachable again addr={} after {:.1}s without it (missed={}): \
+                 names are checked across the cluster again, and failover works again",
+                self.coordinator,
+                since.elapsed().as_secs_f64(),
+                self.missed
+            );
+        }
+        self.missed = 0;
+    }
+
+    /// A heartbeat failed with `error`: logged at the first miss and then as a reminder
+    /// every `remind_every`. A coordinator that answers with a refusal (a wrong or missing
+    /// secret) is a mistake to fix rather than an outage to wait out: an ERROR the first
+    /// time.
+    fn missed(&mut self, error: &Error) {
+        self.missed += 1;
+        let now = Instant::now();
+        let since = *self.missing_since.get_or_insert(now);
+        let first = self.missed == 1;
+        if !first && now.duration_since(self.last_said) < self.remind_every {
+            return;
+        }
+        self.last_said = now;
+        // A refusal carries the coordinator's own words: escaped, as any remote text.
+        let reason = error.to_string();
+        let consequences = "new clients' names are checked on this server only, and no \
+                            failover is possible for its clients; keeping the current peers";
+        match error {
+            Error::Refused(_) if first => log::error!(
+                "the coordinator at {} refused this server reason={reason:?}; {consequences}",
+                self.coordinator
+            ),
+            _ if first => log::warn!(
+                "coordinator unreachable addr={} reason={reason:?}; {consequences}",
+                self.coordinator
+            ),
+            _ => log::warn!(
+                "coordinator still unreachable addr={} for {:.1}s (missed={}) reason={reason:?}; \
+                 {consequences}",
+                self.coordinator,
+                now.duration_since(since).as_secs_f64(),
+                self.missed
+            ),
+        }
+    }
+}
 
 /// The connection to the coordinator, and which client names it has been told.
 struct Link {
@@ -43,32 +132,13 @@ struct Link {
 pub(super) fn heartbeat_loop(shared: Shared) {
     let ticker = tick(shared.heartbeat_interval);
     let mut link: Option<Link> = None;
-    let mut coordinator_was_up = true;
+    let mut watch = CoordinatorWatch::new(&shared.coordinator, shared.heartbeat_interval);
     loop {
         match send_heartbeat(&shared, &mut link) {
-            Ok(()) => {
-                if !coordinator_was_up {
-                    log::info!("coordinator reachable again addr={}", shared.coordinator);
-                }
-                coordinator_was_up = true;
-            }
+            Ok(()) => watch.reached(),
             Err(e) => {
                 link = None;
-                if coordinator_was_up {
-                    match &e {
-                        // It answered: this server is not welcome (a wrong or missing secret).
-                        Error::Refused(why) => log::error!(
-                            "the coordinator at {} refused this server: {why}",
-                            shared.coordinator
-                        ),
-                        _ => log::warn!(
-                            "coordinator unreachable addr={} reason={e}; keeping the current \
-                             peers",
-                            shared.coordinator
-                        ),
-                    }
-                }
-                coordinator_was_up = false;
+                watch.missed(&e);
             }
         }
         select! {
@@ -141,7 +211,7 @@ fn send_heartbeat(shared: &Shared, link: &mut Option<Link>) -> Result<()> {
             // off), and moved its clients. Those whose connections have closed since are
             // gone already; the rest are dropped here, to resume where they were moved.
             log::warn!(
-                "fenced by the coordinator ({reason}): this server stopped answering and its \
+                "fenced by the coordinator reason={reason:?}: this server stopped answering and its \
                  clients were moved; dropping the {} still connected and rejoining as a new \
                  incarnation",
                 shared.hub.client_count()

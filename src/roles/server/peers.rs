@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::select;
 
-use super::hub::{DECLARED_DEAD, Frame};
+use super::hub::{DECLARED_DEAD, Frame, NOT_LISTED_YET};
 use super::outbox::OutboxReceiver;
 use super::pens::Pens;
 use super::writer_loop::{Flow, WhenIdle, write_frames};
@@ -57,7 +57,17 @@ fn peer_link_loop(shared: Shared, addr: String, epoch: u64, link_id: u64) {
             Err(Error::Refused(why)) if why.contains(DECLARED_DEAD) => {
                 fence_ourselves(&shared, &addr)
             }
-            Err(e) => log::info!("peer link down addr={addr} epoch={epoch} reason={e}"),
+            // Every join starts so: this server's heartbeat reply listed the peer before the
+            // peer's reply listed this server.
+            Err(Error::Refused(why)) if why.contains(NOT_LISTED_YET) => log::info!(
+                "peer link waits addr={addr} epoch={epoch}: the peer has not heard of this \
+                 server from the coordinator yet; trying again in one heartbeat interval"
+            ),
+            // The peer's words are quoted escaped, as any remote text.
+            Err(e) => log::info!(
+                "peer link down addr={addr} epoch={epoch} reason={:?}",
+                e.to_string()
+            ),
         }
         // Retry after one interval, unless the server is stopping.
         select! {
@@ -217,8 +227,21 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
     let Some(Message::PeerHello { addr, epoch }) = first else {
         return net::refuse(&stream, "expected PeerHello");
     };
+    // The address goes into the log and the hub's peer table: anything but an address is
+    // not a dsys server speaking.
+    if !net::is_plausible_addr(&addr) {
+        return net::refuse(&stream, "a PeerHello names the server's HOST:PORT");
+    }
     let Some((mut last_index, history)) = shared.hub.accept_peer(&addr, epoch) else {
-        return net::refuse(&stream, &shared.hub.peer_refusal(&addr, epoch));
+        // Part of every join: a new server links in as soon as its heartbeat reply lists
+        // this one, which learns of it only from its own next reply; and an incarnation
+        // declared dead is turned away for good. Neither is a fault, so the peer is told
+        // why (it retries, or learns it was fenced) and the connection ends without an
+        // error, which the accept loop would log as a WARN.
+        let reason = shared.hub.peer_refusal(&addr, epoch);
+        log::info!("peer link turned away from={addr} epoch={epoch} reason={reason:?}");
+        net::turn_away(&stream, &reason);
+        return Ok(());
     };
     write_message(
         &mut &stream,
@@ -227,7 +250,14 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
             history,
         },
     )?;
-    let stale = |stream: &TcpStream| net::refuse(stream, "this peer incarnation is no longer live");
+    // A peer removed from the list meanwhile (it left, or was declared dead): the end of
+    // its link is a consequence of what the coordinator logged, not a fault of its own.
+    let stale = |stream: &TcpStream| {
+        let reason = "this peer incarnation is no longer live";
+        log::info!("peer link closed from={addr} epoch={epoch} reason={reason:?}");
+        net::turn_away(stream, reason);
+        Ok(())
+    };
     stream.set_read_timeout(Some(shared.limits.idle_timeout))?;
     log::debug!("peer link accepted from={addr} epoch={epoch}");
     let mut input = BufReader::with_capacity(READ_BUFFER, &stream);

@@ -45,6 +45,7 @@ use super::hub::{CatchUp, Hub};
 use super::outbox::OutboxReceiver;
 use super::writer_loop::{Ended, Flow, WhenIdle, write_frames};
 use super::{Shared, THREAD_STACK, WRITE_BUFFER};
+use crate::net;
 use crate::protocol::Message;
 use crate::support::limits;
 
@@ -275,8 +276,9 @@ fn run_writer(job: WriterJob, hub: &Hub, crowded: &AtomicBool) {
             // The client has let its socket buffer stay full for the whole write timeout:
             // it has stopped reading. It resumes from the history window.
             log::warn!(
-                "slow consumer cut off name={name} reason=\"a write blocked for the write \
-                 timeout; the client has stopped reading\""
+                "slow consumer cut off name={name} peer={} reason=\"a write blocked for the \
+                 write timeout; the client has stopped reading\"",
+                net::peer_of(&stream)
             );
         } else {
             log::debug!("client writer stopped name={name}: {e}");

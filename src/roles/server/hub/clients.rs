@@ -27,6 +27,10 @@ use crate::auth;
 use crate::protocol::{Message, Resume};
 use crate::roles::server::outbox::{OutboxReceiver, OutboxSender, outbox};
 
+/// How a refusal for want of room starts: the server's connection thread logs that one as
+/// a WARN (the operator's business), other refusals as an INFO (the client's).
+pub const SERVER_FULL: &str = "server full";
+
 /// One registered client, as the hub sees it.
 pub(super) struct LocalClient {
     /// Its name: the same `Arc` as its key in [`Clients::by_name`] and its entry in
@@ -148,7 +152,7 @@ impl Hub {
             };
             if state.clients.len() >= limits.max_clients {
                 return Err(format!(
-                    "server full ({} clients); try another server",
+                    "{SERVER_FULL} ({} clients); try another server",
                     limits.max_clients
                 ));
             }

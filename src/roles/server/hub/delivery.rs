@@ -35,6 +35,7 @@ use std::time::Duration;
 use super::clients::{Clients, LocalClient};
 use super::history::History;
 use super::{CatchUp, Cutoffs, Frame, Hub};
+use crate::net;
 use crate::protocol::Message;
 use crate::roles::server::writers::WriterJob;
 
@@ -129,7 +130,10 @@ impl Clients {
         if let Some(missed) = history.forgotten_after(client.last_queued) {
             let reason =
                 format!("too slow: fell {missed} messages behind the history window of {addr}");
-            log::warn!("slow consumer cut off name={name} reason=\"{reason}\"");
+            log::warn!(
+                "slow consumer cut off name={name} peer={} reason={reason:?}",
+                net::peer_of(&client.stream)
+            );
             // No socket to shut down here: the writer tells the client why, then closes.
             self.remove(name, &mut Cutoffs::new());
             return CatchUp::FellBehind(reason);

@@ -102,6 +102,11 @@ const REMOVED_KEPT: usize = 64;
 /// it from its peers this way (`peers::peer_link_loop`).
 pub const DECLARED_DEAD: &str = "was declared dead: the coordinator no longer lists it";
 
+/// What a peer's refusal says when it has not heard of this incarnation yet: the
+/// coordinator lists a new server to the others one heartbeat at a time, so the first tries
+/// of a joining server's links meet this, and the next try (an interval later) gets in.
+pub const NOT_LISTED_YET: &str = "is not a live peer of";
+
 // The entry points for the links: the heartbeat sets the peer list, a `peer-<addr>` thread
 // asks whether it is still wanted and subscribes, its `acks-<addr>` thread confirms.
 impl Hub {
@@ -189,7 +194,7 @@ impl Hub {
         if state.relay.was_removed(addr, epoch) {
             format!("{addr} epoch {epoch} {DECLARED_DEAD}; rejoin as a new incarnation")
         } else {
-            format!("{addr} epoch {epoch} is not a live peer of {}", state.addr)
+            format!("{addr} epoch {epoch} {NOT_LISTED_YET} {}", state.addr)
         }
     }
 
