@@ -34,7 +34,7 @@ use super::writer_loop::{Flow, WhenIdle, write_frames};
 use super::{Shared, THREAD_STACK, WRITE_BUFFER};
 use crate::error::{Error, Result};
 use crate::net;
-use crate::protocol::{Message, Role, holds_whole_frame, read_message, write_message};
+use crate::protocol::{Body, Message, Role, holds_whole_frame, read_message, write_message};
 
 use super::hub::Origin;
 
@@ -265,7 +265,16 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
     // The pens of the clients the relays reach, written for when the input runs dry, as a
     // client's connection thread does (`pens.rs`).
     let mut pens = Pens::new(shared.writers_tx.clone());
+    // Relays read and not yet taken in: the ones the buffer holds go into the hub together,
+    // as a client's publishes do (`Hub::publish`), before any ack says they arrived.
+    let mut relays = Relays::default();
     while let Some(message) = read_message(&mut input)? {
+        if !matches!(message, Message::Relay { .. })
+            && !relays.take_in(&addr, epoch, shared, &mut pens)
+        {
+            pens.write_now();
+            return stale(&stream);
+        }
         match message {
             Message::Relay {
                 index,
@@ -275,18 +284,13 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
                 body,
             } => {
                 if index > last_index {
-                    let origin = Origin::Peer {
-                        addr: addr.clone(),
-                        epoch,
-                        index,
-                    };
-                    if !shared
-                        .hub
-                        .publish(origin, &from, session, &[(seq, body)], &mut pens)
+                    if !relays.follows(&from, session)
+                        && !relays.take_in(&addr, epoch, shared, &mut pens)
                     {
                         pens.write_now();
                         return stale(&stream);
                     }
+                    relays.push(from, session, index, seq, body);
                     last_index = index;
                 }
                 unacked = Some(index);
@@ -330,7 +334,14 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
                 );
             }
         }
-        if !holds_whole_frame(input.buffer()) {
+        let more = holds_whole_frame(input.buffer());
+        if (!more || relays.messages.len() >= MAX_RELAYS_AT_ONCE)
+            && !relays.take_in(&addr, epoch, shared, &mut pens)
+        {
+            pens.write_now();
+            return stale(&stream);
+        }
+        if !more {
             pens.write_now();
         }
         if input.buffer().is_empty()
@@ -340,4 +351,53 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
         }
     }
     Ok(())
+}
+
+/// Relays taken into the hub at once, at most (the read buffer bounds them already; this
+/// bounds the batch's bookkeeping whatever the frames).
+const MAX_RELAYS_AT_ONCE: usize = 1024;
+
+/// Relays read from a link and not yet taken into the hub: consecutive ones from one
+/// sender session, which `Hub::publish` takes in together.
+#[derive(Default)]
+struct Relays {
+    from: String,
+    session: u64,
+    /// The relay index of the last of them.
+    last_index: u64,
+    messages: Vec<(u64, Body)>,
+}
+
+impl Relays {
+    /// Whether a relay from `from`'s `session` may join these.
+    fn follows(&self, from: &str, session: u64) -> bool {
+        self.messages.is_empty() || (self.session == session && self.from == from)
+    }
+
+    /// Adds a relay; the caller checked that it [`follows`](Self::follows).
+    fn push(&mut self, from: String, session: u64, index: u64, seq: u64, body: Body) {
+        if self.messages.is_empty() {
+            (self.from, self.session) = (from, session);
+        }
+        self.last_index = index;
+        self.messages.push((seq, body));
+    }
+
+    /// Takes these relays into the hub, from the peer incarnation `(addr, epoch)`, and
+    /// empties the batch. Returns `false` when that incarnation is no longer live.
+    fn take_in(&mut self, addr: &str, epoch: u64, shared: &Shared, pens: &mut Pens) -> bool {
+        if self.messages.is_empty() {
+            return true;
+        }
+        let origin = Origin::Peer {
+            addr: addr.to_string(),
+            epoch,
+            index: self.last_index,
+        };
+        let live = shared
+            .hub
+            .publish(origin, &self.from, self.session, &self.messages, pens);
+        self.messages.clear();
+        live
+    }
 }

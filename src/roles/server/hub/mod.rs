@@ -131,13 +131,14 @@ pub enum Origin {
         /// The connection's id, to ignore a publish from a connection that was replaced.
         conn: u64,
     },
-    /// Relayed by the peer incarnation `(addr, epoch)` at its relay `index`.
+    /// Relayed by the peer incarnation `(addr, epoch)`; `index` is the peer's relay index
+    /// of the last message of the batch (they follow each other).
     Peer {
         /// The peer's advertised address.
         addr: String,
         /// The peer's incarnation.
         epoch: u64,
-        /// The peer's relay index for this message.
+        /// The peer's relay index for the (last) message.
         index: u64,
     },
     /// From the history of the peer incarnation `(addr, epoch)`, sent because this server
@@ -328,6 +329,9 @@ impl Hub {
             }
             state.take_in(arrival, &self.limits, &mut run);
         }
+        if let (true, Origin::Peer { addr, epoch, index }) = (current, &origin) {
+            state.relay.note_received(addr, *epoch, *index);
+        }
         state.settle(&mut run);
         pens.add(state.taken.drain(..));
         current
@@ -463,16 +467,13 @@ impl State {
     /// wait for [`State::settle`].
     fn take_in(&mut self, arrival: Arrival, limits: &Limits, run: &mut Run) {
         let Arrival {
-            origin,
+            origin: _,
             session,
             seq,
             size,
             deliver,
             relay,
         } = arrival;
-        if let Origin::Peer { addr, epoch, index } = &origin {
-            self.relay.note_received(addr, *epoch, *index);
-        }
         match self.history.accept(session, seq, self.ready) {
             Verdict::New => {
                 self.history
