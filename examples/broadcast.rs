@@ -2,7 +2,11 @@
 //! one, beside the tempting wrong version: one channel whose `Receiver` every client clones.
 //!
 //! Run it with `cargo run --example broadcast`. Both versions send messages 1 to 8 and print
-//! what each client's writer thread (`send-<name>`, as in a dsys server) took.
+//! what each client's writer thread (`send-<name>`) took. Here every client has a writer
+//! thread for as long as it is connected, to keep the example about the channels. A dsys
+//! server does not keep a permanent writer per client: a client gets one only while frames
+//! wait that its socket did not take at once, and the rest of the time the thread that took
+//! the message in writes it. The next example, `write_through.rs`, takes that step.
 //!
 //! What to look for in its output:
 //! - wrong: bob and carol split the messages between them (who gets which varies from run to
@@ -12,9 +16,10 @@
 //!   and message 5 finds it full: dave is dropped, and nobody ever waits for him.
 //!
 //! The grown-up version: `outbox` and `OutboxSender::try_push` in `src/roles/server/outbox.rs`
-//! (bounded in frames and bytes), and `Clients::fan_out` in `src/roles/server/hub/clients.rs`, whose
-//! policy for a full outbox is gentler: the client is marked *behind* and catches up from the
-//! history window (`Hub::catch_up`). `docs/thread-per-connection.md` tells both stories.
+//! (bounded in frames and bytes), and `Clients::fan_out` in
+//! `src/roles/server/hub/delivery.rs`, whose policy for a full outbox is gentler: the client is
+//! marked *behind* and catches up from the history window (`Hub::catch_up`).
+//! `docs/thread-per-connection.md` tells both stories.
 
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
