@@ -20,7 +20,7 @@ use common::{
     Finished, TIMEOUT, TempDir, run_dsys, start_coordinator, start_server_with, unused_addr,
     wait_until_servers_alive,
 };
-use dsys::protocol::{Message, Role};
+use dsys::protocol::{Departure, Message, Role};
 
 /// Runs `dsys ARGS` with the default environment.
 fn run(args: &[&str]) -> Finished {
@@ -448,6 +448,7 @@ fn heartbeat_as_a_full_server(coordinator: &str, server: u16, clients: usize, st
             epoch,
             clients: clients.take(),
             cut_off: Vec::new(),
+            departure: Departure::Staying,
         };
         match dsys::net::request(&mut stream, &heartbeat).expect("a heartbeat reply") {
             Message::HeartbeatReply { epoch: given, .. } => epoch = given,

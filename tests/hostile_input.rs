@@ -14,7 +14,9 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{Client, Cluster, Proc, assert_seqs_exactly, pseudo_random_bytes};
-use dsys::protocol::{Body, MAX_PAYLOAD_LEN, Message, PROTOCOL_VERSION, Role, read_message};
+use dsys::protocol::{
+    Body, Departure, MAX_PAYLOAD_LEN, Message, PROTOCOL_VERSION, Role, read_message,
+};
 
 /// A short handshake deadline for the processes under test.
 const SHORT_HANDSHAKE: &[&str] = &["--handshake-timeout", "1000"];
@@ -169,6 +171,7 @@ fn frames_in_the_wrong_state_are_refused_with_a_reason() {
         epoch: 0,
         clients: Some(vec![]),
         cut_off: Vec::new(),
+        departure: Departure::Staying,
     };
     let publish = Message::Publish {
         seq: 1,
@@ -249,6 +252,7 @@ fn frames_in_the_wrong_state_are_refused_with_a_reason() {
                     epoch: 0,
                     clients: Some(vec![]),
                     cut_off: Vec::new(),
+                    departure: Departure::Staying,
                 },
             ],
             "HOST:PORT of at most",

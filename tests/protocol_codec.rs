@@ -34,9 +34,9 @@ use std::time::{Duration, Instant};
 
 use dsys::Error;
 use dsys::protocol::{
-    Body, FILE_CHUNK_LEN, MAGIC, MAX_FRAME_LEN, Message, PROTOCOL_VERSION, RELAY_INDEX_BYTES,
-    Resume, Role, ServerInfo, deliver_frame, holds_whole_frame, read_frame, read_message,
-    relay_frame, write_message,
+    Body, Departure, FILE_CHUNK_LEN, MAGIC, MAX_FRAME_LEN, Message, PROTOCOL_VERSION,
+    RELAY_INDEX_BYTES, Resume, Role, ServerInfo, deliver_frame, holds_whole_frame, read_frame,
+    read_message, relay_frame, write_message,
 };
 use dsys::support::sha256;
 

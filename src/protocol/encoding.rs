@@ -16,7 +16,7 @@
 //! [`Reader`] before it sizes a `Vec`.
 
 use super::codec::{Reader, Writer, framed, utf8};
-use super::{Body, MAGIC, Message, Resume, Role, ServerInfo};
+use super::{Body, Departure, MAGIC, Message, Resume, Role, ServerInfo};
 use crate::error::{Error, Result};
 
 // Type bytes. Grouped by connection kind; docs/protocol.md has the same table.
@@ -52,6 +52,17 @@ pub(super) const BODY_TEXT: u8 = 1;
 const BODY_FILE_START: u8 = 3;
 const BODY_FILE_CHUNK: u8 = 4;
 const BODY_FILE_END: u8 = 5;
+
+impl Departure {
+    fn from_byte(byte: u8) -> Result<Departure> {
+        Ok(match byte {
+            0 => Departure::Staying,
+            1 => Departure::Leaving,
+            2 => Departure::Gone,
+            other => return Err(Error::Protocol(format!("unknown departure {other}"))),
+        })
+    }
+}
 
 impl Role {
     fn from_byte(byte: u8) -> Result<Role> {
@@ -188,6 +199,7 @@ impl Message {
                 epoch,
                 clients,
                 cut_off,
+                departure,
             } => {
                 out.u8(T_HEARTBEAT);
                 out.str(addr);
@@ -200,6 +212,7 @@ impl Message {
                     }
                 }
                 out.strs(cut_off);
+                out.u8(*departure as u8);
             }
             Message::HeartbeatReply {
                 epoch,
@@ -333,6 +346,7 @@ impl Message {
                     true => Some(r.strs()?),
                 },
                 cut_off: r.strs()?,
+                departure: Departure::from_byte(r.u8()?)?,
             },
             T_HEARTBEAT_REPLY => Message::HeartbeatReply {
                 epoch: r.u64()?,
@@ -422,6 +436,7 @@ impl Writer {
             self.str(&server.addr);
             self.u64(server.epoch);
             self.u8(server.alive as u8);
+            self.u8(server.leaving as u8);
             self.strs(&server.clients);
         }
     }
@@ -457,14 +472,15 @@ impl Reader<'_> {
         }
     }
     fn servers(&mut self) -> Result<Vec<ServerInfo>> {
-        // addr length (2) + epoch (8) + alive (1) + client count (4)
-        let count = self.count(15)?;
+        // addr length (2) + epoch (8) + alive (1) + leaving (1) + client count (4)
+        let count = self.count(16)?;
         (0..count)
             .map(|_| {
                 Ok(ServerInfo {
                     addr: self.str()?,
                     epoch: self.u64()?,
                     alive: self.flag("alive")?,
+                    leaving: self.flag("leaving")?,
                     clients: self.strs()?,
                 })
             })

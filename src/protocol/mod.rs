@@ -45,7 +45,7 @@ pub use message_path::{DeliverRef, deliver_frame, deliver_frames, relay_frame};
 
 /// The protocol version carried in every [`Message::Hello`]. A peer that speaks another
 /// version is refused with a clear [`Message::Error`] instead of being misread.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// The four bytes that open every [`Message::Hello`], so that a stray connection (a browser,
 /// a port scanner) is recognised at once instead of being parsed as a length.
@@ -145,8 +145,13 @@ pub struct ServerInfo {
     pub addr: String,
     /// The server's incarnation, assigned by the coordinator (see `docs/guarantees.md`).
     pub epoch: u64,
-    /// Whether the coordinator currently considers it alive.
+    /// Whether the coordinator currently considers it alive (a server that is leaving is
+    /// alive until it has left).
     pub alive: bool,
+    /// Whether it is stopping on purpose (a planned stop, [`Departure`]): alive and
+    /// leaving, it is moving its clients away and takes no new ones; no longer alive and
+    /// leaving, it has left, where a server that is not leaving was declared dead.
+    pub leaving: bool,
     /// The names of the clients registered on it, as of its last heartbeat.
     pub clients: Vec<String>,
 }
@@ -240,7 +245,8 @@ pub enum Message {
     },
     /// Client → server: leaving on purpose.
     Deregister,
-    /// Server → client: move to `server` (the coordinator is rebalancing). The client
+    /// Server → client: move to `server` (the coordinator is rebalancing, or this server is
+    /// leaving: a planned stop). The client
     /// registers there with its session, as after a failover, and only then leaves this
     /// server; if it cannot, it stays.
     Move {
@@ -298,6 +304,9 @@ pub enum Message {
         /// Peers this server has not heard from for longer than its link silence limit (a
         /// cut between servers, which only they can see).
         cut_off: Vec<String>,
+        /// Whether it is staying, leaving (a planned stop: move its clients away), or gone
+        /// (this is its last heartbeat).
+        departure: Departure,
     },
     /// Coordinator → server: the heartbeat is accepted; here are the live servers.
     HeartbeatReply {
@@ -364,6 +373,20 @@ pub enum Message {
         /// Whether another `StatusReport` follows.
         more: bool,
     },
+}
+
+/// Where a server stands with its planned stop, in every [`Message::Heartbeat`]
+/// (`docs/shutdown.md`, "A planned stop").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// Serving as usual.
+    Staying = 0,
+    /// Stopping on purpose, after its clients have moved: the coordinator gives it no new
+    /// client and orders every one it has moved to the other servers.
+    Leaving = 1,
+    /// Its last heartbeat before it exits: the coordinator records it as left (not dead),
+    /// and plans the clients it still lists (a drain cut short) as after a failure.
+    Gone = 2,
 }
 
 /// What a resuming client proves and remembers.

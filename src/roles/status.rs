@@ -76,8 +76,8 @@ const REPORT_PART_BYTES: usize = MAX_FRAME_LEN as usize / 2;
 /// rest of its names start the next frame under the same address and epoch, which
 /// [`join_report`] puts back together. The last frame says `more: false`.
 pub fn report_frames(servers: Vec<ServerInfo>) -> Vec<Message> {
-    // What an entry costs besides its names: its address, epoch, flag and list count.
-    const ENTRY_BYTES: usize = 16;
+    // What an entry costs besides its names: its address, epoch, flags and list count.
+    const ENTRY_BYTES: usize = 17;
     let mut parts: Vec<Vec<ServerInfo>> = vec![Vec::new()];
     let mut bytes = 0;
     for server in servers {
@@ -85,12 +85,14 @@ pub fn report_frames(servers: Vec<ServerInfo>) -> Vec<Message> {
             addr,
             epoch,
             alive,
+            leaving,
             clients,
         } = server;
         let entry = |clients| ServerInfo {
             addr: addr.clone(),
             epoch,
             alive,
+            leaving,
             clients,
         };
         bytes += addr.len() + ENTRY_BYTES;
@@ -154,12 +156,25 @@ pub fn run(coordinator: &str, output: Output, names: Names, secret: Option<&Secr
         .map_err(|e| Error::Failed(format!("cannot write the status to stdout: {e}")))
 }
 
-/// The contract's object: `{"servers":[{"addr":..,"alive":..,"clients":[..]}, ...]}`.
+/// A server's state in a word: `alive`, `leaving` (a planned stop: moving its clients away;
+/// still alive), `left` (it stopped on purpose) or `dead` (declared dead).
+pub fn state(server: &ServerInfo) -> &'static str {
+    match (server.alive, server.leaving) {
+        (true, false) => "alive",
+        (true, true) => "leaving",
+        (false, true) => "left",
+        (false, false) => "dead",
+    }
+}
+
+/// The contract's object: `{"servers":[{"addr":..,"alive":..,"clients":[..]}, ...]}`, with
+/// each server's [`state`] too.
 pub fn to_json(servers: &[ServerInfo]) -> String {
     let rows = servers.iter().map(|s| {
         json::Object::new()
             .str("addr", &s.addr)
             .bool("alive", s.alive)
+            .str("state", state(s))
             .num("epoch", s.epoch)
             .raw(
                 "clients",
@@ -179,7 +194,7 @@ pub fn to_table(servers: &[ServerInfo], names: Names) -> String {
     if servers.is_empty() {
         return "no servers known to the coordinator yet\n".to_string();
     }
-    let mut out = format!("{:<22} {:<6} {:>7}  CLIENTS\n", "SERVER", "STATE", "COUNT");
+    let mut out = format!("{:<22} {:<7} {:>7}  CLIENTS\n", "SERVER", "STATE", "COUNT");
     for s in servers {
         let mut sorted = s.clients.clone();
         sorted.sort();
@@ -188,9 +203,9 @@ pub fn to_table(servers: &[ServerInfo], names: Names) -> String {
             Names::All => String::new(),
         };
         out.push_str(&format!(
-            "{:<22} {:<6} {:>7}  {shown}\n",
+            "{:<22} {:<7} {:>7}  {shown}\n",
             s.addr,
-            if s.alive { "alive" } else { "dead" },
+            state(s),
             s.clients.len(),
         ));
         if names == Names::All {
@@ -204,11 +219,12 @@ pub fn to_table(servers: &[ServerInfo], names: Names) -> String {
 }
 
 /// How evenly the live servers share the clients, in one line: the counts, and whether
-/// they differ by more than the one that rebalancing leaves (guarantee 7).
+/// they differ by more than the one that rebalancing leaves (guarantee 7). A leaving server
+/// is left out: its clients are on their way elsewhere.
 fn spread_line(servers: &[ServerInfo]) -> String {
     let counts: Vec<usize> = servers
         .iter()
-        .filter(|s| s.alive)
+        .filter(|s| s.alive && !s.leaving)
         .map(|s| s.clients.len())
         .collect();
     let (Some(&fewest), Some(&most)) = (counts.iter().min(), counts.iter().max()) else {
@@ -264,6 +280,7 @@ mod tests {
                 addr: format!("127.0.0.1:{}", 8080 + i),
                 epoch: i as u64 + 1,
                 alive: i != 2,
+                leaving: i == 3,
                 clients: names(i),
             })
             .collect();
@@ -296,6 +313,7 @@ mod tests {
             addr: "127.0.0.1:8080".into(),
             epoch: 1,
             alive: true,
+            leaving: false,
             clients: vec!["alice".into(), "bob".into()],
         }];
         let frames = report_frames(servers.clone());
@@ -318,6 +336,7 @@ mod tests {
             addr: "127.0.0.1:8080".into(),
             epoch: 1,
             alive: true,
+            leaving: false,
             clients: (0..clients).map(|i| format!("client-{i:05}")).collect(),
         }
     }

@@ -4,7 +4,9 @@
 //! pipe (the classic self-pipe trick). A named thread, `signals`, blocks reading that pipe;
 //! on the first byte it drops the `Sender` it holds, so every `Receiver` from
 //! [`stop_on_signal`] reports `Disconnected` at once ("stop means disconnect"), however many
-//! loops are waiting on it.
+//! loops are waiting on it. It goes on reading: on the second byte it drops a second
+//! `Sender`, so a process that stops in steps (a server moving its clients away first) can
+//! be told to stop at once ([`stop_at_once_on_signal`]).
 //!
 //! The runtime crates of dsys do not include `libc`, so the three C functions needed are
 //! declared here by hand; std already links the C library they come from.
@@ -46,16 +48,31 @@ extern "C" fn on_signal(_signum: i32) {
 /// Nothing is ever sent on the channel: waiting code uses it in `select!` and treats
 /// `Disconnected` as "stop now".
 pub fn stop_on_signal() -> Receiver<()> {
-    static STOP_RX: OnceLock<Receiver<()>> = OnceLock::new();
-    STOP_RX.get_or_init(install).clone()
+    receivers().0.clone()
 }
 
-fn install() -> Receiver<()> {
+/// Returns a receiver that disconnects on the *second* SIGINT or SIGTERM: what a process
+/// still stopping after the first one takes as "stop now". Installs the handlers on first
+/// use, as [`stop_on_signal`] does.
+pub fn stop_at_once_on_signal() -> Receiver<()> {
+    receivers().1.clone()
+}
+
+/// The first-signal and second-signal receivers, installed once.
+fn receivers() -> &'static (Receiver<()>, Receiver<()>) {
+    static RECEIVERS: OnceLock<(Receiver<()>, Receiver<()>)> = OnceLock::new();
+    RECEIVERS.get_or_init(install)
+}
+
+fn install() -> (Receiver<()>, Receiver<()>) {
     let (stop_tx, stop_rx) = bounded::<()>(0);
+    let (again_tx, again_rx) = bounded::<()>(0);
     let Ok((mut pipe_rx, pipe_tx)) = std::io::pipe() else {
         log::warn!("cannot create the signal pipe; Ctrl-C will end the process abruptly");
-        std::mem::forget(stop_tx); // never disconnects: behave as if no signal ever comes
-        return stop_rx;
+        // Never disconnect: behave as if no signal ever comes.
+        std::mem::forget(stop_tx);
+        std::mem::forget(again_tx);
+        return (stop_rx, again_rx);
     };
     PIPE_WRITE_FD.store(pipe_tx.into_raw_fd(), Ordering::Relaxed);
     // SAFETY: `on_signal` only performs an async-signal-safe write(2).
@@ -70,11 +87,15 @@ fn install() -> Receiver<()> {
             let _ = pipe_rx.read(&mut byte);
             log::info!("signal received, stopping");
             drop(stop_tx);
+            // A handler writes one byte per signal, so the next byte is the second signal.
+            let _ = pipe_rx.read(&mut byte);
+            log::debug!("second signal received");
+            drop(again_tx);
         });
     if spawned.is_err() {
         log::warn!("cannot start the signal thread; Ctrl-C will end the process abruptly");
     }
-    stop_rx
+    (stop_rx, again_rx)
 }
 
 /// Asks the kernel to SIGKILL the calling process when its parent dies. Called in a child

@@ -15,6 +15,7 @@ use super::{HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, TIMEOUT};
 
 /// A coordinator and `n` servers, all children of the test, with the named verbs through
 /// which tests inject failures (STYLE S5): [`Cluster::kill_server`], [`Cluster::hang_server`],
+/// [`Cluster::terminate_server`],
 /// [`Cluster::wake_server`], [`Cluster::restart_server`], [`Cluster::hang_coordinator`],
 /// [`Cluster::wake_coordinator`], [`Cluster::kill_coordinator`],
 /// [`Cluster::restart_coordinator`].
@@ -122,6 +123,18 @@ impl Cluster {
             TIMEOUT,
             || self.peer_links_up(i, j) >= count,
         );
+    }
+
+    /// Asks server `i` to stop with SIGTERM, as systemd or Kubernetes would: a planned
+    /// stop, which moves its clients away first. Does not wait (see
+    /// [`Cluster::wait_server_exit`]).
+    pub fn terminate_server(&self, i: usize) {
+        self.servers[i].terminate();
+    }
+
+    /// Waits until server `i` has exited, and returns its exit status.
+    pub fn wait_server_exit(&mut self, i: usize, timeout: Duration) -> std::process::ExitStatus {
+        self.servers[i].wait_exit(timeout)
     }
 
     /// Crashes server `i` with SIGKILL: its sockets close, its peers and clients see the

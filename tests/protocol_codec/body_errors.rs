@@ -226,7 +226,8 @@ fn bodies_with_forged_count(count: u32) -> Vec<(&'static str, Vec<u8>)> {
                 &u32be(1),
                 &u16be(0),
                 &u64be(1),
-                &[1],
+                &[1], // alive
+                &[0], // not leaving
                 &count,
             ]
             .concat(),
@@ -344,9 +345,17 @@ fn retired_single_frame_file_kind_2_is_refused() {
 }
 
 #[test]
-fn bad_alive_flag_is_refused() {
-    for alive in [2, 0xff] {
-        let server = [&u16be(3)[..], b"a:1", &u64be(1), &[alive], &u32be(0)].concat();
+fn bad_alive_or_leaving_flag_is_refused() {
+    for (alive, leaving, named) in [(2, 0, "alive"), (0xff, 1, "alive"), (1, 2, "leaving")] {
+        let server = [
+            &u16be(3)[..],
+            b"a:1",
+            &u64be(1),
+            &[alive],
+            &[leaving],
+            &u32be(0),
+        ]
+        .concat();
         let report = [&[T_STATUS_REPORT][..], &u32be(1), &server].concat();
         let reply = [
             &[T_HEARTBEAT_REPLY][..],
@@ -358,7 +367,26 @@ fn bad_alive_flag_is_refused() {
         .concat();
         for (what, bytes) in [("StatusReport", report), ("HeartbeatReply", reply)] {
             let reason = assert_protocol_error(Message::decode(&bytes), what);
-            assert!(reason.contains("alive"), "{what}: {reason}");
+            assert!(reason.contains(named), "{what}: {reason}");
         }
+    }
+}
+
+#[test]
+fn unknown_departure_is_refused() {
+    for departure in [3, 0xff] {
+        // Heartbeat { addr "a:1", epoch 1, no list, no cut_off, departure <bad> }
+        let body = [
+            &[T_HEARTBEAT][..],
+            &u16be(3),
+            b"a:1",
+            &u64be(1),
+            &[0],
+            &u32be(0),
+            &[departure],
+        ]
+        .concat();
+        let reason = assert_protocol_error(Message::decode(&body), "departure");
+        assert!(reason.contains("departure"), "{reason}");
     }
 }

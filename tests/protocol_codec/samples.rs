@@ -130,12 +130,21 @@ pub(crate) fn sample_messages() -> Vec<Message> {
             addr: "127.0.0.1:8080".into(),
             epoch: 3,
             alive: true,
+            leaving: false,
             clients: vec!["alice".into(), "bob".into()],
+        },
+        ServerInfo {
+            addr: "127.0.0.1:8082".into(),
+            epoch: 4,
+            alive: true,
+            leaving: true,
+            clients: vec!["carol".into()],
         },
         ServerInfo {
             addr: "[::1]:8081".into(),
             epoch: u64::MAX,
             alive: false,
+            leaving: true,
             clients: vec![],
         },
     ];
@@ -236,12 +245,21 @@ pub(crate) fn sample_messages() -> Vec<Message> {
             epoch: 0,
             clients: None,
             cut_off: Vec::new(),
+            departure: Departure::Staying,
         },
         Message::Heartbeat {
             addr: "127.0.0.1:8080".into(),
             epoch: 3,
             clients: Some(vec!["alice".into(), String::new(), "bob".into()]),
             cut_off: vec!["127.0.0.1:8081".into()],
+            departure: Departure::Gone,
+        },
+        Message::Heartbeat {
+            addr: "127.0.0.1:8082".into(),
+            epoch: 4,
+            clients: None,
+            cut_off: Vec::new(),
+            departure: Departure::Leaving,
         },
         Message::HeartbeatReply {
             epoch: 3,

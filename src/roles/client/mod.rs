@@ -97,8 +97,8 @@ pub enum Event {
         /// The new server.
         to: String,
     },
-    /// Our server told us to move (the cluster is rebalancing), and we are registered on
-    /// the new one.
+    /// Our server told us to move (the cluster is rebalancing, or the server is stopping on
+    /// purpose), and we are registered on the new one.
     Moved {
         /// The server we left.
         from: String,

@@ -54,7 +54,9 @@ pub fn to_text(event: &Event) -> String {
             path,
         } => format!("[{from} #{seq}] file {name} ({size} bytes) saved to {path}"),
         Event::Failover { from, to } => format!("failover: {from} -> {to}"),
-        Event::Moved { from, to } => format!("moved: {from} -> {to} (rebalancing)"),
+        Event::Moved { from, to } => {
+            format!("moved: {from} -> {to} (rebalancing, or a planned stop)")
+        }
         Event::Reconnected { server } => format!("reconnected to {server}"),
         Event::Gap { from, missed } => {
             format!("gap: {missed} messages from {from} could not be recovered")

@@ -37,10 +37,10 @@
 //! one, and print a `failover` event. Registering, the first time and again, is in
 //! [`register`].
 //!
-//! **When the server says move.** A `Move` frame (the coordinator is rebalancing) starts
-//! [`Session::move_to`]: the same resume, on the named server, but made before the old
-//! connection is broken, so a server that cannot take the client leaves it where it was.
-//! It prints a `moved` event.
+//! **When the server says move.** A `Move` frame (the coordinator is rebalancing, or the
+//! server is leaving) starts [`Session::move_to`]: the same resume, on the named server,
+//! but made before the old connection is broken, so a server that cannot take the client
+//! leaves it where it was. It prints a `moved` event.
 //!
 //! **Stopping.** End of input (the command channel disconnects) waits until everything is
 //! acknowledged, then deregisters. A stop signal does the same with a deadline

@@ -36,8 +36,15 @@ impl Coordinator {
     /// # Errors
     /// [`Error::NoLiveServer`](crate::Error::NoLiveServer) when no server is alive.
     pub fn locate(&self, name: &str, suspect: &str, unreachable: bool) -> Result<String> {
-        let suspect_alive =
-            !suspect.is_empty() && self.lock().server(suspect).is_some_and(|entry| entry.alive);
+        let (suspect_alive, suspect_leaving) = match self.lock().server(suspect) {
+            Some(entry) if !suspect.is_empty() => (entry.alive, entry.leaving),
+            _ => (false, false),
+        };
+        if suspect_alive && suspect_leaving {
+            // It is stopping on purpose and takes no client back: no need to ask whether
+            // it lives.
+            return self.lock().assign(name).ok_or_else(no_live_server);
+        }
         if suspect_alive {
             if !probe::is_gone(suspect) {
                 if unreachable {

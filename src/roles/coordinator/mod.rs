@@ -62,12 +62,13 @@ use crossbeam_channel::{Receiver, Sender, bounded, select, tick};
 use crate::auth::Secret;
 use crate::error::{Error, Result};
 use crate::net;
-use crate::protocol::{Message, Role, ServerInfo, read_message, write_message};
+use crate::protocol::{Departure, Message, Role, ServerInfo, read_message, write_message};
 use crate::support::signals;
 
-pub use rebalance::{DEFAULT_PACE, Move, Rebalance, Server, rebalance_clients};
+pub use rebalance::{DEFAULT_PACE, DRAIN_PACE, Move, Rebalance, Server, rebalance_clients};
 pub use registry::{
-    HeartbeatOutcome, Registry, ServerEntry, claim_name, handle_heartbeat, redistribute_clients,
+    HeartbeatOutcome, Registry, ServerEntry, claim_name, handle_departing_heartbeat,
+    handle_heartbeat, redistribute_clients,
 };
 pub use watchdog::{Checks, Probe, check_server_statuses};
 
@@ -150,7 +151,7 @@ impl Coordinator {
         }
     }
 
-    /// Records a heartbeat (see [`handle_heartbeat`]), and the peers the server says it
+    /// Records a heartbeat (see [`handle_departing_heartbeat`]), and the peers the server says it
     /// cannot reach (`cut_off`; only live servers this registry knows count, so a server
     /// cannot make it remember names without bound).
     pub fn heartbeat(
@@ -159,10 +160,12 @@ impl Coordinator {
         epoch: u64,
         clients: Option<Vec<String>>,
         cut_off: &[String],
+        departure: Departure,
     ) -> HeartbeatOutcome {
         let now = Instant::now();
         let mut registry = self.lock();
-        let outcome = handle_heartbeat(&mut registry, now, addr, epoch, clients);
+        let outcome =
+            handle_departing_heartbeat(&mut registry, now, addr, epoch, clients, departure);
         if matches!(outcome, HeartbeatOutcome::Accepted { .. }) {
             let known: Vec<String> = cut_off
                 .iter()
@@ -380,6 +383,7 @@ fn serve_heartbeats(
             epoch,
             clients,
             cut_off,
+            departure,
         } = message
         else {
             return net::refuse(
@@ -401,7 +405,7 @@ fn serve_heartbeats(
                 ),
             );
         }
-        let reply = match coordinator.heartbeat(&addr, epoch, clients, &cut_off) {
+        let reply = match coordinator.heartbeat(&addr, epoch, clients, &cut_off, departure) {
             HeartbeatOutcome::Accepted {
                 epoch,
                 servers,

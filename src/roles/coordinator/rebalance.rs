@@ -39,6 +39,12 @@ use super::registry::{Registry, plan_for_the_log};
 
 /// Default for `--rebalance-pace`: moves ordered a second, at most (see the module doc).
 pub const DEFAULT_PACE: u32 = 100;
+/// Moves ordered a second, at most, to empty a server that is leaving (a planned stop,
+/// [`Registry::drain`]); EMQX's node evacuation moves 500 connections a second by default.
+/// Faster than rebalancing because someone is waiting for the server to stop: 10,000
+/// clients take 20 s, inside the server's default `--drain-timeout` of 30 s. At about 1 ms
+/// of CPU per move (the module doc), that is half a core spread over the cluster.
+pub const DRAIN_PACE: u32 = 500;
 /// How long a client that moved is not chosen to move again.
 pub const MOVE_MEMORY: Duration = Duration::from_secs(60);
 
@@ -80,6 +86,9 @@ pub struct Rebalance {
     joined: HashMap<String, Instant>,
     /// Since when the counts have been uneven (`Registry::uneven_for`).
     uneven_since: Option<Instant>,
+    /// Each leaving server's drain: moves it may be ordered now ([`DRAIN_PACE`]) and
+    /// when that was last counted.
+    draining: HashMap<String, (f64, Instant)>,
 }
 
 impl Default for Rebalance {
@@ -99,6 +108,7 @@ impl Rebalance {
             moved: HashMap::new(),
             joined: HashMap::new(),
             uneven_since: None,
+            draining: HashMap::new(),
         }
     }
 
@@ -111,7 +121,32 @@ impl Rebalance {
     /// over by the plan, and those on their way to it are sent elsewhere when they ask).
     pub(super) fn server_gone(&mut self, addr: &str) {
         self.joined.remove(addr);
+        self.draining.remove(addr);
         self.ordered.retain(|_, o| o.from != addr && o.to != addr);
+    }
+
+    /// `addr` is leaving: moves to it will not happen (those clients stay where they are),
+    /// and moves from it are what it wants.
+    pub(super) fn leaving(&mut self, addr: &str) {
+        self.ordered.retain(|_, o| o.to != addr);
+    }
+
+    /// How many moves the leaving server `addr` may be ordered at `now`: a second's worth
+    /// of [`DRAIN_PACE`] at its first heartbeat, then as time passes, up to that again.
+    fn drain_budget(&mut self, addr: &str, now: Instant) -> usize {
+        let pace = f64::from(DRAIN_PACE);
+        let (credit, last) = self.draining.entry(addr.to_string()).or_insert((pace, now));
+        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
+        *credit = (*credit + pace * elapsed).min(pace);
+        *last = now;
+        credit.floor() as usize
+    }
+
+    /// `used` of the budget [`Rebalance::drain_budget`] gave were ordered.
+    fn drained(&mut self, addr: &str, used: usize) {
+        if let Some((credit, _)) = self.draining.get_mut(addr) {
+            *credit = (*credit - used as f64).max(0.0);
+        }
     }
 
     /// `addr`'s heartbeat lists `clients`: a client ordered there has arrived.
@@ -130,23 +165,24 @@ impl Registry {
     /// client did not move; it may be ordered again), then, unless failover is under way,
     /// orders the moves that bring the counts closer, as many as the pace allows.
     pub(super) fn rebalance_round(&mut self, now: Instant, settle: Duration) {
-        let Some(pace) = self.rebalance.pace else {
-            return;
-        };
+        // Orders expire even with rebalancing off: a leaving server's are ordered again.
         let r = &mut self.rebalance;
-        let elapsed = r.last_round.map_or(Duration::ZERO, |last| now - last);
-        r.last_round = Some(now);
-        let most = (f64::from(pace) / 5.0).max(1.0);
-        r.credit = (r.credit + f64::from(pace) * elapsed.as_secs_f64()).min(most);
         let expired = |when: Instant, after: Duration| now.saturating_duration_since(when) > after;
         r.ordered.retain(|client, o| {
             let keep = !expired(o.when, settle * 3);
             if !keep {
-                log::info!("rebalance move not done client={client} to={}", o.to);
+                log::info!("move not done client={client} to={}", o.to);
             }
             keep
         });
         r.moved.retain(|_, (_, when)| !expired(*when, MOVE_MEMORY));
+        let Some(pace) = r.pace else {
+            return;
+        };
+        let elapsed = r.last_round.map_or(Duration::ZERO, |last| now - last);
+        r.last_round = Some(now);
+        let most = (f64::from(pace) / 5.0).max(1.0);
+        r.credit = (r.credit + f64::from(pace) * elapsed.as_secs_f64()).min(most);
         if !self.plan.is_empty() {
             return;
         }
@@ -198,6 +234,71 @@ impl Registry {
         now - since >= settle
     }
 
+    /// Orders the next moves that empty the leaving server `addr`, as many as
+    /// [`DRAIN_PACE`] allows, each to the least loaded server that takes clients (ties go to
+    /// the lower address), counting the clients already on their way there. Clients with
+    /// an order under way are left alone, and so are those its heartbeat still lists after
+    /// they moved elsewhere; an order that is not done in time expires in
+    /// [`Registry::rebalance_round`], and the client is ordered again. Nothing is ordered
+    /// when no server takes clients: the server, seeing no other live server in its reply,
+    /// stops with its clients, and they fail over when a server comes.
+    pub(super) fn drain(&mut self, addr: &str, now: Instant) {
+        let Some(entry) = self.servers.get(addr).filter(|s| s.alive && s.leaving) else {
+            return;
+        };
+        let r = &self.rebalance;
+        let waiting: Vec<String> = entry
+            .clients
+            .iter()
+            .filter(|c| !r.ordered.contains_key(*c))
+            .filter(|c| r.moved.get(*c).is_none_or(|(to, _)| to == addr))
+            .cloned()
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let mut loads = self.loads();
+        if loads.is_empty() {
+            return;
+        }
+        for (target, load) in &mut loads {
+            let listed = |client: &String| {
+                self.servers
+                    .get(target.as_str())
+                    .is_some_and(|s| s.clients.contains(client))
+            };
+            *load += r
+                .ordered
+                .iter()
+                .filter(|(client, o)| o.to == *target && !listed(client))
+                .count();
+        }
+        let budget = self.rebalance.drain_budget(addr, now);
+        let mut plan = Vec::new();
+        for client in waiting.into_iter().take(budget) {
+            let (target, load) = loads
+                .iter_mut()
+                .min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)))
+                .expect("loads is not empty");
+            *load += 1;
+            plan.push((client, target.clone()));
+        }
+        if plan.is_empty() {
+            return;
+        }
+        log::info!("drain plan from={addr} moves=[{}]", plan_for_the_log(&plan));
+        self.rebalance.drained(addr, plan.len());
+        for (client, to) in plan {
+            let order = Ordered {
+                from: addr.to_string(),
+                to,
+                when: now,
+                sent: false,
+            };
+            self.rebalance.ordered.insert(client, order);
+        }
+    }
+
     /// The moves ordered from `addr` and not yet handed to it, for its heartbeat reply.
     pub(super) fn take_moves(&mut self, addr: &str) -> Vec<(String, String)> {
         let mut moves = Vec::new();
@@ -218,7 +319,8 @@ impl Registry {
         let r = &self.rebalance;
         let mut servers: Vec<Server> = Vec::new();
         let mut index = HashMap::new();
-        for (addr, entry) in self.servers.iter().filter(|(_, s)| s.alive) {
+        // A leaving server is neither: its clients are counted where they are ordered to.
+        for (addr, entry) in self.servers.iter().filter(|(_, s)| s.takes_clients()) {
             // A server cut off from a peer is no target: it may be the one to give up.
             let settled =
                 r.joined.get(addr).is_some_and(|j| now - *j >= settle) && !self.cuts.involve(addr);
@@ -315,7 +417,10 @@ fn fuller_first(a: &Server, b: &Server) -> std::cmp::Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::roles::coordinator::registry::{declare_dead, handle_heartbeat};
+    use crate::protocol::Departure;
+    use crate::roles::coordinator::registry::{
+        HeartbeatOutcome, declare_dead, handle_departing_heartbeat, handle_heartbeat,
+    };
 
     fn names(prefix: &str, n: usize) -> Vec<String> {
         (0..n).map(|i| format!("{prefix}{i}")).collect()
@@ -492,6 +597,39 @@ mod tests {
         registry.rebalance_round(b_lists, settle);
         registry.rebalance_round(start + settle * 8, settle);
         assert!(registry.take_moves("a:1").is_empty());
+    }
+
+    #[test]
+    fn a_leaving_server_is_emptied_onto_the_least_loaded_takes_nobody_and_leaves() {
+        let now = Instant::now();
+        let mut registry = Registry::default();
+        handle_heartbeat(&mut registry, now, "a:1", 0, Some(names("a", 4)));
+        handle_heartbeat(&mut registry, now, "b:1", 0, Some(names("b", 1)));
+        handle_heartbeat(&mut registry, now, "c:1", 0, Some(names("c", 3)));
+        let a = registry.servers["a:1"].epoch;
+        let leaving = Departure::Leaving;
+        let HeartbeatOutcome::Accepted { moves, servers, .. } =
+            handle_departing_heartbeat(&mut registry, now, "a:1", a, Some(names("a", 4)), leaving)
+        else {
+            panic!("a leaving server's heartbeat is accepted")
+        };
+        // b (1) takes two to reach c (3), then they take one each, ties to the lower address.
+        let to = |s: &str| moves.iter().filter(|(_, t)| t == s).count();
+        assert_eq!((moves.len(), to("b:1"), to("c:1")), (4, 3, 1), "{moves:?}");
+        assert!(
+            servers
+                .iter()
+                .any(|s| s.addr == "a:1" && s.alive && s.leaving)
+        );
+        assert_ne!(registry.assign("newcomer"), Some("a:1".to_string()));
+        // Every client moved: its next heartbeat lists none, and its last says it is gone.
+        let gone = Departure::Gone;
+        handle_departing_heartbeat(&mut registry, now, "a:1", a, Some(Vec::new()), leaving);
+        handle_departing_heartbeat(&mut registry, now, "a:1", a, Some(Vec::new()), gone);
+        let entry = &registry.servers["a:1"];
+        assert!(!entry.alive && entry.leaving, "left, not dead: {entry:?}");
+        let planned: Vec<&String> = registry.plan.keys().collect();
+        assert_eq!(planned, ["newcomer"], "nobody to fail over");
     }
 
     #[test]

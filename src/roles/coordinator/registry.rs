@@ -29,7 +29,7 @@ use super::claims::Claims;
 use super::cuts::Cuts;
 use super::rebalance::Rebalance;
 use super::watchdog::Probe;
-use crate::protocol::ServerInfo;
+use crate::protocol::{Departure, ServerInfo};
 
 /// How long a planned assignment counts as load while its client has not shown up.
 ///
@@ -44,8 +44,13 @@ pub struct ServerEntry {
     pub epoch: u64,
     /// When its last heartbeat arrived.
     pub last_seen: Instant,
-    /// False once the watchdog (or a failed check) declared it dead.
+    /// False once the watchdog (or a failed check) declared it dead, or once it has left.
     pub alive: bool,
+    /// True once it said it is leaving (a planned stop, `Departure::Leaving`): it gets no
+    /// new client, is no target of rebalancing, and its clients are ordered away
+    /// (`Registry::drain`). Stays true when it has left, which is how a left server is told
+    /// from a dead one.
+    pub leaving: bool,
     /// Its clients, as of its last heartbeat.
     pub clients: Vec<String>,
     /// Where the watchdog stands with it when its heartbeats are late.
@@ -111,6 +116,27 @@ pub fn handle_heartbeat(
     epoch: u64,
     clients: Option<Vec<String>>,
 ) -> HeartbeatOutcome {
+    handle_departing_heartbeat(registry, now, addr, epoch, clients, Departure::Staying)
+}
+
+/// [`handle_heartbeat`] for a server that may be stopping (a planned stop,
+/// `docs/shutdown.md`):
+///
+/// - `Departure::Leaving`: from its first such heartbeat on, the server is *leaving*: no new
+///   client is placed on it, rebalancing leaves it out, and each of its heartbeats takes
+///   the next of the moves that empty it ([`Registry::drain`]), to the least loaded other
+///   live servers, in its reply.
+/// - `Departure::Gone`: its last heartbeat. It has *left*: no longer alive, never declared
+///   dead, its epoch fenced; the clients it still lists (a drain cut short) are planned
+///   elsewhere as a dead server's are.
+pub fn handle_departing_heartbeat(
+    registry: &mut Registry,
+    now: Instant,
+    addr: &str,
+    epoch: u64,
+    clients: Option<Vec<String>>,
+    departure: Departure,
+) -> HeartbeatOutcome {
     if registry.dead_epochs.contains(&epoch) {
         return HeartbeatOutcome::Fenced;
     }
@@ -136,6 +162,10 @@ pub fn handle_heartbeat(
         declare_dead(registry, addr);
     }
     let is_new = registry.servers.get(addr).is_none_or(|s| !s.alive);
+    let was_leaving = registry
+        .servers
+        .get(addr)
+        .is_some_and(|s| s.alive && s.epoch == epoch && s.leaving);
     let clients = match clients {
         Some(clients) => {
             for name in &clients {
@@ -160,16 +190,32 @@ pub fn handle_heartbeat(
         "heartbeat addr={addr} epoch={epoch} clients={}",
         clients.len()
     );
+    let leaving = was_leaving || departure != Departure::Staying;
+    if leaving && !was_leaving {
+        log::info!(
+            "server leaving addr={addr} epoch={epoch} clients={}: moving its clients to the \
+             other servers before it stops",
+            clients.len()
+        );
+        registry.rebalance.leaving(addr);
+        registry.plan.retain(|_, (target, _)| target != addr);
+    }
     registry.servers.insert(
         addr.to_string(),
         ServerEntry {
             epoch,
             last_seen: now,
             alive: true,
+            leaving,
             clients,
             probe: Probe::Idle,
         },
     );
+    if departure == Departure::Gone {
+        retire(registry, addr, Retired::Left);
+    } else if leaving {
+        registry.drain(addr, now);
+    }
     HeartbeatOutcome::Accepted {
         epoch,
         servers: registry.live_peers(),
@@ -224,6 +270,21 @@ pub fn claim_name(
 /// Marks `addr` dead, fences its epoch and plans its clients onto the live servers. Returns
 /// nothing: the plan is stored in the registry and logged, which is how a learner sees it.
 pub(super) fn declare_dead(registry: &mut Registry, addr: &str) {
+    retire(registry, addr, Retired::Dead);
+}
+
+/// How a server stopped being alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retired {
+    /// Declared dead: it stopped answering, or crashed.
+    Dead,
+    /// It said so in its last heartbeat (a planned stop).
+    Left,
+}
+
+/// What dead and left servers have in common: no longer alive, the epoch fenced, and the
+/// clients it still had planned onto the live servers. Only the log line differs.
+fn retire(registry: &mut Registry, addr: &str, how: Retired) {
     let Some(entry) = registry.servers.get_mut(addr) else {
         return;
     };
@@ -237,10 +298,21 @@ pub(super) fn declare_dead(registry: &mut Registry, addr: &str) {
     registry.claims.forget_server(addr);
     registry.rebalance.server_gone(addr);
     registry.cuts.server_gone(addr);
-    log::info!(
-        "server declared dead addr={addr} epoch={epoch} clients={}",
-        orphans.len()
-    );
+    match how {
+        Retired::Dead => log::info!(
+            "server declared dead addr={addr} epoch={epoch} clients={}",
+            orphans.len()
+        ),
+        Retired::Left => log::info!(
+            "server left addr={addr} epoch={epoch} clients={} (a planned stop{})",
+            orphans.len(),
+            if orphans.is_empty() {
+                ": every client had moved"
+            } else {
+                "; the clients still on it fail over"
+            }
+        ),
+    }
     // Earlier plans for these clients are void: they are about to be planned again, and
     // must not count as load where they were going.
     for name in &orphans {
@@ -280,11 +352,12 @@ impl Registry {
         self.last_epoch
     }
 
-    /// Each live server's load: its clients plus the clients planned to arrive there.
-    fn loads(&self) -> Vec<(String, usize)> {
+    /// Each live server that takes clients (not one that is leaving) and its load: its
+    /// clients plus the clients planned to arrive there.
+    pub(super) fn loads(&self) -> Vec<(String, usize)> {
         self.servers
             .iter()
-            .filter(|(_, s)| s.alive)
+            .filter(|(_, s)| s.takes_clients())
             .map(|(addr, s)| {
                 let planned = self.plan.values().filter(|(t, _)| t == addr).count();
                 (addr.clone(), s.clients.len() + planned)
@@ -328,14 +401,17 @@ impl Registry {
     /// server's claim ([`claim_name`]).
     pub(super) fn assign(&mut self, name: &str) -> Option<String> {
         if let Some((target, _)) = self.plan.get(name)
-            && self.servers.get(target).is_some_and(|s| s.alive)
+            && self
+                .servers
+                .get(target)
+                .is_some_and(ServerEntry::takes_clients)
         {
             return Some(target.clone());
         }
         if let Some(holder) = self
             .servers
             .iter()
-            .find(|(_, s)| s.alive && s.clients.iter().any(|c| c == name))
+            .find(|(_, s)| s.takes_clients() && s.clients.iter().any(|c| c == name))
             .map(|(addr, _)| addr.clone())
         {
             return Some(holder);
@@ -367,11 +443,19 @@ impl Registry {
     }
 }
 
+impl ServerEntry {
+    /// Whether new clients may be placed on it: alive, and not leaving.
+    pub(super) fn takes_clients(&self) -> bool {
+        self.alive && !self.leaving
+    }
+}
+
 fn info(addr: &str, entry: &ServerEntry) -> ServerInfo {
     ServerInfo {
         addr: addr.to_string(),
         epoch: entry.epoch,
         alive: entry.alive,
+        leaving: entry.leaving,
         clients: entry.clients.clone(),
     }
 }

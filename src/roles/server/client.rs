@@ -276,6 +276,12 @@ pub(super) fn register_client<'a>(
     if let Err(why) = valid_name(&name, shared.max_name_len) {
         return refuse(&name, log::Level::Info, why);
     }
+    // A planned stop (`leave.rs`): the clients here are moving away, and no new one comes.
+    // The coordinator places nobody here once it knows; this covers the moment before.
+    if shared.leave.is_leaving() {
+        let reason = "this server is stopping; ask the coordinator for another".to_string();
+        return refuse(&name, log::Level::Info, reason);
+    }
     // A fresh name must be free across the cluster, not only here (`claim.rs`); a resume
     // proves with its token that it is the name's owner.
     if resume.is_none()

@@ -14,6 +14,13 @@
 //! heartbeat joins as a new server. The thread ends when the server's stop channel
 //! disconnects.
 //!
+//! **A planned stop** (`leave.rs`). Once the drain starts, it heartbeats at once and then
+//! every interval with `Leaving` and the full client list, passes the coordinator's moves
+//! on as `Move` frames, and tells the main thread when the drain is over: a heartbeat
+//! listed no client, or the reply names no other live server that takes clients. As it
+//! ends, it sends one last heartbeat, `Gone`, so the coordinator records the server as
+//! left rather than waiting to declare it dead.
+//!
 //! **Without a coordinator** the server still takes clients, but it checks their names
 //! against its own clients only (`claim.rs`), and nobody can move them when it fails. An
 //! operator must not miss that, so [`CoordinatorWatch`] says it at a calm pace: a WARN at
@@ -25,12 +32,13 @@
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, tick};
+use crossbeam_channel::{never, select, tick};
 
+use super::leave::Drained;
 use super::{Shared, peers};
 use crate::error::{Error, Result};
 use crate::net;
-use crate::protocol::{Message, Role};
+use crate::protocol::{Departure, Message, Role};
 
 /// How often a heartbeat lists the clients in full even when they have not changed: a
 /// safety net, so that a coordinator that somehow missed a list (and keeps an older one)
@@ -128,14 +136,34 @@ struct Link {
     since_listed: u32,
 }
 
+/// What one heartbeat's reply told, for a server that is leaving.
+struct Heard {
+    /// The heartbeat listed the clients, and there were none.
+    listed_none: bool,
+    /// How many other live servers take clients, when the reply lists the whole cluster.
+    others: Option<usize>,
+}
+
 /// The loop of the `heartbeat` thread.
 pub(super) fn heartbeat_loop(shared: Shared) {
     let ticker = tick(shared.heartbeat_interval);
     let mut link: Option<Link> = None;
     let mut watch = CoordinatorWatch::new(&shared.coordinator, shared.heartbeat_interval);
+    let mut started = shared.leave.started.clone();
     loop {
-        match send_heartbeat(&shared, &mut link) {
-            Ok(()) => watch.reached(),
+        let leaving = shared.leave.is_leaving();
+        let departure = if leaving {
+            Departure::Leaving
+        } else {
+            Departure::Staying
+        };
+        match send_heartbeat(&shared, &mut link, departure) {
+            Ok(heard) => {
+                watch.reached();
+                if leaving {
+                    drain_news(&shared, &heard);
+                }
+            }
             Err(e) => {
                 link = None;
                 watch.missed(&e);
@@ -143,16 +171,39 @@ pub(super) fn heartbeat_loop(shared: Shared) {
         }
         select! {
             recv(ticker) -> _ => {}
+            // The drain started: say so now rather than at the next tick.
+            recv(started) -> _ => started = never(),
             recv(shared.stop_rx) -> _ => break,
+        }
+    }
+    if shared.leave.is_leaving() && shared.hub.epoch() != 0 {
+        match send_heartbeat(&shared, &mut link, Departure::Gone) {
+            Ok(_) => log::info!("told the coordinator this server has left"),
+            Err(e) => log::warn!(
+                "could not tell the coordinator this server has left ({e}); it will be \
+                 declared dead instead"
+            ),
         }
     }
     log::debug!("heartbeat thread stopped");
 }
 
+/// Tells the main thread that the drain is over, if this heartbeat shows it.
+fn drain_news(shared: &Shared, heard: &Heard) {
+    if heard.listed_none {
+        shared.leave.done(Drained::Empty);
+    } else if heard.others == Some(0) {
+        shared.leave.done(Drained::Nowhere {
+            clients: shared.hub.client_count(),
+        });
+    }
+}
+
 /// One heartbeat and its reply, over the existing connection or a new one. The client
 /// names go only when they changed since they were last listed on this connection (a new
-/// connection always lists them), and at least every [`FULL_LIST_EVERY`] heartbeats.
-fn send_heartbeat(shared: &Shared, link: &mut Option<Link>) -> Result<()> {
+/// connection always lists them), and at least every [`FULL_LIST_EVERY`] heartbeats; a
+/// server that is leaving lists them every time, so that an empty list says it is done.
+fn send_heartbeat(shared: &Shared, link: &mut Option<Link>, departure: Departure) -> Result<Heard> {
     // A reply slower than a few intervals is as good as none: the coordinator will have
     // declared us dead by then anyway.
     let timeout = (shared.heartbeat_interval * 3).max(Duration::from_millis(500));
@@ -170,14 +221,18 @@ fn send_heartbeat(shared: &Shared, link: &mut Option<Link>) -> Result<()> {
         });
     }
     let link = link.as_mut().expect("connected just above");
-    let since = link.listed.filter(|_| link.since_listed < FULL_LIST_EVERY);
+    let since = link
+        .listed
+        .filter(|_| link.since_listed < FULL_LIST_EVERY && departure == Departure::Staying);
     let (version, clients) = shared.hub.client_names_since(since);
     let listing = clients.is_some();
+    let listed_none = clients.as_ref().is_some_and(Vec::is_empty);
     let heartbeat = Message::Heartbeat {
         addr: shared.addr.clone(),
         epoch: shared.hub.epoch(),
         clients,
         cut_off: shared.hub.cut_off_peers(shared.link_silence),
+        departure,
     };
     match net::request(&mut link.stream, &heartbeat)? {
         Message::HeartbeatReply {
@@ -199,12 +254,26 @@ fn send_heartbeat(shared: &Shared, link: &mut Option<Link>) -> Result<()> {
             for (addr, epoch, link_id) in shared.hub.set_peers(&servers, complete) {
                 peers::start_peer_link(shared.clone(), addr, epoch, link_id);
             }
+            let why = if departure == Departure::Staying {
+                "rebalancing"
+            } else {
+                "planned stop"
+            };
             for (client, to) in moves {
                 if shared.hub.order_move(&client, &to) {
-                    log::info!("told client to move name={client} to={to} (rebalancing)");
+                    log::info!("told client to move name={client} to={to} ({why})");
                 }
             }
-            Ok(())
+            let others = complete.then(|| {
+                servers
+                    .iter()
+                    .filter(|s| s.addr != shared.addr && s.alive && !s.leaving)
+                    .count()
+            });
+            Ok(Heard {
+                listed_none,
+                others,
+            })
         }
         Message::Fenced { reason } => {
             // The coordinator gave up on this server while it did not answer (hung, or cut
@@ -219,7 +288,10 @@ fn send_heartbeat(shared: &Shared, link: &mut Option<Link>) -> Result<()> {
             shared.hub.reset_incarnation();
             // The new incarnation lists its clients afresh.
             link.listed = None;
-            Ok(())
+            Ok(Heard {
+                listed_none: false,
+                others: None,
+            })
         }
         other => Err(Error::Protocol(format!(
             "expected HeartbeatReply, got {}",

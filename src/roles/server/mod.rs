@@ -51,15 +51,19 @@
 //! logged. A dead coordinator only stops heartbeats and the cluster-wide check of new
 //! names ([`claim`]): clients and peers carry on, and new clients still join.
 //!
-//! **Stopping.** [`ServerHandle::stop`] stops the heartbeat and peer threads (their stop
-//! channel disconnects), stops the accept loop ([`net::AcceptLoop::stop`]: flag,
-//! self-connection, join), shuts down every client socket through the hub, and joins the
-//! heartbeat thread.
+//! **Stopping.** A signal first starts a planned stop ([`ServerHandle::leave`], [`leave`]):
+//! no new client, and the clients are moved to the other servers before the server stops.
+//! [`ServerHandle::stop`] then stops the heartbeat and peer threads (their stop channel
+//! disconnects) and joins the heartbeat thread, which sends its last heartbeat if the
+//! server was leaving; stops the accept loop ([`net::AcceptLoop::stop`]: flag,
+//! self-connection, join); shuts down every client socket through the hub; and joins the
+//! other threads.
 
 mod claim;
 mod client;
 mod heartbeat;
 pub mod hub;
+mod leave;
 mod outbox;
 mod peers;
 mod pens;
@@ -71,7 +75,7 @@ use std::net::TcpStream;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
 
 use crate::auth::Secret;
 use crate::error::Result;
@@ -80,6 +84,8 @@ use crate::protocol::{MAX_FRAME_LEN, Role};
 use crate::support::signals;
 use crate::support::{limits, memory};
 use hub::{Hub, Limits};
+pub use leave::DEFAULT_DRAIN_TIMEOUT;
+use leave::{Drained, Leave, LeaveControl};
 
 /// Default for `--max-clients`. An idle client costs one thread with a small stack
 /// ([`THREAD_STACK`]) and one descriptor; `docs/thread-per-connection.md` has the measured
@@ -165,6 +171,8 @@ pub struct Config {
     pub max_name_len: usize,
     /// The cluster secret every connection must prove, when the cluster has one.
     pub secret: Option<Secret>,
+    /// How long a planned stop may take (see [`DEFAULT_DRAIN_TIMEOUT`]).
+    pub drain_timeout: Duration,
 }
 
 impl Config {
@@ -183,6 +191,7 @@ impl Config {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_name_len: DEFAULT_MAX_NAME_LEN,
             secret: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
@@ -209,6 +218,8 @@ struct Shared {
     secret: Option<Secret>,
     /// Every long-lived loop selects on this; [`ServerHandle::stop`] drops the only sender.
     stop_rx: Receiver<()>,
+    /// A planned stop under way, or not ([`leave`]).
+    leave: Leave,
 }
 
 /// A running server: its address and a way to stop it.
@@ -220,12 +231,55 @@ pub struct ServerHandle {
     stop_tx: Option<Sender<()>>,
     /// The `accept` thread, with its stop flag and wake-up ([`net::AcceptLoop::stop`]).
     accept: net::AcceptLoop,
-    /// The `heartbeat` and `writers` threads, which end when `stop_tx` is dropped; joined
-    /// last on stop.
+    /// The `heartbeat` thread, which ends when `stop_tx` is dropped; joined first on stop,
+    /// so that a leaving server has told the coordinator it left before its clients'
+    /// connections close.
+    heartbeat: Option<JoinHandle<()>>,
+    /// The `writers` and `trim` threads, which end when `stop_tx` is dropped; joined last
+    /// on stop.
     threads: Vec<JoinHandle<()>>,
+    /// Starts a planned stop and hears how it ended ([`ServerHandle::leave`]).
+    leave: LeaveControl,
 }
 
 impl ServerHandle {
+    /// A planned stop, before [`ServerHandle::stop`]: takes no new client, tells the
+    /// coordinator this server is leaving, and waits while the coordinator moves its
+    /// clients to the other servers (see [`leave`]). Returns once no client is left, or
+    /// there is no other live server to take them, or `at_once` disconnects (a second
+    /// signal), or after `timeout`, whichever comes first; each is logged.
+    pub fn leave(&mut self, timeout: Duration, at_once: &Receiver<()>) {
+        if !self.leave.start() {
+            return;
+        }
+        log::info!(
+            "stopping: moving {} client(s) to the other servers first (a second signal, or \
+             --drain-timeout {} ms, stops at once)",
+            self.hub.client_count(),
+            timeout.as_millis()
+        );
+        select! {
+            recv(self.leave.done_rx) -> done => match done {
+                Ok(Drained::Empty) => log::info!("every client has moved; stopping"),
+                Ok(Drained::Nowhere { clients }) => log::warn!(
+                    "no other live server to take the {clients} client(s) of this server: \
+                     stopping with them (they fail over when a server comes)"
+                ),
+                Err(_) => {}
+            },
+            recv(at_once) -> _ => log::info!(
+                "second signal: stopping at once with {} client(s) still here",
+                self.hub.client_count()
+            ),
+            default(timeout) => log::warn!(
+                "the planned stop took longer than --drain-timeout {} ms: stopping at once \
+                 with {} client(s) still here (they fail over)",
+                timeout.as_millis(),
+                self.hub.client_count()
+            ),
+        }
+    }
+
     /// Stops the server (see the module doc) and joins its main threads.
     pub fn stop(mut self) {
         self.shutdown();
@@ -235,12 +289,19 @@ impl ServerHandle {
         if self.stop_tx.take().is_none() {
             return;
         }
+        if let Some(heartbeat) = self.heartbeat.take() {
+            let _ = heartbeat.join();
+        }
         self.accept.stop();
         self.hub.shut_down();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        log::info!("server stopped addr={}", self.addr);
+        if self.leave.is_leaving() {
+            log::info!("server stopped addr={} (a planned stop)", self.addr);
+        } else {
+            log::info!("server stopped addr={}", self.addr);
+        }
     }
 }
 
@@ -299,6 +360,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         writers_tx.clone(),
     );
     let (stop_tx, stop_rx) = bounded::<()>(0);
+    let (leave, leave_control) = leave::leave();
     let shared = Shared {
         hub: hub.clone(),
         addr: addr.clone(),
@@ -315,6 +377,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         writers_tx,
         secret: config.secret.clone(),
         stop_rx,
+        leave,
     };
     let writers = {
         let shared = shared.clone();
@@ -346,7 +409,9 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         hub,
         stop_tx: Some(stop_tx),
         accept,
-        threads: vec![heartbeat, writers, trim],
+        heartbeat: Some(heartbeat),
+        threads: vec![writers, trim],
+        leave: leave_control,
     })
 }
 
@@ -408,14 +473,19 @@ fn check_capacity(max_clients: usize) {
     }
 }
 
-/// `dsys server`: runs until SIGINT or SIGTERM.
+/// `dsys server`: runs until SIGINT or SIGTERM, then moves its clients to the other servers
+/// before it stops (a planned stop, [`ServerHandle::leave`]); a second signal, or
+/// `--drain-timeout`, cuts that short.
 ///
 /// # Errors
 /// As [`start_server`].
 pub fn run(config: Config) -> Result<()> {
     let stop_rx = signals::stop_on_signal();
-    let handle = start_server(config)?;
+    let at_once = signals::stop_at_once_on_signal();
+    let drain_timeout = config.drain_timeout;
+    let mut handle = start_server(config)?;
     let _ = stop_rx.recv(); // Err(Disconnected) on the first signal
+    handle.leave(drain_timeout, &at_once);
     handle.stop();
     Ok(())
 }

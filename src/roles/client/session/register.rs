@@ -193,7 +193,8 @@ impl Session {
         }
     }
 
-    /// Moves to `target` because the server said so (the coordinator is rebalancing):
+    /// Moves to `target` because the server said so (the coordinator is rebalancing, or the
+    /// server is stopping on purpose):
     /// registers there with this session, sends again what the new server lacks, and only
     /// then leaves `current`, so nothing falls between the two: what `current` delivered
     /// is in `seen`, and the new server replays what came after it. If `target` cannot
@@ -212,7 +213,7 @@ impl Session {
                 current.abandon();
                 drop(current);
                 log::info!(
-                    "moved name={} from={from} to={target} (rebalancing)",
+                    "moved name={} from={from} to={target} (the server asked)",
                     self.config.name
                 );
                 self.emit(Event::Moved {
