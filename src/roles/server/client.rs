@@ -6,15 +6,15 @@
 //! thread. It registers the client, writes the registration's frames, then reads the
 //! client's publishes into the hub for as long as the client stays, and answers its
 //! keepalives. What its publishes queue for other clients (and its own acks) it writes
-//! itself, without blocking, once it has taken in all it has read (`pens.rs`). Frames a
+//! itself, without blocking, once it has taken in all it has read (`write/through.rs`). Frames a
 //! client's socket cannot take at once are written by a `send-<name>` writer that exists
-//! only while such frames wait (`writers.rs`); when this thread holds the pen and frames
+//! only while such frames wait (`write/pool.rs`); when this thread holds the pen and frames
 //! are waiting, it hands the pen over to one ([`WriterJob`]). So an idle client costs one
 //! thread, and so does a busy one that keeps up.
 //!
 //! The connection thread and a writer share the client's one socket (an `Arc<TcpStream>`:
 //! one descriptor per client). Only the holder of the client's *pen* writes to it
-//! (`outbox.rs`), so frames never interleave.
+//! (`write/outbox.rs`), so frames never interleave.
 //!
 //! **Keepalives.** The client sends a keepalive when it has heard nothing for the
 //! keepalive interval ([`KeepalivePolicy`], announced in `Registered`), and the connection
@@ -35,9 +35,9 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::hub::{self, Hub, Origin, WriterJob};
-use super::pens::Pens;
-use super::{READY_WAIT, Shared, WRITE_BUFFER, claim, writers};
+use super::hub::{self, Hub, Origin};
+use super::write::{Pens, WRITE_BUFFER, WriterJob};
+use super::{READY_WAIT, Shared, claim};
 use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{
@@ -65,7 +65,7 @@ const READ_AHEAD: usize = 64;
 /// Bytes read ahead for a client that publishes: it sends frames back to back, up to its
 /// window, and this many bytes bring hundreds of them in one read instead of two reads
 /// each. The size matters beyond the reads: this thread takes in everything it read
-/// before it writes for the clients (`pens.rs`), so the read is also the batch each
+/// before it writes for the clients (`write/through.rs`), so the read is also the batch each
 /// recipient gets in one `send`. 64 KiB against 16 KiB made a fan-out to a hundred 0.8x
 /// the CPU per delivery, with a quarter of the sends (`docs/benchmarks.md`). Only clients
 /// that publish pay for it, and only while they do: a client that has gone quiet sends
@@ -356,8 +356,8 @@ impl Registered<'_> {
         let mut reader = BufReader::with_capacity(READ_AHEAD, &*self.stream);
         // The pens of the clients each publish reaches (and of this client, for its acks):
         // this thread writes for them once it has taken in every whole frame it has read,
-        // before it could wait in a read or write to its own socket (`pens.rs`).
-        let mut pens = Pens::new(shared.writers_tx.clone());
+        // before it could wait in a read or write to its own socket (`write/through.rs`).
+        let mut pens = Pens::new(shared.pool.clone());
         // The publishes read but not yet taken into the hub: every whole frame the buffer
         // holds goes into one `Hub::publish` (one hold of the hub's lock, one run per
         // recipient), taken in before this thread could block in a read, and before
@@ -473,9 +473,9 @@ impl Registered<'_> {
     }
 
     /// Hands the pen, which this thread holds and frames are waiting for, to a writer: the
-    /// client's lingering one, or one started by the `writers` thread.
+    /// client's lingering one, or one started by the pool.
     fn hand_over(&self, shared: &Shared) {
-        writers::hand_over(self.job(), &shared.writers_tx);
+        shared.pool.hand_over(self.job());
     }
 
     /// What a writer for this client needs (the caller holds the pen, which goes with it).

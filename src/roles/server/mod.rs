@@ -10,14 +10,14 @@
 //!   keepalives ([`client`]). For a peer server it reads relays into the hub and answers
 //!   them with an ack ([`peers`]). Either way, once it has taken in all it has read, it
 //!   writes what those messages queued for the clients that nobody else is writing to,
-//!   without blocking ([`pens`]).
+//!   without blocking ([`write::Pens`]).
 //! - `send-<name>`: a client's writer, only while the client has frames waiting that its
 //!   socket could not take at once. It drains the client's outbox into the socket,
 //!   batching whatever is queued into one write, puts the pen down when the outbox is
 //!   empty, and ends when nobody has handed the pen back for a while. A socket that blocks
 //!   on write blocks only its own writer, and a client that is slow to read never delays
 //!   its own publishes.
-//! - `writers`: starts a `send-<name>` for each client whose pen was handed over with no
+//! - `pool`: starts a `send-<name>` for each client whose pen was handed over with no
 //!   writer lingering to take it.
 //! - `heartbeat`: every `heartbeat_interval`, tells the coordinator this server lives and
 //!   which clients it has; the reply lists the live servers, from which the peer links are
@@ -31,9 +31,9 @@
 //! has the measured bytes.
 //!
 //! **Channels.** Each client's outbox (hub → `send-<name>`) and each peer link's queue
-//! (hub → `peer-<addr>`) are crossbeam channels bounded in frames and bytes ([`outbox`]);
+//! (hub → `peer-<addr>`) are crossbeam channels bounded in frames and bytes ([`write::outbox`]);
 //! the hub only ever `try_push`es, and what it does when one is full is written where it
-//! happens (`hub/delivery.rs`, `hub/relay.rs`). Jobs for new writers go to the `writers`
+//! happens (`hub/delivery.rs`, `hub/relay.rs`). Jobs for new writers go to the `pool`
 //! thread on a channel that holds at most one job per client (one per pen).
 //!
 //! **Backpressure.** A publish waits in the hub until there is room for it
@@ -60,18 +60,16 @@ mod claim;
 mod client;
 mod heartbeat;
 pub mod hub;
-mod outbox;
 mod peers;
-mod pens;
 mod trim;
-mod writer_loop;
-mod writers;
+mod write;
 
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::auth::Secret;
 use crate::error::Result;
@@ -124,10 +122,6 @@ const READY_WAIT: Duration = Duration::from_secs(3);
 /// is cut off as a reader that has stopped. A client that reads at all drains a socket
 /// buffer in milliseconds.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes a writer gathers before it writes to the socket: a batch of small frames goes out
-/// in one system call. Allocated only while a writer runs, and touched only as far as a
-/// batch fills it.
-const WRITE_BUFFER: usize = 64 * 1024;
 /// Stack size of connection threads: they hold no large buffers on the stack, and small
 /// stacks let a server hold thousands of connections.
 const THREAD_STACK: usize = 256 * 1024;
@@ -203,9 +197,9 @@ struct Shared {
     max_name_len: usize,
     /// The keepalive interval announced to clients ([`client::KeepalivePolicy`]).
     client_keepalive: client::KeepalivePolicy,
-    /// Requests for client writer threads, to the `writers` thread (the hub holds another
-    /// sender; a connection thread uses this one when it hands its pen over).
-    writers_tx: Sender<hub::WriterJob>,
+    /// The way into the pool, for client writer threads (the hub holds another; a
+    /// connection thread uses this one when it hands its pen over).
+    pool: write::Pool,
     secret: Option<Secret>,
     /// Every long-lived loop selects on this; [`ServerHandle::stop`] drops the only sender.
     stop_rx: Receiver<()>,
@@ -220,7 +214,7 @@ pub struct ServerHandle {
     stop_tx: Option<Sender<()>>,
     /// The `accept` thread, with its stop flag and wake-up ([`net::AcceptLoop::stop`]).
     accept: net::AcceptLoop,
-    /// The `heartbeat` and `writers` threads, which end when `stop_tx` is dropped; joined
+    /// The `heartbeat` and `pool` threads, which end when `stop_tx` is dropped; joined
     /// last on stop.
     threads: Vec<JoinHandle<()>>,
 }
@@ -276,12 +270,12 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
     net::warn_if_open_to_the_network(bound, config.secret.as_ref());
     check_capacity(config.max_clients);
     memory::limit_arenas();
-    let writer_budget = writers::writer_budget(config.limits.max_connections);
+    let writer_budget = write::writer_budget(config.limits.max_connections);
     log::info!("writer threads at once: at most {writer_budget} (the thread budget)");
 
     let half_window = byte_bounds(config.history_bytes);
     // Jobs for client writer threads, at most one per client: a job goes with the pen.
-    let (writers_tx, writers_rx) = unbounded();
+    let (pool, pool_rx) = write::Pool::channel();
     let hub = Hub::new(
         addr.clone(),
         Limits {
@@ -296,7 +290,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             stall_timeout: config.stall_timeout,
         },
         config.secret.clone(),
-        writers_tx.clone(),
+        pool.clone(),
     );
     let (stop_tx, stop_rx) = bounded::<()>(0);
     let shared = Shared {
@@ -312,15 +306,16 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             config.heartbeat_interval,
             config.limits.idle_timeout,
         ),
-        writers_tx,
+        pool,
         secret: config.secret.clone(),
         stop_rx,
     };
-    let writers = {
-        let shared = shared.clone();
+    let pool = {
+        let stop_rx = shared.stop_rx.clone();
+        let source: Arc<dyn write::CatchUpSource> = Arc::new(hub.clone());
         thread::Builder::new()
-            .name("writers".into())
-            .spawn(move || writers::writers_loop(writers_rx, shared, writer_budget))?
+            .name("pool".into())
+            .spawn(move || write::pool_loop(pool_rx, stop_rx, source, writer_budget))?
     };
     let heartbeat = {
         let shared = shared.clone();
@@ -346,7 +341,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         hub,
         stop_tx: Some(stop_tx),
         accept,
-        threads: vec![heartbeat, writers, trim],
+        threads: vec![heartbeat, pool, trim],
     })
 }
 

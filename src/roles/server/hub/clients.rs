@@ -8,7 +8,7 @@
 //! move ordered by the coordinator). The [`Hub`] methods they call are here too.
 //!
 //! **Whom it talks to.** Each client has an outbox ([`LocalClient::outbox_tx`]), a channel
-//! of encoded frames bounded in frames and in bytes (`outbox.rs`), which `delivery.rs`
+//! of encoded frames bounded in frames and in bytes (`write/outbox.rs`), which `delivery.rs`
 //! fills and a `send-<name>` writer thread drains into the client's socket.
 //!
 //! **When a client fails, and stopping.** A client is removed when its connection closes
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use super::{Cutoffs, Frame, Hub, Registration};
 use crate::auth;
 use crate::protocol::{Message, Resume};
-use crate::roles::server::outbox::{OutboxReceiver, OutboxSender, outbox};
+use crate::roles::server::write::{OutboxReceiver, OutboxSender, outbox};
 
 /// How a refusal for want of room starts: the server's connection thread logs that one as
 /// a WARN (the operator's business), other refusals as an INFO (the client's).
@@ -34,7 +34,7 @@ pub const SERVER_FULL: &str = "server full";
 /// One registered client, as the hub sees it.
 pub(super) struct LocalClient {
     /// Its name: the same `Arc` as its key in [`Clients::by_name`] and its entry in
-    /// [`Clients::names_by_session`], and each [`WriterJob`](crate::roles::server::writers::WriterJob)
+    /// [`Clients::names_by_session`], and each [`WriterJob`](crate::roles::server::write::WriterJob)
     /// made for it takes a clone, so handing a pen over allocates nothing.
     pub(super) name: Arc<str>,
     /// The id of the connection that registered it, to ignore a replaced connection.

@@ -9,7 +9,7 @@
 //!
 //! **Pens taken.** When a frame is queued for a client whose pen is down (nobody is writing
 //! to it), the hub takes the pen and keeps a [`WriterJob`] for it in `State::taken`. The
-//! thread that called the hub then writes for it without blocking (`server/pens.rs`), or
+//! thread that called the hub then writes for it without blocking (`write/through.rs`), or
 //! the lock's guard hands it to a writer thread as the lock is released (`Locked`). An idle
 //! client therefore costs one thread, its connection thread, and a client that keeps up
 //! costs no wake-up per message.
@@ -34,10 +34,9 @@ use std::time::Duration;
 
 use super::clients::{Clients, LocalClient};
 use super::history::History;
-use super::{CatchUp, Cutoffs, Frame, Hub};
+use super::{CatchUp, CatchUpSource, Cutoffs, Frame, Hub, WriterJob};
 use crate::net;
 use crate::protocol::Message;
-use crate::roles::server::writers::WriterJob;
 
 // The way in for a client's writer thread.
 impl Hub {
@@ -58,6 +57,13 @@ impl Hub {
         // waiting for room may go on.
         self.room.notify_all();
         result
+    }
+}
+
+/// How the pool's writers reach the window: `write/` knows the hub only through this.
+impl CatchUpSource for Hub {
+    fn catch_up(&self, name: &str, conn: u64) -> CatchUp {
+        Hub::catch_up(self, name, conn)
     }
 }
 

@@ -75,12 +75,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
-
-pub use super::outbox::Frame;
-use super::outbox::OutboxReceiver;
-use super::pens::Pens;
-pub use super::writers::WriterJob;
+use super::write::{CatchUp, CatchUpSource, Frame, OutboxReceiver, Pens, Pool, WriterJob};
 use crate::auth::Secret;
 use crate::protocol::{Body, deliver_frames, relay_frame};
 use clients::Clients;
@@ -178,20 +173,6 @@ pub struct Registration {
     pub outbox: OutboxReceiver,
 }
 
-/// What [`Hub::catch_up`] did for a client that was behind.
-#[derive(Debug, PartialEq, Eq)]
-pub enum CatchUp {
-    /// The client has every frame queued; live frames go to its outbox again.
-    Done,
-    /// The outbox filled again; call again when it has drained.
-    Behind,
-    /// The window no longer holds what the client missed. It has been removed; the writer
-    /// tells it why and closes the connection.
-    FellBehind(String),
-    /// The connection was replaced or removed meanwhile.
-    Gone,
-}
-
 /// The handle every thread of the server holds.
 #[derive(Clone)]
 pub struct Hub {
@@ -206,8 +187,8 @@ pub struct Hub {
     /// (`auth::resume_token`).
     secret: Option<Secret>,
     /// Where a pen taken under the lock goes when the thread that took it does not write
-    /// for it itself: the `writers` thread (see [`Locked`]).
-    writers_tx: Sender<WriterJob>,
+    /// for it itself: the pool (see [`Locked`]).
+    pool: Pool,
 }
 
 /// Everything behind the hub's lock.
@@ -242,14 +223,9 @@ type Cutoffs = Vec<Arc<TcpStream>>;
 
 impl Hub {
     /// A hub for the server advertised at `addr`, in a cluster with `secret` (if any). It
-    /// sends a [`WriterJob`] on `writers_tx` whenever a client with no writer thread has
+    /// hands a [`WriterJob`] to `pool` whenever a client with no writer thread has
     /// something to be written that the calling thread does not write itself.
-    pub fn new(
-        addr: String,
-        limits: Limits,
-        secret: Option<Secret>,
-        writers_tx: Sender<WriterJob>,
-    ) -> Hub {
+    pub fn new(addr: String, limits: Limits, secret: Option<Secret>, pool: Pool) -> Hub {
         Hub {
             state: Arc::new(Mutex::new(State {
                 addr,
@@ -259,7 +235,7 @@ impl Hub {
             room: Arc::default(),
             limits,
             secret,
-            writers_tx,
+            pool,
         }
     }
 

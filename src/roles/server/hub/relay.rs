@@ -36,8 +36,7 @@ use std::time::{Duration, Instant};
 
 use super::{Frame, Hub, Limits};
 use crate::protocol::{Message, RELAY_INDEX_BYTES, ServerInfo};
-use crate::roles::server::outbox::{OutboxReceiver, OutboxSender, outbox};
-use crate::roles::server::pens::Pens;
+use crate::roles::server::write::{OutboxReceiver, OutboxSender, Pens, outbox};
 
 /// A local message in the outbound log, until every peer has confirmed it.
 struct Outbound {

@@ -20,7 +20,7 @@
 //! even while it sleeps). Whoever holds the pen may write. The hub, after queuing a frame
 //! for a client whose pen is down, takes it up ([`OutboxSender::take_pen`]); the thread
 //! that called the hub then writes what it can without blocking and hands the rest, with
-//! the pen, to a writer thread (`server/pens.rs`). A writer puts the pen down as soon as
+//! the pen, to a writer thread (`through.rs`). A writer puts the pen down as soon as
 //! the outbox is empty ([`OutboxReceiver::put_pen_down`]), and then lingers without it for
 //! a while, ready to be handed the pen again ([`OutboxReceiver::offer_pen`],
 //! [`OutboxReceiver::await_pen`]) so that the next hand-over costs no thread start. The
@@ -277,7 +277,7 @@ impl OutboxReceiver {
 
     /// Appends queued frames to `batch`, up to [`MAX_BATCH`] of them and until `batch` holds
     /// `max_bytes` or more (the frame that crosses the bound is the last taken): how a thread
-    /// that writes for a client without blocking gathers one send (`server/pens.rs`).
+    /// that writes for a client without blocking gathers one send (`through.rs`).
     pub fn take_batch_into(&self, batch: &mut Vec<u8>, max_bytes: usize) {
         let start = batch.len();
         let mut frames = 0;

@@ -1,5 +1,5 @@
-//! Client writers: the `send-<name>` threads that write a client's outbox to its socket, and
-//! the `writers` thread that starts them, within the process's thread budget.
+//! The pool: the `send-<name>` writer threads that write a client's outbox to its socket, and
+//! the `pool` thread that starts them, within the process's thread budget.
 //!
 //! **Why writers come and go.** A thread costs about 10 KiB even asleep
 //! (`docs/thread-per-connection.md`), so a client has a writer only while it has frames
@@ -11,7 +11,7 @@
 //! the outbox is empty, and then lingers without it for [`WRITER_LINGER`] (less when
 //! other clients wait for a place), ready to take it back, before it ends.
 //!
-//! **Threads.** `writers` ([`writers_loop`]), one per server, starts the writers, so the
+//! **Threads.** `pool` ([`pool_loop`]), one per server, starts the writers, so the
 //! hub never starts a thread under its lock and a publisher never waits for one. Each
 //! `send-<name>` tells it when it ends (`done`), which is when a waiting job may start.
 //!
@@ -28,7 +28,7 @@
 //! down, so the client's connection thread ends and deregisters it. A thread that cannot be
 //! started is retried every [`WRITER_RETRY`]; the job is handed to the new thread through a
 //! rendezvous, so a thread that dies before it runs (out of memory mappings) gives the job
-//! back instead of losing it, and with it the client's pen. The `writers` thread ends when
+//! back instead of losing it, and with it the client's pen. The `pool` thread ends when
 //! the server's stop channel disconnects; writers end with their clients.
 
 use std::collections::VecDeque;
@@ -41,16 +41,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, unbounded};
 
-use super::hub::{CatchUp, Hub};
 use super::outbox::OutboxReceiver;
 use super::writer_loop::{Ended, Flow, WhenIdle, write_frames};
-use super::{Shared, THREAD_STACK, WRITE_BUFFER};
+use super::{WRITE_BUFFER, WRITER_STACK};
 use crate::net;
 use crate::protocol::Message;
 use crate::support::limits;
 
 /// A client that has frames queued and no writer thread: what it takes to start one. The
-/// hub sends it to the `writers` thread (this file) after taking the client's pen,
+/// hub sends it to the `pool` thread (this file) after taking the client's pen,
 /// so at most one job per client is ever on its way.
 pub struct WriterJob {
     /// The client's name, for the thread's name and for catching up.
@@ -66,17 +65,55 @@ pub struct WriterJob {
     pub unsent: Vec<u8>,
 }
 
-/// Hands `job`'s pen, which the caller holds, to a writer: the client's lingering writer if
-/// one waits for it (no thread to start), or else a new one, started by the `writers`
-/// thread through `writers_tx`. Never blocks. When the `writers` thread has gone, the
-/// server is stopping and nothing is started, which is what stopping wants.
-pub fn hand_over(job: WriterJob, writers_tx: &Sender<WriterJob>) {
-    match job.outbox.offer_pen(job.unsent) {
-        Ok(()) => {}
-        Err(unsent) => {
-            let _ = writers_tx.send(WriterJob { unsent, ..job });
+/// The way into the pool: where a pen goes when its holder will not write what waits. The
+/// hub holds one, and so does every thread that writes through ([`Pens`](super::Pens)).
+#[derive(Clone)]
+pub struct Pool {
+    jobs_tx: Sender<WriterJob>,
+}
+
+impl Pool {
+    /// A pool's way in, and the end its `pool` thread reads the jobs from ([`pool_loop`]).
+    /// The channel holds at most one job per client: a job goes with the client's pen.
+    pub fn channel() -> (Pool, Receiver<WriterJob>) {
+        let (jobs_tx, jobs_rx) = unbounded();
+        (Pool { jobs_tx }, jobs_rx)
+    }
+
+    /// Hands `job`'s pen, which the caller holds, to a writer: the client's lingering writer
+    /// if one waits for it (no thread to start), or else a new one, started by the `pool`
+    /// thread. Never blocks. When the `pool` thread has gone, the server is stopping and
+    /// nothing is started, which is what stopping wants.
+    pub fn hand_over(&self, job: WriterJob) {
+        match job.outbox.offer_pen(job.unsent) {
+            Ok(()) => {}
+            Err(unsent) => {
+                let _ = self.jobs_tx.send(WriterJob { unsent, ..job });
+            }
         }
     }
+}
+
+/// What [`CatchUpSource::catch_up`] did for a client that was behind.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CatchUp {
+    /// The client has every frame queued; live frames go to its outbox again.
+    Done,
+    /// The outbox filled again; call again when it has drained.
+    Behind,
+    /// The window no longer holds what the client missed. It has been removed; the writer
+    /// tells it why and closes the connection.
+    FellBehind(String),
+    /// The connection was replaced or removed meanwhile.
+    Gone,
+}
+
+/// Where a client's writer refills the outbox of a client that fell behind: the history
+/// window, which the hub holds and answers for (`Hub::catch_up`). The pool knows the hub only
+/// through this, so nothing in `write/` looks back up into the hub.
+pub trait CatchUpSource: Send + Sync {
+    /// Refills the outbox of `name` (connection `conn`) for as long as it has room.
+    fn catch_up(&self, name: &str, conn: u64) -> CatchUp;
 }
 
 /// How long a client's writer lingers without the pen once its outbox is empty, ready to be
@@ -93,7 +130,7 @@ const WRITER_LINGER: Duration = Duration::from_secs(1);
 /// thousands of lingering writers waking every few milliseconds to look again cost more
 /// than the waiting they save.)
 const CROWDED_LINGER: Duration = Duration::from_millis(50);
-/// How often the `writers` thread tries again to start a writer it could not start.
+/// How often the `pool` thread tries again to start a writer it could not start.
 const WRITER_RETRY: Duration = Duration::from_millis(50);
 /// The least time between two warnings that writers have to wait.
 const WARNING_EVERY: Duration = Duration::from_secs(1);
@@ -108,7 +145,7 @@ const OTHER_THREADS: u64 = 256;
 /// How many writers may run at once: the threads the process may have (from
 /// `vm.max_map_count`), less one per connection (`max_connections`) and a reserve. At least
 /// 16, so a server with a huge `--max-connections` still delivers, slowly.
-pub(super) fn writer_budget(max_connections: usize) -> usize {
+pub fn writer_budget(max_connections: usize) -> usize {
     let threads = limits::max_map_count().unwrap_or(65_530) / MAPS_PER_THREAD;
     threads
         .saturating_sub(max_connections as u64)
@@ -116,9 +153,15 @@ pub(super) fn writer_budget(max_connections: usize) -> usize {
         .max(16) as usize
 }
 
-/// The `writers` thread: starts a writer for each job, at most `budget` running at once;
-/// the others wait in order. Ends when the server stops.
-pub(super) fn writers_loop(writers_rx: Receiver<WriterJob>, shared: Shared, budget: usize) {
+/// The `pool` thread: starts a writer for each job, at most `budget` running at once; the
+/// others wait in order. Writers catch their clients up from `source`. Ends when `stop_rx`
+/// disconnects: the server stops.
+pub fn pool_loop(
+    jobs_rx: Receiver<WriterJob>,
+    stop_rx: Receiver<()>,
+    source: Arc<dyn CatchUpSource>,
+    budget: usize,
+) {
     // Each writer sends one `()` as it ends (see `Done`), which frees a place. At most
     // `budget` messages are ever queued on it.
     let (done_tx, done_rx) = unbounded::<()>();
@@ -135,19 +178,19 @@ pub(super) fn writers_loop(writers_rx: Receiver<WriterJob>, shared: Shared, budg
             after(WRITER_RETRY)
         };
         select! {
-            recv(writers_rx) -> job => match job {
+            recv(jobs_rx) -> job => match job {
                 Ok(job) => waiting.push_back(job),
                 Err(_) => break,
             },
             recv(done_rx) -> _ => running -= 1,
             recv(retry) -> _ => {}
-            recv(shared.stop_rx) -> _ => break,
+            recv(stop_rx) -> _ => break,
         }
         while running < budget {
             let Some(job) = waiting.pop_front() else {
                 break;
             };
-            match start_writer(job, &shared.hub, done_tx.clone(), crowded.clone()) {
+            match start_writer(job, &source, done_tx.clone(), crowded.clone()) {
                 Ok(()) => running += 1,
                 Err((job, e)) => {
                     waiting.push_front(job);
@@ -163,7 +206,7 @@ pub(super) fn writers_loop(writers_rx: Receiver<WriterJob>, shared: Shared, budg
         // Jobs not received yet count too: a burst to every client queues them all at once,
         // far faster than writers start, and the first writers must know it.
         crowded.store(
-            !waiting.is_empty() || !writers_rx.is_empty(),
+            !waiting.is_empty() || !jobs_rx.is_empty(),
             Ordering::Relaxed,
         );
         if running >= budget && !waiting.is_empty() {
@@ -175,7 +218,7 @@ pub(super) fn writers_loop(writers_rx: Receiver<WriterJob>, shared: Shared, budg
             waiting.shrink_to(WAITING_KEPT);
         }
     }
-    log::debug!("writers thread stopped");
+    log::debug!("pool thread stopped");
 }
 
 /// Logs that clients wait for a writer, at most once per [`WARNING_EVERY`].
@@ -196,19 +239,19 @@ fn warn_now_and_then(last: &mut Option<Instant>, why: &str, waiting: usize) {
 /// The job, with the reason, when no thread could be started or it died before it ran.
 fn start_writer(
     job: WriterJob,
-    hub: &Hub,
+    source: &Arc<dyn CatchUpSource>,
     done_tx: Sender<()>,
     crowded: Arc<AtomicBool>,
 ) -> Result<(), (WriterJob, std::io::Error)> {
-    let hub = hub.clone();
+    let source = source.clone();
     let (job_tx, job_rx) = bounded::<WriterJob>(0);
     let spawned = thread::Builder::new()
         .name(format!("send-{}", job.name))
-        .stack_size(THREAD_STACK)
+        .stack_size(WRITER_STACK)
         .spawn(move || {
             let _done = Done(done_tx); // however the writer ends, its place is freed
             if let Ok(job) = job_rx.recv() {
-                run_writer(job, &hub, &crowded);
+                run_writer(job, &*source, &crowded);
             }
         });
     if let Err(e) = spawned {
@@ -220,12 +263,12 @@ fn start_writer(
     })
 }
 
-/// Tells the `writers` thread, when dropped, that a writer has ended.
+/// Tells the `pool` thread, when dropped, that a writer has ended.
 struct Done(Sender<()>);
 
 impl Drop for Done {
     fn drop(&mut self) {
-        let _ = self.0.send(()); // fails only when the `writers` thread has stopped
+        let _ = self.0.send(()); // fails only when the `pool` thread has stopped
     }
 }
 
@@ -237,7 +280,7 @@ impl Drop for Done {
 /// pen in that time, when the hub removed the client, when the client fell behind the
 /// window (it is told why), or when a write fails or times out; the last two shut the
 /// socket down, so the connection thread ends too.
-fn run_writer(job: WriterJob, hub: &Hub, crowded: &AtomicBool) {
+fn run_writer(job: WriterJob, source: &dyn CatchUpSource, crowded: &AtomicBool) {
     let WriterJob {
         name,
         conn,
@@ -247,7 +290,7 @@ fn run_writer(job: WriterJob, hub: &Hub, crowded: &AtomicBool) {
     } = job;
     let mut out = BufWriter::with_capacity(WRITE_BUFFER, &*stream);
     let mut catch_up =
-        |out: &mut BufWriter<&TcpStream>| catch_up_if_behind(out, &outbox, hub, &name, conn);
+        |out: &mut BufWriter<&TcpStream>| catch_up_if_behind(out, &outbox, source, &name, conn);
     let written = loop {
         let ended = out.write_all(&unsent).and_then(|()| {
             write_frames(
@@ -288,19 +331,19 @@ fn run_writer(job: WriterJob, hub: &Hub, crowded: &AtomicBool) {
 }
 
 /// The writer's refill step: when the hub marked the client behind, refills the outbox from
-/// the history window (`Hub::catch_up`). A client that fell behind the window is told why
+/// the history window ([`CatchUpSource`]). A client that fell behind the window is told why
 /// and its connection closed.
 fn catch_up_if_behind(
     out: &mut BufWriter<&TcpStream>,
     outbox: &OutboxReceiver,
-    hub: &Hub,
+    source: &dyn CatchUpSource,
     name: &str,
     conn: u64,
 ) -> std::io::Result<Flow> {
     if !outbox.is_behind() {
         return Ok(Flow::Continue);
     }
-    match hub.catch_up(name, conn) {
+    match source.catch_up(name, conn) {
         CatchUp::Done | CatchUp::Behind => Ok(Flow::Continue),
         CatchUp::Gone => Ok(Flow::Stop),
         CatchUp::FellBehind(reason) => {

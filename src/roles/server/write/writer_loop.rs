@@ -1,5 +1,5 @@
 //! The one writer loop, [`write_frames`], that every writer of an outbox runs: a client's
-//! `send-<name>` (`writers.rs`) and a peer link's `peer-<addr>` (`peers.rs`). It takes
+//! `send-<name>` (`pool.rs`) and a peer link's `peer-<addr>` (`peers.rs`). It takes
 //! frames off the outbox (`outbox.rs`) in order, writes whatever is queued in one write,
 //! and, when the outbox is empty, writes a keepalive (a link) or puts the pen down (a
 //! client). It blocks only on its own socket, for at most that socket's write timeout.
@@ -17,7 +17,7 @@ pub enum WhenIdle<'a> {
     /// Write these bytes (a peer link's keepalive) and wait again: the link stays up.
     Keepalive(&'a [u8]),
     /// Put the pen down and return, unless frames arrived meanwhile (a client's writer,
-    /// which then lingers without the pen: `server/writers.rs`).
+    /// which then lingers without the pen: `pool.rs`).
     PutPenDown,
 }
 
@@ -96,7 +96,7 @@ pub fn write_frames<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::roles::server::outbox::{Frame, outbox};
+    use crate::roles::server::write::outbox::{Frame, outbox};
 
     #[test]
     fn the_writer_loop_writes_a_backlog_and_puts_the_pen_down_once_the_outbox_is_empty() {

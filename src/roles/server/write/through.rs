@@ -9,7 +9,7 @@
 //! thread, a peer link's, or a link's `acks-<addr>` thread (acks made due), writes the
 //! frames itself, once it has read everything that has arrived: [`Pens::write_now`]. It
 //! never blocks doing so (`net::send_now`): what a client's socket does not take at once
-//! goes, with the pen, to a writer thread (`writers::hand_over`), which may block on that
+//! goes, with the pen, to a writer thread (`Pool::hand_over`), which may block on that
 //! one client for as long as the write timeout allows. So a slow reader still costs only
 //! its own writer, and a fast one costs one `send` per batch on a thread that was running
 //! anyway.
@@ -32,10 +32,8 @@
 use std::io::ErrorKind;
 use std::net::Shutdown;
 
-use crossbeam_channel::Sender;
-
 use super::WRITE_BUFFER;
-use super::writers::{WriterJob, hand_over};
+use super::pool::{Pool, WriterJob};
 use crate::net;
 
 /// Sends one thread makes for a client, at most, before it hands the rest to a writer:
@@ -49,7 +47,7 @@ pub struct Pens {
     /// holds it until `write_now`.
     taken: Vec<WriterJob>,
     /// Where a pen goes when its client's socket is full.
-    writers_tx: Sender<WriterJob>,
+    pool: Pool,
     /// One send's bytes, gathered from an outbox; reused from client to client. At most
     /// `WRITE_BUFFER` plus one frame (1 MiB at most); given back when it grew past the
     /// former.
@@ -57,11 +55,11 @@ pub struct Pens {
 }
 
 impl Pens {
-    /// No pens yet, for a thread that hands the ones it cannot write to `writers_tx`.
-    pub fn new(writers_tx: Sender<WriterJob>) -> Pens {
+    /// No pens yet, for a thread that hands the ones it cannot write to `pool`.
+    pub fn new(pool: Pool) -> Pens {
         Pens {
             taken: Vec::new(),
-            writers_tx,
+            pool,
             batch: Vec::new(),
         }
     }
@@ -82,7 +80,7 @@ impl Pens {
     pub fn write_now(&mut self) {
         // Drained, not taken: the list keeps its room for the next batch of pens.
         for job in self.taken.drain(..) {
-            write_for(job, &mut self.batch, &self.writers_tx);
+            write_for(job, &mut self.batch, &self.pool);
         }
         if self.batch.capacity() > WRITE_BUFFER {
             // A file chunk passed through: give its room back.
@@ -94,7 +92,7 @@ impl Pens {
 impl Drop for Pens {
     fn drop(&mut self) {
         for job in self.taken.drain(..) {
-            hand_over(job, &self.writers_tx);
+            self.pool.hand_over(job);
         }
     }
 }
@@ -103,7 +101,7 @@ impl Drop for Pens {
 /// waiting, until the outbox is empty and the pen down. Hands the pen to a writer, with
 /// what was not sent, when the socket is full, when the client is behind (catching up
 /// takes the hub's lock: a writer's work), or after [`SENDS_PER_CLIENT`] sends.
-fn write_for(mut job: WriterJob, batch: &mut Vec<u8>, writers_tx: &Sender<WriterJob>) {
+fn write_for(mut job: WriterJob, batch: &mut Vec<u8>, pool: &Pool) {
     for _ in 0..SENDS_PER_CLIENT {
         if job.outbox.is_behind() {
             break;
@@ -135,14 +133,13 @@ fn write_for(mut job: WriterJob, batch: &mut Vec<u8>, writers_tx: &Sender<Writer
             }
         }
     }
-    hand_over(job, writers_tx);
+    pool.hand_over(job);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::roles::server::outbox::{Frame, OutboxSender, outbox};
-    use crossbeam_channel::unbounded;
+    use crate::roles::server::write::outbox::{Frame, OutboxSender, outbox};
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
     use std::sync::Arc;
@@ -170,14 +167,14 @@ mod tests {
         let (job, tx, mut client) = client_with_pen();
         assert!(tx.try_push(Frame::from(b"hello ".to_vec())));
         assert!(tx.try_push(Frame::from(b"bob".to_vec())));
-        let (writers_tx, writers_rx) = unbounded();
-        let mut pens = Pens::new(writers_tx);
+        let (pool, jobs_rx) = Pool::channel();
+        let mut pens = Pens::new(pool);
         pens.add([job]);
         pens.write_now();
         let mut got = [0u8; 9];
         client.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hello bob");
-        assert!(writers_rx.try_recv().is_err(), "no writer was needed");
+        assert!(jobs_rx.try_recv().is_err(), "no writer was needed");
         assert!(tx.take_pen(), "the pen is down again");
     }
 
@@ -189,11 +186,11 @@ mod tests {
         for frame in &frames {
             assert!(tx.try_push(Frame::from(frame.clone())));
         }
-        let (writers_tx, writers_rx) = unbounded();
-        let mut pens = Pens::new(writers_tx);
+        let (pool, jobs_rx) = Pool::channel();
+        let mut pens = Pens::new(pool);
         pens.add([job]);
         pens.write_now();
-        let job = writers_rx
+        let job = jobs_rx
             .recv_timeout(Duration::from_secs(5))
             .expect("the pen went to a writer");
         assert!(!tx.take_pen(), "the writer's job carries the pen");
