@@ -40,7 +40,8 @@
 //!                            relay.rs, clients.rs, delivery.rs
 //!   write/                   the write path, below the hub: mod.rs (who writes a
 //!                            client's socket), outbox.rs (a bounded queue to one
-//!                            writer), through.rs (writing without blocking), pool.rs
+//!                            writer), pen.rs (the right to write a client's socket),
+//!                            through.rs (writing without blocking), pool.rs
 //!                            (a client's writer thread, only while frames wait, and the
 //!                            pool thread that starts them within the thread budget),
 //!                            writer_loop.rs (the one writer loop)

@@ -6,15 +6,16 @@
 //! thread. It registers the client, writes the registration's frames, then reads the
 //! client's publishes into the hub for as long as the client stays, and answers its
 //! keepalives. What its publishes queue for other clients (and its own acks) it writes
-//! itself, without blocking, once it has taken in all it has read (`write/through.rs`). Frames a
+//! itself, without blocking, once it has taken in all it has read ([`Pens`]). Frames a
 //! client's socket cannot take at once are written by a `send-<name>` writer that exists
-//! only while such frames wait (`write/pool.rs`); when this thread holds the pen and frames
-//! are waiting, it hands the pen over to one ([`WriterJob`]). So an idle client costs one
-//! thread, and so does a busy one that keeps up.
+//! only while such frames wait; when this thread holds the pen and frames are waiting, it
+//! hands the [`Pen`] over to one. So an idle client costs one thread, and so does a busy
+//! one that keeps up. Who writes a client's socket, and when, is told once, in
+//! `write/mod.rs`.
 //!
 //! The connection thread and a writer share the client's one socket (an `Arc<TcpStream>`:
-//! one descriptor per client). Only the holder of the client's *pen* writes to it
-//! (`write/outbox.rs`), so frames never interleave.
+//! one descriptor per client). Only the holder of the client's [`Pen`] writes to it, so
+//! frames never interleave.
 //!
 //! **Keepalives.** The client sends a keepalive when it has heard nothing for the
 //! keepalive interval ([`KeepalivePolicy`], announced in `Registered`), and the connection
@@ -30,13 +31,13 @@
 //! this connection, with the reason logged.
 
 use std::cell::Cell;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::hub::{self, Hub, Origin};
-use super::write::{Pens, WRITE_BUFFER, WriterJob};
+use super::write::{Pen, Pens};
 use super::{READY_WAIT, Shared, claim};
 use crate::error::{Error, Result};
 use crate::net;
@@ -329,16 +330,13 @@ impl Registered<'_> {
         // Taken, not borrowed: the replay's frames must not stay pinned for the connection's
         // whole life.
         let initial = std::mem::take(&mut self.registration.initial);
-        let mut out = BufWriter::with_capacity(WRITE_BUFFER, &*self.stream);
+        let Some(mut pen) = self.registration.pen.take() else {
+            return Ok(()); // written already
+        };
         for frame in &initial {
-            out.write_all(frame)?;
+            pen.write_all(frame)?;
         }
-        out.flush()?;
-        drop(out);
-        if self.registration.outbox.put_pen_down() {
-            self.hand_over(shared);
-        }
-        Ok(())
+        self.put_down(pen, shared)
     }
 
     /// Reads the client's frames until it leaves. Each publish goes into the hub, which
@@ -458,35 +456,24 @@ impl Registered<'_> {
                 ms: millis(interval),
             }
         };
-        let outbox = &self.registration.outbox;
-        if !outbox.take_pen() {
+        let Some(mut pen) = self.registration.side.take_pen() else {
             shared
                 .hub
                 .queue_keepalive(&self.name, self.registration.conn, &answer);
             return Ok(());
-        }
-        let written = (&*self.stream).write_all(&answer.encode());
-        if outbox.put_pen_down() {
-            self.hand_over(shared);
-        }
-        Ok(written?)
+        };
+        pen.write_all(&answer.encode())?;
+        self.put_down(pen, shared)
     }
 
-    /// Hands the pen, which this thread holds and frames are waiting for, to a writer: the
-    /// client's lingering one, or one started by the pool.
-    fn hand_over(&self, shared: &Shared) {
-        shared.pool.hand_over(self.job());
-    }
-
-    /// What a writer for this client needs (the caller holds the pen, which goes with it).
-    fn job(&self) -> WriterJob {
-        WriterJob {
-            name: self.name.as_str().into(),
-            conn: self.registration.conn,
-            stream: self.stream.clone(),
-            outbox: self.registration.outbox.clone(),
-            unsent: Vec::new(),
+    /// Puts down `pen`, which this thread wrote with, once what it holds is on the socket;
+    /// when frames came meanwhile, hands it to a writer instead: the client's lingering
+    /// one, or one started by the pool.
+    fn put_down(&self, pen: Pen, shared: &Shared) -> Result<()> {
+        if let Some(pen) = pen.put_down()? {
+            shared.pool.hand_over(pen);
         }
+        Ok(())
     }
 }
 

@@ -8,7 +8,7 @@
 //! client's `send-<name>` writer (catch-up).
 //!
 //! **Pens taken.** When a frame is queued for a client whose pen is down (nobody is writing
-//! to it), the hub takes the pen and keeps a [`WriterJob`] for it in `State::taken`. The
+//! to it), the hub takes the pen and keeps its [`Pen`] in `State::taken`. The
 //! thread that called the hub then writes for it without blocking (`write/through.rs`), or
 //! the lock's guard hands it to a writer thread as the lock is released (`Locked`). An idle
 //! client therefore costs one thread, its connection thread, and a client that keeps up
@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use super::clients::{Clients, LocalClient};
 use super::history::History;
-use super::{CatchUp, CatchUpSource, Cutoffs, Frame, Hub, WriterJob};
+use super::{CatchUp, CatchUpSource, Cutoffs, Frame, Hub, Pen};
 use crate::net;
 use crate::protocol::Message;
 
@@ -76,7 +76,7 @@ impl Clients {
         session: u64,
         frame: &Frame,
         arrival: u64,
-        taken: &mut Vec<WriterJob>,
+        taken: &mut Vec<Pen>,
     ) {
         for client in self.by_name.values_mut() {
             if client.session != session {
@@ -88,7 +88,7 @@ impl Clients {
 
     /// Queues to each sender in `highest` (session to `seq`) the ack of its messages up to
     /// that `seq`.
-    pub(super) fn queue_acks(&mut self, highest: HashMap<u64, u64>, taken: &mut Vec<WriterJob>) {
+    pub(super) fn queue_acks(&mut self, highest: HashMap<u64, u64>, taken: &mut Vec<Pen>) {
         for (session, seq) in highest {
             let Some(name) = self.names_by_session.get(&session) else {
                 continue; // the sender left; it resends on its next server if it needs to
@@ -119,7 +119,7 @@ impl Clients {
         conn: u64,
         history: &History,
         addr: &str,
-        taken: &mut Vec<WriterJob>,
+        taken: &mut Vec<Pen>,
     ) -> CatchUp {
         let Some(client) = self.by_name.get_mut(name).filter(|c| c.conn == conn) else {
             return CatchUp::Gone;
@@ -138,7 +138,7 @@ impl Clients {
                 format!("too slow: fell {missed} messages behind the history window of {addr}");
             log::warn!(
                 "slow consumer cut off name={name} peer={} reason={reason:?}",
-                net::peer_of(&client.stream)
+                net::peer_of(client.side.stream())
             );
             // No socket to shut down here: the writer tells the client why, then closes.
             self.remove(name, &mut Cutoffs::new());
@@ -187,16 +187,8 @@ impl LocalClient {
     /// Makes sure what was just queued (or the catch-up a client behind needs) gets
     /// written: when the client's pen is down, nobody writes to it, so the hub takes the
     /// pen and adds the client to `taken` (see the module doc). Never blocks.
-    pub(super) fn see_written(&self, taken: &mut Vec<WriterJob>) {
-        if self.outbox_tx.take_pen() {
-            taken.push(WriterJob {
-                name: self.name.clone(),
-                conn: self.conn,
-                stream: self.stream.clone(),
-                outbox: self.outbox_rx.clone(),
-                unsent: Vec::new(),
-            });
-        }
+    pub(super) fn see_written(&self, taken: &mut Vec<Pen>) {
+        taken.extend(self.side.take_pen());
     }
 
     fn mark_behind(&mut self) {

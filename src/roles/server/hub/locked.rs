@@ -45,8 +45,8 @@ impl<'a> Locked<'a> {
     /// over first, under the lock (a channel send, which never blocks).
     pub(super) fn into_guard(mut self) -> MutexGuard<'a, State> {
         let mut guard = self.guard.take().expect("a Locked is let go once");
-        for job in guard.taken.drain(..) {
-            self.pool.hand_over(job);
+        for pen in guard.taken.drain(..) {
+            self.pool.hand_over(pen);
         }
         guard
     }
@@ -77,8 +77,8 @@ impl Drop for Locked<'_> {
         }
         let taken = std::mem::take(&mut guard.taken);
         drop(guard);
-        for job in taken {
-            self.pool.hand_over(job);
+        for pen in taken {
+            self.pool.hand_over(pen);
         }
     }
 }

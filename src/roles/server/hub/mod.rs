@@ -75,7 +75,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use super::write::{CatchUp, CatchUpSource, Frame, OutboxReceiver, Pens, Pool, WriterJob};
+use super::write::{CatchUp, CatchUpSource, Frame, Pen, Pens, Pool, WriteSide};
 use crate::auth::Secret;
 use crate::protocol::{Body, deliver_frames, relay_frame};
 use clients::Clients;
@@ -168,9 +168,12 @@ pub struct Registration {
     pub initial: Vec<Frame>,
     /// The session the client speaks for.
     pub session: u64,
-    /// The client's outbox, for the writer threads it will get. The connection thread holds
-    /// its pen: it writes `initial` itself, then puts the pen down.
-    pub outbox: OutboxReceiver,
+    /// What it takes to write the client's socket: where the connection thread takes the
+    /// pen to answer a keepalive.
+    pub side: WriteSide,
+    /// The client's pen, taken as it registered: the connection thread writes `initial`
+    /// with it, then puts it down. `Some` until then.
+    pub pen: Option<Pen>,
 }
 
 /// The handle every thread of the server holds.
@@ -209,7 +212,7 @@ struct State {
     next_id: u64,
     /// The pens taken under the lock so far: clients with frames queued and nobody writing
     /// them. Empty whenever the lock is free (see [`Locked`]).
-    taken: Vec<WriterJob>,
+    taken: Vec<Pen>,
     /// The local clients (`clients.rs`, `delivery.rs`).
     clients: Clients,
     /// Rules 1 and 2 (`history.rs`); kept across a fence.
@@ -223,7 +226,7 @@ type Cutoffs = Vec<Arc<TcpStream>>;
 
 impl Hub {
     /// A hub for the server advertised at `addr`, in a cluster with `secret` (if any). It
-    /// hands a [`WriterJob`] to `pool` whenever a client with no writer thread has
+    /// hands a [`Pen`] to `pool` whenever a client with no writer thread has
     /// something to be written that the calling thread does not write itself.
     pub fn new(addr: String, limits: Limits, secret: Option<Secret>, pool: Pool) -> Hub {
         Hub {

@@ -12,12 +12,14 @@
 //! window through [`CatchUpSource`], which the hub implements.
 
 mod outbox;
+mod pen;
 mod pool;
 mod through;
 mod writer_loop;
 
 pub use outbox::{Frame, OutboxReceiver, OutboxSender, outbox};
-pub use pool::{CatchUp, CatchUpSource, Pool, WriterJob, pool_loop, writer_budget};
+pub use pen::{Pen, WriteSide};
+pub use pool::{CatchUp, CatchUpSource, Pool, pool_loop, writer_budget};
 pub use through::Pens;
 pub use writer_loop::{Flow, WhenIdle, write_frames};
 

@@ -5,8 +5,8 @@
 //! (`docs/thread-per-connection.md`), so a client has a writer only while it has frames
 //! that could not be written at once. A thread holding a client's pen with frames waiting
 //! that it will not write itself (`pens.rs`: a client's socket was full) hands the pen over
-//! with [`hand_over`]: to the client's lingering writer if it has one, or else as a
-//! [`WriterJob`] sent here. The writer runs the one writer loop (`writer_loop.rs`), catches the
+//! with [`Pool::hand_over`]: to the client's lingering writer if it has one, or else as a
+//! [`Pen`] sent here. The writer runs the one writer loop (`writer_loop.rs`), catches the
 //! client up from the history window when it fell behind, puts the pen down as soon as
 //! the outbox is empty, and then lingers without it for [`WRITER_LINGER`] (less when
 //! other clients wait for a place), ready to take it back, before it ends.
@@ -32,8 +32,8 @@
 //! the server's stop channel disconnects; writers end with their clients.
 
 use std::collections::VecDeque;
-use std::io::{BufWriter, ErrorKind, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::{ErrorKind, Write};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -41,55 +41,35 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, unbounded};
 
-use super::outbox::OutboxReceiver;
+use super::WRITER_STACK;
+use super::pen::Pen;
 use super::writer_loop::{Ended, Flow, WhenIdle, write_frames};
-use super::{WRITE_BUFFER, WRITER_STACK};
 use crate::net;
 use crate::protocol::Message;
 use crate::support::limits;
-
-/// A client that has frames queued and no writer thread: what it takes to start one. The
-/// hub sends it to the `pool` thread (this file) after taking the client's pen,
-/// so at most one job per client is ever on its way.
-pub struct WriterJob {
-    /// The client's name, for the thread's name and for catching up.
-    pub name: Arc<str>,
-    /// Its connection id, for catching up.
-    pub conn: u64,
-    /// Its socket.
-    pub stream: Arc<TcpStream>,
-    /// Its outbox; the job carries the pen with it.
-    pub outbox: OutboxReceiver,
-    /// Bytes taken from the outbox that the pen's last holder could not send: the writer
-    /// sends them before anything else.
-    pub unsent: Vec<u8>,
-}
 
 /// The way into the pool: where a pen goes when its holder will not write what waits. The
 /// hub holds one, and so does every thread that writes through ([`Pens`](super::Pens)).
 #[derive(Clone)]
 pub struct Pool {
-    jobs_tx: Sender<WriterJob>,
+    jobs_tx: Sender<Pen>,
 }
 
 impl Pool {
-    /// A pool's way in, and the end its `pool` thread reads the jobs from ([`pool_loop`]).
-    /// The channel holds at most one job per client: a job goes with the client's pen.
-    pub fn channel() -> (Pool, Receiver<WriterJob>) {
+    /// A pool's way in, and the end its `pool` thread reads the jobs from ([`pool_loop`]):
+    /// each job is a [`Pen`], so the channel holds at most one per client.
+    pub fn channel() -> (Pool, Receiver<Pen>) {
         let (jobs_tx, jobs_rx) = unbounded();
         (Pool { jobs_tx }, jobs_rx)
     }
 
-    /// Hands `job`'s pen, which the caller holds, to a writer: the client's lingering writer
-    /// if one waits for it (no thread to start), or else a new one, started by the `pool`
+    /// Hands `pen`, with the bytes it holds, to a writer: the client's lingering writer if
+    /// one waits for it (no thread to start), or else a new one, started by the `pool`
     /// thread. Never blocks. When the `pool` thread has gone, the server is stopping and
     /// nothing is started, which is what stopping wants.
-    pub fn hand_over(&self, job: WriterJob) {
-        match job.outbox.offer_pen(job.unsent) {
-            Ok(()) => {}
-            Err(unsent) => {
-                let _ = self.jobs_tx.send(WriterJob { unsent, ..job });
-            }
+    pub fn hand_over(&self, pen: Pen) {
+        if let Err(pen) = pen.offer() {
+            let _ = self.jobs_tx.send(pen);
         }
     }
 }
@@ -157,7 +137,7 @@ pub fn writer_budget(max_connections: usize) -> usize {
 /// others wait in order. Writers catch their clients up from `source`. Ends when `stop_rx`
 /// disconnects: the server stops.
 pub fn pool_loop(
-    jobs_rx: Receiver<WriterJob>,
+    jobs_rx: Receiver<Pen>,
     stop_rx: Receiver<()>,
     source: Arc<dyn CatchUpSource>,
     budget: usize,
@@ -166,7 +146,7 @@ pub fn pool_loop(
     // `budget` messages are ever queued on it.
     let (done_tx, done_rx) = unbounded::<()>();
     // At most one job per client (its pen is taken until its writer runs).
-    let mut waiting: VecDeque<WriterJob> = VecDeque::new();
+    let mut waiting: VecDeque<Pen> = VecDeque::new();
     let mut running = 0usize;
     let mut last_warning: Option<Instant> = None;
     // Set while jobs wait: lingering writers then end early and free their places.
@@ -238,15 +218,15 @@ fn warn_now_and_then(last: &mut Option<Instant>, why: &str, waiting: usize) {
 /// # Errors
 /// The job, with the reason, when no thread could be started or it died before it ran.
 fn start_writer(
-    job: WriterJob,
+    job: Pen,
     source: &Arc<dyn CatchUpSource>,
     done_tx: Sender<()>,
     crowded: Arc<AtomicBool>,
-) -> Result<(), (WriterJob, std::io::Error)> {
+) -> Result<(), (Pen, std::io::Error)> {
     let source = source.clone();
-    let (job_tx, job_rx) = bounded::<WriterJob>(0);
+    let (job_tx, job_rx) = bounded::<Pen>(0);
     let spawned = thread::Builder::new()
-        .name(format!("send-{}", job.name))
+        .name(format!("send-{}", job.side().name()))
         .stack_size(WRITER_STACK)
         .spawn(move || {
             let _done = Done(done_tx); // however the writer ends, its place is freed
@@ -280,76 +260,72 @@ impl Drop for Done {
 /// pen in that time, when the hub removed the client, when the client fell behind the
 /// window (it is told why), or when a write fails or times out; the last two shut the
 /// socket down, so the connection thread ends too.
-fn run_writer(job: WriterJob, source: &dyn CatchUpSource, crowded: &AtomicBool) {
-    let WriterJob {
-        name,
-        conn,
-        stream,
-        outbox,
-        mut unsent,
-    } = job;
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER, &*stream);
-    let mut catch_up =
-        |out: &mut BufWriter<&TcpStream>| catch_up_if_behind(out, &outbox, source, &name, conn);
+fn run_writer(pen: Pen, source: &dyn CatchUpSource, crowded: &AtomicBool) {
+    let side = pen.side().clone();
+    let mut pen = pen;
     let written = loop {
-        let ended = out.write_all(&unsent).and_then(|()| {
-            write_frames(
-                &mut out,
-                &outbox,
-                Duration::ZERO,
-                WhenIdle::PutPenDown,
-                &mut catch_up,
-            )
-        });
-        if !matches!(ended, Ok(Ended::PenDown)) {
-            break ended;
+        let ended = write_frames(
+            &mut pen,
+            side.outbox(),
+            Duration::ZERO,
+            WhenIdle::Return,
+            |pen: &mut Pen| catch_up_if_behind(pen, source),
+        );
+        match ended {
+            Ok(Ended::Idle) => {}
+            Ok(Ended::Done) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+        match pen.put_down() {
+            Ok(Some(again)) => {
+                pen = again; // frames came as it went down
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => break Err(e),
         }
         let linger = if crowded.load(Ordering::Relaxed) {
             CROWDED_LINGER
         } else {
             WRITER_LINGER
         };
-        match outbox.await_pen(linger) {
-            Some(handed) => unsent = handed,
-            None => break ended,
+        match side.await_pen(linger) {
+            Some(handed) => pen = handed,
+            None => break Ok(()),
         }
     };
     if let Err(e) = written {
+        let name = side.name();
         if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
             // The client has let its socket buffer stay full for the whole write timeout:
             // it has stopped reading. It resumes from the history window.
             log::warn!(
                 "slow consumer cut off name={name} peer={} reason=\"a write blocked for the \
                  write timeout; the client has stopped reading\"",
-                net::peer_of(&stream)
+                net::peer_of(side.stream())
             );
         } else {
             log::debug!("client writer stopped name={name}: {e}");
         }
-        let _ = stream.shutdown(Shutdown::Both);
+        let _ = side.stream().shutdown(Shutdown::Both);
     }
 }
 
 /// The writer's refill step: when the hub marked the client behind, refills the outbox from
 /// the history window ([`CatchUpSource`]). A client that fell behind the window is told why
 /// and its connection closed.
-fn catch_up_if_behind(
-    out: &mut BufWriter<&TcpStream>,
-    outbox: &OutboxReceiver,
-    source: &dyn CatchUpSource,
-    name: &str,
-    conn: u64,
-) -> std::io::Result<Flow> {
-    if !outbox.is_behind() {
+fn catch_up_if_behind(pen: &mut Pen, source: &dyn CatchUpSource) -> std::io::Result<Flow> {
+    let side = pen.side().clone();
+    if !side.outbox().is_behind() {
         return Ok(Flow::Continue);
     }
-    match source.catch_up(name, conn) {
+    match source.catch_up(side.name(), side.conn()) {
         CatchUp::Done | CatchUp::Behind => Ok(Flow::Continue),
         CatchUp::Gone => Ok(Flow::Stop),
         CatchUp::FellBehind(reason) => {
-            out.write_all(&Message::Error { reason }.encode())?;
-            out.flush()?;
-            let _ = out.get_ref().shutdown(Shutdown::Both);
+            pen.write_all(&Message::Error { reason }.encode())?;
+            pen.flush()?;
+            let _ = side.stream().shutdown(Shutdown::Both);
             Ok(Flow::Stop)
         }
     }

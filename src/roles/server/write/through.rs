@@ -25,16 +25,15 @@
 //! second to a third, since every smaller `send` also wakes the receiving side once more
 //! (`docs/benchmarks.md`).
 //!
-//! **The pen stays one.** Each [`WriterJob`] here carries a pen; it is written for and then
+//! **The pen stays one.** Each [`Pen`] here is written for and then
 //! put down, or handed to exactly one writer. Pens still held when a [`Pens`] is dropped
 //! (the connection ended with an error) are handed to writers, so none is ever lost.
 
-use std::io::ErrorKind;
 use std::net::Shutdown;
 
 use super::WRITE_BUFFER;
-use super::pool::{Pool, WriterJob};
-use crate::net;
+use super::pen::Pen;
+use super::pool::Pool;
 
 /// Sends one thread makes for a client, at most, before it hands the rest to a writer:
 /// a client whose outbox refills as fast as it is written is a writer's work, not a
@@ -45,7 +44,7 @@ const SENDS_PER_CLIENT: usize = 4;
 pub struct Pens {
     /// At most one job per client: a pen is taken only while it is down, and this thread
     /// holds it until `write_now`.
-    taken: Vec<WriterJob>,
+    taken: Vec<Pen>,
     /// Where a pen goes when its client's socket is full.
     pool: Pool,
     /// One send's bytes, gathered from an outbox; reused from client to client. At most
@@ -66,7 +65,7 @@ impl Pens {
 
     /// Adds the pens the hub took for this thread as it took in one message
     /// (`Hub::publish`, `Hub::peer_acked`).
-    pub fn add(&mut self, taken: impl IntoIterator<Item = WriterJob>) {
+    pub fn add(&mut self, taken: impl IntoIterator<Item = Pen>) {
         self.taken.extend(taken);
     }
 
@@ -79,8 +78,8 @@ impl Pens {
     /// waiting, and puts each pen down or hands it to a writer. Never blocks.
     pub fn write_now(&mut self) {
         // Drained, not taken: the list keeps its room for the next batch of pens.
-        for job in self.taken.drain(..) {
-            write_for(job, &mut self.batch, &self.pool);
+        for pen in self.taken.drain(..) {
+            write_for(pen, &mut self.batch, &self.pool);
         }
         if self.batch.capacity() > WRITE_BUFFER {
             // A file chunk passed through: give its room back.
@@ -91,8 +90,8 @@ impl Pens {
 
 impl Drop for Pens {
     fn drop(&mut self) {
-        for job in self.taken.drain(..) {
-            self.pool.hand_over(job);
+        for pen in self.taken.drain(..) {
+            self.pool.hand_over(pen);
         }
     }
 }
@@ -101,86 +100,81 @@ impl Drop for Pens {
 /// waiting, until the outbox is empty and the pen down. Hands the pen to a writer, with
 /// what was not sent, when the socket is full, when the client is behind (catching up
 /// takes the hub's lock: a writer's work), or after [`SENDS_PER_CLIENT`] sends.
-fn write_for(mut job: WriterJob, batch: &mut Vec<u8>, pool: &Pool) {
+fn write_for(mut pen: Pen, batch: &mut Vec<u8>, pool: &Pool) {
     for _ in 0..SENDS_PER_CLIENT {
-        if job.outbox.is_behind() {
+        let outbox = pen.side().outbox();
+        if outbox.is_behind() {
             break;
         }
         batch.clear();
-        job.outbox.take_batch_into(batch, WRITE_BUFFER);
+        outbox.take_batch_into(batch, WRITE_BUFFER);
         if batch.is_empty() {
-            if job.outbox.put_pen_down() {
-                continue; // frames came as it went down, and the pen is ours again
+            // The pen holds no bytes here (a send that left some in it ended the loop), so
+            // putting it down writes nothing and cannot fail.
+            match pen.put_down() {
+                Ok(Some(again)) => {
+                    pen = again; // frames came as it went down, and the pen is ours again
+                    continue;
+                }
+                Ok(None) | Err(_) => return,
             }
-            return;
         }
-        match net::send_now(&job.stream, batch) {
-            Ok(sent) if sent == batch.len() => {}
-            Ok(sent) => {
-                job.unsent = batch[sent..].to_vec();
-                break;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                job.unsent = batch.clone();
-                break;
-            }
+        match pen.send_now(batch) {
+            Ok(true) => {}
+            Ok(false) => break, // the socket is full: what it did not take is in the pen
             Err(e) => {
                 // As when a writer's write fails: the connection thread ends and removes
                 // the client. The pen goes with it.
-                log::debug!("writing for client failed name={}: {e}", job.name);
-                let _ = job.stream.shutdown(Shutdown::Both);
+                log::debug!("writing for client failed name={}: {e}", pen.side().name());
+                let _ = pen.side().stream().shutdown(Shutdown::Both);
                 return;
             }
         }
     }
-    pool.hand_over(job);
+    pool.hand_over(pen);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::roles::server::write::WriteSide;
     use crate::roles::server::write::outbox::{Frame, OutboxSender, outbox};
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
     use std::sync::Arc;
     use std::time::Duration;
 
-    /// A client connection (the server's end, the client's end), and a job for it whose
-    /// pen the caller holds, as the hub hands it over.
-    fn client_with_pen() -> (WriterJob, OutboxSender, TcpStream) {
+    /// A client connection (its write side on the server, the client's end), and its pen,
+    /// taken, as the hub hands it over.
+    fn client_with_pen() -> (Pen, WriteSide, OutboxSender, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        let (tx, rx) = outbox(1_000, 64 * 1024 * 1024, true);
-        let job = WriterJob {
-            name: "bob".into(),
-            conn: 1,
-            stream: Arc::new(server),
-            outbox: rx,
-            unsent: Vec::new(),
-        };
-        (job, tx, client)
+        let (tx, rx) = outbox(1_000, 64 * 1024 * 1024);
+        let side = WriteSide::new("bob".into(), 1, Arc::new(server), rx);
+        let pen = side.take_pen().expect("a new outbox's pen is down");
+        (pen, side, tx, client)
     }
 
     #[test]
     fn a_client_that_keeps_up_is_written_to_at_once_and_its_pen_put_down() {
-        let (job, tx, mut client) = client_with_pen();
+        let (pen, side, tx, mut client) = client_with_pen();
         assert!(tx.try_push(Frame::from(b"hello ".to_vec())));
         assert!(tx.try_push(Frame::from(b"bob".to_vec())));
         let (pool, jobs_rx) = Pool::channel();
         let mut pens = Pens::new(pool);
-        pens.add([job]);
+        pens.add([pen]);
         pens.write_now();
         let mut got = [0u8; 9];
         client.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hello bob");
         assert!(jobs_rx.try_recv().is_err(), "no writer was needed");
-        assert!(tx.take_pen(), "the pen is down again");
+        assert!(side.take_pen().is_some(), "the pen is down again");
     }
 
     #[test]
     fn a_full_socket_hands_the_pen_to_a_writer_with_the_bytes_in_order() {
-        let (job, tx, mut client) = client_with_pen();
+        let (pen, side, tx, mut client) = client_with_pen();
         // Far more than a loopback socket's buffers hold, while the client reads nothing.
         let frames: Vec<Vec<u8>> = (0..32u8).map(|i| vec![i; 256 * 1024]).collect();
         for frame in &frames {
@@ -188,20 +182,23 @@ mod tests {
         }
         let (pool, jobs_rx) = Pool::channel();
         let mut pens = Pens::new(pool);
-        pens.add([job]);
+        pens.add([pen]);
         pens.write_now();
-        let job = jobs_rx
+        let pen = jobs_rx
             .recv_timeout(Duration::from_secs(5))
             .expect("the pen went to a writer");
-        assert!(!tx.take_pen(), "the writer's job carries the pen");
+        assert!(
+            side.take_pen().is_none(),
+            "the writer's job carries the pen"
+        );
         // What the client reads, then the unsent bytes, then what is still queued, is
         // every frame, once, in order.
         let expected: Vec<u8> = frames.concat();
-        let queued: Vec<u8> = job.outbox.try_iter().flat_map(|f| f.to_vec()).collect();
-        let inline_len = expected.len() - job.unsent.len() - queued.len();
+        let queued: Vec<u8> = side.outbox().try_iter().flat_map(|f| f.to_vec()).collect();
+        let inline_len = expected.len() - pen.buffered().len() - queued.len();
         let mut got = vec![0u8; inline_len];
         client.read_exact(&mut got).unwrap();
-        got.extend_from_slice(&job.unsent);
+        got.extend_from_slice(pen.buffered());
         got.extend_from_slice(&queued);
         assert!(got == expected, "the bytes arrive once and in order");
     }
