@@ -18,7 +18,8 @@
 //!   on write blocks only its own writer, and a client that is slow to read never delays
 //!   its own publishes.
 //! - `pool`: starts a `send-<name>` for each client whose pen was handed over with no
-//!   writer lingering to take it.
+//!   writer lingering to take it. Who writes a client's socket, and when, is told once,
+//!   in [`write`](mod@write).
 //! - `heartbeat`: every `heartbeat_interval`, tells the coordinator this server lives and
 //!   which clients it has; the reply lists the live servers, from which the peer links are
 //!   made ([`heartbeat`]).

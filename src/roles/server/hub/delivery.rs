@@ -8,11 +8,10 @@
 //! client's `send-<name>` writer (catch-up).
 //!
 //! **Pens taken.** When a frame is queued for a client whose pen is down (nobody is writing
-//! to it), the hub takes the pen and keeps its [`Pen`] in `State::taken`. The
-//! thread that called the hub then writes for it without blocking (`write/through.rs`), or
-//! the lock's guard hands it to a writer thread as the lock is released (`Locked`). An idle
-//! client therefore costs one thread, its connection thread, and a client that keeps up
-//! costs no wake-up per message.
+//! to it), the hub takes the pen ([`LocalClient::see_written`]) and keeps the [`Pen`] in
+//! `State::taken`, for the thread that called the hub to write through, or for the lock's
+//! guard to hand over as the lock is released (`Locked`). What happens to it then is the
+//! write path's, told in `write/mod.rs`.
 //!
 //! **Fan-out.** A message is encoded once (outside the lock) into an `Arc`, and every
 //! recipient's outbox receives a clone of that `Arc`, never a copy of the payload

@@ -1,28 +1,27 @@
-//! The pool: the `send-<name>` writer threads that write a client's outbox to its socket, and
-//! the `pool` thread that starts them, within the process's thread budget.
+//! The pool: the `send-<name>` writer threads, and the `pool` thread that starts them
+//! within the process's thread budget. When and why a client gets a writer is told in
+//! `mod.rs`; this file is how the pool runs.
 //!
-//! **Why writers come and go.** A thread costs about 10 KiB even asleep
-//! (`docs/thread-per-connection.md`), so a client has a writer only while it has frames
-//! that could not be written at once. A thread holding a client's pen with frames waiting
-//! that it will not write itself (`pens.rs`: a client's socket was full) hands the pen over
-//! with [`Pool::hand_over`]: to the client's lingering writer if it has one, or else as a
-//! [`Pen`] sent here. The writer runs the one writer loop (`writer_loop.rs`), catches the
-//! client up from the history window when it fell behind, puts the pen down as soon as
-//! the outbox is empty, and then lingers without it for [`WRITER_LINGER`] (less when
-//! other clients wait for a place), ready to take it back, before it ends.
-//!
-//! **Threads.** `pool` ([`pool_loop`]), one per server, starts the writers, so the
-//! hub never starts a thread under its lock and a publisher never waits for one. Each
-//! `send-<name>` tells it when it ends (`done`), which is when a waiting job may start.
+//! **As the Rust Book's `ThreadPool`.** Its final chapter builds a pool of *workers* that
+//! take *jobs* from a channel. Here a job is a client's [`Pen`], sent on the pool's channel
+//! ([`Pool::hand_over`]), and a worker is a `send-<name>` writer ([`run_writer`]). Three
+//! differences. A worker serves one client at a time, the one whose pen it holds, for as
+//! long as that client has frames waiting, since its writes may block on that client
+//! alone. Workers are not made up front: the `pool` thread ([`pool_loop`]) starts one per
+//! job, and a worker that has put its pen down lingers for [`WRITER_LINGER`] (or
+//! [`CROWDED_LINGER`]) to be handed its client's pen again, then ends. And the number at
+//! once is a budget ([`writer_budget`]), not a fixed size: what the process's threads
+//! allow beside one per connection; beyond it jobs wait in the `pool` thread, oldest first.
+//! The `pool` thread, not the hub or a publisher, starts the threads, so nobody starts a
+//! thread under the hub's lock or waits for one; each writer tells it when it ends
+//! (`Done`), which is when a waiting job may start.
 //!
 //! **The thread budget.** A process can hold only so many threads: each one takes four
 //! memory mappings (its stack and guard page, and the signal stack std gives every thread
 //! and its guard page), and Linux allows `vm.max_map_count` (65,530 by default) per process,
-//! so about 16,000 threads in all. Ten thousand idle clients take ten thousand of them.
-//! [`writer_budget`] is what is left for writers; beyond it a job waits here, oldest first,
-//! until a writer ends, and its client's frames wait in its (bounded) outbox meanwhile:
-//! late, never lost. A writer blocked on a client that stopped reading holds its place for
-//! at most `--write-timeout`.
+//! so about 16,000 threads in all. Ten thousand idle clients take ten thousand of them. A
+//! writer blocked on a client that stopped reading holds its place for at most
+//! `--write-timeout`.
 //!
 //! **Failures and stopping.** A writer whose write fails or times out shuts the socket
 //! down, so the client's connection thread ends and deregisters it. A thread that cannot be

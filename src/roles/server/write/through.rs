@@ -1,18 +1,12 @@
-//! Writing for the clients whose pens a thread took: how a message reaches a client's socket
-//! without waking a thread for it, when the client keeps up.
+//! Writing through: the pens a thread took while it called the hub, and how it writes for
+//! them without blocking ([`Pens::write_now`]), the step "Writing through" of the account
+//! in `mod.rs`.
 //!
-//! **Why.** When the hub queues a frame for a client whose pen is down (`outbox.rs`), it
-//! takes the pen, and somebody must write the frame. Starting or waking a writer thread for
-//! it costs two context switches per delivery, and at a steady 2,000 messages a second to
-//! a hundred clients those wake-ups were most of the server's CPU
-//! (`docs/benchmarks.md`). So the thread that called the hub, a publisher's connection
-//! thread, a peer link's, or a link's `acks-<addr>` thread (acks made due), writes the
-//! frames itself, once it has read everything that has arrived: [`Pens::write_now`]. It
-//! never blocks doing so (`net::send_now`): what a client's socket does not take at once
-//! goes, with the pen, to a writer thread (`Pool::hand_over`), which may block on that
-//! one client for as long as the write timeout allows. So a slow reader still costs only
-//! its own writer, and a fast one costs one `send` per batch on a thread that was running
-//! anyway.
+//! **Why.** Starting or waking a writer thread for each frame queued costs two context
+//! switches per delivery, and at a steady 2,000 messages a second to a hundred clients
+//! those wake-ups were most of the server's CPU (`docs/benchmarks.md`). Written through,
+//! a client that keeps up costs one `send` per batch (`net::send_now`) on a thread that
+//! was running anyway, and a slow reader still costs only its own writer.
 //!
 //! **Batching.** A publisher that sends back to back has many frames in one read; its
 //! connection thread takes them all into the hub before it writes for anyone, so each
