@@ -15,7 +15,7 @@
 //! - right: bob and carol each get all 8. dave has stopped reading, so his outbox fills at 4
 //!   and message 5 finds it full: dave is dropped, and nobody ever waits for him.
 //!
-//! The grown-up version: `outbox` and `OutboxSender::try_push` in `src/roles/server/outbox.rs`
+//! The grown-up version: `outbox` and `OutboxSender::try_push` in `src/roles/server/write/outbox.rs`
 //! (bounded in frames and bytes), and `Clients::fan_out` in
 //! `src/roles/server/hub/delivery.rs`, whose policy for a full outbox is gentler: the client is
 //! marked *behind* and catches up from the history window (`Hub::catch_up`).

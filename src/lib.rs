@@ -34,13 +34,17 @@
 //!   mod.rs                   start_server and stop; what every server thread shares
 //!   client.rs                one client: register_client, its read loop, keepalives
 //!   claim.rs                 a fresh name claimed at the coordinator, and where that stops
-//!   writers.rs               a client's writer thread, only while frames wait, and the
-//!                            writers thread that starts them within the thread budget
 //!   peers.rs                 one peer link, each way
 //!   heartbeat.rs             the heartbeat thread
-//!   outbox.rs                a bounded queue to one writer, the pen, the one writer loop
 //!   hub/                     the shared state: mod.rs (lock, publish), history.rs,
 //!                            relay.rs, clients.rs, delivery.rs
+//!   write/                   the write path, below the hub: mod.rs (who writes a
+//!                            client's socket), outbox.rs (a bounded queue to one
+//!                            writer), pen.rs (the right to write a client's socket),
+//!                            through.rs (writing without blocking), pool.rs
+//!                            (a client's writer thread, only while frames wait, and the
+//!                            pool thread that starts them within the thread budget),
+//!                            writer_loop.rs (the one writer loop)
 //! roles/client/
 //!   mod.rs                   the CLI client: stdin in, events out
 //!   input.rs                 stdin lines and commands, each with a clear answer

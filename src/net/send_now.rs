@@ -1,7 +1,7 @@
 //! Sending without blocking on a blocking socket: [`send_now`].
 //!
 //! Every dsys socket is blocking, with timeouts (`net.rs`). A server thread that writes for
-//! a client it does not own (`roles/server/pens.rs`) must never wait on that client: a
+//! a client it does not own (`roles/server/write/through.rs`) must never wait on that client: a
 //! slow reader would stall everyone behind it. `TcpStream::set_nonblocking` would switch
 //! the whole socket, and the client's connection thread, which reads it blocking at that
 //! moment, would see its reads fail. `send(2)` with `MSG_DONTWAIT` makes this one call

@@ -4,7 +4,7 @@
 //! **Why files.** A file is big: [`FILE_SIZE`] is four chunks of 256 KiB and a bit, and
 //! when the senders' files arrive together they fill a receiver's socket. Then the server's
 //! writes to it are cut short and the rest goes, with the pen, to another thread
-//! (`src/roles/server/pens.rs`): the path on which bytes could leave out of order, or a
+//! (`src/roles/server/write/through.rs`): the path on which bytes could leave out of order, or a
 //! frame be cut in two. Short texts alone rarely take it.
 //!
 //! **What "in order" means with files.** A file gets its number when its last chunk is

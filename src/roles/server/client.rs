@@ -6,15 +6,16 @@
 //! thread. It registers the client, writes the registration's frames, then reads the
 //! client's publishes into the hub for as long as the client stays, and answers its
 //! keepalives. What its publishes queue for other clients (and its own acks) it writes
-//! itself, without blocking, once it has taken in all it has read (`pens.rs`). Frames a
+//! itself, without blocking, once it has taken in all it has read ([`Pens`]). Frames a
 //! client's socket cannot take at once are written by a `send-<name>` writer that exists
-//! only while such frames wait (`writers.rs`); when this thread holds the pen and frames
-//! are waiting, it hands the pen over to one ([`WriterJob`]). So an idle client costs one
-//! thread, and so does a busy one that keeps up.
+//! only while such frames wait; when this thread holds the pen and frames are waiting, it
+//! hands the [`Pen`] over to one. So an idle client costs one thread, and so does a busy
+//! one that keeps up. Who writes a client's socket, and when, is told once, in
+//! `write/mod.rs`.
 //!
 //! The connection thread and a writer share the client's one socket (an `Arc<TcpStream>`:
-//! one descriptor per client). Only the holder of the client's *pen* writes to it
-//! (`outbox.rs`), so frames never interleave.
+//! one descriptor per client). Only the holder of the client's [`Pen`] writes to it, so
+//! frames never interleave.
 //!
 //! **Keepalives.** The client sends a keepalive when it has heard nothing for the
 //! keepalive interval ([`KeepalivePolicy`], announced in `Registered`), and the connection
@@ -30,14 +31,14 @@
 //! this connection, with the reason logged.
 
 use std::cell::Cell;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::hub::{self, Hub, Origin, WriterJob};
-use super::pens::Pens;
-use super::{READY_WAIT, Shared, WRITE_BUFFER, claim, writers};
+use super::hub::{self, Hub, Origin};
+use super::write::{Pen, Pens};
+use super::{READY_WAIT, Shared, claim};
 use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{
@@ -65,7 +66,7 @@ const READ_AHEAD: usize = 64;
 /// Bytes read ahead for a client that publishes: it sends frames back to back, up to its
 /// window, and this many bytes bring hundreds of them in one read instead of two reads
 /// each. The size matters beyond the reads: this thread takes in everything it read
-/// before it writes for the clients (`pens.rs`), so the read is also the batch each
+/// before it writes for the clients (`write/through.rs`), so the read is also the batch each
 /// recipient gets in one `send`. 64 KiB against 16 KiB made a fan-out to a hundred 0.8x
 /// the CPU per delivery, with a quarter of the sends (`docs/benchmarks.md`). Only clients
 /// that publish pay for it, and only while they do: a client that has gone quiet sends
@@ -335,16 +336,13 @@ impl Registered<'_> {
         // Taken, not borrowed: the replay's frames must not stay pinned for the connection's
         // whole life.
         let initial = std::mem::take(&mut self.registration.initial);
-        let mut out = BufWriter::with_capacity(WRITE_BUFFER, &*self.stream);
+        let Some(mut pen) = self.registration.pen.take() else {
+            return Ok(()); // written already
+        };
         for frame in &initial {
-            out.write_all(frame)?;
+            pen.write_all(frame)?;
         }
-        out.flush()?;
-        drop(out);
-        if self.registration.outbox.put_pen_down() {
-            self.hand_over(shared);
-        }
-        Ok(())
+        self.put_down(pen, shared)
     }
 
     /// Reads the client's frames until it leaves. Each publish goes into the hub, which
@@ -362,8 +360,8 @@ impl Registered<'_> {
         let mut reader = BufReader::with_capacity(READ_AHEAD, &*self.stream);
         // The pens of the clients each publish reaches (and of this client, for its acks):
         // this thread writes for them once it has taken in every whole frame it has read,
-        // before it could wait in a read or write to its own socket (`pens.rs`).
-        let mut pens = Pens::new(shared.writers_tx.clone());
+        // before it could wait in a read or write to its own socket (`write/through.rs`).
+        let mut pens = Pens::new(shared.pool.clone());
         // The publishes read but not yet taken into the hub: every whole frame the buffer
         // holds goes into one `Hub::publish` (one hold of the hub's lock, one run per
         // recipient), taken in before this thread could block in a read, and before
@@ -464,35 +462,24 @@ impl Registered<'_> {
                 ms: millis(interval),
             }
         };
-        let outbox = &self.registration.outbox;
-        if !outbox.take_pen() {
+        let Some(mut pen) = self.registration.side.take_pen() else {
             shared
                 .hub
                 .queue_keepalive(&self.name, self.registration.conn, &answer);
             return Ok(());
-        }
-        let written = (&*self.stream).write_all(&answer.encode());
-        if outbox.put_pen_down() {
-            self.hand_over(shared);
-        }
-        Ok(written?)
+        };
+        pen.write_all(&answer.encode())?;
+        self.put_down(pen, shared)
     }
 
-    /// Hands the pen, which this thread holds and frames are waiting for, to a writer: the
-    /// client's lingering one, or one started by the `writers` thread.
-    fn hand_over(&self, shared: &Shared) {
-        writers::hand_over(self.job(), &shared.writers_tx);
-    }
-
-    /// What a writer for this client needs (the caller holds the pen, which goes with it).
-    fn job(&self) -> WriterJob {
-        WriterJob {
-            name: self.name.as_str().into(),
-            conn: self.registration.conn,
-            stream: self.stream.clone(),
-            outbox: self.registration.outbox.clone(),
-            unsent: Vec::new(),
+    /// Puts down `pen`, which this thread wrote with, once what it holds is on the socket;
+    /// when frames came meanwhile, hands it to a writer instead: the client's lingering
+    /// one, or one started by the pool.
+    fn put_down(&self, pen: Pen, shared: &Shared) -> Result<()> {
+        if let Some(pen) = pen.put_down()? {
+            shared.pool.hand_over(pen);
         }
+        Ok(())
     }
 }
 

@@ -10,15 +10,16 @@
 //!   keepalives ([`client`]). For a peer server it reads relays into the hub and answers
 //!   them with an ack ([`peers`]). Either way, once it has taken in all it has read, it
 //!   writes what those messages queued for the clients that nobody else is writing to,
-//!   without blocking ([`pens`]).
+//!   without blocking ([`write::Pens`]).
 //! - `send-<name>`: a client's writer, only while the client has frames waiting that its
 //!   socket could not take at once. It drains the client's outbox into the socket,
 //!   batching whatever is queued into one write, puts the pen down when the outbox is
 //!   empty, and ends when nobody has handed the pen back for a while. A socket that blocks
 //!   on write blocks only its own writer, and a client that is slow to read never delays
 //!   its own publishes.
-//! - `writers`: starts a `send-<name>` for each client whose pen was handed over with no
-//!   writer lingering to take it.
+//! - `pool`: starts a `send-<name>` for each client whose pen was handed over with no
+//!   writer lingering to take it. Who writes a client's socket, and when, is told once,
+//!   in [`write`](mod@write).
 //! - `heartbeat`: every `heartbeat_interval`, tells the coordinator this server lives and
 //!   which clients it has; the reply lists the live servers, from which the peer links are
 //!   made ([`heartbeat`]).
@@ -31,9 +32,9 @@
 //! has the measured bytes.
 //!
 //! **Channels.** Each client's outbox (hub → `send-<name>`) and each peer link's queue
-//! (hub → `peer-<addr>`) are crossbeam channels bounded in frames and bytes ([`outbox`]);
+//! (hub → `peer-<addr>`) are crossbeam channels bounded in frames and bytes ([`write::outbox`]);
 //! the hub only ever `try_push`es, and what it does when one is full is written where it
-//! happens (`hub/delivery.rs`, `hub/relay.rs`). Jobs for new writers go to the `writers`
+//! happens (`hub/delivery.rs`, `hub/relay.rs`). Jobs for new writers go to the `pool`
 //! thread on a channel that holds at most one job per client (one per pen).
 //!
 //! **Backpressure.** A publish waits in the hub until there is room for it
@@ -64,18 +65,16 @@ mod client;
 mod heartbeat;
 pub mod hub;
 mod leave;
-mod outbox;
 mod peers;
-mod pens;
 mod trim;
-mod writer_loop;
-mod writers;
+mod write;
 
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
+use crossbeam_channel::{Receiver, Sender, bounded, select};
 
 use crate::auth::Secret;
 use crate::error::Result;
@@ -130,10 +129,6 @@ const READY_WAIT: Duration = Duration::from_secs(3);
 /// is cut off as a reader that has stopped. A client that reads at all drains a socket
 /// buffer in milliseconds.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes a writer gathers before it writes to the socket: a batch of small frames goes out
-/// in one system call. Allocated only while a writer runs, and touched only as far as a
-/// batch fills it.
-const WRITE_BUFFER: usize = 64 * 1024;
 /// Stack size of connection threads: they hold no large buffers on the stack, and small
 /// stacks let a server hold thousands of connections.
 const THREAD_STACK: usize = 256 * 1024;
@@ -212,9 +207,9 @@ struct Shared {
     max_name_len: usize,
     /// The keepalive interval announced to clients ([`client::KeepalivePolicy`]).
     client_keepalive: client::KeepalivePolicy,
-    /// Requests for client writer threads, to the `writers` thread (the hub holds another
-    /// sender; a connection thread uses this one when it hands its pen over).
-    writers_tx: Sender<hub::WriterJob>,
+    /// The way into the pool, for client writer threads (the hub holds another; a
+    /// connection thread uses this one when it hands its pen over).
+    pool: write::Pool,
     secret: Option<Secret>,
     /// Every long-lived loop selects on this; [`ServerHandle::stop`] drops the only sender.
     stop_rx: Receiver<()>,
@@ -235,7 +230,7 @@ pub struct ServerHandle {
     /// so that a leaving server has told the coordinator it left before its clients'
     /// connections close.
     heartbeat: Option<JoinHandle<()>>,
-    /// The `writers` and `trim` threads, which end when `stop_tx` is dropped; joined last
+    /// The `pool` and `trim` threads, which end when `stop_tx` is dropped; joined last
     /// on stop.
     threads: Vec<JoinHandle<()>>,
     /// Starts a planned stop and hears how it ended ([`ServerHandle::leave`]).
@@ -337,12 +332,12 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
     net::warn_if_open_to_the_network(bound, config.secret.as_ref());
     check_capacity(config.max_clients);
     memory::limit_arenas();
-    let writer_budget = writers::writer_budget(config.limits.max_connections);
+    let writer_budget = write::writer_budget(config.limits.max_connections);
     log::info!("writer threads at once: at most {writer_budget} (the thread budget)");
 
     let half_window = byte_bounds(config.history_bytes);
     // Jobs for client writer threads, at most one per client: a job goes with the pen.
-    let (writers_tx, writers_rx) = unbounded();
+    let (pool, pool_rx) = write::Pool::channel();
     let hub = Hub::new(
         addr.clone(),
         Limits {
@@ -357,7 +352,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             stall_timeout: config.stall_timeout,
         },
         config.secret.clone(),
-        writers_tx.clone(),
+        pool.clone(),
     );
     let (stop_tx, stop_rx) = bounded::<()>(0);
     let (leave, leave_control) = leave::leave();
@@ -374,16 +369,17 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             config.heartbeat_interval,
             config.limits.idle_timeout,
         ),
-        writers_tx,
+        pool,
         secret: config.secret.clone(),
         stop_rx,
         leave,
     };
-    let writers = {
-        let shared = shared.clone();
+    let pool = {
+        let stop_rx = shared.stop_rx.clone();
+        let source: Arc<dyn write::CatchUpSource> = Arc::new(hub.clone());
         thread::Builder::new()
-            .name("writers".into())
-            .spawn(move || writers::writers_loop(writers_rx, shared, writer_budget))?
+            .name("pool".into())
+            .spawn(move || write::pool_loop(pool_rx, stop_rx, source, writer_budget))?
     };
     let heartbeat = {
         let shared = shared.clone();
@@ -410,7 +406,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         stop_tx: Some(stop_tx),
         accept,
         heartbeat: Some(heartbeat),
-        threads: vec![writers, trim],
+        threads: vec![pool, trim],
         leave: leave_control,
     })
 }

@@ -27,11 +27,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::select;
 
-use super::hub::{DECLARED_DEAD, Frame, NOT_LISTED_YET};
-use super::outbox::OutboxReceiver;
-use super::pens::Pens;
-use super::writer_loop::{Flow, WhenIdle, write_frames};
-use super::{Shared, THREAD_STACK, WRITE_BUFFER};
+use super::hub::{DECLARED_DEAD, NOT_LISTED_YET};
+use super::write::{Flow, Frame, OutboxReceiver, Pens, WRITE_BUFFER, WhenIdle, write_frames};
+use super::{Shared, THREAD_STACK};
 use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{Body, Message, Role, holds_whole_frame, read_message, write_message};
@@ -153,8 +151,8 @@ fn relay_to_peer(shared: &Shared, addr: &str, link_id: u64) -> Result<()> {
         let hub = shared.hub.clone();
         let addr = addr.to_string();
         // The acks' senders are written to from here, as a publisher's connection thread
-        // writes to the clients its messages reach (`pens.rs`).
-        let mut pens = Pens::new(shared.writers_tx.clone());
+        // writes to the clients its messages reach (`write/through.rs`).
+        let mut pens = Pens::new(shared.pool.clone());
         thread::Builder::new()
             .name(format!("acks-{addr}"))
             .stack_size(THREAD_STACK)
@@ -263,8 +261,8 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
     let mut input = BufReader::with_capacity(READ_BUFFER, &stream);
     let mut unacked = None;
     // The pens of the clients the relays reach, written for when the input runs dry, as a
-    // client's connection thread does (`pens.rs`).
-    let mut pens = Pens::new(shared.writers_tx.clone());
+    // client's connection thread does (`write/through.rs`).
+    let mut pens = Pens::new(shared.pool.clone());
     // Relays read and not yet taken in: the ones the buffer holds go into the hub together,
     // as a client's publishes do (`Hub::publish`), before any ack says they arrived.
     let mut relays = Relays::default();

@@ -8,7 +8,7 @@
 //! move ordered by the coordinator). The [`Hub`] methods they call are here too.
 //!
 //! **Whom it talks to.** Each client has an outbox ([`LocalClient::outbox_tx`]), a channel
-//! of encoded frames bounded in frames and in bytes (`outbox.rs`), which `delivery.rs`
+//! of encoded frames bounded in frames and in bytes (`write/outbox.rs`), which `delivery.rs`
 //! fills and a `send-<name>` writer thread drains into the client's socket.
 //!
 //! **When a client fails, and stopping.** A client is removed when its connection closes
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use super::{Cutoffs, Frame, Hub, Registration};
 use crate::auth;
 use crate::protocol::{Message, Resume};
-use crate::roles::server::outbox::{OutboxReceiver, OutboxSender, outbox};
+use crate::roles::server::write::{OutboxSender, WriteSide, outbox};
 
 /// How a refusal for want of room starts: the server's connection thread logs that one as
 /// a WARN (the operator's business), other refusals as an INFO (the client's).
@@ -33,9 +33,8 @@ pub const SERVER_FULL: &str = "server full";
 
 /// One registered client, as the hub sees it.
 pub(super) struct LocalClient {
-    /// Its name: the same `Arc` as its key in [`Clients::by_name`] and its entry in
-    /// [`Clients::names_by_session`], and each [`WriterJob`](crate::roles::server::writers::WriterJob)
-    /// made for it takes a clone, so handing a pen over allocates nothing.
+    /// Its name: the same `Arc` as its key in [`Clients::by_name`], its entry in
+    /// [`Clients::names_by_session`] and its [`WriteSide`]'s.
     pub(super) name: Arc<str>,
     /// The id of the connection that registered it, to ignore a replaced connection.
     pub(super) conn: u64,
@@ -46,13 +45,12 @@ pub(super) struct LocalClient {
     /// The sending end of the client's outbox. Dropping this (by removing the client) makes
     /// its writer, if it has one, finish and close the connection.
     pub(super) outbox_tx: OutboxSender,
-    /// The receiving end, handed to each writer thread the client gets ([`WriterJob`]).
-    pub(super) outbox_rx: OutboxReceiver,
-    /// The client's socket, shared with its connection and writer threads (one descriptor
-    /// per client, not one per thread). The hub uses it only to shut it down when the
-    /// client is cut off, so a writer blocked on a full socket wakes up, and to hand it to
-    /// a new writer.
-    pub(super) stream: Arc<TcpStream>,
+    /// The receiving end of the outbox and the client's socket, shared with its connection
+    /// and writer threads (one descriptor per client, not one per thread), and its pen: the
+    /// hub takes the pen when it queued something for a client nobody writes to
+    /// (`LocalClient::see_written`), and uses the socket only to shut it down when the
+    /// client is cut off, so a writer blocked on a full socket wakes up.
+    pub(super) side: WriteSide,
     /// The arrival number of the last history entry this client has had queued (or skipped
     /// as not meant for it). While its outbox is marked behind, [`Clients::catch_up`]
     /// continues from here.
@@ -168,17 +166,18 @@ impl Hub {
             }
             state.next_id += 1;
             let conn = state.next_id;
+            let (outbox_tx, outbox_rx) = outbox(limits.client_queue, limits.client_queue_bytes);
+            let name: Arc<str> = name.into();
+            let side = WriteSide::new(name.clone(), conn, stream, outbox_rx);
             // The connection thread holds the pen from the start: it writes `initial` itself.
-            let (outbox_tx, outbox_rx) =
-                outbox(limits.client_queue, limits.client_queue_bytes, true);
+            let pen = side.take_pen().expect("a new outbox's pen is down");
             let client = LocalClient {
-                name: name.into(),
+                name,
                 conn,
                 session,
                 token,
                 outbox_tx,
-                outbox_rx: outbox_rx.clone(),
-                stream,
+                side: side.clone(),
                 // The replay above covers everything stored so far.
                 last_queued: state.history.last_arrival(),
                 pending_ack: None,
@@ -188,7 +187,8 @@ impl Hub {
                 conn,
                 initial,
                 session,
-                outbox: outbox_rx,
+                side,
+                pen: Some(pen),
             })
         })
     }
@@ -288,7 +288,7 @@ impl Clients {
     pub(super) fn remove(&mut self, name: &str, cutoffs: &mut Cutoffs) {
         if let Some(client) = self.by_name.remove(name) {
             self.names_by_session.remove(&client.session);
-            cutoffs.push(client.stream);
+            cutoffs.push(client.side.stream().clone());
             self.version += 1;
         }
     }

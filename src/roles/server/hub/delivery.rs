@@ -8,11 +8,10 @@
 //! client's `send-<name>` writer (catch-up).
 //!
 //! **Pens taken.** When a frame is queued for a client whose pen is down (nobody is writing
-//! to it), the hub takes the pen and keeps a [`WriterJob`] for it in `State::taken`. The
-//! thread that called the hub then writes for it without blocking (`server/pens.rs`), or
-//! the lock's guard hands it to a writer thread as the lock is released (`Locked`). An idle
-//! client therefore costs one thread, its connection thread, and a client that keeps up
-//! costs no wake-up per message.
+//! to it), the hub takes the pen ([`LocalClient::see_written`]) and keeps the [`Pen`] in
+//! `State::taken`, for the thread that called the hub to write through, or for the lock's
+//! guard to hand over as the lock is released (`Locked`). What happens to it then is the
+//! write path's, told in `write/mod.rs`.
 //!
 //! **Fan-out.** A message is encoded once (outside the lock) into an `Arc`, and every
 //! recipient's outbox receives a clone of that `Arc`, never a copy of the payload
@@ -34,10 +33,9 @@ use std::time::Duration;
 
 use super::clients::{Clients, LocalClient};
 use super::history::History;
-use super::{CatchUp, Cutoffs, Frame, Hub};
+use super::{CatchUp, CatchUpSource, Cutoffs, Frame, Hub, Pen};
 use crate::net;
 use crate::protocol::Message;
-use crate::roles::server::writers::WriterJob;
 
 // The way in for a client's writer thread.
 impl Hub {
@@ -61,6 +59,13 @@ impl Hub {
     }
 }
 
+/// How the pool's writers reach the window: `write/` knows the hub only through this.
+impl CatchUpSource for Hub {
+    fn catch_up(&self, name: &str, conn: u64) -> CatchUp {
+        Hub::catch_up(self, name, conn)
+    }
+}
+
 // What each local client is sent: live messages, acks, and the catch-up from the window.
 impl Clients {
     /// Fan-out: the shared frame, stored as number `arrival`, to every local client except
@@ -70,7 +75,7 @@ impl Clients {
         session: u64,
         frame: &Frame,
         arrival: u64,
-        taken: &mut Vec<WriterJob>,
+        taken: &mut Vec<Pen>,
     ) {
         for client in self.by_name.values_mut() {
             if client.session != session {
@@ -82,7 +87,7 @@ impl Clients {
 
     /// Queues to each sender in `highest` (session to `seq`) the ack of its messages up to
     /// that `seq`.
-    pub(super) fn queue_acks(&mut self, highest: HashMap<u64, u64>, taken: &mut Vec<WriterJob>) {
+    pub(super) fn queue_acks(&mut self, highest: HashMap<u64, u64>, taken: &mut Vec<Pen>) {
         for (session, seq) in highest {
             let Some(name) = self.names_by_session.get(&session) else {
                 continue; // the sender left; it resends on its next server if it needs to
@@ -113,7 +118,7 @@ impl Clients {
         conn: u64,
         history: &History,
         addr: &str,
-        taken: &mut Vec<WriterJob>,
+        taken: &mut Vec<Pen>,
     ) -> CatchUp {
         let Some(client) = self.by_name.get_mut(name).filter(|c| c.conn == conn) else {
             return CatchUp::Gone;
@@ -132,7 +137,7 @@ impl Clients {
                 format!("too slow: fell {missed} messages behind the history window of {addr}");
             log::warn!(
                 "slow consumer cut off name={name} peer={} reason={reason:?}",
-                net::peer_of(&client.stream)
+                net::peer_of(client.side.stream())
             );
             // No socket to shut down here: the writer tells the client why, then closes.
             self.remove(name, &mut Cutoffs::new());
@@ -181,16 +186,8 @@ impl LocalClient {
     /// Makes sure what was just queued (or the catch-up a client behind needs) gets
     /// written: when the client's pen is down, nobody writes to it, so the hub takes the
     /// pen and adds the client to `taken` (see the module doc). Never blocks.
-    pub(super) fn see_written(&self, taken: &mut Vec<WriterJob>) {
-        if self.outbox_tx.take_pen() {
-            taken.push(WriterJob {
-                name: self.name.clone(),
-                conn: self.conn,
-                stream: self.stream.clone(),
-                outbox: self.outbox_rx.clone(),
-                unsent: Vec::new(),
-            });
-        }
+    pub(super) fn see_written(&self, taken: &mut Vec<Pen>) {
+        taken.extend(self.side.take_pen());
     }
 
     fn mark_behind(&mut self) {

@@ -4,16 +4,13 @@
 //! Letting the lock go is where work that must not happen under it is done: the pens
 //! taken under the lock (`State::taken`: clients with frames queued and nobody writing
 //! them) are handed to writers once it is released, unless the thread that took them
-//! writes for them itself (`Hub::publish`, `server/pens.rs`). Shutting down the sockets
+//! writes for them itself (`Hub::publish`, `write/through.rs`). Shutting down the sockets
 //! of the clients cut off under the lock happens at the same point, in `Hub::with_state`.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::MutexGuard;
 
-use crossbeam_channel::Sender;
-
-use super::{Hub, State, WriterJob};
-use crate::roles::server::writers::hand_over;
+use super::{Hub, Pool, State};
 
 impl Hub {
     pub(super) fn lock(&self) -> Locked<'_> {
@@ -27,20 +24,20 @@ impl Hub {
     pub(super) fn locked<'a>(&'a self, guard: MutexGuard<'a, State>) -> Locked<'a> {
         Locked {
             guard: Some(guard),
-            writers_tx: &self.writers_tx,
+            pool: &self.pool,
         }
     }
 }
 
 /// The hub's state, locked. Letting it go hands every pen taken under it
-/// ([`State::taken`]) to a writer (`writers::hand_over`), after the lock is released: so a
+/// ([`State::taken`]) to a writer (`Pool::hand_over`), after the lock is released: so a
 /// frame queued for a client is never left with nobody to write it, whichever method queued
 /// it. The one path that writes for its pens itself takes them out first
 /// ([`Hub::publish`]).
 pub(super) struct Locked<'a> {
     /// `None` only while it is being let go.
     guard: Option<MutexGuard<'a, State>>,
-    writers_tx: &'a Sender<WriterJob>,
+    pool: &'a Pool,
 }
 
 impl<'a> Locked<'a> {
@@ -48,8 +45,8 @@ impl<'a> Locked<'a> {
     /// over first, under the lock (a channel send, which never blocks).
     pub(super) fn into_guard(mut self) -> MutexGuard<'a, State> {
         let mut guard = self.guard.take().expect("a Locked is let go once");
-        for job in guard.taken.drain(..) {
-            hand_over(job, self.writers_tx);
+        for pen in guard.taken.drain(..) {
+            self.pool.hand_over(pen);
         }
         guard
     }
@@ -80,8 +77,8 @@ impl Drop for Locked<'_> {
         }
         let taken = std::mem::take(&mut guard.taken);
         drop(guard);
-        for job in taken {
-            hand_over(job, self.writers_tx);
+        for pen in taken {
+            self.pool.hand_over(pen);
         }
     }
 }

@@ -75,12 +75,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
-
-pub use super::outbox::Frame;
-use super::outbox::OutboxReceiver;
-use super::pens::Pens;
-pub use super::writers::WriterJob;
+use super::write::{CatchUp, CatchUpSource, Frame, Pen, Pens, Pool, WriteSide};
 use crate::auth::Secret;
 use crate::protocol::{Body, deliver_frames, relay_frame};
 use clients::Clients;
@@ -173,23 +168,12 @@ pub struct Registration {
     pub initial: Vec<Frame>,
     /// The session the client speaks for.
     pub session: u64,
-    /// The client's outbox, for the writer threads it will get. The connection thread holds
-    /// its pen: it writes `initial` itself, then puts the pen down.
-    pub outbox: OutboxReceiver,
-}
-
-/// What [`Hub::catch_up`] did for a client that was behind.
-#[derive(Debug, PartialEq, Eq)]
-pub enum CatchUp {
-    /// The client has every frame queued; live frames go to its outbox again.
-    Done,
-    /// The outbox filled again; call again when it has drained.
-    Behind,
-    /// The window no longer holds what the client missed. It has been removed; the writer
-    /// tells it why and closes the connection.
-    FellBehind(String),
-    /// The connection was replaced or removed meanwhile.
-    Gone,
+    /// What it takes to write the client's socket: where the connection thread takes the
+    /// pen to answer a keepalive.
+    pub side: WriteSide,
+    /// The client's pen, taken as it registered: the connection thread writes `initial`
+    /// with it, then puts it down. `Some` until then.
+    pub pen: Option<Pen>,
 }
 
 /// The handle every thread of the server holds.
@@ -206,8 +190,8 @@ pub struct Hub {
     /// (`auth::resume_token`).
     secret: Option<Secret>,
     /// Where a pen taken under the lock goes when the thread that took it does not write
-    /// for it itself: the `writers` thread (see [`Locked`]).
-    writers_tx: Sender<WriterJob>,
+    /// for it itself: the pool (see [`Locked`]).
+    pool: Pool,
 }
 
 /// Everything behind the hub's lock.
@@ -228,7 +212,7 @@ struct State {
     next_id: u64,
     /// The pens taken under the lock so far: clients with frames queued and nobody writing
     /// them. Empty whenever the lock is free (see [`Locked`]).
-    taken: Vec<WriterJob>,
+    taken: Vec<Pen>,
     /// The local clients (`clients.rs`, `delivery.rs`).
     clients: Clients,
     /// Rules 1 and 2 (`history.rs`); kept across a fence.
@@ -242,14 +226,9 @@ type Cutoffs = Vec<Arc<TcpStream>>;
 
 impl Hub {
     /// A hub for the server advertised at `addr`, in a cluster with `secret` (if any). It
-    /// sends a [`WriterJob`] on `writers_tx` whenever a client with no writer thread has
+    /// hands a [`Pen`] to `pool` whenever a client with no writer thread has
     /// something to be written that the calling thread does not write itself.
-    pub fn new(
-        addr: String,
-        limits: Limits,
-        secret: Option<Secret>,
-        writers_tx: Sender<WriterJob>,
-    ) -> Hub {
+    pub fn new(addr: String, limits: Limits, secret: Option<Secret>, pool: Pool) -> Hub {
         Hub {
             state: Arc::new(Mutex::new(State {
                 addr,
@@ -259,7 +238,7 @@ impl Hub {
             room: Arc::default(),
             limits,
             secret,
-            writers_tx,
+            pool,
         }
     }
 

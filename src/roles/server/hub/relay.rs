@@ -36,8 +36,7 @@ use std::time::{Duration, Instant};
 
 use super::{Frame, Hub, Limits};
 use crate::protocol::{Message, RELAY_INDEX_BYTES, ServerInfo};
-use crate::roles::server::outbox::{OutboxReceiver, OutboxSender, outbox};
-use crate::roles::server::pens::Pens;
+use crate::roles::server::write::{OutboxReceiver, OutboxSender, Pens, outbox};
 
 /// A local message in the outbound log, until every peer has confirmed it.
 struct Outbound {
@@ -324,7 +323,7 @@ impl Relay {
     ) -> Option<(OutboxReceiver, u64)> {
         let first_kept = self.outbound.front().map(|o| o.index);
         let link = self.peers.get_mut(addr).filter(|p| p.link_id == link_id)?;
-        let (outbox_tx, outbox_rx) = outbox(limits.peer_queue, limits.peer_queue_bytes, true);
+        let (outbox_tx, outbox_rx) = outbox(limits.peer_queue, limits.peer_queue_bytes);
         link.outbox_tx = Some(outbox_tx);
         link.heard = Instant::now(); // it has just answered our PeerHello
         let last_index = last_index.max(link.start_index);

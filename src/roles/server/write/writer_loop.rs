@@ -1,8 +1,10 @@
 //! The one writer loop, [`write_frames`], that every writer of an outbox runs: a client's
-//! `send-<name>` (`writers.rs`) and a peer link's `peer-<addr>` (`peers.rs`). It takes
+//! `send-<name>` (`pool.rs`) and a peer link's `peer-<addr>` (`peers.rs`). It takes
 //! frames off the outbox (`outbox.rs`) in order, writes whatever is queued in one write,
-//! and, when the outbox is empty, writes a keepalive (a link) or puts the pen down (a
-//! client). It blocks only on its own socket, for at most that socket's write timeout.
+//! and, when the outbox is empty, writes a keepalive (a link) or returns, for a client's
+//! writer to put its pen down (`Pen::put_down`). It blocks only on its own socket, for at
+//! most that socket's write timeout. It knows nothing of pens: a client's writer passes
+//! its [`Pen`](super::Pen) as the place to write.
 
 use std::io::{self, Write};
 use std::time::Duration;
@@ -16,9 +18,9 @@ use super::outbox::{MAX_BATCH, OutboxReceiver};
 pub enum WhenIdle<'a> {
     /// Write these bytes (a peer link's keepalive) and wait again: the link stays up.
     Keepalive(&'a [u8]),
-    /// Put the pen down and return, unless frames arrived meanwhile (a client's writer,
-    /// which then lingers without the pen: `server/writers.rs`).
-    PutPenDown,
+    /// Return [`Ended::Idle`]: a client's writer then puts its pen down, which flushes what
+    /// it holds, and lingers without it (`pool.rs`).
+    Return,
 }
 
 /// Whether a writer goes on.
@@ -33,8 +35,8 @@ pub enum Flow {
 /// Why [`write_frames`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
-    /// The outbox was empty and the writer put the pen down (`WhenIdle::PutPenDown`).
-    PenDown,
+    /// The outbox was empty (`WhenIdle::Return`).
+    Idle,
     /// The connection is done: the hub dropped the outbox, or `refill` said stop.
     Done,
 }
@@ -46,7 +48,8 @@ pub enum Ended {
 ///
 /// Blocks in the socket write when the reader is slow; the socket's write timeout bounds
 /// that. Returns when the outbox disconnects (its sender was dropped: the hub removed the
-/// client or the peer), when `refill` says stop, or when the writer puts the pen down.
+/// client or the peer), when `refill` says stop, or when it is idle and `when_idle` says
+/// return.
 ///
 /// # Errors
 /// A failed or timed-out write.
@@ -72,17 +75,8 @@ pub fn write_frames<W: Write>(
             }
             Err(RecvTimeoutError::Timeout) => match when_idle {
                 WhenIdle::Keepalive(bytes) => out.write_all(bytes)?,
-                // Nothing may wait in `out` once the pen is down: the next holder writes to
-                // the socket at once, and bytes flushed after its would arrive out of order
-                // (or cut a frame in two). What the caller wrote before the loop (a
-                // writer's unsent bytes) has not been flushed yet when the outbox is empty
-                // from the start.
-                WhenIdle::PutPenDown => {
-                    out.flush()?;
-                    if !outbox.put_pen_down() {
-                        return Ok(Ended::PenDown);
-                    }
-                }
+                // Not flushed here: a pen flushes as it goes down (`Pen::put_down`).
+                WhenIdle::Return => return Ok(Ended::Idle),
             },
             Err(RecvTimeoutError::Disconnected) => {
                 out.flush()?;
@@ -96,46 +90,26 @@ pub fn write_frames<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::roles::server::outbox::{Frame, outbox};
+    use crate::roles::server::write::outbox::{Frame, outbox};
 
     #[test]
-    fn the_writer_loop_writes_a_backlog_and_puts_the_pen_down_once_the_outbox_is_empty() {
-        let (tx, rx) = outbox(10, 1000, true);
+    fn the_writer_loop_writes_a_backlog_and_returns_once_the_outbox_is_empty() {
+        let (tx, rx) = outbox(10, 1000);
         for byte in 1..=3u8 {
             assert!(tx.try_push(Frame::from(vec![byte])));
         }
         let mut out = Vec::new();
-        let ended = write_frames(&mut out, &rx, Duration::ZERO, WhenIdle::PutPenDown, |_| {
+        let ended = write_frames(&mut out, &rx, Duration::ZERO, WhenIdle::Return, |_| {
             Ok(Flow::Continue)
         })
         .expect("writing to a Vec cannot fail");
         assert_eq!(out, [1, 2, 3]);
-        assert_eq!(ended, Ended::PenDown);
-        assert!(tx.take_pen(), "the writer put the pen down as it ended");
-    }
-
-    #[test]
-    fn bytes_written_before_the_loop_are_flushed_before_the_pen_goes_down() {
-        let (tx, rx) = outbox(10, 1000, true);
-        // A writer's first bytes: what the pen's last holder could not send.
-        let mut out = std::io::BufWriter::new(Vec::new());
-        out.write_all(b"unsent").unwrap();
-        let ended = write_frames(&mut out, &rx, Duration::ZERO, WhenIdle::PutPenDown, |_| {
-            Ok(Flow::Continue)
-        })
-        .expect("writing to a Vec cannot fail");
-        assert_eq!(ended, Ended::PenDown);
-        assert!(
-            out.buffer().is_empty(),
-            "nothing may wait in the buffer once another thread may take the pen"
-        );
-        assert_eq!(out.get_ref().as_slice(), b"unsent");
-        assert!(tx.take_pen(), "the pen is down");
+        assert_eq!(ended, Ended::Idle);
     }
 
     #[test]
     fn the_writer_loop_of_a_link_ends_when_the_hub_drops_the_outbox() {
-        let (tx, rx) = outbox(10, 1000, true);
+        let (tx, rx) = outbox(10, 1000);
         assert!(tx.try_push(Frame::from(vec![7])));
         drop(tx);
         let mut out = Vec::new();

@@ -1,7 +1,6 @@
 //! An outbox: the bounded queue of encoded frames from the hub to one connection's writer
-//! (a client's `send-<name>` or a peer link's `peer-<addr>`), and the *pen* that says who
-//! may write that connection's socket. The loop that writers run over it is in
-//! `writer_loop.rs`.
+//! (a client's pen holder, or a peer link's `peer-<addr>`), with [`Frame`], what it holds.
+//! The loop that writers run over it is in `writer_loop.rs`.
 //!
 //! **The queue.** A crossbeam channel with a frame count and a byte count beside it, because
 //! a frame may be a 40-byte text or a 256 KiB file chunk: a bound in frames alone would let
@@ -14,26 +13,15 @@
 //! (a client is marked *behind* and catches up from the history window, a peer link is
 //! restarted).
 //!
-//! **The pen.** A client's socket is written by at most one thread at a time, and for most
-//! clients, most of the time, by none: an idle client has no writer thread at all
-//! (`docs/thread-per-connection.md` measures why that matters: a thread costs about 10 KiB
-//! even while it sleeps). Whoever holds the pen may write. The hub, after queuing a frame
-//! for a client whose pen is down, takes it up ([`OutboxSender::take_pen`]); the thread
-//! that called the hub then writes what it can without blocking and hands the rest, with
-//! the pen, to a writer thread (`server/pens.rs`). A writer puts the pen down as soon as
-//! the outbox is empty ([`OutboxReceiver::put_pen_down`]), and then lingers without it for
-//! a while, ready to be handed the pen again ([`OutboxReceiver::offer_pen`],
-//! [`OutboxReceiver::await_pen`]) so that the next hand-over costs no thread start. The
-//! client's own connection thread takes the pen for the few bytes it writes itself (the
-//! frames of the registration, and a keepalive answered). Taking and putting down are
-//! atomic, and putting down looks at the queue once more afterwards, so a frame queued at
-//! that very moment is never left without a writer (see [`OutboxReceiver::put_pen_down`]).
-//! A peer link's outbox is made with the pen taken for good: its writer thread lives as
-//! long as the link.
+//! **The pen flag.** Beside the queue sits the flag that says whether someone holds the
+//! client's pen (`mod.rs` tells who, when and why). Only `pen.rs` touches it, through the
+//! [`Pen`](super::Pen) type: the flag is here because putting the pen down must look at
+//! the queue and the `behind` flag right after ([`OutboxReceiver::put_pen_down`]). A peer
+//! link's outbox never uses it: its writer thread lives as long as the link.
 //!
 //! **Behind.** The `behind` flag is how the hub and a client's writer agree that the
 //! client's outbox overflowed: the hub stops pushing live frames, and the writer, seeing the
-//! flag, asks the hub for the missed frames from the history window (`Hub::catch_up`).
+//! flag, asks the hub for the missed frames from the history window (`CatchUpSource`).
 //!
 //! **Idle time.** Every time the writer takes frames it stamps the time
 //! ([`OutboxSender::idle_for`] reads it). A writer takes frames only when it has written the
@@ -49,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 
 /// Encoded bytes, encoded once and shared by every recipient: each outbox, the history
 /// window and the outbound log hold a clone of the `Arc`, never a copy of the bytes.
@@ -119,13 +107,11 @@ struct Shared {
     behind: AtomicBool,
     /// When the writer last took frames, in [`millis_now`] (or when the outbox was made).
     last_taken: AtomicU64,
-    /// The pen: true while some thread has the right to write the socket.
+    /// The pen: true while some thread has the right to write the socket (a [`Pen`]
+    /// exists for it).
+    ///
+    /// [`Pen`]: super::Pen
     pen: AtomicBool,
-    /// Where a lingering writer waits to be handed the pen, with the bytes its last holder
-    /// could not send. A rendezvous (capacity 0): a hand-over succeeds only while a writer
-    /// is waiting on the other side, so the pen is never left in a channel nobody reads.
-    handoff_tx: Sender<Vec<u8>>,
-    handoff_rx: Receiver<Vec<u8>>,
 }
 
 impl Shared {
@@ -160,25 +146,18 @@ pub struct OutboxReceiver {
 
 /// An outbox holding at most `max_frames` frames and, unless it is empty, at most
 /// `max_bytes` bytes. (An empty outbox takes any frame, so a frame larger than the byte
-/// bound still gets through; frames are at most 1 MiB.) With `pen_taken`, the caller holds
-/// the pen from the start: a client's connection thread, about to write the registration
-/// frames, or a peer link's writer, for good.
-pub fn outbox(
-    max_frames: usize,
-    max_bytes: usize,
-    pen_taken: bool,
-) -> (OutboxSender, OutboxReceiver) {
+/// bound still gets through; frames are at most 1 MiB.) Its pen is down: a client's is
+/// taken through its `WriteSide`; a peer link's is never used, since the link's own thread
+/// is its one writer.
+pub fn outbox(max_frames: usize, max_bytes: usize) -> (OutboxSender, OutboxReceiver) {
     // Unbounded in crossbeam's sense only: the bounds are counted here (see the module doc).
     let (frames_tx, frames_rx) = unbounded();
-    let (handoff_tx, handoff_rx) = bounded(0);
     let shared = Arc::new(Shared {
         queued_frames: AtomicUsize::new(0),
         queued_bytes: AtomicUsize::new(0),
         behind: AtomicBool::new(false),
         last_taken: AtomicU64::new(millis_now()),
-        pen: AtomicBool::new(pen_taken),
-        handoff_tx,
-        handoff_rx,
+        pen: AtomicBool::new(false),
     });
     (
         OutboxSender {
@@ -219,13 +198,6 @@ impl OutboxSender {
             return false;
         }
         true
-    }
-
-    /// Takes the pen up if it is down, and returns whether it did: then the caller must see
-    /// that a writer is started. Called by the hub after it queued something, or marked the
-    /// client behind, for a client that may have no writer.
-    pub fn take_pen(&self) -> bool {
-        self.shared.take_pen()
     }
 
     /// Bytes queued and not yet taken by the writer.
@@ -277,7 +249,7 @@ impl OutboxReceiver {
 
     /// Appends queued frames to `batch`, up to [`MAX_BATCH`] of them and until `batch` holds
     /// `max_bytes` or more (the frame that crosses the bound is the last taken): how a thread
-    /// that writes for a client without blocking gathers one send (`server/pens.rs`).
+    /// that writes for a client without blocking gathers one send (`through.rs`).
     pub fn take_batch_into(&self, batch: &mut Vec<u8>, max_bytes: usize) {
         let start = batch.len();
         let mut frames = 0;
@@ -309,9 +281,9 @@ impl OutboxReceiver {
         self.shared.behind.load(Ordering::SeqCst)
     }
 
-    /// Takes the pen up if it is down, and returns whether it did. The connection thread
-    /// takes it to answer a keepalive; if a writer holds it, frames are flowing anyway.
-    pub fn take_pen(&self) -> bool {
+    /// Takes the pen up if it is down, and returns whether it did: the flag under
+    /// `WriteSide::take_pen`, which makes the [`Pen`](super::Pen) that goes with it.
+    pub(super) fn take_pen(&self) -> bool {
         self.shared.take_pen()
     }
 
@@ -324,34 +296,12 @@ impl OutboxReceiver {
     /// second sees what the other did (every step is `SeqCst`), so either the hub starts a
     /// new writer or this one goes on, and a frame is never stranded with nobody to write
     /// it. If both see each other, the `swap` below lets only one of them hold the pen.
-    pub fn put_pen_down(&self) -> bool {
+    pub(super) fn put_pen_down(&self) -> bool {
         let shared = &self.shared;
         shared.pen.store(false, Ordering::SeqCst);
         let work_left =
             shared.queued_frames.load(Ordering::SeqCst) > 0 || shared.behind.load(Ordering::SeqCst);
         work_left && shared.take_pen()
-    }
-
-    /// Hands the pen, which the caller holds, to a writer lingering on this outbox
-    /// ([`await_pen`](Self::await_pen)), with `unsent`: bytes the caller took from the
-    /// outbox and could not send, which the writer sends before anything else. When no
-    /// writer is waiting right now, gives `unsent` back: the caller keeps the pen and must
-    /// find another writer.
-    ///
-    /// # Errors
-    /// `unsent`, given back, when no writer is waiting.
-    pub fn offer_pen(&self, unsent: Vec<u8>) -> Result<(), Vec<u8>> {
-        self.shared
-            .handoff_tx
-            .try_send(unsent)
-            .map_err(|e| e.into_inner())
-    }
-
-    /// How a writer without the pen lingers: waits up to `timeout` to be handed it
-    /// ([`offer_pen`](Self::offer_pen)). Returns the bytes to send first, and then the
-    /// caller holds the pen; `None` when nobody handed it over in time.
-    pub fn await_pen(&self, timeout: Duration) -> Option<Vec<u8>> {
-        self.shared.handoff_rx.recv_timeout(timeout).ok()
     }
 
     /// Takes `frame` off the queue's counts, making room for the hub's next pushes.
@@ -384,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_push_beyond_either_bound_fails_and_taking_makes_room() {
-        let (tx, rx) = outbox(3, 100, false);
+        let (tx, rx) = outbox(3, 100);
         assert!(tx.try_push(frame(60)));
         assert!(!tx.try_push(frame(60)), "160 bytes would exceed 100");
         assert!(tx.try_push(frame(30)));
@@ -398,7 +348,7 @@ mod tests {
 
     #[test]
     fn both_ends_see_the_behind_flag() {
-        let (tx, rx) = outbox(3, 100, false);
+        let (tx, rx) = outbox(3, 100);
         assert!(!rx.is_behind());
         tx.set_behind(true);
         assert!(rx.is_behind() && tx.is_behind());
@@ -408,7 +358,7 @@ mod tests {
 
     #[test]
     fn an_empty_outbox_takes_a_frame_larger_than_its_byte_bound() {
-        let (tx, rx) = outbox(3, 10, false);
+        let (tx, rx) = outbox(3, 10);
         assert!(tx.try_push(frame(50)));
         assert!(!tx.try_push(frame(1)));
         assert!(rx.recv_timeout(Duration::ZERO).is_ok());
@@ -417,7 +367,7 @@ mod tests {
 
     #[test]
     fn taking_a_frame_resets_the_idle_time() {
-        let (tx, rx) = outbox(3, 100, false);
+        let (tx, rx) = outbox(3, 100);
         std::thread::sleep(Duration::from_millis(100)); // the idle time being measured
         let before = tx.idle_for();
         assert!(before >= Duration::from_millis(100));
@@ -428,7 +378,7 @@ mod tests {
 
     #[test]
     fn a_push_to_a_gone_writer_fails_and_counts_nothing() {
-        let (tx, rx) = outbox(3, 100, false);
+        let (tx, rx) = outbox(3, 100);
         drop(rx);
         assert!(!tx.try_push(frame(5)));
         assert_eq!(tx.queued_bytes(), 0);
@@ -436,54 +386,16 @@ mod tests {
 
     #[test]
     fn only_one_party_holds_the_pen() {
-        let (tx, rx) = outbox(3, 100, false);
-        assert!(tx.take_pen(), "the pen starts down");
-        assert!(!rx.take_pen() && !tx.take_pen(), "it is held");
+        let (_tx, rx) = outbox(3, 100);
+        assert!(rx.take_pen(), "the pen starts down");
+        assert!(!rx.clone().take_pen(), "it is held");
         assert!(!rx.put_pen_down(), "nothing queued: the holder may go");
         assert!(rx.take_pen());
     }
 
     #[test]
-    fn a_frame_queued_while_the_pen_is_held_keeps_its_writer_going() {
-        let (tx, rx) = outbox(3, 100, true);
-        assert!(tx.try_push(frame(5)));
-        assert!(!tx.take_pen(), "the writer holds it: no second writer");
-        assert!(rx.put_pen_down(), "a frame is waiting: the writer goes on");
-        assert!(!tx.take_pen(), "and it holds the pen again");
-        assert!(rx.try_recv().is_some());
-        assert!(!rx.put_pen_down());
-    }
-
-    #[test]
-    fn a_client_marked_behind_keeps_its_writer_going() {
-        let (tx, rx) = outbox(3, 100, true);
-        tx.set_behind(true);
-        assert!(rx.put_pen_down(), "catching up is work left");
-    }
-
-    #[test]
-    fn the_pen_is_handed_only_to_a_writer_that_waits_for_it() {
-        let (_tx, rx) = outbox(10, 1000, true);
-        assert_eq!(
-            rx.offer_pen(vec![1, 2]),
-            Err(vec![1, 2]),
-            "no writer waits: the bytes come back"
-        );
-        let lingering = rx.clone();
-        let writer = std::thread::spawn(move || lingering.await_pen(Duration::from_secs(60)));
-        // The offer succeeds once the writer is waiting; until then it comes back.
-        let mut unsent = vec![3];
-        while let Err(back) = rx.offer_pen(unsent) {
-            unsent = back;
-            std::thread::yield_now();
-        }
-        assert_eq!(writer.join().unwrap(), Some(vec![3]));
-        assert_eq!(rx.await_pen(Duration::ZERO), None, "nobody offered it");
-    }
-
-    #[test]
     fn a_batch_is_gathered_up_to_its_byte_bound() {
-        let (tx, rx) = outbox(10, 1000, false);
+        let (tx, rx) = outbox(10, 1000);
         for byte in 1..=4u8 {
             assert!(tx.try_push(Frame::from(vec![byte; 3])));
         }
@@ -501,7 +413,7 @@ mod tests {
 
     #[test]
     fn a_batch_makes_room_for_as_many_frames_as_it_took() {
-        let (tx, rx) = outbox(4, 1000, false);
+        let (tx, rx) = outbox(4, 1000);
         for _ in 0..4 {
             assert!(tx.try_push(frame(3)));
         }

@@ -1,39 +1,38 @@
-//! Client writers: the `send-<name>` threads that write a client's outbox to its socket, and
-//! the `writers` thread that starts them, within the process's thread budget.
+//! The pool: the `send-<name>` writer threads, and the `pool` thread that starts them
+//! within the process's thread budget. When and why a client gets a writer is told in
+//! `mod.rs`; this file is how the pool runs.
 //!
-//! **Why writers come and go.** A thread costs about 10 KiB even asleep
-//! (`docs/thread-per-connection.md`), so a client has a writer only while it has frames
-//! that could not be written at once. A thread holding a client's pen with frames waiting
-//! that it will not write itself (`pens.rs`: a client's socket was full) hands the pen over
-//! with [`hand_over`]: to the client's lingering writer if it has one, or else as a
-//! [`WriterJob`] sent here. The writer runs the one writer loop (`writer_loop.rs`), catches the
-//! client up from the history window when it fell behind, puts the pen down as soon as
-//! the outbox is empty, and then lingers without it for [`WRITER_LINGER`] (less when
-//! other clients wait for a place), ready to take it back, before it ends.
-//!
-//! **Threads.** `writers` ([`writers_loop`]), one per server, starts the writers, so the
-//! hub never starts a thread under its lock and a publisher never waits for one. Each
-//! `send-<name>` tells it when it ends (`done`), which is when a waiting job may start.
+//! **As the Rust Book's `ThreadPool`.** Its final chapter builds a pool of *workers* that
+//! take *jobs* from a channel. Here a job is a client's [`Pen`], sent on the pool's channel
+//! ([`Pool::hand_over`]), and a worker is a `send-<name>` writer ([`run_writer`]). Three
+//! differences. A worker serves one client at a time, the one whose pen it holds, for as
+//! long as that client has frames waiting, since its writes may block on that client
+//! alone. Workers are not made up front: the `pool` thread ([`pool_loop`]) starts one per
+//! job, and a worker that has put its pen down lingers for [`WRITER_LINGER`] (or
+//! [`CROWDED_LINGER`]) to be handed its client's pen again, then ends. And the number at
+//! once is a budget ([`writer_budget`]), not a fixed size: what the process's threads
+//! allow beside one per connection; beyond it jobs wait in the `pool` thread, oldest first.
+//! The `pool` thread, not the hub or a publisher, starts the threads, so nobody starts a
+//! thread under the hub's lock or waits for one; each writer tells it when it ends
+//! (`Done`), which is when a waiting job may start.
 //!
 //! **The thread budget.** A process can hold only so many threads: each one takes four
 //! memory mappings (its stack and guard page, and the signal stack std gives every thread
 //! and its guard page), and Linux allows `vm.max_map_count` (65,530 by default) per process,
-//! so about 16,000 threads in all. Ten thousand idle clients take ten thousand of them.
-//! [`writer_budget`] is what is left for writers; beyond it a job waits here, oldest first,
-//! until a writer ends, and its client's frames wait in its (bounded) outbox meanwhile:
-//! late, never lost. A writer blocked on a client that stopped reading holds its place for
-//! at most `--write-timeout`.
+//! so about 16,000 threads in all. Ten thousand idle clients take ten thousand of them. A
+//! writer blocked on a client that stopped reading holds its place for at most
+//! `--write-timeout`.
 //!
 //! **Failures and stopping.** A writer whose write fails or times out shuts the socket
 //! down, so the client's connection thread ends and deregisters it. A thread that cannot be
 //! started is retried every [`WRITER_RETRY`]; the job is handed to the new thread through a
 //! rendezvous, so a thread that dies before it runs (out of memory mappings) gives the job
-//! back instead of losing it, and with it the client's pen. The `writers` thread ends when
+//! back instead of losing it, and with it the client's pen. The `pool` thread ends when
 //! the server's stop channel disconnects; writers end with their clients.
 
 use std::collections::VecDeque;
-use std::io::{BufWriter, ErrorKind, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::{ErrorKind, Write};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -41,42 +40,59 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, unbounded};
 
-use super::hub::{CatchUp, Hub};
-use super::outbox::OutboxReceiver;
+use super::WRITER_STACK;
+use super::pen::Pen;
 use super::writer_loop::{Ended, Flow, WhenIdle, write_frames};
-use super::{Shared, THREAD_STACK, WRITE_BUFFER};
 use crate::net;
 use crate::protocol::Message;
 use crate::support::limits;
 
-/// A client that has frames queued and no writer thread: what it takes to start one. The
-/// hub sends it to the `writers` thread (this file) after taking the client's pen,
-/// so at most one job per client is ever on its way.
-pub struct WriterJob {
-    /// The client's name, for the thread's name and for catching up.
-    pub name: Arc<str>,
-    /// Its connection id, for catching up.
-    pub conn: u64,
-    /// Its socket.
-    pub stream: Arc<TcpStream>,
-    /// Its outbox; the job carries the pen with it.
-    pub outbox: OutboxReceiver,
-    /// Bytes taken from the outbox that the pen's last holder could not send: the writer
-    /// sends them before anything else.
-    pub unsent: Vec<u8>,
+/// The way into the pool: where a pen goes when its holder will not write what waits. The
+/// hub holds one, and so does every thread that writes through ([`Pens`](super::Pens)).
+#[derive(Clone)]
+pub struct Pool {
+    jobs_tx: Sender<Pen>,
 }
 
-/// Hands `job`'s pen, which the caller holds, to a writer: the client's lingering writer if
-/// one waits for it (no thread to start), or else a new one, started by the `writers`
-/// thread through `writers_tx`. Never blocks. When the `writers` thread has gone, the
-/// server is stopping and nothing is started, which is what stopping wants.
-pub fn hand_over(job: WriterJob, writers_tx: &Sender<WriterJob>) {
-    match job.outbox.offer_pen(job.unsent) {
-        Ok(()) => {}
-        Err(unsent) => {
-            let _ = writers_tx.send(WriterJob { unsent, ..job });
+impl Pool {
+    /// A pool's way in, and the end its `pool` thread reads the jobs from ([`pool_loop`]):
+    /// each job is a [`Pen`], so the channel holds at most one per client.
+    pub fn channel() -> (Pool, Receiver<Pen>) {
+        let (jobs_tx, jobs_rx) = unbounded();
+        (Pool { jobs_tx }, jobs_rx)
+    }
+
+    /// Hands `pen`, with the bytes it holds, to a writer: the client's lingering writer if
+    /// one waits for it (no thread to start), or else a new one, started by the `pool`
+    /// thread. Never blocks. When the `pool` thread has gone, the server is stopping and
+    /// nothing is started, which is what stopping wants.
+    pub fn hand_over(&self, pen: Pen) {
+        if let Err(pen) = pen.offer() {
+            let _ = self.jobs_tx.send(pen);
         }
     }
+}
+
+/// What [`CatchUpSource::catch_up`] did for a client that was behind.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CatchUp {
+    /// The client has every frame queued; live frames go to its outbox again.
+    Done,
+    /// The outbox filled again; call again when it has drained.
+    Behind,
+    /// The window no longer holds what the client missed. It has been removed; the writer
+    /// tells it why and closes the connection.
+    FellBehind(String),
+    /// The connection was replaced or removed meanwhile.
+    Gone,
+}
+
+/// Where a client's writer refills the outbox of a client that fell behind: the history
+/// window, which the hub holds and answers for (`Hub::catch_up`). The pool knows the hub only
+/// through this, so nothing in `write/` looks back up into the hub.
+pub trait CatchUpSource: Send + Sync {
+    /// Refills the outbox of `name` (connection `conn`) for as long as it has room.
+    fn catch_up(&self, name: &str, conn: u64) -> CatchUp;
 }
 
 /// How long a client's writer lingers without the pen once its outbox is empty, ready to be
@@ -93,7 +109,7 @@ const WRITER_LINGER: Duration = Duration::from_secs(1);
 /// thousands of lingering writers waking every few milliseconds to look again cost more
 /// than the waiting they save.)
 const CROWDED_LINGER: Duration = Duration::from_millis(50);
-/// How often the `writers` thread tries again to start a writer it could not start.
+/// How often the `pool` thread tries again to start a writer it could not start.
 const WRITER_RETRY: Duration = Duration::from_millis(50);
 /// The least time between two warnings that writers have to wait.
 const WARNING_EVERY: Duration = Duration::from_secs(1);
@@ -108,7 +124,7 @@ const OTHER_THREADS: u64 = 256;
 /// How many writers may run at once: the threads the process may have (from
 /// `vm.max_map_count`), less one per connection (`max_connections`) and a reserve. At least
 /// 16, so a server with a huge `--max-connections` still delivers, slowly.
-pub(super) fn writer_budget(max_connections: usize) -> usize {
+pub fn writer_budget(max_connections: usize) -> usize {
     let threads = limits::max_map_count().unwrap_or(65_530) / MAPS_PER_THREAD;
     threads
         .saturating_sub(max_connections as u64)
@@ -116,14 +132,20 @@ pub(super) fn writer_budget(max_connections: usize) -> usize {
         .max(16) as usize
 }
 
-/// The `writers` thread: starts a writer for each job, at most `budget` running at once;
-/// the others wait in order. Ends when the server stops.
-pub(super) fn writers_loop(writers_rx: Receiver<WriterJob>, shared: Shared, budget: usize) {
+/// The `pool` thread: starts a writer for each job, at most `budget` running at once; the
+/// others wait in order. Writers catch their clients up from `source`. Ends when `stop_rx`
+/// disconnects: the server stops.
+pub fn pool_loop(
+    jobs_rx: Receiver<Pen>,
+    stop_rx: Receiver<()>,
+    source: Arc<dyn CatchUpSource>,
+    budget: usize,
+) {
     // Each writer sends one `()` as it ends (see `Done`), which frees a place. At most
     // `budget` messages are ever queued on it.
     let (done_tx, done_rx) = unbounded::<()>();
     // At most one job per client (its pen is taken until its writer runs).
-    let mut waiting: VecDeque<WriterJob> = VecDeque::new();
+    let mut waiting: VecDeque<Pen> = VecDeque::new();
     let mut running = 0usize;
     let mut last_warning: Option<Instant> = None;
     // Set while jobs wait: lingering writers then end early and free their places.
@@ -135,19 +157,19 @@ pub(super) fn writers_loop(writers_rx: Receiver<WriterJob>, shared: Shared, budg
             after(WRITER_RETRY)
         };
         select! {
-            recv(writers_rx) -> job => match job {
+            recv(jobs_rx) -> job => match job {
                 Ok(job) => waiting.push_back(job),
                 Err(_) => break,
             },
             recv(done_rx) -> _ => running -= 1,
             recv(retry) -> _ => {}
-            recv(shared.stop_rx) -> _ => break,
+            recv(stop_rx) -> _ => break,
         }
         while running < budget {
             let Some(job) = waiting.pop_front() else {
                 break;
             };
-            match start_writer(job, &shared.hub, done_tx.clone(), crowded.clone()) {
+            match start_writer(job, &source, done_tx.clone(), crowded.clone()) {
                 Ok(()) => running += 1,
                 Err((job, e)) => {
                     waiting.push_front(job);
@@ -163,7 +185,7 @@ pub(super) fn writers_loop(writers_rx: Receiver<WriterJob>, shared: Shared, budg
         // Jobs not received yet count too: a burst to every client queues them all at once,
         // far faster than writers start, and the first writers must know it.
         crowded.store(
-            !waiting.is_empty() || !writers_rx.is_empty(),
+            !waiting.is_empty() || !jobs_rx.is_empty(),
             Ordering::Relaxed,
         );
         if running >= budget && !waiting.is_empty() {
@@ -175,7 +197,7 @@ pub(super) fn writers_loop(writers_rx: Receiver<WriterJob>, shared: Shared, budg
             waiting.shrink_to(WAITING_KEPT);
         }
     }
-    log::debug!("writers thread stopped");
+    log::debug!("pool thread stopped");
 }
 
 /// Logs that clients wait for a writer, at most once per [`WARNING_EVERY`].
@@ -195,20 +217,20 @@ fn warn_now_and_then(last: &mut Option<Instant>, why: &str, waiting: usize) {
 /// # Errors
 /// The job, with the reason, when no thread could be started or it died before it ran.
 fn start_writer(
-    job: WriterJob,
-    hub: &Hub,
+    job: Pen,
+    source: &Arc<dyn CatchUpSource>,
     done_tx: Sender<()>,
     crowded: Arc<AtomicBool>,
-) -> Result<(), (WriterJob, std::io::Error)> {
-    let hub = hub.clone();
-    let (job_tx, job_rx) = bounded::<WriterJob>(0);
+) -> Result<(), (Pen, std::io::Error)> {
+    let source = source.clone();
+    let (job_tx, job_rx) = bounded::<Pen>(0);
     let spawned = thread::Builder::new()
-        .name(format!("send-{}", job.name))
-        .stack_size(THREAD_STACK)
+        .name(format!("send-{}", job.side().name()))
+        .stack_size(WRITER_STACK)
         .spawn(move || {
             let _done = Done(done_tx); // however the writer ends, its place is freed
             if let Ok(job) = job_rx.recv() {
-                run_writer(job, &hub, &crowded);
+                run_writer(job, &*source, &crowded);
             }
         });
     if let Err(e) = spawned {
@@ -220,12 +242,12 @@ fn start_writer(
     })
 }
 
-/// Tells the `writers` thread, when dropped, that a writer has ended.
+/// Tells the `pool` thread, when dropped, that a writer has ended.
 struct Done(Sender<()>);
 
 impl Drop for Done {
     fn drop(&mut self) {
-        let _ = self.0.send(()); // fails only when the `writers` thread has stopped
+        let _ = self.0.send(()); // fails only when the `pool` thread has stopped
     }
 }
 
@@ -237,76 +259,72 @@ impl Drop for Done {
 /// pen in that time, when the hub removed the client, when the client fell behind the
 /// window (it is told why), or when a write fails or times out; the last two shut the
 /// socket down, so the connection thread ends too.
-fn run_writer(job: WriterJob, hub: &Hub, crowded: &AtomicBool) {
-    let WriterJob {
-        name,
-        conn,
-        stream,
-        outbox,
-        mut unsent,
-    } = job;
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER, &*stream);
-    let mut catch_up =
-        |out: &mut BufWriter<&TcpStream>| catch_up_if_behind(out, &outbox, hub, &name, conn);
+fn run_writer(pen: Pen, source: &dyn CatchUpSource, crowded: &AtomicBool) {
+    let side = pen.side().clone();
+    let mut pen = pen;
     let written = loop {
-        let ended = out.write_all(&unsent).and_then(|()| {
-            write_frames(
-                &mut out,
-                &outbox,
-                Duration::ZERO,
-                WhenIdle::PutPenDown,
-                &mut catch_up,
-            )
-        });
-        if !matches!(ended, Ok(Ended::PenDown)) {
-            break ended;
+        let ended = write_frames(
+            &mut pen,
+            side.outbox(),
+            Duration::ZERO,
+            WhenIdle::Return,
+            |pen: &mut Pen| catch_up_if_behind(pen, source),
+        );
+        match ended {
+            Ok(Ended::Idle) => {}
+            Ok(Ended::Done) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+        match pen.put_down() {
+            Ok(Some(again)) => {
+                pen = again; // frames came as it went down
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => break Err(e),
         }
         let linger = if crowded.load(Ordering::Relaxed) {
             CROWDED_LINGER
         } else {
             WRITER_LINGER
         };
-        match outbox.await_pen(linger) {
-            Some(handed) => unsent = handed,
-            None => break ended,
+        match side.await_pen(linger) {
+            Some(handed) => pen = handed,
+            None => break Ok(()),
         }
     };
     if let Err(e) = written {
+        let name = side.name();
         if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
             // The client has let its socket buffer stay full for the whole write timeout:
             // it has stopped reading. It resumes from the history window.
             log::warn!(
                 "slow consumer cut off name={name} peer={} reason=\"a write blocked for the \
                  write timeout; the client has stopped reading\"",
-                net::peer_of(&stream)
+                net::peer_of(side.stream())
             );
         } else {
             log::debug!("client writer stopped name={name}: {e}");
         }
-        let _ = stream.shutdown(Shutdown::Both);
+        let _ = side.stream().shutdown(Shutdown::Both);
     }
 }
 
 /// The writer's refill step: when the hub marked the client behind, refills the outbox from
-/// the history window (`Hub::catch_up`). A client that fell behind the window is told why
+/// the history window ([`CatchUpSource`]). A client that fell behind the window is told why
 /// and its connection closed.
-fn catch_up_if_behind(
-    out: &mut BufWriter<&TcpStream>,
-    outbox: &OutboxReceiver,
-    hub: &Hub,
-    name: &str,
-    conn: u64,
-) -> std::io::Result<Flow> {
-    if !outbox.is_behind() {
+fn catch_up_if_behind(pen: &mut Pen, source: &dyn CatchUpSource) -> std::io::Result<Flow> {
+    let side = pen.side().clone();
+    if !side.outbox().is_behind() {
         return Ok(Flow::Continue);
     }
-    match hub.catch_up(name, conn) {
+    match source.catch_up(side.name(), side.conn()) {
         CatchUp::Done | CatchUp::Behind => Ok(Flow::Continue),
         CatchUp::Gone => Ok(Flow::Stop),
         CatchUp::FellBehind(reason) => {
-            out.write_all(&Message::Error { reason }.encode())?;
-            out.flush()?;
-            let _ = out.get_ref().shutdown(Shutdown::Both);
+            pen.write_all(&Message::Error { reason }.encode())?;
+            pen.flush()?;
+            let _ = side.stream().shutdown(Shutdown::Both);
             Ok(Flow::Stop)
         }
     }

@@ -1,18 +1,12 @@
-//! Writing for the clients whose pens a thread took: how a message reaches a client's socket
-//! without waking a thread for it, when the client keeps up.
+//! Writing through: the pens a thread took while it called the hub, and how it writes for
+//! them without blocking ([`Pens::write_now`]), the step "Writing through" of the account
+//! in `mod.rs`.
 //!
-//! **Why.** When the hub queues a frame for a client whose pen is down (`outbox.rs`), it
-//! takes the pen, and somebody must write the frame. Starting or waking a writer thread for
-//! it costs two context switches per delivery, and at a steady 2,000 messages a second to
-//! a hundred clients those wake-ups were most of the server's CPU
-//! (`docs/benchmarks.md`). So the thread that called the hub, a publisher's connection
-//! thread, a peer link's, or a link's `acks-<addr>` thread (acks made due), writes the
-//! frames itself, once it has read everything that has arrived: [`Pens::write_now`]. It
-//! never blocks doing so (`net::send_now`): what a client's socket does not take at once
-//! goes, with the pen, to a writer thread (`writers::hand_over`), which may block on that
-//! one client for as long as the write timeout allows. So a slow reader still costs only
-//! its own writer, and a fast one costs one `send` per batch on a thread that was running
-//! anyway.
+//! **Why.** Starting or waking a writer thread for each frame queued costs two context
+//! switches per delivery, and at a steady 2,000 messages a second to a hundred clients
+//! those wake-ups were most of the server's CPU (`docs/benchmarks.md`). Written through,
+//! a client that keeps up costs one `send` per batch (`net::send_now`) on a thread that
+//! was running anyway, and a slow reader still costs only its own writer.
 //!
 //! **Batching.** A publisher that sends back to back has many frames in one read; its
 //! connection thread takes them all into the hub before it writes for anyone, so each
@@ -25,18 +19,15 @@
 //! second to a third, since every smaller `send` also wakes the receiving side once more
 //! (`docs/benchmarks.md`).
 //!
-//! **The pen stays one.** Each [`WriterJob`] here carries a pen; it is written for and then
+//! **The pen stays one.** Each [`Pen`] here is written for and then
 //! put down, or handed to exactly one writer. Pens still held when a [`Pens`] is dropped
 //! (the connection ended with an error) are handed to writers, so none is ever lost.
 
-use std::io::ErrorKind;
 use std::net::Shutdown;
 
-use crossbeam_channel::Sender;
-
 use super::WRITE_BUFFER;
-use super::writers::{WriterJob, hand_over};
-use crate::net;
+use super::pen::Pen;
+use super::pool::Pool;
 
 /// Sends one thread makes for a client, at most, before it hands the rest to a writer:
 /// a client whose outbox refills as fast as it is written is a writer's work, not a
@@ -47,9 +38,9 @@ const SENDS_PER_CLIENT: usize = 4;
 pub struct Pens {
     /// At most one job per client: a pen is taken only while it is down, and this thread
     /// holds it until `write_now`.
-    taken: Vec<WriterJob>,
+    taken: Vec<Pen>,
     /// Where a pen goes when its client's socket is full.
-    writers_tx: Sender<WriterJob>,
+    pool: Pool,
     /// One send's bytes, gathered from an outbox; reused from client to client. At most
     /// `WRITE_BUFFER` plus one frame (1 MiB at most); given back when it grew past the
     /// former.
@@ -57,18 +48,18 @@ pub struct Pens {
 }
 
 impl Pens {
-    /// No pens yet, for a thread that hands the ones it cannot write to `writers_tx`.
-    pub fn new(writers_tx: Sender<WriterJob>) -> Pens {
+    /// No pens yet, for a thread that hands the ones it cannot write to `pool`.
+    pub fn new(pool: Pool) -> Pens {
         Pens {
             taken: Vec::new(),
-            writers_tx,
+            pool,
             batch: Vec::new(),
         }
     }
 
     /// Adds the pens the hub took for this thread as it took in one message
     /// (`Hub::publish`, `Hub::peer_acked`).
-    pub fn add(&mut self, taken: impl IntoIterator<Item = WriterJob>) {
+    pub fn add(&mut self, taken: impl IntoIterator<Item = Pen>) {
         self.taken.extend(taken);
     }
 
@@ -81,8 +72,8 @@ impl Pens {
     /// waiting, and puts each pen down or hands it to a writer. Never blocks.
     pub fn write_now(&mut self) {
         // Drained, not taken: the list keeps its room for the next batch of pens.
-        for job in self.taken.drain(..) {
-            write_for(job, &mut self.batch, &self.writers_tx);
+        for pen in self.taken.drain(..) {
+            write_for(pen, &mut self.batch, &self.pool);
         }
         if self.batch.capacity() > WRITE_BUFFER {
             // A file chunk passed through: give its room back.
@@ -93,8 +84,8 @@ impl Pens {
 
 impl Drop for Pens {
     fn drop(&mut self) {
-        for job in self.taken.drain(..) {
-            hand_over(job, &self.writers_tx);
+        for pen in self.taken.drain(..) {
+            self.pool.hand_over(pen);
         }
     }
 }
@@ -103,108 +94,105 @@ impl Drop for Pens {
 /// waiting, until the outbox is empty and the pen down. Hands the pen to a writer, with
 /// what was not sent, when the socket is full, when the client is behind (catching up
 /// takes the hub's lock: a writer's work), or after [`SENDS_PER_CLIENT`] sends.
-fn write_for(mut job: WriterJob, batch: &mut Vec<u8>, writers_tx: &Sender<WriterJob>) {
+fn write_for(mut pen: Pen, batch: &mut Vec<u8>, pool: &Pool) {
     for _ in 0..SENDS_PER_CLIENT {
-        if job.outbox.is_behind() {
+        let outbox = pen.side().outbox();
+        if outbox.is_behind() {
             break;
         }
         batch.clear();
-        job.outbox.take_batch_into(batch, WRITE_BUFFER);
+        outbox.take_batch_into(batch, WRITE_BUFFER);
         if batch.is_empty() {
-            if job.outbox.put_pen_down() {
-                continue; // frames came as it went down, and the pen is ours again
+            // The pen holds no bytes here (a send that left some in it ended the loop), so
+            // putting it down writes nothing and cannot fail.
+            match pen.put_down() {
+                Ok(Some(again)) => {
+                    pen = again; // frames came as it went down, and the pen is ours again
+                    continue;
+                }
+                Ok(None) | Err(_) => return,
             }
-            return;
         }
-        match net::send_now(&job.stream, batch) {
-            Ok(sent) if sent == batch.len() => {}
-            Ok(sent) => {
-                job.unsent = batch[sent..].to_vec();
-                break;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                job.unsent = batch.clone();
-                break;
-            }
+        match pen.send_now(batch) {
+            Ok(true) => {}
+            Ok(false) => break, // the socket is full: what it did not take is in the pen
             Err(e) => {
                 // As when a writer's write fails: the connection thread ends and removes
                 // the client. The pen goes with it.
-                log::debug!("writing for client failed name={}: {e}", job.name);
-                let _ = job.stream.shutdown(Shutdown::Both);
+                log::debug!("writing for client failed name={}: {e}", pen.side().name());
+                let _ = pen.side().stream().shutdown(Shutdown::Both);
                 return;
             }
         }
     }
-    hand_over(job, writers_tx);
+    pool.hand_over(pen);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::roles::server::outbox::{Frame, OutboxSender, outbox};
-    use crossbeam_channel::unbounded;
+    use crate::roles::server::write::WriteSide;
+    use crate::roles::server::write::outbox::{Frame, OutboxSender, outbox};
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
     use std::sync::Arc;
     use std::time::Duration;
 
-    /// A client connection (the server's end, the client's end), and a job for it whose
-    /// pen the caller holds, as the hub hands it over.
-    fn client_with_pen() -> (WriterJob, OutboxSender, TcpStream) {
+    /// A client connection (its write side on the server, the client's end), and its pen,
+    /// taken, as the hub hands it over.
+    fn client_with_pen() -> (Pen, WriteSide, OutboxSender, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        let (tx, rx) = outbox(1_000, 64 * 1024 * 1024, true);
-        let job = WriterJob {
-            name: "bob".into(),
-            conn: 1,
-            stream: Arc::new(server),
-            outbox: rx,
-            unsent: Vec::new(),
-        };
-        (job, tx, client)
+        let (tx, rx) = outbox(1_000, 64 * 1024 * 1024);
+        let side = WriteSide::new("bob".into(), 1, Arc::new(server), rx);
+        let pen = side.take_pen().expect("a new outbox's pen is down");
+        (pen, side, tx, client)
     }
 
     #[test]
     fn a_client_that_keeps_up_is_written_to_at_once_and_its_pen_put_down() {
-        let (job, tx, mut client) = client_with_pen();
+        let (pen, side, tx, mut client) = client_with_pen();
         assert!(tx.try_push(Frame::from(b"hello ".to_vec())));
         assert!(tx.try_push(Frame::from(b"bob".to_vec())));
-        let (writers_tx, writers_rx) = unbounded();
-        let mut pens = Pens::new(writers_tx);
-        pens.add([job]);
+        let (pool, jobs_rx) = Pool::channel();
+        let mut pens = Pens::new(pool);
+        pens.add([pen]);
         pens.write_now();
         let mut got = [0u8; 9];
         client.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hello bob");
-        assert!(writers_rx.try_recv().is_err(), "no writer was needed");
-        assert!(tx.take_pen(), "the pen is down again");
+        assert!(jobs_rx.try_recv().is_err(), "no writer was needed");
+        assert!(side.take_pen().is_some(), "the pen is down again");
     }
 
     #[test]
     fn a_full_socket_hands_the_pen_to_a_writer_with_the_bytes_in_order() {
-        let (job, tx, mut client) = client_with_pen();
+        let (pen, side, tx, mut client) = client_with_pen();
         // Far more than a loopback socket's buffers hold, while the client reads nothing.
         let frames: Vec<Vec<u8>> = (0..32u8).map(|i| vec![i; 256 * 1024]).collect();
         for frame in &frames {
             assert!(tx.try_push(Frame::from(frame.clone())));
         }
-        let (writers_tx, writers_rx) = unbounded();
-        let mut pens = Pens::new(writers_tx);
-        pens.add([job]);
+        let (pool, jobs_rx) = Pool::channel();
+        let mut pens = Pens::new(pool);
+        pens.add([pen]);
         pens.write_now();
-        let job = writers_rx
+        let pen = jobs_rx
             .recv_timeout(Duration::from_secs(5))
             .expect("the pen went to a writer");
-        assert!(!tx.take_pen(), "the writer's job carries the pen");
+        assert!(
+            side.take_pen().is_none(),
+            "the writer's job carries the pen"
+        );
         // What the client reads, then the unsent bytes, then what is still queued, is
         // every frame, once, in order.
         let expected: Vec<u8> = frames.concat();
-        let queued: Vec<u8> = job.outbox.try_iter().flat_map(|f| f.to_vec()).collect();
-        let inline_len = expected.len() - job.unsent.len() - queued.len();
+        let queued: Vec<u8> = side.outbox().try_iter().flat_map(|f| f.to_vec()).collect();
+        let inline_len = expected.len() - pen.buffered().len() - queued.len();
         let mut got = vec![0u8; inline_len];
         client.read_exact(&mut got).unwrap();
-        got.extend_from_slice(&job.unsent);
+        got.extend_from_slice(pen.buffered());
         got.extend_from_slice(&queued);
         assert!(got == expected, "the bytes arrive once and in order");
     }
