@@ -19,10 +19,11 @@
 //! - messages 5 and 6 were written by the publisher again, and message 7 found dave's socket
 //!   full and went to the writer that lingered: no thread started.
 //!
-//! The grown-up version: `Pens::write_now` in `src/roles/server/pens.rs` (writes with `send`
-//! and `MSG_DONTWAIT`: `src/net/send_now.rs`), `hand_over` in `src/roles/server/writers.rs`
-//! (to the lingering writer, or to the `writers` thread, which starts one within a thread
-//! budget) and the pen in `src/roles/server/outbox.rs`. A real socket buffer holds hundreds
+//! The grown-up version is the server's write path, `src/roles/server/write/` (its module
+//! doc tells the whole of it): `Pens::write_now` in `through.rs` (writes with `send` and
+//! `MSG_DONTWAIT`: `src/net/send_now.rs`), `Pool::hand_over` in `pool.rs` (to the lingering
+//! writer, or to the `pool` thread, which starts one within a thread budget) and the pen,
+//! a `Pen` value that flushes before it is put down, in `pen.rs`. A real socket buffer holds hundreds
 //! of kilobytes, so a client that keeps up never costs a thread.
 //! `docs/thread-per-connection.md` ("Writing to a client") tells the whole story.
 

@@ -13,9 +13,10 @@
 //! guard to hand over as the lock is released (`Locked`). What happens to it then is the
 //! write path's, told in `write/mod.rs`.
 //!
-//! **Fan-out.** A message is encoded once (outside the lock) into an `Arc`, and every
-//! recipient's outbox receives a clone of that `Arc`, never a copy of the payload
-//! ([`Clients::fan_out`]).
+//! **Fan-out.** A message is encoded once (outside the lock) into a shared buffer, and
+//! every recipient's outbox receives a clone of its [`Frame`], never a copy of the payload
+//! ([`Clients::fan_out`]). Messages a publisher sent back to back go as one run, one
+//! `Frame` over them all (`Hub::publish`).
 //!
 //! **Slow readers.** A client whose outbox is full is *behind*: the hub stops queuing for it,
 //! and its writer refills the outbox from the history window as it drains
@@ -68,8 +69,9 @@ impl CatchUpSource for Hub {
 
 // What each local client is sent: live messages, acks, and the catch-up from the window.
 impl Clients {
-    /// Fan-out: the shared frame, stored as number `arrival`, to every local client except
-    /// its sender `session`; the pen of a client nobody writes to goes into `taken`.
+    /// Fan-out: the shared frames (one message, or a run of them) whose last was stored as
+    /// number `arrival`, to every local client except their sender `session`; the pen of a
+    /// client nobody writes to goes into `taken`.
     pub(super) fn fan_out(
         &mut self,
         session: u64,
