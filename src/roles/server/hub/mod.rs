@@ -260,8 +260,9 @@ impl Hub {
     /// Takes messages into the server: rules 1 to 4 of the module doc, for each of
     /// `messages` (`(seq, body)`, in the order sent) from `from`, speaking for `session`.
     /// A publisher's connection thread passes every publish it has read (one read brings
-    /// hundreds when a client sends back to back); a peer link passes one relayed message
-    /// at a time. Waits first, for each message, until there is room for it (see
+    /// hundreds when a client sends back to back); a peer link passes the relays of one
+    /// sender session it has read (`peers.rs`, `Relays`), or one message of a peer's
+    /// history. Waits first, for each message, until there is room for it (see
     /// [`State::has_room`]), which is how the server slows a publisher down to what its
     /// slowest peer and its slowest reading client can take.
     ///
