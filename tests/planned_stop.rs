@@ -20,25 +20,6 @@ use common::{
 };
 use serde_json::Value;
 
-/// Starts four clients pinned to each server, named `s<i>c<k>`, and returns once `dsys
-/// status` lists them all under their servers.
-fn start_four_per_server(cluster: &Cluster) -> Vec<Client> {
-    let servers = cluster.addrs().len();
-    let clients: Vec<Client> = (0..servers)
-        .flat_map(|i| (0..4).map(move |k| (i, k)))
-        .map(|(i, k)| {
-            Client::start_on(&format!("s{i}c{k}"), cluster.coordinator(), cluster.addr(i))
-        })
-        .collect();
-    for client in &clients {
-        client.wait_registered();
-    }
-    cluster.wait_status("every client listed", TIMEOUT, |st| {
-        (0..servers).all(|i| entry_clients(&status_entry(st, cluster.addr(i))).len() == 4)
-    });
-    clients
-}
-
 /// Asserts that the coordinator never declared a server dead.
 fn assert_nobody_declared_dead(cluster: &Cluster) {
     let declared: Vec<String> = cluster
@@ -82,7 +63,7 @@ fn start_planned_stop(cluster: &Cluster, i: usize) -> Value {
 #[test]
 fn a_planned_stop_moves_every_client_first_with_nothing_lost() {
     let mut cluster = Cluster::start(3);
-    let mut clients = start_four_per_server(&cluster);
+    let mut clients = cluster.start_four_per_server();
     let chatter = Chatter::start(&mut clients);
     clients[0].wait_messages(&["s2c0"], 3, TIMEOUT);
     let stopped = cluster.addr(2).to_string();

@@ -24,24 +24,6 @@ use serde_json::Value;
 /// timeout before the server takes clients, then a few heartbeats; the rest is room for a
 /// 2-core machine running several test binaries at once.
 const REBALANCE_BOUND: Duration = Duration::from_secs(15);
-/// Starts four clients pinned to each server, named `s<i>c<k>`, and returns once `dsys
-/// status` lists them all under their servers.
-fn start_four_per_server(cluster: &Cluster) -> Vec<Client> {
-    let servers = cluster.addrs().len();
-    let clients: Vec<Client> = (0..servers)
-        .flat_map(|i| (0..4).map(move |k| (i, k)))
-        .map(|(i, k)| {
-            Client::start_on(&format!("s{i}c{k}"), cluster.coordinator(), cluster.addr(i))
-        })
-        .collect();
-    for client in &clients {
-        client.wait_registered();
-    }
-    cluster.wait_status("every client listed", TIMEOUT, |st| {
-        (0..servers).all(|i| entry_clients(&status_entry(st, cluster.addr(i))).len() == 4)
-    });
-    clients
-}
 
 /// The live servers' client counts in `status`, sorted.
 fn live_spread(status: &Value) -> Vec<usize> {
@@ -102,7 +84,7 @@ fn assert_moved_at_most_once(clients: &[Client], events: &[Vec<Value>]) -> usize
 #[test]
 fn a_returning_server_gets_its_share_back_with_nothing_lost() {
     let mut cluster = Cluster::start(3);
-    let mut clients = start_four_per_server(&cluster);
+    let mut clients = cluster.start_four_per_server();
     let chatter = Chatter::start(&mut clients);
     clients[0].wait_messages(&["s2c0"], 3, TIMEOUT);
     let returning = kill_server_2_and_wait_for_failover(&mut cluster);
@@ -139,7 +121,7 @@ fn a_returning_server_gets_its_share_back_with_nothing_lost() {
 fn a_server_that_dies_during_a_rebalance_costs_nothing() {
     // One move a second, so that the rebalance is still going on when its target dies.
     let mut cluster = Cluster::start_with(3, &["--rebalance-pace", "1"], &[]);
-    let mut clients = start_four_per_server(&cluster);
+    let mut clients = cluster.start_four_per_server();
     let chatter = Chatter::start(&mut clients);
     let returning = kill_server_2_and_wait_for_failover(&mut cluster);
     cluster.restart_server(2);

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::client::Client;
 use super::proc::Proc;
 use super::status::{
-    start_coordinator_at, start_coordinator_with, start_server_on_port, start_server_with,
-    try_status_json_as, wait_until_servers_alive_as,
+    entry_clients, start_coordinator_at, start_coordinator_with, start_server_on_port,
+    start_server_with, status_entry, try_status_json_as, wait_until_servers_alive_as,
 };
 use super::wait::{poll_until, wait_until};
 use super::{HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, TIMEOUT};
@@ -197,6 +198,23 @@ impl Cluster {
             "the restarted coordinator must listen where the first one did"
         );
         self.coordinator = coordinator;
+    }
+
+    /// Starts four clients pinned to each server, named `s<i>c<k>`, and returns once `dsys
+    /// status` lists them all under their servers.
+    pub fn start_four_per_server(&self) -> Vec<Client> {
+        let servers = self.addrs().len();
+        let clients: Vec<Client> = (0..servers)
+            .flat_map(|i| (0..4).map(move |k| (i, k)))
+            .map(|(i, k)| Client::start_on(&format!("s{i}c{k}"), self.coordinator(), self.addr(i)))
+            .collect();
+        for client in &clients {
+            client.wait_registered();
+        }
+        self.wait_status("every client listed", TIMEOUT, |st| {
+            (0..servers).all(|i| entry_clients(&status_entry(st, self.addr(i))).len() == 4)
+        });
+        clients
     }
 
     /// Polls `dsys status` until `check` accepts it, and returns that status.
