@@ -20,6 +20,9 @@
 //! net.rs                     connecting with deadlines, the opening handshake, refuse
 //! net/accept.rs              AcceptLoop: the accept thread, a thread per connection, the
 //!                            connection limit, and how it stops
+//! net/metrics_http.rs        --metrics: GET /metrics over HTTP/1.1 in Prometheus's text
+//!                            format, bounded like every port (what is counted: each
+//!                            role's metrics.rs)
 //! auth.rs                    who may join: the cluster secret and the challenge proving it
 //! error.rs                   the one error type, a variant per outcome callers tell apart
 //! roles/coordinator/
@@ -30,12 +33,15 @@
 //!   claims.rs                names being registered that no heartbeat lists yet
 //!   watchdog.rs              the failure detector: check_server_statuses, the probe of a
 //!                            late server, the watchdog's own lateness
+//!   metrics.rs               its counters for --metrics, and the servers by state
 //! roles/server/
 //!   mod.rs                   start_server and stop; what every server thread shares
 //!   client.rs                one client: register_client, its read loop, keepalives
 //!   claim.rs                 a fresh name claimed at the coordinator, and where that stops
 //!   peers.rs                 one peer link, each way
 //!   heartbeat.rs             the heartbeat thread
+//!   metrics.rs               its counters for --metrics (atomics, counted where the
+//!                            event happens), and the gauges read from the hub
 //!   hub/                     the shared state: mod.rs (lock, publish), history.rs,
 //!                            relay.rs, clients.rs, delivery.rs
 //!   write/                   the write path, below the hub: mod.rs (who writes a

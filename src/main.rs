@@ -47,6 +47,11 @@ enum Command {
         /// new clients.
         #[arg(long)]
         no_rebalance: bool,
+        /// Serve metrics for Prometheus at http://ADDR/metrics (HOST:PORT; port 0 picks a
+        /// free port): the servers live, leaving and dead, servers declared dead, plans
+        /// made. Off by default (docs/heartbeats-and-failover.md, "Metrics").
+        #[arg(long, value_name = "ADDR", value_parser = listen_addr)]
+        metrics: Option<String>,
         #[command(flatten)]
         limits: LimitArgs,
         #[command(flatten)]
@@ -106,6 +111,12 @@ enum Command {
         /// 10,000 clients move in about 20 s.
         #[arg(long, value_name = "MS", default_value_t = ms(server::DEFAULT_DRAIN_TIMEOUT))]
         drain_timeout: u64,
+        /// Serve metrics for Prometheus at http://ADDR/metrics (HOST:PORT; port 0 picks a
+        /// free port): clients, messages and bytes in and out, slow consumers, the history
+        /// window, peer links, moves. Off by default (docs/heartbeats-and-failover.md,
+        /// "Metrics").
+        #[arg(long, value_name = "ADDR", value_parser = listen_addr)]
+        metrics: Option<String>,
         #[command(flatten)]
         limits: LimitArgs,
         #[command(flatten)]
@@ -418,9 +429,11 @@ fn run(command: Command) -> dsys::Result<()> {
             heartbeat_timeout,
             rebalance_pace,
             no_rebalance,
+            metrics,
             limits,
             secret,
         } => coordinator::run(coordinator::Config {
+            metrics,
             limits: limits.into_limits(coordinator::DEFAULT_MAX_CONNECTIONS),
             secret: secret.load()?,
             rebalance_pace: (!no_rebalance).then_some(rebalance_pace),
@@ -440,9 +453,11 @@ fn run(command: Command) -> dsys::Result<()> {
             write_timeout,
             max_name_len,
             drain_timeout,
+            metrics,
             limits,
             secret,
         } => server::run(server::Config {
+            metrics,
             secret: secret.load()?,
             advertise,
             max_clients,

@@ -19,6 +19,7 @@
 //! handshake deadline unless it speaks the protocol.
 
 mod accept;
+pub mod metrics_http;
 mod send_now;
 
 use std::io::{self, Read};

@@ -9,6 +9,8 @@
 //! **Whom it talks to.** Every connection it takes hears its first frame from this thread:
 //! the `Challenge` that opens the handshake (`net::send_challenge`), or the `Error` frame
 //! that tells a connection it turns away why ([`refuse_busy`], [`accept_at_the_limit`]).
+//! The metrics port, which speaks HTTP, runs the same loop with other words
+//! ([`AcceptLoop::start_plain`]): no greeting, and an HTTP `503` for a refusal.
 //! After that the connection threads own their streams. The `Challenge` is sent here, not
 //! on the new thread, so that a process answers a newcomer even when starting threads is
 //! slow (thousands of them ending at once, all waiting on the kernel's lock of the memory
@@ -89,6 +91,37 @@ pub struct AcceptLoop {
     thread: Option<thread::JoinHandle<()>>,
 }
 
+/// What the accept thread itself says to a connection, before the connection's own thread
+/// runs: the greeting every newcomer gets, and the words for one it turns away. A dsys port
+/// challenges and refuses in an `Error` frame ([`DSYS`]); the metrics port says nothing
+/// first and refuses in HTTP ([`AcceptLoop::start_plain`]).
+struct Speech<G> {
+    /// The accept thread's name.
+    thread: &'static str,
+    /// What connection threads are named, before `-<peer>`.
+    conn: &'static str,
+    /// Written to every connection taken, before its thread starts; what it returns goes
+    /// to the serve function (a dsys port's challenge).
+    greet: fn(&TcpStream) -> G,
+    /// Writes why a connection is turned away, without blocking, and closes it.
+    refuse: fn(TcpStream, String),
+}
+
+// Not derived: a derive would ask `G: Clone`, which the fields do not need.
+impl<G> Clone for Speech<G> {
+    fn clone(&self) -> Self {
+        Speech { ..*self }
+    }
+}
+
+/// How a dsys port speaks: the challenge first, refusals in an `Error` frame.
+const DSYS: Speech<Challenge> = Speech {
+    thread: "accept",
+    conn: "conn",
+    greet: send_challenge,
+    refuse: refuse_at_once,
+};
+
 impl AcceptLoop {
     /// Starts the `accept` thread on `listener`: every connection is challenged
     /// (`net::send_challenge`) and gets its own thread, with `stack_size` bytes of stack,
@@ -107,14 +140,70 @@ impl AcceptLoop {
     where
         F: Fn(TcpStream, Challenge) -> Result<()> + Clone + Send + 'static,
     {
+        AcceptLoop::start_speaking(listener, &DSYS, max_connections, stack_size, serve)
+    }
+
+    /// [`AcceptLoop::start`] for a port that does not speak the dsys protocol (the metrics
+    /// port, `net/metrics_http.rs`): the same limits, the same out-of-descriptors rule and
+    /// the same stop, but the accept thread is named `thread` and its connection threads
+    /// `thread-<peer>`, a newcomer is not challenged, and one turned away is written
+    /// `refuse(stream, reason)` instead of an `Error` frame (a write that must not block).
+    ///
+    /// # Errors
+    /// As [`AcceptLoop::start`].
+    pub fn start_plain<F>(
+        listener: TcpListener,
+        thread: &'static str,
+        refuse: fn(TcpStream, String),
+        max_connections: usize,
+        stack_size: usize,
+        serve: F,
+    ) -> io::Result<AcceptLoop>
+    where
+        F: Fn(TcpStream) -> Result<()> + Clone + Send + 'static,
+    {
+        let speech = Speech {
+            thread,
+            conn: thread,
+            greet: |_: &TcpStream| (),
+            refuse,
+        };
+        AcceptLoop::start_speaking(
+            listener,
+            &speech,
+            max_connections,
+            stack_size,
+            move |s, ()| serve(s),
+        )
+    }
+
+    fn start_speaking<G, F>(
+        listener: TcpListener,
+        speech: &Speech<G>,
+        max_connections: usize,
+        stack_size: usize,
+        serve: F,
+    ) -> io::Result<AcceptLoop>
+    where
+        G: Send + 'static,
+        F: Fn(TcpStream, G) -> Result<()> + Clone + Send + 'static,
+    {
         let wake_addr = listener.local_addr()?;
         let stopping = Arc::new(AtomicBool::new(false));
+        let speech = speech.clone();
         let thread = {
             let stopping = stopping.clone();
             thread::Builder::new()
-                .name("accept".into())
+                .name(speech.thread.into())
                 .spawn(move || {
-                    accept_loop(listener, stopping, max_connections, stack_size, serve)
+                    accept_loop(
+                        listener,
+                        stopping,
+                        &speech,
+                        max_connections,
+                        stack_size,
+                        serve,
+                    )
                 })?
         };
         Ok(AcceptLoop {
@@ -156,19 +245,22 @@ impl Drop for AcceptLoop {
 }
 
 /// The heart of a thread-per-connection server: accepts connections until `stopping` is
-/// set, challenges each one and gives it its own thread (named `conn-<peer>`, with
-/// `stack_size` bytes of stack) that runs `serve`. A connection's error is logged and costs only that
+/// set, greets each one as `speech` says (a dsys port's challenge) and gives it its own
+/// thread (named `conn-<peer>` on a dsys port, with `stack_size` bytes of stack) that runs
+/// `serve`. A connection's error is logged and costs only that
 /// connection. Beyond `max_connections` open at once, a new connection gets a refusal
 /// instead of a thread. It runs on the thread of an [`AcceptLoop`], whose
 /// [`stop`](AcceptLoop::stop) sets `stopping` and then connects once to wake it.
-fn accept_loop<F>(
+fn accept_loop<G, F>(
     listener: TcpListener,
     stopping: Arc<AtomicBool>,
+    speech: &Speech<G>,
     max_connections: usize,
     stack_size: usize,
     serve: F,
 ) where
-    F: Fn(TcpStream, Challenge) -> Result<()> + Clone + Send + 'static,
+    G: Send + 'static,
+    F: Fn(TcpStream, G) -> Result<()> + Clone + Send + 'static,
 {
     let open = Arc::new(AtomicUsize::new(0));
     let mut refused: u64 = 0;
@@ -178,9 +270,13 @@ fn accept_loop<F>(
     for accepted in listener.incoming() {
         let stream = match accepted {
             Ok(stream) => Some(stream),
-            Err(e) if limits::is_out_of_descriptors(&e) => {
-                accept_at_the_limit(&listener, &mut spare, &open, &mut out_of_files)
-            }
+            Err(e) if limits::is_out_of_descriptors(&e) => accept_at_the_limit(
+                &listener,
+                speech.refuse,
+                &mut spare,
+                &open,
+                &mut out_of_files,
+            ),
             Err(e) => {
                 log::warn!("accept failed: {e}");
                 thread::sleep(ACCEPT_ERROR_PAUSE);
@@ -208,14 +304,14 @@ fn accept_loop<F>(
                      open (the limit)\" refused_so_far={refused}"
                 );
             }
-            refuse_busy(stream, max_connections);
+            refuse_busy(stream, speech.refuse, max_connections);
             continue;
         }
-        let challenge = send_challenge(&stream);
+        let challenge = (speech.greet)(&stream);
         let slot = OpenSlot::take(&open);
         let serve = serve.clone();
         let spawned = thread::Builder::new()
-            .name(format!("conn-{peer}"))
+            .name(format!("{}-{peer}", speech.conn))
             .stack_size(stack_size)
             .spawn(move || {
                 let _slot = slot; // given back when the connection ends, however it ends
@@ -266,10 +362,11 @@ impl Drop for OpenSlot {
     }
 }
 
-/// Tells a connection over the limit why it is closed ([`refuse_at_once`]).
-fn refuse_busy(stream: TcpStream, max_connections: usize) {
+/// Tells a connection over the limit why it is closed, in the port's words (`refuse`:
+/// [`refuse_at_once`] on a dsys port).
+fn refuse_busy(stream: TcpStream, refuse: fn(TcpStream, String), max_connections: usize) {
     let reason = format!("too many connections ({max_connections} open); try again later");
-    refuse_at_once(stream, reason);
+    refuse(stream, reason);
 }
 
 /// What the accept loop does when `accept()` failed for want of a descriptor. The kernel
@@ -290,6 +387,7 @@ fn refuse_busy(stream: TcpStream, max_connections: usize) {
 /// until then pauses and returns `None`: the newcomer waits for that, not for ever.
 fn accept_at_the_limit(
     listener: &TcpListener,
+    refuse: fn(TcpStream, String),
     spare: &mut SpareDescriptor,
     open: &AtomicUsize,
     out_of_files: &mut OutOfFiles,
@@ -309,7 +407,7 @@ fn accept_at_the_limit(
                 "server out of file descriptors ({connections} connections open); try \
                  another server"
             );
-            refuse_at_once(stream, reason);
+            refuse(stream, reason);
             spare.take_back();
             out_of_files.refused(&peer.to_string(), connections);
             None

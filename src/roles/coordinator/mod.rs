@@ -47,6 +47,7 @@
 mod claims;
 mod cuts;
 mod locate;
+pub mod metrics;
 mod probe;
 mod rebalance;
 mod registry;
@@ -97,6 +98,8 @@ pub struct Config {
     pub secret: Option<Secret>,
     /// Clients moved a second at most when rebalancing; `None`: no rebalancing.
     pub rebalance_pace: Option<u32>,
+    /// Where to serve the metrics over HTTP (`--metrics`); `None`: nowhere.
+    pub metrics: Option<String>,
 }
 
 impl Config {
@@ -109,6 +112,7 @@ impl Config {
             limits: net::ConnectionLimits::with_max_connections(DEFAULT_MAX_CONNECTIONS),
             secret: None,
             rebalance_pace: Some(DEFAULT_PACE),
+            metrics: None,
         }
     }
 }
@@ -237,6 +241,9 @@ pub struct CoordinatorHandle {
     accept: net::AcceptLoop,
     /// The `watchdog` thread, joined once `stop_tx` is dropped.
     watchdog: Option<JoinHandle<()>>,
+    /// The metrics port, with `--metrics`: the `metrics` thread, stopped with the accept
+    /// loop.
+    metrics: Option<net::metrics_http::MetricsPort>,
 }
 
 impl CoordinatorHandle {
@@ -249,6 +256,9 @@ impl CoordinatorHandle {
     fn shutdown(&mut self) {
         self.stop_tx.take();
         self.accept.stop();
+        if let Some(metrics) = &mut self.metrics {
+            metrics.stop();
+        }
         if let Some(watchdog) = self.watchdog.take() {
             let _ = watchdog.join();
         }
@@ -288,6 +298,18 @@ pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
             .name("watchdog".into())
             .spawn(move || watchdog_loop(coordinator, check_interval, stop_rx))?
     };
+    let metrics = match &config.metrics {
+        Some(addr) => {
+            let coordinator = coordinator.clone();
+            let render = move |out: &mut _| metrics::render(&coordinator, out);
+            Some(net::metrics_http::MetricsPort::start(
+                addr,
+                limits.handshake_timeout,
+                render,
+            )?)
+        }
+        None => None,
+    };
     let accept = net::AcceptLoop::start(
         listener,
         limits.max_connections,
@@ -301,6 +323,7 @@ pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
         stop_tx: Some(stop_tx),
         accept,
         watchdog: Some(watchdog),
+        metrics,
     })
 }
 

@@ -35,6 +35,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::metrics::Metrics;
 use super::registry::{Registry, plan_for_the_log};
 
 /// Default for `--rebalance-pace`: moves ordered a second, at most (see the module doc).
@@ -199,6 +200,8 @@ impl Registry {
             .map(|m| (m.client.clone(), m.to.clone()))
             .collect();
         log::info!("rebalance plan moves=[{}]", plan_for_the_log(&logged));
+        let m = &self.metrics;
+        Metrics::plan(&m.rebalance_plans, &m.rebalance_moves, moves.len());
         let r = &mut self.rebalance;
         r.credit -= moves.len() as f64;
         for m in moves {
@@ -287,6 +290,8 @@ impl Registry {
             return;
         }
         log::info!("drain plan from={addr} moves=[{}]", plan_for_the_log(&plan));
+        let m = &self.metrics;
+        Metrics::plan(&m.drain_plans, &m.drain_moves, plan.len());
         self.rebalance.drained(addr, plan.len());
         for (client, to) in plan {
             let order = Ordered {

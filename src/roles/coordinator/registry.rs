@@ -23,10 +23,12 @@
 //! [`Coordinator`](super::Coordinator) clone.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::claims::Claims;
 use super::cuts::Cuts;
+use super::metrics::Metrics;
 use super::rebalance::Rebalance;
 use super::watchdog::Probe;
 use crate::protocol::{Departure, ServerInfo};
@@ -78,6 +80,8 @@ pub struct Registry {
     pub(super) rebalance: Rebalance,
     /// Servers that heartbeat but cannot reach each other (`cuts.rs`).
     pub(super) cuts: Cuts,
+    /// The counters of `--metrics` (`metrics.rs`), shared with the scrape.
+    pub(super) metrics: Arc<Metrics>,
 }
 
 /// What [`handle_heartbeat`] decided.
@@ -299,19 +303,25 @@ fn retire(registry: &mut Registry, addr: &str, how: Retired) {
     registry.rebalance.server_gone(addr);
     registry.cuts.server_gone(addr);
     match how {
-        Retired::Dead => log::info!(
-            "server declared dead addr={addr} epoch={epoch} clients={}",
-            orphans.len()
-        ),
-        Retired::Left => log::info!(
-            "server left addr={addr} epoch={epoch} clients={} (a planned stop{})",
-            orphans.len(),
-            if orphans.is_empty() {
-                ": every client had moved"
-            } else {
-                "; the clients still on it fail over"
-            }
-        ),
+        Retired::Dead => {
+            Metrics::one(&registry.metrics.declared_dead);
+            log::info!(
+                "server declared dead addr={addr} epoch={epoch} clients={}",
+                orphans.len()
+            )
+        }
+        Retired::Left => {
+            Metrics::one(&registry.metrics.left);
+            log::info!(
+                "server left addr={addr} epoch={epoch} clients={} (a planned stop{})",
+                orphans.len(),
+                if orphans.is_empty() {
+                    ": every client had moved"
+                } else {
+                    "; the clients still on it fail over"
+                }
+            )
+        }
     }
     // Earlier plans for these clients are void: they are about to be planned again, and
     // must not count as load where they were going.
@@ -320,6 +330,8 @@ fn retire(registry: &mut Registry, addr: &str, how: Retired) {
     }
     let plan = redistribute_clients(&orphans, &registry.loads());
     if !orphans.is_empty() {
+        let m = &registry.metrics;
+        Metrics::plan(&m.redistribution_plans, &m.redistribution_moves, plan.len());
         log::info!(
             "redistribution plan from={addr} moves=[{}]",
             plan_for_the_log(&plan)

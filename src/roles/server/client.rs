@@ -31,12 +31,13 @@
 //! this connection, with the reason logged.
 
 use std::cell::Cell;
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::hub::{self, Hub, Origin};
+use super::metrics::Metrics;
 use super::write::{Pen, Pens};
 use super::{READY_WAIT, Shared, claim};
 use crate::error::{Error, Result};
@@ -303,6 +304,14 @@ pub(super) fn register_client<'a>(
         .register(&name, resume, stream.clone(), millis(keepalive))
     {
         Ok(registration) => {
+            let m = &*shared.metrics;
+            if resuming {
+                Metrics::add(&m.resumes, 1);
+            } else {
+                Metrics::add(&m.registrations, 1);
+            }
+            // The replay: every frame after `Registered` is one message delivered.
+            Metrics::add(&m.deliveries_out, registration.initial.len() as u64 - 1);
             let how = if resuming { "resumed" } else { "registered" };
             log::info!(
                 "client {how} name={name} peer={peer} server={} replay={}",
@@ -357,7 +366,8 @@ impl Registered<'_> {
         // calls of a keepalive; a larger body is read straight into place, past the buffer.
         // A client that publishes gets PUBLISHER_READ_AHEAD instead, once nothing is left
         // in the small buffer (so no byte read ahead is lost in the swap).
-        let mut reader = BufReader::with_capacity(READ_AHEAD, &*self.stream);
+        let counted = |stream| Counted(stream, &shared.metrics);
+        let mut reader = BufReader::with_capacity(READ_AHEAD, counted(&*self.stream));
         // The pens of the clients each publish reaches (and of this client, for its acks):
         // this thread writes for them once it has taken in every whole frame it has read,
         // before it could wait in a read or write to its own socket (`write/through.rs`).
@@ -390,6 +400,7 @@ impl Registered<'_> {
             match message {
                 Message::Publish { seq, body } => {
                     if let Err(reason) = check_body(&body) {
+                        Metrics::add(&shared.metrics.publishes_refused, 1);
                         if !self.publish(&mut publishes, shared, &mut pens) {
                             return Ok(SessionEnd::Replaced);
                         }
@@ -399,7 +410,8 @@ impl Registered<'_> {
                     log::debug!("publish name={name} seq={seq}");
                     publishes.push((seq, body));
                     if reader.capacity() < PUBLISHER_READ_AHEAD && reader.buffer().is_empty() {
-                        reader = BufReader::with_capacity(PUBLISHER_READ_AHEAD, &*self.stream);
+                        reader =
+                            BufReader::with_capacity(PUBLISHER_READ_AHEAD, counted(&*self.stream));
                     }
                 }
                 Message::Keepalive => {
@@ -407,7 +419,7 @@ impl Registered<'_> {
                     // A client sends keepalives only when it has sent nothing else for a
                     // while: a publisher that went quiet gives its read-ahead back.
                     if reader.capacity() > READ_AHEAD && reader.buffer().is_empty() {
-                        reader = BufReader::with_capacity(READ_AHEAD, &*self.stream);
+                        reader = BufReader::with_capacity(READ_AHEAD, counted(&*self.stream));
                     }
                 }
                 Message::Deregister => return Ok(SessionEnd::Deregistered),
@@ -480,6 +492,19 @@ impl Registered<'_> {
             shared.pool.hand_over(pen);
         }
         Ok(())
+    }
+}
+
+/// A client's socket as its read loop reads it, counting the bytes read for the metrics:
+/// one add per read, which brings a whole batch of frames.
+struct Counted<'a>(&'a TcpStream, &'a Metrics);
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut stream = self.0;
+        let n = stream.read(buf)?;
+        Metrics::add(&self.1.client_bytes_in, n as u64);
+        Ok(n)
     }
 }
 

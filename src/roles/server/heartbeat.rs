@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{never, select, tick};
 
 use super::leave::Drained;
+use super::metrics::Metrics;
 use super::{Shared, peers};
 use crate::error::{Error, Result};
 use crate::net;
@@ -261,6 +262,7 @@ fn send_heartbeat(shared: &Shared, link: &mut Option<Link>, departure: Departure
             };
             for (client, to) in moves {
                 if shared.hub.order_move(&client, &to) {
+                    Metrics::add(&shared.metrics.moves_out, 1);
                     log::info!("told client to move name={client} to={to} ({why})");
                 }
             }

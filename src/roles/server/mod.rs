@@ -65,6 +65,7 @@ mod client;
 mod heartbeat;
 pub mod hub;
 mod leave;
+pub mod metrics;
 mod peers;
 mod trim;
 mod write;
@@ -85,6 +86,7 @@ use crate::support::{limits, memory};
 use hub::{Hub, Limits};
 pub use leave::DEFAULT_DRAIN_TIMEOUT;
 use leave::{Drained, Leave, LeaveControl};
+use metrics::Metrics;
 
 /// Default for `--max-clients`. An idle client costs one thread with a small stack
 /// ([`THREAD_STACK`]) and one descriptor; `docs/thread-per-connection.md` has the measured
@@ -168,6 +170,8 @@ pub struct Config {
     pub secret: Option<Secret>,
     /// How long a planned stop may take (see [`DEFAULT_DRAIN_TIMEOUT`]).
     pub drain_timeout: Duration,
+    /// Where to serve the metrics over HTTP (`--metrics`); `None`: nowhere.
+    pub metrics: Option<String>,
 }
 
 impl Config {
@@ -187,6 +191,7 @@ impl Config {
             max_name_len: DEFAULT_MAX_NAME_LEN,
             secret: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            metrics: None,
         }
     }
 }
@@ -215,6 +220,8 @@ struct Shared {
     stop_rx: Receiver<()>,
     /// A planned stop under way, or not ([`leave`]).
     leave: Leave,
+    /// The counters of `--metrics` ([`metrics`]); counted whether or not they are served.
+    metrics: Arc<Metrics>,
 }
 
 /// A running server: its address and a way to stop it.
@@ -235,6 +242,9 @@ pub struct ServerHandle {
     threads: Vec<JoinHandle<()>>,
     /// Starts a planned stop and hears how it ended ([`ServerHandle::leave`]).
     leave: LeaveControl,
+    /// The metrics port, with `--metrics`: the `metrics` thread, stopped with the accept
+    /// loop.
+    metrics: Option<net::metrics_http::MetricsPort>,
 }
 
 impl ServerHandle {
@@ -288,6 +298,9 @@ impl ServerHandle {
             let _ = heartbeat.join();
         }
         self.accept.stop();
+        if let Some(metrics) = &mut self.metrics {
+            metrics.stop();
+        }
         self.hub.shut_down();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -338,6 +351,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
     let half_window = byte_bounds(config.history_bytes);
     // Jobs for client writer threads, at most one per client: a job goes with the pen.
     let (pool, pool_rx) = write::Pool::channel();
+    let metrics = Arc::new(Metrics::default());
     let hub = Hub::new(
         addr.clone(),
         Limits {
@@ -353,6 +367,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         },
         config.secret.clone(),
         pool.clone(),
+        metrics.clone(),
     );
     let (stop_tx, stop_rx) = bounded::<()>(0);
     let (leave, leave_control) = leave::leave();
@@ -373,6 +388,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         secret: config.secret.clone(),
         stop_rx,
         leave,
+        metrics,
     };
     let pool = {
         let stop_rx = shared.stop_rx.clone();
@@ -393,6 +409,19 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             .name("trim".into())
             .spawn(move || trim::trim_loop(shared))?
     };
+    let metrics_port = match &config.metrics {
+        Some(addr) => {
+            let shared = shared.clone();
+            let render = move |out: &mut _| metrics::render(&shared, out);
+            let head_timeout = config.limits.handshake_timeout;
+            Some(net::metrics_http::MetricsPort::start(
+                addr,
+                head_timeout,
+                render,
+            )?)
+        }
+        None => None,
+    };
     let max_connections = config.limits.max_connections;
     let accept = net::AcceptLoop::start(
         listener,
@@ -408,6 +437,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         heartbeat: Some(heartbeat),
         threads: vec![pool, trim],
         leave: leave_control,
+        metrics: metrics_port,
     })
 }
 

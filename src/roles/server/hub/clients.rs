@@ -168,7 +168,7 @@ impl Hub {
             let conn = state.next_id;
             let (outbox_tx, outbox_rx) = outbox(limits.client_queue, limits.client_queue_bytes);
             let name: Arc<str> = name.into();
-            let side = WriteSide::new(name.clone(), conn, stream, outbox_rx);
+            let side = WriteSide::new(name.clone(), conn, stream, outbox_rx, self.metrics.clone());
             // The connection thread holds the pen from the start: it writes `initial` itself.
             let pen = side.take_pen().expect("a new outbox's pen is down");
             let client = LocalClient {

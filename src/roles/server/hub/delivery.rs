@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use super::clients::{Clients, LocalClient};
 use super::history::History;
-use super::{CatchUp, CatchUpSource, Cutoffs, Frame, Hub, Pen};
+use super::{CatchUp, CatchUpSource, Cutoffs, Frame, Hub, Metrics, Pen};
 use crate::net;
 use crate::protocol::Message;
 
@@ -48,11 +48,24 @@ impl Hub {
     /// is removed with the reason, for the writer to send: it is too slow to be served from
     /// memory. It then resumes like any failed-over client and reports the loss as a gap.
     pub fn catch_up(&self, name: &str, conn: u64) -> CatchUp {
+        let mut delivered = 0;
         let result = self.with_state(|state, _, _| {
-            state
-                .clients
-                .catch_up(name, conn, &state.history, &state.addr, &mut state.taken)
+            state.clients.catch_up(
+                name,
+                conn,
+                &state.history,
+                &state.addr,
+                &mut state.taken,
+                &mut delivered,
+            )
         });
+        let m = &*self.metrics;
+        Metrics::add(&m.deliveries_out, delivered);
+        match result {
+            CatchUp::Done => Metrics::add(&m.catch_ups, 1),
+            CatchUp::FellBehind(_) => Metrics::add(&m.slow_consumer_cutoffs, 1),
+            CatchUp::Behind | CatchUp::Gone => {}
+        }
         // The client needs less of the window now (or nothing: it left); a publish
         // waiting for room may go on.
         self.room.notify_all();
@@ -71,20 +84,23 @@ impl CatchUpSource for Hub {
 impl Clients {
     /// Fan-out: the shared frames (one message, or a run of them) whose last was stored as
     /// number `arrival`, to every local client except their sender `session`; the pen of a
-    /// client nobody writes to goes into `taken`.
+    /// client nobody writes to goes into `taken`. Returns how many clients it was queued for
+    /// (one that is behind gets it later, from the window).
     pub(super) fn fan_out(
         &mut self,
         session: u64,
         frame: &Frame,
         arrival: u64,
         taken: &mut Vec<Pen>,
-    ) {
+    ) -> u64 {
+        let mut queued = 0;
         for client in self.by_name.values_mut() {
             if client.session != session {
-                client.queue_live(frame, arrival);
+                queued += u64::from(client.queue_live(frame, arrival));
                 client.see_written(taken);
             }
         }
+        queued
     }
 
     /// Queues to each sender in `highest` (session to `seq`) the ack of its messages up to
@@ -113,7 +129,7 @@ impl Clients {
 
     /// [`Hub::catch_up`](super::Hub::catch_up), under the lock: refills the outbox of `name`
     /// (connection `conn`) from `history`. `addr`, this server's, goes into the reason given
-    /// to a client that fell behind the window.
+    /// to a client that fell behind the window. Adds the messages it queued to `delivered`.
     pub(super) fn catch_up(
         &mut self,
         name: &str,
@@ -121,6 +137,7 @@ impl Clients {
         history: &History,
         addr: &str,
         taken: &mut Vec<Pen>,
+        delivered: &mut u64,
     ) -> CatchUp {
         let Some(client) = self.by_name.get_mut(name).filter(|c| c.conn == conn) else {
             return CatchUp::Gone;
@@ -147,8 +164,11 @@ impl Clients {
         }
         for stored in history.after(client.last_queued) {
             let meant_for_it = stored.live && stored.session != client.session;
-            if meant_for_it && !client.outbox_tx.try_push(stored.frame.clone()) {
-                return CatchUp::Behind;
+            if meant_for_it {
+                if !client.outbox_tx.try_push(stored.frame.clone()) {
+                    return CatchUp::Behind;
+                }
+                *delivered += 1;
             }
             client.last_queued = stored.arrival;
         }
@@ -162,14 +182,17 @@ impl LocalClient {
     /// client is marked behind instead: the hub stops queuing live frames for it, and its
     /// writer fetches what it missed from the history window ([`Clients::catch_up`]). So a
     /// client that is slow for a moment holds no one back and loses nothing.
-    fn queue_live(&mut self, frame: &Frame, arrival: u64) {
+    /// Returns whether it was queued.
+    fn queue_live(&mut self, frame: &Frame, arrival: u64) -> bool {
         if self.outbox_tx.is_behind() {
-            return; // catch_up will find this frame in the window
+            return false; // catch_up will find this frame in the window
         }
         if self.outbox_tx.try_push(frame.clone()) {
             self.last_queued = arrival;
+            true
         } else {
             self.mark_behind();
+            false
         }
     }
 

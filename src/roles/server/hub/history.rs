@@ -159,6 +159,11 @@ impl History {
     }
 
     /// The arrival number of the last stored message (0 before the first).
+    /// The payload bytes the window holds.
+    pub(super) fn window_bytes(&self) -> usize {
+        self.window_bytes
+    }
+
     pub(super) fn last_arrival(&self) -> u64 {
         self.arrivals
     }

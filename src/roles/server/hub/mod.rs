@@ -75,6 +75,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use super::metrics::Metrics;
 use super::write::{CatchUp, CatchUpSource, Frame, Pen, Pens, Pool, WriteSide};
 use crate::auth::Secret;
 use crate::protocol::{Body, deliver_frames, relay_frame};
@@ -192,6 +193,9 @@ pub struct Hub {
     /// Where a pen taken under the lock goes when the thread that took it does not write
     /// for it itself: the pool (see [`Locked`]).
     pool: Pool,
+    /// The server's counters (`metrics.rs`). Counted after the lock is let go where the
+    /// count is known by then: a publish adds its deliveries once, for the whole batch.
+    metrics: Arc<Metrics>,
 }
 
 /// Everything behind the hub's lock.
@@ -221,6 +225,16 @@ struct State {
     relay: Relay,
 }
 
+/// What a scrape of the metrics reads from the hub ([`Hub::gauges`]).
+pub struct Gauges {
+    /// Clients registered.
+    pub clients: usize,
+    /// Payload bytes in the history window.
+    pub history_bytes: usize,
+    /// Live peers with a connected link.
+    pub peer_links_up: usize,
+}
+
 /// Clients cut off under the lock, whose sockets are shut down after it is released.
 type Cutoffs = Vec<Arc<TcpStream>>;
 
@@ -228,7 +242,14 @@ impl Hub {
     /// A hub for the server advertised at `addr`, in a cluster with `secret` (if any). It
     /// hands a [`Pen`] to `pool` whenever a client with no writer thread has
     /// something to be written that the calling thread does not write itself.
-    pub fn new(addr: String, limits: Limits, secret: Option<Secret>, pool: Pool) -> Hub {
+    /// Counts in `metrics`.
+    pub fn new(
+        addr: String,
+        limits: Limits,
+        secret: Option<Secret>,
+        pool: Pool,
+        metrics: Arc<Metrics>,
+    ) -> Hub {
         Hub {
             state: Arc::new(Mutex::new(State {
                 addr,
@@ -239,6 +260,7 @@ impl Hub {
             limits,
             secret,
             pool,
+            metrics,
         }
     }
 
@@ -296,6 +318,7 @@ impl Hub {
         let mut state = self.lock();
         let mut run = Run::default();
         let mut current = true;
+        let mut taken_in = 0;
         for arrival in arrivals {
             state = match self.wait_for_room(state, &arrival, &mut run, pens) {
                 Ok(state) => state,
@@ -308,13 +331,46 @@ impl Hub {
                 break;
             }
             state.take_in(arrival, &self.limits, &mut run);
+            taken_in += 1;
         }
         if let (true, Origin::Peer { addr, epoch, index }) = (current, &origin) {
             state.relay.note_received(addr, *epoch, *index);
         }
         state.settle(&mut run);
         pens.add(state.taken.drain(..));
+        drop(state);
+        self.count_publish(&origin, taken_in, messages.len() - taken_in, run.delivered);
         current
+    }
+
+    /// Counts, with the lock let go, what one [`Hub::publish`] did: `taken_in` messages from
+    /// `origin`, `refused` more from a stale one, and `delivered` handed to local clients.
+    fn count_publish(&self, origin: &Origin, taken_in: usize, refused: usize, delivered: u64) {
+        let m = &*self.metrics;
+        match origin {
+            Origin::Local { .. } => {
+                Metrics::add(&m.publishes, taken_in as u64);
+                if refused > 0 {
+                    Metrics::add(&m.publishes_refused, refused as u64);
+                }
+            }
+            Origin::Peer { .. } => Metrics::add(&m.relays_in, taken_in as u64),
+            Origin::PeerHistory { .. } => {}
+        }
+        if delivered > 0 {
+            Metrics::add(&m.deliveries_out, delivered);
+        }
+    }
+
+    /// The gauges of the metrics, read under one short hold of the lock: a count of the
+    /// peers is all that takes time, and a server has a handful.
+    pub fn gauges(&self) -> Gauges {
+        let state = self.lock();
+        Gauges {
+            clients: state.clients.len(),
+            history_bytes: state.history.window_bytes(),
+            peer_links_up: state.relay.links_up(),
+        }
     }
 
     /// Returns the lock once there is room for `arrival` ([`State::has_room`]), or, as `Err`,
@@ -389,6 +445,11 @@ fn encode(origin: &Origin, from: &str, session: u64, messages: &[(u64, Body)]) -
 struct Run {
     /// The sender's session, the frames, and the arrival number of the last of them.
     pending: Option<(u64, Frame, u64)>,
+    /// How many messages `pending` holds.
+    messages: u64,
+    /// Messages handed to recipients' outboxes so far: each run's messages times the
+    /// clients that took it, for the metrics.
+    delivered: u64,
 }
 
 impl Run {
@@ -403,6 +464,7 @@ impl Run {
             Some(joined) => {
                 *run_frame = joined;
                 *last = arrival;
+                self.messages += 1;
                 true
             }
             None => false,
@@ -462,6 +524,7 @@ impl State {
                 if !run.extend(session, &deliver, arrival) {
                     self.fan_out(run);
                     run.pending = Some((session, deliver, arrival));
+                    run.messages = 1;
                 }
             }
             Verdict::Backfill => self
@@ -477,8 +540,10 @@ impl State {
     /// Puts the messages of `run` in the outbox of every local client but their sender.
     fn fan_out(&mut self, run: &mut Run) {
         if let Some((session, frames, last)) = run.pending.take() {
-            self.clients
+            let recipients = self
+                .clients
                 .fan_out(session, &frames, last, &mut self.taken);
+            run.delivered += run.messages * recipients;
         }
     }
 

@@ -259,6 +259,14 @@ impl Relay {
         self.peers.iter().map(|(addr, p)| (addr.as_str(), p.epoch))
     }
 
+    /// How many live peers have a connected link (a peer-out thread holding its queue).
+    pub(super) fn links_up(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| p.outbox_tx.is_some())
+            .count()
+    }
+
     /// How many peers are live.
     pub(super) fn peer_count(&self) -> usize {
         self.peers.len()

@@ -49,7 +49,9 @@
 //!
 //! **Nothing here looks up.** The hub uses this folder; nothing in it names the hub, the
 //! connection threads or the peers. A writer reaches the history window through
-//! [`CatchUpSource`], which the hub implements.
+//! [`CatchUpSource`], which the hub implements. The one thing it names above it is the
+//! server's `Metrics` (`metrics.rs`), a leaf: a [`WriteSide`] counts the bytes its pen puts
+//! on the socket, and a writer the clients it cuts off.
 
 mod outbox;
 mod pen;

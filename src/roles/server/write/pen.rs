@@ -25,6 +25,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use super::WRITE_BUFFER;
 use super::outbox::OutboxReceiver;
 use crate::net;
+use crate::roles::server::metrics::Metrics;
 
 /// What it takes to write one client's socket, and the only place its [`Pen`] comes from.
 /// The hub holds one for each client (`LocalClient`), the client's connection thread
@@ -47,15 +48,20 @@ struct Side {
     /// other side, so a pen is never left in a channel nobody reads.
     handoff_tx: Sender<Pen>,
     handoff_rx: Receiver<Pen>,
+    /// The server's counters: every byte this side puts on the socket is counted here,
+    /// one add per send.
+    metrics: Arc<Metrics>,
 }
 
 impl WriteSide {
-    /// The write side of client `name` on connection `conn`, over `stream` and `outbox`.
+    /// The write side of client `name` on connection `conn`, over `stream` and `outbox`,
+    /// counting what it writes in `metrics`.
     pub fn new(
         name: Arc<str>,
         conn: u64,
         stream: Arc<TcpStream>,
         outbox: OutboxReceiver,
+        metrics: Arc<Metrics>,
     ) -> WriteSide {
         let (handoff_tx, handoff_rx) = bounded(0);
         WriteSide(Arc::new(Side {
@@ -65,6 +71,7 @@ impl WriteSide {
             outbox,
             handoff_tx,
             handoff_rx,
+            metrics,
         }))
     }
 
@@ -101,6 +108,16 @@ impl WriteSide {
     /// The client's outbox: what the holder of the pen writes.
     pub fn outbox(&self) -> &OutboxReceiver {
         &self.0.outbox
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// Counts `n` bytes put on the socket.
+    fn sent(&self, n: usize) {
+        Metrics::add(&self.0.metrics.client_bytes_out, n as u64);
     }
 }
 
@@ -139,7 +156,11 @@ impl Pen {
             self.buffer.extend_from_slice(bytes);
             return Ok(false);
         }
-        match net::send_now(&self.side.0.stream, bytes) {
+        let sent = net::send_now(&self.side.0.stream, bytes);
+        if let Ok(n) = sent {
+            self.side.sent(n);
+        }
+        match sent {
             Ok(sent) if sent == bytes.len() => Ok(true),
             Ok(sent) => {
                 self.buffer.extend_from_slice(&bytes[sent..]);
@@ -188,7 +209,9 @@ impl Write for Pen {
         }
         if bytes.len() >= WRITE_BUFFER {
             // A file chunk: straight to the socket, with nothing buffered before it.
-            return (&*self.side.0.stream).write(bytes);
+            let written = (&*self.side.0.stream).write(bytes)?;
+            self.side.sent(written);
+            return Ok(written);
         }
         self.buffer.extend_from_slice(bytes);
         Ok(bytes.len())
@@ -197,6 +220,7 @@ impl Write for Pen {
     fn flush(&mut self) -> io::Result<()> {
         if !self.buffer.is_empty() {
             (&*self.side.0.stream).write_all(&self.buffer)?;
+            self.side.sent(self.buffer.len());
             self.buffer.clear();
         }
         Ok(())
@@ -217,7 +241,7 @@ mod tests {
         let (server, _) = listener.accept().unwrap();
         let (tx, rx) = outbox(10, 1000);
         (
-            WriteSide::new("bob".into(), 1, Arc::new(server), rx),
+            WriteSide::new("bob".into(), 1, Arc::new(server), rx, Arc::default()),
             tx,
             client,
         )

@@ -45,6 +45,7 @@ use super::pen::Pen;
 use super::writer_loop::{Ended, Flow, WhenIdle, write_frames};
 use crate::net;
 use crate::protocol::Message;
+use crate::roles::server::metrics::Metrics;
 use crate::support::limits;
 
 /// The way into the pool: where a pen goes when its holder will not write what waits. The
@@ -298,6 +299,7 @@ fn run_writer(pen: Pen, source: &dyn CatchUpSource, crowded: &AtomicBool) {
         if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
             // The client has let its socket buffer stay full for the whole write timeout:
             // it has stopped reading. It resumes from the history window.
+            Metrics::add(&side.metrics().slow_consumer_cutoffs, 1);
             log::warn!(
                 "slow consumer cut off name={name} peer={} reason=\"a write blocked for the \
                  write timeout; the client has stopped reading\"",

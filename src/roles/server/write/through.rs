@@ -145,7 +145,7 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         let (tx, rx) = outbox(1_000, 64 * 1024 * 1024);
-        let side = WriteSide::new("bob".into(), 1, Arc::new(server), rx);
+        let side = WriteSide::new("bob".into(), 1, Arc::new(server), rx, Arc::default());
         let pen = side.take_pen().expect("a new outbox's pen is down");
         (pen, side, tx, client)
     }
