@@ -1,6 +1,6 @@
-//! The `dsys` command line: parse the arguments, start the logger, run one role, and turn
-//! its result into the exit status of `CONTRACT.md` (0 success, 1 runtime failure with one
-//! line on stderr, 2 usage error — clap exits with 2 on its own).
+//! The `dsys` command line: parse the arguments, start the logger, run one role or tool, and
+//! turn its result into the exit status of `CONTRACT.md` (0 success, 1 runtime failure with
+//! one line on stderr, 2 usage error — clap exits with 2 on its own).
 //!
 //! Everything else lives in the library (`src/lib.rs`), so tests and the demo start the
 //! same roles this file does.
@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use dsys::roles::{bench, client, coordinator, demo, server, status};
+use dsys::roles::{client, coordinator, server};
+use dsys::tools::{bench, demo, status};
 use dsys::{DEFAULT_COORDINATOR, Error};
 
 /// A small distributed messaging system: a coordinator, servers and clients.
@@ -103,7 +104,7 @@ enum Command {
         /// Longest client name accepted (names use letters, digits, '-', '_' and '.'). With
         /// --max-clients, bounded so that every name fits in one heartbeat (1 MiB): 10,000
         /// clients allow names of up to 102 bytes.
-        #[arg(long, value_name = "BYTES", default_value_t = server::DEFAULT_MAX_NAME_LEN, value_parser = clap::value_parser!(u16).range(1..=server::MAX_NAME_LEN_LIMIT as i64).map(usize::from))]
+        #[arg(long, value_name = "BYTES", default_value_t = server::DEFAULT_MAX_NAME_LEN, value_parser = clap::value_parser!(u16).range(1..=dsys::protocol::MAX_NAME_LEN_LIMIT as i64).map(usize::from))]
         max_name_len: usize,
         /// On SIGTERM or SIGINT the server moves its clients to the other servers before it
         /// stops (a planned stop); this is how long that may take (milliseconds) before it
@@ -211,7 +212,7 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         rate: Option<u64>,
         /// Bytes of text per message (at least 16: the send time it carries).
-        #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(dsys::roles::bench::MIN_SIZE as i64..=dsys::protocol::MAX_PAYLOAD_LEN as i64).map(|n| n as usize))]
+        #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(dsys::tools::bench::MIN_SIZE as i64..=dsys::protocol::MAX_PAYLOAD_LEN as i64).map(|n| n as usize))]
         size: usize,
         /// Messages a publisher may have sent and not yet had acknowledged.
         #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|n| n as usize))]

@@ -389,7 +389,7 @@ fn a_server_that_refuses_says_why() {
 
 /// Three servers of 10,000 clients with 32-byte names: over a megabyte of names, more than
 /// one frame may carry. `dsys status --output json` must still list every one; the
-/// coordinator sends the report in parts (`status::report_frames`). The three servers are
+/// coordinator sends the report in parts (`protocol::report_frames`). The three servers are
 /// played from here: each heartbeats its names once, then keeps heartbeating (without them)
 /// until the test ends, so none is declared dead meanwhile.
 #[test]

@@ -46,8 +46,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
-use dsys::roles::bench::Histogram;
 use dsys::support::cpu::cpu_time;
+use dsys::tools::bench::Histogram;
 
 use check::{Check, PAYLOAD_LEN, Tally};
 use publisher::{Credits, Job};

@@ -18,7 +18,7 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use dsys::roles::bench::when_due;
+use dsys::tools::bench::when_due;
 
 use crate::lean::Wire;
 use crate::lean::check::{PAYLOAD_LEN, Payload, WARM_UP_SEQ};

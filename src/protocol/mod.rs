@@ -21,6 +21,10 @@
 //!   This is the page to read first; the other two are how it becomes bytes.
 //! - `message_path.rs`: the frames every message makes on its way through a server, built
 //!   and read without extra copies (same encoding, from borrowed parts).
+//! - `status_report.rs`: the status reply cut into frames and joined back, both sides of
+//!   it, for the coordinator that cuts and for whoever asked.
+//! - `names.rs`: the name rule, which the server applies to every name that registers and
+//!   the client to its own name before it tries.
 //!
 //! Nothing a peer sends can make this module allocate more than [`MAX_FRAME_LEN`] bytes for
 //! one frame: the length prefix is checked before the buffer is allocated, the buffer grows
@@ -35,6 +39,8 @@
 mod codec;
 mod encoding;
 mod message_path;
+mod names;
+mod status_report;
 
 pub use codec::{
     CLOSED_INSIDE_A_FRAME, MAX_FRAME_LEN, holds_whole_frame, read_frame, read_frame_into,
@@ -42,6 +48,8 @@ pub use codec::{
 };
 pub use encoding::RELAY_INDEX_BYTES;
 pub use message_path::{DeliverRef, deliver_frame, deliver_frames, relay_frame};
+pub use names::{MAX_NAME_LEN_LIMIT, valid_name};
+pub use status_report::{join_report, report_frames};
 
 /// The protocol version carried in every [`Message::Hello`]. A peer that speaks another
 /// version is refused with a clear [`Message::Error`] instead of being misread.

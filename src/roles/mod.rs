@@ -1,11 +1,7 @@
-//! The six subcommands, one module each: `dsys <role>` runs `roles::<role>::run`.
-//! `children` starts coordinators and servers as child processes for the two that run a
-//! whole cluster on one machine (`demo` and `bench`).
+//! The three roles of the system, one module each: `dsys <role>` runs `roles::<role>::run`.
+//! A coordinator, servers and clients are the whole system; what runs a cluster for you
+//! (`dsys status`, `dsys demo`, `dsys bench`) is in `tools/`.
 
-pub mod bench;
-pub mod children;
 pub mod client;
 pub mod coordinator;
-pub mod demo;
 pub mod server;
-pub mod status;

@@ -349,7 +349,7 @@ impl Printer {
 /// rule at its most lenient (servers may be stricter, and then refuse it), and every
 /// `--send-file`. A file that changes after this check is reported when its turn comes.
 fn check_before_registering(config: &Config) -> Result<()> {
-    crate::roles::server::valid_name(&config.name, crate::roles::server::MAX_NAME_LEN_LIMIT)
+    crate::protocol::valid_name(&config.name, crate::protocol::MAX_NAME_LEN_LIMIT)
         .map_err(|why| Error::Failed(format!("cannot register: {why}")))?;
     for path in &config.send_files {
         files::Outgoing::open(path, config.max_file_size)

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use super::{Coordinator, claim_name};
 use crate::error::Result;
 use crate::net;
+use crate::protocol::{MAX_NAME_LEN_LIMIT, valid_name};
 use crate::protocol::{Message, write_message};
-use crate::roles::server::{MAX_NAME_LEN_LIMIT, valid_name};
 
 /// A server's claim on a name for a client it is about to register: one request, one reply
 /// ([`Coordinator::claim`]).

@@ -18,8 +18,8 @@ use std::time::Instant;
 use super::{Coordinator, Registry, no_live_server, probe, registry};
 use crate::error::Result;
 use crate::net;
+use crate::protocol::{MAX_NAME_LEN_LIMIT, valid_name};
 use crate::protocol::{Message, write_message};
-use crate::roles::server::{MAX_NAME_LEN_LIMIT, valid_name};
 
 impl Coordinator {
     /// Answers a client's "which server?". Blocks while it settles a suspect.

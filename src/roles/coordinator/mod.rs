@@ -461,8 +461,8 @@ fn serve_status(
         return net::refuse(&stream, "expected StatusQuery");
     };
     // Ten thousand names on each of a few servers do not fit one frame: the report goes in
-    // as many parts as it needs (`status::report_frames`).
-    for part in crate::roles::status::report_frames(coordinator.status()) {
+    // as many parts as it needs (`protocol::report_frames`).
+    for part in crate::protocol::report_frames(coordinator.status()) {
         write_message(&mut stream, &part)?;
     }
     Ok(())

@@ -394,7 +394,7 @@ impl Registry {
     }
 
     /// Every known server with all its clients, for `dsys status`. The report goes out in
-    /// as many frames as the names need (`status::report_frames`).
+    /// as many frames as the names need (`protocol::report_frames`).
     pub(super) fn all_servers(&self) -> Vec<ServerInfo> {
         let mut all: Vec<ServerInfo> = self.servers.iter().map(|(a, s)| info(a, s)).collect();
         all.sort_by(|a, b| a.addr.cmp(&b.addr));

@@ -135,11 +135,9 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// stacks let a server hold thousands of connections.
 const THREAD_STACK: usize = 256 * 1024;
 /// Default for `--max-name-len`: the longest accepted client name (in bytes, which the
-/// alphabet makes characters). Names travel in every message and every status report.
+/// alphabet makes characters). Names travel in every message and every status report. The
+/// highest is the name rule's own, [`MAX_NAME_LEN_LIMIT`](crate::protocol::MAX_NAME_LEN_LIMIT).
 pub const DEFAULT_MAX_NAME_LEN: usize = 32;
-/// The highest `--max-name-len`, and what a client checks its own name against before it
-/// registers: plenty for a name, and far below the 64 KiB a string on the wire may hold.
-pub const MAX_NAME_LEN_LIMIT: usize = 255;
 
 /// How a server is set up (`dsys server` flags).
 #[derive(Debug, Clone)]
@@ -164,7 +162,7 @@ pub struct Config {
     pub stall_timeout: Duration,
     /// See [`DEFAULT_WRITE_TIMEOUT`].
     pub write_timeout: Duration,
-    /// Longest client name accepted (see [`valid_name`]).
+    /// Longest client name accepted (see [`valid_name`](crate::protocol::valid_name)).
     pub max_name_len: usize,
     /// The cluster secret every connection must prove, when the cluster has one.
     pub secret: Option<Secret>,
@@ -530,5 +528,3 @@ fn serve_connection(stream: TcpStream, challenge: net::Challenge, shared: &Share
         None => Ok(()),
     }
 }
-
-pub use client::valid_name;

@@ -17,8 +17,9 @@ use std::time::Duration;
 use crossbeam_channel::select;
 
 use super::{Connection, Error, Event, Message, Result, Session, locate};
+use crate::auth::Secret;
 use crate::net;
-use crate::protocol::Resume;
+use crate::protocol::{Resume, Role, join_report, read_message};
 
 /// How long the first registration may take before the client gives up (exit status 1).
 const FIRST_REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,7 +83,7 @@ impl Session {
     /// bounded by its own timeout; the session has not started, so nothing waits on it.
     fn warn_without_coordinator(&self, server: &str) {
         let coordinator = &self.config.coordinator;
-        if let Err(e) = crate::roles::status::query(coordinator, self.config.secret.as_ref()) {
+        if let Err(e) = ask_status(coordinator, self.config.secret.as_ref()) {
             self.emit(Event::Warning {
                 message: format!(
                     "registered on {server} without a coordinator ({e}): the name was checked \
@@ -252,4 +253,26 @@ impl Session {
         }
         Ok(count)
     }
+}
+
+/// How long the check for a coordinator waits for its answer, as `dsys status` does.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One status query to the coordinator at `coordinator`, read to its last part: `Ok` when a
+/// coordinator answers as one does. (`dsys status` asks the same question and prints the
+/// answer; both join the parts with the protocol's [`join_report`].)
+fn ask_status(coordinator: &str, secret: Option<&Secret>) -> Result<()> {
+    let unreachable = |e| net::unreachable("coordinator", coordinator, e);
+    let mut stream =
+        net::connect_as(coordinator, Role::Status, STATUS_TIMEOUT, secret).map_err(unreachable)?;
+    let mut reply = net::request(&mut stream, &Message::StatusQuery).map_err(unreachable)?;
+    let mut servers = Vec::new();
+    while join_report(&mut servers, reply)? {
+        reply = read_message(&mut stream)
+            .map_err(unreachable)?
+            .ok_or_else(|| {
+                Error::Protocol("the status report ended before its last part".into())
+            })?;
+    }
+    Ok(())
 }

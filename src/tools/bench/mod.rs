@@ -1,7 +1,7 @@
 //! `dsys bench`: how many messages a second dsys delivers, and how late, with nothing lost.
 //!
 //! In the spirit of `nats bench` and `redis-benchmark`: it starts a coordinator and servers
-//! as child processes of this executable ([`crate::roles::children`]), or uses servers that
+//! as child processes of this executable ([`crate::tools::children`]), or uses servers that
 //! already run (`--connect`), then runs one load: N publishers and M subscribers spread over
 //! the servers, messages of a given size, as fast as a credit window allows or at a fixed
 //! rate. The loads S1 to S4a of `docs/benchmarks.md` are presets; every number can be set.
@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, unbounded};
 
 use crate::error::{Error, Result};
-use crate::roles::children::{ChildGuard, spawn_role};
 use crate::support::cpu;
+use crate::tools::children::{ChildGuard, spawn_role};
 pub use histogram::Histogram;
 pub use load::when_due;
 use load::{Client, Gates, Pace, Progress, Spec, Tally};

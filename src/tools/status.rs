@@ -2,8 +2,10 @@
 //! for a human or as the JSON object of `CONTRACT.md`.
 //!
 //! One short-lived connection, no threads: connect, `StatusQuery`, the `StatusReport` in as
-//! many parts as the client names need, print. Both halves of that split live here: the
-//! coordinator cuts the report with [`report_frames`], and [`query`] joins the parts.
+//! many parts as the client names need, print. How the report is cut into parts and joined
+//! back is the protocol's (`protocol/status_report.rs`): the coordinator cuts it with
+//! [`report_frames`](crate::protocol::report_frames), and [`query`] joins the parts with
+//! [`join_report`].
 
 use std::io::Write;
 use std::time::Duration;
@@ -12,7 +14,7 @@ use crate::Output;
 use crate::auth::Secret;
 use crate::error::{Error, Result};
 use crate::net;
-use crate::protocol::{MAX_FRAME_LEN, Message, Role, ServerInfo, read_message};
+use crate::protocol::{Message, Role, ServerInfo, join_report, read_message};
 use crate::support::json;
 
 /// How long `dsys status` waits for the coordinator before giving up with exit status 1.
@@ -43,99 +45,15 @@ pub fn query(coordinator: &str, secret: Option<&Secret>) -> Result<Vec<ServerInf
         .map_err(|e| net::unreachable("coordinator", coordinator, e))?;
     let mut reply = net::request(&mut stream, &Message::StatusQuery)
         .map_err(|e| net::unreachable("coordinator", coordinator, e))?;
-    let mut servers: Vec<ServerInfo> = Vec::new();
-    loop {
-        let Message::StatusReport {
-            servers: part,
-            more,
-        } = reply
-        else {
-            return Err(Error::Protocol(format!(
-                "expected StatusReport, got {}",
-                reply.kind()
-            )));
-        };
-        join_report(&mut servers, part);
-        if !more {
-            return Ok(servers);
-        }
+    let mut servers = Vec::new();
+    while join_report(&mut servers, reply)? {
         reply = read_message(&mut stream)
             .map_err(|e| net::unreachable("coordinator", coordinator, e))?
             .ok_or_else(|| {
                 Error::Protocol("the status report ended before its last part".into())
             })?;
     }
-}
-
-/// The bytes of client names one `StatusReport` frame carries at most: half the frame cap,
-/// which leaves ample room for the addresses and the framing around them.
-const REPORT_PART_BYTES: usize = MAX_FRAME_LEN as usize / 2;
-
-/// The coordinator's side: `servers` as `StatusReport` frames that each fit the frame cap.
-/// Servers go in order; one whose names would overflow the current frame is cut, and the
-/// rest of its names start the next frame under the same address and epoch, which
-/// [`join_report`] puts back together. The last frame says `more: false`.
-pub fn report_frames(servers: Vec<ServerInfo>) -> Vec<Message> {
-    // What an entry costs besides its names: its address, epoch, flags and list count.
-    const ENTRY_BYTES: usize = 17;
-    let mut parts: Vec<Vec<ServerInfo>> = vec![Vec::new()];
-    let mut bytes = 0;
-    for server in servers {
-        let ServerInfo {
-            addr,
-            epoch,
-            alive,
-            leaving,
-            clients,
-        } = server;
-        let entry = |clients| ServerInfo {
-            addr: addr.clone(),
-            epoch,
-            alive,
-            leaving,
-            clients,
-        };
-        bytes += addr.len() + ENTRY_BYTES;
-        let mut names = Vec::new();
-        for name in clients {
-            let cost = name.len() + 2;
-            if bytes + cost > REPORT_PART_BYTES {
-                // This frame is full: it ends with the names of this server so far.
-                let current = parts.last_mut().expect("parts starts with one");
-                current.push(entry(std::mem::take(&mut names)));
-                parts.push(Vec::new());
-                bytes = addr.len() + ENTRY_BYTES;
-            }
-            bytes += cost;
-            names.push(name);
-        }
-        parts
-            .last_mut()
-            .expect("parts starts with one")
-            .push(entry(names));
-    }
-    let last = parts.len() - 1;
-    parts
-        .into_iter()
-        .enumerate()
-        .map(|(i, servers)| Message::StatusReport {
-            servers,
-            more: i < last,
-        })
-        .collect()
-}
-
-/// Adds one part of a status report to what came before: a server that continues from the
-/// previous part (the same address and epoch) gets the rest of its names.
-fn join_report(servers: &mut Vec<ServerInfo>, part: Vec<ServerInfo>) {
-    for server in part {
-        match servers.last_mut() {
-            Some(last) if last.addr == server.addr && last.epoch == server.epoch => {
-                last.clients.extend(server.clients);
-            }
-            _ => servers.push(server),
-        }
-    }
+    Ok(servers)
 }
 
 /// `dsys status`: prints the table (text) or one JSON object (json) on stdout.
@@ -265,71 +183,6 @@ fn names_that_fit(sorted: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_report_too_large_for_one_frame_goes_in_parts_that_join_back_whole() {
-        let names = |server: usize| -> Vec<String> {
-            (0..10_000)
-                .map(|i| {
-                    format!("server{server}-client-{i:05}-padded-to-32-bytes")[..32].to_string()
-                })
-                .collect()
-        };
-        let servers: Vec<ServerInfo> = (0..4)
-            .map(|i| ServerInfo {
-                addr: format!("127.0.0.1:{}", 8080 + i),
-                epoch: i as u64 + 1,
-                alive: i != 2,
-                leaving: i == 3,
-                clients: names(i),
-            })
-            .collect();
-        let frames = report_frames(servers.clone());
-        assert!(frames.len() > 1, "1.3 MB of names cannot go in one frame");
-        let mut joined = Vec::new();
-        for (i, frame) in frames.iter().enumerate() {
-            let encoded = frame.encode();
-            assert!(
-                encoded.len() <= MAX_FRAME_LEN as usize,
-                "part {i} is too large"
-            );
-            let Message::StatusReport { servers, more } = Message::decode(&encoded[4..]).unwrap()
-            else {
-                panic!("part {i} is not a StatusReport");
-            };
-            assert_eq!(
-                more,
-                i + 1 < frames.len(),
-                "only the last part says no more"
-            );
-            join_report(&mut joined, servers);
-        }
-        assert_eq!(joined, servers);
-    }
-
-    #[test]
-    fn a_small_report_is_one_frame() {
-        let servers = vec![ServerInfo {
-            addr: "127.0.0.1:8080".into(),
-            epoch: 1,
-            alive: true,
-            leaving: false,
-            clients: vec!["alice".into(), "bob".into()],
-        }];
-        let frames = report_frames(servers.clone());
-        assert_eq!(
-            frames,
-            vec![Message::StatusReport {
-                servers,
-                more: false
-            }]
-        );
-        assert_eq!(
-            report_frames(Vec::new()).len(),
-            1,
-            "no servers is one empty report"
-        );
-    }
 
     fn server(clients: usize) -> ServerInfo {
         ServerInfo {

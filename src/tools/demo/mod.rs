@@ -19,7 +19,7 @@
 //! learner should see), and one `events-<client>` thread per client tags its events with
 //! the client's name into one channel that the main thread reads.
 //!
-//! **Stopping.** Every child is held by a [`ChildGuard`](crate::roles::children::ChildGuard)
+//! **Stopping.** Every child is held by a [`ChildGuard`](crate::tools::children::ChildGuard)
 //! that kills it on drop, and every child also dies with this process (parent-death
 //! signal), so nothing outlives the demo: not at the end, not on an error, not on Ctrl-C
 //! (the stop channel ends every wait).
@@ -31,11 +31,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
 
 use crate::error::{Error, Result};
-use crate::roles::children::spawn_role;
 use crate::roles::client::session::{self, SessionConfig};
 use crate::roles::client::{self, Event, output};
-use crate::roles::status;
 use crate::support::signals;
+use crate::tools::children::spawn_role;
+use crate::tools::status;
 
 /// `println!` that ignores a closed stdout (`println!` would panic): the demo still runs
 /// to its end and its exit status still says whether anything was lost.
