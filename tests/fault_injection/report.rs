@@ -24,6 +24,8 @@ pub struct FaultReport {
     figures: Counts,
     /// From each fault to the next delivery to each client that failed over after it.
     gaps: Vec<Duration>,
+    /// From each planned stop's SIGTERM to the server's exit.
+    drains: Vec<Duration>,
 }
 
 /// Messages counted over every receiver and sender.
@@ -44,6 +46,8 @@ pub struct Counts {
     pub reported_missing: u64,
     /// `failover` events.
     pub failovers: u64,
+    /// `moved` events: clients moved by a planned stop (or a rebalance).
+    pub moved: u64,
 }
 
 impl Counts {
@@ -59,6 +63,7 @@ impl Counts {
             stale: self.stale + other.stale,
             reported_missing: self.reported_missing + other.reported_missing,
             failovers: self.failovers + other.failovers,
+            moved: self.moved + other.moved,
         }
     }
 }
@@ -68,6 +73,8 @@ pub struct Round {
     pub faults: Vec<(Instant, &'static str)>,
     pub counts: Counts,
     pub gaps: Vec<Duration>,
+    /// From each planned stop's SIGTERM to the server's exit.
+    pub drains: Vec<Duration>,
 }
 
 impl FaultReport {
@@ -86,8 +93,10 @@ impl FaultReport {
                 stale: 0,
                 reported_missing: 0,
                 failovers: 0,
+                moved: 0,
             },
             gaps: Vec::new(),
+            drains: Vec::new(),
         }
     }
 
@@ -99,6 +108,7 @@ impl FaultReport {
         }
         self.figures = self.figures.plus(round.counts);
         self.gaps.extend(round.gaps);
+        self.drains.extend(round.drains);
     }
 
     /// Notes that round `round` (seed `seed`) failed.
@@ -116,10 +126,9 @@ impl FaultReport {
             .collect();
         let mut gaps = self.gaps.clone();
         gaps.sort();
-        let at = |q: f64| {
-            gaps.get(((gaps.len() as f64 * q) as usize).min(gaps.len().saturating_sub(1)))
-                .map_or("-".to_string(), |d| format!("{} ms", d.as_millis()))
-        };
+        let at = |q: f64| quantile(&gaps, q);
+        let mut drains = self.drains.clone();
+        drains.sort();
         let mut lines = vec![
             "# Fault injection: run report".to_string(),
             String::new(),
@@ -149,8 +158,14 @@ impl FaultReport {
                 f.failovers,
                 at(0.5),
                 at(0.99),
-                gaps.last()
-                    .map_or("-".to_string(), |d| format!("{} ms", d.as_millis()))
+                at(1.0)
+            ),
+            format!(
+                "- moved (`moved` events): {}; planned stops from SIGTERM to exit 0: p50 {}, \
+                 max {}",
+                f.moved,
+                quantile(&drains, 0.5),
+                quantile(&drains, 1.0)
             ),
         ];
         lines.push(String::new());
@@ -169,6 +184,14 @@ impl FaultReport {
             Err(e) => println!("cannot write the report to {}: {e}", path.display()),
         }
     }
+}
+
+/// The `q` quantile of `sorted`, in ms, or `-` when it is empty.
+fn quantile(sorted: &[Duration], q: f64) -> String {
+    let i = ((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1));
+    sorted
+        .get(i)
+        .map_or("-".to_string(), |d| format!("{} ms", d.as_millis()))
 }
 
 /// Counts one receiver's deliveries from `senders`, each of which sent `texts` texts
@@ -216,6 +239,7 @@ pub fn count_deliveries(events: &[Value], senders: &[&str], texts: u64) -> Count
         match event["event"].as_str() {
             Some("gap") => counts.reported_missing += event["missed"].as_u64().unwrap_or(1),
             Some("failover") => counts.failovers += 1,
+            Some("moved") => counts.moved += 1,
             _ => {}
         }
     }
