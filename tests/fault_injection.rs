@@ -32,7 +32,8 @@
 //! Every round adds to a short run report, written to `target/fault-report.md`: faults by
 //! kind, messages sent and delivered, lost, duplicated, reordered and stale, and the gap
 //! from each fault to the next delivery of each client that failed over, the clients
-//! moved, and how long planned stops took (`report.rs`).
+//! moved (and, of the clients of a server in a planned stop, how many moved and how many
+//! failed over), and how long planned stops took (`report.rs`).
 //!
 //! What a planned stop must show is checked whatever else the round did: the server exits
 //! 0 by itself, and nothing is lost, duplicated or reordered. That its clients print
@@ -55,7 +56,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Client, Proc};
 use place::Place;
-use report::{REPORT, Round, count_deliveries, failover_gaps};
+use report::{PlannedStop, REPORT, Round, count_deliveries, failover_gaps, planned_stop_events};
 use schedule::{Cut, FLAP_TICKS, Fault, Rng, schedule};
 use workload::{FILE_TICKS, Files, check_sender, file_name, file_numbers, items_per_sender};
 
@@ -89,8 +90,7 @@ struct Stopping {
 
 /// Ends the planned stops in `stopping` whose server has exited (all of them, waiting up
 /// to [`DRAIN`] for each, when `wait`): checks that each exited 0 by itself, starts it
-/// again on its address, and returns it as a running server with the time from SIGTERM to
-/// its exit. A planned stop always ends in exit 0 (`docs/shutdown.md`), whether every
+/// again on its address, and returns it as a running server with its [`PlannedStop`]. A planned stop always ends in exit 0 (`docs/shutdown.md`), whether every
 /// client moved, the drain timed out or there was nowhere to move them, so that is checked
 /// whatever else the round did; how it ended is printed.
 fn end_planned_stops(
@@ -99,7 +99,7 @@ fn end_planned_stops(
     stopping: &mut Vec<Stopping>,
     wait: bool,
     seed: u64,
-) -> Vec<((Proc, String, usize), Duration)> {
+) -> Vec<((Proc, String, usize), PlannedStop)> {
     let mut ended = Vec::new();
     for mut stop in std::mem::take(stopping) {
         let status = if wait {
@@ -120,7 +120,7 @@ fn end_planned_stops(
             stopping.push(stop);
             continue;
         };
-        let took = stop.since.elapsed();
+        let exited = Instant::now();
         assert!(
             status.success(),
             "server {} exited with {status} after SIGTERM (seed {seed}); its stderr:\n{}",
@@ -142,10 +142,15 @@ fn end_planned_stops(
         println!(
             "  server {} exited 0 {} ms after SIGTERM ({how}); started again",
             stop.addr,
-            took.as_millis()
+            (exited - stop.since).as_millis()
         );
         let proc = place.restart_server(stop.node, coordinator, &stop.addr);
-        ended.push(((proc, stop.addr, stop.node), took));
+        let record = PlannedStop {
+            addr: stop.addr.clone(),
+            since: stop.since,
+            exited,
+        };
+        ended.push(((proc, stop.addr, stop.node), record));
     }
     ended
 }
@@ -186,7 +191,7 @@ fn run_round(seed: u64) {
     let mut injected: Vec<(Instant, &'static str)> = Vec::new();
     let mut coordinator_back_at: Option<u64> = None;
     let mut stopping: Vec<Stopping> = Vec::new();
-    let mut drains: Vec<Duration> = Vec::new();
+    let mut stops: Vec<PlannedStop> = Vec::new();
     let mut next_send = Instant::now();
     for tick in 0..MESSAGES as u64 + 40 {
         if (tick as usize) < MESSAGES {
@@ -209,11 +214,11 @@ fn run_round(seed: u64) {
                     if !stopping.is_empty() {
                         println!("  tick {tick}: the kill waits for the planned stop to end");
                     }
-                    for (server, took) in
+                    for (server, stop) in
                         end_planned_stops(&place, &coordinator_addr, &mut stopping, true, seed)
                     {
                         servers.push(server);
-                        drains.push(took);
+                        stops.push(stop);
                     }
                     let (mut proc, addr, _) = servers.remove(i % servers.len());
                     println!("  tick {tick}: SIGKILL server {addr}");
@@ -277,11 +282,11 @@ fn run_round(seed: u64) {
         }
         // A stopped server that has exited comes back on its address, a new incarnation,
         // and can take later faults like any other.
-        for (server, took) in
+        for (server, stop) in
             end_planned_stops(&place, &coordinator_addr, &mut stopping, false, seed)
         {
             servers.push(server);
-            drains.push(took);
+            stops.push(stop);
         }
         let (due, later): (Vec<_>, Vec<_>) =
             wake_at.into_iter().partition(|(at, _, _, _)| *at <= tick);
@@ -305,9 +310,9 @@ fn run_round(seed: u64) {
     for (cut, nodes, _, _) in cuts {
         place.cut(cut, &nodes, true);
     }
-    for (server, took) in end_planned_stops(&place, &coordinator_addr, &mut stopping, true, seed) {
+    for (server, stop) in end_planned_stops(&place, &coordinator_addr, &mut stopping, true, seed) {
         servers.push(server);
-        drains.push(took);
+        stops.push(stop);
     }
 
     // Every receiver must get every other client's last text and every file.
@@ -350,7 +355,7 @@ fn run_round(seed: u64) {
             ..Default::default()
         },
         gaps: Vec::new(),
-        drains,
+        stops,
     };
     for receiver in &clients {
         let senders: Vec<&str> = names
@@ -360,9 +365,9 @@ fn run_round(seed: u64) {
             .collect();
         let counts = count_deliveries(&receiver.events_so_far(), &senders, MESSAGES as u64);
         round.counts = round.counts.plus(counts);
-        round
-            .gaps
-            .extend(failover_gaps(&receiver.timed_events_so_far(), &injected));
+        let timed = receiver.timed_events_so_far();
+        round.counts = round.counts.plus(planned_stop_events(&timed, &round.stops));
+        round.gaps.extend(failover_gaps(&timed, &injected));
     }
     {
         let mut report = REPORT.lock().unwrap_or_else(|p| p.into_inner());

@@ -28,6 +28,18 @@ pub struct FaultReport {
     drains: Vec<Duration>,
 }
 
+/// A planned stop of a round: the server's address, when it was sent SIGTERM, and when the
+/// test saw it exited.
+pub struct PlannedStop {
+    pub addr: String,
+    pub since: Instant,
+    pub exited: Instant,
+}
+
+/// How long after a stopped server's exit a client's `moved` or `failover` away from it is
+/// still put down to the stop: its output reaches the test a little after the fact.
+const STOP_ECHO: Duration = Duration::from_secs(1);
+
 /// Messages counted over every receiver and sender.
 #[derive(Default, Clone, Copy)]
 pub struct Counts {
@@ -46,8 +58,13 @@ pub struct Counts {
     pub reported_missing: u64,
     /// `failover` events.
     pub failovers: u64,
-    /// `moved` events: clients moved by a planned stop (or a rebalance).
+    /// `moved` events: clients moved by a planned stop or by a rebalance.
     pub moved: u64,
+    /// `moved` events away from a server during its planned stop.
+    pub stop_moves: u64,
+    /// `failover` events away from a server during its planned stop: right only when
+    /// another fault overlapped the stop.
+    pub stop_failovers: u64,
 }
 
 impl Counts {
@@ -64,6 +81,8 @@ impl Counts {
             reported_missing: self.reported_missing + other.reported_missing,
             failovers: self.failovers + other.failovers,
             moved: self.moved + other.moved,
+            stop_moves: self.stop_moves + other.stop_moves,
+            stop_failovers: self.stop_failovers + other.stop_failovers,
         }
     }
 }
@@ -73,8 +92,7 @@ pub struct Round {
     pub faults: Vec<(Instant, &'static str)>,
     pub counts: Counts,
     pub gaps: Vec<Duration>,
-    /// From each planned stop's SIGTERM to the server's exit.
-    pub drains: Vec<Duration>,
+    pub stops: Vec<PlannedStop>,
 }
 
 impl FaultReport {
@@ -94,6 +112,8 @@ impl FaultReport {
                 reported_missing: 0,
                 failovers: 0,
                 moved: 0,
+                stop_moves: 0,
+                stop_failovers: 0,
             },
             gaps: Vec::new(),
             drains: Vec::new(),
@@ -108,7 +128,8 @@ impl FaultReport {
         }
         self.figures = self.figures.plus(round.counts);
         self.gaps.extend(round.gaps);
-        self.drains.extend(round.drains);
+        self.drains
+            .extend(round.stops.iter().map(|s| s.exited - s.since));
     }
 
     /// Notes that round `round` (seed `seed`) failed.
@@ -161,9 +182,12 @@ impl FaultReport {
                 at(1.0)
             ),
             format!(
-                "- moved (`moved` events): {}; planned stops from SIGTERM to exit 0: p50 {}, \
-                 max {}",
-                f.moved,
+                "- moved (`moved` events): {}; away from a server in a planned stop: {} moved, \
+                 {} failed over",
+                f.moved, f.stop_moves, f.stop_failovers
+            ),
+            format!(
+                "- planned stops, from SIGTERM to exit 0: p50 {}, max {}",
                 quantile(&drains, 0.5),
                 quantile(&drains, 1.0)
             ),
@@ -240,6 +264,26 @@ pub fn count_deliveries(events: &[Value], senders: &[&str], texts: u64) -> Count
             Some("gap") => counts.reported_missing += event["missed"].as_u64().unwrap_or(1),
             Some("failover") => counts.failovers += 1,
             Some("moved") => counts.moved += 1,
+            _ => {}
+        }
+    }
+    counts
+}
+
+/// One client's `moved` and `failover` events (in `timed`) away from a server during its
+/// planned stop, as counts: `stop_moves` and `stop_failovers`.
+pub fn planned_stop_events(timed: &[(Instant, Value)], stops: &[PlannedStop]) -> Counts {
+    let mut counts = Counts::default();
+    for (at, event) in timed {
+        let during = |s: &&PlannedStop| {
+            event["from"] == s.addr.as_str() && s.since <= *at && *at <= s.exited + STOP_ECHO
+        };
+        if !stops.iter().any(|s| during(&s)) {
+            continue;
+        }
+        match event["event"].as_str() {
+            Some("moved") => counts.stop_moves += 1,
+            Some("failover") => counts.stop_failovers += 1,
             _ => {}
         }
     }
