@@ -10,7 +10,9 @@
 //! The failures are those of `docs/guarantees.md`: a server killed (SIGKILL), a server hung
 //! (SIGSTOP) long enough to be declared dead and then woken (SIGCONT), a short hang that is
 //! not, the coordinator killed and restarted on the same address, a second server killed
-//! after the first, leaving one, and a client's connection reset. When the test may make
+//! after the first, leaving one, and a client's connection reset. A server may also be
+//! stopped on purpose (SIGTERM, a planned stop): its clients move to the other servers, it
+//! exits 0 by itself, and it is started again on its address. When the test may make
 //! network namespaces (root), every process runs in one of its own (`place.rs`) and the
 //! faults include cut links, held from a third of a timeout to four timeouts: a server cut
 //! off from the coordinator alone, two servers cut off from each other, a one-way cut from
@@ -29,7 +31,15 @@
 //!
 //! Every round adds to a short run report, written to `target/fault-report.md`: faults by
 //! kind, messages sent and delivered, lost, duplicated, reordered and stale, and the gap
-//! from each fault to the next delivery of each client that failed over (`report.rs`).
+//! from each fault to the next delivery of each client that failed over, the clients
+//! moved (and, of the clients of a server in a planned stop, how many moved and how many
+//! failed over), and how long planned stops took (`report.rs`).
+//!
+//! What a planned stop must show is checked whatever else the round did: the server exits
+//! 0 by itself, and nothing is lost, duplicated or reordered. That its clients print
+//! `moved` rather than `failover` holds only when no other fault overlaps (a cut or a hang
+//! of the server they move to makes a failover right), so the report counts both and the
+//! check asserts neither; `tests/planned_stop.rs` asserts it without other faults.
 
 mod common;
 #[path = "fault_injection/place.rs"]
@@ -46,7 +56,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Client, Proc};
 use place::Place;
-use report::{REPORT, Round, count_deliveries, failover_gaps};
+use report::{PlannedStop, REPORT, Round, count_deliveries, failover_gaps, planned_stop_events};
 use schedule::{Cut, FLAP_TICKS, Fault, Rng, schedule};
 use workload::{FILE_TICKS, Files, check_sender, file_name, file_numbers, items_per_sender};
 
@@ -64,6 +74,86 @@ const MESSAGES: usize = 120;
 const TICK: Duration = Duration::from_millis(20);
 /// How long the receivers may take, after the last send, to have everything.
 const SETTLE: Duration = Duration::from_secs(20);
+/// How long a planned stop may take, from SIGTERM to exit: the server's default
+/// `--drain-timeout` (30 s; a drain that cannot reach the coordinator waits that long),
+/// and a margin.
+const DRAIN: Duration = Duration::from_secs(40);
+
+/// A server in a planned stop: SIGTERMed at `since`, draining, to be started again on its
+/// address once it has exited.
+struct Stopping {
+    since: Instant,
+    proc: Proc,
+    addr: String,
+    node: usize,
+}
+
+/// Ends the planned stops in `stopping` whose server has exited (all of them, waiting up
+/// to [`DRAIN`] for each, when `wait`): checks that each exited 0 by itself, starts it
+/// again on its address, and returns it as a running server with its [`PlannedStop`]. A planned stop always ends in exit 0 (`docs/shutdown.md`), whether every
+/// client moved, the drain timed out or there was nowhere to move them, so that is checked
+/// whatever else the round did; how it ended is printed.
+fn end_planned_stops(
+    place: &Place,
+    coordinator: &str,
+    stopping: &mut Vec<Stopping>,
+    wait: bool,
+    seed: u64,
+) -> Vec<((Proc, String, usize), PlannedStop)> {
+    let mut ended = Vec::new();
+    for mut stop in std::mem::take(stopping) {
+        let status = if wait {
+            Some(
+                stop.proc
+                    .wait_exit(DRAIN.saturating_sub(stop.since.elapsed())),
+            )
+        } else {
+            stop.proc.try_exit()
+        };
+        let Some(status) = status else {
+            assert!(
+                stop.since.elapsed() < DRAIN,
+                "server {} still running {DRAIN:?} after SIGTERM (seed {seed}); its stderr:\n{}",
+                stop.addr,
+                stop.proc.stderr_report()
+            );
+            stopping.push(stop);
+            continue;
+        };
+        let exited = Instant::now();
+        assert!(
+            status.success(),
+            "server {} exited with {status} after SIGTERM (seed {seed}); its stderr:\n{}",
+            stop.addr,
+            stop.proc.stderr_report()
+        );
+        let lines = stop.proc.stderr_to_end(common::TIMEOUT);
+        let how = [
+            ("every client has moved", "every client moved"),
+            ("longer than --drain-timeout", "the drain timed out"),
+            (
+                "no other live server to take",
+                "nowhere to move its clients",
+            ),
+        ]
+        .into_iter()
+        .find(|(line, _)| lines.iter().any(|l| l.contains(line)))
+        .map_or("no drain logged", |(_, how)| how);
+        println!(
+            "  server {} exited 0 {} ms after SIGTERM ({how}); started again",
+            stop.addr,
+            (exited - stop.since).as_millis()
+        );
+        let proc = place.restart_server(stop.node, coordinator, &stop.addr);
+        let record = PlannedStop {
+            addr: stop.addr.clone(),
+            since: stop.since,
+            exited,
+        };
+        ended.push(((proc, stop.addr, stop.node), record));
+    }
+    ended
+}
 
 /// One round: run the workload under the seed's faults and check every delivery.
 fn run_round(seed: u64) {
@@ -100,6 +190,8 @@ fn run_round(seed: u64) {
     let mut cuts: Vec<(Cut, Vec<usize>, u64, u64)> = Vec::new();
     let mut injected: Vec<(Instant, &'static str)> = Vec::new();
     let mut coordinator_back_at: Option<u64> = None;
+    let mut stopping: Vec<Stopping> = Vec::new();
+    let mut stops: Vec<PlannedStop> = Vec::new();
     let mut next_send = Instant::now();
     for tick in 0..MESSAGES as u64 + 40 {
         if (tick as usize) < MESSAGES {
@@ -117,6 +209,17 @@ fn run_round(seed: u64) {
             injected.push((Instant::now(), fault.kind()));
             match *fault {
                 Fault::KillServer(i) => {
+                    // The schedule counts a stopped server as running (it comes back), so a
+                    // kill waits for it: never kill the last server that takes clients.
+                    if !stopping.is_empty() {
+                        println!("  tick {tick}: the kill waits for the planned stop to end");
+                    }
+                    for (server, stop) in
+                        end_planned_stops(&place, &coordinator_addr, &mut stopping, true, seed)
+                    {
+                        servers.push(server);
+                        stops.push(stop);
+                    }
                     let (mut proc, addr, _) = servers.remove(i % servers.len());
                     println!("  tick {tick}: SIGKILL server {addr}");
                     proc.kill();
@@ -126,6 +229,17 @@ fn run_round(seed: u64) {
                     println!("  tick {tick}: SIGSTOP server {addr} for {ticks} ticks");
                     proc.stop();
                     wake_at.push((tick + ticks, proc, addr, node));
+                }
+                Fault::StopServer(i) => {
+                    let (proc, addr, node) = servers.remove(i % servers.len());
+                    println!("  tick {tick}: SIGTERM server {addr} (a planned stop)");
+                    proc.terminate();
+                    stopping.push(Stopping {
+                        since: Instant::now(),
+                        proc,
+                        addr,
+                        node,
+                    });
                 }
                 Fault::ResetClient(i) => {
                     let client = &clients[i];
@@ -166,6 +280,14 @@ fn run_round(seed: u64) {
             coordinator = place.coordinator(Some(&coordinator_addr)).0;
             coordinator_back_at = None;
         }
+        // A stopped server that has exited comes back on its address, a new incarnation,
+        // and can take later faults like any other.
+        for (server, stop) in
+            end_planned_stops(&place, &coordinator_addr, &mut stopping, false, seed)
+        {
+            servers.push(server);
+            stops.push(stop);
+        }
         let (due, later): (Vec<_>, Vec<_>) =
             wake_at.into_iter().partition(|(at, _, _, _)| *at <= tick);
         wake_at = later;
@@ -187,6 +309,10 @@ fn run_round(seed: u64) {
     }
     for (cut, nodes, _, _) in cuts {
         place.cut(cut, &nodes, true);
+    }
+    for (server, stop) in end_planned_stops(&place, &coordinator_addr, &mut stopping, true, seed) {
+        servers.push(server);
+        stops.push(stop);
     }
 
     // Every receiver must get every other client's last text and every file.
@@ -229,6 +355,7 @@ fn run_round(seed: u64) {
             ..Default::default()
         },
         gaps: Vec::new(),
+        stops,
     };
     for receiver in &clients {
         let senders: Vec<&str> = names
@@ -238,9 +365,9 @@ fn run_round(seed: u64) {
             .collect();
         let counts = count_deliveries(&receiver.events_so_far(), &senders, MESSAGES as u64);
         round.counts = round.counts.plus(counts);
-        round
-            .gaps
-            .extend(failover_gaps(&receiver.timed_events_so_far(), &injected));
+        let timed = receiver.timed_events_so_far();
+        round.counts = round.counts.plus(planned_stop_events(&timed, &round.stops));
+        round.gaps.extend(failover_gaps(&timed, &injected));
     }
     {
         let mut report = REPORT.lock().unwrap_or_else(|p| p.into_inner());

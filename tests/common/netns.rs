@@ -163,8 +163,19 @@ impl Lab {
 
     /// Starts a server in `node`, heartbeating every `interval_ms` to `coordinator`.
     pub fn server(&self, node: &Node, coordinator: &str, interval_ms: u64) -> (Proc, String) {
+        self.server_on_port(node, coordinator, interval_ms, 0)
+    }
+
+    /// [`Lab::server`] on `port` (a server restarted where it was), not a free one.
+    pub fn server_on_port(
+        &self,
+        node: &Node,
+        coordinator: &str,
+        interval_ms: u64,
+        port: u16,
+    ) -> (Proc, String) {
         let mut cmd = self.dsys(node);
-        cmd.args(["server", "--host", &node.ip, "--port", "0"])
+        cmd.args(["server", "--host", &node.ip, "--port", &port.to_string()])
             .args(["--coordinator", coordinator])
             .args(["--heartbeat-interval", &interval_ms.to_string()])
             .stdin(Stdio::null())

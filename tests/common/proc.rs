@@ -236,6 +236,13 @@ impl Proc {
         );
     }
 
+    /// Its exit status if it has exited (reaping it), or `None` while it runs.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child
+            .try_wait()
+            .unwrap_or_else(|e| panic!("cannot wait for {}: {e}", self.name))
+    }
+
     /// Blocks until the child exits and returns its status (polls every [`POLL_PAUSE`]).
     ///
     /// # Panics

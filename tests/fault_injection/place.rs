@@ -8,7 +8,9 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::common::{Client, Lab, Node, Proc, TIMEOUT, dsys, poll_until, start_coordinator};
+use super::common::{
+    Client, Lab, Node, Proc, TIMEOUT, dsys, poll_until, start_coordinator, start_server_on_port,
+};
 use super::schedule::Cut;
 use super::{INTERVAL_MS, TIMEOUT_MS};
 
@@ -65,6 +67,24 @@ impl Place {
             None => super::common::start_server(coordinator, INTERVAL_MS),
             Some(net) => net.lab.server(&net.servers[i], coordinator, INTERVAL_MS),
         }
+    }
+
+    /// Starts server `i` again where it listened, at `addr` (after a planned stop); returns
+    /// once it listens there.
+    pub fn restart_server(&self, i: usize, coordinator: &str, addr: &str) -> Proc {
+        let port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a server address ends in :PORT");
+        let (proc, at) = match &self.net {
+            None => start_server_on_port(coordinator, INTERVAL_MS, port, &[]),
+            Some(net) => net
+                .lab
+                .server_on_port(&net.servers[i], coordinator, INTERVAL_MS, port),
+        };
+        assert_eq!(at, addr, "a restarted server listens where it did");
+        proc
     }
 
     /// Starts a client that asks `coordinator` for a server.

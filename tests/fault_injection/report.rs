@@ -24,7 +24,21 @@ pub struct FaultReport {
     figures: Counts,
     /// From each fault to the next delivery to each client that failed over after it.
     gaps: Vec<Duration>,
+    /// From each planned stop's SIGTERM to the server's exit.
+    drains: Vec<Duration>,
 }
+
+/// A planned stop of a round: the server's address, when it was sent SIGTERM, and when the
+/// test saw it exited.
+pub struct PlannedStop {
+    pub addr: String,
+    pub since: Instant,
+    pub exited: Instant,
+}
+
+/// How long after a stopped server's exit a client's `moved` or `failover` away from it is
+/// still put down to the stop: its output reaches the test a little after the fact.
+const STOP_ECHO: Duration = Duration::from_secs(1);
 
 /// Messages counted over every receiver and sender.
 #[derive(Default, Clone, Copy)]
@@ -44,6 +58,13 @@ pub struct Counts {
     pub reported_missing: u64,
     /// `failover` events.
     pub failovers: u64,
+    /// `moved` events: clients moved by a planned stop or by a rebalance.
+    pub moved: u64,
+    /// `moved` events away from a server during its planned stop.
+    pub stop_moves: u64,
+    /// `failover` events away from a server during its planned stop: right only when
+    /// another fault overlapped the stop.
+    pub stop_failovers: u64,
 }
 
 impl Counts {
@@ -59,6 +80,9 @@ impl Counts {
             stale: self.stale + other.stale,
             reported_missing: self.reported_missing + other.reported_missing,
             failovers: self.failovers + other.failovers,
+            moved: self.moved + other.moved,
+            stop_moves: self.stop_moves + other.stop_moves,
+            stop_failovers: self.stop_failovers + other.stop_failovers,
         }
     }
 }
@@ -68,6 +92,7 @@ pub struct Round {
     pub faults: Vec<(Instant, &'static str)>,
     pub counts: Counts,
     pub gaps: Vec<Duration>,
+    pub stops: Vec<PlannedStop>,
 }
 
 impl FaultReport {
@@ -86,8 +111,12 @@ impl FaultReport {
                 stale: 0,
                 reported_missing: 0,
                 failovers: 0,
+                moved: 0,
+                stop_moves: 0,
+                stop_failovers: 0,
             },
             gaps: Vec::new(),
+            drains: Vec::new(),
         }
     }
 
@@ -99,6 +128,8 @@ impl FaultReport {
         }
         self.figures = self.figures.plus(round.counts);
         self.gaps.extend(round.gaps);
+        self.drains
+            .extend(round.stops.iter().map(|s| s.exited - s.since));
     }
 
     /// Notes that round `round` (seed `seed`) failed.
@@ -116,10 +147,9 @@ impl FaultReport {
             .collect();
         let mut gaps = self.gaps.clone();
         gaps.sort();
-        let at = |q: f64| {
-            gaps.get(((gaps.len() as f64 * q) as usize).min(gaps.len().saturating_sub(1)))
-                .map_or("-".to_string(), |d| format!("{} ms", d.as_millis()))
-        };
+        let at = |q: f64| quantile(&gaps, q);
+        let mut drains = self.drains.clone();
+        drains.sort();
         let mut lines = vec![
             "# Fault injection: run report".to_string(),
             String::new(),
@@ -149,8 +179,17 @@ impl FaultReport {
                 f.failovers,
                 at(0.5),
                 at(0.99),
-                gaps.last()
-                    .map_or("-".to_string(), |d| format!("{} ms", d.as_millis()))
+                at(1.0)
+            ),
+            format!(
+                "- moved (`moved` events): {}; away from a server in a planned stop: {} moved, \
+                 {} failed over",
+                f.moved, f.stop_moves, f.stop_failovers
+            ),
+            format!(
+                "- planned stops, from SIGTERM to exit 0: p50 {}, max {}",
+                quantile(&drains, 0.5),
+                quantile(&drains, 1.0)
             ),
         ];
         lines.push(String::new());
@@ -169,6 +208,14 @@ impl FaultReport {
             Err(e) => println!("cannot write the report to {}: {e}", path.display()),
         }
     }
+}
+
+/// The `q` quantile of `sorted`, in ms, or `-` when it is empty.
+fn quantile(sorted: &[Duration], q: f64) -> String {
+    let i = ((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1));
+    sorted
+        .get(i)
+        .map_or("-".to_string(), |d| format!("{} ms", d.as_millis()))
 }
 
 /// Counts one receiver's deliveries from `senders`, each of which sent `texts` texts
@@ -216,6 +263,27 @@ pub fn count_deliveries(events: &[Value], senders: &[&str], texts: u64) -> Count
         match event["event"].as_str() {
             Some("gap") => counts.reported_missing += event["missed"].as_u64().unwrap_or(1),
             Some("failover") => counts.failovers += 1,
+            Some("moved") => counts.moved += 1,
+            _ => {}
+        }
+    }
+    counts
+}
+
+/// One client's `moved` and `failover` events (in `timed`) away from a server during its
+/// planned stop, as counts: `stop_moves` and `stop_failovers`.
+pub fn planned_stop_events(timed: &[(Instant, Value)], stops: &[PlannedStop]) -> Counts {
+    let mut counts = Counts::default();
+    for (at, event) in timed {
+        let during = |s: &&PlannedStop| {
+            event["from"] == s.addr.as_str() && s.since <= *at && *at <= s.exited + STOP_ECHO
+        };
+        if !stops.iter().any(|s| during(&s)) {
+            continue;
+        }
+        match event["event"].as_str() {
+            Some("moved") => counts.stop_moves += 1,
+            Some("failover") => counts.stop_failovers += 1,
             _ => {}
         }
     }

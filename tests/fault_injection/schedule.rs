@@ -1,8 +1,8 @@
 //! The faults of a round, as a pure function of its seed ([`schedule`]): which fault, when
-//! (in ticks from the first send), and for how long. Process faults always; network faults
-//! (a cut, one way or both, between two parts of the cluster) only when the round runs in
-//! network namespaces ([`super::place`]), so a seed gives the same schedule on the same kind
-//! of machine.
+//! (in ticks from the first send), and for how long. Process faults (planned stops among
+//! them) always; network faults (a cut, one way or both, between two parts of the cluster)
+//! only when the round runs in network namespaces ([`super::place`]), so a seed gives the
+//! same schedule on the same kind of machine.
 
 use super::{CLIENTS, MESSAGES, TICK, TIMEOUT_MS};
 
@@ -15,6 +15,10 @@ pub enum Fault {
     HangServer(usize, u64),
     /// SIGKILL the coordinator, restart it on the same address after `ticks` ticks.
     RestartCoordinator(u64),
+    /// SIGTERM server `i`: a planned stop, which moves its clients to the other servers
+    /// before the server exits 0 on its own; then start it again on its address, so that
+    /// the round keeps its number of servers.
+    StopServer(usize),
     /// Break client `i`'s connection (both ends reset with `ss -K`); its server is fine.
     ResetClient(usize),
     /// Cut a link for `ticks` ticks, then heal it (server indices among those running).
@@ -46,6 +50,7 @@ impl Fault {
         match self {
             Fault::KillServer(_) => "servers killed (SIGKILL)",
             Fault::HangServer(..) => "servers hung (SIGSTOP, then SIGCONT)",
+            Fault::StopServer(_) => "planned stops (SIGTERM), then restarts",
             Fault::RestartCoordinator(_) => "coordinator restarts",
             Fault::ResetClient(_) => "client connections reset",
             Fault::Cut(Cut::CoordinatorOnly(_), _) => "servers cut off from the coordinator",
@@ -84,7 +89,7 @@ pub fn schedule(seed: u64, partitions: bool) -> Vec<(u64, Fault)> {
         // One fault per slice of the sending period, at a random point in its slice.
         let slice = ticks / count;
         let at = k * slice + rng.below(slice / 2) + 5;
-        let kinds = if partitions { 8 } else { 5 };
+        let kinds = if partitions { 9 } else { 6 };
         let fault = match rng.below(kinds) {
             0 | 1 if running > 1 => {
                 running -= 1;
@@ -100,7 +105,10 @@ pub fn schedule(seed: u64, partitions: bool) -> Vec<(u64, Fault)> {
                 )
             }
             3 => Fault::RestartCoordinator(5 + rng.below(10)),
-            5..=7 => cut(&mut rng, running),
+            // Its clients need another server to move to. It comes back, so `running`
+            // stays: the round waits for the stop to end before it kills a server.
+            5 if running > 1 => Fault::StopServer(rng.below(running as u64) as usize),
+            6..=8 => cut(&mut rng, running),
             _ => Fault::ResetClient(rng.below(CLIENTS as u64) as usize),
         };
         faults.push((at, fault));
