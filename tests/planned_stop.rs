@@ -175,3 +175,15 @@ fn the_last_server_says_it_has_nowhere_to_send_its_clients_and_exits() {
         .wait_for_stderr(&format!("server left addr={last} "), TIMEOUT);
     assert_nobody_declared_dead(&cluster);
 }
+
+#[test]
+fn a_server_with_no_client_and_no_coordinator_stops_without_waiting_out_the_drain() {
+    // The drain timeout is far beyond the test's wait: only stopping at once passes.
+    let nowhere = common::unused_addr();
+    let (mut server, _) = common::start_server_with(&nowhere, 100, &["--drain-timeout", "600000"]);
+    server.wait_for_stderr("coordinator unreachable", TIMEOUT);
+    server.terminate();
+    let status = server.wait_exit(TIMEOUT);
+    assert!(status.success(), "{status}");
+    server.wait_for_stderr("every client has moved; stopping", TIMEOUT);
+}

@@ -168,6 +168,11 @@ pub(super) fn heartbeat_loop(shared: Shared) {
             Err(e) => {
                 link = None;
                 watch.missed(&e);
+                if leaving && shared.hub.client_count() == 0 {
+                    // Nothing to move, and nobody to hear it: waiting for a coordinator
+                    // would only make the stop take the whole --drain-timeout.
+                    shared.leave.done(Drained::Empty);
+                }
             }
         }
         select! {
