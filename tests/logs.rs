@@ -59,6 +59,36 @@ fn a_client_that_loses_its_server_logs_why_in_words() {
 }
 
 #[test]
+fn a_client_with_no_server_to_go_to_says_so_once_not_at_every_retry() {
+    let mut cluster = Cluster::start(1);
+    let mut cmd = common::dsys();
+    cmd.env("RUST_LOG", "debug");
+    let alice = Client::start_from(
+        cmd,
+        "alice",
+        cluster.coordinator(),
+        Some(cluster.addr(0)),
+        &[],
+    );
+    alice.wait_registered();
+    cluster.kill_server(0);
+    // A DEBUG line for the same failure means the client has retried at least once.
+    let retried = alice.proc.wait_for_stderr(
+        "DEBUG dsys::roles::client::session::register] cannot reach server",
+        TIMEOUT,
+    );
+    assert!(retried.contains(cluster.addr(0)), "{retried}");
+    let said: Vec<String> = alice
+        .proc
+        .stderr_so_far()
+        .into_iter()
+        .filter(|l| l.contains("cannot reach server") && !l.contains("DEBUG"))
+        .collect();
+    assert_eq!(said.len(), 1, "said once at INFO: {said:#?}");
+    assert!(said[0].contains("INFO"), "{}", said[0]);
+}
+
+#[test]
 fn a_woken_server_says_its_clients_moved_and_why_it_was_fenced() {
     let cluster = Cluster::start(2);
     let alice = Client::start_on("alice", cluster.coordinator(), cluster.addr(0));

@@ -135,6 +135,10 @@ impl Session {
         // the server looks fine from where the coordinator is: a one-way cut).
         let (mut suspect, mut unreachable) = (old.clone(), false);
         let mut coordinator_error_shown = false;
+        // The server whose failure was last logged: a retry that fails the same way is
+        // logged at DEBUG only, or a cluster with no live server would fill the log ten
+        // lines a second until one comes back.
+        let mut last_logged: Option<String> = None;
         loop {
             // Ask the coordinator; if it is down too, try the old server again (the
             // connection may have broken while the server is fine).
@@ -176,10 +180,13 @@ impl Session {
                     Err(e) => log::debug!("resending to {target} failed: {e}"),
                 },
                 Err(Error::Refused(why)) => {
-                    log::warn!("failover refused by {target}: {why}");
+                    let level = log_level_for(&mut last_logged, &target, log::Level::Warn);
+                    log::log!(level, "failover refused by {target}: {why}");
                 }
                 Err(e) => {
-                    log::info!(
+                    let level = log_level_for(&mut last_logged, &target, log::Level::Info);
+                    log::log!(
+                        level,
                         "cannot reach server {target} ({e}); asking the coordinator for \
                          another name={}",
                         self.config.name
@@ -275,4 +282,14 @@ fn ask_status(coordinator: &str, secret: Option<&Secret>) -> Result<()> {
             })?;
     }
     Ok(())
+}
+
+/// `level` for the first failure at `target` in a row, DEBUG for the ones that repeat it
+/// (see `last_logged` in [`Session::fail_over`]).
+fn log_level_for(last_logged: &mut Option<String>, target: &str, level: log::Level) -> log::Level {
+    if last_logged.as_deref() == Some(target) {
+        return log::Level::Debug;
+    }
+    *last_logged = Some(target.to_string());
+    level
 }
