@@ -25,8 +25,8 @@ mod lean;
 
 use std::process::Command;
 
-use lean::figures::{Figures, Summary, print_medians, print_ratios};
-use lean::systems::{System, measure};
+use lean::figures::{print_medians, print_ratios};
+use lean::systems::{System, sitting};
 use lean::{LOADS, relay};
 
 /// Runs of each load and each system.
@@ -58,22 +58,13 @@ fn main() {
         .filter(|l| wanted.is_empty() || wanted.iter().any(|w| *w == l.name))
     {
         let systems: Vec<System> = systems.iter().copied().filter(|s| s.runs(load)).collect();
-        let mut runs: Vec<Vec<Figures>> = vec![Vec::new(); systems.len()];
-        for run in 1..=RUNS {
-            for (&system, figures) in systems.iter().zip(&mut runs) {
-                let measured = measure(system, load);
-                println!(
-                    "{} run {run} {:<5} {}",
-                    load.name,
-                    system.name(),
-                    measured.line()
-                );
-                figures.push(measured);
-            }
-        }
-        for (&system, figures) in systems.iter().zip(&runs) {
-            rows.push((load.name, system.name(), Summary::of(figures)));
-        }
+        // A run that loses anything is shown as not valid in the tables, not stopped.
+        let summaries = sitting(load, &systems, RUNS, |_, _| {});
+        rows.extend(
+            summaries
+                .into_iter()
+                .map(|(system, s)| (load.name, system, s)),
+        );
     }
     if !rows.is_empty() {
         print_medians(&rows);

@@ -7,7 +7,7 @@
 use crate::common::{Proc, start_coordinator, start_server};
 use crate::lean::brokers::{NatsServers, RedisServer};
 use crate::lean::dsys_wire::Dsys;
-use crate::lean::figures::Figures;
+use crate::lean::figures::{Figures, Summary};
 use crate::lean::nats::Nats;
 use crate::lean::redis::Redis;
 use crate::lean::relay::LimitRelay;
@@ -44,6 +44,37 @@ impl System {
     pub fn runs(self, load: &Load) -> bool {
         self != System::Redis || load.servers == 1
     }
+}
+
+/// A sitting of `load`: `runs` runs of each of `systems`, alternating system by system
+/// within each run, so that a machine whose speed drifts slows them alike. Prints a line per
+/// run, hands each to `check` (which may stop the bench), and returns each system's name
+/// with the summary of its runs, for the tables.
+pub fn sitting(
+    load: &Load,
+    systems: &[System],
+    runs: usize,
+    check: impl Fn(System, &Figures),
+) -> Vec<(&'static str, Summary)> {
+    let mut figures: Vec<Vec<Figures>> = vec![Vec::new(); systems.len()];
+    for run in 1..=runs {
+        for (&system, figures) in systems.iter().zip(&mut figures) {
+            let measured = measure(system, load);
+            println!(
+                "{} run {run} {:<5} {}",
+                load.name,
+                system.name(),
+                measured.line()
+            );
+            check(system, &measured);
+            figures.push(measured);
+        }
+    }
+    systems
+        .iter()
+        .zip(&figures)
+        .map(|(system, figures)| (system.name(), Summary::of(figures)))
+        .collect()
 }
 
 /// One run of `load` on `system`, started for it and stopped after.

@@ -26,8 +26,8 @@ mod common;
 #[path = "../lean/mod.rs"]
 mod lean;
 
-use lean::figures::{Figures, Summary, print_medians, print_ratios};
-use lean::systems::{System, measure};
+use lean::figures::{print_medians, print_ratios};
+use lean::systems::{System, sitting};
 use lean::{LOADS, relay};
 use serde_json::Value;
 
@@ -53,28 +53,19 @@ fn main() {
         .filter(|l| wanted.is_empty() || wanted.iter().any(|w| w == l.name))
     {
         let systems = [System::Limit, System::Dsys];
-        let mut runs: Vec<Vec<Figures>> = vec![Vec::new(); systems.len()];
-        for run in 1..=RUNS {
-            for (&system, figures) in systems.iter().zip(&mut runs) {
-                let measured = measure(system, load);
-                println!(
-                    "{} run {run} {:<5} {}",
-                    load.name,
-                    system.name(),
-                    measured.line()
-                );
-                assert!(
-                    system != System::Dsys || measured.clean(),
-                    "dsys lost, duplicated or reordered messages on {}: {}",
-                    load.name,
-                    measured.line()
-                );
-                figures.push(measured);
-            }
-        }
-        for (&system, figures) in systems.iter().zip(&runs) {
-            rows.push((load.name, system.name(), Summary::of(figures)));
-        }
+        let summaries = sitting(load, &systems, RUNS, |system, measured| {
+            assert!(
+                system != System::Dsys || measured.clean(),
+                "dsys lost, duplicated or reordered messages on {}: {}",
+                load.name,
+                measured.line()
+            );
+        });
+        rows.extend(
+            summaries
+                .into_iter()
+                .map(|(system, s)| (load.name, system, s)),
+        );
     }
     if !rows.is_empty() {
         print_medians(&rows);
