@@ -147,9 +147,9 @@ pub enum Origin {
     },
 }
 
-/// A message on its way into the hub, encoded once before the lock is taken.
+/// A message on its way into the hub, encoded once before the lock is taken. Where it came
+/// from is the batch's (`Hub::publish`'s `origin`), the same for every message of it.
 struct Arrival {
-    origin: Origin,
     session: u64,
     seq: u64,
     /// Its payload bytes, what the windows count.
@@ -320,7 +320,7 @@ impl Hub {
         let mut current = true;
         let mut taken_in = 0;
         for arrival in arrivals {
-            state = match self.wait_for_room(state, &arrival, &mut run, pens) {
+            state = match self.wait_for_room(state, &origin, &arrival, &mut run, pens) {
                 Ok(state) => state,
                 Err(state) => {
                     current = false;
@@ -374,19 +374,20 @@ impl Hub {
     }
 
     /// Returns the lock once there is room for `arrival` ([`State::has_room`]), or, as `Err`,
-    /// as soon as its origin is stale. Before it lets the lock go to wait, it settles what
+    /// as soon as its `origin` is stale. Before it lets the lock go to wait, it settles what
     /// the messages taken in so far owe (`run` fanned out, acks queued) and writes for the
     /// caller's `pens`.
     fn wait_for_room<'a>(
         &'a self,
         mut state: Locked<'a>,
+        origin: &Origin,
         arrival: &Arrival,
         run: &mut Run,
         pens: &mut Pens,
     ) -> std::result::Result<Locked<'a>, Locked<'a>> {
         let relayed = arrival.relay.is_some();
         loop {
-            if !state.is_current(&arrival.origin, arrival.session) {
+            if !state.is_current(origin, arrival.session) {
                 return Err(state);
             }
             if state.has_room(relayed, arrival.size, &self.limits) {
@@ -423,7 +424,6 @@ fn encode(origin: &Origin, from: &str, session: u64, messages: &[(u64, Body)]) -
         .iter()
         .zip(starts.zip(ends.iter().copied()))
         .map(|((seq, body), (start, end))| Arrival {
-            origin: origin.clone(),
             session,
             seq: *seq,
             size: body.payload_len(),
@@ -509,7 +509,6 @@ impl State {
     /// wait for [`State::settle`].
     fn take_in(&mut self, arrival: Arrival, limits: &Limits, run: &mut Run) {
         let Arrival {
-            origin: _,
             session,
             seq,
             size,
