@@ -77,10 +77,20 @@ fn a_planned_stop_moves_every_client_first_with_nothing_lost() {
     cluster
         .coordinator
         .wait_for_stderr(&format!("server left addr={stopped} "), TIMEOUT);
-    // Its four clients went to the least loaded servers: two to each.
-    let after = cluster.wait_status("the stopped server shown as left", TIMEOUT, |st| {
-        status_entry(st, &stopped)["state"] == "left"
-    });
+    // Its four clients went to the least loaded servers: two to each. The status shows
+    // each server's clients as of its last heartbeat, so wait until all twelve are listed
+    // again before looking at where they are.
+    let after = cluster.wait_status(
+        "the stopped server left, every client listed",
+        TIMEOUT,
+        |st| {
+            status_entry(st, &stopped)["state"] == "left"
+                && (0..2)
+                    .map(|i| entry_clients(&status_entry(st, cluster.addr(i))).len())
+                    .sum::<usize>()
+                    == 12
+        },
+    );
     assert_eq!(status_entry(&after, &stopped)["alive"], false);
     for i in 0..2 {
         assert_eq!(
