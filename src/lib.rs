@@ -71,8 +71,9 @@
 //! roles/client/
 //!   mod.rs                   the CLI client: stdin in, events out
 //!   input.rs                 stdin lines and commands, each with a clear answer
-//!   session.rs               send, ack; session/register.rs: register, fail over
-//!   connection.rs            one connection and its two threads
+//!   session/mod.rs           the session thread: send, ack, receive
+//!   session/register.rs      register, fail over, move
+//!   session/connection.rs    one connection to a server and its two threads
 //!   inbox.rs                 exactly once, in order: what a session delivers
 //!   locate.rs, files.rs, output.rs
 //! tools/mod.rs               what runs a cluster for you, not part of it

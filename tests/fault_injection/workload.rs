@@ -9,7 +9,7 @@
 //!
 //! **What "in order" means with files.** A file gets its number when its last chunk is
 //! sent, and a text typed meanwhile may go out between two chunks, so whether a file comes
-//! before or after the texts sent around it depends on timing (`session.rs`). What does not
+//! before or after the texts sent around it depends on timing (`roles/client/session/mod.rs`). What does not
 //! depend on timing, and is checked ([`check_sender`]): from each sender, every number
 //! `1..=total` exactly once and in order, the texts among them `m1`, `m2`, ... in order,
 //! and the files among them the sender's files in the order sent, each byte-identical.

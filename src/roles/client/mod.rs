@@ -5,7 +5,7 @@
 //! **Threads.** The main thread prints events (this file); `stdin` reads input lines into
 //! the command channel ([`input`], which also says what a line may be); the session thread
 //! ([`session`]) does all the networking, through a connection whose `recv` and `send`
-//! threads read and write the socket ([`connection`]). Channels connect them: `commands`
+//! threads read and write the socket ([`session::connection`]). Channels connect them: `commands`
 //! (stdin → session, bounded, so a session waiting for acks slows the reader rather than
 //! buffering without bound) and `events` (session → printer).
 //!
@@ -22,7 +22,6 @@
 //! except 1 when stdout failed (events were lost) or a line or file was refused on the way;
 //! with `--output json` such an ending is also the last event (`error`, `fatal: true`).
 
-mod connection;
 mod files;
 mod inbox;
 pub mod input;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crossbeam_channel::select;
 
-use super::{Connection, Error, Event, Message, Result, Session, locate};
+use super::{Connection, Error, Event, Message, Result, SEND_QUEUE, Session, locate};
 use crate::auth::Secret;
 use crate::net;
 use crate::protocol::{Resume, Role, join_report, read_message};
@@ -109,6 +109,7 @@ impl Session {
             self.config.secret.as_ref(),
             resume,
             timeout,
+            SEND_QUEUE,
         )?;
         self.session = registered.session;
         self.token = registered.token;

@@ -15,7 +15,7 @@
 //!   `received` channel (bounded, [`RECV_QUEUE`]). The thread holds `received_tx`, the
 //!   session holds `received_rx` (in [`Connection`]) and `select!`s on it.
 //! - `send-<name>` ([`write_frames`]) writes the encoded frames the session queues on the
-//!   `outbound` channel (bounded, [`SEND_QUEUE`]). The session holds `outbound_tx` (in
+//!   `outbound` channel (bounded by the session, see [`Connection::open`]). The session holds `outbound_tx` (in
 //!   [`Connection`]), the thread `outbound_rx`. The thread also holds `writer_done_tx`,
 //!   which carries nothing: it disconnects when the thread ends, and that is how
 //!   [`Connection::close_with`] knows the last frame is out.
@@ -59,7 +59,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, never};
 
-use super::session::{MAX_RECENT, MAX_UNACKED};
 use crate::auth::Secret;
 use crate::error::{Error, Result};
 use crate::net;
@@ -74,13 +73,6 @@ const RECV_QUEUE: usize = 32;
 /// takes every frame that has arrived (a burst of deliveries, a replay after a failover).
 /// A frame larger than the buffer is read past it, straight into the frame.
 const READ_AHEAD: usize = 64 * 1024;
-/// Frames queued for the `send` thread, per connection. The session queues a publish only
-/// while the unacknowledged window has room, and after a failover it resends at most the
-/// recent and unacknowledged messages, so the queue never holds more than those two windows
-/// (at most 24 MiB of payload) plus a goodbye; a keepalive is queued only when it is empty.
-/// Were the bound hit anyway, the connection would count as lost and failover would start
-/// over on a fresh queue.
-const SEND_QUEUE: usize = MAX_UNACKED + MAX_RECENT + 2;
 
 /// What the server told us when it accepted a registration.
 pub(super) struct Registered {
@@ -116,8 +108,8 @@ pub(super) struct Connection {
     /// Kept to shut the socket down; the threads have their own handles.
     stream: TcpStream,
     reader: Option<JoinHandle<()>>,
-    /// Encoded frames for the `send` thread ([`SEND_QUEUE`]); `None` once closed, which
-    /// tells the writer to drain the queue and end.
+    /// Encoded frames for the `send` thread (at most `send_queue`, see [`Connection::open`]);
+    /// `None` once closed, which tells the writer to drain the queue and end.
     outbound_tx: Option<Sender<Vec<u8>>>,
     /// Disconnects when the `send` thread ends.
     writer_done_rx: Receiver<()>,
@@ -129,6 +121,11 @@ impl Connection {
     /// starts the connection's two threads. Blocks for at most about `timeout` per step
     /// (connect, challenge, reply).
     ///
+    /// `send_queue` bounds the frames queued for the `send` thread. The session chooses it,
+    /// since only the session knows how many frames it may queue at once (its windows of
+    /// unacknowledged and recent messages); were it hit anyway, [`Connection::send`] fails
+    /// and the session takes the connection for lost.
+    ///
     /// # Errors
     /// As `net::connect_as` (nobody listens, the connection is refused); [`Error::Refused`]
     /// when the server refuses the name; [`Error::Protocol`] when it answers something
@@ -139,6 +136,7 @@ impl Connection {
         secret: Option<&Secret>,
         resume: Option<Resume>,
         timeout: Duration,
+        send_queue: usize,
     ) -> Result<(Connection, Registered)> {
         let mut stream = net::connect_as(server, Role::Client, timeout, secret)?;
         let resuming = resume.is_some();
@@ -194,7 +192,7 @@ impl Connection {
         let reader = thread::Builder::new()
             .name(format!("recv-{name}"))
             .spawn(move || read_frames(read_half, received_tx, clocks))?;
-        let (outbound_tx, outbound_rx) = bounded(SEND_QUEUE);
+        let (outbound_tx, outbound_rx) = bounded(send_queue);
         let (writer_done_tx, writer_done_rx) = bounded(0);
         let write_half = stream.try_clone()?;
         let writer = thread::Builder::new()
@@ -218,7 +216,8 @@ impl Connection {
         Ok((connection, registered))
     }
 
-    /// Queues `message` for the `send` thread; never blocks (see [`SEND_QUEUE`]).
+    /// Queues `message` for the `send` thread; never blocks (the queue's bound is the
+    /// session's, given to [`Connection::open`]).
     ///
     /// # Errors
     /// When the writer has ended (the connection is broken) or the queue is full.

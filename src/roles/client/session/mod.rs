@@ -4,7 +4,7 @@
 //!
 //! **Threads.** The session runs on one thread (`session-<name>`), which owns all the state
 //! below. It talks to its server through a [`Connection`], whose own `recv` and `send`
-//! threads read and write the socket (see [`connection`](super::connection), and why the
+//! threads read and write the socket (see [`connection`], and why the
 //! session never writes the socket itself); the session `select!`s over the frames
 //! received, the command channel (what to send), a keepalive ticker and the stop channel.
 //!
@@ -53,14 +53,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, never, select, tick};
 
-use super::connection::Connection;
 use super::inbox::Inbox;
 pub use super::locate::locate;
 use super::{Command, Event, files, input};
 use crate::auth::Secret;
 use crate::error::{Error, Result};
 use crate::protocol::{Body, MAX_PAYLOAD_LEN, Message};
+use connection::Connection;
 
+mod connection;
 mod register;
 
 /// Messages sent and not yet acknowledged, at most. At the bound the session stops reading
@@ -79,6 +80,13 @@ const MAX_QUEUED_FILES: usize = 64;
 pub const MAX_RECENT: usize = 1024;
 /// Payload bytes of acknowledged messages kept for resending, at most (same rule).
 pub const MAX_RECENT_BYTES: usize = 8 * 1024 * 1024;
+/// Frames queued for a connection's `send` thread, at most ([`Connection::open`]). The
+/// session queues a publish only while the unacknowledged window has room, and after a
+/// failover it resends at most the recent and unacknowledged messages, so the queue never
+/// holds more than those two windows (at most 24 MiB of payload) plus a goodbye; a keepalive
+/// is queued only when it is empty. Were the bound hit anyway, the connection would count as
+/// lost and failover would start over on a fresh queue.
+const SEND_QUEUE: usize = MAX_UNACKED + MAX_RECENT + 2;
 /// How long a stop signal waits for outstanding acknowledgements before leaving anyway.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 /// How long a leaving client waits for its goodbye to be written.
