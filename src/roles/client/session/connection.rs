@@ -14,7 +14,7 @@
 //!   ([`READ_AHEAD`]), and hands each one to the session on the
 //!   `received` channel (bounded, [`RECV_QUEUE`]). The thread holds `received_tx`, the
 //!   session holds `received_rx` (in [`Connection`]) and `select!`s on it.
-//! - `send-<name>` ([`write_frames`]) writes the encoded frames the session queues on the
+//! - `send-<name>` ([`drain_outbound`]) writes the encoded frames the session queues on the
 //!   `outbound` channel (bounded by the session, see [`Connection::open`]). The session holds `outbound_tx` (in
 //!   [`Connection`]), the thread `outbound_rx`. The thread also holds `writer_done_tx`,
 //!   which carries nothing: it disconnects when the thread ends, and that is how
@@ -197,7 +197,7 @@ impl Connection {
         let write_half = stream.try_clone()?;
         let writer = thread::Builder::new()
             .name(format!("send-{name}"))
-            .spawn(move || write_frames(write_half, outbound_rx, writer_done_tx))?;
+            .spawn(move || drain_outbound(write_half, outbound_rx, writer_done_tx))?;
         let connection = Connection {
             server: server.to_string(),
             server_has,
@@ -370,7 +370,7 @@ fn read_frames(stream: TcpStream, received_tx: Sender<Result<Message>>, clocks: 
 /// disconnects or a write fails. A failed write shuts the socket down, so the `recv` thread
 /// (and through it the session) learns the connection is lost. Ending drops
 /// `_writer_done_tx`, which is what [`Connection::close_with`] waits for.
-fn write_frames(stream: TcpStream, outbound_rx: Receiver<Vec<u8>>, _writer_done_tx: Sender<()>) {
+fn drain_outbound(stream: TcpStream, outbound_rx: Receiver<Vec<u8>>, _writer_done_tx: Sender<()>) {
     let mut out = BufWriter::with_capacity(64 * 1024, &stream);
     let mut write_queued = || -> std::io::Result<()> {
         for frame in &outbound_rx {
