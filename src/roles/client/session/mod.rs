@@ -113,7 +113,10 @@ struct Session {
     config: SessionConfig,
     events_tx: Sender<Event>,
     stop_rx: Receiver<()>,
-    session: u64,
+    /// The session id, given by the first server (0 until then) and presented again, with
+    /// `token`, on every resume: servers and receivers know this session's messages by it.
+    id: u64,
+    /// Proves ownership of `id` when resuming.
     token: u64,
     /// The next frame counter (`seq` on the wire).
     next_seq: u64,
@@ -152,7 +155,7 @@ pub fn start(
     let mut session = Session {
         events_tx,
         stop_rx,
-        session: 0,
+        id: 0,
         token: 0,
         next_seq: 1,
         next_number: 1,

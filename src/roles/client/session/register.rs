@@ -97,8 +97,8 @@ impl Session {
     /// Connects to `server` and registers (resuming when this session has registered before),
     /// then takes the session id, token and watermarks the server gives.
     fn register(&mut self, server: &str, timeout: Duration) -> Result<Connection> {
-        let resume = (self.session != 0).then(|| Resume {
-            session: self.session,
+        let resume = (self.id != 0).then(|| Resume {
+            session: self.id,
             token: self.token,
             seen: self.inbox.seen(),
         });
@@ -111,7 +111,7 @@ impl Session {
             timeout,
             SEND_QUEUE,
         )?;
-        self.session = registered.session;
+        self.id = registered.session;
         self.token = registered.token;
         if first {
             // Everything up to these marks was sent before we registered.
