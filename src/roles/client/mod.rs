@@ -146,27 +146,19 @@ pub enum Event {
     },
 }
 
-/// How `dsys client` is set up (its flags).
+/// How `dsys client` is set up (its flags): what the session needs, and what the input and
+/// the printer around it need.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The coordinator's address.
-    pub coordinator: String,
-    /// Start on this server instead of asking the coordinator.
-    pub server: Option<String>,
-    /// The name to register under.
-    pub name: String,
+    /// Where to register, as whom, where received files go, the largest file sent, the
+    /// secret: everything the session thread uses.
+    pub session: SessionConfig,
     /// Text or JSON events on stdout.
     pub output: Output,
-    /// Where received files go.
-    pub download_dir: PathBuf,
     /// Texts to send before stdin.
     pub send: Vec<String>,
     /// Files to send before stdin.
     pub send_files: Vec<PathBuf>,
-    /// Largest file sent; bigger ones are refused with an `error` event.
-    pub max_file_size: u64,
-    /// The cluster secret, when the cluster has one.
-    pub secret: Option<crate::auth::Secret>,
     /// Receive only: never read stdin, run until a signal or `count` (`--listen`).
     pub listen: bool,
     /// Leave after receiving this many messages and files (`--count`).
@@ -215,19 +207,7 @@ fn converse(config: Config) -> Result<()> {
     // Unbounded on purpose: the printer only writes to stdout and never waits on the
     // network, and a bound here could stall the session while it holds acks back.
     let (events_tx, events_rx) = unbounded();
-    let session = session::start(
-        SessionConfig {
-            coordinator: config.coordinator,
-            server: config.server,
-            name: config.name,
-            download_dir: config.download_dir,
-            max_file_size: config.max_file_size,
-            secret: config.secret,
-        },
-        commands_rx,
-        events_tx,
-        stop_rx,
-    )?;
+    let session = session::start(config.session, commands_rx, events_tx, stop_rx)?;
     // A listener never reads stdin: it holds the command sender, so its input never ends
     // and only a signal or `--count` stops it.
     let _listening = if config.listen {
@@ -348,10 +328,10 @@ impl Printer {
 /// rule at its most lenient (servers may be stricter, and then refuse it), and every
 /// `--send-file`. A file that changes after this check is reported when its turn comes.
 fn check_before_registering(config: &Config) -> Result<()> {
-    crate::protocol::valid_name(&config.name, crate::protocol::MAX_NAME_LEN_LIMIT)
+    crate::protocol::valid_name(&config.session.name, crate::protocol::MAX_NAME_LEN_LIMIT)
         .map_err(|why| Error::Failed(format!("cannot register: {why}")))?;
     for path in &config.send_files {
-        files::Outgoing::open(path, config.max_file_size)
+        files::Outgoing::open(path, config.session.max_file_size)
             .map_err(|why| Error::Failed(format!("{why}; nothing was sent (--send-file)")))?;
     }
     Ok(())
