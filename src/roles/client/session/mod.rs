@@ -202,6 +202,9 @@ impl Session {
                 break;
             }
             // Backpressure: take new commands only while the unacked window has room.
+            // A `never()` receiver makes a `select!` arm that cannot fire: that is how an
+            // optional channel is written in a crossbeam `select!` (`commands` here, `stop`
+            // below once it has fired).
             let room = self.unacked.len() < MAX_UNACKED && self.unacked_bytes < MAX_UNACKED_BYTES;
             let commands = if input_open && room && self.queued_files.len() < MAX_QUEUED_FILES {
                 &commands_rx
