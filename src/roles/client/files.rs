@@ -1,17 +1,18 @@
-//! Files on the client: streaming one out in chunks, and taking one in safely.
+//! Files on the client: streaming one out in chunks ([`Outgoing`]), and taking one in safely
+//! ([`Incoming`]).
 //!
-//! **Sending** ([`Outgoing`]): the file is checked (exists, is a regular file, within the
-//! size limit) before anything is sent, then read one [`FILE_CHUNK_LEN`] chunk at a time
-//! when the session has room for it, hashing as it goes. At most one chunk of it is in this
-//! module's hands at any moment; the session's unacknowledged window bounds the rest.
+//! **Who calls it.** The session opens an [`Outgoing`] when a file's turn comes (and
+//! `client::run` opens each `--send-file` once, to refuse a bad one before registering), then
+//! reads one [`FILE_CHUNK_LEN`] chunk at a time when it has room, hashing as it goes. The
+//! session's inbox (`inbox.rs`) feeds an [`Incoming`] the chunks it receives. No thread of its
+//! own; at most one chunk per file is in its hands.
 //!
-//! **Receiving** ([`Incoming`]): a file name that arrives over the wire is untrusted.
-//! [`safe_name`] keeps only its last component and neutralises everything that could leave
-//! the download directory or confuse a terminal. Chunks are written to a hidden temporary
-//! file in the download directory and hashed as they arrive; only when the length and the
-//! SHA-256 match is the file linked into place, under a name that does not exist yet. So a
-//! partial file never appears under the final name, and an existing file is never
-//! overwritten. An `Incoming` that is dropped unfinished deletes its temporary file.
+//! **Receiving safely.** A name from the wire goes through [`safe_name`]: its last component
+//! only, nothing that could leave the download directory or confuse a terminal. Chunks go to
+//! a hidden temporary file, hashed as they arrive; only when the length and the SHA-256 match
+//! is the file linked into place, under a name that does not exist yet, so a partial file
+//! never shows and nothing is overwritten. **How it stops:** an [`Incoming`] dropped
+//! unfinished deletes its temporary file. The rest: docs/protocol.md, "8. Files".
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};

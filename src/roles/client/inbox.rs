@@ -1,29 +1,18 @@
 //! What a client receives: each sender's messages exactly once and in that sender's order,
 //! every loss reported as a gap, files put together chunk by chunk and checked.
 //!
-//! **Threads and peers.** None of its own: the session thread calls [`Inbox::deliver`] for
-//! each `Deliver` frame and prints the events it returns. No socket here; the only I/O is
-//! the download directory, through [`files::Incoming`].
+//! **Who calls it.** The session thread: [`Inbox::deliver`] for each `Deliver` frame (it
+//! passes on the events returned), [`Inbox::start_after`] at its first registration and
+//! [`Inbox::seen`] when it resumes on another server. No thread and no socket here; the only
+//! I/O is the download directory, through [`files::Incoming`].
 //!
-//! **What it remembers, and why.**
-//! - `seen`: for each sender session, the highest `seq` delivered. A repeat is dropped. On
-//!   failover the map is sent to the new server ([`Inbox::seen`]), which replays what is
-//!   missing from its history window.
-//! - `numbers`: for each sender session, the last message number delivered (the `seq` of
-//!   the events). A jump in it is reported as a `gap` event with the count.
-//! - `incoming`: the file being received from each sender session; its chunks go straight
-//!   into a temporary file.
-//! - `damaged`: the senders whose frames went missing since their last `FileStart`, so
-//!   that the end of a file whose start was lost is reported, not taken for a file that
-//!   started before we registered.
+//! **When frames go missing** (a `seq` skipped: after a failover, no live server still held
+//! them), a file in progress from that sender cannot be whole: it is dropped (its temporary
+//! file deleted) and counts as one missed message. Missing texts show as a jump in the
+//! message numbers at the next message from that sender.
 //!
-//! **When frames go missing** (a `seq` skipped: after a failover, no live server still
-//! held them), a file in progress from that sender cannot be whole: it is dropped (its
-//! temporary file deleted) and counts as one missed message. Missing texts show as a jump
-//! in the message numbers at the next message from that sender.
-//!
-//! **Stopping.** Nothing to stop: dropping the inbox drops the files still incoming, and
-//! each deletes its temporary file.
+//! **How it stops.** Nothing to stop: dropping the inbox drops the files still incoming, and
+//! each deletes its temporary file. The rest: docs/guarantees.md, "1. Exactly once, in order".
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -31,12 +20,19 @@ use std::path::PathBuf;
 use super::{Event, files};
 use crate::protocol::Body;
 
-/// The receiving side of a session (see the module doc).
+/// The receiving side of a session, owned by the session thread.
 pub(super) struct Inbox {
     /// Where received files are saved.
     download_dir: PathBuf,
+    /// For each sender session, the highest `seq` delivered. A repeat is dropped. On
+    /// failover the map is sent to the new server ([`Inbox::seen`]), which replays what is
+    /// missing from its history window.
     seen: HashMap<u64, u64>,
+    /// For each sender session, the last message number delivered (the `seq` of the
+    /// events). A jump in it is reported as a `gap` event with the count.
     numbers: HashMap<u64, u64>,
+    /// The file being received from each sender session; its chunks go straight into a
+    /// temporary file.
     incoming: HashMap<u64, files::Incoming>,
     /// Sender sessions whose frames went missing since their last `FileStart`: a `FileEnd`
     /// without a file from them is a lost file, not one that started before we registered.

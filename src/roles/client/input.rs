@@ -1,26 +1,18 @@
 //! The client's input: what each line of stdin becomes, read with bounded memory.
 //!
-//! **The rules** (also in `dsys client --help`, from [`HELP`]):
-//! - Every line is one text message, sent as it is, however it looks; the line end (`\n`
-//!   or `\r\n`) is not part of it.
-//! - A line that starts with a single `/` is a command and is never sent as text:
-//!   `/file PATH` sends a file, `/help` prints [`HELP`] on stderr and sends nothing (stdout
-//!   carries only the contract's events). Any other `/word` is refused with an `error`
-//!   event; `//text` sends `/text`, so every line can still be sent.
-//! - A line that cannot be sent (not UTF-8, longer than one message may be, an unknown or
-//!   incomplete command) becomes one `error` event that says why, and the next lines go on.
+//! **The rules** are [`HELP`] (the tail of `dsys client --help` too): a line is one text
+//! message, sent as it is; a line that starts with a single `/` is a command (`/file PATH`,
+//! `/help`), never text, and `//text` sends `/text`; a line that cannot be sent (not UTF-8,
+//! too long, an unknown command) becomes one `error` event, and the next lines go on.
 //!
-//! **Threads.** [`read_input`] runs on the client's `stdin` thread and feeds the session's
-//! command channel. It blocks on stdin and on that channel, which is bounded: a session
-//! waiting for acknowledgements slows the reader down instead of buffering stdin.
+//! **Who calls it.** [`read_input`] runs on the client's `stdin` thread and feeds the
+//! session's bounded command channel, so a session waiting for acks slows the reader down. A
+//! line is read ([`read_line`]) into at most one message ([`MAX_PAYLOAD_LEN`]) plus a byte;
+//! the rest of a longer line is only counted, so a line of gigabytes costs about 1 MiB.
 //!
-//! **Memory.** A line is read ([`read_line`]) into a buffer of at most one message
-//! ([`MAX_PAYLOAD_LEN`]) plus one byte; the rest of a longer line is read and discarded up
-//! to its end, only counted. A line of gigabytes costs about 1 MiB.
-//!
-//! **Stopping.** End of stdin (or a read error, reported first) returns, which drops the
-//! command channel's sender: that is how the session learns that input is over. A session
-//! that has ended makes the next send fail, and the reader returns too.
+//! **How it stops.** End of stdin (or a read error, reported first) returns and drops the
+//! command sender, which tells the session that input is over; a session that has ended
+//! makes the next send fail, and the reader returns too. The rest: docs/architecture.md.
 
 use std::io::{self, BufRead};
 use std::os::unix::ffi::OsStrExt;

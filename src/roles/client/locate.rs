@@ -1,14 +1,17 @@
 //! Asking the coordinator which server a client should use: at the start, and on every
 //! failover, naming the server just lost.
 //!
-//! **Threads and peers.** None of its own: the session thread calls [`locate`], which
-//! opens a short `Locate` connection to the coordinator, asks once, and closes it.
+//! **Who calls it.** The session's registration (`session/register.rs`), on the thread that
+//! registers: [`locate`] opens a short `Locate` connection to the coordinator, asks once, and
+//! closes it. No thread of its own.
 //!
 //! **When the coordinator fails** (unreachable, refusing, or silent), [`locate`] returns an
 //! error that says which: a first registration then fails (exit status 1, with that
-//! sentence), and a failover tries the old server again instead. Nothing to stop: a call blocks for at most
-//! [`LOCATE_CONNECT_TIMEOUT`] to connect and again for the coordinator's challenge, then
-//! [`LOCATE_REPLY_TIMEOUT`] for the answer.
+//! sentence), and a failover tries the old server again instead.
+//!
+//! **How it stops.** A call blocks for at most [`LOCATE_CONNECT_TIMEOUT`] to connect and
+//! again for the coordinator's challenge, then [`LOCATE_REPLY_TIMEOUT`] for the answer. The
+//! rest: docs/heartbeats-and-failover.md, "Client failover".
 
 use std::time::Duration;
 

@@ -2,25 +2,17 @@
 //! other client, prints what the others send, and moves to a live server by itself when its
 //! server fails.
 //!
-//! **Threads.** The main thread prints events (this file); `stdin` reads input lines into
-//! the command channel ([`input`], which also says what a line may be); the session thread
-//! ([`session`]) does all the networking, through a connection whose `recv` and `send`
-//! threads read and write the socket ([`session::connection`]). Channels connect them: `commands`
-//! (stdin → session, bounded, so a session waiting for acks slows the reader rather than
-//! buffering without bound) and `events` (session → printer).
+//! **What this file owns.** [`run`], which `main.rs` calls with the flags ([`Config`]); the
+//! [`Command`]s given to the session and the [`Event`]s it gives back; and the main thread,
+//! the printer, which prints each event ([`output`]) and decides the exit status. It starts
+//! the `stdin` thread ([`input::read_input`]), which feeds the bounded `commands` channel, and
+//! the session ([`session::start`]), which does all the networking and sends `events` back.
 //!
-//! **Before registering**, every `--send-file` is checked (it exists, is a regular file
-//! that can be opened, within `--max-file-size`), and so is the name: a script learns of a
-//! mistake from exit status 1 and one line, before anything is sent.
-//!
-//! **Stopping.** End of stdin closes the command channel: the session waits for every ack,
-//! deregisters and ends, which closes the event channel, and the printer returns. A
-//! listener (`--listen`) has no stdin thread: the printer holds the command sender, so
-//! input never ends. SIGINT or SIGTERM stops the session with a deadline, and so do a
-//! stdout that can no longer be written (a closed pipe) and the last of `--count`
-//! messages: the printer holds the session's stop channel and drops it. Exit status 0,
-//! except 1 when stdout failed (events were lost) or a line or file was refused on the way;
-//! with `--output json` such an ending is also the last event (`error`, `fatal: true`).
+//! **How it stops.** End of stdin closes `commands`: the session waits for every ack,
+//! deregisters and ends, which closes `events`, and the printer returns. A listener
+//! (`--listen`) never reads stdin; a signal, a stdout that fails, or the last of `--count`
+//! messages drops the session's stop channel instead. The rest: docs/architecture.md, "A
+//! client's threads".
 
 mod files;
 mod inbox;

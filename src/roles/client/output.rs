@@ -1,12 +1,17 @@
 //! How client events look on stdout: a line for a human, or one JSON object per line with
 //! the fields `CONTRACT.md` pins. Everything else the client says goes to stderr as logs.
 //!
-//! **Text from other processes.** Message texts, names, file names and refusal reasons
-//! come from other clients and servers, and any of them may carry terminal control
-//! sequences. Every line text mode prints, on stdout or stderr, goes through
-//! [`visible`] first, so such characters show as escapes and never reach the terminal as
-//! orders (docs/security.md). JSON output carries the text unchanged: JSON escapes
-//! controls itself.
+//! **Who calls it.** The printer on the client's main thread, [`print()`] for each event
+//! of the session, and `dsys demo`, which shows its sessions' events with [`to_text`]. No
+//! thread and no state, so nothing to stop: a write that fails is returned, and the printer
+//! then ends the client (exit status 1).
+//!
+//! **Text from other processes.** Message texts, names, file names and refusal reasons come
+//! from other clients and servers, and any of them may carry terminal control sequences.
+//! Every line text mode prints, on stdout or stderr, goes through [`visible`] first, so such
+//! characters show as escapes and never reach the terminal as orders. JSON output carries the
+//! text unchanged: JSON escapes controls itself. The rest: docs/security.md, "Text from other
+//! clients: shown, never obeyed".
 
 use std::io::{self, Write};
 

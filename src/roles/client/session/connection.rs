@@ -1,53 +1,18 @@
-//! One live connection from a client session to a server: how it is opened (registration),
-//! and the two threads that move its frames, so that the session thread never touches the
-//! socket.
+//! One live connection from a session to a server: registering on it ([`Connection::open`])
+//! and the two threads that own its socket, so that the session thread never writes it (a
+//! session blocked writing to a server that paces it would stop receiving too).
 //!
-//! **Opening.** [`Connection::open`] connects as a client (the server's challenge and our
-//! `Hello`, in `net::connect_as`), sends `Register` (with a `Resume` when the session has
-//! registered before) and waits for one reply: `Registered` carries the session id, its
-//! token, the keepalive interval and the watermarks; `RegisterRefused` becomes
-//! [`Error::Refused`]. Only then are the threads started, so a server that refuses or does
-//! not answer costs no thread.
+//! **Threads.** `recv-<name>` ([`read_frames`]) reads frames into the bounded `received`
+//! channel; `send-<name>` ([`drain_outbound`]) writes what the session queues on `outbound`,
+//! whose bound the session chooses. Every failure (a broken socket, an end of stream, a
+//! failed write, a server silent past [`silence_limit`]) reaches the session as one `Err` on
+//! `received`, and the session fails over.
 //!
-//! **Threads.** Each connection runs two, named after the client:
-//! - `recv-<name>` ([`read_frames`]) reads frames, as many as have arrived in one read
-//!   ([`READ_AHEAD`]), and hands each one to the session on the
-//!   `received` channel (bounded, [`RECV_QUEUE`]). The thread holds `received_tx`, the
-//!   session holds `received_rx` (in [`Connection`]) and `select!`s on it.
-//! - `send-<name>` ([`drain_outbound`]) writes the encoded frames the session queues on the
-//!   `outbound` channel (bounded by the session, see [`Connection::open`]). The session holds `outbound_tx` (in
-//!   [`Connection`]), the thread `outbound_rx`. The thread also holds `writer_done_tx`,
-//!   which carries nothing: it disconnects when the thread ends, and that is how
-//!   [`Connection::close_with`] knows the last frame is out.
-//!
-//! The session never writes to the socket itself, because a server that has no room for
-//! more (it is pacing its publishers, see `docs/architecture.md`) stops reading, and a
-//! session blocked in that write would stop reading too. Two clients sending each other
-//! files could then each wait for the other, until the server took one of them for a
-//! reader that has stopped (and it lost messages). With its own writer the session always
-//! goes on receiving.
-//!
-//! **Keepalives.** The server announces a keepalive interval in `Registered`. When it has
-//! sent nothing for that long, the session sends a keepalive, which a live server answers
-//! with one ([`Connection::send_keepalive`]); the session also sends one when it has itself
-//! sent nothing for two intervals, so the server never takes a quiet client for a gone one.
-//! An idle connection thus costs the server one wake-up per interval, and nothing more.
-//!
-//! **When the server fails.** Every failure reaches the session the same way, as one `Err`
-//! item on `received`, after which `recv` ends; the session takes it for a lost connection
-//! and fails over. A broken socket and an end of stream are read errors. Silence is one
-//! too: the socket's read timeout is three keepalive intervals (at least 300 ms), and a
-//! live server answers the keepalive sent after one, so a server that says nothing for
-//! three is dead or hung. A failed write ends `send` and shuts the socket down, which wakes
-//! `recv` with an end of stream. A frame the session cannot queue (the writer has ended,
-//! or the queue is full) makes [`Connection::send`] fail, which the session also treats as
-//! a lost connection.
-//!
-//! **Closing.** [`Connection::close_with`] queues a goodbye as the last frame, drops
-//! `outbound_tx` so that `send` writes what is queued and ends, and waits a grace period
-//! for it. Dropping a [`Connection`] (after `close_with`, or when the session fails over)
-//! shuts the socket down, drops the session's channel ends and joins both threads, so no
-//! thread outlives its socket.
+//! **Who calls it, how it stops.** Only the session (`session/mod.rs` and `register.rs`).
+//! [`Connection::close_with`] queues a goodbye and lets `send` drain the rest; dropping a
+//! [`Connection`] shuts the socket down and joins both threads, so no thread outlives its
+//! socket. The rest: docs/architecture.md, "A client's threads"; keepalives and silence:
+//! docs/heartbeats-and-failover.md, "Client keepalives".
 
 use std::cell::Cell;
 use std::io::{BufReader, BufWriter, Write};
@@ -92,8 +57,9 @@ pub(super) struct Connection {
     /// registration): recent messages above it are sent again after a failover.
     pub server_has: u64,
     /// The keepalive interval the server announced, in milliseconds: how long it may be
-    /// quiet before the session sends it a keepalive (see the module doc). Shared with the
-    /// `recv` thread, which changes it when the server sends `KeepaliveEvery`.
+    /// quiet before the session sends it a keepalive ([`Connection::send_keepalive`]).
+    /// Shared with the `recv` thread, which changes it when the server sends
+    /// `KeepaliveEvery`.
     keepalive_ms: Arc<AtomicU64>,
     /// When the connection opened: the zero of `heard_ms`.
     opened: Instant,
@@ -102,16 +68,20 @@ pub(super) struct Connection {
     /// When the session last queued a frame, and its last keepalive.
     last_sent: Cell<Instant>,
     last_keepalive: Cell<Instant>,
-    /// Frames from the `recv` thread ([`RECV_QUEUE`]); an `Err` or a disconnect means the
-    /// connection is gone.
+    /// Frames from the `recv` thread, which holds `received_tx` ([`RECV_QUEUE`]); the
+    /// session `select!`s on this end. An `Err` or a disconnect means the connection is
+    /// gone.
     pub received_rx: Receiver<Result<Message>>,
     /// Kept to shut the socket down; the threads have their own handles.
     stream: TcpStream,
     reader: Option<JoinHandle<()>>,
-    /// Encoded frames for the `send` thread (at most `send_queue`, see [`Connection::open`]);
-    /// `None` once closed, which tells the writer to drain the queue and end.
+    /// Encoded frames for the `send` thread, which holds `outbound_rx` (at most
+    /// `send_queue`, see [`Connection::open`]); `None` once closed, which tells the writer
+    /// to drain the queue and end.
     outbound_tx: Option<Sender<Vec<u8>>>,
-    /// Disconnects when the `send` thread ends.
+    /// Disconnects when the `send` thread ends: the thread holds `writer_done_tx`, which
+    /// carries nothing, and that is how [`Connection::close_with`] knows the last frame is
+    /// out.
     writer_done_rx: Receiver<()>,
     writer: Option<JoinHandle<()>>,
 }
@@ -119,7 +89,9 @@ pub(super) struct Connection {
 impl Connection {
     /// Connects to `server` and registers as `name`, resuming when `resume` is given, then
     /// starts the connection's two threads. Blocks for at most about `timeout` per step
-    /// (connect, challenge, reply).
+    /// (connect, challenge, reply). The answer is `Registered` (the session id, its token,
+    /// the keepalive interval, the watermarks) or `RegisterRefused`; only then are the
+    /// threads started, so a server that refuses or does not answer costs no thread.
     ///
     /// `send_queue` bounds the frames queued for the `send` thread. The session chooses it,
     /// since only the session knows how many frames it may queue at once (its windows of
@@ -245,10 +217,12 @@ impl Connection {
         Duration::from_millis(self.keepalive_ms.load(Ordering::Relaxed).max(10))
     }
 
-    /// Queues a keepalive when one is due (see the module doc): the server has been quiet for
-    /// a keepalive interval and we have not asked it since, or we have sent nothing for two.
-    /// Not when frames are queued already: those show the server we live, and it answers
-    /// them.
+    /// Queues a keepalive when one is due: the server has been quiet for a keepalive
+    /// interval (the one it announced) and we have not asked it since, and a live server
+    /// answers at once; or we have sent nothing for two intervals, so the server never takes
+    /// a quiet client for a gone one. Not when frames are queued already: those show the
+    /// server we live, and it answers them. An idle connection thus costs the server one
+    /// wake-up per interval, and nothing more.
     pub(super) fn send_keepalive(&self) {
         let keepalive = self.keepalive();
         let heard = self.opened + Duration::from_millis(self.heard_ms.load(Ordering::Relaxed));

@@ -1,50 +1,17 @@
-//! A client session: registration, sending with acknowledgements, receiving exactly once in
-//! each sender's order (its [`Inbox`]), and failover to another server without the user
-//! doing anything.
+//! A client session: the `session-<name>` thread, which owns all the client's state, sends
+//! with acknowledgements, receives each sender's messages once and in order (its [`Inbox`]),
+//! and moves to another server without the user doing anything.
 //!
-//! **Threads.** The session runs on one thread (`session-<name>`), which owns all the state
-//! below. It talks to its server through a [`Connection`], whose own `recv` and `send`
-//! threads read and write the socket (see [`connection`], and why the
-//! session never writes the socket itself); the session `select!`s over the frames
-//! received, the command channel (what to send), a keepalive ticker and the stop channel.
+//! **Who calls it.** [`start`], from `dsys client` (`client::run`), `dsys demo` and `dsys
+//! bench`. It registers first ([`register`], which also fails over and moves), then runs
+//! [`Session::run`] on its own thread: a `select!` over the commands, the frames received, a
+//! keepalive ticker and the stop channel. It reaches its server only through a [`Connection`]
+//! ([`connection`]), whose two threads own the socket; the session never blocks on it.
 //!
-//! **What the session remembers, and why.**
-//! - `unacked`: every message sent and not yet acknowledged, in `seq` order. An ack means
-//!   the message is stored on every live server, so after a failover only these are sent
-//!   again; the server drops the ones it already has. The window is bounded
-//!   ([`MAX_UNACKED`]): when it is full the session stops taking commands, which blocks
-//!   whoever feeds it (stdin), so memory stays bounded and nothing is dropped.
-//! - `recent`: the latest acknowledged messages, bounded ([`MAX_RECENT`]). An ack covers
-//!   the loss of any one server; these cover the rarer loss of every server that held them
-//!   (say the last live server dies while the only other one is hung). On resume the new
-//!   server says up to which `seq` it holds this session's messages, and the session sends
-//!   again the recent ones above that.
-//! - `inbox`: what has been received ([`Inbox`]): for each sender session the highest
-//!   `seq` delivered (repeats are dropped, and a resume tells the new server what to
-//!   replay) and the last message number (a jump in it is a `gap` event).
-//!
-//! **Files.** A file goes out as `FileStart`, chunks and `FileEnd`, each its own frame with
-//! its own `seq` ([`files::Outgoing`] reads one chunk at a time). The loop sends a chunk
-//! only when no command is waiting, so a text typed during a big file goes out after at
-//! most one chunk. A file gets its message number when its last chunk is sent. The
-//! [`Inbox`] puts received files together.
-//!
-//! **When the server fails.** A broken socket, a failed write, or silence longer than two
-//! keepalive intervals (a hung server), each of which the [`Connection`] reports as an
-//! error on its `received` channel, starts [`Session::fail_over`]: ask the coordinator
-//! where to go ([`locate`], naming the lost server), register again with the same session
-//! and token, send again the recent messages the new server lacks and every unacknowledged
-//! one, and print a `failover` event. Registering, the first time and again, is in
-//! [`register`].
-//!
-//! **When the server says move.** A `Move` frame (the coordinator is rebalancing, or the
-//! server is leaving) starts [`Session::move_to`]: the same resume, on the named server,
-//! but made before the old connection is broken, so a server that cannot take the client
-//! leaves it where it was. It prints a `moved` event.
-//!
-//! **Stopping.** End of input (the command channel disconnects) waits until everything is
-//! acknowledged, then deregisters. A stop signal does the same with a deadline
-//! ([`STOP_GRACE`]).
+//! **How it stops.** End of input (the command channel disconnects) waits until everything
+//! sent is acknowledged, then deregisters; a stop signal does the same within
+//! [`STOP_GRACE`]. The rest: docs/architecture.md, "A client's threads", and
+//! docs/heartbeats-and-failover.md, "Client failover".
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -73,7 +40,7 @@ pub const MAX_UNACKED_BYTES: usize = 16 * 1024 * 1024;
 /// Files waiting for the one being sent, at most; at the bound the session takes no more
 /// commands until one has gone (backpressure on stdin, nothing dropped).
 const MAX_QUEUED_FILES: usize = 64;
-/// Acknowledged messages kept for resending, at most (see `recent` in the module doc).
+/// Acknowledged messages kept for resending, at most (see [`Session::recent`]).
 /// Beyond it the oldest is forgotten: it is on every server that was live when it was
 /// acknowledged, so only the loss of all of those could make a receiver miss it, and then
 /// the receiver gets a `gap` event, never silence.
@@ -109,9 +76,14 @@ pub struct SessionConfig {
     pub secret: Option<Secret>,
 }
 
+/// Everything a client knows, owned by the one `session-<name>` thread, so no lock.
 struct Session {
     config: SessionConfig,
+    /// To the printer on the client's main thread (or to `dsys demo` and `dsys bench`),
+    /// which holds `events_rx`; dropped when the session ends, which ends the printer.
     events_tx: Sender<Event>,
+    /// Disconnects when the holder of `stop_tx` drops it (a signal, a broken stdout, the
+    /// last of `--count`): leave within [`STOP_GRACE`], and stop a failover that is looping.
     stop_rx: Receiver<()>,
     /// The session id, given by the first server (0 until then) and presented again, with
     /// `token`, on every resume: servers and receivers know this session's messages by it.
@@ -123,16 +95,31 @@ struct Session {
     /// The next message number (`seq` in the events).
     next_number: u64,
     /// The file being sent, and the files waiting for it, each with the line of stdin that
-    /// asked for it (for a refusal to name).
+    /// asked for it (for a refusal to name). A file goes out as `FileStart`, chunks and
+    /// `FileEnd`, each a frame with its own `seq`, one chunk whenever nothing else is ready
+    /// (so a text typed meanwhile waits for one chunk at most); it takes its message
+    /// number with `FileEnd`.
     outgoing: Option<files::Outgoing>,
     outgoing_line: Option<u64>,
     queued_files: VecDeque<(PathBuf, Option<u64>)>,
+    /// Every message sent and not yet acknowledged, in `seq` order. An ack means the message
+    /// is stored on every live server, so after a failover only these (and some of `recent`)
+    /// are sent again; the server drops the ones it already has. Bounded by [`MAX_UNACKED`]
+    /// and [`MAX_UNACKED_BYTES`]: when it is full the session stops taking commands, which
+    /// blocks whoever feeds it (stdin), so memory stays bounded and nothing is dropped.
     unacked: VecDeque<(u64, Body)>,
     unacked_bytes: usize,
+    /// The latest acknowledged messages, bounded by [`MAX_RECENT`] and [`MAX_RECENT_BYTES`].
+    /// An ack covers the loss of any one server; these cover the rarer loss of every server
+    /// that held them (say the last live server dies while the only other one is hung). On
+    /// resume the new server says up to which `seq` it holds this session's messages, and
+    /// the session sends again the recent ones above that.
     recent: VecDeque<(u64, Body)>,
     recent_bytes: usize,
     /// The highest message number reported acknowledged (an `acked` event).
     acked_number: u64,
+    /// What has been received: per sender, what was delivered and what a resume asks the
+    /// new server to replay.
     inbox: Inbox,
 }
 

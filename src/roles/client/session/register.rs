@@ -1,16 +1,17 @@
-//! Registering a session with a server: the first time, and again after its server failed
-//! (failover), resending what the new server may lack.
+//! Registering a session with a server: the first time, again after its server failed
+//! (failover), and on another when its server says move; each time resending what the new
+//! server may lack.
 //!
-//! **Threads and peers.** None of its own: these are methods of the session, run on the
-//! thread that calls them (the caller of [`start`](super::start) for the first
-//! registration, the `session-<name>` thread for a failover). Each asks the coordinator
-//! ([`locate`]) and opens a [`Connection`] to the server it names.
+//! **Who calls it.** These are methods of the session, run on the thread that calls them:
+//! the caller of [`start`](super::start) for the first registration, the `session-<name>`
+//! thread for [`Session::fail_over`] and [`Session::move_to`]. The first two ask the
+//! coordinator where to go ([`locate`]); each opens a [`Connection`] to the server chosen.
 //!
-//! **When a peer fails.** The first registration tries again, naming the lost server, when
-//! the coordinator's choice does not answer, and otherwise fails with one sentence that
-//! says what failed (exit status 1). A failover never gives up: it asks again every
-//! [`FAILOVER_RETRY`], trying the old server when the coordinator is down too, until it
-//! succeeds or the session is stopped.
+//! **How it stops.** The first registration tries up to [`FIRST_REGISTER_ATTEMPTS`] servers,
+//! then fails with one sentence that says what failed (exit status 1). A failover never gives
+//! up: it asks again every [`FAILOVER_RETRY`], trying the old server when the coordinator is
+//! down too, until it succeeds or the session is stopped. A move that fails leaves the session
+//! where it was. The rest: docs/heartbeats-and-failover.md, "Client failover".
 
 use std::time::Duration;
 
