@@ -1,22 +1,13 @@
-//! Who may join: the cluster secret, and the proof of it that opens every connection.
+//! Who may join: the cluster secret ([`Secret`], from `--secret-file` or `DSYS_SECRET`), the
+//! challenge and response that prove it at the opening of every connection (a fresh nonce,
+//! [`new_nonce`]; HMAC-SHA256 of nonce and role, [`Secret::proof`]; compared in constant
+//! time, [`accepts`]), and the resume token that proves a session ([`resume_token`]).
 //!
-//! A cluster may run with a secret (`--secret-file PATH`, or the secret itself in
-//! `DSYS_SECRET`; never on the command line, where `ps` would show it). Then every
-//! connection must prove that whoever opened it knows the secret: a server joining the
-//! coordinator or relaying to a peer, a client registering or asking where to go,
-//! `dsys status`. The proof is a challenge and a response, so the secret itself never
-//! crosses the network:
-//!
-//! 1. the accepting side sends `Challenge { nonce }`, 16 fresh random bytes ([`new_nonce`]);
-//! 2. the connecting side answers `Hello { .., proof }`, where `proof` is
-//!    HMAC-SHA256(secret, nonce, role) ([`Secret::proof`]);
-//! 3. the accepting side computes the same and compares the two in constant time
-//!    ([`accepts`]). A wrong or missing proof gets an `Error` frame saying so, and the
-//!    connection is closed with the reason in the log.
-//!
-//! Without a secret the proof is all zeros and nobody checks it: anyone who can reach a
-//! port may join. `net.rs` drives the exchange (`connect_as`, `expect_hello`); what the
-//! secret protects against, and what it does not, is in `docs/security.md`.
+//! **Who calls it.** `net.rs` drives the exchange for every role and tool (`connect_as`,
+//! `expect_hello`); the server's hub issues and checks resume tokens. Pure functions and a
+//! value: no thread, no socket. Without a secret the proof is all zeros and nobody checks
+//! it. The exchange, and what the secret protects against and what it does not:
+//! `docs/security.md`, "Who may join: the cluster secret".
 
 use std::fmt;
 use std::path::Path;

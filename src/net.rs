@@ -1,22 +1,15 @@
-//! Small socket helpers shared by every role: the accept loop with its thread per
-//! connection, its limits and its stop ([`AcceptLoop`]), connecting with a deadline, the
-//! opening handshake, and refusing a peer that breaks the protocol ([`refuse`]).
+//! Small socket helpers shared by every role: connecting with a deadline ([`connect`],
+//! [`connect_as`]), the opening handshake ([`send_challenge`], [`expect_hello`]), the limits
+//! every port applies to strangers ([`ConnectionLimits`]), and refusing a peer with a reason
+//! ([`refuse`]). Its children: the accept loop (`net/accept.rs`), one send that never blocks
+//! (`net/send_now.rs`), and the metrics port (`net/metrics_http.rs`).
 //!
-//! **Threads.** Only the accept loop starts any ([`AcceptLoop`], in `net/accept.rs`): the
-//! `accept` thread, and one `conn-<peer>` thread per connection that runs the role's serve
-//! function. A connection's error ends only that connection, and its thread logs why.
-//! [`AcceptLoop::stop`] sets a flag, wakes `accept()` with a connection to itself and joins
-//! the thread; connection threads end on their own. Everything else here runs on the
-//! caller's thread.
+//! Every role, every tool and the tests call it. Nothing in this file starts a thread or
+//! keeps state; each call runs on the caller's thread. A blocking call must never wait for
+//! ever on a peer that may be dead or hung, so every connect here has a timeout and every
+//! stream leaves this module with read and write timeouts set.
 //!
-//! Every dsys socket is a blocking `std::net::TcpStream`. A blocking call must never wait
-//! forever on a peer that may be dead or hung, so every connect here has a timeout and
-//! every stream leaves this module with read and write timeouts set.
-//!
-//! Every listening port faces the network, so what a stranger can cost a process is bounded
-//! here, before any role-specific code runs ([`ConnectionLimits`], `docs/security.md`):
-//! a connection thread only while fewer than `max_connections` are open, and only until the
-//! handshake deadline unless it speaks the protocol.
+//! What a stranger may cost a port, and why: `docs/security.md`, "The limits on every port".
 
 mod accept;
 pub mod metrics_http;

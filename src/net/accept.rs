@@ -1,39 +1,18 @@
-//! The accept loop of every listening role: the `accept` thread, one `conn-<peer>` thread per
-//! connection, the cap on open connections, and how the loop is stopped. The server and the
-//! coordinator each hold one [`AcceptLoop`] and give it the function that serves one
-//! connection; everything a connection says is that function's business, not this file's.
+//! The accept loop of every listening role ([`AcceptLoop`]): the `accept` thread, one named
+//! `conn-<peer>` thread per connection, the cap on open connections, the newcomer turned
+//! away when descriptors run out ([`accept_at_the_limit`]), and how the loop is stopped.
 //!
-//! **Threads.** [`AcceptLoop::start`] starts `accept`, which blocks in `accept()` and
-//! starts a named `conn-<peer>` thread for every connection it takes.
-//!
-//! **Whom it talks to.** Every connection it takes hears its first frame from this thread:
-//! the `Challenge` that opens the handshake (`net::send_challenge`), or the `Error` frame
-//! that tells a connection it turns away why ([`refuse_busy`], [`accept_at_the_limit`]).
-//! The metrics port, which speaks HTTP, runs the same loop with other words
-//! ([`AcceptLoop::start_plain`]): no greeting, and an HTTP `503` for a refusal.
-//! After that the connection threads own their streams. The `Challenge` is sent here, not
-//! on the new thread, so that a process answers a newcomer even when starting threads is
-//! slow (thousands of them ending at once, all waiting on the kernel's lock of the memory
-//! map): the coordinator's probe of a late server waits for no more.
-//!
-//! **When a peer fails.** Its serve function returns an error, which the connection thread
-//! logs; that costs only the connection.
-//!
-//! **When the process runs out of descriptors.** Then `accept()` fails ("too many open
-//! files"), and a newcomer would wait in the listen queue, unanswered, until its own
-//! timeout. Instead the loop closes a descriptor it keeps in reserve ([`SpareDescriptor`])
-//! and accepts with it ([`accept_at_the_limit`]). If the spare can then be taken back,
-//! descriptors came back meanwhile and the newcomer is served like any other; if not, it
-//! is told why in an `Error` frame and closed, the spare is taken back, and the loop pauses
-//! briefly ([`OUT_OF_FILES_PAUSE`]) and logs at most one line a second ([`OutOfFiles`]).
-//! A spare that another thread took while it was free is taken back before anything else.
-//! A client so refused says why and exits, or, failing over, tries again. Any other
-//! failed `accept()` is logged and retried after a pause.
+//! **Who calls it.** The server and the coordinator each start one with the function that
+//! serves one connection; the metrics port starts one with other words
+//! ([`AcceptLoop::start_plain`]: no greeting, HTTP `503` for a refusal). The accept thread
+//! sends each connection its first frame itself, the `Challenge` (`net::send_challenge`) or
+//! the `Error` of a refusal ([`refuse_busy`]); after that the connection thread owns the
+//! stream, and an error of the serve function costs only that connection, logged.
 //!
 //! **Stopping.** [`AcceptLoop::stop`] sets a flag, wakes `accept()` with a connection to
 //! itself and joins the thread; connection threads are not joined and end on their own.
-//! This file lives apart from `net.rs` because it is the one piece of the socket helpers
-//! with a thread and a stop order of its own.
+//! The model and its bounds: `docs/thread-per-connection.md`; why the `Challenge` comes
+//! from this thread: `docs/heartbeats-and-failover.md`, "Late is not dead: the probe".
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

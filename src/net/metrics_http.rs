@@ -1,29 +1,19 @@
 //! The metrics port: `GET /metrics` over plain HTTP/1.1, answered in Prometheus's text
 //! exposition format (version 0.0.4), for `dsys server --metrics` and `dsys coordinator
-//! --metrics`. What each role counts is in its own `metrics.rs`; this file is the port and
-//! the text format ([`Exposition`]), and knows nothing of either role.
+//! --metrics`. This file owns the port and the text format ([`Exposition`]) and knows
+//! nothing of either role: what each counts is in its own `metrics.rs`.
 //!
 //! **Threads.** [`MetricsPort::start`] runs the accept loop every dsys port runs
 //! ([`AcceptLoop::start_plain`]): the `metrics` thread accepts, and each connection gets a
-//! `metrics-<peer>` thread that reads one request, answers it and closes. A scrape is one
-//! short-lived connection: `Connection: close`, no keep-alive, so no thread waits on an
-//! idle scraper.
-//!
-//! **Bounds**, the same rules as every other port (`docs/security.md`):
-//! - at most [`MAX_CONNECTIONS`] at once; the next is answered `503` by the accept thread,
-//!   without a thread of its own, and closed;
-//! - the request head (request line and headers) must be in within the handshake timeout
-//!   (`--handshake-timeout`), however slowly it trickles, or the connection is closed;
-//! - a head larger than [`MAX_HEAD`] gets `431` and the close;
-//! - only `GET /metrics` is served: another path gets `404`, another method `405`, a line
-//!   that is not HTTP `400`;
-//! - every write may block at most [`WRITE_TIMEOUT`].
-//!
-//! So hostile bytes cost their own connection, for at most the handshake timeout, and a
-//! flood of connections costs at most [`MAX_CONNECTIONS`] threads.
+//! `metrics-<peer>` thread that reads one request, answers it and closes (no keep-alive).
+//! It is bounded like every port: at most [`MAX_CONNECTIONS`] at once (the next gets
+//! `503`), a head within the handshake timeout and under [`MAX_HEAD`], `GET /metrics`
+//! only, and every write within [`WRITE_TIMEOUT`].
 //!
 //! **Stopping.** [`MetricsPort::stop`] (or dropping it) stops the accept loop as
-//! [`AcceptLoop::stop`] does; a connection thread ends with its one request.
+//! [`AcceptLoop::stop`] does; a connection thread ends with its one request. The metrics
+//! and the bounds in full: `docs/heartbeats-and-failover.md`, "Metrics: what a monitoring
+//! system sees".
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};

@@ -1,20 +1,14 @@
-//! Framing: bytes <-> frames, and the field primitives a frame body is made of.
+//! Framing: bytes <-> frames, and the field primitives a frame body is made of. It reads
+//! frames off a stream ([`read_frame`]), writes messages to one ([`write_message`]), puts the
+//! length prefix in front of a body ([`framed`]), enforces the cap ([`MAX_FRAME_LEN`]) on both
+//! sides, and gives [`Writer`] and [`Reader`] for the field types; which fields a message has
+//! is `encoding.rs`'s business.
 //!
-//! A frame is a 4-byte big-endian length `N`, then `N` bytes of body. This file reads frames
-//! off a stream ([`read_frame`]), writes encoded messages to one ([`write_message`]), puts the
-//! length prefix in front of a body under construction ([`framed`]) and enforces the
-//! frame-size cap on both sides ([`MAX_FRAME_LEN`]). Inside a body, [`Writer`] appends and
-//! [`Reader`] takes off the field types `docs/protocol.md` defines (integers, `str`, `bytes`,
-//! counted lists, flags); which fields a message has, in which order, is `encoding.rs`'s
-//! business, not this file's.
-//!
-//! It is the only file of the protocol that touches a `Read` or a `Write`. It starts no
-//! thread and keeps no state: each call runs on the caller's connection thread, on the
-//! stream the caller hands it, and blocks as that stream does. A peer that closes between
-//! frames is `Ok(None)`; one that closes inside a frame, or sends a length the cap refuses,
-//! is [`Error::Protocol`], and the caller closes that one connection. An error inside a
-//! frame says how many of its bytes had arrived, so that a log line can tell a peer that
-//! stopped mid-message from one that sent nothing at all.
+//! It is the only file of the protocol that touches a `Read` or a `Write`. Every role's
+//! connection threads call it on their own stream; it starts no thread, keeps no state, and
+//! blocks as that stream does. A clean close between frames is `Ok(None)`; a close inside a
+//! frame, or a length the cap refuses, is [`Error::Protocol`], saying how many bytes had
+//! arrived. The rules: `docs/protocol.md`, sections 2 and 3.
 
 use std::io::{self, Read, Write};
 

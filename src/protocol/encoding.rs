@@ -1,19 +1,14 @@
 //! The encoding of every message: its type byte and the order of its fields, both ways.
-//!
 //! [`Message::encode`] and [`Message::decode`] are two mirror tables with one arm per
-//! variant, and `docs/protocol.md` (sections 3 and 5) is the same table in prose: kept side
-//! by side, each field can be checked to be written and read in the same order. They live
-//! in a file of their own because that table is its own idea, between the two others:
-//! `mod.rs` says what each message means and who sends it, `codec.rs` how a frame and a
-//! field are laid out as bytes; together with either, this table would make a file too long
-//! to hold in one's head. The frames every message makes on its way through a server are
-//! built and read without extra copies in `message_path.rs`, with the same [`Writer`]
-//! methods.
+//! variant, kept side by side so each field can be checked to be written and read in the same
+//! order, and against `docs/protocol.md` (sections 3 and 5), the same table in prose.
 //!
-//! Everything here is a pure function of its input: no I/O, no thread, no state. Decoding
-//! trusts nothing: an unknown type byte, a bad flag or magic, or bytes left over after the
-//! last field is [`Error::Protocol`], and every count has been checked by the codec's
-//! [`Reader`] before it sizes a `Vec`.
+//! It sits between `mod.rs` (what each message means) and `codec.rs` (how a field is laid
+//! out), and is called through them by every connection thread; `message_path.rs` builds the
+//! hot frames with the same [`Writer`] methods. Pure functions: no I/O, no thread, no state.
+//! Decoding trusts nothing: an unknown type byte, a bad flag or magic, or bytes left after the
+//! last field is [`Error::Protocol`], and every count is checked by [`Reader`] before it sizes
+//! a `Vec`.
 
 use super::codec::{Reader, Writer, framed, utf8};
 use super::{Body, Departure, MAGIC, Message, Resume, Role, ServerInfo};

@@ -1,13 +1,13 @@
-//! The frames of the message path: the `Deliver` and `Relay` frames a server makes for
-//! every message, and a `Deliver` read in place. The encoding is `encoding.rs`'s (the same
-//! `Writer` methods, so the bytes cannot differ); what this file adds is doing it without
-//! extra copies, because these run once per message or once per delivery:
+//! The frames of the message path: the `Deliver` and `Relay` frames a server makes for every
+//! message, and a `Deliver` read in place. The encoding is `encoding.rs`'s (the same `Writer`
+//! methods, so the bytes cannot differ); this file only does it without extra copies, because
+//! it runs once per message or once per delivery. The server's hub calls it
+//! (`roles/server/hub/`); the bench's load clients read with [`DeliverRef`]. Pure functions.
 //!
-//! - [`deliver_frame`] and [`relay_frame`] encode from borrowed parts, so a server builds the
-//!   one copy all recipients share without first cloning the payload into a `Message`, in a
-//!   buffer allocated once at its final size ([`deliver_fields_len`]);
-//! - [`deliver_frames`] does the same for the messages one publisher sent back to back, all
-//!   into one buffer, so each recipient can be sent them as one run;
+//! - [`deliver_frame`] and [`relay_frame`] encode from borrowed parts, into a buffer allocated
+//!   once at its final size ([`deliver_fields_len`]);
+//! - [`deliver_frames`] puts the messages one publisher sent back to back into one buffer, so
+//!   each recipient can be sent them as one run;
 //! - [`DeliverRef`] reads a `Deliver` without copying its name and text out of the frame.
 
 use super::Body;

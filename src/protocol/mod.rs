@@ -1,40 +1,18 @@
-//! The wire protocol: every byte that crosses a dsys socket is defined in this folder.
+//! The wire protocol: every byte that crosses a dsys socket is defined in this folder, and no
+//! role parses bytes itself, so the frame-size cap ([`MAX_FRAME_LEN`]) and every check on
+//! untrusted input live here. This file owns the messages: each [`Message`] variant, what it
+//! means, and who sends it to whom. Read it first; the other files are how it becomes bytes:
 //!
-//! A connection carries *frames*: a 4-byte big-endian length `N`, then `N` bytes of body.
-//! The body starts with one type byte that names a [`Message`] variant; the fields follow in a
-//! fixed order. `docs/protocol.md` describes every frame byte by byte.
+//! - `codec.rs`: frames on a stream ([`read_frame`]), the cap, the field primitives;
+//! - `encoding.rs`: each message's type byte and field order ([`Message::encode`],
+//!   [`Message::decode`]);
+//! - `message_path.rs`: the `Deliver` and `Relay` frames, built without extra copies;
+//! - `status_report.rs`: the status reply cut into frames and joined back;
+//! - `names.rs`: the name rule, for client, server and coordinator alike.
 //!
-//! Layering, bottom-up: [`read_frame`] turns bytes into a bounded body, [`Message::decode`]
-//! turns a body into a typed message, [`Message::encode`] does the reverse. No role parses
-//! bytes itself, so the frame-size cap and every check on untrusted input live in this
-//! folder, one layer per file:
-//!
-//! - `codec.rs`: bytes <-> frames. Reading and writing frames on a stream, the frame-size
-//!   cap, and the field primitives (`u64`, `str`, counted lists, ...) a body is made of.
-//!   The only file that touches a socket.
-//! - `encoding.rs`: frames <-> messages. Each variant's type byte and field order, encoded
-//!   and decoded side by side so the two can be read against each other (and against
-//!   `docs/protocol.md`). Pure functions, no I/O. A file of its own because that table is
-//!   "how", where this file is "what and who": together they ran past 700 lines, and a
-//!   reader who wants the list of messages should not have to scroll past their bytes.
-//! - this file: the messages themselves, what each one means and who sends it to whom.
-//!   This is the page to read first; the other two are how it becomes bytes.
-//! - `message_path.rs`: the frames every message makes on its way through a server, built
-//!   and read without extra copies (same encoding, from borrowed parts).
-//! - `status_report.rs`: the status reply cut into frames and joined back, both sides of
-//!   it, for the coordinator that cuts and for whoever asked.
-//! - `names.rs`: the name rule, which the server applies to every name that registers and
-//!   the client to its own name before it tries.
-//!
-//! Nothing a peer sends can make this module allocate more than [`MAX_FRAME_LEN`] bytes for
-//! one frame: the length prefix is checked before the buffer is allocated, the buffer grows
-//! only as the bytes arrive ([`read_frame`]), and every count inside a frame is checked
-//! against the bytes that are actually left before a `Vec` is sized.
-//!
-//! Nothing here starts a thread or keeps state: every function runs on the caller's thread
-//! and returns. A peer that breaks the protocol gets
-//! [`Error::Protocol`](crate::Error::Protocol) back to the caller, which closes that one
-//! connection.
+//! Every role's connection threads call into it. Nothing here starts a thread or keeps
+//! state; a peer that breaks the protocol gets [`Error::Protocol`](crate::Error::Protocol)
+//! back to the caller, which closes that one connection. Every byte: `docs/protocol.md`.
 
 mod codec;
 mod encoding;

@@ -5,7 +5,7 @@
 //! Both sides are here, so they can be read against each other: the coordinator cuts its
 //! table with [`report_frames`]; whoever asked (`dsys status`, and a client on `--server`
 //! checking that a coordinator runs) joins the parts with [`join_report`]. Pure functions,
-//! no I/O: the caller reads and writes the frames. `docs/protocol.md` has the bytes.
+//! no I/O: the caller reads and writes the frames. The bytes: `docs/protocol.md`, section 6.5.
 
 use super::{MAX_FRAME_LEN, Message, ServerInfo};
 use crate::error::{Error, Result};

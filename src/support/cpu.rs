@@ -1,9 +1,9 @@
 //! The CPU time a process has used, as the kernel counts it in `/proc/PID/stat`: what
-//! `dsys bench` reports per delivery for the servers it started, and what the capacity
-//! bench (`benches/c10k`) measures while clients idle.
+//! `dsys bench` reports per delivery for the servers it started (`tools/bench/mod.rs`), and
+//! what the benches in `benches/` measure. No thread, no state.
 //!
 //! `sysconf` is declared by hand, as the other C functions in `support/` are (no `libc`
-//! crate).
+//! crate). The figures it yields: `docs/benchmarks.md`.
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
-//! A minimal JSON writer for the JSON Lines that `CONTRACT.md` pins (client events, the
-//! status object). dsys only ever *writes* JSON, and serde is not among its runtime crates,
+//! A minimal JSON writer for the JSON Lines that `CONTRACT.md` pins: the client's events
+//! (`roles/client/output.rs`), the status object (`tools/status.rs`) and the bench report
+//! (`tools/bench/`). dsys only ever *writes* JSON, and serde is not among its runtime crates,
 //! so this is the whole of it: objects, strings, numbers, booleans and arrays.
 
 use std::fmt::Write;

@@ -1,15 +1,15 @@
 //! The process limits that decide how many clients a server can hold: the open-file limit
-//! (`RLIMIT_NOFILE`), and a spare descriptor that lets a server at that limit still tell a
-//! newcomer why it is turned away.
+//! (`RLIMIT_NOFILE`, raised to the hard limit by [`raise_open_files_limit`]), the kernel's
+//! limits on threads and memory maps, and a spare descriptor that lets a server at the
+//! open-file limit still tell a newcomer why it is turned away ([`SpareDescriptor`]).
 //!
-//! A server needs one descriptor per client, so the soft limit a shell hands out (often
-//! 1,024) would stop it long before `--max-clients`. The hard limit is what the
-//! administrator allows; a process may raise its soft limit up to it without privileges, as
-//! Go's runtime does for every program at start-up. [`raise_open_files_limit`] does that,
-//! and the server logs what the result allows (`docs/thread-per-connection.md`).
+//! **Who calls it.** The server's `run` at start (`roles/server/mod.rs`), the accept loop
+//! when `accept` runs out of descriptors (`net/accept.rs`), the writer pool sizing its
+//! thread budget (`roles/server/write/pool.rs`), and the capacity bench. No thread.
 //!
-//! The runtime crates of dsys do not include `libc`, so the two C functions are declared
-//! here by hand, as in `signals.rs`; std already links the C library they come from.
+//! The C functions are declared by hand, as in `signals.rs` (no `libc` crate). Each limit,
+//! what a server does when it meets it and how to raise it: `docs/thread-per-connection.md`,
+//! "The limits a server meets next, and how to raise them".
 
 use std::fs::File;
 use std::io;

@@ -1,14 +1,13 @@
-//! Giving freed memory back to the system after many clients have left.
+//! Giving freed memory back to the system after many clients have left: `malloc_trim`, a
+//! [`Trimmer`] that decides when it is worth its cost (never per client), and a cap on
+//! glibc's allocator arenas ([`limit_arenas`]).
 //!
-//! Each connection thread allocates a little (its client's entry, buffers while it reads),
-//! and glibc's allocator serves threads from several arenas; what ten thousand departed
-//! clients freed stays mapped in those arenas, scattered between live blocks, so the
-//! process's resident memory would stay near its peak. `malloc_trim(0)` returns the free
-//! pages of every arena to the kernel. It costs a walk over the arenas, so the server calls
-//! it only when a good part of its clients has gone ([`Trimmer`]), never per client.
+//! **Who calls it.** The server's `trim` thread (`roles/server/trim.rs`), which owns the
+//! [`Trimmer`], and the server's `run` at start (`limit_arenas`). glibc only; elsewhere
+//! this does nothing. `malloc_trim` is declared by hand (no `libc` crate).
 //!
-//! `malloc_trim` is glibc's; elsewhere this does nothing. It is declared by hand, as the
-//! other C functions in `support/` are (no `libc` crate).
+//! Why resident memory stays near its peak without it, and what a trim gives back,
+//! measured: `docs/thread-per-connection.md`, "What a thread, a client and a writer cost".
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,5 @@
-//! Random identifiers: session ids, resume tokens without a secret, challenge nonces.
+//! Random identifiers: session ids (`roles/server/hub/clients.rs`), resume tokens without a
+//! secret and challenge nonces (`auth.rs`), temporary file names (`roles/client/files.rs`).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};

@@ -1,20 +1,14 @@
-//! SHA-256, the end-to-end check of shared files, and HMAC-SHA256, the proof of the
-//! cluster secret (`auth.rs`).
+//! SHA-256, the end-to-end check of every shared file, and HMAC-SHA256 ([`hmac`]), the proof
+//! of the cluster secret. Pure functions: no thread, no state beyond a [`Sha256`] in progress.
 //!
-//! A file travels as many chunks, through a server and perhaps a failover, and any bug on
-//! the way (a lost, repeated or reordered chunk, a short write) would otherwise leave a
-//! receiver with a plausible but wrong file. So the sender sends the digest of the whole
-//! file after its last chunk, and each receiver hashes what it actually wrote and compares
-//! the two before renaming the file into place; on a mismatch the file is never published.
+//! **Who calls it.** A client's files (`roles/client/files.rs`): the sender hashes a file as
+//! its chunks go out, a receiver hashes what it wrote and compares before the file takes its
+//! name. `auth.rs`, for the challenge's proof and the resume token.
 //!
-//! It lives here because the project takes no dependency beyond its four runtime crates, and
-//! SHA-256 is small enough to write out. It follows FIPS 180-4 (Secure Hash Standard),
-//! sections 4.1.2, 4.2.2, 5.1.1, 5.3.3 and 6.2; the tests use the standard's own examples.
-//!
-//! The digest guards against bugs and corruption, not against an attacker: anyone who can
-//! change a file in flight can send a matching digest too. [`hmac`] (RFC 2104, tested with
-//! the vectors of RFC 4231) is what proves knowledge of a shared secret; dsys uses it only
-//! to open connections, not to sign messages (`docs/security.md`).
+//! It is written out here because dsys takes no crate beyond its four runtime ones. It
+//! follows FIPS 180-4 (sections 4.1.2, 4.2.2, 5.1.1, 5.3.3, 6.2) and RFC 2104; the tests use
+//! the vectors of FIPS 180-4 and RFC 4231. Why a digest at all: `docs/guarantees.md`,
+//! section 5; why it guards against corruption and not forgery: `docs/security.md`.
 
 /// SHA-256 works on 64-byte blocks.
 const BLOCK_LEN: usize = 64;

@@ -1,15 +1,14 @@
 //! SIGINT and SIGTERM as a stop channel, and a parent-death signal for child processes.
 //!
-//! A signal handler may do almost nothing safely, so the handler only writes one byte to a
-//! pipe (the classic self-pipe trick). A named thread, `signals`, blocks reading that pipe;
-//! on the first byte it drops the `Sender` it holds, so every `Receiver` from
-//! [`stop_on_signal`] reports `Disconnected` at once ("stop means disconnect"), however many
-//! loops are waiting on it. It goes on reading: on the second byte it drops a second
-//! `Sender`, so a process that stops in steps (a server moving its clients away first) can
-//! be told to stop at once ([`stop_at_once_on_signal`]).
+//! **Who calls it.** Each role's `run` and the demo take [`stop_on_signal`] (a server also
+//! [`stop_at_once_on_signal`], for a second signal during a planned stop);
+//! `tools/children.rs` and the tests' child processes use [`die_with_parent`].
 //!
-//! The runtime crates of dsys do not include `libc`, so the three C functions needed are
-//! declared here by hand; std already links the C library they come from.
+//! **Threads.** The handler only writes a byte to a pipe; the `signals` thread reads it and
+//! drops a `Sender`, so every receiver sees `Disconnected` at once ("stop means
+//! disconnect"). It lives as long as the process. The C functions are declared by hand (no
+//! `libc` crate). The self-pipe trick, step by step: `docs/shutdown.md`, "Ctrl-C: from a
+//! signal to a channel".
 
 use std::io::Read;
 use std::os::fd::IntoRawFd;

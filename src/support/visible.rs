@@ -1,31 +1,26 @@
-//! Text from another process made safe to show on a terminal: every character that a
-//! terminal would act on instead of showing becomes a visible escape.
-//!
-//! **Why.** A terminal takes some characters as orders: ESC starts sequences that recolour
-//! text, move the cursor over earlier lines, set the window title or write the clipboard
-//! (OSC 52); BEL beeps; CR and backspace overwrite what was printed; the Unicode
-//! bidirectional overrides reorder what follows, so a line reads differently from what it
-//! holds. Any client can send any text, so a client that printed it as it came would let
-//! every other user write to its user's terminal. OpenSSH treats remote strings the same
-//! way (`strnvis`), and so does `cat -v`.
-//!
-//! **What is escaped** ([`visible`]): every C0 control (U+0000-U+001F, tab and newline
-//! included: a tab can line text up as if it were ours, a newline can forge a whole line),
-//! DEL (U+007F), every C1 control (U+0080-U+009F), and the bidirectional embeddings,
-//! overrides and isolates (U+202A-U+202E, U+2066-U+2069). Tab, newline and CR show as
-//! `\t`, `\n`, `\r`; the other C0 controls and DEL as `\xHH`; C1 and bidirectional
-//! characters as `\u{HHHH}`. Everything else, backslash included, is shown as it is: the
-//! escapes are for reading, not a way back to the bytes (`--output json` carries those).
+//! Text from another process made safe to show on a terminal: [`visible`] turns every
+//! character that a terminal would act on instead of showing (C0 and C1 controls, DEL, the
+//! Unicode bidirectional overrides) into a visible escape, and leaves the rest as it is.
 //!
 //! **Who calls it.** The client's text output (`roles/client/output.rs`), the error lines
-//! it prints, and log lines that quote what a peer sent. JSON output does not: JSON escapes
-//! controls itself, and a program wants the text unchanged.
+//! `main.rs` prints, and log lines that quote what a peer sent. JSON output does not: JSON
+//! escapes controls itself, and a program wants the text unchanged.
+//!
+//! Why a terminal must never get these characters: `docs/security.md`, "Text from other
+//! clients: shown, never obeyed".
 
 use std::borrow::Cow;
 use std::fmt::Write;
 
-/// `text` with every character a terminal would act on replaced by a visible escape (see
-/// the module doc). Borrows when there is nothing to escape, which is almost always.
+/// `text` with every character a terminal would act on replaced by a visible escape.
+/// Borrows when there is nothing to escape, which is almost always.
+///
+/// Escaped: every C0 control (U+0000-U+001F, tab and newline included), DEL (U+007F), every
+/// C1 control (U+0080-U+009F), and the bidirectional embeddings, overrides and isolates
+/// (U+202A-U+202E, U+2066-U+2069). Tab, newline and CR show as `\t`, `\n`, `\r`; the other
+/// C0 controls and DEL as `\xHH`; C1 and bidirectional characters as `\u{HHHH}`. Everything
+/// else, backslash included, is shown as it is: the escapes are for reading, not a way back
+/// to the bytes (`--output json` carries those).
 pub fn visible(text: &str) -> Cow<'_, str> {
     if !text.chars().any(needs_escape) {
         return Cow::Borrowed(text);

@@ -8,7 +8,8 @@
 //!
 //! **Threads.** One `log-<child>` thread per child drains its stderr: it picks out the
 //! address from the "listening on ADDR" line and hands the lines that `forward` keeps to the
-//! caller's channel.
+//! caller's channel, and ends when the child's stderr closes. Why the guards and the signal:
+//! `docs/shutdown.md`, "Children of the demo and of the tests".
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;

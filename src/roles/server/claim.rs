@@ -1,27 +1,17 @@
 //! Names unique across the cluster: before a server registers a client under a fresh name,
 //! it claims the name at the coordinator ([`claim_name`]), which refuses it when another
-//! live server lists the name or claimed it first (`Registry`'s `claim_name`, in the
-//! coordinator). That covers what the server cannot see by itself: a client sent straight to
-//! it with `--server` under a name registered elsewhere, and two clients registering one
-//! name on two servers within one heartbeat interval, before any heartbeat lists it.
+//! live server lists the name or claimed it first (`Registry`'s `claim_name`). That covers
+//! a client sent straight here with `--server`, and two clients registering one name on two
+//! servers within one heartbeat interval. Resumes are never claimed: a token proves them.
 //!
-//! **Threads and peers.** None of its own: the client's connection thread calls
-//! [`claim_name`] while it registers the client, which opens one short `Claim` connection to
-//! the coordinator, asks once and closes it. It blocks for at most [`CLAIM_CONNECT_TIMEOUT`]
-//! to connect and for the coordinator's challenge, then [`CLAIM_REPLY_TIMEOUT`] for the
-//! answer.
+//! **Who calls it.** The client's connection thread, while it registers the client
+//! (`client.rs`). No thread of its own: one short `Claim` connection, asked once, closed;
+//! it blocks for at most [`CLAIM_CONNECT_TIMEOUT`], then [`CLAIM_REPLY_TIMEOUT`].
 //!
-//! **Where uniqueness stops.** When the coordinator cannot answer in time (it is down, hung,
-//! refusing connections at its limit, or still in its first heartbeat timeout after a
-//! restart when that timeout is longer than [`CLAIM_REPLY_TIMEOUT`]), the server registers
-//! the name after checking only its own clients, and logs that it did: a coordinator
-//! outage must not stop clients from joining (the coordinator is never on the data path).
-//! A name given twice that way stays twice: each server keeps its client, and receivers see
-//! two senders under one name, told apart only by their session. Resumes are never claimed:
-//! a resuming client proves with its token that it is the same client, not a second one. The
-//! other way round, a name is refused for up to one heartbeat interval after its owner left
-//! another server, since the coordinator's lists are a heartbeat old: a false "taken",
-//! never a duplicate.
+//! **When the coordinator cannot answer** in time, the name is registered after checking
+//! only this server's clients, and logged: a coordinator outage must not stop clients from
+//! joining. Where uniqueness stops, and why: `docs/security.md`, "Identity: nobody speaks as
+//! someone else".
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

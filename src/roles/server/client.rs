@@ -1,34 +1,19 @@
 //! One client connection on the server, from registration to goodbye: the seed's "thread
-//! per client" ([`serve_client`], [`register_client`]) and the checks on what a client sends
-//! ([`valid_name`], the payload bound).
+//! per client" ([`serve_client`], [`register_client`]), the checks on what a client sends
+//! ([`valid_name`], the payload bound), and the answers to its keepalives
+//! ([`KeepalivePolicy`]).
 //!
-//! **Threads.** `conn-<peer>` (started by the accept loop) is the client's one permanent
-//! thread. It registers the client, writes the registration's frames, then reads the
-//! client's publishes into the hub for as long as the client stays, and answers its
-//! keepalives. What its publishes queue for other clients (and its own acks) it writes
-//! itself, without blocking, once it has taken in all it has read ([`Pens`]). Frames a
-//! client's socket cannot take at once are written by a `send-<name>` writer that exists
-//! only while such frames wait; when this thread holds the pen and frames are waiting, it
-//! hands the [`Pen`] over to one. So an idle client costs one thread, and so does a busy
-//! one that keeps up. Who writes a client's socket, and when, is told once, in
-//! `write/mod.rs`.
-//!
-//! The connection thread and a writer share the client's one socket (an `Arc<TcpStream>`:
-//! one descriptor per client). Only the holder of the client's [`Pen`] writes to it, so
-//! frames never interleave.
-//!
-//! **Keepalives.** The client sends a keepalive when it has heard nothing for the
-//! keepalive interval ([`KeepalivePolicy`], announced in `Registered`), and the connection
-//! thread answers it with one, unless a writer is busy (then frames are flowing anyway). The
-//! server keeps no timer per client: an idle client costs one wake-up per interval, and a
-//! client that hears nothing for three intervals takes its server for dead or hung
-//! (`docs/heartbeats-and-failover.md`).
+//! **Threads.** `conn-<peer>`, started by the accept loop through `serve_connection`, is the
+//! client's one permanent thread: it registers the client, writes the registration's frames
+//! with the pen, reads the client's publishes into the hub for as long as it stays, and
+//! writes what they queued for others itself, without blocking ([`Pens`]). Frames a socket
+//! cannot take at once go with the [`Pen`] to a writer (`write/`).
 //!
 //! **When the client fails.** A broken or silent connection (nothing for `--idle-timeout`)
-//! ends the read loop; the client is then deregistered, which ends its writer, and the
-//! socket is shut down. Whatever ends the connection, even an error halfway through
-//! registering, the name is given back ([`Registered`]'s drop). A protocol error costs only
-//! this connection, with the reason logged.
+//! ends the read loop and the thread. Whatever ends it, even an error halfway through
+//! registering, the client is deregistered and its name given back ([`Registered`]'s drop).
+//! Who writes the socket: `docs/thread-per-connection.md`; keepalives:
+//! `docs/heartbeats-and-failover.md`, "Client keepalives".
 
 use std::cell::Cell;
 use std::io::{BufReader, Read, Write};

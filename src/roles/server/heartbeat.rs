@@ -1,33 +1,18 @@
-//! The server's `heartbeat` thread: every heartbeat interval it tells the coordinator that
-//! this server is alive and which clients it has (their names only when they changed), and
-//! learns from the reply the live servers and which clients to move (rebalancing: each is
-//! sent a `Move` frame, and moves by itself).
+//! The server's `heartbeat` thread ([`heartbeat_loop`]): every heartbeat interval it tells
+//! the coordinator that this server lives and which clients it has, learns from the reply
+//! the live servers (the peer links are made from them) and which clients to move, and
+//! says when the coordinator cannot be reached ([`CoordinatorWatch`]). It waits on nothing
+//! but the hub's lock, briefly, and the coordinator: a late heartbeat is how a busy server
+//! gets taken for a dead one, so slow work such as a trim runs elsewhere.
 //!
-//! It waits on nothing but the hub's lock, briefly, and the coordinator: work that can take
-//! long under load, such as giving memory back, runs on other threads (`trim`), because a
-//! late heartbeat is how a busy server gets taken for a dead one.
+//! **Failures.** It reconnects when its connection breaks; a coordinator that is down costs
+//! only heartbeats, and the last known peers stay in force. A `Fenced` reply makes the hub
+//! forget everything, and the next heartbeat joins as a new server. During a planned stop
+//! (`leave.rs`) it heartbeats `Leaving`, passes the moves on, and tells the main thread when
+//! the drain is over.
 //!
-//! It holds one connection to the coordinator and reconnects when it breaks. A coordinator
-//! that is down costs only heartbeats: the last known peer list stays in force, so clients
-//! keep sharing (guarantee 3). A `Fenced` reply means the coordinator declared this
-//! incarnation dead while it was hung; the hub then forgets everything and the next
-//! heartbeat joins as a new server. The thread ends when the server's stop channel
-//! disconnects.
-//!
-//! **A planned stop** (`leave.rs`). Once the drain starts, it heartbeats at once and then
-//! every interval with `Leaving` and the full client list, passes the coordinator's moves
-//! on as `Move` frames, and tells the main thread when the drain is over: a heartbeat
-//! listed no client, or the reply names no other live server that takes clients. As it
-//! ends, it sends one last heartbeat, `Gone`, so the coordinator records the server as
-//! left rather than waiting to declare it dead.
-//!
-//! **Without a coordinator** the server still takes clients, but it checks their names
-//! against its own clients only (`claim.rs`), and nobody can move them when it fails. An
-//! operator must not miss that, so [`CoordinatorWatch`] says it at a calm pace: a WARN at
-//! the first missed heartbeat, the same WARN again every [`REMINDER_HEARTBEATS`] heartbeat
-//! intervals while it lasts (30 s with the default 500 ms), and an INFO once a heartbeat
-//! gets through again. Counting in heartbeat intervals keeps the pace in step with the
-//! server's other clocks, and lets a test with a short interval see the reminders quickly.
+//! **Stopping.** It ends when the server's stop channel disconnects, after one last
+//! heartbeat (`Gone` when leaving). The whole story: `docs/heartbeats-and-failover.md`.
 
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

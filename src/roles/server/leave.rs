@@ -1,20 +1,14 @@
-//! A planned stop: what the first SIGTERM or SIGINT starts (`docs/shutdown.md`, "A planned
-//! stop"). The server takes no new client, says in its heartbeats that it is leaving, and
-//! waits while the coordinator orders its clients, a few hundred a second, to the other
-//! servers; each one moves make-before-break with the `Move` frame rebalancing uses. Once
-//! its heartbeat lists no client, it stops; its last heartbeat tells the coordinator it has
-//! left, so nobody declares it dead.
+//! A planned stop: what the first SIGTERM or SIGINT starts. The server takes no new client,
+//! says in its heartbeats that it is leaving, and waits while the coordinator moves its
+//! clients to the other servers; once its heartbeat lists no client, or no other live server
+//! takes clients, it stops, and its last heartbeat tells the coordinator it has left.
 //!
-//! **Who decides what.** The coordinator decides where each client goes and how fast
-//! (`coordinator/rebalance.rs`, `Registry::drain`); the client decides when it has moved
-//! (it registers on the new server, resends what is unacknowledged, then leaves); this
-//! server only passes the orders on, and decides when it is done: no client left, or no
-//! other live server to take them (it says so, and stops with them).
-//!
-//! **Threads.** None of its own. [`Leave`] is shared: the main thread starts the drain
-//! and waits ([`super::ServerHandle::leave`]), client connection threads refuse new
-//! registrations, and the `heartbeat` thread sends `Leaving` (woken at once by the start),
-//! tells the main thread when the drain is over, and sends `Gone` as it ends.
+//! **Who calls it.** [`Leave`] is shared, and starts no thread: the main thread starts the
+//! drain and waits ([`super::ServerHandle::leave`]), client connection threads refuse new
+//! registrations, and the `heartbeat` thread sends `Leaving`, passes on the coordinator's
+//! moves, tells the main thread when the drain is over, and sends `Gone` as it ends. Who
+//! decides what: `docs/heartbeats-and-failover.md`, "Leaving is not dying: a planned stop";
+//! the stop itself: `docs/shutdown.md`, "A planned stop".
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,64 +1,19 @@
 //! A dsys server: accepts clients (one thread per connection), registers them, and broadcasts
-//! every message to every other client, here and on every other live server.
+//! every message to every other client, here and on every other live server. This file owns
+//! how a server starts and stops ([`start_server`], [`run`], [`ServerHandle`]), what every
+//! server thread shares ([`Shared`]), its bounds and the capacity log. Each thread has its own
+//! file (`client.rs`, `peers.rs`, `heartbeat.rs`, `trim.rs`, `write/`), and the state they
+//! share is the hub (`hub/`).
 //!
-//! **Threads.**
-//! - `accept`: [`start_server`]'s accept loop ([`net::AcceptLoop`]); spawns one thread per
-//!   connection.
-//! - `conn-<peer>`: reads one connection. For a client it is the seed's "thread per client"
-//!   and the client's one permanent thread: it registers the client
-//!   ([`client::register_client`]), reads its publishes into the hub and answers its
-//!   keepalives ([`client`]). For a peer server it reads relays into the hub and answers
-//!   them with an ack ([`peers`]). Either way, once it has taken in all it has read, it
-//!   writes what those messages queued for the clients that nobody else is writing to,
-//!   without blocking ([`write::Pens`]).
-//! - `send-<name>`: a client's writer, only while the client has frames waiting that its
-//!   socket could not take at once. It drains the client's outbox into the socket,
-//!   batching whatever is queued into one write, puts the pen down when the outbox is
-//!   empty, and ends when nobody has handed the pen back for a while. A socket that blocks
-//!   on write blocks only its own writer, and a client that is slow to read never delays
-//!   its own publishes.
-//! - `pool`: starts a `send-<name>` for each client whose pen was handed over with no
-//!   writer lingering to take it. Who writes a client's socket, and when, is told once,
-//!   in [`write`](mod@write).
-//! - `heartbeat`: every `heartbeat_interval`, tells the coordinator this server lives and
-//!   which clients it has; the reply lists the live servers, from which the peer links are
-//!   made ([`heartbeat`]).
-//! - `trim`: gives the memory of departed clients back to the system after many have left
-//!   ([`trim`]).
-//! - `peer-<addr>` and `acks-<addr>`: one pair per live peer, relaying this server's
-//!   clients' messages and reading the peer's acks ([`peers`]).
+//! **Who calls it.** `main.rs` through [`run`], which waits for a signal; the tests through
+//! [`start_server`]. The accept loop runs [`serve_connection`] for each connection, which
+//! tells a client from a peer by the role in its `Hello`. A failed client or peer costs only
+//! its connection; a dead coordinator only stops heartbeats and the check of new names.
 //!
-//! So an idle client costs one thread and one descriptor; `docs/thread-per-connection.md`
-//! has the measured bytes.
-//!
-//! **Channels.** Each client's outbox (hub → `send-<name>`) and each peer link's queue
-//! (hub → `peer-<addr>`) are crossbeam channels bounded in frames and bytes ([`write::outbox`]);
-//! the hub only ever `try_push`es, and what it does when one is full is written where it
-//! happens (`hub/delivery.rs`, `hub/relay.rs`). Jobs for new writers go to the `pool`
-//! thread on a channel that holds at most one job per client (one per pen).
-//!
-//! **Backpressure.** A publish waits in the hub until there is room for it
-//! ([`hub::Hub::publish`]): until the peers have confirmed enough of this server's relays,
-//! and until the clients still reading have had what the history window would forget. The
-//! connection thread waits on a condition variable, holding no lock and doing no I/O;
-//! meanwhile it reads nothing, and TCP slows the sender down. So a fast sender goes at the
-//! pace of the slowest peer and the slowest reading client, memory stays bounded whatever
-//! clients send, and nobody loses a message for being slower than the sender
-//! (`docs/guarantees.md`, section 5). A client that stops reading altogether holds nobody
-//! back for longer than `--stall-timeout` ([`DEFAULT_STALL_TIMEOUT`]).
-//!
-//! **When a peer fails.** A broken client connection removes that client; a broken peer link
-//! is retried from its thread; a protocol error costs only its connection, with the reason
-//! logged. A dead coordinator only stops heartbeats and the cluster-wide check of new
-//! names ([`claim`]): clients and peers carry on, and new clients still join.
-//!
-//! **Stopping.** A signal first starts a planned stop ([`ServerHandle::leave`], [`leave`]):
-//! no new client, and the clients are moved to the other servers before the server stops.
-//! [`ServerHandle::stop`] then stops the heartbeat and peer threads (their stop channel
-//! disconnects) and joins the heartbeat thread, which sends its last heartbeat if the
-//! server was leaving; stops the accept loop ([`net::AcceptLoop::stop`]: flag,
-//! self-connection, join); shuts down every client socket through the hub; and joins the
-//! other threads.
+//! **Stopping.** A first signal starts a planned stop ([`ServerHandle::leave`], `leave.rs`);
+//! [`ServerHandle::stop`] then drops the stop channel, stops the accept loop and cuts every
+//! client and peer off through the hub. The threads: `docs/architecture.md`, "A server's
+//! threads"; the stop, step by step: `docs/shutdown.md`, "A server".
 
 mod claim;
 mod client;

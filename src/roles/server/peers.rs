@@ -1,24 +1,17 @@
 //! Peer links: how servers relay their clients' messages to each other directly (the
-//! coordinator is never on the data path).
+//! coordinator is never on the data path). Every pair of live servers has two links, one
+//! each way.
 //!
-//! Every pair of live servers has two links, one each way. On the sending side a
-//! `peer-<addr>` thread connects, sends `PeerHello` (address and epoch), learns from
-//! `PeerWelcome` the last relay index the peer already has, then writes the hub's outbound
-//! log from there on: first the backlog, then whatever the hub queues. A second thread,
-//! `acks-<addr>`, reads the peer's `PeerAck`s into the hub, which acknowledges the senders.
-//! The first link into each peer incarnation asks for more: the backlog starts with this
-//! server's whole history (`Deliver` frames) and `PeerSynced`, so a new server can serve
-//! failed-over clients, and a ready one gets what only this server kept through a fence.
+//! **Threads.** On the sending side, `peer-<addr>` ([`start_peer_link`], started by the
+//! `heartbeat` thread) connects, learns from `PeerWelcome` where the peer stands, and writes
+//! the hub's outbound log from there; `acks-<addr>` reads the peer's `PeerAck`s into the hub.
+//! On the receiving side, the connection thread ([`serve_peer`]) accepts a link only from a
+//! peer incarnation the coordinator lists as live, hands each relay to the hub and acks.
 //!
-//! On the receiving side ([`serve_peer`]) the connection thread accepts the link only from a
-//! peer incarnation the coordinator lists as live, so a zombie server (hung, declared dead,
-//! then woken up) is refused. It hands each relay (and each history entry) to the hub, and
-//! acknowledges the relays: one cumulative `PeerAck` for all it has read, each time it has
-//! read everything that had arrived.
-//!
-//! A broken link is retried every heartbeat interval for as long as the coordinator lists
-//! the peer; the link then resumes where the peer left off. Links end when the peer leaves
-//! the list or the server stops.
+//! **Failures and stopping.** A broken link is retried every heartbeat interval for as long
+//! as the coordinator lists the peer, and resumes where the peer left off. A link ends when
+//! the peer leaves the list or the server's stop channel disconnects. The conversation:
+//! `docs/protocol.md`, section 6.2; why it loses nothing: `docs/guarantees.md`, section 1.
 
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpStream};

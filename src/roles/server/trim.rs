@@ -1,15 +1,12 @@
-//! The server's `trim` thread: gives the memory of departed clients back to the system.
+//! The server's `trim` thread ([`trim_loop`]): gives the memory of departed clients back to
+//! the system (`malloc_trim`, through `support::memory`), only when a good part of the
+//! clients has gone and the departures have paused ([`memory::Trimmer`]). It has a thread of
+//! its own because a trim during a mass departure can take a second or more: on the
+//! `heartbeat` thread it once delayed heartbeats past the coordinator's timeout.
 //!
-//! When many clients leave, their threads free what they held, but glibc keeps the freed
-//! pages inside its arenas; `malloc_trim` returns them, and costs a walk over every arena
-//! while holding each one's lock (`support::memory`). So this thread does it, and only when
-//! a good part of the clients has gone and the departures have paused
-//! ([`memory::Trimmer`]). It has a thread of its own because a trim during a mass departure
-//! can take a second or more: on the `heartbeat` thread it once delayed heartbeats past the
-//! coordinator's timeout, and a server that was only busy was declared dead.
-//!
-//! It reads the hub's client count once a heartbeat interval and ends when the server's
-//! stop channel disconnects.
+//! Started by [`super::start_server`]; it reads the hub's client count once a heartbeat
+//! interval and ends when the server's stop channel disconnects. The figures:
+//! `docs/thread-per-connection.md`, "What a thread, a client and a writer cost".
 
 use std::time::Instant;
 

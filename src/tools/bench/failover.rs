@@ -11,7 +11,8 @@
 //! sessions, run in this process ([`session::start`]): the failover being measured is
 //! theirs (asking the coordinator, resuming on the new server, taking what they missed
 //! from its history), so a simplified client would measure the wrong thing. Each session
-//! has a `bench-watch-<name>` thread that reads its events and checks them.
+//! has a `bench-watch-<name>` thread that reads its events and checks them. The figures:
+//! `docs/benchmarks.md`, "The failover load".
 
 use std::io::Write;
 use std::sync::atomic::Ordering;

@@ -2,17 +2,12 @@
 //! without its terminal, files and failover, so that the load they make is the servers'
 //! work and not their own.
 //!
-//! Each client is one connection with a `bench-read-<name>` thread, and a publisher also a
-//! `bench-publish-<name>` thread. The publishing thread writes `Publish` frames through a
-//! buffer, at most `window` unacknowledged at once (a credit window: it takes a credit
-//! before each message, the reading thread gives credits back as `Ack`s arrive), and at a
-//! fixed rate when one is set. The reading thread checks every `Deliver`: from each sender,
-//! `seq` must be exactly one more than the last one (anything else is counted as a
-//! duplicate or a gap), and the latency is now minus the time the text carries.
-//!
-//! Only one thread writes to each socket: a publisher's keepalives come from its
-//! publishing thread, a pure subscriber's from its reading thread. Frames from two writers
-//! could interleave mid-frame.
+//! **Threads.** Each client is one connection with a `bench-read-<name>` thread, and a
+//! publisher also a `bench-publish-<name>` thread, which takes a credit from its window
+//! before each message; the reading thread gives credits back as `Ack`s arrive, and checks
+//! every `Deliver` (from each sender, `seq` exactly one more than the last). Only one thread
+//! writes to each socket. [`Client::finish`] (or a drop) shuts the socket down and joins both.
+//! How a run goes: `docs/benchmarks.md`, "Running them".
 
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpStream};

@@ -1,21 +1,16 @@
 //! `dsys bench`: how many messages a second dsys delivers, and how late, with nothing lost.
+//! It starts a coordinator and servers as child processes ([`crate::tools::children`]), or
+//! uses servers that already run (`--connect`), then runs one load: N publishers and M
+//! subscribers, messages of a given size, as fast as a credit window allows or at a fixed
+//! rate. This file owns the loads (S1 to S4a are presets) and the steps of a run; beside it
+//! are its clients ([`load`]), the failover load ([`failover`]), the latency [`histogram`]
+//! and the [`report`].
 //!
-//! In the spirit of `nats bench` and `redis-benchmark`: it starts a coordinator and servers
-//! as child processes of this executable ([`crate::tools::children`]), or uses servers that
-//! already run (`--connect`), then runs one load: N publishers and M subscribers spread over
-//! the servers, messages of a given size, as fast as a credit window allows or at a fixed
-//! rate. The loads S1 to S4a of `docs/benchmarks.md` are presets; every number can be set.
-//!
-//! Every delivery is checked ([`load`]): a run that loses, duplicates or reorders anything
-//! reports that instead of a throughput, and exits with status 1. Otherwise it reports
-//! deliveries per second, MiB/s, latency quantiles with a small histogram ([`histogram`]),
-//! and the servers' CPU time per delivery, as text or as one JSON object ([`report`]).
-//!
-//! **The steps.** Every client registers; every publisher sends one warm-up message, and
-//! the clock starts once every client has all of them (so every peer link is up); then the
-//! publishers send the rest while a progress line counts deliveries once a second on
-//! stderr; the clock stops at the last delivery. The bench itself runs on the same machine
-//! and takes CPU from the servers; `docs/benchmarks.md` says how to read that.
+//! **Who calls it.** `main.rs`, for `dsys bench`; `benches/throughput` runs its failover
+//! load as a child process, and the lean benches borrow its [`Histogram`]. Every delivery is
+//! checked: a run that loses, duplicates or reorders anything reports that instead of a
+//! throughput, and exits with status 1. The children are killed on drop, as the demo's are.
+//! The loads, how a run goes and the figures: `docs/benchmarks.md`.
 
 mod failover;
 mod histogram;

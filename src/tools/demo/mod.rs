@@ -1,28 +1,17 @@
-//! `dsys demo`: the whole story on one machine, narrated, with no setup.
+//! `dsys demo`: the whole story on one machine, narrated, with no setup. A coordinator and
+//! three servers run as child processes (`tools/children.rs`), so that killing a server is a
+//! real `SIGKILL`; six clients run in this process as sessions
+//! ([`crate::roles::client::session`]), so the demo can count what each receives. This file
+//! runs the steps ([`run`]); what it watches and counts is the [`story`].
 //!
-//! A coordinator and three servers run as child processes of this one (this same executable,
-//! on free ports), so that killing a server is a real `SIGKILL` of a real process. Six
-//! clients run in this process as sessions ([`crate::roles::client::session`]), so the demo
-//! can count what each one receives. The story: everyone registers and says hello; one
-//! server is killed while everyone keeps talking; the coordinator's detection and
-//! redistribution plan are shown as they happen; the moved clients fail over; everyone talks
-//! again; the killed server comes back and the coordinator moves clients to it until the
-//! servers hold two each again; everyone talks once more; a summary says what was sent,
-//! delivered, lost and duplicated.
-//!
-//! The kill waits until the coordinator lists the victim's clients (asked as `dsys status`
-//! asks): killed before its next heartbeat, the victim would be declared dead with no
-//! clients and there would be no plan to show. The plan must then appear, or the demo fails
-//! with exit status 1. What the demo watches and counts is the [`story`].
-//!
-//! **Threads.** One `log-<child>` thread per child drains its stderr (forwarding the lines a
-//! learner should see), and one `events-<client>` thread per client tags its events with
+//! **Who calls it.** `main.rs`, for `dsys demo`. **Threads.** One `log-<child>` thread per
+//! child drains its stderr, and one `events-<client>` thread per client tags its events with
 //! the client's name into one channel that the main thread reads.
 //!
 //! **Stopping.** Every child is held by a [`ChildGuard`](crate::tools::children::ChildGuard)
-//! that kills it on drop, and every child also dies with this process (parent-death
-//! signal), so nothing outlives the demo: not at the end, not on an error, not on Ctrl-C
-//! (the stop channel ends every wait).
+//! that kills it on drop, and dies with this process too, so nothing outlives the demo: not
+//! at the end, not on an error, not on Ctrl-C (the stop channel ends every wait). The story
+//! step by step: the README, "Try it"; the children: `docs/shutdown.md`.
 
 use std::collections::HashMap;
 use std::thread::{self, JoinHandle};

@@ -1,22 +1,19 @@
-//! The hub's local clients: who is registered, under which session and connection, and how
-//! a client registers, resumes, leaves, is moved and is cut off. What each client is sent
-//! (the fan-out, its acks, its catch-up) is in `delivery.rs`.
+//! The hub's local clients ([`Clients`]): who is registered, under which session and
+//! connection, and how a client registers, resumes, leaves, is moved and is cut off. What
+//! each client is sent is in `delivery.rs`.
 //!
-//! **Who runs it.** No thread of its own: [`Clients`] is a part of the hub's state, and its
-//! methods run under the hub's lock, in whichever thread called the hub: a client's
-//! `conn-<peer>` thread (register, leave, keepalive), the heartbeat thread (the names, a
-//! move ordered by the coordinator). The [`Hub`] methods they call are here too.
+//! **Who runs it.** No thread of its own: its methods run under the hub's lock, in whichever
+//! thread called the hub: a client's `conn-<peer>` thread (register, leave, keepalive), the
+//! `heartbeat` thread (the names, a move ordered by the coordinator). Each client's outbox
+//! ([`LocalClient::outbox_tx`], `write/outbox.rs`) is filled by `delivery.rs`.
 //!
-//! **Whom it talks to.** Each client has an outbox ([`LocalClient::outbox_tx`]), a channel
-//! of encoded frames bounded in frames and in bytes (`write/outbox.rs`), which `delivery.rs`
-//! fills and a `send-<name>` writer thread drains into the client's socket.
-//!
-//! **When a client fails, and stopping.** A client is removed when its connection closes
-//! or is replaced, when it falls behind the window, and when the server is fenced or stops
-//! ([`Clients::remove_all`]). Removing it drops its outbox's sending end, so its writer
-//! drains what is left and closes the connection. Its socket is shut down once the lock is
-//! released ([`Cutoffs`]), so a writer blocked on a full socket wakes up too; only a client
-//! that fell behind keeps its socket, for its writer to tell it why.
+//! **When a client fails, and stopping.** A client is removed when its connection closes or
+//! is replaced, when it falls behind the window, and when the server is fenced or stops
+//! ([`Clients::remove_all`]). That drops its outbox's sending end, and its socket is shut
+//! down once the lock is released ([`Cutoffs`]), so a blocked writer wakes too; only a
+//! client that fell behind keeps its socket, for its writer to tell it why. A new client:
+//! `docs/guarantees.md`, "A new client, and a new server"; a move: "Rebalancing" in
+//! `docs/heartbeats-and-failover.md`.
 
 use std::collections::HashMap;
 use std::net::TcpStream;

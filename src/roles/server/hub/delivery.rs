@@ -1,33 +1,19 @@
-//! What the hub sends its local clients: every live message (the fan-out), the acks of
-//! their own messages, and the catch-up of a client whose outbox overflowed; and how a
-//! client gets a writer thread when something waits for it. Who the clients are is in
-//! `clients.rs`.
+//! What the hub sends its local clients: every live message (the fan-out,
+//! [`Clients::fan_out`]: one [`Frame`] shared by every recipient's outbox), the acks of
+//! their own messages, and the catch-up of a client whose outbox overflowed
+//! ([`Clients::catch_up`]). Who the clients are is in `clients.rs`.
 //!
 //! **Who runs it.** Under the hub's lock, in whichever thread called the hub: a client's or
-//! a peer's `conn-<peer>` thread (a message fanned out), an `acks-<addr>` thread (acks), a
-//! client's `send-<name>` writer (catch-up).
+//! a peer's `conn-<peer>` thread (fan-out), an `acks-<addr>` thread (acks), a client's
+//! `send-<name>` writer (catch-up). When a frame is queued for a client whose pen is down,
+//! the hub takes the pen ([`LocalClient::see_written`]) into `State::taken`, for the calling
+//! thread to write through, or for the lock's guard to hand over (`Locked`).
 //!
-//! **Pens taken.** When a frame is queued for a client whose pen is down (nobody is writing
-//! to it), the hub takes the pen ([`LocalClient::see_written`]) and keeps the [`Pen`] in
-//! `State::taken`, for the thread that called the hub to write through, or for the lock's
-//! guard to hand over as the lock is released (`Locked`). What happens to it then is the
-//! write path's, told in `write/mod.rs`.
-//!
-//! **Fan-out.** A message is encoded once (outside the lock) into a shared buffer, and
-//! every recipient's outbox receives a clone of its [`Frame`], never a copy of the payload
-//! ([`Clients::fan_out`]). Messages a publisher sent back to back go as one run, one
-//! `Frame` over them all (`Hub::publish`).
-//!
-//! **Slow readers.** A client whose outbox is full is *behind*: the hub stops queuing for it,
-//! and its writer refills the outbox from the history window as it drains
-//! ([`Clients::catch_up`]). While a client behind is still reading, publishes wait rather
-//! than push out of the window what it has not had
-//! ([`State::has_room`](super::State::has_room)): a slower reader slows the senders down
-//! and loses nothing. A client that takes nothing for
-//! [`Limits::stall_timeout`](super::Limits::stall_timeout) has stopped reading; it no longer
-//! holds anyone back, and when it reads again and finds its messages gone from the window it
-//! is cut off with the reason (or a write to it times out first). It then resumes like a
-//! failed-over client, and what it lost it reports as a gap.
+//! **Slow readers.** A client whose outbox is full is *behind*: it catches up from the
+//! history window, publishes wait for it while it still reads, and one that has stopped
+//! reading for [`Limits::stall_timeout`](super::Limits::stall_timeout) is cut off once its
+//! messages leave the window. Why: `docs/thread-per-connection.md`, "Tempting wrong version
+//! 1"; the bounds: `docs/guarantees.md`, section 5.
 
 use std::collections::HashMap;
 use std::time::Duration;

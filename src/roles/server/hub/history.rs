@@ -1,32 +1,18 @@
-//! Rules 1 and 2 of the hub: which arriving messages are new (the per-sender watermark), and
-//! the bounded history window that keeps them for resuming clients, for clients that are
-//! behind and for new peers.
+//! Rules 1 and 2 of the hub: which arriving messages are new (the per-sender watermark,
+//! [`History::accept`]), and the bounded history window ([`History::store`]) that keeps them
+//! for resuming clients ([`History::replay_for`]), for clients that are behind and for new
+//! peers. History a new server takes from its peers may come out of each sender's order, so
+//! it is only stored, never delivered live.
 //!
-//! **Who runs it.** No thread of its own: [`History`] is a part of the hub's state, and its
-//! methods run under the hub's lock, in whichever thread called the hub (a client's
-//! connection or writer thread, a peer link's thread). It holds no socket and no channel:
-//! it stores frames and hands out clones of their `Arc`s.
+//! **Who runs it.** No thread of its own: [`History`] is a part of the hub's state, run under
+//! its lock by whichever thread called the hub. It holds no socket and no channel: it stores
+//! frames and hands out clones of their `Arc`s.
 //!
-//! **Rule 1, the per-sender watermark** ([`History::accept`]). For each sender session the
-//! hub remembers the highest `seq` it accepted. A message at or below it is a repeat and is
-//! not delivered again.
-//!
-//! **Rule 2, the history window** ([`History::store`]). Every accepted message is kept in a
-//! bounded window, so a client that fails over to this server can say what it has seen and
-//! get the rest ([`History::replay_for`]). A new server (a first start, or a rejoin after
-//! being fenced) fills its window from every peer's history before it registers anyone: a
-//! client that fails over to it finds there what it missed. Such history may arrive out of
-//! each sender's order (two peers' windows start at different points), so it is only stored,
-//! never delivered live, and replays put each sender's messages back in `seq` order.
-//!
-//! **When a bound is hit.** A full window forgets its oldest entry. A client that needed it
-//! gets a `gap` event with the count on resuming, or, if it is behind, is cut off
-//! (`delivery.rs`). While a client that is behind is still reading, publishes wait rather than
-//! push out what it has not had yet ([`History::has_room`]).
-//!
-//! **Stopping.** Nothing to stop. The window outlives a fence
-//! ([`Hub::reset_incarnation`](super::Hub::reset_incarnation) keeps it whole) and goes with
-//! the hub when the server stops.
+//! **When a bound is hit.** A full window forgets its oldest entry; a client that needed it
+//! gets a `gap` on resuming, or is cut off if it is behind; publishes wait rather than push
+//! out what a reading client has not had ([`History::has_room`]). The window outlives a
+//! fence ([`Hub::reset_incarnation`](super::Hub::reset_incarnation) keeps it) and goes with
+//! the hub. Why the rules hold: `docs/guarantees.md`, section 1.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 

@@ -1,67 +1,18 @@
-//! The hub: a server's shared state and the one place where messages are ordered, deduplicated,
-//! stored, fanned out and acknowledged.
+//! The hub: a server's shared state and the one place where messages are ordered,
+//! deduplicated, stored, fanned out and acknowledged. This file owns the handle ([`Hub`], a
+//! cloneable `Arc<Mutex<State>>`) and the way in for every message ([`Hub::publish`]: room
+//! asked of every part in [`State::has_room`], then taken in by [`State::take_in`]). The
+//! parts of [`State`] live beside it: `history.rs` (rules 1 and 2), `relay.rs` (rules 3 and
+//! 4), `clients.rs` and `delivery.rs` (the local clients, what each is sent), `locked.rs`
+//! (the lock's guard) and `incarnation.rs` (epoch, readiness, the fence).
 //!
-//! **Who calls it.** Every client connection thread (register, publish, deregister), every
-//! client writer thread (catch-up), every peer-in thread (relayed messages), every peer-out
-//! thread (subscribe, acks) and the heartbeat thread (peer list, epoch). They share one
-//! [`Hub`], a cloneable handle around `Arc<Mutex<State>>`. The hub starts no thread of its
-//! own.
-//!
-//! **The lock rule.** Methods lock, change the state, copy out what the caller needs and
-//! unlock. Sending to a client or a peer is a `try_push` on its bounded outbox, which never
-//! blocks, so it may happen under the lock; socket I/O never does. The one wait, a publish
-//! waiting for room ([`Hub::publish`]), is on a condition variable, which releases the lock.
-//! Closing the sockets of clients cut off under the lock happens after the guard is dropped
-//! (see [`Hub::with_state`]). So does writing to the clients whose pens were taken under
-//! the lock: by the publishing thread ([`Hub::publish`]), or by a writer that the lock's
-//! guard hands them to as it is released ([`Locked`]).
-//!
-//! **The parts of the state.** [`State`] holds what this incarnation is (address, epoch,
-//! readiness) and three parts, next to the [`Hub`] methods that use them:
-//! - `history.rs`: [`History`], the watermarks and the history window (rules 1 and 2);
-//! - `relay.rs`: [`Relay`], the outbound log, the acks and the peer links (rules 3 and 4),
-//!   with [`Hub::set_peers`], [`Hub::peer_wanted`], [`Hub::subscribe_peer`] and
-//!   [`Hub::peer_acked`];
-//! - [`Clients`], the local clients, in two files: `clients.rs`, who is registered and how
-//!   a client is cut off, with [`Hub::register`], [`Hub::deregister`] and
-//!   [`Hub::client_names_since`]; and `delivery.rs`, what each is sent: fan-out (a message
-//!   is encoded once into an `Arc` that every recipient's outbox shares), acks, and slow
-//!   readers (a client whose outbox is full is *behind* and catches up from the history
-//!   window, and publishes wait for it while it still reads), with [`Hub::catch_up`].
-//!
-//! This file holds the handle and the way in for every message ([`Hub::publish`]: it
-//! passes through all three parts in [`State::take_in`], after asking all three whether
-//! there is room in [`State::has_room`]). Beside it: `locked.rs`, the lock's guard
-//! ([`Locked`]), and `incarnation.rs`, the incarnation's life: the epoch, readiness
-//! ([`Hub::wait_ready`]), the peers it accepts ([`Hub::accept_peer`]) and the fence
-//! ([`Hub::reset_incarnation`]).
-//!
-//! **Memory.** What the hub holds is bounded by [`Limits`]: the history window
-//! (`history_bytes` of payload), the outbound log (relays not yet confirmed by every peer,
-//! about `relay_window_bytes`, because publishers wait beyond it), and the outboxes. An
-//! outbox holds `Arc`s of frames that are still in the history window or the outbound log
-//! (its byte bound is below both), so it adds little of its own. No structure grows with
-//! the size of a file: a file is a stream of chunk messages like any other.
-//!
-//! **The rules that make delivery exactly-once and in order** (`docs/guarantees.md` argues why
-//! they are correct; each file's doc says more):
-//! 1. *Per-sender watermark* (`history.rs`). For each sender session the hub remembers the
-//!    highest `seq` it accepted. A message at or below it is a repeat and is not delivered
-//!    again.
-//! 2. *History* (`history.rs`). Every accepted message is kept in a bounded window, so a
-//!    client that fails over to this server can say what it has seen and get the rest. A new
-//!    server fills its window from every peer's history before it registers anyone, and
-//!    every server takes each new peer incarnation's history once ([`Hub::accept_peer`]).
-//! 3. *Outbound log* (`relay.rs`). Every message a *local* client publishes, repeats
-//!    included, gets the next relay index and goes to every peer, in index order.
-//! 4. *Acks* (`relay.rs`). A local client's message is acknowledged only when every live
-//!    peer has confirmed its relay index: from then on it survives the loss of any one server.
-//!
-//! **Failures and stopping.** A client that fails is removed from the state, which drops
-//! its outbox's sending end: its writer sees the disconnect and closes the connection. A
-//! peer link that fails is restarted by its thread and resumes from the outbound log; a
-//! peer the coordinator no longer lists is dropped like a client. A fence
-//! ([`Hub::reset_incarnation`]) and a stop ([`Hub::shut_down`]) cut everyone off at once.
+//! **Who calls it.** Every server thread: connection threads (register, publish, relays),
+//! writers (catch-up), peer links (subscribe, acks) and `heartbeat` (peers, epoch). It starts
+//! no thread. Methods lock, change, copy out and unlock; sends are `try_push`es that never
+//! block, socket I/O happens after the guard is dropped, and the one wait, for room, is on
+//! a condition variable. A fence ([`Hub::reset_incarnation`]) or a stop ([`Hub::shut_down`])
+//! cuts every client and peer off at once. The rules and why they hold: `docs/guarantees.md`,
+//! section 1; the lock rule: `docs/thread-per-connection.md`, "Tempting wrong version 1".
 
 mod clients;
 mod delivery;
@@ -279,7 +230,7 @@ impl Hub {
         result
     }
 
-    /// Takes messages into the server: rules 1 to 4 of the module doc, for each of
+    /// Takes messages into the server: rules 1 to 4 (`docs/guarantees.md`), for each of
     /// `messages` (`(seq, body)`, in the order sent) from `from`, speaking for `session`.
     /// A publisher's connection thread passes every publish it has read (one read brings
     /// hundreds when a client sends back to back); a peer link passes the relays of one
@@ -504,9 +455,9 @@ impl State {
         self.history.has_room(reading, size, limits)
     }
 
-    /// Takes a message in, once there is room for it: rules 1 to 4 of the module doc. A new
-    /// message joins `run`, to be fanned out with the ones around it; the acks it makes due
-    /// wait for [`State::settle`].
+    /// Takes a message in, once there is room for it: rules 1 to 4 (`docs/guarantees.md`).
+    /// A new message joins `run`, to be fanned out with the ones around it; the acks it
+    /// makes due wait for [`State::settle`].
     fn take_in(&mut self, arrival: Arrival, limits: &Limits, run: &mut Run) {
         let Arrival {
             session,

@@ -1,35 +1,18 @@
-//! Rules 3 and 4 of the hub: the outbound log that relays every local message to every peer,
-//! and the acknowledgements that wait until every live peer has confirmed a message; with
-//! the bookkeeping of the peer links they need (which peers are live, their queues, what
-//! each confirmed, what came in from each).
+//! Rules 3 and 4 of the hub: the outbound log that relays every local message, repeats
+//! included, to every peer in relay-index order ([`Relay::relay_local`]), and the acks that
+//! wait until every live peer has confirmed a message ([`Relay::advance_acks`]); with the
+//! peer links' bookkeeping (which peers are live, their queues, what each confirmed).
 //!
-//! **Who runs it.** No thread of its own: [`Relay`] is a part of the hub's state, and its
-//! methods run under the hub's lock, in whichever thread called the hub: a client's
-//! `conn-<peer>` thread (a publish is logged), `heartbeat` (the peer list), a `peer-<addr>`
-//! thread (a link (re)connects), an `acks-<addr>` thread (a confirmation), a peer's
-//! `conn-<peer>` thread (a relay received). The [`Hub`] methods those threads call for the
-//! links are here too.
+//! **Who runs it.** No thread of its own: [`Relay`] is a part of the hub's state, run under
+//! its lock by whichever thread called the hub (a publishing `conn-<peer>`, `heartbeat`,
+//! `peer-<addr>`, `acks-<addr>`). Each peer link has a bounded queue
+//! ([`PeerLink::outbox_tx`]) whose receiving end its `peer-<addr>` thread holds.
 //!
-//! **Whom it talks to.** Each peer link has a bounded queue ([`PeerLink::outbox_tx`]); its
-//! `peer-<addr>` thread holds the receiving end and writes it to the peer.
-//!
-//! **Rule 3, the outbound log** ([`Relay::relay_local`]). Every message a *local* client
-//! publishes, repeats included, gets the next relay index and goes to every peer, in index
-//! order. Repeats are relayed because a peer may have missed them when the sender's previous
-//! server died mid-relay.
-//!
-//! **Rule 4, acks** ([`Relay::advance_acks`]). A local client's message is acknowledged only
-//! when every live peer has confirmed its relay index: from then on it survives the loss of
-//! any one server.
-//!
-//! **When a peer fails.** A peer's queue that is full (its link is dead or stuck) is dropped:
-//! the link's thread reconnects and resumes from the outbound log, so the peer misses
-//! nothing still in the log. A peer the coordinator no longer lists is dropped, its thread
-//! sees its queue disconnect and stops, and acks no longer wait for it.
-//!
-//! **Stopping.** A fence or a stop drops the whole [`Relay`]
-//! ([`Hub::reset_incarnation`](super::Hub::reset_incarnation)): every queue disconnects, and
-//! the links end.
+//! **Failures and stopping.** A full queue (a dead or stuck link) is dropped, and the link
+//! resumes from the outbound log; a peer the coordinator no longer lists is dropped, and
+//! acks stop waiting for it. A fence or a stop drops the whole [`Relay`]
+//! ([`Hub::reset_incarnation`](super::Hub::reset_incarnation)): every queue disconnects and
+//! the links end. Why the rules hold: `docs/guarantees.md`, section 1.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};

@@ -1,37 +1,17 @@
-//! An outbox: the bounded queue of encoded frames from the hub to one connection's writer
-//! (a client's pen holder, or a peer link's `peer-<addr>`), with [`Frame`], what it holds.
-//! The loop that writers run over it is in `writer_loop.rs`.
+//! An outbox: the bounded queue of encoded frames ([`Frame`]) from the hub to one
+//! connection's writer, a client's pen holder or a peer link's `peer-<addr>`, bounded in
+//! frames and in bytes. The hub pushes with [`OutboxSender::try_push`], which never blocks
+//! (the hub holds its lock while it pushes); when a bound would be exceeded the push fails
+//! and the hub decides what that means (a client is *behind*, a peer link is restarted).
 //!
-//! **The queue.** A crossbeam channel with a frame count and a byte count beside it, because
-//! a frame may be a 40-byte text or a 256 KiB file chunk: a bound in frames alone would let
-//! one slow reader pin gigabytes. The channel is crossbeam's list flavour, which allocates
-//! its slots in small blocks as frames arrive and frees them as they leave, so an idle
-//! client's outbox costs a few hundred bytes, not the full bound (a `bounded(4096)` channel
-//! allocates all 4,096 slots up front: 64 KiB per client). The hub pushes with
-//! [`OutboxSender::try_push`], which never blocks (the hub holds its lock while it pushes);
-//! when either bound would be exceeded the push fails and the hub decides what that means
-//! (a client is marked *behind* and catches up from the history window, a peer link is
-//! restarted).
+//! Beside the queue sit three things its two ends agree on: the pen flag, touched only by
+//! `pen.rs` ([`OutboxReceiver::put_pen_down`] must look at the queue right after); the
+//! `behind` flag (the hub stops pushing live frames, the writer catches up from the history
+//! window); and the time the writer last took frames ([`OutboxSender::idle_for`]), which tells
+//! a slow reader from a stopped one. The loop writers run over it is `writer_loop.rs`.
 //!
-//! **The pen flag.** Beside the queue sits the flag that says whether someone holds the
-//! client's pen (`mod.rs` tells who, when and why). Only `pen.rs` touches it, through the
-//! [`Pen`](super::Pen) type: the flag is here because putting the pen down must look at
-//! the queue and the `behind` flag right after ([`OutboxReceiver::put_pen_down`]). A peer
-//! link's outbox never uses it: its writer thread lives as long as the link.
-//!
-//! **Behind.** The `behind` flag is how the hub and a client's writer agree that the
-//! client's outbox overflowed: the hub stops pushing live frames, and the writer, seeing the
-//! flag, asks the hub for the missed frames from the history window (`CatchUpSource`).
-//!
-//! **Idle time.** Every time the writer takes frames it stamps the time
-//! ([`OutboxSender::idle_for`] reads it). A writer takes frames only when it has written the
-//! previous ones, so the stamp tells the hub whether a client that is behind is still
-//! reading, slowly, or has stopped: the first one paces the publishers, the second one does
-//! not (see `State::has_room`).
-//!
-//! The frames are `Arc`s shared with the history window and the outbound log, so what a
-//! queue holds is mostly memory that is held anyway; the byte bound is what keeps a queue
-//! from pinning frames those have already let go.
+//! A writer sees `Disconnected` when the hub drops the sending end (the client was removed).
+//! The sizes and what each bound costs: `docs/architecture.md`, "A server's threads".
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};

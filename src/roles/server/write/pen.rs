@@ -1,19 +1,16 @@
 //! The pen as a type: [`Pen`], the right to write one client's socket, and [`WriteSide`],
-//! where it is taken from. Who holds it when, and why, is told in `mod.rs`; this file is
-//! how the types keep the rules.
+//! where it is taken from. Who holds it when is told in `docs/thread-per-connection.md`
+//! ("Who writes a client's socket"); this file is how the types keep the rules:
 //!
 //! - A `Pen` is made in one place only, [`WriteSide::take_pen`], and only when the pen was
 //!   down: two `Pen`s for one client never exist at once.
-//! - Whatever is written with a `Pen` waits in its own buffer until it is flushed, and the
-//!   pen goes down only through [`Pen::put_down`], which flushes first. So nothing written
-//!   by one holder can reach the socket after what the next holder writes (commit eff08a3
-//!   found a writer that put the pen down with bytes still in its `BufWriter`; a frame then
-//!   arrived after its successor, or cut in two).
+//! - Whatever is written with a `Pen` waits in its own buffer, and the pen goes down only
+//!   through [`Pen::put_down`], which flushes first: nothing one holder wrote can reach the
+//!   socket after what the next holder writes.
 //! - A `Pen` handed over ([`Pen::offer`] to a lingering writer, or through the pool) carries
 //!   its unflushed bytes with it, and they go first for the next holder.
 //! - A `Pen` dropped without being put down leaves the pen up: nobody writes that socket
-//!   again. That is what a failed write wants: the socket is shut down, and the client
-//!   removed.
+//!   again. That is what a failed write wants: the socket is shut down, the client removed.
 
 use std::io::{self, ErrorKind, Write};
 use std::net::TcpStream;

@@ -1,34 +1,18 @@
-//! The pool: the `send-<name>` writer threads, and the `pool` thread that starts them
-//! within the process's thread budget. When and why a client gets a writer is told in
-//! `mod.rs`; this file is how the pool runs.
+//! The pool: the `send-<name>` writer threads ([`run_writer`]), and the `pool` thread
+//! ([`pool_loop`]) that starts one for each pen handed over ([`Pool::hand_over`]) while no
+//! writer lingers to take it, within the process's thread budget ([`writer_budget`]).
 //!
-//! **As the Rust Book's `ThreadPool`.** Its final chapter builds a pool of *workers* that
-//! take *jobs* from a channel. Here a job is a client's [`Pen`], sent on the pool's channel
-//! ([`Pool::hand_over`]), and a worker is a `send-<name>` writer ([`run_writer`]). Three
-//! differences. A worker serves one client at a time, the one whose pen it holds, for as
-//! long as that client has frames waiting, since its writes may block on that client
-//! alone. Workers are not made up front: the `pool` thread ([`pool_loop`]) starts one per
-//! job, and a worker that has put its pen down lingers for [`WRITER_LINGER`] (or
-//! [`CROWDED_LINGER`]) to be handed its client's pen again, then ends. And the number at
-//! once is a budget ([`writer_budget`]), not a fixed size: what the process's threads
-//! allow beside one per connection; beyond it jobs wait in the `pool` thread, oldest first.
-//! The `pool` thread, not the hub or a publisher, starts the threads, so nobody starts a
-//! thread under the hub's lock or waits for one; each writer tells it when it ends
-//! (`Done`), which is when a waiting job may start.
+//! **Who calls it.** A thread holding a pen it cannot finish with hands it over: one writing
+//! through (`through.rs`), a client's connection thread, the hub's lock guard. The server
+//! starts the `pool` thread. Only that thread starts writers, so nobody starts a thread under
+//! the hub's lock or waits for one.
 //!
-//! **The thread budget.** A process can hold only so many threads: each one takes four
-//! memory mappings (its stack and guard page, and the signal stack std gives every thread
-//! and its guard page), and Linux allows `vm.max_map_count` (65,530 by default) per process,
-//! so about 16,000 threads in all. Ten thousand idle clients take ten thousand of them. A
-//! writer blocked on a client that stopped reading holds its place for at most
-//! `--write-timeout`.
-//!
-//! **Failures and stopping.** A writer whose write fails or times out shuts the socket
-//! down, so the client's connection thread ends and deregisters it. A thread that cannot be
-//! started is retried every [`WRITER_RETRY`]; the job is handed to the new thread through a
-//! rendezvous, so a thread that dies before it runs (out of memory mappings) gives the job
-//! back instead of losing it, and with it the client's pen. The `pool` thread ends when
-//! the server's stop channel disconnects; writers end with their clients.
+//! **Failures and stopping.** A writer whose write fails or times out shuts the socket down;
+//! a thread that cannot be started is retried every [`WRITER_RETRY`], and gets its job by
+//! rendezvous, so one that dies before it runs gives the pen back. A writer ends after
+//! lingering without the pen ([`WRITER_LINGER`]); the `pool` thread when the server's stop
+//! channel disconnects. The pool against the Rust Book's `ThreadPool`, and the budget:
+//! `docs/thread-per-connection.md`, "Who writes a client's socket".
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};

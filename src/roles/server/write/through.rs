@@ -1,27 +1,16 @@
-//! Writing through: the pens a thread took while it called the hub, and how it writes for
-//! them without blocking ([`Pens::write_now`]), the step "Writing through" of the account
-//! in `mod.rs`.
+//! Writing through: the pens a thread took while it called the hub ([`Pens`]), and how it
+//! writes for them without blocking ([`Pens::write_now`], one `net::send_now` per client).
 //!
-//! **Why.** Starting or waking a writer thread for each frame queued costs two context
-//! switches per delivery, and at a steady 2,000 messages a second to a hundred clients
-//! those wake-ups were most of the server's CPU (`docs/benchmarks.md`). Written through,
-//! a client that keeps up costs one `send` per batch (`net::send_now`) on a thread that
-//! was running anyway, and a slow reader still costs only its own writer.
+//! **Who calls it.** A publisher's connection thread, a peer link's, and an `acks-<addr>`
+//! thread whose acks became due: each writes once it has taken in everything it has read,
+//! before it could block (a read that would wait, a wait for room in the hub, a write to its
+//! own socket), so no pen it holds waits on anything but its own work. Each [`Pen`] here is
+//! written for and put down, or handed to exactly one writer; pens still held when a [`Pens`]
+//! is dropped (the connection ended with an error) are handed to writers, so none is lost.
 //!
-//! **Batching.** A publisher that sends back to back has many frames in one read; its
-//! connection thread takes them all into the hub before it writes for anyone, so each
-//! client gets them in one `send`. The thread writes before it could block in a read (its
-//! input holds no whole frame: `protocol::holds_whole_frame`), before it waits for room in
-//! the hub, and before it writes to its own socket, so no pen it holds waits on anything
-//! but this thread's work on what it has already read: at most one read buffer's worth
-//! of messages (64 KiB, from a client that publishes or from a peer). Writing sooner,
-//! after every 16 messages, was measured and left out: on S1 it cut the deliveries a
-//! second to a third, since every smaller `send` also wakes the receiving side once more
-//! (`docs/benchmarks.md`).
-//!
-//! **The pen stays one.** Each [`Pen`] here is written for and then
-//! put down, or handed to exactly one writer. Pens still held when a [`Pens`] is dropped
-//! (the connection ended with an error) are handed to writers, so none is ever lost.
+//! Why it exists, and what batching and writing sooner measured:
+//! `docs/thread-per-connection.md` ("Who writes a client's socket") and
+//! `docs/benchmarks.md` ("What was made cheaper").
 
 use std::net::Shutdown;
 
