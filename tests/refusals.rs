@@ -5,7 +5,8 @@
 //! request) and checks what the receiver does because of it. Where the receiver is a dsys
 //! process and the refusal is hard to provoke on cue (a peer's), a stand-in that the test
 //! runs says the code in new words: the receiver must act the same. The last test has the
-//! stand-in say the old words with no code: the receiver must not act on them.
+//! stand-in say the old words with no code: the receiver must not act on them. And a peer
+//! of another protocol version still gets a refusal it can read.
 //!
 //! Stand-ins (`with_stand_in`) run on scoped threads and stop when the test's closure
 //! returns, pass or fail; every process is a `Proc`, killed on drop.
@@ -23,7 +24,9 @@ use common::{
     wait_until_servers_alive,
 };
 use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
-use dsys::protocol::{Departure, Message, Refusal, Role, read_message, write_message};
+use dsys::protocol::{
+    Departure, Message, PROTOCOL_VERSION, Refusal, Role, read_frame, read_message, write_message,
+};
 
 // --- NoLiveServer -------------------------------------------------------------------------
 
@@ -192,6 +195,44 @@ fn the_old_words_without_a_code_change_nothing() {
             .collect();
         assert!(acted.is_empty(), "acted on the words: {acted:#?}");
     });
+}
+
+// --- Another version --------------------------------------------------------------------
+
+/// A peer that speaks another protocol version is refused in words it can read: the
+/// refusal has code `Other`, which is laid out as in every version so far, the words alone
+/// (`docs/protocol.md`, 5.1), so a build of version 6, which knows no code, reads it whole.
+#[test]
+fn a_peer_of_another_version_is_refused_in_a_frame_every_version_reads() {
+    let (_coordinator, coordinator) = start_coordinator(HEARTBEAT_TIMEOUT_MS);
+    let (_server, addr) = start_server(&coordinator, HEARTBEAT_INTERVAL_MS);
+    for (version, port) in [
+        (PROTOCOL_VERSION - 1, &addr),
+        (PROTOCOL_VERSION + 1, &coordinator),
+    ] {
+        let mut stream = TcpStream::connect(port).expect("connect");
+        stream
+            .set_read_timeout(Some(TIMEOUT))
+            .expect("set_read_timeout");
+        let Ok(Some(Message::Challenge { nonce: _ })) = read_message(&mut stream) else {
+            panic!("{port} did not open with a challenge");
+        };
+        let hello = Message::Hello {
+            version,
+            role: Role::Client,
+            proof: [0; 32],
+        };
+        write_message(&mut stream, &hello).expect("write the Hello");
+        let body = read_frame(&mut stream)
+            .expect("a refusal")
+            .expect("a frame before the close");
+        // Version 6's `Error`: type 0x02, then a `str`, and not a byte more.
+        let words = format!("protocol version {version}, this build speaks {PROTOCOL_VERSION}");
+        let mut version_6 = vec![0x02];
+        version_6.extend_from_slice(&(words.len() as u16).to_be_bytes());
+        version_6.extend_from_slice(words.as_bytes());
+        assert_eq!(body, version_6, "{port} refusing version {version}");
+    }
 }
 
 // --- Helpers ------------------------------------------------------------------------------
