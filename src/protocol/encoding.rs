@@ -13,7 +13,8 @@
 //! Everything here is a pure function of its input: no I/O, no thread, no state. Decoding
 //! trusts nothing: an unknown type byte, a bad flag or magic, or bytes left over after the
 //! last field is [`Error::Protocol`], and every count has been checked by the codec's
-//! [`Reader`] before it sizes a `Vec`.
+//! [`Reader`] before it sizes a `Vec`. The one lenient field is a refusal's code, which a
+//! newer peer may send with values this build does not know ([`Refusal::from_byte`]).
 
 use super::codec::{Reader, Writer, framed, utf8};
 use super::{Body, Departure, MAGIC, Message, Refusal, Resume, Role, ServerInfo};
