@@ -8,6 +8,10 @@
 //! `Display` is what a user or a log reader sees, so each variant's text says what happened
 //! in words: a read timeout is "timed out", not `Resource temporarily unavailable`, and only
 //! a peer that broke the protocol is called a "protocol error".
+//!
+//! A peer's refusal carries a [`Refusal`] code next to its words: programs branch on the
+//! code, people read the words, so rewording a refusal changes what a log says and never
+//! what a process does.
 
 use std::fmt;
 use std::io;
@@ -22,8 +26,9 @@ pub enum Error {
     /// The peer closed the connection or fell silent: not a misbehaviour, a failure to act
     /// on (a client fails over, a server forgets the connection). The text says which.
     PeerGone(String),
-    /// The peer understood us and said no (registration refused, fenced, ...).
-    Refused(String),
+    /// The peer understood us and said no (registration refused, fenced, ...): what it
+    /// means to this program, and the peer's words for a person.
+    Refused(Refusal, String),
     /// No server can take a client right now (the coordinator knows none that is alive).
     NoLiveServer(String),
     /// A coordinator or server could not be reached at all: nothing listens at the address,
@@ -39,9 +44,37 @@ pub enum Error {
     Usage(String),
 }
 
-/// How [`Error::NoLiveServer`] starts when shown. The coordinator sends that text in an
-/// `Error` frame when it has no server to offer, and a client recognises it by this start.
-pub const NO_LIVE_SERVER: &str = "no live server";
+/// What a refusal means to the process that receives it: the part of a refusal that a
+/// program may act on, where the words that come with it are for people only (logs, the
+/// client's `error` events) and may be reworded freely.
+///
+/// It travels as one byte in every `Error` and `RegisterRefused` frame (the discriminants
+/// below; `docs/protocol.md`, 6.8). A refusal gets a code of its own only when some
+/// receiver treats it apart from the others; every other refusal is [`Refusal::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Nothing for a program to act on: a broken rule, a missing secret, another protocol
+    /// version, a name taken; the words say which. A code this build does not know (sent
+    /// by a newer peer) reads as this one, so a new code never breaks an older receiver.
+    Other = 0,
+    /// The coordinator knows no live server to offer (the answer to a `Locate`). The client
+    /// says so as [`Error::NoLiveServer`], "start one with `dsys server`", instead of
+    /// calling the coordinator unreachable.
+    NoLiveServer = 1,
+    /// The server already holds `--max-clients` clients (the answer to a `Register`). The
+    /// server logs that refusal as a WARN, the operator's business, where a name refused
+    /// is the client's and an INFO.
+    ServerFull = 2,
+    /// The peer saw the coordinator drop this server's incarnation (the answer to a
+    /// `PeerHello`): it was declared dead. A server that could not hear it from the
+    /// coordinator learns it so, drops its clients so they fail over, and rejoins as a new
+    /// incarnation (`peers.rs`, `fence_ourselves`).
+    DeclaredDead = 3,
+    /// The peer has not heard of this incarnation from the coordinator yet (the answer to
+    /// a `PeerHello`): a normal step of every join, so the link logs that it waits, at
+    /// INFO, and tries again one heartbeat interval later.
+    NotListedYet = 4,
+}
 
 /// `Result` with [`Error`]: every fallible dsys function returns it, so `?` carries a
 /// failure up to the one place (a connection thread's spawn closure, or `main`) that
@@ -59,8 +92,8 @@ impl fmt::Display for Error {
             ),
             Error::Io(e) => write!(f, "{e}"),
             Error::Protocol(why) => write!(f, "protocol error: {why}"),
-            Error::Refused(why) => write!(f, "refused: {why}"),
-            Error::NoLiveServer(why) => write!(f, "{NO_LIVE_SERVER}: {why}"),
+            Error::Refused(_, why) => write!(f, "refused: {why}"),
+            Error::NoLiveServer(why) => write!(f, "no live server: {why}"),
             Error::PeerGone(why)
             | Error::Unreachable(why)
             | Error::Failed(why)
@@ -78,6 +111,17 @@ impl From<io::Error> for Error {
 }
 
 impl Error {
+    /// The code that tells a peer what this error means to it, when the error is the
+    /// reason for refusing that peer: a refusal passed on keeps its code, no live server
+    /// has its own, and anything else is [`Refusal::Other`].
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            Error::Refused(code, _) => *code,
+            Error::NoLiveServer(_) => Refusal::NoLiveServer,
+            _ => Refusal::Other,
+        }
+    }
+
     /// True when the error is a read or write timeout set on the socket.
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::auth::{self, Secret};
 use crate::error::{Error, Result};
-use crate::protocol::{Message, PROTOCOL_VERSION, Role, read_message, write_message};
+use crate::protocol::{Message, PROTOCOL_VERSION, Refusal, Role, read_message, write_message};
 
 pub use accept::AcceptLoop;
 pub use send_now::send_now;
@@ -175,7 +175,7 @@ pub fn connect_as(
     let mut stream = connect(addr, timeout)?;
     let nonce = match read_message(&mut stream)? {
         Some(Message::Challenge { nonce }) => nonce,
-        Some(Message::Error { reason }) => return Err(Error::Refused(reason)),
+        Some(Message::Error { code, reason }) => return Err(Error::Refused(code, reason)),
         Some(other) => {
             return Err(Error::Protocol(format!(
                 "expected Challenge from {addr}, got {}",
@@ -208,7 +208,7 @@ pub fn connect_as(
 pub fn request(stream: &mut TcpStream, request: &Message) -> Result<Message> {
     write_message(stream, request)?;
     match read_message(stream)? {
-        Some(Message::Error { reason }) => Err(Error::Refused(reason)),
+        Some(Message::Error { code, reason }) => Err(Error::Refused(code, reason)),
         Some(reply) => Ok(reply),
         None => Err(Error::Protocol("connection closed before the reply".into())),
     }
@@ -309,7 +309,7 @@ pub fn expect_hello(
 /// Always: [`Error::Protocol`] carrying `reason`. It is generic in `T` so that any
 /// connection function can `return refuse(...)`.
 pub fn refuse<T>(stream: &TcpStream, reason: &str) -> Result<T> {
-    turn_away(stream, reason);
+    turn_away(stream, Refusal::Other, reason);
     Err(Error::Protocol(reason.to_string()))
 }
 
@@ -321,15 +321,16 @@ pub fn peer_of(stream: &TcpStream) -> String {
         .map_or_else(|_| "unknown".to_string(), |a| a.to_string())
 }
 
-/// Turns away a peer that broke no rule, telling it why: writes `reason` in a
+/// Turns away a peer that broke no rule, telling it why: writes `code` and `reason` in a
 /// [`Message::Error`] frame, as [`refuse`] does, but leaves the logging to the caller, at
 /// the level the event deserves (an expected step of the protocol is no WARN). Dropping
 /// the stream closes it.
-pub fn turn_away(stream: &TcpStream, reason: &str) {
+pub fn turn_away(stream: &TcpStream, code: Refusal, reason: &str) {
     let mut writer = stream;
     let _ = write_message(
         &mut writer,
         &Message::Error {
+            code,
             reason: reason.to_string(),
         },
     );
@@ -346,7 +347,9 @@ pub fn turn_away(stream: &TcpStream, reason: &str) {
 pub fn unreachable(what: &str, addr: &str, cause: Error) -> Error {
     let why = match cause {
         // It answered, so it runs: what matters is what it said (a missing secret, say).
-        Error::Refused(why) => return Error::Refused(format!("the {what} at {addr}: {why}")),
+        Error::Refused(code, why) => {
+            return Error::Refused(code, format!("the {what} at {addr}: {why}"));
+        }
         Error::Io(e) => match e.kind() {
             io::ErrorKind::ConnectionRefused => {
                 format!("nothing listens at {addr}: is a {what} running there?")

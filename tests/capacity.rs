@@ -203,7 +203,7 @@ fn refusals_at_the_open_file_limit_are_logged_at_most_once_a_second() {
     let mut refused_since = 0u64;
     while refusal_lines(&full.server).len() < 2 {
         match RawClient::register(&full.addr, "newcomer") {
-            Err(dsys::Error::Refused(reason)) if reason.contains(OUT_OF_FILES) => {
+            Err(dsys::Error::Refused(_, reason)) if reason.contains(OUT_OF_FILES) => {
                 refused_since += 1
             }
             Err(e) => panic!("newcomer {refused_since} failed otherwise: {e}"),

@@ -73,7 +73,7 @@ fn refusal(addr: &str, frames: &[Message], what: &str) -> String {
     replies
         .iter()
         .find_map(|m| match m {
-            Message::Error { reason } => Some(reason.clone()),
+            Message::Error { reason, .. } => Some(reason.clone()),
             _ => None,
         })
         .unwrap_or_else(|| panic!("{what}: closed without an Error frame, after {replies:?}"))
@@ -320,7 +320,7 @@ fn fill_up(addr: &str, limit: usize) -> (Vec<TcpStream>, String) {
         // An accepted connection is challenged at once; a refused one is told why.
         match read_message(&mut stream) {
             Ok(Some(Message::Challenge { .. })) => open.push(stream),
-            Ok(Some(Message::Error { reason })) => return (open, reason),
+            Ok(Some(Message::Error { reason, .. })) => return (open, reason),
             other => panic!("a fresh connection to {addr} got {other:?}"),
         }
     }

@@ -114,6 +114,8 @@ fn a_server_cut_off_from_the_coordinator_alone_hands_its_clients_over() {
     // refusal tells it, and it drops its clients, which fail over to s1.
     p.lab.cut(&p.coordinator_node, &p.server_nodes[0]);
     p.wait_clients_of_s0_moved(STRANDED_BOUND);
+    // It was the refusal's code (`Refusal::DeclaredDead`) that told s0.
+    p.servers[0].wait_for_stderr("says this server was declared dead", TIMEOUT);
     p.lab.heal(&p.coordinator_node, &p.server_nodes[0]);
     finish_and_assert_everything_arrived(&mut p.clients, chatter);
 }

@@ -14,7 +14,11 @@
 //!   allocation made by the current thread;
 //! - a seeded random mutation of valid frames never panics the decoder nor makes it allocate
 //!   beyond what the input's bytes could fill, and whatever the decoder accepts re-encodes
-//!   to the same bytes (the encoding is canonical);
+//!   to the same bytes (the encoding is canonical), but for a refusal code it does not know,
+//!   which it reads as `Refusal::Other` on purpose;
+//! - every refusal code travels as the one byte `docs/protocol.md` gives it, a code from a
+//!   newer peer reads as `Refusal::Other`, and a refusal of code `Other` keeps the layout
+//!   of version 6;
 //! - the worked examples in `docs/protocol.md`, read from the document itself, match the
 //!   encoder byte for byte.
 //!
@@ -23,8 +27,8 @@
 //!
 //! One file per part, in `tests/protocol_codec/`: `alloc_tracking.rs` (the allocator and
 //! the "refused cheaply" check), `samples.rs` (helpers and a sample of every variant),
-//! then the tests: `round_trips.rs`, `framing_errors.rs`, `body_errors.rs`, `mutation.rs`
-//! and `worked_examples.rs`. The imports below are shared by all of them (`use super::*`).
+//! then the tests: `round_trips.rs`, `framing_errors.rs`, `body_errors.rs`, `mutation.rs`,
+//! `refusals.rs` and `worked_examples.rs`. The imports below are shared by all of them (`use super::*`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -35,8 +39,8 @@ use std::time::{Duration, Instant};
 use dsys::Error;
 use dsys::protocol::{
     Body, Departure, FILE_CHUNK_LEN, MAGIC, MAX_FRAME_LEN, Message, PROTOCOL_VERSION,
-    RELAY_INDEX_BYTES, Resume, Role, ServerInfo, deliver_frame, holds_whole_frame, read_frame,
-    read_message, relay_frame, write_message,
+    RELAY_INDEX_BYTES, Refusal, Resume, Role, ServerInfo, deliver_frame, holds_whole_frame,
+    read_frame, read_message, relay_frame, write_message,
 };
 use dsys::support::sha256;
 
@@ -48,6 +52,8 @@ mod body_errors;
 mod framing_errors;
 #[path = "protocol_codec/mutation.rs"]
 mod mutation;
+#[path = "protocol_codec/refusals.rs"]
+mod refusals;
 #[path = "protocol_codec/round_trips.rs"]
 mod round_trips;
 #[path = "protocol_codec/samples.rs"]

@@ -196,7 +196,7 @@ fn a_resume_with_a_wrong_token_is_refused_and_the_real_owner_fails_over() {
         seen: vec![],
     };
     let (_, answer) = raw_register(cluster.addr(1), "alice", Some(forged));
-    let Message::RegisterRefused { reason } = answer else {
+    let Message::RegisterRefused { reason, .. } = answer else {
         panic!("a resume with a forged token was not refused: {answer:?}");
     };
     assert!(reason.contains("token does not match"), "{reason}");

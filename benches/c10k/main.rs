@@ -252,7 +252,7 @@ fn register(server: &str, name: &str) -> Result<(TcpStream, Duration), String> {
         Message::Registered { keepalive_ms, .. } => {
             Ok((stream, Duration::from_millis(keepalive_ms.max(10) as u64)))
         }
-        Message::RegisterRefused { reason } => Err(format!("refused: {reason}")),
+        Message::RegisterRefused { reason, .. } => Err(format!("refused: {reason}")),
         other => Err(format!("expected Registered, got {}", other.kind())),
     }
 }

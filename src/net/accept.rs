@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::{Challenge, send_challenge};
 use crate::error::Result;
-use crate::protocol::Message;
+use crate::protocol::{Message, Refusal};
 use crate::support::limits::{self, SpareDescriptor};
 
 /// How long the wake-up connection of [`AcceptLoop::stop`] may take. It goes to this
@@ -404,7 +404,8 @@ fn accept_at_the_limit(
 /// the frame is read before the end of the stream.
 fn refuse_at_once(stream: TcpStream, reason: String) {
     let _ = stream.set_nonblocking(true);
-    let _ = (&stream).write_all(&Message::Error { reason }.encode());
+    let code = Refusal::Other;
+    let _ = (&stream).write_all(&Message::Error { code, reason }.encode());
 }
 
 /// The refusals for want of descriptors not logged yet, and when the last warning was:

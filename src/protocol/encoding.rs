@@ -8,10 +8,11 @@
 //! hot frames with the same [`Writer`] methods. Pure functions: no I/O, no thread, no state.
 //! Decoding trusts nothing: an unknown type byte, a bad flag or magic, or bytes left after the
 //! last field is [`Error::Protocol`], and every count is checked by [`Reader`] before it sizes
-//! a `Vec`.
+//! a `Vec`. The one lenient field is a refusal's code, which a newer peer may send with values
+//! this build does not know ([`Refusal::from_byte`]).
 
 use super::codec::{Reader, Writer, framed, utf8};
-use super::{Body, Departure, MAGIC, Message, Resume, Role, ServerInfo};
+use super::{Body, Departure, MAGIC, Message, Refusal, Resume, Role, ServerInfo};
 use crate::error::{Error, Result};
 
 // Type bytes. Grouped by connection kind; docs/protocol.md has the same table.
@@ -73,6 +74,23 @@ impl Role {
     }
 }
 
+impl Refusal {
+    /// The code `byte` stands for. Lenient on purpose, unlike every other field: a byte
+    /// this build does not know was sent by a newer peer that added a code, so it reads as
+    /// [`Refusal::Other`] and the refusal still reaches a person in the peer's words,
+    /// instead of ending the connection as a protocol error. This is the one place where
+    /// decoding and encoding again does not give back the bytes that came in.
+    fn from_byte(byte: u8) -> Refusal {
+        match byte {
+            1 => Refusal::NoLiveServer,
+            2 => Refusal::ServerFull,
+            3 => Refusal::DeclaredDead,
+            4 => Refusal::NotListedYet,
+            _ => Refusal::Other,
+        }
+    }
+}
+
 impl Message {
     /// Encodes the message as one complete frame, length prefix included.
     ///
@@ -102,9 +120,9 @@ impl Message {
                 out.u8(*role as u8);
                 out.fixed(proof);
             }
-            Message::Error { reason } => {
+            Message::Error { code, reason } => {
                 out.u8(T_ERROR);
-                out.str(reason);
+                out.refusal(*code, reason);
             }
             Message::Register { name, resume } => {
                 out.u8(T_REGISTER);
@@ -131,9 +149,9 @@ impl Message {
                 out.u32(*keepalive_ms);
                 out.pairs(watermarks);
             }
-            Message::RegisterRefused { reason } => {
+            Message::RegisterRefused { code, reason } => {
                 out.u8(T_REGISTER_REFUSED);
-                out.str(reason);
+                out.refusal(*code, reason);
             }
             Message::Publish { seq, body } => {
                 out.u8(T_PUBLISH);
@@ -281,7 +299,10 @@ impl Message {
                 r.magic()?;
                 Message::Challenge { nonce: r.array()? }
             }
-            T_ERROR => Message::Error { reason: r.str()? },
+            T_ERROR => {
+                let (code, reason) = r.refusal()?;
+                Message::Error { code, reason }
+            }
             T_REGISTER => Message::Register {
                 name: r.str()?,
                 resume: match r.u8()? {
@@ -300,7 +321,10 @@ impl Message {
                 keepalive_ms: r.u32()?,
                 watermarks: r.pairs()?,
             },
-            T_REGISTER_REFUSED => Message::RegisterRefused { reason: r.str()? },
+            T_REGISTER_REFUSED => {
+                let (code, reason) = r.refusal()?;
+                Message::RegisterRefused { code, reason }
+            }
             T_PUBLISH => Message::Publish {
                 seq: r.u64()?,
                 body: r.body()?,
@@ -425,6 +449,16 @@ impl Writer {
         self.u64(seq);
         self.body(body);
     }
+    /// A refusal's words, then its code, left out when it is [`Refusal::Other`]. An
+    /// `Error` of code `Other` is then laid out as in versions 1 to 6, and the refusal of
+    /// a peer that speaks another version, which is always `Other`, reads clearly on either
+    /// side of version 7 (`docs/protocol.md`, 6.8).
+    fn refusal(&mut self, code: Refusal, reason: &str) {
+        self.str(reason);
+        if code != Refusal::Other {
+            self.u8(code as u8);
+        }
+    }
     fn servers(&mut self, servers: &[ServerInfo]) {
         self.u32(servers.len() as u32);
         for server in servers {
@@ -465,6 +499,16 @@ impl Reader<'_> {
             }),
             other => Err(Error::Protocol(format!("unknown body kind {other}"))),
         }
+    }
+    /// A refusal's words and code: [`Refusal::Other`] when no byte follows the words.
+    fn refusal(&mut self) -> Result<(Refusal, String)> {
+        let reason = self.str()?;
+        let code = if self.left() > 0 {
+            Refusal::from_byte(self.u8()?)
+        } else {
+            Refusal::Other
+        };
+        Ok((code, reason))
     }
     fn servers(&mut self) -> Result<Vec<ServerInfo>> {
         // addr length (2) + epoch (8) + alive (1) + leaving (1) + client count (4)

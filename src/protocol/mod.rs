@@ -20,6 +20,7 @@ mod message_path;
 mod names;
 mod status_report;
 
+pub use crate::error::Refusal;
 pub use codec::{
     CLOSED_INSIDE_A_FRAME, MAX_FRAME_LEN, holds_whole_frame, read_frame, read_frame_into,
     read_message, write_message,
@@ -30,8 +31,9 @@ pub use names::{MAX_NAME_LEN_LIMIT, valid_name};
 pub use status_report::{join_report, report_frames};
 
 /// The protocol version carried in every [`Message::Hello`]. A peer that speaks another
-/// version is refused with a clear [`Message::Error`] instead of being misread.
-pub const PROTOCOL_VERSION: u16 = 6;
+/// version is refused with a clear [`Message::Error`] instead of being misread. Version 7
+/// added the [`Refusal`] code to `Error` and `RegisterRefused`.
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// The four bytes that open every [`Message::Hello`], so that a stray connection (a browser,
 /// a port scanner) is recognised at once instead of being parsed as a length.
@@ -164,7 +166,9 @@ pub enum Message {
     },
     /// Any side, just before closing: why the connection is being refused or closed.
     Error {
-        /// A sentence for a human.
+        /// What the refusal means to the receiving program; [`Refusal::Other`] for most.
+        code: Refusal,
+        /// A sentence for a human. No program branches on it: that is what `code` is for.
         reason: String,
     },
 
@@ -192,7 +196,10 @@ pub enum Message {
     },
     /// Server → client: registration refused (name taken, invalid, server full, ...).
     RegisterRefused {
-        /// A sentence for a human.
+        /// What the refusal means to the client: [`Refusal::ServerFull`] or
+        /// [`Refusal::Other`].
+        code: Refusal,
+        /// A sentence for a human. No program branches on it: that is what `code` is for.
         reason: String,
     },
     /// Client → server: broadcast this message, the client's `seq`-th.

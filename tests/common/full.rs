@@ -60,7 +60,7 @@ impl FullServer {
             let started = Instant::now();
             match RawClient::register(&addr, &name) {
                 Ok(client) => fills.push(client),
-                Err(dsys::Error::Refused(reason)) => {
+                Err(dsys::Error::Refused(_, reason)) => {
                     return FullServer {
                         coordinator_addr,
                         server,

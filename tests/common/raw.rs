@@ -38,7 +38,7 @@ impl RawClient {
                 stream,
                 next_seq: 1,
             }),
-            Message::RegisterRefused { reason } => Err(dsys::Error::Refused(reason)),
+            Message::RegisterRefused { code, reason } => Err(dsys::Error::Refused(code, reason)),
             other => Err(dsys::Error::Protocol(format!(
                 "expected Registered, got {}",
                 other.kind()

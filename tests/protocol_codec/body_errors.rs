@@ -291,6 +291,10 @@ fn list_count_one_more_than_the_items_present_is_refused() {
 fn trailing_bytes_after_a_valid_message_are_refused() {
     for message in sample_messages() {
         for extra in [&[0u8][..], &[0xff], &[0; 9]] {
+            // One byte after a refusal of code `Other` is a code: read as `Other` too.
+            if refusal_code(&message) == Some(Refusal::Other) && extra.len() == 1 {
+                continue;
+            }
             let mut body = body_of(&message);
             body.extend_from_slice(extra);
             let reason = assert_protocol_error(

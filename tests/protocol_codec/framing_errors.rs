@@ -106,6 +106,11 @@ fn truncation_anywhere_in_a_frame_is_refused() {
         // A body cut short but framed correctly: the decoder finds the missing field.
         let body = &encoded[4..];
         for cut in [0].into_iter().chain(cut_points(body.len())) {
+            // A refusal cut just before its code byte is a whole refusal of code `Other`.
+            let coded = refusal_code(&message).is_some_and(|code| code != Refusal::Other);
+            if coded && cut == body.len() - 1 {
+                continue;
+            }
             let what = format!(
                 "{} body cut to {cut} of {} bytes",
                 message.kind(),

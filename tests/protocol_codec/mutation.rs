@@ -1,5 +1,5 @@
 //! Random mutation: seeded corruptions of valid frames never panic the decoder, and what
-//! it accepts re-encodes to the same bytes.
+//! it accepts re-encodes to the same bytes (but for a refusal code it reads as `Other`).
 
 use super::*;
 
@@ -36,6 +36,25 @@ fn mutate(rng: &mut XorShift, bytes: &mut Vec<u8>) {
         }
         _ => bytes.insert(at, rng.byte()),
     }
+}
+
+/// Whether `input` starts with the frame of `message`, as a canonical encoding must; or,
+/// the one exception, `message` is a refusal of code `Other` read from a frame that wrote a
+/// code byte this build does not know (or 0): that byte is dropped on purpose
+/// (`docs/protocol.md`, 6.8), so the frame shown is the re-encoding with it put back.
+fn encodes_to_the_front_of(message: &Message, input: &[u8]) -> bool {
+    let encoded = message.encode();
+    if input.starts_with(&encoded) {
+        return true;
+    }
+    let (Message::Error { code, .. } | Message::RegisterRefused { code, .. }) = message else {
+        return false;
+    };
+    let Some(&byte) = input.get(encoded.len()) else {
+        return false;
+    };
+    let widened = frame(&[&encoded[4..], &[byte]].concat());
+    *code == Refusal::Other && !(1..=4).contains(&byte) && input.starts_with(&widened)
 }
 
 /// The largest in-memory item a decoded list holds per input byte (a `ServerInfo` or a
@@ -88,7 +107,7 @@ fn mutated_frames_never_panic_or_over_allocate_in_the_decoder() {
             Ok(Some(message)) => {
                 accepted += 1;
                 assert!(
-                    input.starts_with(&message.encode()),
+                    encodes_to_the_front_of(&message, &input),
                     "iteration {iteration}: frame {} was read as {message:?}",
                     hex(&input)
                 );
@@ -100,10 +119,12 @@ fn mutated_frames_never_panic_or_over_allocate_in_the_decoder() {
         match decoded {
             Ok(message) => {
                 accepted += 1;
-                assert_eq!(
-                    message.encode()[4..],
-                    input[4..],
-                    "iteration {iteration}: body was decoded as {message:?}"
+                let body = &input[4..];
+                // `frame` gives the body its own length, so "the front" is all of it.
+                assert!(
+                    encodes_to_the_front_of(&message, &frame(body)),
+                    "iteration {iteration}: body {} was decoded as {message:?}",
+                    hex(body)
                 );
             }
             Err(Error::Protocol(_)) => refused += 1,

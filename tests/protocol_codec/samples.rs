@@ -14,6 +14,16 @@ pub(crate) fn assert_protocol_error<T: std::fmt::Debug>(
     }
 }
 
+/// The code of `message` when it is a refusal (`Error` or `RegisterRefused`). Its code is
+/// the one field that may be left out (for `Other`, `docs/protocol.md` 6.8), so the checks
+/// of truncated bodies and trailing bytes make room for it.
+pub(crate) fn refusal_code(message: &Message) -> Option<Refusal> {
+    match message {
+        Message::Error { code, .. } | Message::RegisterRefused { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
 /// A frame: the 4-byte big-endian length, then `body`.
 pub(crate) fn frame(body: &[u8]) -> Vec<u8> {
     let mut out = (body.len() as u32).to_be_bytes().to_vec();
@@ -181,7 +191,20 @@ pub(crate) fn sample_messages() -> Vec<Message> {
             proof: [0; 32],
         },
         Message::Error {
+            code: Refusal::Other,
             reason: "name \"alice\" is taken".into(),
+        },
+        Message::Error {
+            code: Refusal::NoLiveServer,
+            reason: "no live server: start one".into(),
+        },
+        Message::Error {
+            code: Refusal::DeclaredDead,
+            reason: String::new(),
+        },
+        Message::Error {
+            code: Refusal::NotListedYet,
+            reason: "not yet".into(),
         },
         Message::Register {
             name: "zoë".into(),
@@ -216,7 +239,12 @@ pub(crate) fn sample_messages() -> Vec<Message> {
             watermarks: vec![],
         },
         Message::RegisterRefused {
+            code: Refusal::ServerFull,
             reason: "server full".into(),
+        },
+        Message::RegisterRefused {
+            code: Refusal::Other,
+            reason: "name \"alice\" is already taken".into(),
         },
         Message::Ack { seq: 0 },
         Message::Ack { seq: 17 },

@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use super::session::SessionConfig;
-use crate::error::{Error, NO_LIVE_SERVER, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::net;
 use crate::protocol::{Message, Role};
 
@@ -58,14 +58,12 @@ pub fn locate(config: &SessionConfig, suspect: &str, unreachable: bool) -> Resul
             "expected Assign, got {}",
             other.kind()
         ))),
-        // The coordinator answers "no live server" in an `Error` frame, with the text of
-        // `Error::NoLiveServer`; anything else it refuses is said in its own words.
-        Err(Error::Refused(why)) if why.starts_with(NO_LIVE_SERVER) => {
-            Err(Error::NoLiveServer(format!(
-                "the coordinator at {coordinator} has no server to offer; start one with \
-                 `dsys server`"
-            )))
-        }
+        // The coordinator says "no live server" with its code; anything else it refuses
+        // is passed on in its own words.
+        Err(Error::Refused(Refusal::NoLiveServer, _)) => Err(Error::NoLiveServer(format!(
+            "the coordinator at {coordinator} has no server to offer; start one with \
+             `dsys server`"
+        ))),
         Err(e) => Err(cannot_reach(e)),
     }
 }

@@ -122,6 +122,7 @@ pub(super) fn serve_locate(
             Message::Assign { server }
         }
         Err(e) => Message::Error {
+            code: e.refusal(),
             reason: e.to_string(),
         },
     };

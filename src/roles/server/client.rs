@@ -28,7 +28,8 @@ use super::{READY_WAIT, Shared, claim};
 use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{
-    Body, MAX_PAYLOAD_LEN, Message, holds_whole_frame, read_message, valid_name, write_message,
+    Body, MAX_PAYLOAD_LEN, Message, Refusal, holds_whole_frame, read_message, valid_name,
+    write_message,
 };
 
 /// Heartbeat intervals in the shortest client keepalive interval (see [`KeepalivePolicy`]):
@@ -250,24 +251,28 @@ pub(super) fn register_client<'a>(
     };
     // A refusal is the client's business (a name taken or mistyped), so an INFO, unless
     // the server is full: that is the operator's.
-    let refuse = |name: &str, level: log::Level, reason: String| -> Result<Option<_>> {
+    let refuse = |name: &str, code: Refusal, reason: String| -> Result<Option<_>> {
+        let level = match code {
+            Refusal::ServerFull => log::Level::Warn,
+            _ => log::Level::Info,
+        };
         log::log!(
             level,
             "registration refused name={name:?} peer={peer} reason={reason:?}"
         );
-        write_message(&mut &**stream, &Message::RegisterRefused { reason })?;
+        write_message(&mut &**stream, &Message::RegisterRefused { code, reason })?;
         Ok(None)
     };
     // The name is checked before anything echoes it: from here on it holds no character
     // that could do anything in a terminal or a file name.
     if let Err(why) = valid_name(&name, shared.max_name_len) {
-        return refuse(&name, log::Level::Info, why);
+        return refuse(&name, Refusal::Other, why);
     }
     // A planned stop (`leave.rs`): the clients here are moving away, and no new one comes.
     // The coordinator places nobody here once it knows; this covers the moment before.
     if shared.leave.is_leaving() {
         let reason = "this server is stopping; ask the coordinator for another".to_string();
-        return refuse(&name, log::Level::Info, reason);
+        return refuse(&name, Refusal::Other, reason);
     }
     // A fresh name must be free across the cluster, not only here (`claim.rs`); a resume
     // proves with its token that it is the name's owner.
@@ -275,7 +280,7 @@ pub(super) fn register_client<'a>(
         && let Some(holder) = claim::claim_name(shared, &name)
     {
         let reason = format!("name {name:?} is already taken (on {holder})");
-        return refuse(&name, log::Level::Info, reason);
+        return refuse(&name, Refusal::Other, reason);
     }
     if !shared.hub.wait_ready(READY_WAIT) {
         log::warn!("registering name={name} peer={peer} before every peer has linked in");
@@ -316,10 +321,7 @@ pub(super) fn register_client<'a>(
             stream.set_read_timeout(Some(shared.limits.idle_timeout))?;
             Ok(Some(registered))
         }
-        Err(reason) if reason.starts_with(hub::SERVER_FULL) => {
-            refuse(&name, log::Level::Warn, reason)
-        }
-        Err(reason) => refuse(&name, log::Level::Info, reason),
+        Err((code, reason)) => refuse(&name, code, reason),
     }
 }
 

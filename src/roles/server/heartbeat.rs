@@ -93,7 +93,7 @@ impl CoordinatorWatch {
         let consequences = "new clients' names are checked on this server only, and no \
                             failover is possible for its clients; keeping the current peers";
         match error {
-            Error::Refused(_) if first => log::error!(
+            Error::Refused(..) if first => log::error!(
                 "the coordinator at {} refused this server reason={reason:?}; {consequences}",
                 self.coordinator
             ),

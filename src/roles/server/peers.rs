@@ -20,10 +20,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::select;
 
-use super::hub::{DECLARED_DEAD, NOT_LISTED_YET};
 use super::write::{Flow, Frame, OutboxReceiver, Pens, WRITE_BUFFER, WhenIdle, write_frames};
 use super::{Shared, THREAD_STACK};
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::net;
 use crate::protocol::{Body, Message, Role, holds_whole_frame, read_message, write_message};
 
@@ -45,12 +44,10 @@ fn peer_link_loop(shared: Shared, addr: String, epoch: u64, link_id: u64) {
     while shared.hub.peer_wanted(&addr, link_id) {
         match relay_to_peer(&shared, &addr, link_id) {
             Ok(()) => log::debug!("peer link ended addr={addr}"),
-            Err(Error::Refused(why)) if why.contains(DECLARED_DEAD) => {
-                fence_ourselves(&shared, &addr)
-            }
+            Err(Error::Refused(Refusal::DeclaredDead, _)) => fence_ourselves(&shared, &addr),
             // Every join starts so: this server's heartbeat reply listed the peer before the
             // peer's reply listed this server.
-            Err(Error::Refused(why)) if why.contains(NOT_LISTED_YET) => log::info!(
+            Err(Error::Refused(Refusal::NotListedYet, _)) => log::info!(
                 "peer link waits addr={addr} epoch={epoch}: the peer has not heard of this \
                  server from the coordinator yet; trying again in one heartbeat interval"
             ),
@@ -229,9 +226,9 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
         // declared dead is turned away for good. Neither is a fault, so the peer is told
         // why (it retries, or learns it was fenced) and the connection ends without an
         // error, which the accept loop would log as a WARN.
-        let reason = shared.hub.peer_refusal(&addr, epoch);
+        let (code, reason) = shared.hub.peer_refusal(&addr, epoch);
         log::info!("peer link turned away from={addr} epoch={epoch} reason={reason:?}");
-        net::turn_away(&stream, &reason);
+        net::turn_away(&stream, code, &reason);
         return Ok(());
     };
     write_message(
@@ -246,7 +243,7 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
     let stale = |stream: &TcpStream| {
         let reason = "this peer incarnation is no longer live";
         log::info!("peer link closed from={addr} epoch={epoch} reason={reason:?}");
-        net::turn_away(stream, reason);
+        net::turn_away(stream, Refusal::Other, reason);
         Ok(())
     };
     stream.set_read_timeout(Some(shared.limits.idle_timeout))?;

@@ -178,7 +178,7 @@ fn register(server: &str, name: &str) -> Result<(TcpStream, Duration)> {
             stream.set_nodelay(true)?;
             Ok((stream, Duration::from_millis(u64::from(keepalive_ms))))
         }
-        Message::RegisterRefused { reason } => Err(Error::Refused(reason)),
+        Message::RegisterRefused { code, reason } => Err(Error::Refused(code, reason)),
         other => Err(Error::Protocol(format!(
             "expected Registered from {server}, got {}",
             other.kind()

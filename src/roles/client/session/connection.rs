@@ -140,7 +140,7 @@ impl Connection {
                 };
                 (registered, keepalive, server_has)
             }
-            Message::RegisterRefused { reason } => return Err(Error::Refused(reason)),
+            Message::RegisterRefused { code, reason } => return Err(Error::Refused(code, reason)),
             other => {
                 return Err(Error::Protocol(format!(
                     "expected Registered, got {}",

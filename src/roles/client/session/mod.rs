@@ -372,8 +372,8 @@ impl Session {
             }
             Message::Ack { seq } => self.take_ack(seq),
             Message::Keepalive => {}
-            Message::Error { reason } => {
-                return Err(Error::Refused(reason));
+            Message::Error { code, reason } => {
+                return Err(Error::Refused(code, reason));
             }
             other => log::warn!("ignoring unexpected {} from the server", other.kind()),
         }

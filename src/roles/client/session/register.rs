@@ -55,7 +55,7 @@ impl Session {
                 Err(e)
                     if self.config.server.is_none()
                         && attempts < FIRST_REGISTER_ATTEMPTS
-                        && !matches!(e, Error::Refused(_)) =>
+                        && !matches!(e, Error::Refused(..)) =>
                 {
                     log::info!(
                         "server {server} did not take the registration ({e}); asking the \
@@ -181,7 +181,7 @@ impl Session {
                     }
                     Err(e) => log::debug!("resending to {target} failed: {e}"),
                 },
-                Err(Error::Refused(why)) => {
+                Err(Error::Refused(_, why)) => {
                     let level = log_level_for(&mut last_logged, &target, log::Level::Warn);
                     log::log!(level, "failover refused by {target}: {why}");
                 }

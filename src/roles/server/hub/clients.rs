@@ -21,12 +21,8 @@ use std::sync::Arc;
 
 use super::{Cutoffs, Frame, Hub, Registration};
 use crate::auth;
-use crate::protocol::{Message, Resume};
+use crate::protocol::{Message, Refusal, Resume};
 use crate::roles::server::write::{OutboxSender, WriteSide, outbox};
-
-/// How a refusal for want of room starts: the server's connection thread logs that one as
-/// a WARN (the operator's business), other refusals as an INFO (the client's).
-pub const SERVER_FULL: &str = "server full";
 
 /// One registered client, as the hub sees it.
 pub(super) struct LocalClient {
@@ -101,7 +97,9 @@ impl Hub {
         (version, Some(names))
     }
 
-    /// Registers `name`, or returns why not. The registration carries the client's new
+    /// Registers `name`, or returns why not: [`Refusal::ServerFull`] when the server holds
+    /// [`Limits::max_clients`](super::Limits::max_clients) clients already, else
+    /// [`Refusal::Other`], with the words for the client. The registration carries the client's new
     /// outbox, bounded by [`Limits::client_queue`](super::Limits::client_queue) and
     /// [`Limits::client_queue_bytes`](super::Limits::client_queue_bytes).
     ///
@@ -118,7 +116,7 @@ impl Hub {
         resume: Option<Resume>,
         stream: Arc<TcpStream>,
         keepalive_ms: u32,
-    ) -> Result<Registration, String> {
+    ) -> Result<Registration, (Refusal, String)> {
         let secret = self.secret.as_ref();
         self.with_state(|state, limits, cutoffs| {
             let (session, token) = match (&resume, state.clients.credentials(name)) {
@@ -126,16 +124,23 @@ impl Hub {
                     state.clients.remove(name, cutoffs);
                     (session, token)
                 }
-                (_, Some(_)) => return Err(format!("name {name:?} is already taken")),
+                (_, Some(_)) => {
+                    return Err((Refusal::Other, format!("name {name:?} is already taken")));
+                }
                 (Some(r), None) => {
                     if state.clients.has_session(r.session) {
-                        return Err("that session belongs to another client here".into());
+                        let why = "that session belongs to another client here";
+                        return Err((Refusal::Other, why.into()));
                     }
                     if !auth::resume_token_valid(secret, r.session, name, r.token) {
-                        return Err(format!(
-                            "resume refused: the token does not match session {:#x} of {name:?}; \
-                             only the client that registered a session can resume it",
-                            r.session
+                        return Err((
+                            Refusal::Other,
+                            format!(
+                                "resume refused: the token does not match session {:#x} of \
+                                 {name:?}; only the client that registered a session can \
+                                 resume it",
+                                r.session
+                            ),
                         ));
                     }
                     (r.session, r.token)
@@ -146,9 +151,12 @@ impl Hub {
                 }
             };
             if state.clients.len() >= limits.max_clients {
-                return Err(format!(
-                    "{SERVER_FULL} ({} clients); try another server",
-                    limits.max_clients
+                return Err((
+                    Refusal::ServerFull,
+                    format!(
+                        "server full ({} clients); try another server",
+                        limits.max_clients
+                    ),
                 ));
             }
             let registered = Message::Registered {

@@ -31,11 +31,9 @@ use super::write::{CatchUp, CatchUpSource, Frame, Pen, Pens, Pool, WriteSide};
 use crate::auth::Secret;
 use crate::protocol::{Body, deliver_frames, relay_frame};
 use clients::Clients;
-pub use clients::SERVER_FULL;
 use history::{History, Verdict};
 use locked::Locked;
 use relay::Relay;
-pub use relay::{DECLARED_DEAD, NOT_LISTED_YET};
 
 /// How often a waiting publish looks again without being woken (see [`Hub::publish`]).
 const ROOM_RECHECK: Duration = Duration::from_millis(100);

@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::{Frame, Hub, Limits};
-use crate::protocol::{Message, RELAY_INDEX_BYTES, ServerInfo};
+use crate::protocol::{Message, RELAY_INDEX_BYTES, Refusal, ServerInfo};
 use crate::roles::server::write::{OutboxReceiver, OutboxSender, Pens, outbox};
 
 /// A local message in the outbound log, until every peer has confirmed it.
@@ -79,16 +79,6 @@ pub(super) struct Relay {
 /// it is (see `set_peers`): 64 other peers would have to leave first.
 const REMOVED_KEPT: usize = 64;
 
-/// What a peer's refusal says when this server saw the coordinator drop the peer's
-/// incarnation: it was declared dead. A server cut off from the coordinator alone learns
-/// it from its peers this way (`peers::peer_link_loop`).
-pub const DECLARED_DEAD: &str = "was declared dead: the coordinator no longer lists it";
-
-/// What a peer's refusal says when it has not heard of this incarnation yet: the
-/// coordinator lists a new server to the others one heartbeat at a time, so the first tries
-/// of a joining server's links meet this, and the next try (an interval later) gets in.
-pub const NOT_LISTED_YET: &str = "is not a live peer of";
-
 // The entry points for the links: the heartbeat sets the peer list, a `peer-<addr>` thread
 // asks whether it is still wanted and subscribes, its `acks-<addr>` thread confirms.
 impl Hub {
@@ -122,7 +112,7 @@ impl Hub {
                 // acknowledged without it, and nothing would send them later: it may not
                 // come back as it is. A coordinator that restarted may list it again (it
                 // forgot whom it declared dead); its next link is refused with
-                // `DECLARED_DEAD`, so it fences itself and rejoins as a new incarnation,
+                // `Refusal::DeclaredDead`, so it fences itself and rejoins as a new incarnation,
                 // which copies this server's window before it takes a client.
                 if state.relay.was_removed(addr, epoch) {
                     continue;
@@ -169,14 +159,23 @@ impl Hub {
         cut_off
     }
 
-    /// Why the incarnation `(addr, epoch)` may not link in: [`DECLARED_DEAD`] when this
-    /// server saw the coordinator drop it, else that it is not (yet) a live peer.
-    pub fn peer_refusal(&self, addr: &str, epoch: u64) -> String {
+    /// Why the incarnation `(addr, epoch)` may not link in, with the words for its log:
+    /// [`Refusal::DeclaredDead`] when this server saw the coordinator drop it (a server cut
+    /// off from the coordinator alone learns it this way, `peers::peer_link_loop`), else
+    /// [`Refusal::NotListedYet`]: the coordinator lists a new server to the others one
+    /// heartbeat at a time, so the first tries of a joining server's links meet this, and
+    /// the next try (an interval later) gets in.
+    pub fn peer_refusal(&self, addr: &str, epoch: u64) -> (Refusal, String) {
         let state = self.lock();
         if state.relay.was_removed(addr, epoch) {
-            format!("{addr} epoch {epoch} {DECLARED_DEAD}; rejoin as a new incarnation")
+            let why = format!(
+                "{addr} epoch {epoch} was declared dead: the coordinator no longer lists it; \
+                 rejoin as a new incarnation"
+            );
+            (Refusal::DeclaredDead, why)
         } else {
-            format!("{addr} epoch {epoch} {NOT_LISTED_YET} {}", state.addr)
+            let why = format!("{addr} epoch {epoch} is not a live peer of {}", state.addr);
+            (Refusal::NotListedYet, why)
         }
     }
 

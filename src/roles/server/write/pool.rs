@@ -28,7 +28,7 @@ use super::WRITER_STACK;
 use super::pen::Pen;
 use super::writer_loop::{Ended, Flow, WhenIdle, write_frames};
 use crate::net;
-use crate::protocol::Message;
+use crate::protocol::{Message, Refusal};
 use crate::roles::server::metrics::Metrics;
 use crate::support::limits;
 
@@ -308,7 +308,8 @@ fn catch_up_if_behind(pen: &mut Pen, source: &dyn CatchUpSource) -> std::io::Res
         CatchUp::Done | CatchUp::Behind => Ok(Flow::Continue),
         CatchUp::Gone => Ok(Flow::Stop),
         CatchUp::FellBehind(reason) => {
-            pen.write_all(&Message::Error { reason }.encode())?;
+            let code = Refusal::Other;
+            pen.write_all(&Message::Error { code, reason }.encode())?;
             pen.flush()?;
             let _ = side.stream().shutdown(Shutdown::Both);
             Ok(Flow::Stop)
