@@ -36,8 +36,10 @@
 //! error.rs                   the one error type, a variant per outcome callers tell apart
 //! roles/mod.rs               the three roles, and nothing else
 //! roles/coordinator/
-//!   mod.rs                   threads and sockets: heartbeats in, status, the watchdog
-//!                            thread
+//!   mod.rs                   the Coordinator handle, its threads (accept, watchdog) and
+//!                            how they stop
+//!   serve.rs                 conn-<peer>: every socket handler (heartbeat, locate, status,
+//!                            claim)
 //!   registry.rs              the decisions, no sockets: handle_heartbeat,
 //!                            redistribute_clients, assign, claim_name
 //!   watchdog.rs              the failure detector: check_server_statuses, the probe of a

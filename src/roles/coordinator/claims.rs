@@ -1,73 +1,16 @@
-//! Names being registered, on the coordinator's side: the `Claim` request a server makes
-//! before it registers a client under a fresh name ([`serve_claim`]), and the pending
-//! [`Claims`] that keep a name from being given twice in the heartbeat interval before any
-//! heartbeat lists it. Whether another server lists the name is the registry's to say
-//! (`registry::claim_name`).
+//! Names being registered, on the coordinator's side: the pending [`Claims`] that keep a
+//! name from being given twice in the heartbeat interval before any heartbeat lists it.
+//! Whether another server lists the name is the registry's to say
+//! (`registry::claim_name`); the `Claim` request itself is served in `serve.rs`.
 //!
-//! **Threads.** None of its own: [`serve_claim`] runs on the claim connection's thread
-//! (one request, one reply, then the connection closes) and reaches the registry through
-//! [`Coordinator::claim`], which locks it only to decide. [`Claims`] itself is plain data
-//! inside the [`Registry`](super::Registry), with time passed in, so the tests below drive
-//! it with synthetic instants.
+//! **Threads.** None: [`Claims`] is plain data inside the [`Registry`](super::Registry),
+//! with time passed in, so the tests below drive it with synthetic instants.
 //!
 //! **When a peer fails.** A claimant that never registers the name (its client left, or it
 //! died) holds it for at most one heartbeat timeout; one declared dead, not at all.
 
 use std::collections::HashMap;
-use std::net::TcpStream;
-use std::thread;
 use std::time::{Duration, Instant};
-
-use super::{Coordinator, claim_name};
-use crate::error::Result;
-use crate::net;
-use crate::protocol::{MAX_NAME_LEN_LIMIT, valid_name};
-use crate::protocol::{Message, write_message};
-
-/// A server's claim on a name for a client it is about to register: one request, one reply
-/// ([`Coordinator::claim`]).
-pub(super) fn serve_claim(
-    mut stream: TcpStream,
-    first: Option<Message>,
-    coordinator: &Coordinator,
-) -> Result<()> {
-    let Some(Message::Claim { name, server }) = first else {
-        return net::refuse(&stream, "expected Claim");
-    };
-    // Both go into the registry and the log: a server checked the name before it asked
-    // (`valid_name`), so anything else is not a dsys server speaking.
-    if valid_name(&name, MAX_NAME_LEN_LIMIT).is_err() || !net::is_plausible_addr(&server) {
-        return net::refuse(&stream, "a claim names a valid client name and a HOST:PORT");
-    }
-    let holder = coordinator.claim(&name, &server).unwrap_or_default();
-    if !holder.is_empty() {
-        log::info!("name claim refused name={name} server={server} holder={holder}");
-    }
-    write_message(&mut stream, &Message::ClaimReply { holder })
-}
-
-impl Coordinator {
-    /// Claims `name` for a client registering on `server` (see [`claim_name`]): the server
-    /// that has the name already, or `None` when it is `server`'s to give.
-    ///
-    /// For one heartbeat timeout after this coordinator started, a name may belong to a
-    /// server that has not heartbeated yet, so the answer waits out that time (at most one
-    /// heartbeat timeout) rather than give a name twice.
-    pub fn claim(&self, name: &str, server: &str) -> Option<String> {
-        let warming =
-            (self.started + self.heartbeat_timeout).saturating_duration_since(Instant::now());
-        if !warming.is_zero() {
-            thread::sleep(warming); // only time can end it: no event to wait for
-        }
-        claim_name(
-            &mut self.lock(),
-            Instant::now(),
-            name,
-            server,
-            self.heartbeat_timeout,
-        )
-    }
-}
 
 /// Names claimed by a server for a client it is registering, with when. A claim ends when
 /// the claimant's heartbeat lists the name (the list speaks from then on), when the

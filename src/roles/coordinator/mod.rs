@@ -9,13 +9,13 @@
 //! servers that cannot reach each other gives up), [`rebalance`] (whom to move to a server
 //! that returns) and [`claims`] (names being registered that no heartbeat lists yet);
 //! [`probe`] asks a server whether it answers, and [`locate`] answers a client's "which
-//! server?". This file *acts*: it owns the sockets and threads, reads requests, locks the
-//! registry, calls those functions and writes the replies.
+//! server?". This file and [`serve`] *act*: they own the sockets and threads, read
+//! requests, lock the registry, call those functions and write the replies.
 //!
 //! **Threads.** `accept` runs [`start_coordinator`]'s accept loop and spawns one named
-//! thread per connection. A heartbeat connection lives as long as its server (one frame
-//! every heartbeat interval); locate, claim and status connections answer one request and
-//! close.
+//! thread per connection, which runs [`serve::serve_connection`]. A heartbeat connection
+//! lives as long as its server (one frame every heartbeat interval); locate, claim and
+//! status connections answer one request and close.
 //! The `watchdog` thread wakes on a ticker and runs [`check_server_statuses`].
 //!
 //! **Shared state.** One [`Registry`] behind a mutex, reached through the cloneable
@@ -51,9 +51,9 @@ pub mod metrics;
 mod probe;
 mod rebalance;
 mod registry;
+mod serve;
 mod watchdog;
 
-use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -61,9 +61,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, select, tick};
 
 use crate::auth::Secret;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::net;
-use crate::protocol::{Departure, Message, Role, ServerInfo, read_message, write_message};
+use crate::protocol::{Departure, ServerInfo};
 use crate::support::signals;
 
 pub use rebalance::{DEFAULT_PACE, DRAIN_PACE, Move, Rebalance, Server, rebalance_clients};
@@ -76,8 +76,6 @@ pub use watchdog::{Checks, Probe, check_server_statuses};
 /// Default for `--max-connections`: heartbeat connections (one per server) and short
 /// requests (locate, status). Beyond it a new connection is refused at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-/// How long one write to a peer may block: every reply is small.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Stack size of connection threads: they hold no large buffers on the stack, and a
 /// burst of thousands of clients asking where to go should not reserve 2 MiB each.
 const THREAD_STACK: usize = 256 * 1024;
@@ -229,6 +227,27 @@ impl Coordinator {
     pub fn status(&self) -> Vec<ServerInfo> {
         self.lock().all_servers()
     }
+
+    /// Claims `name` for a client registering on `server` (see [`claim_name`]): the server
+    /// that has the name already, or `None` when it is `server`'s to give.
+    ///
+    /// For one heartbeat timeout after this coordinator started, a name may belong to a
+    /// server that has not heartbeated yet, so the answer waits out that time (at most one
+    /// heartbeat timeout) rather than give a name twice.
+    pub fn claim(&self, name: &str, server: &str) -> Option<String> {
+        let warming =
+            (self.started + self.heartbeat_timeout).saturating_duration_since(Instant::now());
+        if !warming.is_zero() {
+            thread::sleep(warming); // only time can end it: no event to wait for
+        }
+        claim_name(
+            &mut self.lock(),
+            Instant::now(),
+            name,
+            server,
+            self.heartbeat_timeout,
+        )
+    }
 }
 
 /// A running coordinator, for tests and the demo: its address and a way to stop it.
@@ -315,7 +334,7 @@ pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
         limits.max_connections,
         THREAD_STACK,
         move |stream, challenge| {
-            serve_connection(stream, challenge, &coordinator, limits, secret.as_ref())
+            serve::serve_connection(stream, challenge, &coordinator, limits, secret.as_ref())
         },
     )?;
     Ok(CoordinatorHandle {
@@ -351,124 +370,4 @@ fn watchdog_loop(coordinator: Coordinator, check_interval: Duration, stop_rx: Re
         }
     }
     log::debug!("watchdog stopped");
-}
-
-/// Serves one connection according to the role its first frame announces. The opening
-/// frames, `Hello` and the role's first request, must be in by the handshake deadline.
-fn serve_connection(
-    stream: TcpStream,
-    challenge: net::Challenge,
-    coordinator: &Coordinator,
-    limits: net::ConnectionLimits,
-    secret: Option<&Secret>,
-) -> Result<()> {
-    let deadline = limits.handshake_deadline();
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let first_request = |stream: &TcpStream| net::read_opening(stream, deadline);
-    match net::expect_hello(&stream, challenge, deadline, secret)? {
-        Some(Role::Heartbeat) => {
-            let first = first_request(&stream)?;
-            stream.set_read_timeout(Some(limits.idle_timeout))?;
-            serve_heartbeats(stream, first, coordinator)
-        }
-        Some(Role::Locate) => {
-            let first = first_request(&stream)?;
-            locate::serve_locate(stream, first, coordinator)
-        }
-        Some(Role::Status) => {
-            let first = first_request(&stream)?;
-            serve_status(stream, first, coordinator)
-        }
-        Some(Role::Claim) => {
-            let first = first_request(&stream)?;
-            claims::serve_claim(stream, first, coordinator)
-        }
-        Some(other) => net::refuse(
-            &stream,
-            &format!("the coordinator does not serve {other:?}"),
-        ),
-        None => Ok(()),
-    }
-}
-
-/// A server's heartbeat connection: one Heartbeat, one reply, for as long as it lives.
-/// `first` is the frame read under the handshake deadline; later ones may each take up to
-/// the idle timeout.
-fn serve_heartbeats(
-    mut stream: TcpStream,
-    first: Option<Message>,
-    coordinator: &Coordinator,
-) -> Result<()> {
-    let mut next = first;
-    while let Some(message) = next {
-        let Message::Heartbeat {
-            addr,
-            epoch,
-            clients,
-            cut_off,
-            departure,
-        } = message
-        else {
-            return net::refuse(
-                &stream,
-                &format!("expected Heartbeat, got {}", message.kind()),
-            );
-        };
-        // The address goes back out in every reply, status report and log line: one that
-        // is not an address at all could make those too large to send (the frame cap), or
-        // write control characters into the operator's terminal.
-        if !net::is_plausible_addr(&addr) {
-            return net::refuse(
-                &stream,
-                &format!(
-                    "a server's address is HOST:PORT of at most {} bytes of printable ASCII; \
-                     this one has {} bytes",
-                    net::MAX_ADDR_LEN,
-                    addr.len()
-                ),
-            );
-        }
-        let reply = match coordinator.heartbeat(&addr, epoch, clients, &cut_off, departure) {
-            HeartbeatOutcome::Accepted {
-                epoch,
-                servers,
-                moves,
-            } => Message::HeartbeatReply {
-                epoch,
-                complete: coordinator.knows_whole_cluster(),
-                servers,
-                moves,
-            },
-            HeartbeatOutcome::Fenced => {
-                log::info!("fenced a stale server incarnation addr={addr} epoch={epoch}");
-                Message::Fenced {
-                    reason: format!("epoch {epoch} of {addr} was declared dead; rejoin"),
-                }
-            }
-        };
-        write_message(&mut stream, &reply)?;
-        next = read_message(&mut stream)?;
-    }
-    Ok(())
-}
-
-fn serve_status(
-    mut stream: TcpStream,
-    first: Option<Message>,
-    coordinator: &Coordinator,
-) -> Result<()> {
-    let Some(Message::StatusQuery) = first else {
-        return net::refuse(&stream, "expected StatusQuery");
-    };
-    // Ten thousand names on each of a few servers do not fit one frame: the report goes in
-    // as many parts as it needs (`protocol::report_frames`).
-    for part in crate::protocol::report_frames(coordinator.status()) {
-        write_message(&mut stream, &part)?;
-    }
-    Ok(())
-}
-
-/// The answer to a client when no server can take it, with what to do about it.
-fn no_live_server() -> Error {
-    Error::NoLiveServer("the coordinator knows no live server; start one with `dsys server`".into())
 }
