@@ -40,16 +40,16 @@
 //!                            how they stop
 //!   serve.rs                 conn-<peer>: every socket handler (heartbeat, locate, status,
 //!                            claim)
-//!   registry.rs              the decisions, no sockets: handle_heartbeat,
-//!                            redistribute_clients, assign, claim_name
-//!   watchdog.rs              the failure detector: check_server_statuses, the probe of a
-//!                            late server, the watchdog's own lateness
+//!   locate.rs                a client's "which server?", and the wait on a suspect
 //!   probe.rs                 asking a server whether it still answers
-//!   locate.rs                a client's "which server?"
-//!   claims.rs                names being registered that no heartbeat lists yet
-//!   cuts.rs                  two servers that both heartbeat but cannot reach each other
-//!   rebalance.rs             moving clients when the counts drift
 //!   metrics.rs               its counters for --metrics, and the servers by state
+//!   registry/                the decisions, with `now` passed in and no socket: mod.rs
+//!                            (Registry, handle_heartbeat, redistribute_clients, assign,
+//!                            claim_name), watchdog.rs (the failure detector:
+//!                            check_server_statuses, the watchdog's own lateness), cuts.rs
+//!                            (servers cut off from each other), rebalance.rs (moving
+//!                            clients when the counts drift), claims.rs (names being
+//!                            registered that no heartbeat lists yet)
 //! roles/server/
 //!   mod.rs                   start_server and stop; what every server thread shares
 //!   client.rs                one client: register_client, its read loop, keepalives

@@ -1,58 +1,26 @@
-//! The coordinator: the registry of servers, fed by heartbeats; the answer to a client's
-//! "which server?"; and the watchdog that declares silent servers dead and plans where their
-//! clients go.
+//! The coordinator: the [`Coordinator`] handle on its registry of servers, the threads it
+//! starts, and how they stop. Servers heartbeat to it, clients ask it which server to use,
+//! and it declares silent servers dead and plans where their clients go; its state is soft,
+//! rebuilt from heartbeats, and it is never on the data path.
 //!
-//! **Deciding and acting.** How the coordinator *decides* (which epoch counts, who is dead,
-//! where clients go, whether a name is free) is in [`registry`]: plain functions on the
-//! [`Registry`], with no socket and no thread of their own. Beside it, each with its own
-//! decision: [`watchdog`] (whom to probe, whom to declare dead), [`cuts`] (which of two
-//! servers that cannot reach each other gives up), [`rebalance`] (whom to move to a server
-//! that returns) and [`claims`] (names being registered that no heartbeat lists yet);
-//! [`probe`] asks a server whether it answers, and [`locate`] answers a client's "which
-//! server?". This file and [`serve`] *act*: they own the sockets and threads, read
-//! requests, lock the registry, call those functions and write the replies.
+//! **Threads.** `accept` ([`start_coordinator`], through [`net::AcceptLoop`]) starts a
+//! `conn-<peer>` thread per connection, which runs a handler of [`serve`]. `watchdog`
+//! ([`watchdog_loop`]) runs [`Coordinator::check`] every check interval, and each late
+//! server gets a `probe-<addr>` thread ([`Coordinator::start_probe`]).
 //!
-//! **Threads.** `accept` runs [`start_coordinator`]'s accept loop and spawns one named
-//! thread per connection, which runs [`serve::serve_connection`]. A heartbeat connection
-//! lives as long as its server (one frame every heartbeat interval); locate, claim and
-//! status connections answer one request and close.
-//! The `watchdog` thread wakes on a ticker and runs [`check_server_statuses`].
-//!
-//! **Shared state.** One [`Registry`] behind a mutex, reached through the cloneable
-//! [`Coordinator`] handle. Every method locks, changes, copies out what it needs and
-//! unlocks; no socket I/O ever happens while the lock is held.
-//!
-//! **When a peer fails.** A server that stops heartbeating is declared dead after
-//! `heartbeat_timeout`; a client that reports a suspect server makes the coordinator check it
-//! at once (a refused connection means nobody listens there any more). Either way
-//! [`redistribute_clients`] spreads the dead server's clients evenly over the live servers,
-//! the plan is logged, and each client that asks is given its planned server. A broken
-//! connection costs only that connection.
-//!
-//! **Names are unique across the cluster.** Before a server registers a fresh name it
-//! claims it here ([`Coordinator::claim`]); the claim is refused when another live server
-//! lists the name or claimed it first, so neither `--server` nor two registrations within
-//! one heartbeat interval can give a name twice. Where that stops (the coordinator cannot
-//! answer) is said in `roles/server/client.rs`.
-//!
-//! **State is soft.** Everything here is rebuilt from heartbeats, so a restarted coordinator
-//! knows the cluster again after one heartbeat interval; while it is down, servers keep
-//! relaying to each other and clients keep sharing (the coordinator is never on the data
-//! path).
+//! **Deciding and acting.** Every decision is in [`registry`], with `now` passed in and no
+//! socket. The [`Registry`] sits behind one mutex: each method of the handle locks it,
+//! decides, copies out what it needs and unlocks before any socket I/O.
 //!
 //! **Stopping.** [`CoordinatorHandle::stop`] drops the stop sender (the watchdog wakes on the
-//! disconnect), stops the accept loop ([`net::AcceptLoop::stop`]: flag, self-connection,
-//! join), and joins the watchdog.
+//! disconnect), stops the accept loop and joins the watchdog; connection threads end with
+//! their connections. `docs/architecture.md` ("The coordinator's threads") has the picture.
 
-mod claims;
-mod cuts;
 mod locate;
 pub mod metrics;
 mod probe;
-mod rebalance;
 mod registry;
 mod serve;
-mod watchdog;
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
@@ -66,12 +34,11 @@ use crate::net;
 use crate::protocol::{Departure, ServerInfo};
 use crate::support::signals;
 
-pub use rebalance::{DEFAULT_PACE, DRAIN_PACE, Move, Rebalance, Server, rebalance_clients};
 pub use registry::{
-    HeartbeatOutcome, Registry, ServerEntry, claim_name, handle_departing_heartbeat,
-    handle_heartbeat, redistribute_clients,
+    Checks, DEFAULT_PACE, DRAIN_PACE, HeartbeatOutcome, Move, Probe, Rebalance, Registry, Server,
+    ServerEntry, check_server_statuses, claim_name, handle_departing_heartbeat, handle_heartbeat,
+    rebalance_clients, redistribute_clients,
 };
-pub use watchdog::{Checks, Probe, check_server_statuses};
 
 /// Default for `--max-connections`: heartbeat connections (one per server) and short
 /// requests (locate, status). Beyond it a new connection is refused at once.
@@ -204,7 +171,7 @@ impl Coordinator {
             .name(format!("probe-{addr}"))
             .stack_size(THREAD_STACK)
             .spawn(move || {
-                let deadline = watchdog::probe_deadline(coordinator.heartbeat_timeout);
+                let deadline = registry::probe_deadline(coordinator.heartbeat_timeout);
                 let answered = probe::probe(&addr, deadline);
                 coordinator
                     .lock()

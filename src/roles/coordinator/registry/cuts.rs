@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::registry::{Registry, declare_dead};
+use super::{Registry, declare_dead};
 
 /// The cuts servers have reported: `(reporter, peer)` and since when.
 #[derive(Debug, Default)]
@@ -30,7 +30,7 @@ pub struct Cuts {
 impl Cuts {
     /// Records `reporter`'s list of the peers it cannot reach, at `now`: a cut it no longer
     /// lists is healed.
-    pub(super) fn record(&mut self, reporter: &str, cut_off: &[String], now: Instant) {
+    pub(crate) fn record(&mut self, reporter: &str, cut_off: &[String], now: Instant) {
         self.reported
             .retain(|(from, to), _| from != reporter || cut_off.contains(to));
         for peer in cut_off.iter().filter(|p| *p != reporter) {

@@ -3,7 +3,7 @@
 //! server's clients go ([`redistribute_clients`]), which server a client is sent to
 //! ([`Registry::assign`]), and whether a name is free across the cluster ([`claim_name`]).
 //! Which servers are silent for too long is the watchdog's decision, next door in
-//! `watchdog.rs` ([`check_server_statuses`](super::check_server_statuses)).
+//! `watchdog.rs` ([`check_server_statuses`]).
 //!
 //! **No sockets, no threads.** Nothing here reads or writes a connection, sleeps or waits:
 //! every function changes the registry it is given and returns its decision, and a decision
@@ -26,12 +26,18 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::claims::Claims;
-use super::cuts::Cuts;
+mod claims;
+mod cuts;
+mod rebalance;
+mod watchdog;
+
 use super::metrics::Metrics;
-use super::rebalance::Rebalance;
-use super::watchdog::Probe;
 use crate::protocol::{Departure, ServerInfo};
+use claims::Claims;
+use cuts::Cuts;
+
+pub use rebalance::{DEFAULT_PACE, DRAIN_PACE, Move, Rebalance, Server, rebalance_clients};
+pub use watchdog::{Checks, Probe, check_server_statuses, probe_deadline};
 
 /// How long a planned assignment counts as load while its client has not shown up.
 ///

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::registry::{PLAN_TTL, Registry, ServerEntry, declare_dead};
+use super::{PLAN_TTL, Registry, ServerEntry, declare_dead};
 
 /// Whether a server whose heartbeats are late still answers (see [`check_server_statuses`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -92,7 +92,7 @@ impl Registry {
     /// heartbeats that arrived meanwhile were not read either: that time is not counted
     /// against the servers (the idea behind Lifeguard's local health awareness: a detector
     /// that is itself late accuses no one for it).
-    pub(super) fn watchdog_round(
+    pub(crate) fn watchdog_round(
         &mut self,
         now: Instant,
         timeout: Duration,
@@ -145,7 +145,7 @@ impl Registry {
     /// answered counts as heard from now; one that did not is declared dead by the next
     /// round once its timeout has passed. An answer to an older question (the server has
     /// heartbeated since, or was replaced) changes nothing.
-    pub(super) fn probe_answered(&mut self, addr: &str, epoch: u64, answered: bool, now: Instant) {
+    pub(crate) fn probe_answered(&mut self, addr: &str, epoch: u64, answered: bool, now: Instant) {
         let Some(server) = self.servers.get_mut(addr) else {
             return;
         };

@@ -35,8 +35,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::metrics::Metrics;
-use super::registry::{Registry, plan_for_the_log};
+use super::{Registry, plan_for_the_log};
+use crate::roles::coordinator::metrics::Metrics;
 
 /// Default for `--rebalance-pace`: moves ordered a second, at most (see the module doc).
 pub const DEFAULT_PACE: u32 = 100;
