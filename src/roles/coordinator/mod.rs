@@ -121,8 +121,7 @@ impl Coordinator {
     }
 
     /// Records a heartbeat (see [`handle_departing_heartbeat`]), and the peers the server says it
-    /// cannot reach (`cut_off`; only live servers this registry knows count, so a server
-    /// cannot make it remember names without bound).
+    /// cannot reach ([`Registry::record_cuts`]).
     pub fn heartbeat(
         &self,
         addr: &str,
@@ -136,25 +135,20 @@ impl Coordinator {
         let outcome =
             handle_departing_heartbeat(&mut registry, now, addr, epoch, clients, departure);
         if matches!(outcome, HeartbeatOutcome::Accepted { .. }) {
-            let known: Vec<String> = cut_off
-                .iter()
-                .filter(|peer| registry.server(peer).is_some_and(|s| s.alive))
-                .cloned()
-                .collect();
-            registry.cuts.record(addr, &known, now);
+            registry.record_cuts(addr, cut_off, now);
         }
         drop(registry);
         self.changed.notify_all();
         outcome
     }
 
-    /// One watchdog round: declares dead every server silent longer than the heartbeat
-    /// timeout (see [`Registry::watchdog_round`]), then wakes the locate requests waiting on
-    /// a suspect.
+    /// One watchdog round ([`Registry::tick`]): declares dead every server silent longer than
+    /// the heartbeat timeout, and more; then wakes the locate requests waiting on a suspect,
+    /// and starts a probe of each server whose heartbeat is late.
     pub fn check(&self) {
-        let probes =
-            self.lock()
-                .watchdog_round(Instant::now(), self.heartbeat_timeout, self.check_interval);
+        let probes = self
+            .lock()
+            .tick(Instant::now(), self.heartbeat_timeout, self.check_interval);
         self.changed.notify_all();
         for (addr, epoch) in probes {
             self.start_probe(addr, epoch);

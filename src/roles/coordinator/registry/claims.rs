@@ -1,16 +1,46 @@
-//! Names being registered, on the coordinator's side: the pending [`Claims`] that keep a
-//! name from being given twice in the heartbeat interval before any heartbeat lists it.
-//! Whether another server lists the name is the registry's to say
-//! (`registry::claim_name`); the `Claim` request itself is served in `serve.rs`.
+//! Name claims: whether a name is free across the cluster ([`claim_name`]), one decision,
+//! and the pending [`Claims`] it keeps. A server claims a fresh name here before it
+//! registers a client under it; a claim holds the name for the heartbeat interval before any
+//! heartbeat lists it, so neither `--server` nor two registrations at once give a name
+//! twice.
 //!
-//! **Threads.** None: [`Claims`] is plain data inside the [`Registry`](super::Registry),
-//! with time passed in, so the tests below drive it with synthetic instants.
+//! **Who calls it.** [`Coordinator::claim`](crate::roles::coordinator::Coordinator::claim),
+//! on a claim connection's `conn-<peer>` thread, with the registry locked; the heartbeats
+//! and the watchdog's tick end claims (listed, dead, or expired). Time is passed in.
 //!
 //! **When a peer fails.** A claimant that never registers the name (its client left, or it
 //! died) holds it for at most one heartbeat timeout; one declared dead, not at all.
+//! `docs/protocol.md` ("Server → coordinator name claim") has the conversation.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use super::Registry;
+
+/// Claims `name` for a client about to register on `server`, at `now`. Returns the server
+/// that has the name, if another one does: a live server that lists it in its last
+/// heartbeat, or one that claimed it less than `ttl` ago. Otherwise the claim is recorded
+/// and `None` returned: the name is `server`'s to give. Called with the registry locked, so
+/// of two servers claiming one name at once, the second is refused.
+///
+/// The claimant's own list does not count against it: its hub checks its own clients (and
+/// takes a name whose owner has just left, which its last heartbeat may still show).
+pub fn claim_name(
+    registry: &mut Registry,
+    now: Instant,
+    name: &str,
+    server: &str,
+    ttl: Duration,
+) -> Option<String> {
+    let listed_elsewhere = registry
+        .servers
+        .iter()
+        .find(|(addr, s)| s.alive && *addr != server && s.clients.iter().any(|c| c == name));
+    if let Some((holder, _)) = listed_elsewhere {
+        return Some(holder.clone());
+    }
+    registry.claims.claim(now, name, server, ttl)
+}
 
 /// Names claimed by a server for a client it is registering, with when. A claim ends when
 /// the claimant's heartbeat lists the name (the list speaks from then on), when the
@@ -67,6 +97,27 @@ impl Claims {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::roles::coordinator::registry::{declare_dead, handle_heartbeat};
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_name_listed_by_another_live_server_is_not_given() {
+        let now = Instant::now();
+        let ttl = Duration::from_millis(100);
+        let mut registry = Registry::default();
+        handle_heartbeat(&mut registry, now, "a:1", 0, Some(names(&["alice"])));
+        handle_heartbeat(&mut registry, now, "b:1", 0, None);
+        let claim = |r: &mut Registry, server| claim_name(r, now, "alice", server, ttl);
+        assert_eq!(claim(&mut registry, "b:1"), Some("a:1".to_string()));
+        // Its own list does not count against the claimant (its owner may have just left).
+        assert_eq!(claim(&mut registry, "a:1"), None);
+        // A dead server's names are free.
+        declare_dead(&mut registry, "a:1");
+        assert_eq!(claim(&mut registry, "b:1"), None);
+    }
 
     #[test]
     fn the_first_claim_holds_until_listed_expired_or_its_server_is_dead() {

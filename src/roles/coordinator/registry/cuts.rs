@@ -30,7 +30,7 @@ pub struct Cuts {
 impl Cuts {
     /// Records `reporter`'s list of the peers it cannot reach, at `now`: a cut it no longer
     /// lists is healed.
-    pub(crate) fn record(&mut self, reporter: &str, cut_off: &[String], now: Instant) {
+    fn record(&mut self, reporter: &str, cut_off: &[String], now: Instant) {
         self.reported
             .retain(|(from, to), _| from != reporter || cut_off.contains(to));
         for peer in cut_off.iter().filter(|p| *p != reporter) {
@@ -55,6 +55,18 @@ impl Cuts {
 }
 
 impl Registry {
+    /// Records the peers that `reporter`, whose heartbeat was just accepted, says it cannot
+    /// reach at `now`. Only live servers this registry knows count, so a server cannot make
+    /// it remember names without bound.
+    pub(crate) fn record_cuts(&mut self, reporter: &str, cut_off: &[String], now: Instant) {
+        let known: Vec<String> = cut_off
+            .iter()
+            .filter(|peer| self.server(peer).is_some_and(|s| s.alive))
+            .cloned()
+            .collect();
+        self.cuts.record(reporter, &known, now);
+    }
+
     /// Settles every cut between live servers reported for `timeout` or more, by declaring
     /// one of its two servers dead (see the module doc). Returns the servers declared dead.
     pub(super) fn settle_cuts(&mut self, now: Instant, timeout: Duration) -> Vec<String> {

@@ -36,7 +36,10 @@ use crate::protocol::{Departure, ServerInfo};
 use claims::Claims;
 use cuts::Cuts;
 
-pub use rebalance::{DEFAULT_PACE, DRAIN_PACE, Move, Rebalance, Server, rebalance_clients};
+pub use claims::claim_name;
+pub use rebalance::{
+    DEFAULT_PACE, DRAIN_PACE, Move, Rebalance, Server, rebalance_clients, redistribute_clients,
+};
 pub use watchdog::{Checks, Probe, check_server_statuses, probe_deadline};
 
 /// How long a planned assignment counts as load while its client has not shown up.
@@ -233,50 +236,6 @@ pub fn handle_departing_heartbeat(
     }
 }
 
-/// Plans where the clients of a dead server go: round-robin over the live servers, least
-/// loaded first, so the moved clients differ by at most one between any two live servers
-/// and the emptiest servers take the extra ones.
-///
-/// `live` holds each live server's address and current load. Returns `(client, server)`
-/// pairs; empty when no server is alive.
-pub fn redistribute_clients(clients: &[String], live: &[(String, usize)]) -> Vec<(String, String)> {
-    if live.is_empty() {
-        return Vec::new();
-    }
-    let mut order: Vec<&(String, usize)> = live.iter().collect();
-    order.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-    clients
-        .iter()
-        .zip(order.iter().cycle())
-        .map(|(client, (server, _))| (client.clone(), server.clone()))
-        .collect()
-}
-
-/// Claims `name` for a client about to register on `server`, at `now`. Returns the server
-/// that has the name, if another one does: a live server that lists it in its last
-/// heartbeat, or one that claimed it less than `ttl` ago. Otherwise the claim is recorded
-/// and `None` returned: the name is `server`'s to give. Called with the registry locked, so
-/// of two servers claiming one name at once, the second is refused.
-///
-/// The claimant's own list does not count against it: its hub checks its own clients (and
-/// takes a name whose owner has just left, which its last heartbeat may still show).
-pub fn claim_name(
-    registry: &mut Registry,
-    now: Instant,
-    name: &str,
-    server: &str,
-    ttl: Duration,
-) -> Option<String> {
-    let listed_elsewhere = registry
-        .servers
-        .iter()
-        .find(|(addr, s)| s.alive && *addr != server && s.clients.iter().any(|c| c == name));
-    if let Some((holder, _)) = listed_elsewhere {
-        return Some(holder.clone());
-    }
-    registry.claims.claim(now, name, server, ttl)
-}
-
 /// Marks `addr` dead, fences its epoch and plans its clients onto the live servers. Returns
 /// nothing: the plan is stored in the registry and logged, which is how a learner sees it.
 pub(super) fn declare_dead(registry: &mut Registry, addr: &str) {
@@ -329,31 +288,40 @@ fn retire(registry: &mut Registry, addr: &str, how: Retired) {
             )
         }
     }
-    // Earlier plans for these clients are void: they are about to be planned again, and
-    // must not count as load where they were going.
-    for name in &orphans {
-        registry.plan.remove(name);
-    }
-    let plan = redistribute_clients(&orphans, &registry.loads());
-    if !orphans.is_empty() {
-        let m = &registry.metrics;
-        Metrics::plan(&m.redistribution_plans, &m.redistribution_moves, plan.len());
-        log::info!(
-            "redistribution plan from={addr} moves=[{}]",
-            plan_for_the_log(&plan)
-        );
-    }
-    if plan.is_empty() && !orphans.is_empty() {
-        log::warn!("no live server to take the clients of addr={addr}");
-    }
-    let now = Instant::now();
-    registry.plan.extend(
-        plan.into_iter()
-            .map(|(client, server)| (client, (server, now))),
-    );
+    registry.plan_orphans(addr, &orphans);
 }
 
 impl Registry {
+    /// One watchdog round at `now`: everything the coordinator decides by the clock rather
+    /// than on a request, in this order. Returns the servers to probe, `(addr, epoch)`, for
+    /// the caller to ask outside the lock ([`Registry::probe_answered`] takes the answer).
+    ///
+    /// 1. Its own lateness first ([`Registry::forgive_own_lateness`]): time this process was
+    ///    not running is nobody's silence, so it comes off before anyone is judged.
+    /// 2. Plans older than [`PLAN_TTL`] and name claims older than `timeout` end: their
+    ///    client never showed up, or its registration never happened.
+    /// 3. The failure detector ([`Registry::detect_failures`]): whom to probe, whom to
+    ///    declare dead.
+    /// 4. Cuts between live servers that lasted `timeout` ([`Registry::settle_cuts`]),
+    ///    after the dead are out, so a cut to a server that just died gives nobody up.
+    /// 5. Rebalancing ([`Registry::rebalance_round`]) last: it sees this round's deaths, and
+    ///    waits while their clients are planned elsewhere.
+    pub(super) fn tick(
+        &mut self,
+        now: Instant,
+        timeout: Duration,
+        check_interval: Duration,
+    ) -> Vec<(String, u64)> {
+        self.forgive_own_lateness(now, check_interval);
+        self.plan
+            .retain(|_, (_, planned)| now.duration_since(*planned) < PLAN_TTL);
+        self.claims.expire(now, timeout);
+        let probes = self.detect_failures(now, timeout);
+        self.settle_cuts(now, timeout);
+        self.rebalance_round(now, timeout);
+        probes
+    }
+
     /// What the registry knows of the server at `addr`, if anything.
     pub(super) fn server(&self, addr: &str) -> Option<&ServerEntry> {
         self.servers.get(addr)
@@ -446,6 +414,12 @@ impl Registry {
             .or_else(|| self.assign(name))
     }
 
+    /// Whether `addr` has a cut to or from another server, reported now (`cuts.rs`). Such a
+    /// server may be the one to give up, so rebalancing moves no client to it.
+    fn cut_off(&self, addr: &str) -> bool {
+        self.cuts.involve(addr)
+    }
+
     /// Plans `name` onto the least loaded live server other than `except` (ties go to the
     /// lower address), recording the choice as a plan entry so that it counts as load at
     /// once; `None` when there is no such server.
@@ -478,65 +452,12 @@ fn info(addr: &str, entry: &ServerEntry) -> ServerInfo {
     }
 }
 
-/// Moves of a redistribution plan that its log line names one by one; the rest are
-/// counted, so that a server that held ten thousand clients does not log a line of a
-/// hundred kilobytes (`dsys status --clients` lists them all).
-const PLAN_MOVES_LOGGED: usize = 32;
-
-/// `alice->ADDR, dave->ADDR`, at most [`PLAN_MOVES_LOGGED`] of them, then `... N more`.
-pub(super) fn plan_for_the_log(plan: &[(String, String)]) -> String {
-    let mut shown: Vec<String> = plan
-        .iter()
-        .take(PLAN_MOVES_LOGGED)
-        .map(|(client, server)| format!("{client}->{server}"))
-        .collect();
-    if plan.len() > PLAN_MOVES_LOGGED {
-        shown.push(format!("... {} more", plan.len() - PLAN_MOVES_LOGGED));
-    }
-    shown.join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn the_logged_plan_names_the_first_moves_and_counts_the_rest() {
-        let plan = |n: usize| -> Vec<(String, String)> {
-            (0..n)
-                .map(|i| (format!("c{i}"), "s:1".to_string()))
-                .collect()
-        };
-        assert_eq!(plan_for_the_log(&plan(2)), "c0->s:1, c1->s:1");
-        let all = plan_for_the_log(&plan(PLAN_MOVES_LOGGED));
-        assert_eq!(all.matches("->").count(), PLAN_MOVES_LOGGED);
-        assert!(!all.contains("more"));
-        let many = plan_for_the_log(&plan(10_000));
-        assert_eq!(many.matches("->").count(), PLAN_MOVES_LOGGED);
-        assert!(many.ends_with(&format!("... {} more", 10_000 - PLAN_MOVES_LOGGED)));
-    }
-
-    #[test]
-    fn moved_clients_are_spread_evenly_least_loaded_first() {
-        let clients = names(&["c1", "c2", "c3", "c4", "c5"]);
-        let live = vec![
-            ("b".to_string(), 3),
-            ("a".to_string(), 3),
-            ("c".to_string(), 1),
-        ];
-        let plan = redistribute_clients(&clients, &live);
-        let count = |s: &str| plan.iter().filter(|(_, t)| t == s).count();
-        // c is emptiest and gets the extra client; a and b (tied) take one more each in order.
-        assert_eq!((count("a"), count("b"), count("c")), (2, 1, 2));
-    }
-
-    #[test]
-    fn no_live_server_means_an_empty_plan() {
-        assert!(redistribute_clients(&names(&["x"]), &[]).is_empty());
     }
 
     #[test]
@@ -559,22 +480,6 @@ mod tests {
         // ... and its two clients go one to each live server.
         assert_ne!(registry.plan["x"].0, registry.plan["y"].0);
         assert_eq!(registry.assign("x"), Some(registry.plan["x"].0.clone()));
-    }
-
-    #[test]
-    fn a_name_listed_by_another_live_server_is_not_given() {
-        let now = Instant::now();
-        let ttl = Duration::from_millis(100);
-        let mut registry = Registry::default();
-        handle_heartbeat(&mut registry, now, "a:1", 0, Some(names(&["alice"])));
-        handle_heartbeat(&mut registry, now, "b:1", 0, None);
-        let claim = |r: &mut Registry, server| claim_name(r, now, "alice", server, ttl);
-        assert_eq!(claim(&mut registry, "b:1"), Some("a:1".to_string()));
-        // Its own list does not count against the claimant (its owner may have just left).
-        assert_eq!(claim(&mut registry, "a:1"), None);
-        // A dead server's names are free.
-        declare_dead(&mut registry, "a:1");
-        assert_eq!(claim(&mut registry, "b:1"), None);
     }
 
     #[test]

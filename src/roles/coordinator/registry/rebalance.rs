@@ -35,7 +35,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::{Registry, plan_for_the_log};
+use super::Registry;
 use crate::roles::coordinator::metrics::Metrics;
 
 /// Default for `--rebalance-pace`: moves ordered a second, at most (see the module doc).
@@ -48,6 +48,74 @@ pub const DEFAULT_PACE: u32 = 100;
 pub const DRAIN_PACE: u32 = 500;
 /// How long a client that moved is not chosen to move again.
 pub const MOVE_MEMORY: Duration = Duration::from_secs(60);
+
+/// Plans where the clients of a dead server go: round-robin over the live servers, least
+/// loaded first, so the moved clients differ by at most one between any two live servers
+/// and the emptiest servers take the extra ones.
+///
+/// `live` holds each live server's address and current load. Returns `(client, server)`
+/// pairs; empty when no server is alive.
+pub fn redistribute_clients(clients: &[String], live: &[(String, usize)]) -> Vec<(String, String)> {
+    if live.is_empty() {
+        return Vec::new();
+    }
+    let mut order: Vec<&(String, usize)> = live.iter().collect();
+    order.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    clients
+        .iter()
+        .zip(order.iter().cycle())
+        .map(|(client, (server, _))| (client.clone(), server.clone()))
+        .collect()
+}
+
+impl Registry {
+    /// Plans the clients that the dead or left server `from` still had (`orphans`) onto the
+    /// live servers ([`redistribute_clients`]), logs the plan and keeps it in the registry's
+    /// `plan`: each client is given its planned server when it asks
+    /// ([`Registry::assign`]).
+    pub(super) fn plan_orphans(&mut self, from: &str, orphans: &[String]) {
+        // Earlier plans for these clients are void: they are about to be planned again, and
+        // must not count as load where they were going.
+        for name in orphans {
+            self.plan.remove(name);
+        }
+        let plan = redistribute_clients(orphans, &self.loads());
+        if !orphans.is_empty() {
+            let m = &self.metrics;
+            Metrics::plan(&m.redistribution_plans, &m.redistribution_moves, plan.len());
+            log::info!(
+                "redistribution plan from={from} moves=[{}]",
+                plan_for_the_log(&plan)
+            );
+        }
+        if plan.is_empty() && !orphans.is_empty() {
+            log::warn!("no live server to take the clients of addr={from}");
+        }
+        let now = Instant::now();
+        self.plan.extend(
+            plan.into_iter()
+                .map(|(client, server)| (client, (server, now))),
+        );
+    }
+}
+
+/// Moves of a redistribution plan that its log line names one by one; the rest are
+/// counted, so that a server that held ten thousand clients does not log a line of a
+/// hundred kilobytes (`dsys status --clients` lists them all).
+const PLAN_MOVES_LOGGED: usize = 32;
+
+/// `alice->ADDR, dave->ADDR`, at most [`PLAN_MOVES_LOGGED`] of them, then `... N more`.
+pub(super) fn plan_for_the_log(plan: &[(String, String)]) -> String {
+    let mut shown: Vec<String> = plan
+        .iter()
+        .take(PLAN_MOVES_LOGGED)
+        .map(|(client, server)| format!("{client}->{server}"))
+        .collect();
+    if plan.len() > PLAN_MOVES_LOGGED {
+        shown.push(format!("... {} more", plan.len() - PLAN_MOVES_LOGGED));
+    }
+    shown.join(", ")
+}
 
 /// One move the coordinator decided: `client` from server `from` to server `to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -328,7 +396,7 @@ impl Registry {
         for (addr, entry) in self.servers.iter().filter(|(_, s)| s.takes_clients()) {
             // A server cut off from a peer is no target: it may be the one to give up.
             let settled =
-                r.joined.get(addr).is_some_and(|j| now - *j >= settle) && !self.cuts.involve(addr);
+                r.joined.get(addr).is_some_and(|j| now - *j >= settle) && !self.cut_off(addr);
             let mut server = Server {
                 addr: addr.clone(),
                 count: 0,
@@ -442,6 +510,41 @@ mod tests {
 
     fn moves_to(moves: &[Move], to: &str) -> usize {
         moves.iter().filter(|m| m.to == to).count()
+    }
+
+    #[test]
+    fn the_logged_plan_names_the_first_moves_and_counts_the_rest() {
+        let plan = |n: usize| -> Vec<(String, String)> {
+            (0..n)
+                .map(|i| (format!("c{i}"), "s:1".to_string()))
+                .collect()
+        };
+        assert_eq!(plan_for_the_log(&plan(2)), "c0->s:1, c1->s:1");
+        let all = plan_for_the_log(&plan(PLAN_MOVES_LOGGED));
+        assert_eq!(all.matches("->").count(), PLAN_MOVES_LOGGED);
+        assert!(!all.contains("more"));
+        let many = plan_for_the_log(&plan(10_000));
+        assert_eq!(many.matches("->").count(), PLAN_MOVES_LOGGED);
+        assert!(many.ends_with(&format!("... {} more", 10_000 - PLAN_MOVES_LOGGED)));
+    }
+
+    #[test]
+    fn moved_clients_are_spread_evenly_least_loaded_first() {
+        let clients = names("c", 5);
+        let live = vec![
+            ("b".to_string(), 3),
+            ("a".to_string(), 3),
+            ("c".to_string(), 1),
+        ];
+        let plan = redistribute_clients(&clients, &live);
+        let count = |s: &str| plan.iter().filter(|(_, t)| t == s).count();
+        // c is emptiest and gets the extra client; a and b (tied) take one more each in order.
+        assert_eq!((count("a"), count("b"), count("c")), (2, 1, 2));
+    }
+
+    #[test]
+    fn no_live_server_means_an_empty_plan() {
+        assert!(redistribute_clients(&names("x", 1), &[]).is_empty());
     }
 
     #[test]
