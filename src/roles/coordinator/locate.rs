@@ -39,7 +39,10 @@ impl Coordinator {
         if suspect_alive && suspect_leaving {
             // It is stopping on purpose and takes no client back: no need to ask whether
             // it lives.
-            return self.lock().assign(name).ok_or_else(no_live_server);
+            return self
+                .lock()
+                .assign(name, Instant::now())
+                .ok_or_else(no_live_server);
         }
         if suspect_alive {
             if !probe::is_gone(suspect) {
@@ -50,7 +53,7 @@ impl Coordinator {
                     );
                     return self
                         .lock()
-                        .assign_avoiding(name, suspect)
+                        .assign_avoiding(name, suspect, Instant::now())
                         .ok_or_else(no_live_server);
                 }
                 return self.settle_suspect(name, suspect);
@@ -58,10 +61,12 @@ impl Coordinator {
             let mut registry = self.lock();
             if registry.server(suspect).is_some_and(|s| s.alive) {
                 log::info!("server unreachable addr={suspect} reported_by={name}");
-                registry::declare_dead(&mut registry, suspect);
+                registry::declare_dead(&mut registry, suspect, Instant::now());
             }
         }
-        self.lock().assign(name).ok_or_else(no_live_server)
+        self.lock()
+            .assign(name, Instant::now())
+            .ok_or_else(no_live_server)
     }
 
     /// Waits until the `suspect` either heartbeats again (it is fine: the client is sent
@@ -86,7 +91,9 @@ impl Coordinator {
         if registry.server(suspect).is_some_and(|s| s.alive) {
             return Ok(suspect.to_string());
         }
-        registry.assign(name).ok_or_else(no_live_server)
+        registry
+            .assign(name, Instant::now())
+            .ok_or_else(no_live_server)
     }
 }
 

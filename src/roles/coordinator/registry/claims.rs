@@ -115,7 +115,7 @@ mod tests {
         // Its own list does not count against the claimant (its owner may have just left).
         assert_eq!(claim(&mut registry, "a:1"), None);
         // A dead server's names are free.
-        declare_dead(&mut registry, "a:1");
+        declare_dead(&mut registry, "a:1", now);
         assert_eq!(claim(&mut registry, "b:1"), None);
     }
 

@@ -100,7 +100,7 @@ impl Registry {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            declare_dead(self, &server);
+            declare_dead(self, &server, now);
             given_up.push(server);
         }
     }

@@ -172,7 +172,7 @@ pub fn handle_departing_heartbeat(
             "server replaced addr={addr} old_epoch={} new_epoch={epoch}",
             old.epoch
         );
-        declare_dead(registry, addr);
+        declare_dead(registry, addr, now);
     }
     let is_new = registry.servers.get(addr).is_none_or(|s| !s.alive);
     let was_leaving = registry
@@ -225,7 +225,7 @@ pub fn handle_departing_heartbeat(
         },
     );
     if departure == Departure::Gone {
-        retire(registry, addr, Retired::Left);
+        retire(registry, addr, Retired::Left, now);
     } else if leaving {
         registry.drain(addr, now);
     }
@@ -236,10 +236,15 @@ pub fn handle_departing_heartbeat(
     }
 }
 
-/// Marks `addr` dead, fences its epoch and plans its clients onto the live servers. Returns
-/// nothing: the plan is stored in the registry and logged, which is how a learner sees it.
-pub(super) fn declare_dead(registry: &mut Registry, addr: &str) {
-    retire(registry, addr, Retired::Dead);
+/// Marks `addr` dead at `now`, fences its epoch and plans its clients onto the live servers
+/// ([`Registry::plan_orphans`]). Returns nothing: the plan is stored in the registry and
+/// logged, which is how a learner sees it.
+///
+/// It lives here, not with the failure detector, because every part of the registry has a
+/// say in it: the watchdog declares a silent server dead, a heartbeat one that was replaced,
+/// cuts one that gives up, and a client's report one that refuses connections.
+pub(super) fn declare_dead(registry: &mut Registry, addr: &str, now: Instant) {
+    retire(registry, addr, Retired::Dead, now);
 }
 
 /// How a server stopped being alive.
@@ -253,7 +258,7 @@ enum Retired {
 
 /// What dead and left servers have in common: no longer alive, the epoch fenced, and the
 /// clients it still had planned onto the live servers. Only the log line differs.
-fn retire(registry: &mut Registry, addr: &str, how: Retired) {
+fn retire(registry: &mut Registry, addr: &str, how: Retired, now: Instant) {
     let Some(entry) = registry.servers.get_mut(addr) else {
         return;
     };
@@ -288,7 +293,7 @@ fn retire(registry: &mut Registry, addr: &str, how: Retired) {
             )
         }
     }
-    registry.plan_orphans(addr, &orphans);
+    registry.plan_orphans(addr, &orphans, now);
 }
 
 impl Registry {
@@ -377,15 +382,15 @@ impl Registry {
 
     /// The server `name` should use: its planned server if it has one; else the live server
     /// that lists the name already; else the least loaded live server. The choice counts as
-    /// load at once (as a plan entry), so that clients asking together are spread rather
-    /// than all sent to the same server.
+    /// load at once (as a plan entry made at `now`), so that clients asking together are
+    /// spread rather than all sent to the same server.
     ///
     /// Sending a name back to the server that lists it makes the check where the truth is:
     /// that server refuses the name while its owner is there ("already taken"), and takes it
     /// when the owner has just left, which the lists here, a heartbeat old, may not show
     /// yet. A client that goes to another server (`--server`) is refused there by the
     /// server's claim ([`claim_name`]).
-    pub(super) fn assign(&mut self, name: &str) -> Option<String> {
+    pub(super) fn assign(&mut self, name: &str, now: Instant) -> Option<String> {
         if let Some((target, _)) = self.plan.get(name)
             && self
                 .servers
@@ -402,16 +407,21 @@ impl Registry {
         {
             return Some(holder);
         }
-        self.plan_least_loaded(name, None)
+        self.plan_least_loaded(name, None, now)
     }
 
     /// [`Registry::assign`] for a client that cannot reach `avoid` although this
     /// coordinator can: the least loaded live server other than `avoid`, or `avoid` itself
     /// when it is the only one left (the client then tries it again, and the cut may have
     /// healed).
-    pub(super) fn assign_avoiding(&mut self, name: &str, avoid: &str) -> Option<String> {
-        self.plan_least_loaded(name, Some(avoid))
-            .or_else(|| self.assign(name))
+    pub(super) fn assign_avoiding(
+        &mut self,
+        name: &str,
+        avoid: &str,
+        now: Instant,
+    ) -> Option<String> {
+        self.plan_least_loaded(name, Some(avoid), now)
+            .or_else(|| self.assign(name, now))
     }
 
     /// Whether `addr` has a cut to or from another server, reported now (`cuts.rs`). Such a
@@ -423,14 +433,18 @@ impl Registry {
     /// Plans `name` onto the least loaded live server other than `except` (ties go to the
     /// lower address), recording the choice as a plan entry so that it counts as load at
     /// once; `None` when there is no such server.
-    fn plan_least_loaded(&mut self, name: &str, except: Option<&str>) -> Option<String> {
+    fn plan_least_loaded(
+        &mut self,
+        name: &str,
+        except: Option<&str>,
+        now: Instant,
+    ) -> Option<String> {
         let (target, _) = self
             .loads()
             .into_iter()
             .filter(|(addr, _)| Some(addr.as_str()) != except)
             .min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)))?;
-        self.plan
-            .insert(name.to_string(), (target.clone(), Instant::now()));
+        self.plan.insert(name.to_string(), (target.clone(), now));
         Some(target)
     }
 }
@@ -471,7 +485,7 @@ mod tests {
         };
         handle_heartbeat(&mut registry, now, "b:1", 0, None);
         handle_heartbeat(&mut registry, now, "c:1", 0, None);
-        declare_dead(&mut registry, "a:1");
+        declare_dead(&mut registry, "a:1", now);
         // The zombie's next heartbeat is refused ...
         assert_eq!(
             handle_heartbeat(&mut registry, now, "a:1", epoch, None),
@@ -479,7 +493,10 @@ mod tests {
         );
         // ... and its two clients go one to each live server.
         assert_ne!(registry.plan["x"].0, registry.plan["y"].0);
-        assert_eq!(registry.assign("x"), Some(registry.plan["x"].0.clone()));
+        assert_eq!(
+            registry.assign("x", now),
+            Some(registry.plan["x"].0.clone())
+        );
     }
 
     #[test]
@@ -498,8 +515,8 @@ mod tests {
         let mut registry = Registry::default();
         handle_heartbeat(&mut registry, now, "a:1", 0, None);
         handle_heartbeat(&mut registry, now, "b:1", 0, None);
-        let first = registry.assign("x").unwrap();
-        let second = registry.assign("y").unwrap();
+        let first = registry.assign("x", now).unwrap();
+        let second = registry.assign("y", now).unwrap();
         assert_ne!(first, second);
     }
 }

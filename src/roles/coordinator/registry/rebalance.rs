@@ -73,7 +73,7 @@ impl Registry {
     /// live servers ([`redistribute_clients`]), logs the plan and keeps it in the registry's
     /// `plan`: each client is given its planned server when it asks
     /// ([`Registry::assign`]).
-    pub(super) fn plan_orphans(&mut self, from: &str, orphans: &[String]) {
+    pub(super) fn plan_orphans(&mut self, from: &str, orphans: &[String], now: Instant) {
         // Earlier plans for these clients are void: they are about to be planned again, and
         // must not count as load where they were going.
         for name in orphans {
@@ -91,7 +91,6 @@ impl Registry {
         if plan.is_empty() && !orphans.is_empty() {
             log::warn!("no live server to take the clients of addr={from}");
         }
-        let now = Instant::now();
         self.plan.extend(
             plan.into_iter()
                 .map(|(client, server)| (client, (server, now))),
@@ -673,13 +672,13 @@ mod tests {
             !registry.rebalance.ordered.is_empty(),
             "moves to c were ordered"
         );
-        declare_dead(&mut registry, "c:1");
+        declare_dead(&mut registry, "c:1", start + settle * 2);
         assert!(
             registry.take_moves("a:1").is_empty(),
             "no move to a dead server"
         );
         // a dies too: while its clients are planned elsewhere, nothing is rebalanced.
-        declare_dead(&mut registry, "a:1");
+        declare_dead(&mut registry, "a:1", start + settle * 3);
         assert!(!registry.plan.is_empty());
         registry.rebalance_round(start + settle * 4, settle);
         assert!(registry.take_moves("b:1").is_empty());
@@ -729,7 +728,7 @@ mod tests {
                 .iter()
                 .any(|s| s.addr == "a:1" && s.alive && s.leaving)
         );
-        assert_ne!(registry.assign("newcomer"), Some("a:1".to_string()));
+        assert_ne!(registry.assign("newcomer", now), Some("a:1".to_string()));
         // Every client moved: its next heartbeat lists none, and its last says it is gone.
         let gone = Departure::Gone;
         handle_departing_heartbeat(&mut registry, now, "a:1", a, Some(Vec::new()), leaving);

@@ -128,7 +128,7 @@ impl Registry {
                 "heartbeat missed addr={addr} timeout_ms={}",
                 timeout.as_millis()
             );
-            declare_dead(self, &addr);
+            declare_dead(self, &addr, now);
         }
         checks.probe
     }
