@@ -44,12 +44,13 @@
 //!   probe.rs                 asking a server whether it still answers
 //!   metrics.rs               its counters for --metrics, and the servers by state
 //!   registry/                the decisions, with `now` passed in and no socket: mod.rs
-//!                            (Registry, handle_heartbeat, redistribute_clients, assign,
-//!                            claim_name), watchdog.rs (the failure detector:
-//!                            check_server_statuses, the watchdog's own lateness), cuts.rs
-//!                            (servers cut off from each other), rebalance.rs (moving
-//!                            clients when the counts drift), claims.rs (names being
-//!                            registered that no heartbeat lists yet)
+//!                            (Registry, handle_heartbeat, assign, declare_dead, and
+//!                            Registry::tick: one watchdog round, in order), watchdog.rs
+//!                            (the failure detector: check_server_statuses, the
+//!                            watchdog's own lateness), cuts.rs (servers cut off from each
+//!                            other), rebalance.rs (plans: redistribute_clients,
+//!                            rebalancing, draining), claims.rs (claim_name: a name given
+//!                            once across the cluster)
 //! roles/server/
 //!   mod.rs                   start_server and stop; what every server thread shares
 //!   client.rs                one client: register_client, its read loop, keepalives

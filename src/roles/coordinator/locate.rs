@@ -30,7 +30,7 @@ impl Coordinator {
     /// everyone else, but not for this client, which is placed on another server.
     ///
     /// # Errors
-    /// [`Error::NoLiveServer`](crate::Error::NoLiveServer) when no server is alive.
+    /// [`Error::NoLiveServer`] when no server is alive.
     pub fn locate(&self, name: &str, suspect: &str, unreachable: bool) -> Result<String> {
         let (suspect_alive, suspect_leaving) = match self.lock().server(suspect) {
             Some(entry) if !suspect.is_empty() => (entry.alive, entry.leaving),

@@ -1,19 +1,18 @@
 //! The coordinator: the [`Coordinator`] handle on its registry of servers, the threads it
-//! starts, and how they stop. Servers heartbeat to it, clients ask it which server to use,
-//! and it declares silent servers dead and plans where their clients go; its state is soft,
-//! rebuilt from heartbeats, and it is never on the data path.
+//! starts, and how they stop. Its state is soft (rebuilt from heartbeats); it is never on
+//! the data path.
 //!
 //! **Threads.** `accept` ([`start_coordinator`], through [`net::AcceptLoop`]) starts a
 //! `conn-<peer>` thread per connection, which runs a handler of [`serve`]. `watchdog`
-//! ([`watchdog_loop`]) runs [`Coordinator::check`] every check interval, and each late
-//! server gets a `probe-<addr>` thread ([`Coordinator::start_probe`]).
+//! ([`watchdog_loop`]) runs [`Coordinator::check`] every check interval; each late server
+//! gets a `probe-<addr>` thread ([`Coordinator::start_probe`]).
 //!
 //! **Deciding and acting.** Every decision is in [`registry`], with `now` passed in and no
-//! socket. The [`Registry`] sits behind one mutex: each method of the handle locks it,
-//! decides, copies out what it needs and unlocks before any socket I/O.
+//! socket; each method of the handle locks the [`Registry`], decides, copies out what it
+//! needs and unlocks before any socket I/O.
 //!
-//! **Stopping.** [`CoordinatorHandle::stop`] drops the stop sender (the watchdog wakes on the
-//! disconnect), stops the accept loop and joins the watchdog; connection threads end with
+//! **Stopping.** [`CoordinatorHandle::stop`]: drop the stop sender (the watchdog wakes on
+//! the disconnect), stop the accept loop, join the watchdog; connection threads end with
 //! their connections. `docs/architecture.md` ("The coordinator's threads") has the picture.
 
 mod locate;
@@ -142,9 +141,9 @@ impl Coordinator {
         outcome
     }
 
-    /// One watchdog round ([`Registry::tick`]): declares dead every server silent longer than
-    /// the heartbeat timeout, and more; then wakes the locate requests waiting on a suspect,
-    /// and starts a probe of each server whose heartbeat is late.
+    /// One watchdog round: the registry decides under its lock ([`Registry::tick`], every
+    /// step in order); then, the lock gone, this wakes the locate requests waiting on a
+    /// suspect and starts a probe of each server whose heartbeat is late.
     pub fn check(&self) {
         let probes = self
             .lock()
@@ -255,7 +254,7 @@ impl Drop for CoordinatorHandle {
 /// is valid as soon as this returns (the socket is bound before any thread starts).
 ///
 /// # Errors
-/// [`Error::Io`] when the address cannot be bound.
+/// [`Error::Io`](crate::Error::Io) when the address cannot be bound.
 pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
     let listener = net::listen(&config.listen)?;
     let bound = listener.local_addr()?;
@@ -310,7 +309,7 @@ pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
 /// `dsys coordinator`: runs until SIGINT or SIGTERM.
 ///
 /// # Errors
-/// [`Error::Io`] when the listen address cannot be bound.
+/// [`Error::Io`](crate::Error::Io) when the listen address cannot be bound.
 pub fn run(config: Config) -> Result<()> {
     let stop_rx = signals::stop_on_signal();
     let handle = start_coordinator(config)?;

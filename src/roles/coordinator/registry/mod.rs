@@ -1,26 +1,18 @@
-//! How the coordinator decides: the [`Registry`] of servers and the pure functions that
-//! change it. Which incarnation of a server counts ([`handle_heartbeat`]), where a dead
-//! server's clients go ([`redistribute_clients`]), which server a client is sent to
-//! ([`Registry::assign`]), and whether a name is free across the cluster ([`claim_name`]).
-//! Which servers are silent for too long is the watchdog's decision, next door in
-//! `watchdog.rs` ([`check_server_statuses`]).
+//! How the coordinator decides: the [`Registry`] of servers and what concerns all of it.
+//! Which incarnation of a server counts ([`handle_heartbeat`]), which server a client is
+//! sent to ([`Registry::assign`]), what follows when a server is declared dead
+//! ([`declare_dead`]), and what one watchdog round decides, in order ([`Registry::tick`]).
+//! Each child adds one decision to the same type: [`watchdog`] (the failure detector),
+//! [`cuts`], [`rebalance`] (where clients go: failover, rebalancing, draining), [`claims`].
 //!
-//! **No sockets, no threads.** Nothing here reads or writes a connection, sleeps or waits:
-//! every function changes the registry it is given and returns its decision, and a decision
-//! that depends on the time (who has been silent too long) takes `now` as an argument. The
-//! threads that act on the decisions live in `mod.rs`: a heartbeat or locate connection
-//! thread, or the `watchdog`, locks the registry through the
-//! [`Coordinator`](super::Coordinator) handle, calls in here and unlocks before it writes a
-//! reply. That is why the unit tests below need no network and drive time with synthetic
-//! instants.
+//! **Who calls it.** The [`Coordinator`](super::Coordinator) handle, with the registry
+//! locked: a `conn-<peer>` thread for a heartbeat, a locate or a claim, the `watchdog`
+//! thread for a tick, a `probe-<addr>` thread for an answer. Nothing here touches a socket,
+//! sleeps or reads the clock (but for the wall clock that seeds a fresh epoch): `now` is
+//! passed in, so the unit tests drive every decision with made-up instants.
 //!
-//! **When a peer fails.** This is where a failure becomes a decision: a server is declared
-//! dead ([`declare_dead`]), its epoch is fenced so that a zombie of it cannot come back,
-//! and its clients are planned onto the live servers, least loaded first. The plan is kept
-//! here and logged; clients learn it when they ask where to go.
-//!
-//! **Stopping.** Nothing to stop: the registry is plain data, dropped with the last
-//! [`Coordinator`](super::Coordinator) clone.
+//! **How it stops.** Nothing to stop: plain data, dropped with the last `Coordinator`
+//! clone. `docs/heartbeats-and-failover.md` tells the decisions in the order they happen.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -46,7 +38,7 @@ pub use watchdog::{Checks, Probe, check_server_statuses, probe_deadline};
 ///
 /// Long enough for any client to fail over (seconds), short enough that clients that died
 /// with their server stop skewing the spread soon after.
-pub(super) const PLAN_TTL: Duration = Duration::from_secs(30);
+const PLAN_TTL: Duration = Duration::from_secs(30);
 
 /// What the registry knows of one server.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,36 +1,17 @@
-//! Rebalancing: when a server returns, or a new one joins, the coordinator moves clients off
-//! the fullest servers, a few at a time, until the live servers' client counts differ by at
-//! most one (guarantee 7). Failover fills the survivors; this empties them again.
+//! Plans: where clients go when they must move. A dead or left server's clients, spread over
+//! the live servers ([`redistribute_clients`], [`Registry::plan_orphans`]); a live cluster
+//! evened out whenever its counts drift apart, a few clients at a time, never against
+//! failover and never back and forth ([`rebalance_clients`], guarantee 7); and a leaving
+//! server emptied at [`DRAIN_PACE`] ([`Registry::drain`]).
 //!
-//! **Decisions only**, like the rest of the registry: no socket, no thread, time passed in.
-//! Every watchdog round calls [`Registry::rebalance_round`], which orders moves with
-//! [`rebalance_clients`]. An order waits for its source server's next heartbeat and goes
-//! out in the reply ([`Registry::take_moves`]); the server sends the client a `Move` frame;
-//! the client registers on its new server with its session, exactly as after a failover,
-//! and only then leaves the old one. The move is done when the new server's heartbeat lists
-//! the client ([`Rebalance::listed`]).
+//! **Who calls it.** [`declare_dead`](super::declare_dead) plans the orphans; every
+//! [`Registry::tick`] runs [`Registry::rebalance_round`]; a leaving server's heartbeats
+//! drain it, and each heartbeat reply carries the moves ordered from that server
+//! ([`Registry::take_moves`]). Time is passed in; no socket, no thread.
 //!
-//! **Pacing.** At most `pace` moves are ordered a second (`--rebalance-pace`), handed out
-//! evenly over the watchdog's rounds, so that a server returning to a cluster of thousands
-//! of clients takes them back over seconds, not all in one heartbeat. Each move costs the
-//! new server a registration (a thread, a handshake, the replay of what the client missed)
-//! and the client two connections: the failover bench measured about 1 ms of this machine's
-//! CPU per moving client, so 100 moves a second take a tenth of it.
-//!
-//! **Only a lasting imbalance counts.** Heartbeats list a new client up to an interval late,
-//! so clients registering at once on one server make the counts look uneven for a moment.
-//! Moves are ordered only once the counts have been uneven for one heartbeat timeout.
-//!
-//! **It never fights failover.** No move is ordered while any failed-over client is still on
-//! its way (the registry's `plan` is not empty), moves to or from a server that dies are
-//! forgotten at once (its clients fail over as usual), and a server is a target only after
-//! one heartbeat timeout alive (`settle`), and not while it is cut off from a peer
-//! (`cuts.rs`): one that dies again at once takes nobody with it.
-//!
-//! **No back and forth.** Every move goes from the fullest server to the emptiest, and only
-//! while they differ by two or more, so every move narrows the spread; each client is
-//! counted on exactly one server (in flight: where it is going); and a client that moved is
-//! not chosen again for [`MOVE_MEMORY`].
+//! **How it stops.** A failover plan ends when its client shows up in a heartbeat, or after
+//! `PLAN_TTL`; a move when the new server lists its client, or after three timeouts.
+//! `docs/heartbeats-and-failover.md` ("The redistribution plan", "Rebalancing") tells why.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -38,13 +19,18 @@ use std::time::{Duration, Instant};
 use super::Registry;
 use crate::roles::coordinator::metrics::Metrics;
 
-/// Default for `--rebalance-pace`: moves ordered a second, at most (see the module doc).
+/// Default for `--rebalance-pace`: moves ordered a second, at most, handed out evenly over
+/// the watchdog's rounds. Each move costs the new server a registration (a thread, a
+/// handshake, the replay of what the client missed) and the client two connections: the
+/// failover bench measured about 1 ms of this machine's CPU per moving client, so 100 moves
+/// a second take a tenth of it, and a server returning to thousands of clients takes them
+/// back over seconds, not all in one heartbeat.
 pub const DEFAULT_PACE: u32 = 100;
 /// Moves ordered a second, at most, to empty a server that is leaving (a planned stop,
 /// [`Registry::drain`]); EMQX's node evacuation moves 500 connections a second by default.
 /// Faster than rebalancing because someone is waiting for the server to stop: 10,000
 /// clients take 20 s, inside the server's default `--drain-timeout` of 30 s. At about 1 ms
-/// of CPU per move (the module doc), that is half a core spread over the cluster.
+/// of CPU per move ([`DEFAULT_PACE`]), that is half a core spread over the cluster.
 pub const DRAIN_PACE: u32 = 500;
 /// How long a client that moved is not chosen to move again.
 pub const MOVE_MEMORY: Duration = Duration::from_secs(60);
@@ -104,7 +90,7 @@ impl Registry {
 const PLAN_MOVES_LOGGED: usize = 32;
 
 /// `alice->ADDR, dave->ADDR`, at most [`PLAN_MOVES_LOGGED`] of them, then `... N more`.
-pub(super) fn plan_for_the_log(plan: &[(String, String)]) -> String {
+fn plan_for_the_log(plan: &[(String, String)]) -> String {
     let mut shown: Vec<String> = plan
         .iter()
         .take(PLAN_MOVES_LOGGED)
