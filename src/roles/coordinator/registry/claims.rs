@@ -99,16 +99,13 @@ mod tests {
     use super::*;
     use crate::roles::coordinator::registry::{declare_dead, handle_heartbeat};
 
-    fn names(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
-    }
-
     #[test]
     fn a_name_listed_by_another_live_server_is_not_given() {
         let now = Instant::now();
         let ttl = Duration::from_millis(100);
         let mut registry = Registry::default();
-        handle_heartbeat(&mut registry, now, "a:1", 0, Some(names(&["alice"])));
+        let alice = vec!["alice".to_string()];
+        handle_heartbeat(&mut registry, now, "a:1", 0, Some(alice));
         handle_heartbeat(&mut registry, now, "b:1", 0, None);
         let claim = |r: &mut Registry, server| claim_name(r, now, "alice", server, ttl);
         assert_eq!(claim(&mut registry, "b:1"), Some("a:1".to_string()));
