@@ -13,9 +13,10 @@
 //! - both threads stopped by dropping one `Sender` (their `select!`s wake with
 //!   `Disconnected`), and joined.
 //!
-//! The grown-up version: `check_server_statuses` in `src/roles/coordinator/watchdog.rs` (the
-//! pure decision over every server, with a probe before a verdict),
-//! `watchdog_loop` and `Coordinator::check` in `src/roles/coordinator/mod.rs`; `heartbeat_loop`
+//! The grown-up version: `check_server_statuses` in `src/roles/coordinator/registry/watchdog.rs`
+//! (the pure decision over every server, with a probe before a verdict), `Registry::tick` in
+//! `src/roles/coordinator/registry/mod.rs` (the round that acts on it), `watchdog_loop` and
+//! `Coordinator::check` in `src/roles/coordinator/mod.rs`; `heartbeat_loop`
 //! in `src/roles/server/heartbeat.rs`, which sends each beat over TCP. The timeline is drawn
 //! in `docs/heartbeats-and-failover.md` ("The watchdog").
 

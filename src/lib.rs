@@ -36,18 +36,21 @@
 //! error.rs                   the one error type, a variant per outcome callers tell apart
 //! roles/mod.rs               the three roles, and nothing else
 //! roles/coordinator/
-//!   mod.rs                   threads and sockets: heartbeats in, status, the watchdog
-//!                            thread
-//!   registry.rs              the decisions, no sockets: handle_heartbeat,
-//!                            redistribute_clients, assign, claim_name
-//!   watchdog.rs              the failure detector: check_server_statuses, the probe of a
-//!                            late server, the watchdog's own lateness
+//!   mod.rs                   the Coordinator handle, its threads (accept, watchdog) and
+//!                            how they stop
+//!   serve.rs                 conn-<peer>: every socket handler (heartbeat, locate, status,
+//!                            claim)
+//!   locate.rs                a client's "which server?", and the wait on a suspect
 //!   probe.rs                 asking a server whether it still answers
-//!   locate.rs                a client's "which server?"
-//!   claims.rs                names being registered that no heartbeat lists yet
-//!   cuts.rs                  two servers that both heartbeat but cannot reach each other
-//!   rebalance.rs             moving clients when the counts drift
 //!   metrics.rs               its counters for --metrics, and the servers by state
+//!   registry/                the decisions, with `now` passed in and no socket: mod.rs
+//!                            (Registry, handle_heartbeat, assign, declare_dead, and
+//!                            Registry::tick: one watchdog round, in order), watchdog.rs
+//!                            (the failure detector: check_server_statuses, the
+//!                            watchdog's own lateness), cuts.rs (servers cut off from each
+//!                            other), rebalance.rs (plans: redistribute_clients,
+//!                            rebalancing, draining), claims.rs (claim_name: a name given
+//!                            once across the cluster)
 //! roles/server/
 //!   mod.rs                   start_server and stop; what every server thread shares
 //!   client.rs                one client: register_client, its read loop, keepalives

@@ -1,25 +1,21 @@
-//! A client's "which server?": the `Locate` request, answered on its connection's thread
-//! ([`serve_locate`]), and how the answer is found ([`Coordinator::locate`]): the planned
-//! server, or, when the client names a server it lost, first a check of that server.
+//! A client's "which server?", answered by [`Coordinator::locate`]: the planned server, or,
+//! when the client names a server it lost, first a check of that server.
 //!
-//! **Threads.** None of its own. The check of a suspect server ([`probe::is_gone`]) runs on
-//! the locate connection's thread, outside the registry's lock; a suspect that may be hung
-//! makes that thread wait on the coordinator's `Condvar` until the heartbeats decide
-//! ([`Coordinator::settle_suspect`]).
+//! **Who calls it.** A locate connection's `conn-<peer>` thread (`serve.rs`), once per
+//! `Locate` request. The check of a suspect server ([`probe::is_gone`]) runs on that thread,
+//! outside the registry's lock; a suspect that may be hung makes the thread wait on the
+//! coordinator's `Condvar` until the heartbeats decide ([`Coordinator::settle_suspect`]).
+//! That wait ends within twice the heartbeat timeout, whatever happens.
 //!
-//! **When a peer fails.** A client that sends something else is refused; one that goes
-//! away costs its connection. A client that could not reach the server it was sent to says
-//! so (`unreachable`), and is placed on another one: the coordinator may see that server
-//! fine while this client cannot (a one-way cut).
+//! **When a peer fails.** A client that could not reach the server it was sent to says so
+//! (`unreachable`), and is placed on another one: the coordinator may see that server fine
+//! while this client cannot (a one-way cut). `docs/heartbeats-and-failover.md` ("Client
+//! failover") tells the whole path.
 
-use std::net::TcpStream;
 use std::time::Instant;
 
-use super::{Coordinator, Registry, no_live_server, probe, registry};
-use crate::error::Result;
-use crate::net;
-use crate::protocol::{MAX_NAME_LEN_LIMIT, valid_name};
-use crate::protocol::{Message, write_message};
+use super::{Coordinator, Registry, probe, registry};
+use crate::error::{Error, Result};
 
 impl Coordinator {
     /// Answers a client's "which server?". Blocks while it settles a suspect.
@@ -34,7 +30,7 @@ impl Coordinator {
     /// everyone else, but not for this client, which is placed on another server.
     ///
     /// # Errors
-    /// [`Error::NoLiveServer`](crate::Error::NoLiveServer) when no server is alive.
+    /// [`Error::NoLiveServer`] when no server is alive.
     pub fn locate(&self, name: &str, suspect: &str, unreachable: bool) -> Result<String> {
         let (suspect_alive, suspect_leaving) = match self.lock().server(suspect) {
             Some(entry) if !suspect.is_empty() => (entry.alive, entry.leaving),
@@ -43,7 +39,10 @@ impl Coordinator {
         if suspect_alive && suspect_leaving {
             // It is stopping on purpose and takes no client back: no need to ask whether
             // it lives.
-            return self.lock().assign(name).ok_or_else(no_live_server);
+            return self
+                .lock()
+                .assign(name, Instant::now())
+                .ok_or_else(no_live_server);
         }
         if suspect_alive {
             if !probe::is_gone(suspect) {
@@ -54,7 +53,7 @@ impl Coordinator {
                     );
                     return self
                         .lock()
-                        .assign_avoiding(name, suspect)
+                        .assign_avoiding(name, suspect, Instant::now())
                         .ok_or_else(no_live_server);
                 }
                 return self.settle_suspect(name, suspect);
@@ -62,10 +61,12 @@ impl Coordinator {
             let mut registry = self.lock();
             if registry.server(suspect).is_some_and(|s| s.alive) {
                 log::info!("server unreachable addr={suspect} reported_by={name}");
-                registry::declare_dead(&mut registry, suspect);
+                registry::declare_dead(&mut registry, suspect, Instant::now());
             }
         }
-        self.lock().assign(name).ok_or_else(no_live_server)
+        self.lock()
+            .assign(name, Instant::now())
+            .ok_or_else(no_live_server)
     }
 
     /// Waits until the `suspect` either heartbeats again (it is fine: the client is sent
@@ -90,41 +91,13 @@ impl Coordinator {
         if registry.server(suspect).is_some_and(|s| s.alive) {
             return Ok(suspect.to_string());
         }
-        registry.assign(name).ok_or_else(no_live_server)
+        registry
+            .assign(name, Instant::now())
+            .ok_or_else(no_live_server)
     }
 }
 
-/// One `Locate` request, one `Assign` (or an `Error` saying why not), then the connection
-/// closes.
-pub(super) fn serve_locate(
-    mut stream: TcpStream,
-    first: Option<Message>,
-    coordinator: &Coordinator,
-) -> Result<()> {
-    let Some(Message::Locate {
-        name,
-        suspect,
-        unreachable,
-    }) = first
-    else {
-        return net::refuse(&stream, "expected Locate");
-    };
-    // The name goes into the registry's plan and the log. A client checks its own name
-    // before it asks (the servers would refuse any other), so anything else is not a dsys
-    // client speaking; and the suspect, a server address, is looked up, never logged, until
-    // the registry knows it.
-    if let Err(why) = valid_name(&name, MAX_NAME_LEN_LIMIT) {
-        return net::refuse(&stream, &why);
-    }
-    let reply = match coordinator.locate(&name, &suspect, unreachable) {
-        Ok(server) => {
-            log::debug!("assigned name={name} server={server}");
-            Message::Assign { server }
-        }
-        Err(e) => Message::Error {
-            code: e.refusal(),
-            reason: e.to_string(),
-        },
-    };
-    write_message(&mut stream, &reply)
+/// The answer to a client when no server can take it, with what to do about it.
+fn no_live_server() -> Error {
+    Error::NoLiveServer("the coordinator knows no live server; start one with `dsys server`".into())
 }

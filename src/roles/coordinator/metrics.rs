@@ -1,10 +1,15 @@
-//! What the coordinator counts for `--metrics` (`net/metrics_http.rs` serves it): one
-//! [`Metrics`] in the registry, each counter an `AtomicU64` added to with `Relaxed` where
-//! its event happens. Those events are decisions the registry makes under its lock anyway
-//! (a server declared dead, a plan made), and rare; a count takes no lock of its own. The
-//! gauges (servers by state) are read from the registry when a scrape asks ([`render`]).
+//! What the coordinator counts for `--metrics`: one [`Metrics`] in the registry, each
+//! counter an `AtomicU64` added to with `Relaxed` where its event happens, and [`render`],
+//! which writes them with the servers by state.
 //!
-//! `docs/heartbeats-and-failover.md` ("Metrics") lists every metric with its meaning.
+//! **Who calls it.** The registry's decisions count (a server declared dead, a plan made):
+//! they run under the registry's lock anyway and are rare, so a count takes no lock of its
+//! own. The `metrics` thread of `net/metrics_http.rs` calls [`render`] for each scrape,
+//! which locks the registry only to count the servers by state.
+//!
+//! **How it stops.** Nothing of its own: the counters are dropped with the registry, and the
+//! `metrics` thread stops with the coordinator. `docs/heartbeats-and-failover.md`
+//! ("Metrics") lists every metric with its meaning.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

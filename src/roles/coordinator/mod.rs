@@ -1,59 +1,26 @@
-//! The coordinator: the registry of servers, fed by heartbeats; the answer to a client's
-//! "which server?"; and the watchdog that declares silent servers dead and plans where their
-//! clients go.
+//! The coordinator: the [`Coordinator`] handle on its registry of servers, the threads it
+//! starts, and how they stop. Its state is soft (rebuilt from heartbeats); it is never on
+//! the data path.
 //!
-//! **Deciding and acting.** How the coordinator *decides* (which epoch counts, who is dead,
-//! where clients go, whether a name is free) is in [`registry`]: plain functions on the
-//! [`Registry`], with no socket and no thread of their own. Beside it, each with its own
-//! decision: [`watchdog`] (whom to probe, whom to declare dead), [`cuts`] (which of two
-//! servers that cannot reach each other gives up), [`rebalance`] (whom to move to a server
-//! that returns) and [`claims`] (names being registered that no heartbeat lists yet);
-//! [`probe`] asks a server whether it answers, and [`locate`] answers a client's "which
-//! server?". This file *acts*: it owns the sockets and threads, reads requests, locks the
-//! registry, calls those functions and writes the replies.
+//! **Threads.** `accept` ([`start_coordinator`], through [`net::AcceptLoop`]) starts a
+//! `conn-<peer>` thread per connection, which runs a handler of [`serve`]. `watchdog`
+//! ([`watchdog_loop`]) runs [`Coordinator::check`] every check interval; each late server
+//! gets a `probe-<addr>` thread ([`Coordinator::start_probe`]).
 //!
-//! **Threads.** `accept` runs [`start_coordinator`]'s accept loop and spawns one named
-//! thread per connection. A heartbeat connection lives as long as its server (one frame
-//! every heartbeat interval); locate, claim and status connections answer one request and
-//! close.
-//! The `watchdog` thread wakes on a ticker and runs [`check_server_statuses`].
+//! **Deciding and acting.** Every decision is in [`registry`], with `now` passed in and no
+//! socket; each method of the handle locks the [`Registry`], decides, copies out what it
+//! needs and unlocks before any socket I/O.
 //!
-//! **Shared state.** One [`Registry`] behind a mutex, reached through the cloneable
-//! [`Coordinator`] handle. Every method locks, changes, copies out what it needs and
-//! unlocks; no socket I/O ever happens while the lock is held.
-//!
-//! **When a peer fails.** A server that stops heartbeating is declared dead after
-//! `heartbeat_timeout`; a client that reports a suspect server makes the coordinator check it
-//! at once (a refused connection means nobody listens there any more). Either way
-//! [`redistribute_clients`] spreads the dead server's clients evenly over the live servers,
-//! the plan is logged, and each client that asks is given its planned server. A broken
-//! connection costs only that connection.
-//!
-//! **Names are unique across the cluster.** Before a server registers a fresh name it
-//! claims it here ([`Coordinator::claim`]); the claim is refused when another live server
-//! lists the name or claimed it first, so neither `--server` nor two registrations within
-//! one heartbeat interval can give a name twice. Where that stops (the coordinator cannot
-//! answer) is said in `roles/server/client.rs`.
-//!
-//! **State is soft.** Everything here is rebuilt from heartbeats, so a restarted coordinator
-//! knows the cluster again after one heartbeat interval; while it is down, servers keep
-//! relaying to each other and clients keep sharing (the coordinator is never on the data
-//! path).
-//!
-//! **Stopping.** [`CoordinatorHandle::stop`] drops the stop sender (the watchdog wakes on the
-//! disconnect), stops the accept loop ([`net::AcceptLoop::stop`]: flag, self-connection,
-//! join), and joins the watchdog.
+//! **Stopping.** [`CoordinatorHandle::stop`]: drop the stop sender (the watchdog wakes on
+//! the disconnect), stop the accept loop, join the watchdog; connection threads end with
+//! their connections. `docs/architecture.md` ("The coordinator's threads") has the picture.
 
-mod claims;
-mod cuts;
 mod locate;
 pub mod metrics;
 mod probe;
-mod rebalance;
 mod registry;
-mod watchdog;
+mod serve;
 
-use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -61,23 +28,20 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, select, tick};
 
 use crate::auth::Secret;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::net;
-use crate::protocol::{Departure, Message, Role, ServerInfo, read_message, write_message};
+use crate::protocol::{Departure, ServerInfo};
 use crate::support::signals;
 
-pub use rebalance::{DEFAULT_PACE, DRAIN_PACE, Move, Rebalance, Server, rebalance_clients};
 pub use registry::{
-    HeartbeatOutcome, Registry, ServerEntry, claim_name, handle_departing_heartbeat,
-    handle_heartbeat, redistribute_clients,
+    Checks, DEFAULT_PACE, DRAIN_PACE, HeartbeatOutcome, Move, Probe, Rebalance, Registry, Server,
+    ServerEntry, check_server_statuses, claim_name, handle_departing_heartbeat, handle_heartbeat,
+    rebalance_clients, redistribute_clients,
 };
-pub use watchdog::{Checks, Probe, check_server_statuses};
 
 /// Default for `--max-connections`: heartbeat connections (one per server) and short
 /// requests (locate, status). Beyond it a new connection is refused at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-/// How long one write to a peer may block: every reply is small.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Stack size of connection threads: they hold no large buffers on the stack, and a
 /// burst of thousands of clients asking where to go should not reserve 2 MiB each.
 const THREAD_STACK: usize = 256 * 1024;
@@ -156,8 +120,7 @@ impl Coordinator {
     }
 
     /// Records a heartbeat (see [`handle_departing_heartbeat`]), and the peers the server says it
-    /// cannot reach (`cut_off`; only live servers this registry knows count, so a server
-    /// cannot make it remember names without bound).
+    /// cannot reach ([`Registry::record_cuts`]).
     pub fn heartbeat(
         &self,
         addr: &str,
@@ -171,25 +134,20 @@ impl Coordinator {
         let outcome =
             handle_departing_heartbeat(&mut registry, now, addr, epoch, clients, departure);
         if matches!(outcome, HeartbeatOutcome::Accepted { .. }) {
-            let known: Vec<String> = cut_off
-                .iter()
-                .filter(|peer| registry.server(peer).is_some_and(|s| s.alive))
-                .cloned()
-                .collect();
-            registry.cuts.record(addr, &known, now);
+            registry.record_cuts(addr, cut_off, now);
         }
         drop(registry);
         self.changed.notify_all();
         outcome
     }
 
-    /// One watchdog round: declares dead every server silent longer than the heartbeat
-    /// timeout (see [`Registry::watchdog_round`]), then wakes the locate requests waiting on
-    /// a suspect.
+    /// One watchdog round: the registry decides under its lock ([`Registry::tick`], every
+    /// step in order); then, the lock gone, this wakes the locate requests waiting on a
+    /// suspect and starts a probe of each server whose heartbeat is late.
     pub fn check(&self) {
-        let probes =
-            self.lock()
-                .watchdog_round(Instant::now(), self.heartbeat_timeout, self.check_interval);
+        let probes = self
+            .lock()
+            .tick(Instant::now(), self.heartbeat_timeout, self.check_interval);
         self.changed.notify_all();
         for (addr, epoch) in probes {
             self.start_probe(addr, epoch);
@@ -206,7 +164,7 @@ impl Coordinator {
             .name(format!("probe-{addr}"))
             .stack_size(THREAD_STACK)
             .spawn(move || {
-                let deadline = watchdog::probe_deadline(coordinator.heartbeat_timeout);
+                let deadline = registry::probe_deadline(coordinator.heartbeat_timeout);
                 let answered = probe::probe(&addr, deadline);
                 coordinator
                     .lock()
@@ -228,6 +186,27 @@ impl Coordinator {
     /// Every known server, for `dsys status`.
     pub fn status(&self) -> Vec<ServerInfo> {
         self.lock().all_servers()
+    }
+
+    /// Claims `name` for a client registering on `server` (see [`claim_name`]): the server
+    /// that has the name already, or `None` when it is `server`'s to give.
+    ///
+    /// For one heartbeat timeout after this coordinator started, a name may belong to a
+    /// server that has not heartbeated yet, so the answer waits out that time (at most one
+    /// heartbeat timeout) rather than give a name twice.
+    pub fn claim(&self, name: &str, server: &str) -> Option<String> {
+        let warming =
+            (self.started + self.heartbeat_timeout).saturating_duration_since(Instant::now());
+        if !warming.is_zero() {
+            thread::sleep(warming); // only time can end it: no event to wait for
+        }
+        claim_name(
+            &mut self.lock(),
+            Instant::now(),
+            name,
+            server,
+            self.heartbeat_timeout,
+        )
     }
 }
 
@@ -275,7 +254,7 @@ impl Drop for CoordinatorHandle {
 /// is valid as soon as this returns (the socket is bound before any thread starts).
 ///
 /// # Errors
-/// [`Error::Io`] when the address cannot be bound.
+/// [`Error::Io`](crate::Error::Io) when the address cannot be bound.
 pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
     let listener = net::listen(&config.listen)?;
     let bound = listener.local_addr()?;
@@ -315,7 +294,7 @@ pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
         limits.max_connections,
         THREAD_STACK,
         move |stream, challenge| {
-            serve_connection(stream, challenge, &coordinator, limits, secret.as_ref())
+            serve::serve_connection(stream, challenge, &coordinator, limits, secret.as_ref())
         },
     )?;
     Ok(CoordinatorHandle {
@@ -330,7 +309,7 @@ pub fn start_coordinator(config: Config) -> Result<CoordinatorHandle> {
 /// `dsys coordinator`: runs until SIGINT or SIGTERM.
 ///
 /// # Errors
-/// [`Error::Io`] when the listen address cannot be bound.
+/// [`Error::Io`](crate::Error::Io) when the listen address cannot be bound.
 pub fn run(config: Config) -> Result<()> {
     let stop_rx = signals::stop_on_signal();
     let handle = start_coordinator(config)?;
@@ -351,124 +330,4 @@ fn watchdog_loop(coordinator: Coordinator, check_interval: Duration, stop_rx: Re
         }
     }
     log::debug!("watchdog stopped");
-}
-
-/// Serves one connection according to the role its first frame announces. The opening
-/// frames, `Hello` and the role's first request, must be in by the handshake deadline.
-fn serve_connection(
-    stream: TcpStream,
-    challenge: net::Challenge,
-    coordinator: &Coordinator,
-    limits: net::ConnectionLimits,
-    secret: Option<&Secret>,
-) -> Result<()> {
-    let deadline = limits.handshake_deadline();
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let first_request = |stream: &TcpStream| net::read_opening(stream, deadline);
-    match net::expect_hello(&stream, challenge, deadline, secret)? {
-        Some(Role::Heartbeat) => {
-            let first = first_request(&stream)?;
-            stream.set_read_timeout(Some(limits.idle_timeout))?;
-            serve_heartbeats(stream, first, coordinator)
-        }
-        Some(Role::Locate) => {
-            let first = first_request(&stream)?;
-            locate::serve_locate(stream, first, coordinator)
-        }
-        Some(Role::Status) => {
-            let first = first_request(&stream)?;
-            serve_status(stream, first, coordinator)
-        }
-        Some(Role::Claim) => {
-            let first = first_request(&stream)?;
-            claims::serve_claim(stream, first, coordinator)
-        }
-        Some(other) => net::refuse(
-            &stream,
-            &format!("the coordinator does not serve {other:?}"),
-        ),
-        None => Ok(()),
-    }
-}
-
-/// A server's heartbeat connection: one Heartbeat, one reply, for as long as it lives.
-/// `first` is the frame read under the handshake deadline; later ones may each take up to
-/// the idle timeout.
-fn serve_heartbeats(
-    mut stream: TcpStream,
-    first: Option<Message>,
-    coordinator: &Coordinator,
-) -> Result<()> {
-    let mut next = first;
-    while let Some(message) = next {
-        let Message::Heartbeat {
-            addr,
-            epoch,
-            clients,
-            cut_off,
-            departure,
-        } = message
-        else {
-            return net::refuse(
-                &stream,
-                &format!("expected Heartbeat, got {}", message.kind()),
-            );
-        };
-        // The address goes back out in every reply, status report and log line: one that
-        // is not an address at all could make those too large to send (the frame cap), or
-        // write control characters into the operator's terminal.
-        if !net::is_plausible_addr(&addr) {
-            return net::refuse(
-                &stream,
-                &format!(
-                    "a server's address is HOST:PORT of at most {} bytes of printable ASCII; \
-                     this one has {} bytes",
-                    net::MAX_ADDR_LEN,
-                    addr.len()
-                ),
-            );
-        }
-        let reply = match coordinator.heartbeat(&addr, epoch, clients, &cut_off, departure) {
-            HeartbeatOutcome::Accepted {
-                epoch,
-                servers,
-                moves,
-            } => Message::HeartbeatReply {
-                epoch,
-                complete: coordinator.knows_whole_cluster(),
-                servers,
-                moves,
-            },
-            HeartbeatOutcome::Fenced => {
-                log::info!("fenced a stale server incarnation addr={addr} epoch={epoch}");
-                Message::Fenced {
-                    reason: format!("epoch {epoch} of {addr} was declared dead; rejoin"),
-                }
-            }
-        };
-        write_message(&mut stream, &reply)?;
-        next = read_message(&mut stream)?;
-    }
-    Ok(())
-}
-
-fn serve_status(
-    mut stream: TcpStream,
-    first: Option<Message>,
-    coordinator: &Coordinator,
-) -> Result<()> {
-    let Some(Message::StatusQuery) = first else {
-        return net::refuse(&stream, "expected StatusQuery");
-    };
-    // Ten thousand names on each of a few servers do not fit one frame: the report goes in
-    // as many parts as it needs (`protocol::report_frames`).
-    for part in crate::protocol::report_frames(coordinator.status()) {
-        write_message(&mut stream, &part)?;
-    }
-    Ok(())
-}
-
-/// The answer to a client when no server can take it, with what to do about it.
-fn no_live_server() -> Error {
-    Error::NoLiveServer("the coordinator knows no live server; start one with `dsys server`".into())
 }

@@ -1,8 +1,16 @@
 //! Asking a server whether it still answers, from the coordinator's side: the probe of a
-//! server whose heartbeat is late ([`probe`], run on a `probe-<addr>` thread started by the
-//! watchdog), and the check that a client's report of a lost server triggers ([`is_gone`],
-//! run on that client's locate connection thread). Each blocks its
-//! caller for at most its deadline; neither holds the registry's lock.
+//! server whose heartbeat is late ([`probe`]), and the check of a server that a client
+//! reported as lost ([`is_gone`]). Both connect and wait for the server's first frame; what
+//! counts as an answer, and why, is said at each.
+//!
+//! **Who calls it.** [`probe`] runs on a `probe-<addr>` thread that the watchdog's round
+//! starts (`Coordinator::start_probe`), which records the answer in the registry;
+//! [`is_gone`] runs on a locate connection's thread (`Coordinator::locate`). Neither holds
+//! the registry's lock.
+//!
+//! **How it stops.** Each blocks its caller for at most about twice its deadline (the
+//! connect, then the first frame), then closes its connection. `docs/heartbeats-and-failover.md`
+//! ("Late is not dead: the probe") tells the rest.
 
 use std::net::TcpStream;
 use std::time::Duration;

@@ -73,7 +73,7 @@ fn peer_link_loop(shared: Shared, addr: String, epoch: u64, link_id: u64) {
 /// (backpressure) reads nothing on the link while it waits for room, and that wait ends
 /// within the stall timeout (`State::has_room`). A peer not heard from for that long is
 /// listed in this server's heartbeats (`cut_off`), and the coordinator decides
-/// (`coordinator/cuts.rs`).
+/// (`coordinator/registry/cuts.rs`).
 pub(super) fn link_silence_limit(
     heartbeat_interval: Duration,
     stall_timeout: Duration,

@@ -1,53 +1,106 @@
-//! Rebalancing: when a server returns, or a new one joins, the coordinator moves clients off
-//! the fullest servers, a few at a time, until the live servers' client counts differ by at
-//! most one (guarantee 7). Failover fills the survivors; this empties them again.
+//! Plans: where clients go when they must move. A dead or left server's clients, spread over
+//! the live servers ([`redistribute_clients`], [`Registry::plan_orphans`]); a live cluster
+//! evened out whenever its counts drift apart, a few clients at a time, never against
+//! failover and never back and forth ([`rebalance_clients`], guarantee 7); and a leaving
+//! server emptied at [`DRAIN_PACE`] ([`Registry::drain`]).
 //!
-//! **Decisions only**, like the rest of the registry: no socket, no thread, time passed in.
-//! Every watchdog round calls [`Registry::rebalance_round`], which orders moves with
-//! [`rebalance_clients`]. An order waits for its source server's next heartbeat and goes
-//! out in the reply ([`Registry::take_moves`]); the server sends the client a `Move` frame;
-//! the client registers on its new server with its session, exactly as after a failover,
-//! and only then leaves the old one. The move is done when the new server's heartbeat lists
-//! the client ([`Rebalance::listed`]).
+//! **Who calls it.** [`declare_dead`](super::declare_dead) plans the orphans; every
+//! [`Registry::tick`] runs [`Registry::rebalance_round`]; a leaving server's heartbeats
+//! drain it, and each heartbeat reply carries the moves ordered from that server
+//! ([`Registry::take_moves`]). Time is passed in; no socket, no thread.
 //!
-//! **Pacing.** At most `pace` moves are ordered a second (`--rebalance-pace`), handed out
-//! evenly over the watchdog's rounds, so that a server returning to a cluster of thousands
-//! of clients takes them back over seconds, not all in one heartbeat. Each move costs the
-//! new server a registration (a thread, a handshake, the replay of what the client missed)
-//! and the client two connections: the failover bench measured about 1 ms of this machine's
-//! CPU per moving client, so 100 moves a second take a tenth of it.
-//!
-//! **Only a lasting imbalance counts.** Heartbeats list a new client up to an interval late,
-//! so clients registering at once on one server make the counts look uneven for a moment.
-//! Moves are ordered only once the counts have been uneven for one heartbeat timeout.
-//!
-//! **It never fights failover.** No move is ordered while any failed-over client is still on
-//! its way (the registry's `plan` is not empty), moves to or from a server that dies are
-//! forgotten at once (its clients fail over as usual), and a server is a target only after
-//! one heartbeat timeout alive (`settle`), and not while it is cut off from a peer
-//! (`cuts.rs`): one that dies again at once takes nobody with it.
-//!
-//! **No back and forth.** Every move goes from the fullest server to the emptiest, and only
-//! while they differ by two or more, so every move narrows the spread; each client is
-//! counted on exactly one server (in flight: where it is going); and a client that moved is
-//! not chosen again for [`MOVE_MEMORY`].
+//! **How it stops.** A failover plan ends when its client shows up in a heartbeat, or after
+//! `PLAN_TTL`; a move when the new server lists its client, or after three timeouts.
+//! `docs/heartbeats-and-failover.md` ("The redistribution plan", "Rebalancing") tells why.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::metrics::Metrics;
-use super::registry::{Registry, plan_for_the_log};
+use super::Registry;
+use crate::roles::coordinator::metrics::Metrics;
 
-/// Default for `--rebalance-pace`: moves ordered a second, at most (see the module doc).
+/// Default for `--rebalance-pace`: moves ordered a second, at most, handed out evenly over
+/// the watchdog's rounds. Each move costs the new server a registration (a thread, a
+/// handshake, the replay of what the client missed) and the client two connections: the
+/// failover bench measured about 1 ms of this machine's CPU per moving client, so 100 moves
+/// a second take a tenth of it, and a server returning to thousands of clients takes them
+/// back over seconds, not all in one heartbeat.
 pub const DEFAULT_PACE: u32 = 100;
 /// Moves ordered a second, at most, to empty a server that is leaving (a planned stop,
 /// [`Registry::drain`]); EMQX's node evacuation moves 500 connections a second by default.
 /// Faster than rebalancing because someone is waiting for the server to stop: 10,000
 /// clients take 20 s, inside the server's default `--drain-timeout` of 30 s. At about 1 ms
-/// of CPU per move (the module doc), that is half a core spread over the cluster.
+/// of CPU per move ([`DEFAULT_PACE`]), that is half a core spread over the cluster.
 pub const DRAIN_PACE: u32 = 500;
 /// How long a client that moved is not chosen to move again.
 pub const MOVE_MEMORY: Duration = Duration::from_secs(60);
+
+/// Plans where the clients of a dead server go: round-robin over the live servers, least
+/// loaded first, so the moved clients differ by at most one between any two live servers
+/// and the emptiest servers take the extra ones.
+///
+/// `live` holds each live server's address and current load. Returns `(client, server)`
+/// pairs; empty when no server is alive.
+pub fn redistribute_clients(clients: &[String], live: &[(String, usize)]) -> Vec<(String, String)> {
+    if live.is_empty() {
+        return Vec::new();
+    }
+    let mut order: Vec<&(String, usize)> = live.iter().collect();
+    order.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    clients
+        .iter()
+        .zip(order.iter().cycle())
+        .map(|(client, (server, _))| (client.clone(), server.clone()))
+        .collect()
+}
+
+impl Registry {
+    /// Plans the clients that the dead or left server `from` still had (`orphans`) onto the
+    /// live servers ([`redistribute_clients`]), logs the plan and keeps it in the registry's
+    /// `plan`: each client is given its planned server when it asks
+    /// ([`Registry::assign`]).
+    pub(super) fn plan_orphans(&mut self, from: &str, orphans: &[String], now: Instant) {
+        // Earlier plans for these clients are void: they are about to be planned again, and
+        // must not count as load where they were going.
+        for name in orphans {
+            self.plan.remove(name);
+        }
+        let plan = redistribute_clients(orphans, &self.loads());
+        if !orphans.is_empty() {
+            let m = &self.metrics;
+            Metrics::plan(&m.redistribution_plans, &m.redistribution_moves, plan.len());
+            log::info!(
+                "redistribution plan from={from} moves=[{}]",
+                plan_for_the_log(&plan)
+            );
+        }
+        if plan.is_empty() && !orphans.is_empty() {
+            log::warn!("no live server to take the clients of addr={from}");
+        }
+        self.plan.extend(
+            plan.into_iter()
+                .map(|(client, server)| (client, (server, now))),
+        );
+    }
+}
+
+/// Moves of a redistribution plan that its log line names one by one; the rest are
+/// counted, so that a server that held ten thousand clients does not log a line of a
+/// hundred kilobytes (`dsys status --clients` lists them all).
+const PLAN_MOVES_LOGGED: usize = 32;
+
+/// `alice->ADDR, dave->ADDR`, at most [`PLAN_MOVES_LOGGED`] of them, then `... N more`.
+fn plan_for_the_log(plan: &[(String, String)]) -> String {
+    let mut shown: Vec<String> = plan
+        .iter()
+        .take(PLAN_MOVES_LOGGED)
+        .map(|(client, server)| format!("{client}->{server}"))
+        .collect();
+    if plan.len() > PLAN_MOVES_LOGGED {
+        shown.push(format!("... {} more", plan.len() - PLAN_MOVES_LOGGED));
+    }
+    shown.join(", ")
+}
 
 /// One move the coordinator decided: `client` from server `from` to server `to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -328,7 +381,7 @@ impl Registry {
         for (addr, entry) in self.servers.iter().filter(|(_, s)| s.takes_clients()) {
             // A server cut off from a peer is no target: it may be the one to give up.
             let settled =
-                r.joined.get(addr).is_some_and(|j| now - *j >= settle) && !self.cuts.involve(addr);
+                r.joined.get(addr).is_some_and(|j| now - *j >= settle) && !self.cut_off(addr);
             let mut server = Server {
                 addr: addr.clone(),
                 count: 0,
@@ -442,6 +495,41 @@ mod tests {
 
     fn moves_to(moves: &[Move], to: &str) -> usize {
         moves.iter().filter(|m| m.to == to).count()
+    }
+
+    #[test]
+    fn the_logged_plan_names_the_first_moves_and_counts_the_rest() {
+        let plan = |n: usize| -> Vec<(String, String)> {
+            (0..n)
+                .map(|i| (format!("c{i}"), "s:1".to_string()))
+                .collect()
+        };
+        assert_eq!(plan_for_the_log(&plan(2)), "c0->s:1, c1->s:1");
+        let all = plan_for_the_log(&plan(PLAN_MOVES_LOGGED));
+        assert_eq!(all.matches("->").count(), PLAN_MOVES_LOGGED);
+        assert!(!all.contains("more"));
+        let many = plan_for_the_log(&plan(10_000));
+        assert_eq!(many.matches("->").count(), PLAN_MOVES_LOGGED);
+        assert!(many.ends_with(&format!("... {} more", 10_000 - PLAN_MOVES_LOGGED)));
+    }
+
+    #[test]
+    fn moved_clients_are_spread_evenly_least_loaded_first() {
+        let clients = names("c", 5);
+        let live = vec![
+            ("b".to_string(), 3),
+            ("a".to_string(), 3),
+            ("c".to_string(), 1),
+        ];
+        let plan = redistribute_clients(&clients, &live);
+        let count = |s: &str| plan.iter().filter(|(_, t)| t == s).count();
+        // c is emptiest and gets the extra client; a and b (tied) take one more each in order.
+        assert_eq!((count("a"), count("b"), count("c")), (2, 1, 2));
+    }
+
+    #[test]
+    fn no_live_server_means_an_empty_plan() {
+        assert!(redistribute_clients(&names("x", 1), &[]).is_empty());
     }
 
     #[test]
@@ -570,13 +658,13 @@ mod tests {
             !registry.rebalance.ordered.is_empty(),
             "moves to c were ordered"
         );
-        declare_dead(&mut registry, "c:1");
+        declare_dead(&mut registry, "c:1", start + settle * 2);
         assert!(
             registry.take_moves("a:1").is_empty(),
             "no move to a dead server"
         );
         // a dies too: while its clients are planned elsewhere, nothing is rebalanced.
-        declare_dead(&mut registry, "a:1");
+        declare_dead(&mut registry, "a:1", start + settle * 3);
         assert!(!registry.plan.is_empty());
         registry.rebalance_round(start + settle * 4, settle);
         assert!(registry.take_moves("b:1").is_empty());
@@ -626,7 +714,7 @@ mod tests {
                 .iter()
                 .any(|s| s.addr == "a:1" && s.alive && s.leaving)
         );
-        assert_ne!(registry.assign("newcomer"), Some("a:1".to_string()));
+        assert_ne!(registry.assign("newcomer", now), Some("a:1".to_string()));
         // Every client moved: its next heartbeat lists none, and its last says it is gone.
         let gone = Departure::Gone;
         handle_departing_heartbeat(&mut registry, now, "a:1", a, Some(Vec::new()), leaving);

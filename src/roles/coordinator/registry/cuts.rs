@@ -1,25 +1,22 @@
-//! Cuts between servers: two servers that both heartbeat, but cannot reach each other. Only
-//! they can see it: each lists, in its heartbeats, the peers it has not heard from for
-//! longer than its link silence limit (`Heartbeat.cut_off`). Nothing is lost meanwhile, but
-//! nothing moves either: a message is acknowledged only once it is stored on every live
-//! server, so the clients of both servers, and soon of every server, wait for a relay that
-//! cannot arrive. Someone has to give up; this file decides who.
+//! Cuts between servers: two servers that both heartbeat, but cannot reach each other, and
+//! which of the two gives up. Each lists in its heartbeats the peers it has not heard from
+//! for longer than its link silence limit (`Heartbeat.cut_off`); nothing is lost meanwhile,
+//! but nothing is acknowledged either, so someone has to give up. A cut reported for one
+//! heartbeat timeout is settled by declaring one of its servers dead
+//! ([`choose_server_to_give_up`]: the one cut off from the most peers, then the one with
+//! fewer clients, then the higher address), and its clients move as after a crash.
 //!
-//! **The decision** ([`Registry::settle_cuts`], every watchdog round). A cut reported for
-//! one heartbeat timeout or more (not a peer that was slow for a moment) is settled by
-//! declaring one of its two servers dead, which fences it and moves its clients to the
-//! others, exactly as if it had crashed. Which one ([`choose_server_to_give_up`]): the
-//! server with cuts to the most peers (when one server cannot reach anyone, the fault is
-//! probably its own), then the one with fewer clients (fewer moves), then the higher
-//! address. Either choice loses nothing: the clients of the fenced server send again
-//! whatever was not acknowledged, on their new server.
+//! **Who calls it.** The handle records each accepted heartbeat's list
+//! ([`Registry::record_cuts`]); [`Registry::tick`] settles the lasting cuts
+//! ([`Registry::settle_cuts`]) every round. Time is passed in; no socket, no thread.
 //!
-//! **No sockets, no threads**, like the registry: time is passed in.
+//! **How it stops.** A cut ends when its reporter stops listing it, or when either server
+//! is declared dead. `docs/heartbeats-and-failover.md` ("Partitions") tells the rest.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::registry::{Registry, declare_dead};
+use super::{Registry, declare_dead};
 
 /// The cuts servers have reported: `(reporter, peer)` and since when.
 #[derive(Debug, Default)]
@@ -30,7 +27,7 @@ pub struct Cuts {
 impl Cuts {
     /// Records `reporter`'s list of the peers it cannot reach, at `now`: a cut it no longer
     /// lists is healed.
-    pub(super) fn record(&mut self, reporter: &str, cut_off: &[String], now: Instant) {
+    fn record(&mut self, reporter: &str, cut_off: &[String], now: Instant) {
         self.reported
             .retain(|(from, to), _| from != reporter || cut_off.contains(to));
         for peer in cut_off.iter().filter(|p| *p != reporter) {
@@ -55,6 +52,18 @@ impl Cuts {
 }
 
 impl Registry {
+    /// Records the peers that `reporter`, whose heartbeat was just accepted, says it cannot
+    /// reach at `now`. Only live servers this registry knows count, so a server cannot make
+    /// it remember names without bound.
+    pub(crate) fn record_cuts(&mut self, reporter: &str, cut_off: &[String], now: Instant) {
+        let known: Vec<String> = cut_off
+            .iter()
+            .filter(|peer| self.server(peer).is_some_and(|s| s.alive))
+            .cloned()
+            .collect();
+        self.cuts.record(reporter, &known, now);
+    }
+
     /// Settles every cut between live servers reported for `timeout` or more, by declaring
     /// one of its two servers dead (see the module doc). Returns the servers declared dead.
     pub(super) fn settle_cuts(&mut self, now: Instant, timeout: Duration) -> Vec<String> {
@@ -88,7 +97,7 @@ impl Registry {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            declare_dead(self, &server);
+            declare_dead(self, &server, now);
             given_up.push(server);
         }
     }

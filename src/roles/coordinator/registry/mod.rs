@@ -1,43 +1,44 @@
-//! How the coordinator decides: the [`Registry`] of servers and the pure functions that
-//! change it. Which incarnation of a server counts ([`handle_heartbeat`]), where a dead
-//! server's clients go ([`redistribute_clients`]), which server a client is sent to
-//! ([`Registry::assign`]), and whether a name is free across the cluster ([`claim_name`]).
-//! Which servers are silent for too long is the watchdog's decision, next door in
-//! `watchdog.rs` ([`check_server_statuses`](super::check_server_statuses)).
+//! How the coordinator decides: the [`Registry`] of servers and what concerns all of it.
+//! Which incarnation of a server counts ([`handle_heartbeat`]), which server a client is
+//! sent to ([`Registry::assign`]), what follows when a server is declared dead
+//! ([`declare_dead`]), and what one watchdog round decides, in order ([`Registry::tick`]).
+//! Each child adds one decision to the same type: [`watchdog`] (the failure detector),
+//! [`cuts`], [`rebalance`] (where clients go: failover, rebalancing, draining), [`claims`].
 //!
-//! **No sockets, no threads.** Nothing here reads or writes a connection, sleeps or waits:
-//! every function changes the registry it is given and returns its decision, and a decision
-//! that depends on the time (who has been silent too long) takes `now` as an argument. The
-//! threads that act on the decisions live in `mod.rs`: a heartbeat or locate connection
-//! thread, or the `watchdog`, locks the registry through the
-//! [`Coordinator`](super::Coordinator) handle, calls in here and unlocks before it writes a
-//! reply. That is why the unit tests below need no network and drive time with synthetic
-//! instants.
+//! **Who calls it.** The [`Coordinator`](super::Coordinator) handle, with the registry
+//! locked: a `conn-<peer>` thread for a heartbeat, a locate or a claim, the `watchdog`
+//! thread for a tick, a `probe-<addr>` thread for an answer. Nothing here touches a socket,
+//! sleeps or reads the clock (but for the wall clock that seeds a fresh epoch): `now` is
+//! passed in, so the unit tests drive every decision with made-up instants.
 //!
-//! **When a peer fails.** This is where a failure becomes a decision: a server is declared
-//! dead ([`declare_dead`]), its epoch is fenced so that a zombie of it cannot come back,
-//! and its clients are planned onto the live servers, least loaded first. The plan is kept
-//! here and logged; clients learn it when they ask where to go.
-//!
-//! **Stopping.** Nothing to stop: the registry is plain data, dropped with the last
-//! [`Coordinator`](super::Coordinator) clone.
+//! **How it stops.** Nothing to stop: plain data, dropped with the last `Coordinator`
+//! clone. `docs/heartbeats-and-failover.md` tells the decisions in the order they happen.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::claims::Claims;
-use super::cuts::Cuts;
+mod claims;
+mod cuts;
+mod rebalance;
+mod watchdog;
+
 use super::metrics::Metrics;
-use super::rebalance::Rebalance;
-use super::watchdog::Probe;
 use crate::protocol::{Departure, ServerInfo};
+use claims::Claims;
+use cuts::Cuts;
+
+pub use claims::claim_name;
+pub use rebalance::{
+    DEFAULT_PACE, DRAIN_PACE, Move, Rebalance, Server, rebalance_clients, redistribute_clients,
+};
+pub use watchdog::{Checks, Probe, check_server_statuses, probe_deadline};
 
 /// How long a planned assignment counts as load while its client has not shown up.
 ///
 /// Long enough for any client to fail over (seconds), short enough that clients that died
 /// with their server stop skewing the spread soon after.
-pub(super) const PLAN_TTL: Duration = Duration::from_secs(30);
+const PLAN_TTL: Duration = Duration::from_secs(30);
 
 /// What the registry knows of one server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +164,7 @@ pub fn handle_departing_heartbeat(
             "server replaced addr={addr} old_epoch={} new_epoch={epoch}",
             old.epoch
         );
-        declare_dead(registry, addr);
+        declare_dead(registry, addr, now);
     }
     let is_new = registry.servers.get(addr).is_none_or(|s| !s.alive);
     let was_leaving = registry
@@ -216,7 +217,7 @@ pub fn handle_departing_heartbeat(
         },
     );
     if departure == Departure::Gone {
-        retire(registry, addr, Retired::Left);
+        retire(registry, addr, Retired::Left, now);
     } else if leaving {
         registry.drain(addr, now);
     }
@@ -227,54 +228,15 @@ pub fn handle_departing_heartbeat(
     }
 }
 
-/// Plans where the clients of a dead server go: round-robin over the live servers, least
-/// loaded first, so the moved clients differ by at most one between any two live servers
-/// and the emptiest servers take the extra ones.
+/// Marks `addr` dead at `now`, fences its epoch and plans its clients onto the live servers
+/// ([`Registry::plan_orphans`]). Returns nothing: the plan is stored in the registry and
+/// logged, which is how a learner sees it.
 ///
-/// `live` holds each live server's address and current load. Returns `(client, server)`
-/// pairs; empty when no server is alive.
-pub fn redistribute_clients(clients: &[String], live: &[(String, usize)]) -> Vec<(String, String)> {
-    if live.is_empty() {
-        return Vec::new();
-    }
-    let mut order: Vec<&(String, usize)> = live.iter().collect();
-    order.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-    clients
-        .iter()
-        .zip(order.iter().cycle())
-        .map(|(client, (server, _))| (client.clone(), server.clone()))
-        .collect()
-}
-
-/// Claims `name` for a client about to register on `server`, at `now`. Returns the server
-/// that has the name, if another one does: a live server that lists it in its last
-/// heartbeat, or one that claimed it less than `ttl` ago. Otherwise the claim is recorded
-/// and `None` returned: the name is `server`'s to give. Called with the registry locked, so
-/// of two servers claiming one name at once, the second is refused.
-///
-/// The claimant's own list does not count against it: its hub checks its own clients (and
-/// takes a name whose owner has just left, which its last heartbeat may still show).
-pub fn claim_name(
-    registry: &mut Registry,
-    now: Instant,
-    name: &str,
-    server: &str,
-    ttl: Duration,
-) -> Option<String> {
-    let listed_elsewhere = registry
-        .servers
-        .iter()
-        .find(|(addr, s)| s.alive && *addr != server && s.clients.iter().any(|c| c == name));
-    if let Some((holder, _)) = listed_elsewhere {
-        return Some(holder.clone());
-    }
-    registry.claims.claim(now, name, server, ttl)
-}
-
-/// Marks `addr` dead, fences its epoch and plans its clients onto the live servers. Returns
-/// nothing: the plan is stored in the registry and logged, which is how a learner sees it.
-pub(super) fn declare_dead(registry: &mut Registry, addr: &str) {
-    retire(registry, addr, Retired::Dead);
+/// It lives here, not with the failure detector, because every part of the registry has a
+/// say in it: the watchdog declares a silent server dead, a heartbeat one that was replaced,
+/// cuts one that gives up, and a client's report one that refuses connections.
+pub(super) fn declare_dead(registry: &mut Registry, addr: &str, now: Instant) {
+    retire(registry, addr, Retired::Dead, now);
 }
 
 /// How a server stopped being alive.
@@ -288,7 +250,7 @@ enum Retired {
 
 /// What dead and left servers have in common: no longer alive, the epoch fenced, and the
 /// clients it still had planned onto the live servers. Only the log line differs.
-fn retire(registry: &mut Registry, addr: &str, how: Retired) {
+fn retire(registry: &mut Registry, addr: &str, how: Retired, now: Instant) {
     let Some(entry) = registry.servers.get_mut(addr) else {
         return;
     };
@@ -323,31 +285,40 @@ fn retire(registry: &mut Registry, addr: &str, how: Retired) {
             )
         }
     }
-    // Earlier plans for these clients are void: they are about to be planned again, and
-    // must not count as load where they were going.
-    for name in &orphans {
-        registry.plan.remove(name);
-    }
-    let plan = redistribute_clients(&orphans, &registry.loads());
-    if !orphans.is_empty() {
-        let m = &registry.metrics;
-        Metrics::plan(&m.redistribution_plans, &m.redistribution_moves, plan.len());
-        log::info!(
-            "redistribution plan from={addr} moves=[{}]",
-            plan_for_the_log(&plan)
-        );
-    }
-    if plan.is_empty() && !orphans.is_empty() {
-        log::warn!("no live server to take the clients of addr={addr}");
-    }
-    let now = Instant::now();
-    registry.plan.extend(
-        plan.into_iter()
-            .map(|(client, server)| (client, (server, now))),
-    );
+    registry.plan_orphans(addr, &orphans, now);
 }
 
 impl Registry {
+    /// One watchdog round at `now`: everything the coordinator decides by the clock rather
+    /// than on a request, in this order. Returns the servers to probe, `(addr, epoch)`, for
+    /// the caller to ask outside the lock ([`Registry::probe_answered`] takes the answer).
+    ///
+    /// 1. Its own lateness first ([`Registry::forgive_own_lateness`]): time this process was
+    ///    not running is nobody's silence, so it comes off before anyone is judged.
+    /// 2. Plans older than [`PLAN_TTL`] and name claims older than `timeout` end: their
+    ///    client never showed up, or its registration never happened.
+    /// 3. The failure detector ([`Registry::detect_failures`]): whom to probe, whom to
+    ///    declare dead.
+    /// 4. Cuts between live servers that lasted `timeout` ([`Registry::settle_cuts`]),
+    ///    after the dead are out, so a cut to a server that just died gives nobody up.
+    /// 5. Rebalancing ([`Registry::rebalance_round`]) last: it sees this round's deaths, and
+    ///    waits while their clients are planned elsewhere.
+    pub(super) fn tick(
+        &mut self,
+        now: Instant,
+        timeout: Duration,
+        check_interval: Duration,
+    ) -> Vec<(String, u64)> {
+        self.forgive_own_lateness(now, check_interval);
+        self.plan
+            .retain(|_, (_, planned)| now.duration_since(*planned) < PLAN_TTL);
+        self.claims.expire(now, timeout);
+        let probes = self.detect_failures(now, timeout);
+        self.settle_cuts(now, timeout);
+        self.rebalance_round(now, timeout);
+        probes
+    }
+
     /// What the registry knows of the server at `addr`, if anything.
     pub(super) fn server(&self, addr: &str) -> Option<&ServerEntry> {
         self.servers.get(addr)
@@ -403,15 +374,15 @@ impl Registry {
 
     /// The server `name` should use: its planned server if it has one; else the live server
     /// that lists the name already; else the least loaded live server. The choice counts as
-    /// load at once (as a plan entry), so that clients asking together are spread rather
-    /// than all sent to the same server.
+    /// load at once (as a plan entry made at `now`), so that clients asking together are
+    /// spread rather than all sent to the same server.
     ///
     /// Sending a name back to the server that lists it makes the check where the truth is:
     /// that server refuses the name while its owner is there ("already taken"), and takes it
     /// when the owner has just left, which the lists here, a heartbeat old, may not show
     /// yet. A client that goes to another server (`--server`) is refused there by the
     /// server's claim ([`claim_name`]).
-    pub(super) fn assign(&mut self, name: &str) -> Option<String> {
+    pub(super) fn assign(&mut self, name: &str, now: Instant) -> Option<String> {
         if let Some((target, _)) = self.plan.get(name)
             && self
                 .servers
@@ -428,29 +399,44 @@ impl Registry {
         {
             return Some(holder);
         }
-        self.plan_least_loaded(name, None)
+        self.plan_least_loaded(name, None, now)
     }
 
     /// [`Registry::assign`] for a client that cannot reach `avoid` although this
     /// coordinator can: the least loaded live server other than `avoid`, or `avoid` itself
     /// when it is the only one left (the client then tries it again, and the cut may have
     /// healed).
-    pub(super) fn assign_avoiding(&mut self, name: &str, avoid: &str) -> Option<String> {
-        self.plan_least_loaded(name, Some(avoid))
-            .or_else(|| self.assign(name))
+    pub(super) fn assign_avoiding(
+        &mut self,
+        name: &str,
+        avoid: &str,
+        now: Instant,
+    ) -> Option<String> {
+        self.plan_least_loaded(name, Some(avoid), now)
+            .or_else(|| self.assign(name, now))
+    }
+
+    /// Whether `addr` has a cut to or from another server, reported now (`cuts.rs`). Such a
+    /// server may be the one to give up, so rebalancing moves no client to it.
+    fn cut_off(&self, addr: &str) -> bool {
+        self.cuts.involve(addr)
     }
 
     /// Plans `name` onto the least loaded live server other than `except` (ties go to the
     /// lower address), recording the choice as a plan entry so that it counts as load at
     /// once; `None` when there is no such server.
-    fn plan_least_loaded(&mut self, name: &str, except: Option<&str>) -> Option<String> {
+    fn plan_least_loaded(
+        &mut self,
+        name: &str,
+        except: Option<&str>,
+        now: Instant,
+    ) -> Option<String> {
         let (target, _) = self
             .loads()
             .into_iter()
             .filter(|(addr, _)| Some(addr.as_str()) != except)
             .min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)))?;
-        self.plan
-            .insert(name.to_string(), (target.clone(), Instant::now()));
+        self.plan.insert(name.to_string(), (target.clone(), now));
         Some(target)
     }
 }
@@ -472,65 +458,12 @@ fn info(addr: &str, entry: &ServerEntry) -> ServerInfo {
     }
 }
 
-/// Moves of a redistribution plan that its log line names one by one; the rest are
-/// counted, so that a server that held ten thousand clients does not log a line of a
-/// hundred kilobytes (`dsys status --clients` lists them all).
-const PLAN_MOVES_LOGGED: usize = 32;
-
-/// `alice->ADDR, dave->ADDR`, at most [`PLAN_MOVES_LOGGED`] of them, then `... N more`.
-pub(super) fn plan_for_the_log(plan: &[(String, String)]) -> String {
-    let mut shown: Vec<String> = plan
-        .iter()
-        .take(PLAN_MOVES_LOGGED)
-        .map(|(client, server)| format!("{client}->{server}"))
-        .collect();
-    if plan.len() > PLAN_MOVES_LOGGED {
-        shown.push(format!("... {} more", plan.len() - PLAN_MOVES_LOGGED));
-    }
-    shown.join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn the_logged_plan_names_the_first_moves_and_counts_the_rest() {
-        let plan = |n: usize| -> Vec<(String, String)> {
-            (0..n)
-                .map(|i| (format!("c{i}"), "s:1".to_string()))
-                .collect()
-        };
-        assert_eq!(plan_for_the_log(&plan(2)), "c0->s:1, c1->s:1");
-        let all = plan_for_the_log(&plan(PLAN_MOVES_LOGGED));
-        assert_eq!(all.matches("->").count(), PLAN_MOVES_LOGGED);
-        assert!(!all.contains("more"));
-        let many = plan_for_the_log(&plan(10_000));
-        assert_eq!(many.matches("->").count(), PLAN_MOVES_LOGGED);
-        assert!(many.ends_with(&format!("... {} more", 10_000 - PLAN_MOVES_LOGGED)));
-    }
-
-    #[test]
-    fn moved_clients_are_spread_evenly_least_loaded_first() {
-        let clients = names(&["c1", "c2", "c3", "c4", "c5"]);
-        let live = vec![
-            ("b".to_string(), 3),
-            ("a".to_string(), 3),
-            ("c".to_string(), 1),
-        ];
-        let plan = redistribute_clients(&clients, &live);
-        let count = |s: &str| plan.iter().filter(|(_, t)| t == s).count();
-        // c is emptiest and gets the extra client; a and b (tied) take one more each in order.
-        assert_eq!((count("a"), count("b"), count("c")), (2, 1, 2));
-    }
-
-    #[test]
-    fn no_live_server_means_an_empty_plan() {
-        assert!(redistribute_clients(&names(&["x"]), &[]).is_empty());
     }
 
     #[test]
@@ -544,7 +477,7 @@ mod tests {
         };
         handle_heartbeat(&mut registry, now, "b:1", 0, None);
         handle_heartbeat(&mut registry, now, "c:1", 0, None);
-        declare_dead(&mut registry, "a:1");
+        declare_dead(&mut registry, "a:1", now);
         // The zombie's next heartbeat is refused ...
         assert_eq!(
             handle_heartbeat(&mut registry, now, "a:1", epoch, None),
@@ -552,23 +485,10 @@ mod tests {
         );
         // ... and its two clients go one to each live server.
         assert_ne!(registry.plan["x"].0, registry.plan["y"].0);
-        assert_eq!(registry.assign("x"), Some(registry.plan["x"].0.clone()));
-    }
-
-    #[test]
-    fn a_name_listed_by_another_live_server_is_not_given() {
-        let now = Instant::now();
-        let ttl = Duration::from_millis(100);
-        let mut registry = Registry::default();
-        handle_heartbeat(&mut registry, now, "a:1", 0, Some(names(&["alice"])));
-        handle_heartbeat(&mut registry, now, "b:1", 0, None);
-        let claim = |r: &mut Registry, server| claim_name(r, now, "alice", server, ttl);
-        assert_eq!(claim(&mut registry, "b:1"), Some("a:1".to_string()));
-        // Its own list does not count against the claimant (its owner may have just left).
-        assert_eq!(claim(&mut registry, "a:1"), None);
-        // A dead server's names are free.
-        declare_dead(&mut registry, "a:1");
-        assert_eq!(claim(&mut registry, "b:1"), None);
+        assert_eq!(
+            registry.assign("x", now),
+            Some(registry.plan["x"].0.clone())
+        );
     }
 
     #[test]
@@ -587,8 +507,8 @@ mod tests {
         let mut registry = Registry::default();
         handle_heartbeat(&mut registry, now, "a:1", 0, None);
         handle_heartbeat(&mut registry, now, "b:1", 0, None);
-        let first = registry.assign("x").unwrap();
-        let second = registry.assign("y").unwrap();
+        let first = registry.assign("x", now).unwrap();
+        let second = registry.assign("y", now).unwrap();
         assert_ne!(first, second);
     }
 }

@@ -1,72 +1,45 @@
-//! Names being registered, on the coordinator's side: the `Claim` request a server makes
-//! before it registers a client under a fresh name ([`serve_claim`]), and the pending
-//! [`Claims`] that keep a name from being given twice in the heartbeat interval before any
-//! heartbeat lists it. Whether another server lists the name is the registry's to say
-//! (`registry::claim_name`).
+//! Name claims: whether a name is free across the cluster ([`claim_name`]), one decision,
+//! and the pending [`Claims`] it keeps. A server claims a fresh name here before it
+//! registers a client under it; a claim holds the name for the heartbeat interval before any
+//! heartbeat lists it, so neither `--server` nor two registrations at once give a name
+//! twice.
 //!
-//! **Threads.** None of its own: [`serve_claim`] runs on the claim connection's thread
-//! (one request, one reply, then the connection closes) and reaches the registry through
-//! [`Coordinator::claim`], which locks it only to decide. [`Claims`] itself is plain data
-//! inside the [`Registry`](super::Registry), with time passed in, so the tests below drive
-//! it with synthetic instants.
+//! **Who calls it.** [`Coordinator::claim`](crate::roles::coordinator::Coordinator::claim),
+//! on a claim connection's `conn-<peer>` thread, with the registry locked; the heartbeats
+//! and the watchdog's tick end claims (listed, dead, or expired). Time is passed in.
 //!
 //! **When a peer fails.** A claimant that never registers the name (its client left, or it
 //! died) holds it for at most one heartbeat timeout; one declared dead, not at all.
+//! `docs/protocol.md` ("Server → coordinator name claim") has the conversation.
 
 use std::collections::HashMap;
-use std::net::TcpStream;
-use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Coordinator, claim_name};
-use crate::error::Result;
-use crate::net;
-use crate::protocol::{MAX_NAME_LEN_LIMIT, valid_name};
-use crate::protocol::{Message, write_message};
+use super::Registry;
 
-/// A server's claim on a name for a client it is about to register: one request, one reply
-/// ([`Coordinator::claim`]).
-pub(super) fn serve_claim(
-    mut stream: TcpStream,
-    first: Option<Message>,
-    coordinator: &Coordinator,
-) -> Result<()> {
-    let Some(Message::Claim { name, server }) = first else {
-        return net::refuse(&stream, "expected Claim");
-    };
-    // Both go into the registry and the log: a server checked the name before it asked
-    // (`valid_name`), so anything else is not a dsys server speaking.
-    if valid_name(&name, MAX_NAME_LEN_LIMIT).is_err() || !net::is_plausible_addr(&server) {
-        return net::refuse(&stream, "a claim names a valid client name and a HOST:PORT");
+/// Claims `name` for a client about to register on `server`, at `now`. Returns the server
+/// that has the name, if another one does: a live server that lists it in its last
+/// heartbeat, or one that claimed it less than `ttl` ago. Otherwise the claim is recorded
+/// and `None` returned: the name is `server`'s to give. Called with the registry locked, so
+/// of two servers claiming one name at once, the second is refused.
+///
+/// The claimant's own list does not count against it: its hub checks its own clients (and
+/// takes a name whose owner has just left, which its last heartbeat may still show).
+pub fn claim_name(
+    registry: &mut Registry,
+    now: Instant,
+    name: &str,
+    server: &str,
+    ttl: Duration,
+) -> Option<String> {
+    let listed_elsewhere = registry
+        .servers
+        .iter()
+        .find(|(addr, s)| s.alive && *addr != server && s.clients.iter().any(|c| c == name));
+    if let Some((holder, _)) = listed_elsewhere {
+        return Some(holder.clone());
     }
-    let holder = coordinator.claim(&name, &server).unwrap_or_default();
-    if !holder.is_empty() {
-        log::info!("name claim refused name={name} server={server} holder={holder}");
-    }
-    write_message(&mut stream, &Message::ClaimReply { holder })
-}
-
-impl Coordinator {
-    /// Claims `name` for a client registering on `server` (see [`claim_name`]): the server
-    /// that has the name already, or `None` when it is `server`'s to give.
-    ///
-    /// For one heartbeat timeout after this coordinator started, a name may belong to a
-    /// server that has not heartbeated yet, so the answer waits out that time (at most one
-    /// heartbeat timeout) rather than give a name twice.
-    pub fn claim(&self, name: &str, server: &str) -> Option<String> {
-        let warming =
-            (self.started + self.heartbeat_timeout).saturating_duration_since(Instant::now());
-        if !warming.is_zero() {
-            thread::sleep(warming); // only time can end it: no event to wait for
-        }
-        claim_name(
-            &mut self.lock(),
-            Instant::now(),
-            name,
-            server,
-            self.heartbeat_timeout,
-        )
-    }
+    registry.claims.claim(now, name, server, ttl)
 }
 
 /// Names claimed by a server for a client it is registering, with when. A claim ends when
@@ -124,6 +97,24 @@ impl Claims {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::roles::coordinator::registry::{declare_dead, handle_heartbeat};
+
+    #[test]
+    fn a_name_listed_by_another_live_server_is_not_given() {
+        let now = Instant::now();
+        let ttl = Duration::from_millis(100);
+        let mut registry = Registry::default();
+        let alice = vec!["alice".to_string()];
+        handle_heartbeat(&mut registry, now, "a:1", 0, Some(alice));
+        handle_heartbeat(&mut registry, now, "b:1", 0, None);
+        let claim = |r: &mut Registry, server| claim_name(r, now, "alice", server, ttl);
+        assert_eq!(claim(&mut registry, "b:1"), Some("a:1".to_string()));
+        // Its own list does not count against the claimant (its owner may have just left).
+        assert_eq!(claim(&mut registry, "a:1"), None);
+        // A dead server's names are free.
+        declare_dead(&mut registry, "a:1", now);
+        assert_eq!(claim(&mut registry, "b:1"), None);
+    }
 
     #[test]
     fn the_first_claim_holds_until_listed_expired_or_its_server_is_dead() {

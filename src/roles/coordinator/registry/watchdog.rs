@@ -1,23 +1,22 @@
-//! The watchdog's decisions: when a server whose heartbeats are late is asked whether it
-//! still answers (a *probe*), when it is declared dead, and how the watchdog keeps its own
-//! lateness from counting against anyone. Pure, like the rest of the registry: every
-//! function takes the time as an argument, so the tests below use made-up instants.
+//! The failure detector: when a server whose heartbeats are late is asked whether it still
+//! answers (a *probe*), when it is declared dead ([`check_server_statuses`], pure), and how
+//! the watchdog keeps its own lateness from counting against anyone.
 //!
-//! **Who calls it.** The `watchdog` thread (`mod.rs`), every check interval, through
-//! [`Registry::watchdog_round`] with the registry locked; `probe-<addr>` threads report
-//! their answers through [`Registry::probe_answered`]. The threads and the probe's socket
-//! live in `mod.rs`; nothing here reads or writes a connection.
+//! **Who calls it.** [`Registry::tick`], every check interval on the `watchdog` thread, with
+//! the registry locked: [`Registry::forgive_own_lateness`] first, then
+//! [`Registry::detect_failures`]. `probe-<addr>` threads report through
+//! [`Registry::probe_answered`]. The probe's socket is in `probe.rs`; time is passed in here.
 //!
-//! **What it protects against.** A failure detector makes two kinds of mistake: declaring
-//! a live server dead, and noticing a dead one late. Declaring a busy server dead fences it
-//! and throws off every client it has, which makes an overload worse, so this one trades a
-//! little detection time for never doing so (the idea of HashiCorp's Lifeguard, and of
-//! confirming a suspect with a direct probe before acting).
+//! **Two kinds of mistake.** A failure detector can declare a live server dead, or notice a
+//! dead one late. Declaring a busy server dead fences it and throws off every client it has,
+//! which makes an overload worse, so this one trades a little detection time for never
+//! doing so (HashiCorp's Lifeguard, and a direct probe before acting).
+//! `docs/heartbeats-and-failover.md` ("The watchdog", "Late is not dead") tells the rest.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::registry::{PLAN_TTL, Registry, ServerEntry, declare_dead};
+use super::{Registry, ServerEntry, declare_dead};
 
 /// Whether a server whose heartbeats are late still answers (see [`check_server_statuses`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -81,23 +80,12 @@ pub fn check_server_statuses(
 }
 
 impl Registry {
-    /// One watchdog round at `now` ([`check_server_statuses`]): marks the servers to probe
-    /// as asked and returns them, and declares dead those that did not answer. Also expires
-    /// plans past [`PLAN_TTL`], and name claims older than `timeout` (`claims.rs`), settles
-    /// lasting cuts between servers (`cuts.rs`), and orders the round's rebalancing moves
-    /// (`rebalance.rs`).
-    ///
-    /// *Its own lateness first.* The round should come every `check_interval`. When it
-    /// comes much later, this process was not running (stopped, or starved of CPU), and the
-    /// heartbeats that arrived meanwhile were not read either: that time is not counted
-    /// against the servers (the idea behind Lifeguard's local health awareness: a detector
-    /// that is itself late accuses no one for it).
-    pub(super) fn watchdog_round(
-        &mut self,
-        now: Instant,
-        timeout: Duration,
-        check_interval: Duration,
-    ) -> Vec<(String, u64)> {
+    /// Takes the watchdog's own lateness off every server's silence. The round should come
+    /// every `check_interval`; when it comes much later, this process was not running
+    /// (stopped, or starved of CPU), and the heartbeats that arrived meanwhile were not read
+    /// either: that time is not counted against the servers (the idea behind Lifeguard's
+    /// local health awareness: a detector that is itself late accuses no one for it).
+    pub(super) fn forgive_own_lateness(&mut self, now: Instant, check_interval: Duration) {
         if let Some(previous) = self.last_round {
             let late = now
                 .saturating_duration_since(previous)
@@ -115,16 +103,22 @@ impl Registry {
             }
         }
         self.last_round = Some(now);
-        self.plan
-            .retain(|_, (_, planned)| now.duration_since(*planned) < PLAN_TTL);
-        self.claims.expire(now, timeout);
+    }
+
+    /// Acts on [`check_server_statuses`] at `now`: marks the servers to probe as asked and
+    /// returns them, `(addr, epoch)`, for the caller to ask outside the lock; declares dead
+    /// those whose silence has lasted too long.
+    pub(super) fn detect_failures(
+        &mut self,
+        now: Instant,
+        timeout: Duration,
+    ) -> Vec<(String, u64)> {
         let checks = check_server_statuses(now, &self.servers, timeout);
         for (addr, _) in &checks.probe {
             if let Some(server) = self.servers.get_mut(addr) {
-                let silent = now.saturating_duration_since(server.last_seen);
                 log::info!(
                     "heartbeat late addr={addr} silent_ms={}; asking whether it still answers",
-                    silent.as_millis()
+                    now.saturating_duration_since(server.last_seen).as_millis()
                 );
                 server.probe = Probe::Asked;
             }
@@ -134,10 +128,8 @@ impl Registry {
                 "heartbeat missed addr={addr} timeout_ms={}",
                 timeout.as_millis()
             );
-            declare_dead(self, &addr);
+            declare_dead(self, &addr, now);
         }
-        self.settle_cuts(now, timeout);
-        self.rebalance_round(now, timeout);
         checks.probe
     }
 
@@ -145,7 +137,7 @@ impl Registry {
     /// answered counts as heard from now; one that did not is declared dead by the next
     /// round once its timeout has passed. An answer to an older question (the server has
     /// heartbeated since, or was replaced) changes nothing.
-    pub(super) fn probe_answered(&mut self, addr: &str, epoch: u64, answered: bool, now: Instant) {
+    pub(crate) fn probe_answered(&mut self, addr: &str, epoch: u64, answered: bool, now: Instant) {
         let Some(server) = self.servers.get_mut(addr) else {
             return;
         };
@@ -204,10 +196,10 @@ mod tests {
         let epoch = registry.servers["a:1"].epoch;
         let timeout = Duration::from_millis(300);
         let ms = |n| start + Duration::from_millis(n);
-        assert_eq!(registry.watchdog_round(ms(200), timeout, ROUNDS), vec![]);
-        let asked = registry.watchdog_round(ms(201), timeout, ROUNDS);
+        assert_eq!(registry.tick(ms(200), timeout, ROUNDS), vec![]);
+        let asked = registry.tick(ms(201), timeout, ROUNDS);
         assert_eq!(asked, vec![("a:1".to_string(), epoch)]);
-        assert_eq!(registry.watchdog_round(ms(202), timeout, ROUNDS), vec![]);
+        assert_eq!(registry.tick(ms(202), timeout, ROUNDS), vec![]);
     }
 
     #[test]
@@ -218,10 +210,10 @@ mod tests {
         let epoch = registry.servers["busy:1"].epoch;
         let timeout = Duration::from_millis(300);
         let at = |n| start + Duration::from_millis(n);
-        registry.watchdog_round(at(250), timeout, ROUNDS);
+        registry.tick(at(250), timeout, ROUNDS);
         registry.probe_answered("busy:1", epoch, true, at(290));
         // Its heartbeat is now 400 ms late, but it answered 110 ms ago.
-        registry.watchdog_round(at(400), timeout, ROUNDS);
+        registry.tick(at(400), timeout, ROUNDS);
         assert!(registry.servers["busy:1"].alive);
     }
 
@@ -234,13 +226,13 @@ mod tests {
         let epoch = registry.servers["hung:1"].epoch;
         let timeout = Duration::from_millis(300);
         let at = |n| start + Duration::from_millis(n);
-        registry.watchdog_round(at(250), timeout, ROUNDS);
+        registry.tick(at(250), timeout, ROUNDS);
         registry.probe_answered("hung:1", epoch, false, at(300));
         // The probe of lost:1 never reports back.
-        registry.watchdog_round(at(301), timeout, ROUNDS);
+        registry.tick(at(301), timeout, ROUNDS);
         assert!(!registry.servers["hung:1"].alive);
         assert!(registry.servers["lost:1"].alive);
-        registry.watchdog_round(at(601), timeout, ROUNDS);
+        registry.tick(at(601), timeout, ROUNDS);
         assert!(!registry.servers["lost:1"].alive);
     }
 
@@ -251,11 +243,11 @@ mod tests {
         handle_heartbeat(&mut registry, start, "a:1", 0, None);
         let epoch = registry.servers["a:1"].epoch;
         let timeout = Duration::from_millis(300);
-        let tick = Duration::from_millis(30);
+        let check_interval = Duration::from_millis(30);
         let at = |n| start + Duration::from_millis(n);
-        registry.watchdog_round(at(30), timeout, tick);
+        registry.tick(at(30), timeout, check_interval);
         // This process was stopped for a second: heartbeats were not read meanwhile.
-        let asked = registry.watchdog_round(at(1_030), timeout, tick);
+        let asked = registry.tick(at(1_030), timeout, check_interval);
         assert!(
             asked.is_empty(),
             "a late watchdog must not even suspect: {asked:?}"
@@ -269,14 +261,14 @@ mod tests {
         let start = Instant::now();
         let mut registry = Registry::default();
         let timeout = Duration::from_millis(300);
-        let tick = Duration::from_millis(30);
+        let check_interval = Duration::from_millis(30);
         let at = |n| start + Duration::from_millis(n);
-        registry.watchdog_round(at(0), timeout, tick);
+        registry.tick(at(0), timeout, check_interval);
         // A heartbeat read just before the late round: adding the whole delay to it would
         // put it a second into the future, and a stop after that would go unnoticed for
         // a second longer.
         handle_heartbeat(&mut registry, at(990), "a:1", 0, None);
-        registry.watchdog_round(at(1_000), timeout, tick);
+        registry.tick(at(1_000), timeout, check_interval);
         assert!(registry.servers["a:1"].last_seen <= at(1_000));
     }
 }
