@@ -351,7 +351,7 @@ impl BenchArgs {
             size: self.size,
             window: self.window,
             connect: self.connect,
-            json: matches!(self.output, OutputArg::Json),
+            output: self.output.into(),
         }
     }
 }

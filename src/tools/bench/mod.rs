@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded};
 
+use crate::Output;
 use crate::error::{Error, Result};
 use crate::support::cpu;
 use crate::tools::children::{ChildGuard, spawn_role};
@@ -74,8 +75,8 @@ pub struct BenchConfig {
     pub window: usize,
     /// Servers that already run (`HOST:PORT`); empty: start a cluster.
     pub connect: Vec<String>,
-    /// One JSON object instead of text.
-    pub json: bool,
+    /// Text, or one JSON object.
+    pub output: Output,
 }
 
 /// A load with every number settled.
@@ -151,7 +152,7 @@ pub fn run(config: &BenchConfig) -> Result<()> {
                 "the failover load kills a server, so it starts its own: drop --connect".into(),
             ));
         }
-        return failover::run(&plan, config.json);
+        return failover::run(&plan, config.output);
     }
     let cluster = if config.connect.is_empty() {
         start_cluster(plan.servers)?
@@ -165,10 +166,9 @@ pub fn run(config: &BenchConfig) -> Result<()> {
     };
     let report = measure(&plan, &cluster.servers, &cluster.server_pids)?;
     let mut out = std::io::stdout().lock();
-    let text = if config.json {
-        report.to_json()
-    } else {
-        report.to_text()
+    let text = match config.output {
+        Output::Json => report.to_json(),
+        Output::Text => report.to_text(),
     };
     let _ = writeln!(out, "{text}");
     match report.failure() {
