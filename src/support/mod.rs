@@ -7,10 +7,12 @@
 //! - `limits.rs`: the open-file limit, raised at start, and a spare descriptor;
 //! - `memory.rs`: giving freed memory back after many clients have left;
 //! - `cpu.rs`: the CPU time a process has used, for the benchmarks;
+//! - `histogram.rs`: latencies counted in fixed buckets, for the benchmarks;
 //! - `random.rs`: random identifiers;
 //! - `visible.rs`: text from another process made safe to print on a terminal.
 
 pub mod cpu;
+pub mod histogram;
 pub mod json;
 pub mod limits;
 pub mod memory;

@@ -21,13 +21,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
-use super::histogram::Histogram;
 use super::load::Progress;
 use super::{Cluster, Plan, show_progress, start_cluster, wait_for};
 use crate::Output;
 use crate::error::{Error, Result};
 use crate::roles::client::session::{self, SessionConfig};
 use crate::roles::client::{Command, Event};
+use crate::support::histogram::Histogram;
 use crate::support::json::Object;
 
 /// How long the warm-up message may take to reach every subscriber.

@@ -8,7 +8,7 @@
 //!
 //! Every delivery is checked ([`load`]): a run that loses, duplicates or reorders anything
 //! reports that instead of a throughput, and exits with status 1. Otherwise it reports
-//! deliveries per second, MiB/s, latency quantiles with a small histogram ([`histogram`]),
+//! deliveries per second, MiB/s, latency quantiles with a small histogram ([`Histogram`]),
 //! and the servers' CPU time per delivery, as text or as one JSON object ([`report`]).
 //!
 //! **The steps.** Every client registers; every publisher sends one warm-up message, and
@@ -18,7 +18,6 @@
 //! and takes CPU from the servers; `docs/benchmarks.md` says how to read that.
 
 mod failover;
-mod histogram;
 mod load;
 mod report;
 
@@ -32,8 +31,8 @@ use crossbeam_channel::{bounded, unbounded};
 use crate::Output;
 use crate::error::{Error, Result};
 use crate::support::cpu;
+use crate::support::histogram::Histogram;
 use crate::tools::children::{ChildGuard, spawn_role};
-pub use histogram::Histogram;
 pub use load::when_due;
 use load::{Client, Gates, Pace, Progress, Spec, Tally};
 pub use report::Report;
