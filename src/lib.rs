@@ -86,7 +86,8 @@
 //!                            threads), memory (given back), random ids, visible
 //!                            (remote text made safe to print on a terminal), cpu (a
 //!                            process's CPU time, for bench), histogram (latencies, for
-//!                            bench and benches/)
+//!                            bench and benches/), sys (every C function of the crate,
+//!                            each behind a safe wrapper)
 //! ```
 //!
 //! ```text

@@ -7,8 +7,8 @@
 //! pages of every arena to the kernel. It costs a walk over the arenas, so the server calls
 //! it only when a good part of its clients has gone ([`Trimmer`]), never per client.
 //!
-//! `malloc_trim` is glibc's; elsewhere this does nothing. It is declared by hand, as the
-//! other C functions in `support/` are (no `libc` crate).
+//! `malloc_trim` is glibc's; elsewhere this does nothing. It comes from `sys.rs`, as
+//! every C function of the crate does (no `libc` crate).
 
 use std::time::{Duration, Instant};
 
@@ -76,15 +76,11 @@ impl Trimmer {
 /// on each other. Call it before starting threads; it affects arenas made from then on.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn limit_arenas() {
-    unsafe extern "C" {
-        fn mallopt(param: i32, value: i32) -> i32;
-    }
     /// glibc's `M_ARENA_MAX` (malloc.h).
     const M_ARENA_MAX: i32 = -8;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let arenas = i32::try_from(cores).unwrap_or(i32::MAX);
-    // SAFETY: mallopt takes two integers and only changes the allocator's settings.
-    unsafe { mallopt(M_ARENA_MAX, arenas) };
+    super::sys::mallopt(M_ARENA_MAX, arenas);
 }
 
 /// Not glibc: nothing to do.
@@ -94,15 +90,8 @@ pub fn limit_arenas() {}
 /// Returns the free pages of every allocator arena to the system (`malloc_trim(0)`).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn give_back_freed_memory() {
-    unsafe extern "C" {
-        fn malloc_trim(pad: usize) -> i32;
-    }
-    // SAFETY: malloc_trim takes a byte count and touches only the allocator's own state.
-    let released = unsafe { malloc_trim(0) };
-    log::debug!(
-        "gave freed memory back to the system released={}",
-        released != 0
-    );
+    let released = super::sys::malloc_trim(0);
+    log::debug!("gave freed memory back to the system released={released}");
 }
 
 /// Not glibc: nothing to do.
