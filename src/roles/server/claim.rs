@@ -1,15 +1,16 @@
 //! Names unique across the cluster: before a server registers a client under a fresh name,
-//! it claims the name at the coordinator ([`claim_name`]), which refuses it when another
-//! live server lists the name or claimed it first (`Registry`'s `claim_name`, in the
-//! coordinator). That covers what the server cannot see by itself: a client sent straight to
-//! it with `--server` under a name registered elsewhere, and two clients registering one
-//! name on two servers within one heartbeat interval, before any heartbeat lists it.
+//! it asks the coordinator to claim the name for it ([`ask_to_claim_name`]); the
+//! coordinator decides (`claim_name` in `coordinator/registry.rs`) and refuses it when
+//! another live server lists the name or claimed it first. That covers what the server
+//! cannot see by itself: a client sent straight to it with `--server` under a name
+//! registered elsewhere, and two clients registering one name on two servers within one
+//! heartbeat interval, before any heartbeat lists it.
 //!
 //! **Threads and peers.** None of its own: the client's connection thread calls
-//! [`claim_name`] while it registers the client, which opens one short `Claim` connection to
-//! the coordinator, asks once and closes it. It blocks for at most [`CLAIM_CONNECT_TIMEOUT`]
-//! to connect and for the coordinator's challenge, then [`CLAIM_REPLY_TIMEOUT`] for the
-//! answer.
+//! [`ask_to_claim_name`] while it registers the client, which opens one short `Claim`
+//! connection to the coordinator, asks once and closes it. It blocks for at most
+//! [`CLAIM_CONNECT_TIMEOUT`] to connect and for the coordinator's challenge, then
+//! [`CLAIM_REPLY_TIMEOUT`] for the answer.
 //!
 //! **Where uniqueness stops.** When the coordinator cannot answer in time (it is down, hung,
 //! refusing connections at its limit, or still in its first heartbeat timeout after a
@@ -43,10 +44,11 @@ const CLAIM_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// thousand registrations should not write ten thousand lines.
 static UNCHECKED: AtomicU64 = AtomicU64::new(0);
 
-/// Claims `name` at the coordinator for a client about to register on this server. Returns
-/// the server that has the name when it is taken elsewhere; `None` when it is this server's
-/// to give, and also when the coordinator could not answer (logged, see the module doc).
-pub(super) fn claim_name(shared: &Shared, name: &str) -> Option<String> {
+/// Asks the coordinator to claim `name` for a client about to register on this server.
+/// Returns the server that has the name when it is taken elsewhere; `None` when it is this
+/// server's to give, and also when the coordinator could not answer (logged, see the module
+/// doc).
+pub(super) fn ask_to_claim_name(shared: &Shared, name: &str) -> Option<String> {
     match ask(shared, name) {
         Ok(holder) if holder.is_empty() => None,
         Ok(holder) => Some(holder),
