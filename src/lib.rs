@@ -83,13 +83,15 @@
 //! tools/status.rs            `dsys status`: ask, print
 //! tools/demo/                `dsys demo`: mod.rs runs it, story.rs watches and counts
 //! tools/bench/               `dsys bench`: mod.rs (the loads, the steps), load.rs (its
-//!                            clients), failover.rs, histogram.rs, report.rs
+//!                            clients), failover.rs, report.rs
 //! tools/children.rs          coordinators and servers as child processes (demo, bench)
 //! support/                   skip on a first reading: mod.rs, sha256 (files, HMAC), json,
 //!                            signals (SIGINT/SIGTERM as a channel), limits (open files,
 //!                            threads), memory (given back), random ids, visible
 //!                            (remote text made safe to print on a terminal), cpu (a
-//!                            process's CPU time, for bench)
+//!                            process's CPU time, for bench), histogram (latencies, for
+//!                            bench and benches/), sys (every C function of the crate,
+//!                            each behind a safe wrapper)
 //! ```
 //!
 //! ```text

@@ -7,10 +7,11 @@
 //! short and finished by another thread, and a file must still arrive byte-identical,
 //! once, in its sender's order.
 //!
-//! The failures are those of `docs/guarantees.md`: a server killed (SIGKILL), a server hung
-//! (SIGSTOP) long enough to be declared dead and then woken (SIGCONT), a short hang that is
-//! not, the coordinator killed and restarted on the same address, a second server killed
-//! after the first, leaving one, and a client's connection reset. A server may also be
+//! The failures are those of `docs/guarantees.md`, each injected and undone by a function
+//! of its own (`faults.rs`): a server killed (SIGKILL), a server hung (SIGSTOP) long
+//! enough to be declared dead and then woken (SIGCONT), a short hang that is not, the
+//! coordinator killed and restarted on the same address, a second server killed after the
+//! first, leaving one, and a client's connection reset. A server may also be
 //! stopped on purpose (SIGTERM, a planned stop): its clients move to the other servers, it
 //! exits 0 by itself, and it is started again on its address. When the test may make
 //! network namespaces (root), every process runs in one of its own (`place.rs`) and the
@@ -42,6 +43,8 @@
 //! check asserts neither; `tests/planned_stop.rs` asserts it without other faults.
 
 mod common;
+#[path = "fault_injection/faults.rs"]
+mod faults;
 #[path = "fault_injection/place.rs"]
 mod place;
 #[path = "fault_injection/report.rs"]
@@ -54,270 +57,99 @@ mod workload;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Client, Proc};
+use common::Client;
+use faults::FaultedCluster;
 use place::Place;
 use report::{PlannedStop, REPORT, Round, count_deliveries, failover_gaps, planned_stop_events};
-use schedule::{Cut, FLAP_TICKS, Fault, Rng, schedule};
+use schedule::{Rng, schedule};
 use workload::{FILE_TICKS, Files, check_sender, file_name, file_numbers, items_per_sender};
 
 /// Heartbeat interval of the servers under test (ms).
 const INTERVAL_MS: u64 = 100;
 /// Heartbeat timeout of the coordinator (ms): five intervals.
 const TIMEOUT_MS: u64 = 500;
+/// Servers at the start of a round.
+const SERVERS: usize = 3;
 /// Clients, two per server at the start.
 const CLIENTS: usize = 6;
 /// Texts each client sends (and, besides, a file at each of `workload::FILE_TICKS`).
 const MESSAGES: usize = 120;
+/// Ticks after the last send during which the faults still strike and are undone.
+const AFTER_SENDING: u64 = 40;
 /// The pace of the workload: one round of sends (one message from every client) per tick.
 /// This paces the load, it does not stand in for synchronisation: every check below waits
 /// for events.
 const TICK: Duration = Duration::from_millis(20);
 /// How long the receivers may take, after the last send, to have everything.
 const SETTLE: Duration = Duration::from_secs(20);
-/// How long a planned stop may take, from SIGTERM to exit: the server's default
-/// `--drain-timeout` (30 s; a drain that cannot reach the coordinator waits that long),
-/// and a margin.
-const DRAIN: Duration = Duration::from_secs(40);
-
-/// A server in a planned stop: SIGTERMed at `since`, draining, to be started again on its
-/// address once it has exited.
-struct Stopping {
-    since: Instant,
-    proc: Proc,
-    addr: String,
-    node: usize,
-}
-
-/// Ends the planned stops in `stopping` whose server has exited (all of them, waiting up
-/// to [`DRAIN`] for each, when `wait`): checks that each exited 0 by itself, starts it
-/// again on its address, and returns it as a running server with its [`PlannedStop`]. A planned stop always ends in exit 0 (`docs/shutdown.md`), whether every
-/// client moved, the drain timed out or there was nowhere to move them, so that is checked
-/// whatever else the round did; how it ended is printed.
-fn end_planned_stops(
-    place: &Place,
-    coordinator: &str,
-    stopping: &mut Vec<Stopping>,
-    wait: bool,
-    seed: u64,
-) -> Vec<((Proc, String, usize), PlannedStop)> {
-    let mut ended = Vec::new();
-    for mut stop in std::mem::take(stopping) {
-        let status = if wait {
-            Some(
-                stop.proc
-                    .wait_exit(DRAIN.saturating_sub(stop.since.elapsed())),
-            )
-        } else {
-            stop.proc.try_exit()
-        };
-        let Some(status) = status else {
-            assert!(
-                stop.since.elapsed() < DRAIN,
-                "server {} still running {DRAIN:?} after SIGTERM (seed {seed}); its stderr:\n{}",
-                stop.addr,
-                stop.proc.stderr_report()
-            );
-            stopping.push(stop);
-            continue;
-        };
-        let exited = Instant::now();
-        assert!(
-            status.success(),
-            "server {} exited with {status} after SIGTERM (seed {seed}); its stderr:\n{}",
-            stop.addr,
-            stop.proc.stderr_report()
-        );
-        let lines = stop.proc.stderr_to_end(common::TIMEOUT);
-        let how = [
-            ("every client has moved", "every client moved"),
-            ("longer than --drain-timeout", "the drain timed out"),
-            (
-                "no other live server to take",
-                "nowhere to move its clients",
-            ),
-        ]
-        .into_iter()
-        .find(|(line, _)| lines.iter().any(|l| l.contains(line)))
-        .map_or("no drain logged", |(_, how)| how);
-        println!(
-            "  server {} exited 0 {} ms after SIGTERM ({how}); started again",
-            stop.addr,
-            (exited - stop.since).as_millis()
-        );
-        let proc = place.restart_server(stop.node, coordinator, &stop.addr);
-        let record = PlannedStop {
-            addr: stop.addr.clone(),
-            since: stop.since,
-            exited,
-        };
-        ended.push(((proc, stop.addr, stop.node), record));
-    }
-    ended
-}
 
 /// One round: run the workload under the seed's faults and check every delivery.
 fn run_round(seed: u64) {
     // Declared first, dropped last: every process below is killed before its namespace goes.
-    let place = Place::new(3);
+    let place = Place::new(SERVERS);
     let faults = schedule(seed, place.partitions());
     println!("fault injection seed={seed} faults={faults:?}");
 
-    let (mut coordinator, coordinator_addr) = place.coordinator(None);
-    // Each running server with its address and its node (its index at the start).
-    let mut servers: Vec<(Proc, String, usize)> = (0..3)
-        .map(|i| {
-            let (proc, addr) = place.server(i, &coordinator_addr);
-            (proc, addr, i)
-        })
-        .collect();
-    place.wait_servers_alive(&coordinator_addr, 3);
+    let mut cluster = FaultedCluster::start(&place, seed);
     let names: Vec<String> = (0..CLIENTS).map(|i| format!("c{i}")).collect();
     let files = Files::make(seed, &names);
-    let mut clients: Vec<Client> = names
-        .iter()
-        .map(|name| {
-            let client = place.client(name, &coordinator_addr);
-            client.wait_registered();
-            client
-        })
-        .collect();
+    let mut clients = start_clients(&place, cluster.coordinator_addr(), &names);
 
     // Sending, with the faults injected at their ticks. Hung servers, a downed coordinator
     // and cut links are brought back at their own ticks.
-    let mut wake_at: Vec<(u64, Proc, String, usize)> = Vec::new();
-    // Cuts in force: the cut, the nodes of the running servers when it was made, and the
-    // tick it heals.
-    let mut cuts: Vec<(Cut, Vec<usize>, u64, u64)> = Vec::new();
     let mut injected: Vec<(Instant, &'static str)> = Vec::new();
-    let mut coordinator_back_at: Option<u64> = None;
-    let mut stopping: Vec<Stopping> = Vec::new();
-    let mut stops: Vec<PlannedStop> = Vec::new();
     let mut next_send = Instant::now();
-    for tick in 0..MESSAGES as u64 + 40 {
+    for tick in 0..MESSAGES as u64 + AFTER_SENDING {
         if (tick as usize) < MESSAGES {
-            for client in clients.iter_mut() {
-                if let Some(command) = files.command_at(&client.name, tick) {
-                    client.send_line(&command);
-                }
-                client.send_line(&format!("m{}", tick + 1));
-            }
+            send_tick(&mut clients, &files, tick);
         }
-        for (at, fault) in &faults {
-            if *at != tick {
-                continue;
-            }
+        for (_, fault) in faults.iter().filter(|(at, _)| *at == tick) {
             injected.push((Instant::now(), fault.kind()));
-            match *fault {
-                Fault::KillServer(i) => {
-                    // The schedule counts a stopped server as running (it comes back), so a
-                    // kill waits for it: never kill the last server that takes clients.
-                    if !stopping.is_empty() {
-                        println!("  tick {tick}: the kill waits for the planned stop to end");
-                    }
-                    for (server, stop) in
-                        end_planned_stops(&place, &coordinator_addr, &mut stopping, true, seed)
-                    {
-                        servers.push(server);
-                        stops.push(stop);
-                    }
-                    let (mut proc, addr, _) = servers.remove(i % servers.len());
-                    println!("  tick {tick}: SIGKILL server {addr}");
-                    proc.kill();
-                }
-                Fault::HangServer(i, ticks) => {
-                    let (proc, addr, node) = servers.remove(i % servers.len());
-                    println!("  tick {tick}: SIGSTOP server {addr} for {ticks} ticks");
-                    proc.stop();
-                    wake_at.push((tick + ticks, proc, addr, node));
-                }
-                Fault::StopServer(i) => {
-                    let (proc, addr, node) = servers.remove(i % servers.len());
-                    println!("  tick {tick}: SIGTERM server {addr} (a planned stop)");
-                    proc.terminate();
-                    stopping.push(Stopping {
-                        since: Instant::now(),
-                        proc,
-                        addr,
-                        node,
-                    });
-                }
-                Fault::ResetClient(i) => {
-                    let client = &clients[i];
-                    println!("  tick {tick}: reset the connection of {}", client.name);
-                    place.reset_connections_of(client.proc.pid());
-                }
-                Fault::RestartCoordinator(ticks) => {
-                    println!("  tick {tick}: SIGKILL coordinator for {ticks} ticks");
-                    coordinator.kill();
-                    coordinator_back_at = Some(tick + ticks);
-                }
-                Fault::Cut(cut, ticks) => {
-                    let nodes: Vec<usize> = servers.iter().map(|(_, _, node)| *node).collect();
-                    println!(
-                        "  tick {tick}: cut {cut:?} (server nodes {nodes:?}) for {ticks} ticks"
-                    );
-                    place.cut(cut, &nodes, false);
-                    cuts.push((cut, nodes, tick, tick + ticks));
-                }
-            }
+            cluster.inject(tick, *fault, &clients);
         }
-        for (cut, nodes, from, until) in &cuts {
-            if *until == tick {
-                println!("  tick {tick}: healed {cut:?}");
-                place.cut(*cut, nodes, true);
-            } else if matches!(cut, Cut::Flap(_))
-                && tick < *until
-                && (tick - from) % FLAP_TICKS == 0
-            {
-                // Cut on even steps, healed on odd ones.
-                let heal = (tick - from) / FLAP_TICKS % 2 == 1;
-                place.cut(*cut, nodes, heal);
-            }
-        }
-        cuts.retain(|(_, _, _, until)| *until > tick);
-        if coordinator_back_at == Some(tick) {
-            println!("  tick {tick}: coordinator restarted on {coordinator_addr}");
-            coordinator = place.coordinator(Some(&coordinator_addr)).0;
-            coordinator_back_at = None;
-        }
-        // A stopped server that has exited comes back on its address, a new incarnation,
-        // and can take later faults like any other.
-        for (server, stop) in
-            end_planned_stops(&place, &coordinator_addr, &mut stopping, false, seed)
-        {
-            servers.push(server);
-            stops.push(stop);
-        }
-        let (due, later): (Vec<_>, Vec<_>) =
-            wake_at.into_iter().partition(|(at, _, _, _)| *at <= tick);
-        wake_at = later;
-        for (_, proc, addr, node) in due {
-            println!("  tick {tick}: SIGCONT server {addr}");
-            proc.cont();
-            // A woken server rejoins (as a new incarnation when it was declared dead) and
-            // can take later faults like any other.
-            servers.push((proc, addr, node));
-        }
+        cluster.recover(tick);
         next_send += TICK;
         std::thread::sleep(next_send.saturating_duration_since(Instant::now()));
     }
-    if coordinator_back_at.is_some() {
-        coordinator = place.coordinator(Some(&coordinator_addr)).0;
-    }
-    for (_, proc, _, _) in wake_at {
-        proc.cont();
-    }
-    for (cut, nodes, _, _) in cuts {
-        place.cut(cut, &nodes, true);
-    }
-    for (server, stop) in end_planned_stops(&place, &coordinator_addr, &mut stopping, true, seed) {
-        servers.push(server);
-        stops.push(stop);
-    }
+    let stops = cluster.end_faults();
 
-    // Every receiver must get every other client's last text and every file.
+    await_the_last_of_everything(&clients, &names, seed);
+    finish_clients(&mut clients, seed);
+    // The report first, so that it counts what a failed check below is about.
+    report_round(&clients, &names, injected, stops);
+    check_deliveries(&clients, &names, &files, seed);
+    drop(clients);
+    drop(cluster);
+    drop(place);
+}
+
+/// Starts a client for each of `names`, each registered before the next starts.
+fn start_clients(place: &Place, coordinator: &str, names: &[String]) -> Vec<Client> {
+    names
+        .iter()
+        .map(|name| {
+            let client = place.client(name, coordinator);
+            client.wait_registered();
+            client
+        })
+        .collect()
+}
+
+/// One tick of the workload: every client sends its file due at `tick`, if any, then its
+/// text.
+fn send_tick(clients: &mut [Client], files: &Files, tick: u64) {
+    for client in clients.iter_mut() {
+        if let Some(command) = files.command_at(&client.name, tick) {
+            client.send_line(&command);
+        }
+        client.send_line(&format!("m{}", tick + 1));
+    }
+}
+
+/// Waits until every receiver has every other client's last text and every file.
+fn await_the_last_of_everything(clients: &[Client], names: &[String], seed: u64) {
     let last_text = format!("m{MESSAGES}");
-    for receiver in &clients {
+    for receiver in clients {
         for sender in names.iter().filter(|n| **n != receiver.name) {
             receiver.expect_event(
                 &format!("the last text from {sender} (seed {seed})"),
@@ -334,7 +166,10 @@ fn run_round(seed: u64) {
             }
         }
     }
-    // End of input: each client waits for its acks, deregisters and exits 0.
+}
+
+/// End of input: each client waits for its acks, deregisters and must exit 0.
+fn finish_clients(clients: &mut [Client], seed: u64) {
     for client in clients.iter_mut() {
         client.close_stdin();
     }
@@ -346,8 +181,16 @@ fn run_round(seed: u64) {
             client.name
         );
     }
+}
 
-    // The report first, so that it counts what a failed check below is about.
+/// Adds the round to the run report: the faults `injected`, what each receiver got, the
+/// gaps after failovers, and the planned `stops`.
+fn report_round(
+    clients: &[Client],
+    names: &[String],
+    injected: Vec<(Instant, &'static str)>,
+    stops: Vec<PlannedStop>,
+) {
     let mut round = Round {
         faults: injected.clone(),
         counts: report::Counts {
@@ -357,7 +200,7 @@ fn run_round(seed: u64) {
         gaps: Vec::new(),
         stops,
     };
-    for receiver in &clients {
+    for receiver in clients {
         let senders: Vec<&str> = names
             .iter()
             .map(String::as_str)
@@ -369,17 +212,17 @@ fn run_round(seed: u64) {
         round.counts = round.counts.plus(planned_stop_events(&timed, &round.stops));
         round.gaps.extend(failover_gaps(&timed, &injected));
     }
-    {
-        let mut report = REPORT.lock().unwrap_or_else(|p| p.into_inner());
-        report.add(round);
-        report.write();
-    }
+    let mut report = REPORT.lock().unwrap_or_else(|p| p.into_inner());
+    report.add(round);
+    report.write();
+}
 
-    // The check: per receiver and sender, every number once and in order, the texts and
-    // the files as sent (`workload::check_sender`), no gap events; and each file under the
-    // same number at every receiver.
+/// The check: per receiver and sender, every number once and in order, the texts and the
+/// files as sent (`workload::check_sender`), no gap events; and each file under the same
+/// number at every receiver.
+fn check_deliveries(clients: &[Client], names: &[String], files: &Files, seed: u64) {
     let mut numbers = BTreeMap::new();
-    for receiver in &clients {
+    for receiver in clients {
         let events = receiver.events_so_far();
         if let Some(gap) = events.iter().find(|e| e["event"] == "gap") {
             panic!(
@@ -400,7 +243,7 @@ fn run_round(seed: u64) {
                     (e["event"] == "message" || e["event"] == "file") && e["from"] == *sender
                 })
                 .collect();
-            if let Err(why) = check_sender(&from_sender, sender, MESSAGES as u64, &files) {
+            if let Err(why) = check_sender(&from_sender, sender, MESSAGES as u64, files) {
                 panic!("{}: {why} (seed {seed})", receiver.name);
             }
         }
@@ -412,10 +255,6 @@ fn run_round(seed: u64) {
             "receivers got {name} from {sender} under different numbers {seqs:?} (seed {seed})"
         );
     }
-    drop(clients);
-    drop(servers);
-    drop(coordinator);
-    drop(place);
 }
 
 #[test]

@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use dsys::tools::bench::Histogram;
+use dsys::support::histogram::Histogram;
 
 /// Bytes of every payload, as in every load of `docs/benchmarks.md`.
 pub const PAYLOAD_LEN: usize = 128;

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use dsys::support::cpu::cpu_time;
-use dsys::tools::bench::Histogram;
+use dsys::support::histogram::Histogram;
 
 use check::{Check, PAYLOAD_LEN, Tally};
 use publisher::{Credits, Job};

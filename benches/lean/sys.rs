@@ -1,6 +1,6 @@
 //! The few Linux calls the lean generator needs that std does not offer: an epoll set
 //! ([`Epoll`]) and a read that never blocks ([`recv_nowait`]). Declared by hand with
-//! `extern "C"`, as `src/support/` declares its C functions, so the benches add no
+//! `extern "C"`, as `src/support/sys.rs` declares the library's, so the benches add no
 //! dependency. Nothing here knows about protocols or threads: `receiver.rs` owns the
 //! epoll sets and calls these.
 

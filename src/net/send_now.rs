@@ -5,21 +5,19 @@
 //! slow reader would stall everyone behind it. `TcpStream::set_nonblocking` would switch
 //! the whole socket, and the client's connection thread, which reads it blocking at that
 //! moment, would see its reads fail. `send(2)` with `MSG_DONTWAIT` makes this one call
-//! non-blocking and leaves the socket as it is. std has no such call, so this file
-//! declares the C library's `send` itself, as `support/signals.rs` does for `signal`.
+//! non-blocking and leaves the socket as it is. std has no such call; the C library's is
+//! declared in `support/sys.rs`, with the crate's other C functions.
 
 use std::io;
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
+
+use crate::support::sys;
 
 /// Do not block in this call (Linux's value).
 const MSG_DONTWAIT: i32 = 0x40;
 /// Do not raise SIGPIPE when the peer has gone; the error comes back as `EPIPE` instead.
 const MSG_NOSIGNAL: i32 = 0x4000;
-
-unsafe extern "C" {
-    fn send(fd: i32, buf: *const u8, len: usize, flags: i32) -> isize;
-}
 
 /// Sends as much of `bytes` as the socket's send buffer takes right now, and returns how
 /// much that was (all, some, or nothing).
@@ -29,22 +27,10 @@ unsafe extern "C" {
 /// (`ECONNRESET`, `EPIPE`, ...) as it is.
 pub fn send_now(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
     loop {
-        // SAFETY: the descriptor is open for as long as `stream` is borrowed, and the
-        // pointer and length describe `bytes`, which the kernel only reads.
-        let sent = unsafe {
-            send(
-                stream.as_raw_fd(),
-                bytes.as_ptr(),
-                bytes.len(),
-                MSG_DONTWAIT | MSG_NOSIGNAL,
-            )
-        };
-        if let Ok(sent) = usize::try_from(sent) {
-            return Ok(sent);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match sys::send(stream.as_fd(), bytes, MSG_DONTWAIT | MSG_NOSIGNAL) {
+            // A signal came before anything was sent: nothing happened, so try again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            sent => return sent,
         }
     }
 }

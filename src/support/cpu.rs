@@ -2,10 +2,12 @@
 //! `dsys bench` reports per delivery for the servers it started (`tools/bench/mod.rs`), and
 //! what the benches in `benches/` measure. No thread, no state.
 //!
-//! `sysconf` is declared by hand, as the other C functions in `support/` are (no `libc`
-//! crate). The figures it yields: `docs/benchmarks.md`.
+//! `sysconf` comes from `sys.rs`, as every C function of the crate does (no `libc` crate).
+//! The figures it yields: `docs/benchmarks.md`.
 
 use std::time::Duration;
+
+use super::sys;
 
 /// User plus system CPU time that process `pid` has used so far; zero when it cannot be
 /// read (it has ended, or this is not Linux).
@@ -24,13 +26,9 @@ pub fn cpu_time(pid: u32) -> Duration {
 
 /// The unit of the times in `/proc/PID/stat` (`sysconf(_SC_CLK_TCK)`, 100 on Linux).
 fn ticks_per_second() -> u64 {
-    unsafe extern "C" {
-        fn sysconf(name: i32) -> i64;
-    }
     /// `_SC_CLK_TCK` (unistd.h).
     const SC_CLK_TCK: i32 = 2;
-    // SAFETY: sysconf takes an integer and only reads the system's configuration.
-    unsafe { sysconf(SC_CLK_TCK) }.max(1) as u64
+    sys::sysconf(SC_CLK_TCK).max(1) as u64
 }
 
 #[cfg(test)]

@@ -7,12 +7,15 @@
 //! when `accept` runs out of descriptors (`net/accept.rs`), the writer pool sizing its
 //! thread budget (`roles/server/write/pool.rs`), and the capacity bench. No thread.
 //!
-//! The C functions are declared by hand, as in `signals.rs` (no `libc` crate). Each limit,
-//! what a server does when it meets it and how to raise it: `docs/thread-per-connection.md`,
+//! `getrlimit` and `setrlimit` come from `sys.rs` (no `libc` crate). Each limit, what a
+//! server does when it meets it and how to raise it: `docs/thread-per-connection.md`,
 //! "The limits a server meets next, and how to raise them".
 
 use std::fs::File;
 use std::io;
+
+#[cfg(target_os = "linux")]
+use super::sys;
 
 /// The open-file limits of this process after [`raise_open_files_limit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,24 +26,9 @@ pub struct OpenFiles {
     pub hard: u64,
 }
 
+/// `RLIMIT_NOFILE` on Linux (`<sys/resource.h>`).
 #[cfg(target_os = "linux")]
-mod sys {
-    /// `struct rlimit` on Linux: `rlim_t` is 64 bits wide on every Linux target Rust
-    /// supports with std.
-    #[repr(C)]
-    pub struct RLimit {
-        pub cur: u64,
-        pub max: u64,
-    }
-
-    /// `RLIMIT_NOFILE` on Linux (`<sys/resource.h>`).
-    pub const RLIMIT_NOFILE: i32 = 7;
-
-    unsafe extern "C" {
-        pub fn getrlimit(resource: i32, rlim: *mut RLimit) -> i32;
-        pub fn setrlimit(resource: i32, rlim: *const RLimit) -> i32;
-    }
-}
+const RLIMIT_NOFILE: i32 = 7;
 
 /// Raises the soft open-file limit to the hard limit and returns both. Never lowers it.
 ///
@@ -48,20 +36,13 @@ mod sys {
 /// When the limits cannot be read or set (not on Linux: `Unsupported`).
 #[cfg(target_os = "linux")]
 pub fn raise_open_files_limit() -> io::Result<OpenFiles> {
-    let mut limit = sys::RLimit { cur: 0, max: 0 };
-    // SAFETY: getrlimit writes one `struct rlimit` into the valid pointer it is given.
-    if unsafe { sys::getrlimit(sys::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let mut limit = sys::getrlimit(RLIMIT_NOFILE)?;
     if limit.cur < limit.max {
         let raised = sys::RLimit {
             cur: limit.max,
             max: limit.max,
         };
-        // SAFETY: setrlimit reads one valid `struct rlimit`.
-        if unsafe { sys::setrlimit(sys::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        sys::setrlimit(RLIMIT_NOFILE, &raised)?;
         limit.cur = limit.max;
     }
     Ok(OpenFiles {

@@ -8,6 +8,7 @@
 //!
 //! Why resident memory stays near its peak without it, and what a trim gives back,
 //! measured: `docs/thread-per-connection.md`, "What a thread, a client and a writer cost".
+//! `malloc_trim` is glibc's (from `sys.rs`); elsewhere this does nothing.
 
 use std::time::{Duration, Instant};
 
@@ -75,15 +76,11 @@ impl Trimmer {
 /// on each other. Call it before starting threads; it affects arenas made from then on.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn limit_arenas() {
-    unsafe extern "C" {
-        fn mallopt(param: i32, value: i32) -> i32;
-    }
     /// glibc's `M_ARENA_MAX` (malloc.h).
     const M_ARENA_MAX: i32 = -8;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let arenas = i32::try_from(cores).unwrap_or(i32::MAX);
-    // SAFETY: mallopt takes two integers and only changes the allocator's settings.
-    unsafe { mallopt(M_ARENA_MAX, arenas) };
+    super::sys::mallopt(M_ARENA_MAX, arenas);
 }
 
 /// Not glibc: nothing to do.
@@ -93,15 +90,8 @@ pub fn limit_arenas() {}
 /// Returns the free pages of every allocator arena to the system (`malloc_trim(0)`).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn give_back_freed_memory() {
-    unsafe extern "C" {
-        fn malloc_trim(pad: usize) -> i32;
-    }
-    // SAFETY: malloc_trim takes a byte count and touches only the allocator's own state.
-    let released = unsafe { malloc_trim(0) };
-    log::debug!(
-        "gave freed memory back to the system released={}",
-        released != 0
-    );
+    let released = super::sys::malloc_trim(0);
+    log::debug!("gave freed memory back to the system released={released}");
 }
 
 /// Not glibc: nothing to do.

@@ -6,40 +6,36 @@
 //!
 //! **Threads.** The handler only writes a byte to a pipe; the `signals` thread reads it and
 //! drops a `Sender`, so every receiver sees `Disconnected` at once ("stop means
-//! disconnect"). It lives as long as the process. The C functions are declared by hand (no
-//! `libc` crate). The self-pipe trick, step by step: `docs/shutdown.md`, "Ctrl-C: from a
+//! disconnect"). It lives as long as the process. `signal`, `write` and `prctl` come from
+//! `sys.rs`. The self-pipe trick, step by step: `docs/shutdown.md`, "Ctrl-C: from a
 //! signal to a channel".
 
-use std::io::Read;
-use std::os::fd::IntoRawFd;
+use std::io::{PipeWriter, Read};
+use std::os::fd::AsFd;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI32, Ordering};
 
 use crossbeam_channel::{Receiver, bounded};
+
+use super::sys::{self, SignalHandler};
 
 const SIGINT: i32 = 2;
 const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
-const PR_SET_PDEATHSIG: i32 = 1;
 
-unsafe extern "C" {
-    fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
-    fn write(fd: i32, buf: *const u8, count: usize) -> isize;
-    fn prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
-}
-
-/// The write end of the self-pipe, or -1 before [`stop_on_signal`] installs the handler.
-static PIPE_WRITE_FD: AtomicI32 = AtomicI32::new(-1);
+/// The write end of the self-pipe, set once before the handler is installed and never
+/// closed. `OnceLock::get` never blocks and allocates nothing, so the handler may read it.
+static PIPE_WRITE: OnceLock<PipeWriter> = OnceLock::new();
 
 extern "C" fn on_signal(_signum: i32) {
-    let fd = PIPE_WRITE_FD.load(Ordering::Relaxed);
-    if fd >= 0 {
-        // SAFETY: write(2) is async-signal-safe; the buffer is a valid one-byte static.
-        unsafe {
-            write(fd, b"x".as_ptr(), 1);
-        }
+    if let Some(pipe) = PIPE_WRITE.get() {
+        // Nothing to do if it fails: a handler can neither log nor retry safely.
+        let _ = sys::write(pipe.as_fd(), b"x");
     }
 }
+
+// SAFETY: `on_signal` reads a `OnceLock` set before the handler is installed, which never
+// blocks, and calls write(2), which is async-signal-safe.
+const ON_SIGNAL: SignalHandler = unsafe { SignalHandler::new(on_signal) };
 
 /// Returns a receiver that disconnects on the first SIGINT or SIGTERM. Installs the
 /// handlers on first use; later calls return clones of the same receiver.
@@ -73,12 +69,11 @@ fn install() -> (Receiver<()>, Receiver<()>) {
         std::mem::forget(again_tx);
         return (stop_rx, again_rx);
     };
-    PIPE_WRITE_FD.store(pipe_tx.into_raw_fd(), Ordering::Relaxed);
-    // SAFETY: `on_signal` only performs an async-signal-safe write(2).
-    unsafe {
-        signal(SIGINT, on_signal);
-        signal(SIGTERM, on_signal);
-    }
+    // `install` runs once (`receivers`), so the cell is empty.
+    let _ = PIPE_WRITE.set(pipe_tx);
+    // signal(2) fails only for a signal that cannot be caught, and these two can.
+    let _ = sys::signal(SIGINT, ON_SIGNAL);
+    let _ = sys::signal(SIGTERM, ON_SIGNAL);
     let spawned = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -104,11 +99,5 @@ fn install() -> (Receiver<()>, Receiver<()>) {
 /// # Errors
 /// The OS error of prctl(2).
 pub fn die_with_parent() -> std::io::Result<()> {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and is async-signal-safe.
-    let rc = unsafe { prctl(PR_SET_PDEATHSIG, SIGKILL as u64, 0, 0, 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    sys::set_parent_death_signal(SIGKILL)
 }

@@ -56,15 +56,28 @@ pub fn query(coordinator: &str, secret: Option<&Secret>) -> Result<Vec<ServerInf
     Ok(servers)
 }
 
+/// What `dsys status` asks and how it prints it.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The coordinator's address (`HOST:PORT`).
+    pub coordinator: String,
+    /// A table or the JSON object.
+    pub output: Output,
+    /// How the table shows client names (JSON always lists them all).
+    pub names: Names,
+    /// The cluster secret, when there is one.
+    pub secret: Option<Secret>,
+}
+
 /// `dsys status`: prints the table (text) or one JSON object (json) on stdout.
 ///
 /// # Errors
 /// As [`query`].
-pub fn run(coordinator: &str, output: Output, names: Names, secret: Option<&Secret>) -> Result<()> {
-    let servers = query(coordinator, secret)?;
-    let text = match output {
+pub fn run(config: &Config) -> Result<()> {
+    let servers = query(&config.coordinator, config.secret.as_ref())?;
+    let text = match config.output {
         Output::Json => format!("{}\n", to_json(&servers)),
-        Output::Text => to_table(&servers, names),
+        Output::Text => to_table(&servers, config.names),
     };
     // Not `print!`, which panics when stdout is a closed pipe.
     let mut stdout = std::io::stdout().lock();

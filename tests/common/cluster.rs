@@ -1,18 +1,134 @@
-//! [`Cluster`]: a coordinator and its servers, started together and ready to use, with the
-//! named verbs through which tests inject failures (kill, hang, wake, restart).
+//! Starting a cluster: a coordinator or a server as a child, ready once it logs the address
+//! it bound ([`start_coordinator`], [`start_server`] and their variants), and [`Cluster`],
+//! a coordinator and its servers started together and ready to use, with the named verbs
+//! through which tests inject failures (kill, hang, wake, restart).
 
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::client::Client;
 use super::proc::Proc;
-use super::status::{
-    entry_clients, start_coordinator_at, start_coordinator_with, start_server_on_port,
-    start_server_with, status_entry, try_status_json_as, wait_until_servers_alive_as,
-};
+use super::status::{entry_clients, status_entry, try_status_json_as, wait_until_servers_alive_as};
 use super::wait::{poll_until, wait_until};
-use super::{HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, TIMEOUT};
+use super::{HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, TIMEOUT, dsys, dsys_with_open_files};
+
+/// The address in a log line `... listening on ADDR ...`: the text after "listening on " up
+/// to whitespace or the end of the line.
+pub(super) fn listening_addr(proc: &Proc) -> String {
+    let line = proc.wait_for_stderr("listening on ", TIMEOUT);
+    let after = line
+        .split_once("listening on ")
+        .map(|(_, after)| after)
+        .expect("the line contains the pattern we waited for");
+    let addr = after.split_whitespace().next().unwrap_or_default();
+    assert!(
+        addr.parse::<std::net::SocketAddr>().is_ok(),
+        "{} logged {line:?}, but {addr:?} is not a socket address",
+        proc.name()
+    );
+    addr.to_string()
+}
+
+/// Starts `dsys coordinator --listen 127.0.0.1:0 --heartbeat-timeout MS` and returns it with
+/// the address it bound (read from its "listening on" log line, so it is ready).
+pub fn start_coordinator(heartbeat_timeout_ms: u64) -> (Proc, String) {
+    start_coordinator_at("127.0.0.1:0", heartbeat_timeout_ms)
+}
+
+/// Starts `dsys coordinator --listen LISTEN --heartbeat-timeout MS` and returns it with the
+/// address it bound. With a fixed `listen` this restarts a coordinator on the address an
+/// earlier one had (the servers and clients still know that address).
+pub fn start_coordinator_at(listen: &str, heartbeat_timeout_ms: u64) -> (Proc, String) {
+    start_coordinator_with(listen, heartbeat_timeout_ms, &[])
+}
+
+/// [`start_coordinator_at`] with `extra` flags.
+pub fn start_coordinator_with(
+    listen: &str,
+    heartbeat_timeout_ms: u64,
+    extra: &[&str],
+) -> (Proc, String) {
+    let mut cmd = dsys();
+    cmd.args(["coordinator", "--listen", listen, "--heartbeat-timeout"])
+        .arg(heartbeat_timeout_ms.to_string())
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let proc = Proc::spawn("coordinator", cmd);
+    let addr = listening_addr(&proc);
+    (proc, addr)
+}
+
+/// Starts `dsys server --host 127.0.0.1 --port 0 --coordinator ADDR --heartbeat-interval MS`
+/// and returns it with the address it bound (from its "listening on" log line).
+///
+/// The server is listening then, but the coordinator may not have its first heartbeat yet:
+/// use [`wait_until_servers_alive`] before starting clients that ask the coordinator.
+pub fn start_server(coordinator: &str, heartbeat_interval_ms: u64) -> (Proc, String) {
+    start_server_with(coordinator, heartbeat_interval_ms, &[])
+}
+
+/// [`start_server`] with `extra` flags.
+pub fn start_server_with(
+    coordinator: &str,
+    heartbeat_interval_ms: u64,
+    extra: &[&str],
+) -> (Proc, String) {
+    start_server_from(dsys(), coordinator, heartbeat_interval_ms, extra)
+}
+
+/// [`start_server_with`] under an open-file limit of `open_files` that the server cannot
+/// raise ([`dsys_with_open_files`]).
+pub fn start_server_with_open_files(
+    coordinator: &str,
+    heartbeat_interval_ms: u64,
+    open_files: u64,
+    extra: &[&str],
+) -> (Proc, String) {
+    let cmd = dsys_with_open_files(open_files);
+    start_server_from(cmd, coordinator, heartbeat_interval_ms, extra)
+}
+
+/// [`start_server_with`] on `port` (a server restarted where it was), not a free one.
+pub fn start_server_on_port(
+    coordinator: &str,
+    heartbeat_interval_ms: u64,
+    port: u16,
+    extra: &[&str],
+) -> (Proc, String) {
+    start_server_from_port(dsys(), coordinator, heartbeat_interval_ms, port, extra)
+}
+
+fn start_server_from(
+    cmd: Command,
+    coordinator: &str,
+    heartbeat_interval_ms: u64,
+    extra: &[&str],
+) -> (Proc, String) {
+    start_server_from_port(cmd, coordinator, heartbeat_interval_ms, 0, extra)
+}
+
+fn start_server_from_port(
+    mut cmd: Command,
+    coordinator: &str,
+    heartbeat_interval_ms: u64,
+    port: u16,
+    extra: &[&str],
+) -> (Proc, String) {
+    cmd.args(["server", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--coordinator", coordinator])
+        .arg("--heartbeat-interval")
+        .arg(heartbeat_interval_ms.to_string())
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let mut proc = Proc::spawn("server", cmd);
+    let addr = listening_addr(&proc);
+    proc.name = format!("server {addr}");
+    (proc, addr)
+}
 
 /// A coordinator and `n` servers, all children of the test, with the named verbs through
 /// which tests inject failures (STYLE S5): [`Cluster::kill_server`], [`Cluster::hang_server`],

@@ -3,10 +3,11 @@
 
 use std::time::Instant;
 
+use super::cluster::{start_coordinator, start_server_with_open_files};
 use super::proc::Proc;
 use super::raw::RawClient;
 use super::run::{Finished, run_dsys};
-use super::status::{start_coordinator, start_server_with_open_files, wait_until_servers_alive};
+use super::status::wait_until_servers_alive;
 use super::{HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, TIMEOUT};
 
 /// More clients than any limit a test gives could hold: a server that has not refused one

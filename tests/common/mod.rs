@@ -33,10 +33,10 @@
 //! - `proc.rs`: [`Proc`], the guard around one child process, and its stderr reader.
 //! - `run.rs`: one-shot commands run to completion ([`run_dsys`], [`Finished`]), and
 //!   [`unused_addr`].
-//! - `status.rs`: starting a coordinator or a server ([`start_coordinator`],
-//!   [`start_server`]) and reading `dsys status` ([`status_json`],
-//!   [`wait_until_servers_alive`]).
-//! - `cluster.rs`: [`Cluster`], a coordinator and its servers, with the failure verbs.
+//! - `cluster.rs`: starting a coordinator or a server ([`start_coordinator`],
+//!   [`start_server`]), and [`Cluster`], a coordinator and its servers, with the failure
+//!   verbs.
+//! - `status.rs`: reading `dsys status` ([`status_json`], [`wait_until_servers_alive`]).
 //! - `wait.rs`: [`wait_until`] and [`poll_until`], for state that has no event.
 //! - `client.rs`: [`Client`], a client child and the JSON events it prints.
 //! - `checks.rs`: what clients received ([`finish_all`], [`assert_seqs_exactly`]).
@@ -82,7 +82,10 @@ pub use self::{
         finish_and_assert_all_from, message_seqs,
     },
     client::Client,
-    cluster::Cluster,
+    cluster::{
+        Cluster, start_coordinator, start_coordinator_at, start_coordinator_with, start_server,
+        start_server_on_port, start_server_with, start_server_with_open_files,
+    },
     full::FullServer,
     helpers::{TempDir, median, pseudo_random_bytes},
     load::{allowed_cpus, busy_process, missing_tools, pin_process},
@@ -92,9 +95,7 @@ pub use self::{
     relay::Relay,
     run::{Finished, run_dsys, unused_addr},
     status::{
-        alive_servers, entry_clients, start_coordinator, start_coordinator_at,
-        start_coordinator_with, start_server, start_server_on_port, start_server_with,
-        start_server_with_open_files, status_entry, status_json, status_servers, try_status_json,
+        alive_servers, entry_clients, status_entry, status_json, status_servers, try_status_json,
         try_status_json_as, wait_until_servers_alive, wait_until_servers_alive_as,
     },
     wait::{poll_until, wait_until},

@@ -27,8 +27,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::client::Client;
+use super::cluster::listening_addr;
 use super::proc::Proc;
-use super::status::listening_addr;
 
 /// A hardware address that no node has: packets sent to it are dropped at the switch.
 const NOWHERE: &str = "02:00:00:00:00:99";

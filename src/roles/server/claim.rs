@@ -1,8 +1,9 @@
 //! Names unique across the cluster: before a server registers a client under a fresh name,
-//! it claims the name at the coordinator ([`claim_name`]), which refuses it when another
-//! live server lists the name or claimed it first (`Registry`'s `claim_name`). That covers
-//! a client sent straight here with `--server`, and two clients registering one name on two
-//! servers within one heartbeat interval. Resumes are never claimed: a token proves them.
+//! it asks the coordinator to claim the name for it ([`ask_to_claim_name`]); the coordinator
+//! decides (`claim_name` in `coordinator/registry/claims.rs`) and refuses it when another
+//! live server lists the name or claimed it first. That covers a client sent straight here
+//! with `--server`, and two clients registering one name on two servers within one
+//! heartbeat interval. Resumes are never claimed: a token proves them.
 //!
 //! **Who calls it.** The client's connection thread, while it registers the client
 //! (`client.rs`). No thread of its own: one short `Claim` connection, asked once, closed;
@@ -33,10 +34,11 @@ const CLAIM_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// thousand registrations should not write ten thousand lines.
 static UNCHECKED: AtomicU64 = AtomicU64::new(0);
 
-/// Claims `name` at the coordinator for a client about to register on this server. Returns
-/// the server that has the name when it is taken elsewhere; `None` when it is this server's
-/// to give, and also when the coordinator could not answer (logged, see the module doc).
-pub(super) fn claim_name(shared: &Shared, name: &str) -> Option<String> {
+/// Asks the coordinator to claim `name` for a client about to register on this server.
+/// Returns the server that has the name when it is taken elsewhere; `None` when it is this
+/// server's to give, and also when the coordinator could not answer (logged, see the module
+/// doc).
+pub(super) fn ask_to_claim_name(shared: &Shared, name: &str) -> Option<String> {
     match ask(shared, name) {
         Ok(holder) if holder.is_empty() => None,
         Ok(holder) => Some(holder),

@@ -277,7 +277,7 @@ pub(super) fn register_client<'a>(
     // A fresh name must be free across the cluster, not only here (`claim.rs`); a resume
     // proves with its token that it is the name's owner.
     if resume.is_none()
-        && let Some(holder) = claim::claim_name(shared, &name)
+        && let Some(holder) = claim::ask_to_claim_name(shared, &name)
     {
         let reason = format!("name {name:?} is already taken (on {holder})");
         return refuse(&name, Refusal::Other, reason);

@@ -26,7 +26,7 @@ use crate::error::{Error, Refusal, Result};
 use crate::net;
 use crate::protocol::{Body, Message, Role, holds_whole_frame, read_message, write_message};
 
-use super::hub::Origin;
+use super::hub::{Hub, Origin};
 
 /// Starts the `peer-<addr>` thread for one link.
 pub(super) fn start_peer_link(shared: Shared, addr: String, epoch: u64, link_id: u64) {
@@ -137,42 +137,55 @@ fn relay_to_peer(shared: &Shared, addr: &str, link_id: u64) -> Result<()> {
     stream.set_read_timeout(Some(silence))?;
 
     let acks = {
-        let mut stream = stream.try_clone()?;
+        let stream = stream.try_clone()?;
         let hub = shared.hub.clone();
         let addr = addr.to_string();
-        // The acks' senders are written to from here, as a publisher's connection thread
+        // The acks' senders are written to from there, as a publisher's connection thread
         // writes to the clients its messages reach (`write/through.rs`).
-        let mut pens = Pens::new(shared.pool.clone());
+        let pens = Pens::new(shared.pool.clone());
         thread::Builder::new()
             .name(format!("acks-{addr}"))
             .stack_size(THREAD_STACK)
-            .spawn(move || {
-                // Ends when the socket is shut down below, or the peer closes it, or is
-                // silent too long: then it shuts the link down itself, which ends the
-                // writer, and the link is tried again.
-                loop {
-                    match read_message(&mut stream) {
-                        Ok(Some(Message::PeerAck { index })) => {
-                            hub.peer_acked(&addr, link_id, index, &mut pens);
-                            pens.write_now();
-                        }
-                        Err(e) if e.is_timeout() => {
-                            log::warn!(
-                                "peer silent addr={addr} for {}ms: restarting the link",
-                                silence.as_millis()
-                            );
-                            let _ = stream.shutdown(Shutdown::Both);
-                            break;
-                        }
-                        _ => break,
-                    }
-                }
-            })?
+            .spawn(move || read_acks(stream, &hub, &addr, link_id, pens, silence))?
     };
     let result = write_relays(&stream, backlog, &queue_rx, shared);
     let _ = stream.shutdown(Shutdown::Both);
     let _ = acks.join();
     result
+}
+
+/// The `acks-<addr>` thread of one connection of a link: reads the peer's `PeerAck`s into
+/// the hub, which acknowledges the senders, and writes for the pens those acks took.
+///
+/// Blocks reading `stream`, the read half of the link. Returns when [`relay_to_peer`] shuts
+/// the socket down (its writer has ended), or the peer closes it, or the peer is silent for
+/// `silence`: then it shuts the link down itself, which ends the writer, and the link is
+/// tried again.
+fn read_acks(
+    mut stream: TcpStream,
+    hub: &Hub,
+    addr: &str,
+    link_id: u64,
+    mut pens: Pens,
+    silence: Duration,
+) {
+    loop {
+        match read_message(&mut stream) {
+            Ok(Some(Message::PeerAck { index })) => {
+                hub.peer_acked(addr, link_id, index, &mut pens);
+                pens.write_now();
+            }
+            Err(e) if e.is_timeout() => {
+                log::warn!(
+                    "peer silent addr={addr} for {}ms: restarting the link",
+                    silence.as_millis()
+                );
+                let _ = stream.shutdown(Shutdown::Both);
+                break;
+            }
+            _ => break,
+        }
+    }
 }
 
 /// Writes the backlog, then the queue, batched, with a keepalive when idle (the one writer

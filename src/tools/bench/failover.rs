@@ -22,12 +22,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
-use super::histogram::Histogram;
 use super::load::Progress;
 use super::{Cluster, Plan, show_progress, start_cluster, wait_for};
+use crate::Output;
 use crate::error::{Error, Result};
 use crate::roles::client::session::{self, SessionConfig};
 use crate::roles::client::{Command, Event};
+use crate::support::histogram::Histogram;
 use crate::support::json::Object;
 
 /// How long the warm-up message may take to reach every subscriber.
@@ -84,7 +85,7 @@ pub struct FailoverReport {
 /// [`Error::Usage`] with fewer than two servers; when the cluster cannot start or a client
 /// cannot register; [`Error::Failed`] (after the report) when anything was lost,
 /// duplicated or reordered, or a subscriber did not move.
-pub fn run(plan: &Plan, json: bool) -> Result<()> {
+pub fn run(plan: &Plan, output: Output) -> Result<()> {
     if plan.servers < 2 {
         return Err(Error::Usage(
             "the failover load needs at least 2 servers: one to kill, one to move to".into(),
@@ -92,10 +93,9 @@ pub fn run(plan: &Plan, json: bool) -> Result<()> {
     }
     let mut cluster = start_cluster(plan.servers)?;
     let report = measure(plan, &mut cluster)?;
-    let text = if json {
-        report.to_json()
-    } else {
-        report.to_text()
+    let text = match output {
+        Output::Json => report.to_json(),
+        Output::Text => report.to_text(),
     };
     let _ = writeln!(std::io::stdout().lock(), "{text}");
     match report.failure() {

@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use super::histogram::Histogram;
 use crate::error::{Error, Result};
 use crate::net;
 use crate::protocol::{Body, DeliverRef, Message, Role, read_frame_into, write_message};
+use crate::support::histogram::Histogram;
 
 /// How long connecting and registering may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -7,13 +7,13 @@
 //! and the [`report`].
 //!
 //! **Who calls it.** `main.rs`, for `dsys bench`; `benches/throughput` runs its failover
-//! load as a child process, and the lean benches borrow its [`Histogram`]. Every delivery is
+//! load as a child process, and the latency histogram is
+//! [`crate::support::histogram`], shared with the lean benches. Every delivery is
 //! checked: a run that loses, duplicates or reorders anything reports that instead of a
 //! throughput, and exits with status 1. The children are killed on drop, as the demo's are.
 //! The loads, how a run goes and the figures: `docs/benchmarks.md`.
 
 mod failover;
-mod histogram;
 mod load;
 mod report;
 
@@ -24,10 +24,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded};
 
+use crate::Output;
 use crate::error::{Error, Result};
 use crate::support::cpu;
+use crate::support::histogram::Histogram;
 use crate::tools::children::{ChildGuard, spawn_role};
-pub use histogram::Histogram;
 pub use load::when_due;
 use load::{Client, Gates, Pace, Progress, Spec, Tally};
 pub use report::Report;
@@ -69,8 +70,8 @@ pub struct BenchConfig {
     pub window: usize,
     /// Servers that already run (`HOST:PORT`); empty: start a cluster.
     pub connect: Vec<String>,
-    /// One JSON object instead of text.
-    pub json: bool,
+    /// Text, or one JSON object.
+    pub output: Output,
 }
 
 /// A load with every number settled.
@@ -146,7 +147,7 @@ pub fn run(config: &BenchConfig) -> Result<()> {
                 "the failover load kills a server, so it starts its own: drop --connect".into(),
             ));
         }
-        return failover::run(&plan, config.json);
+        return failover::run(&plan, config.output);
     }
     let cluster = if config.connect.is_empty() {
         start_cluster(plan.servers)?
@@ -160,10 +161,9 @@ pub fn run(config: &BenchConfig) -> Result<()> {
     };
     let report = measure(&plan, &cluster.servers, &cluster.server_pids)?;
     let mut out = std::io::stdout().lock();
-    let text = if config.json {
-        report.to_json()
-    } else {
-        report.to_text()
+    let text = match config.output {
+        Output::Json => report.to_json(),
+        Output::Text => report.to_text(),
     };
     let _ = writeln!(out, "{text}");
     match report.failure() {

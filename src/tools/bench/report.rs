@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use super::histogram::Histogram;
 use super::{Load, Plan};
+use crate::support::histogram::Histogram;
 use crate::support::json::Object;
 
 /// The figures of one run. Warm-up messages are not counted.

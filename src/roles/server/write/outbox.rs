@@ -78,8 +78,8 @@ impl std::ops::Deref for Frame {
 /// Frames a writer gathers into one write when a backlog exists, bounding batch latency.
 pub const MAX_BATCH: usize = 256;
 
-/// What both ends of one outbox share.
-struct Shared {
+/// The counts and flags of one outbox, beside its channel: what both ends read and change.
+struct OutboxState {
     /// Frames queued and not yet taken; the frame bound is checked against it.
     queued_frames: AtomicUsize,
     /// Bytes queued and not yet taken; the byte bound is checked against it.
@@ -94,7 +94,7 @@ struct Shared {
     pen: AtomicBool,
 }
 
-impl Shared {
+impl OutboxState {
     /// Takes the pen up if it is down; returns whether this call did (both ends use it).
     ///
     /// The hub asks this for every frame it queues, and the pen is usually up already (the
@@ -110,7 +110,7 @@ impl Shared {
 /// The hub's end of an outbox.
 pub struct OutboxSender {
     frames_tx: Sender<Frame>,
-    shared: Arc<Shared>,
+    state: Arc<OutboxState>,
     max_frames: usize,
     max_bytes: usize,
 }
@@ -121,7 +121,7 @@ pub struct OutboxSender {
 #[derive(Clone)]
 pub struct OutboxReceiver {
     frames_rx: Receiver<Frame>,
-    shared: Arc<Shared>,
+    state: Arc<OutboxState>,
 }
 
 /// An outbox holding at most `max_frames` frames and, unless it is empty, at most
@@ -132,7 +132,7 @@ pub struct OutboxReceiver {
 pub fn outbox(max_frames: usize, max_bytes: usize) -> (OutboxSender, OutboxReceiver) {
     // Unbounded in crossbeam's sense only: the bounds are counted here (see the module doc).
     let (frames_tx, frames_rx) = unbounded();
-    let shared = Arc::new(Shared {
+    let state = Arc::new(OutboxState {
         queued_frames: AtomicUsize::new(0),
         queued_bytes: AtomicUsize::new(0),
         behind: AtomicBool::new(false),
@@ -142,11 +142,11 @@ pub fn outbox(max_frames: usize, max_bytes: usize) -> (OutboxSender, OutboxRecei
     (
         OutboxSender {
             frames_tx,
-            shared: shared.clone(),
+            state: state.clone(),
             max_frames,
             max_bytes,
         },
-        OutboxReceiver { frames_rx, shared },
+        OutboxReceiver { frames_rx, state },
     )
 }
 
@@ -162,19 +162,19 @@ impl OutboxSender {
     /// frames or bytes) or its writers' end has gone. Never blocks.
     pub fn try_push(&self, frame: Frame) -> bool {
         let len = frame.len();
-        let shared = &self.shared;
+        let state = &self.state;
         // Only the hub pushes, under its lock, so this check and the adds below cannot race
         // with another push; a writer only ever takes frames away, which makes room.
-        let frames = shared.queued_frames.load(Ordering::SeqCst);
-        let bytes = shared.queued_bytes.load(Ordering::SeqCst);
+        let frames = state.queued_frames.load(Ordering::SeqCst);
+        let bytes = state.queued_bytes.load(Ordering::SeqCst);
         if frames >= self.max_frames || (frames > 0 && bytes + len > self.max_bytes) {
             return false;
         }
-        shared.queued_bytes.fetch_add(len, Ordering::SeqCst);
-        shared.queued_frames.fetch_add(1, Ordering::SeqCst);
+        state.queued_bytes.fetch_add(len, Ordering::SeqCst);
+        state.queued_frames.fetch_add(1, Ordering::SeqCst);
         if self.frames_tx.send(frame).is_err() {
-            shared.queued_frames.fetch_sub(1, Ordering::SeqCst);
-            shared.queued_bytes.fetch_sub(len, Ordering::SeqCst);
+            state.queued_frames.fetch_sub(1, Ordering::SeqCst);
+            state.queued_bytes.fetch_sub(len, Ordering::SeqCst);
             return false;
         }
         true
@@ -182,23 +182,23 @@ impl OutboxSender {
 
     /// Bytes queued and not yet taken by the writer.
     pub fn queued_bytes(&self) -> usize {
-        self.shared.queued_bytes.load(Ordering::Acquire)
+        self.state.queued_bytes.load(Ordering::Acquire)
     }
 
     /// Whether the reader is behind: frames meant for it were not pushed.
     pub fn is_behind(&self) -> bool {
-        self.shared.behind.load(Ordering::SeqCst)
+        self.state.behind.load(Ordering::SeqCst)
     }
 
     /// Marks the reader as behind, or as caught up again.
     pub fn set_behind(&self, behind: bool) {
-        self.shared.behind.store(behind, Ordering::SeqCst);
+        self.state.behind.store(behind, Ordering::SeqCst);
     }
 
     /// How long ago the writer last took a frame (or the outbox was made). A client with no
     /// writer and nothing queued is not behind, so this is asked only of busy outboxes.
     pub fn idle_for(&self) -> Duration {
-        let last = self.shared.last_taken.load(Ordering::Acquire);
+        let last = self.state.last_taken.load(Ordering::Acquire);
         Duration::from_millis(millis_now().saturating_sub(last))
     }
 }
@@ -258,13 +258,13 @@ impl OutboxReceiver {
 
     /// Whether the hub marked this outbox's reader as behind (see the module doc).
     pub fn is_behind(&self) -> bool {
-        self.shared.behind.load(Ordering::SeqCst)
+        self.state.behind.load(Ordering::SeqCst)
     }
 
     /// Takes the pen up if it is down, and returns whether it did: the flag under
     /// `WriteSide::take_pen`, which makes the [`Pen`](super::Pen) that goes with it.
     pub(super) fn take_pen(&self) -> bool {
-        self.shared.take_pen()
+        self.state.take_pen()
     }
 
     /// Puts the pen down. Returns `true` when the caller must go on writing after all:
@@ -277,11 +277,11 @@ impl OutboxReceiver {
     /// new writer or this one goes on, and a frame is never stranded with nobody to write
     /// it. If both see each other, the `swap` below lets only one of them hold the pen.
     pub(super) fn put_pen_down(&self) -> bool {
-        let shared = &self.shared;
-        shared.pen.store(false, Ordering::SeqCst);
+        let state = &self.state;
+        state.pen.store(false, Ordering::SeqCst);
         let work_left =
-            shared.queued_frames.load(Ordering::SeqCst) > 0 || shared.behind.load(Ordering::SeqCst);
-        work_left && shared.take_pen()
+            state.queued_frames.load(Ordering::SeqCst) > 0 || state.behind.load(Ordering::SeqCst);
+        work_left && state.take_pen()
     }
 
     /// Takes `frame` off the queue's counts, making room for the hub's next pushes.
@@ -291,16 +291,14 @@ impl OutboxReceiver {
 
     /// Takes `frames` frames of `bytes` bytes in all off the queue's counts.
     fn taken_many(&self, frames: usize, bytes: usize) {
-        let shared = &self.shared;
-        shared.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
-        shared.queued_frames.fetch_sub(frames, Ordering::SeqCst);
+        let state = &self.state;
+        state.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
+        state.queued_frames.fetch_sub(frames, Ordering::SeqCst);
     }
 
     /// Notes that the writer took frames now ([`OutboxSender::idle_for`] reads it).
     fn stamp(&self) {
-        self.shared
-            .last_taken
-            .store(millis_now(), Ordering::Release);
+        self.state.last_taken.store(millis_now(), Ordering::Release);
     }
 }
 

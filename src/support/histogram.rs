@@ -3,7 +3,9 @@
 //! its size, and recording costs an add, whatever the number of samples. The same idea as
 //! HdrHistogram, in its smallest form.
 //!
-//! Each bench connection keeps its own and the report merges them: no sharing, no lock.
+//! Used by `dsys bench` (`tools/bench/`) and by the cargo benches (`benches/lean/`), which
+//! reach it through the library. Each bench connection keeps its own and the report merges
+//! them: no sharing, no lock.
 
 use std::time::Duration;
 
