@@ -3,14 +3,13 @@
 //! uses servers that already run (`--connect`), then runs one load: N publishers and M
 //! subscribers, messages of a given size, as fast as a credit window allows or at a fixed
 //! rate. This file owns the loads (S1 to S4a are presets) and the steps of a run; beside it
-//! are its clients ([`load`]), the failover load ([`failover`]), the latency [`histogram`]
-//! and the [`report`].
+//! are its clients ([`load`]), the failover load ([`failover`]) and the [`report`]; the
+//! latency histogram is [`crate::support::histogram`], shared with the lean benches.
 //!
 //! **Who calls it.** `main.rs`, for `dsys bench`; `benches/throughput` runs its failover
-//! load as a child process, and the latency histogram is
-//! [`crate::support::histogram`], shared with the lean benches. Every delivery is
-//! checked: a run that loses, duplicates or reorders anything reports that instead of a
-//! throughput, and exits with status 1. The children are killed on drop, as the demo's are.
+//! load as a child process. Every delivery is checked: a run that loses, duplicates or
+//! reorders anything reports that instead of a throughput, and exits with status 1. The
+//! children are killed on drop, as the demo's are.
 //! The loads, how a run goes and the figures: `docs/benchmarks.md`.
 
 mod failover;
