@@ -27,18 +27,18 @@
 //! reader that has stopped (and it lost messages). With its own writer the session always
 //! goes on receiving.
 //!
-//! **Keepalives.** The server announces a keepalive interval in `Registered`. When it has
-//! sent nothing for that long, the session sends a keepalive, which a live server answers
-//! with one ([`Connection::send_keepalive`]); the session also sends one when it has itself
-//! sent nothing for two intervals, so the server never takes a quiet client for a gone one.
-//! An idle connection thus costs the server one wake-up per interval, and nothing more.
+//! **Keepalives.** The server speaks first: it writes a keepalive to a client it has
+//! written nothing to for a while, so a live server is heard from well within the silence
+//! limit it announces in `Registered`, however many clients it holds. The session sends
+//! a keepalive only when it has itself sent nothing for the keepalive interval, also
+//! announced there ([`Connection::send_keepalive`]), so the server never takes a quiet
+//! client for a gone one; nobody answers it.
 //!
 //! **When the server fails.** Every failure reaches the session the same way, as one `Err`
 //! item on `received`, after which `recv` ends; the session takes it for a lost connection
 //! and fails over. A broken socket and an end of stream are read errors. Silence is one
-//! too: the socket's read timeout is three keepalive intervals (at least 300 ms), and a
-//! live server answers the keepalive sent after one, so a server that says nothing for
-//! three is dead or hung. A failed write ends `send` and shuts the socket down, which wakes
+//! too: the socket's read timeout is the silence limit, and a live server writes at least
+//! every half of it, so a server that says nothing for that long is dead or hung. A failed write ends `send` and shuts the socket down, which wakes
 //! `recv` with an end of stream. A frame the session cannot queue (the writer has ended,
 //! or the queue is full) makes [`Connection::send`] fail, which the session also treats as
 //! a lost connection.
@@ -52,8 +52,6 @@
 use std::cell::Cell;
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -99,17 +97,11 @@ pub(super) struct Connection {
     /// The highest `seq` of this session that the server already holds (0 on a first
     /// registration): recent messages above it are sent again after a failover.
     pub server_has: u64,
-    /// The keepalive interval the server announced, in milliseconds: how long it may be
-    /// quiet before the session sends it a keepalive (see the module doc). Shared with the
-    /// `recv` thread, which changes it when the server sends `KeepaliveEvery`.
-    keepalive_ms: Arc<AtomicU64>,
-    /// When the connection opened: the zero of `heard_ms`.
-    opened: Instant,
-    /// Milliseconds from `opened` to the last frame the `recv` thread read.
-    heard_ms: Arc<AtomicU64>,
-    /// When the session last queued a frame, and its last keepalive.
+    /// The keepalive interval the server announced: how long the session may send
+    /// nothing before it sends a keepalive (see the module doc).
+    keepalive: Duration,
+    /// When the session last queued a frame.
     last_sent: Cell<Instant>,
-    last_keepalive: Cell<Instant>,
     /// Frames from the `recv` thread ([`RECV_QUEUE`]); an `Err` or a disconnect means the
     /// connection is gone.
     pub received_rx: Receiver<Result<Message>>,
@@ -146,54 +138,49 @@ impl Connection {
             name: name.to_string(),
             resume,
         };
-        let (registered, keepalive, server_has) = match net::request(&mut stream, &request)? {
-            Message::Registered {
-                session,
-                token,
-                keepalive_ms,
-                watermarks,
-            } => {
-                // On a resume the only mark is this session's own, if the server has it.
-                let server_has = if resuming {
-                    watermarks
-                        .iter()
-                        .find(|(s, _)| *s == session)
-                        .map_or(0, |(_, seq)| *seq)
-                } else {
-                    0
-                };
-                let keepalive = Duration::from_millis(keepalive_ms.max(10) as u64);
-                let registered = Registered {
+        let (registered, keepalive, silence, server_has) =
+            match net::request(&mut stream, &request)? {
+                Message::Registered {
                     session,
                     token,
+                    keepalive_ms,
+                    silence_ms,
                     watermarks,
-                };
-                (registered, keepalive, server_has)
-            }
-            Message::RegisterRefused { reason } => return Err(Error::Refused(reason)),
-            other => {
-                return Err(Error::Protocol(format!(
-                    "expected Registered, got {}",
-                    other.kind()
-                )));
-            }
-        };
-        // Three keepalive intervals without a frame means the server is dead or hung: a
-        // live one answers the keepalive sent after the first.
-        stream.set_read_timeout(Some(silence_limit(keepalive)))?;
+                } => {
+                    // On a resume the only mark is this session's own, if the server has it.
+                    let server_has = if resuming {
+                        watermarks
+                            .iter()
+                            .find(|(s, _)| *s == session)
+                            .map_or(0, |(_, seq)| *seq)
+                    } else {
+                        0
+                    };
+                    let keepalive = Duration::from_millis(keepalive_ms.max(10) as u64);
+                    let silence = Duration::from_millis(silence_ms.max(10) as u64);
+                    let registered = Registered {
+                        session,
+                        token,
+                        watermarks,
+                    };
+                    (registered, keepalive, silence, server_has)
+                }
+                Message::RegisterRefused { reason } => return Err(Error::Refused(reason)),
+                other => {
+                    return Err(Error::Protocol(format!(
+                        "expected Registered, got {}",
+                        other.kind()
+                    )));
+                }
+            };
+        // The silence limit without a frame means the server is dead or hung: a live one
+        // writes at least every half of it.
+        stream.set_read_timeout(Some(silence))?;
         let (received_tx, received_rx) = bounded(RECV_QUEUE);
         let read_half = stream.try_clone()?;
-        let opened = Instant::now();
-        let heard_ms = Arc::new(AtomicU64::new(0));
-        let keepalive_ms = Arc::new(AtomicU64::new(keepalive.as_millis() as u64));
-        let clocks = Clocks {
-            opened,
-            heard_ms: heard_ms.clone(),
-            keepalive_ms: keepalive_ms.clone(),
-        };
         let reader = thread::Builder::new()
             .name(format!("recv-{name}"))
-            .spawn(move || read_frames(read_half, received_tx, clocks))?;
+            .spawn(move || read_frames(read_half, received_tx))?;
         let (outbound_tx, outbound_rx) = bounded(SEND_QUEUE);
         let (writer_done_tx, writer_done_rx) = bounded(0);
         let write_half = stream.try_clone()?;
@@ -203,11 +190,8 @@ impl Connection {
         let connection = Connection {
             server: server.to_string(),
             server_has,
-            keepalive_ms,
-            opened,
-            heard_ms,
-            last_sent: Cell::new(opened),
-            last_keepalive: Cell::new(opened),
+            keepalive,
+            last_sent: Cell::new(Instant::now()),
             received_rx,
             stream,
             reader: Some(reader),
@@ -235,32 +219,21 @@ impl Connection {
     }
 
     /// How often the session should call [`Connection::send_keepalive`]: a quarter of the
-    /// interval first announced, so a keepalive goes out at most a quarter interval late
-    /// (intervals only grow from there).
+    /// interval, so a keepalive goes out at most a quarter interval late.
     pub(super) fn keepalive_check(&self) -> Duration {
-        self.keepalive() / 4
+        self.keepalive / 4
     }
 
-    /// The keepalive interval in force.
-    fn keepalive(&self) -> Duration {
-        Duration::from_millis(self.keepalive_ms.load(Ordering::Relaxed).max(10))
-    }
-
-    /// Queues a keepalive when one is due (see the module doc): the server has been quiet for
-    /// a keepalive interval and we have not asked it since, or we have sent nothing for two.
-    /// Not when frames are queued already: those show the server we live, and it answers
-    /// them.
+    /// Queues a keepalive when one is due (see the module doc): the session has sent
+    /// nothing for a keepalive interval. Not when frames are queued already: those show
+    /// the server we live.
     pub(super) fn send_keepalive(&self) {
-        let keepalive = self.keepalive();
-        let heard = self.opened + Duration::from_millis(self.heard_ms.load(Ordering::Relaxed));
-        let server_quiet =
-            heard.elapsed() >= keepalive && self.last_keepalive.get().elapsed() >= keepalive;
-        let we_were_quiet = self.last_sent.get().elapsed() >= keepalive * 2;
-        if (server_quiet || we_were_quiet)
+        if self.last_sent.get().elapsed() >= self.keepalive
             && self.outbound_tx.as_ref().is_some_and(Sender::is_empty)
-            && self.send(&Message::Keepalive).is_ok()
         {
-            self.last_keepalive.set(Instant::now());
+            // A frame that cannot be queued means a lost connection, which the session
+            // learns from `received` and its next `send`.
+            let _ = self.send(&Message::Keepalive);
         }
     }
 
@@ -302,49 +275,15 @@ impl Drop for Connection {
     }
 }
 
-/// How long a server may be silent before it is taken for dead or hung: three keepalive
-/// intervals (a live one answers the keepalive sent after the first, and there is time for
-/// a second), at least 300 ms.
-fn silence_limit(keepalive: Duration) -> Duration {
-    (keepalive * 3).max(Duration::from_millis(300))
-}
-
-/// What the `recv` thread shares with [`Connection::send_keepalive`]: when a frame last
-/// arrived, and the keepalive interval in force.
-struct Clocks {
-    opened: Instant,
-    /// Milliseconds from `opened` to the last frame read.
-    heard_ms: Arc<AtomicU64>,
-    keepalive_ms: Arc<AtomicU64>,
-}
-
 /// The `recv` thread: reads frames into `received_tx` until one fails, then sends that
-/// failure as the last item and ends. A read that waits longer than three keepalive
-/// intervals is such a failure (the server is dead or hung). Also ends, quietly, when the
-/// session has dropped `received_rx` (the connection is being closed). Stamps every
-/// frame's arrival in `clocks`; a `KeepaliveEvery` changes the interval there and the
-/// socket's read timeout, and goes on to the session as a plain keepalive.
-fn read_frames(stream: TcpStream, received_tx: Sender<Result<Message>>, clocks: Clocks) {
+/// failure as the last item and ends. A read that waits longer than the silence limit is
+/// such a failure (the server is dead or hung). Also ends, quietly, when the session has
+/// dropped `received_rx` (the connection is being closed).
+fn read_frames(stream: TcpStream, received_tx: Sender<Result<Message>>) {
     let mut stream = BufReader::with_capacity(READ_AHEAD, stream);
     loop {
         let frame = match read_message(&mut stream) {
-            Ok(Some(message)) => {
-                let since_open = clocks.opened.elapsed().as_millis() as u64;
-                clocks.heard_ms.store(since_open, Ordering::Relaxed);
-                match message {
-                    Message::KeepaliveEvery { ms } => {
-                        let keepalive = Duration::from_millis(u64::from(ms.max(10)));
-                        clocks
-                            .keepalive_ms
-                            .store(keepalive.as_millis() as u64, Ordering::Relaxed);
-                        let _ = stream
-                            .get_ref()
-                            .set_read_timeout(Some(silence_limit(keepalive)));
-                        Ok(Message::Keepalive)
-                    }
-                    message => Ok(message),
-                }
-            }
+            Ok(Some(message)) => Ok(message),
             Ok(None) => Err(Error::PeerGone("server closed the connection".into())),
             Err(e) if e.is_timeout() => {
                 let silence = stream

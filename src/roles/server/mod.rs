@@ -6,8 +6,8 @@
 //!   connection.
 //! - `conn-<peer>`: reads one connection. For a client it is the seed's "thread per client"
 //!   and the client's one permanent thread: it registers the client
-//!   ([`client::register_client`]), reads its publishes into the hub and answers its
-//!   keepalives ([`client`]). For a peer server it reads relays into the hub and answers
+//!   ([`client::register_client`]) and reads its publishes and keepalives into the hub
+//!   ([`client`]). For a peer server it reads relays into the hub and answers
 //!   them with an ack ([`peers`]). Either way, once it has taken in all it has read, it
 //!   writes what those messages queued for the clients that nobody else is writing to,
 //!   without blocking ([`write::Pens`]).
@@ -23,6 +23,8 @@
 //! - `heartbeat`: every `heartbeat_interval`, tells the coordinator this server lives and
 //!   which clients it has; the reply lists the live servers, from which the peer links are
 //!   made ([`heartbeat`]).
+//! - `keepalives`: writes a keepalive to each client that has been written nothing for a
+//!   while, so that its client can take silence for a hang ([`keepalive`]).
 //! - `trim`: gives the memory of departed clients back to the system after many have left
 //!   ([`trim`]).
 //! - `peer-<addr>` and `acks-<addr>`: one pair per live peer, relaying this server's
@@ -64,6 +66,7 @@ mod claim;
 mod client;
 mod heartbeat;
 pub mod hub;
+mod keepalive;
 mod leave;
 pub mod metrics;
 mod peers;
@@ -208,8 +211,9 @@ struct Shared {
     limits: net::ConnectionLimits,
     write_timeout: Duration,
     max_name_len: usize,
-    /// The keepalive interval announced to clients ([`client::KeepalivePolicy`]).
-    client_keepalive: client::KeepalivePolicy,
+    /// When a quiet client is written a keepalive, and the timers it is told
+    /// ([`keepalive::ClientTimers`]).
+    client_timers: keepalive::ClientTimers,
     /// The way into the pool, for client writer threads (the hub holds another; a
     /// connection thread uses this one when it hands its pen over).
     pool: write::Pool,
@@ -235,8 +239,8 @@ pub struct ServerHandle {
     /// so that a leaving server has told the coordinator it left before its clients'
     /// connections close.
     heartbeat: Option<JoinHandle<()>>,
-    /// The `pool` and `trim` threads, which end when `stop_tx` is dropped; joined last
-    /// on stop.
+    /// The `pool`, `trim` and `keepalives` threads, which end when `stop_tx` is dropped;
+    /// joined last on stop.
     threads: Vec<JoinHandle<()>>,
     /// Starts a planned stop and hears how it ended ([`ServerHandle::leave`]).
     leave: LeaveControl,
@@ -378,7 +382,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         limits: config.limits,
         write_timeout: config.write_timeout,
         max_name_len: config.max_name_len,
-        client_keepalive: client::KeepalivePolicy::new(
+        client_timers: keepalive::ClientTimers::new(
             config.heartbeat_interval,
             config.limits.idle_timeout,
         ),
@@ -407,6 +411,12 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             .name("trim".into())
             .spawn(move || trim::trim_loop(shared))?
     };
+    let keepalives = {
+        let shared = shared.clone();
+        thread::Builder::new()
+            .name("keepalives".into())
+            .spawn(move || keepalive::keepalive_loop(shared))?
+    };
     let metrics_port = match &config.metrics {
         Some(addr) => {
             let shared = shared.clone();
@@ -433,7 +443,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         stop_tx: Some(stop_tx),
         accept,
         heartbeat: Some(heartbeat),
-        threads: vec![pool, trim],
+        threads: vec![pool, trim, keepalives],
         leave: leave_control,
         metrics: metrics_port,
     })

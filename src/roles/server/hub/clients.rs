@@ -4,8 +4,9 @@
 //!
 //! **Who runs it.** No thread of its own: [`Clients`] is a part of the hub's state, and its
 //! methods run under the hub's lock, in whichever thread called the hub: a client's
-//! `conn-<peer>` thread (register, leave, keepalive), the heartbeat thread (the names, a
-//! move ordered by the coordinator). The [`Hub`] methods they call are here too.
+//! `conn-<peer>` thread (register, leave), the heartbeat thread (the names, a move ordered
+//! by the coordinator), the `keepalives` thread (the clients written nothing for a while).
+//! The [`Hub`] methods they call are here too.
 //!
 //! **Whom it talks to.** Each client has an outbox ([`LocalClient::outbox_tx`]), a channel
 //! of encoded frames bounded in frames and in bytes (`write/outbox.rs`), which `delivery.rs`
@@ -21,10 +22,12 @@
 use std::collections::HashMap;
 use std::net::TcpStream;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{Cutoffs, Frame, Hub, Registration};
 use crate::auth;
 use crate::protocol::{Message, Resume};
+use crate::roles::server::keepalive::ClientTimers;
 use crate::roles::server::write::{OutboxSender, WriteSide, outbox};
 
 /// How a refusal for want of room starts: the server's connection thread logs that one as
@@ -120,7 +123,7 @@ impl Hub {
         name: &str,
         resume: Option<Resume>,
         stream: Arc<TcpStream>,
-        keepalive_ms: u32,
+        timers: ClientTimers,
     ) -> Result<Registration, String> {
         let secret = self.secret.as_ref();
         self.with_state(|state, limits, cutoffs| {
@@ -157,7 +160,8 @@ impl Hub {
             let registered = Message::Registered {
                 session,
                 token,
-                keepalive_ms,
+                keepalive_ms: millis(timers.client_keepalive),
+                silence_ms: millis(timers.silence),
                 watermarks: state.history.watermarks_for(resume.as_ref()),
             };
             let mut initial = vec![Frame::from(registered.encode())];
@@ -177,7 +181,7 @@ impl Hub {
                 session,
                 token,
                 outbox_tx,
-                side: side.clone(),
+                side,
                 // The replay above covers everything stored so far.
                 last_queued: state.history.last_arrival(),
                 pending_ack: None,
@@ -187,7 +191,6 @@ impl Hub {
                 conn,
                 initial,
                 session,
-                side,
                 pen: Some(pen),
             })
         })
@@ -209,13 +212,16 @@ impl Hub {
         removed
     }
 
-    /// Queues `answer` (a keepalive) for `name` behind whatever is being written to it: how
-    /// the client's connection thread answers a keepalive when another thread holds the pen
-    /// (its writer, or a thread writing what a publish queued), which then writes the answer
-    /// too. Nothing is queued for a replaced connection, nor when the outbox is full: then
-    /// frames are on their way to the client anyway.
-    pub fn queue_keepalive(&self, name: &str, conn: u64, answer: &Message) {
-        self.queue_to(name, Some(conn), answer);
+    /// The write sides of the clients this server has written nothing to for `quiet`
+    /// (`keepalive.rs` writes them a keepalive). Clones of an `Arc` each, so the lock is
+    /// held for a look at every client and no I/O.
+    pub fn quiet_clients(&self, quiet: Duration) -> Vec<WriteSide> {
+        let state = self.lock();
+        let clients = state.clients.by_name.values();
+        clients
+            .filter(|client| client.side.quiet_for() >= quiet)
+            .map(|client| client.side.clone())
+            .collect()
     }
 
     /// Tells `name`, if it is here, to move to the server `to` (the coordinator is
@@ -240,6 +246,11 @@ impl Hub {
             queued
         })
     }
+}
+
+/// A duration as the milliseconds a frame carries.
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
 }
 
 impl Clients {

@@ -14,8 +14,9 @@
 //! bounded [outbox](OutboxSender), `outbox.rs`), takes the client's pen if it is down:
 //! then nobody was writing to that client, and the pen goes to the thread that called the
 //! hub. The connection thread holds the pen from the registration on, writes `Registered`
-//! and the replay, and puts it down; it takes it again for a keepalive it answers, or,
-//! when someone else holds it, queues the answer behind their frames.
+//! and the replay, and puts it down. The `keepalives` thread takes a quiet client's pen
+//! for the keepalive it writes it (`keepalive.rs`), and leaves a pen that is up alone:
+//! its holder's frames tell the client as much.
 //!
 //! **Writing through.** The thread that called the hub (a publisher's connection thread,
 //! a peer link's, or an `acks-<addr>` thread whose acks became due) keeps the pens it was
