@@ -16,8 +16,8 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -64,7 +64,9 @@ pub struct Lost {
 
 /// One idle client's state on the bench side.
 struct Idle {
-    stream: Arc<TcpStream>,
+    /// `None` once the client has given up on its server: its descriptor is closed then,
+    /// and the bench has room to register it elsewhere.
+    stream: Option<TcpStream>,
     name: String,
     session: u64,
     token: u64,
@@ -95,10 +97,8 @@ impl Idle {
 
 /// The idle clients and their one thread, which serves each client from the moment it is
 /// added: a client registered early is kept alive while the others register, however long
-/// that takes. Dropping it shuts every socket down and joins the thread.
+/// that takes. Dropping it stops the thread, which shuts every socket down as it ends.
 pub struct IdleClients {
-    /// Every client's socket, to shut down on drop; the thread adds to it.
-    streams: Arc<Mutex<Vec<Arc<TcpStream>>>>,
     /// New clients for the thread ([`IdleClients::add`]).
     joined_tx: Sender<BenchClient>,
     stop: Arc<AtomicBool>,
@@ -119,7 +119,6 @@ impl IdleClients {
         if epoll < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let streams = Arc::new(Mutex::new(Vec::new()));
         let (joined_tx, joined_rx) = unbounded();
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -127,7 +126,6 @@ impl IdleClients {
             let served = Served {
                 epoll,
                 idle: Vec::new(),
-                streams: streams.clone(),
                 joined_rx,
             };
             thread::Builder::new()
@@ -135,7 +133,6 @@ impl IdleClients {
                 .spawn(move || serve(served, burst, &complete, &lost_tx, &stop))?
         };
         Ok(IdleClients {
-            streams,
             joined_tx,
             stop,
             thread: Some(thread),
@@ -152,9 +149,6 @@ impl IdleClients {
 impl Drop for IdleClients {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        for stream in self.streams.lock().unwrap().iter() {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -166,7 +160,6 @@ impl Drop for IdleClients {
 struct Served {
     epoll: i32,
     idle: Vec<Idle>,
-    streams: Arc<Mutex<Vec<Arc<TcpStream>>>>,
     joined_rx: Receiver<BenchClient>,
 }
 
@@ -186,10 +179,8 @@ impl Served {
             if unsafe { epoll_ctl(self.epoll, EPOLL_CTL_ADD, stream.as_raw_fd(), &mut event) } < 0 {
                 continue;
             }
-            let stream = Arc::new(stream);
-            self.streams.lock().unwrap().push(stream.clone());
             self.idle.push(Idle {
-                stream,
+                stream: Some(stream),
                 name: client.name,
                 session: client.session,
                 token: client.token,
@@ -234,6 +225,7 @@ fn serve(
             for client in idle.iter_mut().filter(|c| !c.lost) {
                 if client.last_heard.elapsed() >= client.silence_limit() {
                     client.lost = true;
+                    client.stream = None; // closed: out of the epoll set too
                     let _ = lost_tx.send(Lost {
                         name: client.name.clone(),
                         session: client.session,
@@ -242,10 +234,17 @@ fn serve(
                 } else if client.keepalive_due() {
                     // A full socket buffer would mean the server sends a lot: then no
                     // keepalive is needed anyway.
-                    let _ = (&*client.stream).write(&keepalive_frame);
+                    if let Some(mut stream) = client.stream.as_ref() {
+                        let _ = stream.write(&keepalive_frame);
+                    }
                     client.last_sent = Instant::now();
                 }
             }
+        }
+    }
+    for client in &served.idle {
+        if let Some(stream) = &client.stream {
+            let _ = stream.shutdown(Shutdown::Both);
         }
     }
     // SAFETY: the descriptor was returned by epoll_create1 and is closed once.
@@ -256,7 +255,10 @@ fn serve(
 fn read_available(client: &mut Idle, burst: usize, complete: &AtomicUsize) {
     let mut chunk = [0u8; 4096];
     loop {
-        match (&*client.stream).read(&mut chunk) {
+        let Some(mut stream) = client.stream.as_ref() else {
+            return;
+        };
+        match stream.read(&mut chunk) {
             Ok(0) => return,
             Ok(n) => client.buffer.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,

@@ -561,11 +561,14 @@ fn fail_over_all(
         for _ in 0..REGISTER_THREADS {
             scope.spawn(|| {
                 while times.lock().unwrap().len() < n && failed.lock().unwrap().is_none() {
-                    let Ok(lost) = lost_rx.recv_deadline(deadline) else {
-                        let got = times.lock().unwrap().len();
-                        *failed.lock().unwrap() =
-                            Some(format!("only {got} of {n} clients registered elsewhere"));
-                        return;
+                    let Ok(lost) = lost_rx.recv_timeout(Duration::from_millis(100)) else {
+                        // Nobody lost just now: the others may be done, or still coming.
+                        if Instant::now() > deadline {
+                            let got = times.lock().unwrap().len();
+                            *failed.lock().unwrap() =
+                                Some(format!("only {got} of {n} clients registered elsewhere"));
+                        }
+                        continue;
                     };
                     match fail_over(coordinator, hung, &lost) {
                         Ok(client) => {

@@ -38,10 +38,10 @@
 //! item on `received`, after which `recv` ends; the session takes it for a lost connection
 //! and fails over. A broken socket and an end of stream are read errors. Silence is one
 //! too: the socket's read timeout is the silence limit, and a live server writes at least
-//! every half of it, so a server that says nothing for that long is dead or hung. A failed write ends `send` and shuts the socket down, which wakes
-//! `recv` with an end of stream. A frame the session cannot queue (the writer has ended,
-//! or the queue is full) makes [`Connection::send`] fail, which the session also treats as
-//! a lost connection.
+//! every half of it, so a server that says nothing for that long is dead or hung. A failed
+//! write ends `send` and shuts the socket down, which wakes `recv` with an end of stream.
+//! A frame the session cannot queue (the writer has ended, or the queue is full) makes
+//! [`Connection::send`] fail, which the session also treats as a lost connection.
 //!
 //! **Closing.** [`Connection::close_with`] queues a goodbye as the last frame, drops
 //! `outbound_tx` so that `send` writes what is queued and ends, and waits a grace period
@@ -138,41 +138,41 @@ impl Connection {
             name: name.to_string(),
             resume,
         };
-        let (registered, keepalive, silence, server_has) =
-            match net::request(&mut stream, &request)? {
-                Message::Registered {
+        let (registered, timers, server_has) = match net::request(&mut stream, &request)? {
+            Message::Registered {
+                session,
+                token,
+                keepalive_ms,
+                silence_ms,
+                watermarks,
+            } => {
+                // On a resume the only mark is this session's own, if the server has it.
+                let server_has = if resuming {
+                    watermarks
+                        .iter()
+                        .find(|(s, _)| *s == session)
+                        .map_or(0, |(_, seq)| *seq)
+                } else {
+                    0
+                };
+                let keepalive = Duration::from_millis(keepalive_ms.max(10) as u64);
+                let silence = Duration::from_millis(silence_ms.max(10) as u64);
+                let registered = Registered {
                     session,
                     token,
-                    keepalive_ms,
-                    silence_ms,
                     watermarks,
-                } => {
-                    // On a resume the only mark is this session's own, if the server has it.
-                    let server_has = if resuming {
-                        watermarks
-                            .iter()
-                            .find(|(s, _)| *s == session)
-                            .map_or(0, |(_, seq)| *seq)
-                    } else {
-                        0
-                    };
-                    let keepalive = Duration::from_millis(keepalive_ms.max(10) as u64);
-                    let silence = Duration::from_millis(silence_ms.max(10) as u64);
-                    let registered = Registered {
-                        session,
-                        token,
-                        watermarks,
-                    };
-                    (registered, keepalive, silence, server_has)
-                }
-                Message::RegisterRefused { reason } => return Err(Error::Refused(reason)),
-                other => {
-                    return Err(Error::Protocol(format!(
-                        "expected Registered, got {}",
-                        other.kind()
-                    )));
-                }
-            };
+                };
+                (registered, (keepalive, silence), server_has)
+            }
+            Message::RegisterRefused { reason } => return Err(Error::Refused(reason)),
+            other => {
+                return Err(Error::Protocol(format!(
+                    "expected Registered, got {}",
+                    other.kind()
+                )));
+            }
+        };
+        let (keepalive, silence) = timers;
         // The silence limit without a frame means the server is dead or hung: a live one
         // writes at least every half of it.
         stream.set_read_timeout(Some(silence))?;
