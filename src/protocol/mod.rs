@@ -207,9 +207,9 @@ pub enum Message {
         /// The client's keepalive interval: the client sends a [`Message::Keepalive`] when
         /// it has sent nothing for this long, so that the server never takes it for gone.
         keepalive_ms: u32,
-        /// The client's silence limit: the server writes to the client at least every half
-        /// of this (a [`Message::Keepalive`] when it has nothing else), so the client takes
-        /// this long without a frame for a dead or hung server.
+        /// The client's silence limit: the server writes to the client well within it (a
+        /// [`Message::Keepalive`] when it has nothing else), so the client takes this long
+        /// without a frame for a dead or hung server.
         silence_ms: u32,
         /// The sender sessions the server holds history for, with their latest `seq`:
         /// messages up to these are "before the client registered".

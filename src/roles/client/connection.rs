@@ -37,8 +37,8 @@
 //! **When the server fails.** Every failure reaches the session the same way, as one `Err`
 //! item on `received`, after which `recv` ends; the session takes it for a lost connection
 //! and fails over. A broken socket and an end of stream are read errors. Silence is one
-//! too: the socket's read timeout is the silence limit, and a live server writes at least
-//! every half of it, so a server that says nothing for that long is dead or hung. A failed
+//! too: the socket's read timeout is the silence limit, and a live server writes well
+//! within it, so a server that says nothing for that long is dead or hung. A failed
 //! write ends `send` and shuts the socket down, which wakes `recv` with an end of stream.
 //! A frame the session cannot queue (the writer has ended, or the queue is full) makes
 //! [`Connection::send`] fail, which the session also treats as a lost connection.
@@ -174,7 +174,7 @@ impl Connection {
         };
         let (keepalive, silence) = timers;
         // The silence limit without a frame means the server is dead or hung: a live one
-        // writes at least every half of it.
+        // writes well within it.
         stream.set_read_timeout(Some(silence))?;
         let (received_tx, received_rx) = bounded(RECV_QUEUE);
         let read_half = stream.try_clone()?;

@@ -36,8 +36,8 @@ const QUIET_INTERVALS: u32 = 2;
 
 /// Heartbeat intervals a client may hear nothing before it takes its server for dead or
 /// hung: five (2.5 s by default). A client hears from a live server at least every
-/// [`QUIET_INTERVALS`] plus one tick (a half interval), 2.5 intervals; the other half of
-/// the limit is the margin for a server slowed down by load. So a hang is noticed within
+/// [`QUIET_INTERVALS`] plus one tick (an interval), three intervals; the other two are
+/// the margin for a server slowed down by load. So a hang is noticed within
 /// 2.5 s, within the coordinator's `--heartbeat-timeout` (1.5 s) plus 1 s, leaving time
 /// to register elsewhere.
 const SILENCE_INTERVALS: u32 = 5;
@@ -72,12 +72,14 @@ impl ClientTimers {
     /// The timers of a server with these flags.
     pub fn new(heartbeat_interval: Duration, idle_timeout: Duration) -> ClientTimers {
         let silence = (heartbeat_interval * SILENCE_INTERVALS).max(MIN_SILENCE);
-        // With the minimum silence in force, the writes follow it: half of it, in a
-        // quiet time and a tick, as with the default flags.
+        // With the minimum silence in force, the writes follow it, in the same shares as
+        // with the default flags.
         let interval = silence / SILENCE_INTERVALS;
         ClientTimers {
             quiet: interval * QUIET_INTERVALS,
-            tick: interval / 2,
+            // Each look costs a read of every client's last send (cache misses, with ten
+            // thousand clients): once an interval is often enough.
+            tick: interval,
             silence,
             client_keepalive: (idle_timeout / CLIENT_KEEPALIVE_SHARE)
                 .max(Duration::from_millis(10)),
@@ -142,18 +144,19 @@ mod tests {
             timers,
             ClientTimers {
                 quiet: ms(1_000),
-                tick: ms(250),
+                tick: ms(500),
                 silence: ms(2_500),
                 client_keepalive: ms(10_000),
             }
         );
-        // A keepalive reaches a client of a live server within half its silence limit.
-        assert!(timers.quiet + timers.tick <= timers.silence / 2);
+        // A keepalive reaches a client of a live server within three fifths of its silence
+        // limit.
+        assert!(timers.quiet + timers.tick <= timers.silence * 3 / 5);
         // A very short heartbeat interval: the silence limit has a floor, and the writes
         // keep their share of it.
         let short = ClientTimers::new(ms(20), ms(900));
         assert_eq!(short.silence, ms(300));
-        assert_eq!((short.quiet, short.tick), (ms(120), ms(30)));
+        assert_eq!((short.quiet, short.tick), (ms(120), ms(60)));
         assert_eq!(short.client_keepalive, ms(300));
     }
 }

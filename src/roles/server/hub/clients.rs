@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{Cutoffs, Frame, Hub, Registration};
 use crate::auth;
@@ -216,10 +216,12 @@ impl Hub {
     /// (`keepalive.rs` writes them a keepalive). Clones of an `Arc` each, so the lock is
     /// held for a look at every client and no I/O.
     pub fn quiet_clients(&self, quiet: Duration) -> Vec<WriteSide> {
+        // One clock read for all of them: ten thousand clients are looked at each time.
+        let now = Instant::now();
         let state = self.lock();
         let clients = state.clients.by_name.values();
         clients
-            .filter(|client| client.side.quiet_for() >= quiet)
+            .filter(|client| client.side.quiet_for(now) >= quiet)
             .map(|client| client.side.clone())
             .collect()
     }

@@ -84,12 +84,13 @@ impl WriteSide {
         }))
     }
 
-    /// How long this side has put nothing on the client's socket (since it was made, when
-    /// it never has). A relaxed read: a send it misses by a moment makes a keepalive go
-    /// that was not needed, never one that was needed stay.
-    pub fn quiet_for(&self) -> Duration {
+    /// How long this side had put nothing on the client's socket at `now` (since it was
+    /// made, when it never has). A relaxed read: a send it misses by a moment makes a
+    /// keepalive go that was not needed, never one that was needed stay.
+    pub fn quiet_for(&self, now: Instant) -> Duration {
         let sent = Duration::from_millis(self.0.sent_ms.load(Ordering::Relaxed));
-        self.0.made.elapsed().saturating_sub(sent)
+        now.saturating_duration_since(self.0.made)
+            .saturating_sub(sent)
     }
 
     /// The pen, if it was down: then the caller holds it, and must put it down or hand it
