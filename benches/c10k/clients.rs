@@ -60,6 +60,8 @@ pub struct Lost {
     pub name: String,
     pub session: u64,
     pub token: u64,
+    /// When it gave up on its server.
+    pub noticed: Instant,
 }
 
 /// One idle client's state on the bench side.
@@ -230,6 +232,7 @@ fn serve(
                         name: client.name.clone(),
                         session: client.session,
                         token: client.token,
+                        noticed: Instant::now(),
                     });
                 } else if client.keepalive_due() {
                     // A full socket buffer would mean the server sends a lot: then no

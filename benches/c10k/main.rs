@@ -20,9 +20,10 @@
 //! idle clients of a hung server are registered elsewhere: after the idle window the
 //! server is SIGSTOPped, each bench client takes it for hung after its own silence limit,
 //! asks the coordinator where to go and registers there with its session (as `dsys client`
-//! does on a failover); reported are the times from the SIGSTOP until the first, the median
-//! and the last client is registered again. Its idle CPU is reported beside that of the
-//! other server, which holds no client, measured over the same window: the machine is
+//! does on a failover); reported are the times from the SIGSTOP until the last client
+//! noticed, and until the first, the median and the last client is registered again. Its
+//! idle CPU and its threads' context switches (a wake-up each) are reported beside the CPU
+//! of the other server, which holds no client, measured over the same window: the machine is
 //! shared, and the empty server shows what the same window costs without any client.
 //!
 //! **The bench clients.** `dsys client` runs three threads per process, so ten thousand real
@@ -414,6 +415,8 @@ struct HangRun {
     /// Context switches of the server's threads a second over the idle window: each is a
     /// thread put to sleep, so about one per wake-up.
     switches_per_second: f64,
+    /// When the last client noticed the silence, from the SIGSTOP.
+    last_noticed_s: f64,
     first_s: f64,
     median_s: f64,
     last_s: f64,
@@ -433,11 +436,12 @@ fn hang_runs() {
                 Ok(r) => {
                     println!(
                         "N={n} run {run}: idle CPU {:.1} % (empty server {:.1} %), {:.0} context \
-                         switches/s, registered elsewhere after the SIGSTOP: first {:.2} s, \
-                         median {:.2} s, last {:.2} s",
+                         switches/s, all noticed the hang {:.2} s after the SIGSTOP, registered \
+                         elsewhere: first {:.2} s, median {:.2} s, last {:.2} s",
                         r.idle_cpu_percent,
                         r.empty_cpu_percent,
                         r.switches_per_second,
+                        r.last_noticed_s,
                         r.first_s,
                         r.median_s,
                         r.last_s
@@ -460,6 +464,7 @@ fn hang_runs() {
                     idle_cpu_percent: median(|r| r.idle_cpu_percent),
                     empty_cpu_percent: median(|r| r.empty_cpu_percent),
                     switches_per_second: median(|r| r.switches_per_second),
+                    last_noticed_s: median(|r| r.last_noticed_s),
                     first_s: median(|r| r.first_s),
                     median_s: median(|r| r.median_s),
                     last_s: median(|r| r.last_s),
@@ -470,15 +475,16 @@ fn hang_runs() {
     println!();
     println!(
         "| clients | idle CPU (one core) | empty server, same window | context switches a \
-         second | registered elsewhere after the SIGSTOP: first / median / last |"
+         second | all noticed | registered elsewhere after the SIGSTOP: first / median / last |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for (n, count, r) in table {
         println!(
-            "| {n} | {:.1} % | {:.1} % | {:.0} | {:.2} / {:.2} / {:.2} s |{}",
+            "| {n} | {:.1} % | {:.1} % | {:.0} | {:.2} s | {:.2} / {:.2} / {:.2} s |{}",
             r.idle_cpu_percent,
             r.empty_cpu_percent,
             r.switches_per_second,
+            r.last_noticed_s,
             r.first_s,
             r.median_s,
             r.last_s,
@@ -527,15 +533,19 @@ fn hang_run(n: usize) -> Result<HangRun, String> {
     }
     server.stop(); // SIGSTOP: the hang
     let hung = Instant::now();
-    let mut times = fail_over_all(&coordinator_addr, &server_addr, &lost_rx, n, hung)?;
+    let both = fail_over_all(&coordinator_addr, &server_addr, &lost_rx, n, hung)?;
     server.cont(); // so that it can be killed and reaped on drop
     drop(clients);
     drop(coordinator);
+    let mut noticed: Vec<f64> = both.iter().map(|(noticed, _)| *noticed).collect();
+    noticed.sort_by(|a, b| a.total_cmp(b));
+    let mut times: Vec<f64> = both.iter().map(|(_, registered)| *registered).collect();
     times.sort_by(|a, b| a.total_cmp(b));
     Ok(HangRun {
         idle_cpu_percent,
         empty_cpu_percent,
         switches_per_second,
+        last_noticed_s: noticed[noticed.len() - 1],
         first_s: times[0],
         median_s: times[times.len() / 2],
         last_s: times[times.len() - 1],
@@ -545,14 +555,15 @@ fn hang_run(n: usize) -> Result<HangRun, String> {
 /// Registers elsewhere every client that gives up on `hung`, from [`REGISTER_THREADS`]
 /// threads, as `dsys client` does on a failover: asks the coordinator where to go, naming
 /// the lost server, and resumes its session there. Returns, for each of the `n` clients,
-/// the seconds from `since` until it was registered again.
+/// the seconds from `since` until it noticed the silence, and until it was registered
+/// again.
 fn fail_over_all(
     coordinator: &str,
     hung: &str,
     lost_rx: &Receiver<Lost>,
     n: usize,
     since: Instant,
-) -> Result<Vec<f64>, String> {
+) -> Result<Vec<(f64, f64)>, String> {
     let times = Mutex::new(Vec::with_capacity(n));
     let moved = Mutex::new(Vec::with_capacity(n)); // kept registered until all are
     let failed: Mutex<Option<String>> = Mutex::new(None);
@@ -572,7 +583,9 @@ fn fail_over_all(
                     };
                     match fail_over(coordinator, hung, &lost) {
                         Ok(client) => {
-                            times.lock().unwrap().push(since.elapsed().as_secs_f64());
+                            let noticed = lost.noticed.duration_since(since).as_secs_f64();
+                            let registered = since.elapsed().as_secs_f64();
+                            times.lock().unwrap().push((noticed, registered));
                             moved.lock().unwrap().push(client);
                         }
                         Err(why) => {

@@ -29,8 +29,8 @@
 //! most one chunk. A file gets its message number when its last chunk is sent. The
 //! [`Inbox`] puts received files together.
 //!
-//! **When the server fails.** A broken socket, a failed write, or silence longer than two
-//! keepalive intervals (a hung server), each of which the [`Connection`] reports as an
+//! **When the server fails.** A broken socket, a failed write, or silence longer than the
+//! limit the server announced (a hung server), each of which the [`Connection`] reports as an
 //! error on its `received` channel, starts [`Session::fail_over`]: ask the coordinator
 //! where to go ([`locate`], naming the lost server), register again with the same session
 //! and token, send again the recent messages the new server lacks and every unacknowledged
