@@ -105,7 +105,7 @@ impl Ending {
                 reason: "replaced by a newer connection: the client resumed on it".into(),
             },
             // A reset is the same story told by the kernel: the client had gone when this
-            // server wrote to it (say, the answer to a keepalive sent before a hang), or it
+            // server wrote to it (say, a keepalive of its own, or a delivery), or it
             // was killed with bytes unread. The error says whether that was inside a frame.
             Err(e) if e.is_closed_by_peer() => {
                 Ending::info(format!("{CLOSED_WITHOUT_GOODBYE} ({e})"))
