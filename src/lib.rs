@@ -53,7 +53,8 @@
 //!                            once across the cluster)
 //! roles/server/
 //!   mod.rs                   start_server and stop; what every server thread shares
-//!   client.rs                one client: register_client, its read loop, keepalives
+//!   client.rs                one client: register_client, its read loop
+//!   keepalive.rs             the keepalives thread: the server writes to quiet clients
 //!   claim.rs                 a fresh name claimed at the coordinator, and where that stops
 //!   peers.rs                 one peer link, each way
 //!   heartbeat.rs             the heartbeat thread

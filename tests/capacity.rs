@@ -1,8 +1,8 @@
 //! Capacity and overload (`CONTRACT.md` guarantee 6), through the real binary: a server at
 //! its open-file limit turns newcomers away with the reason and takes clients again once
 //! some leave; a process that is slow but answers is never declared dead, and one that
-//! stops answering still is, within its bound; a client's keepalive is answered even while
-//! a writer holds its socket.
+//! stops answering still is, within its bound; the server's keepalives reach a client after
+//! other threads have written to it.
 //!
 //! **At the limit.** The server runs under `ulimit -n` [`OPEN_FILES`], which it cannot
 //! raise; clients without a process of their own fill it until it refuses one
@@ -16,8 +16,8 @@
 //! on a shared machine, and when that machine is loaded enough to make it late, the
 //! coordinator's probe can miss its deadline as well.
 //!
-//! **Timing.** Servers heartbeat every `HEARTBEAT_INTERVAL_MS` (100 ms; client keepalives
-//! every 400 ms), the coordinator declares a silent server dead after
+//! **Timing.** Servers heartbeat every `HEARTBEAT_INTERVAL_MS` (100 ms; a quiet client is
+//! written a keepalive after 200 ms, and gives up on a server silent for 500 ms), the coordinator declares a silent server dead after
 //! `HEARTBEAT_TIMEOUT_MS` (1000 ms). A test waits for events: log lines, client events,
 //! `dsys status`. It sleeps only for the length of a fault (a stall, a load) or a window in
 //! which something must *not* happen, each a const with its reason.
@@ -64,8 +64,8 @@ const BURST: usize = 50;
 /// bound holds, not how fast detection is.
 const DETECTION_MARGIN: Duration = Duration::from_secs(1);
 /// How long a client that received one message is watched for a failover: a writer
-/// lingers 1 s after its last frame and a client gives up on a server silent for two
-/// keepalive intervals (800 ms), so a keepalive that went unanswered would show well
+/// lingers 1 s after its last frame and a client gives up on a server silent for its
+/// silence limit (500 ms), so a keepalive that could not be written would show well
 /// within 3 s.
 const QUIET: Duration = Duration::from_secs(3);
 
@@ -445,19 +445,19 @@ fn a_stopped_server_is_declared_dead_within_the_timeout_and_one_interval() {
 }
 
 #[test]
-fn keepalives_are_answered_after_a_message_went_out() {
+fn keepalives_reach_clients_after_a_message_went_out() {
     let _serial = serial();
     let cluster = Cluster::start(1);
     let mut a = client_on(&cluster, 0, "a");
     let b = client_on(&cluster, 0, "b");
 
     // One message: a's connection thread takes the pens of b (the message) and of a (the
-    // ack) and writes both; had a pen stayed taken with nobody writing, that client's
-    // keepalives would go unanswered.
+    // ack) and writes both; had a pen stayed taken with nobody writing, the server's
+    // keepalives to that client would be skipped for ever.
     a.send_line("one message");
     assert_eq!(b.texts_from("a", 1), ["one message"]);
-    // Each client asks after 400 ms of silence and would give up after 800 ms: the
-    // answers must come, whoever holds the pen.
+    // The server writes each a keepalive after 200 ms without a frame, and each would give
+    // up after 500 ms: the keepalives must come, whoever held the pen.
     thread::sleep(QUIET);
     assert_none_moved(&[&a, &b]);
 }

@@ -5,8 +5,9 @@
 //! on the same address costs nothing while it is down and knows the whole cluster again
 //! within a few heartbeats.
 //!
-//! Timing: servers heartbeat every `HEARTBEAT_INTERVAL_MS` (100 ms, also the keepalive to
-//! clients) and the coordinator declares a silent server dead after `HEARTBEAT_TIMEOUT_MS`
+//! Timing: servers heartbeat every `HEARTBEAT_INTERVAL_MS` (100 ms; a server writes a
+//! keepalive to a client after two of those without a frame, and a client gives up on a
+//! server silent for five) and the coordinator declares a silent server dead after `HEARTBEAT_TIMEOUT_MS`
 //! (1000 ms). Every scenario uses three servers with two clients each, pinned with
 //! `--server` so that who is where does not depend on the coordinator's choices; clients
 //! are named `s<server><a|b>`. The failure is injected only after `dsys status` lists every
@@ -286,8 +287,8 @@ fn briefly_hung_server_loses_and_duplicates_nothing() {
     let mut clients = start_two_per_server(&cluster);
 
     let stdins = send_two_batches_around(&mut clients, BATCH, |clients| {
-        // Server 0 hangs mid-stream, only until its first client notices the silence (three
-        // keepalives, 300 ms): well within the coordinator's timeout, so its clients are
+        // Server 0 hangs mid-stream, only until its first client notices the silence (its
+        // silence limit, 500 ms): well within the coordinator's timeout, so its clients are
         // told to stay, and it wakes with their messages and its peers' in its sockets.
         clients[2].wait_messages(&["s0a", "s0b"], BATCH as usize / 4, TIMEOUT);
         cluster.hang_server(0);

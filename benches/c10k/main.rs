@@ -16,6 +16,16 @@
 //! Each size runs [`RUNS`] times on a fresh cluster and the report gives medians. Nothing
 //! is asserted: capacity is measured here, never in a timed test.
 //!
+//! **A hang.** `cargo bench --bench c10k -- hang 10000` measures instead how fast the N
+//! idle clients of a hung server are registered elsewhere: after the idle window the
+//! server is SIGSTOPped, each bench client takes it for hung after its own silence limit,
+//! asks the coordinator where to go and registers there with its session (as `dsys client`
+//! does on a failover); reported are the times from the SIGSTOP until the last client
+//! noticed, and until the first, the median and the last client is registered again. Its
+//! idle CPU and its threads' context switches (a wake-up each) are reported beside the CPU
+//! of the other server, which holds no client, measured over the same window: the machine is
+//! shared, and the empty server shows what the same window costs without any client.
+//!
 //! **The bench clients.** `dsys client` runs three threads per process, so ten thousand real
 //! clients would need thirty thousand threads on this machine, beyond the usual `pid_max`.
 //! The bench registers its clients from a few threads, then serves all of them from one
@@ -29,14 +39,14 @@ mod common;
 mod clients;
 
 use std::io::Write;
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use clients::IdleClients;
+use clients::{BenchClient, IdleClients, Lost};
 use common::{Proc, start_coordinator, start_server_with, wait_until_servers_alive};
+use crossbeam_channel::{Receiver, unbounded};
 use dsys::protocol::{Body, Message, Role};
 use dsys::support::cpu::cpu_time;
 
@@ -68,6 +78,9 @@ struct Run {
 
 fn main() {
     raise_fd_limit();
+    if std::env::args().any(|a| a == "hang") {
+        return hang_runs();
+    }
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -140,11 +153,12 @@ fn one_run(n: usize) -> Result<Run, String> {
     let baseline = server.rss_bytes();
 
     let received = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let registered = register_all(n, &server_addr)?;
-    let register_s = start.elapsed().as_secs_f64();
-    let clients = IdleClients::start(registered, BURST, received.clone())
+    let (lost_tx, _lost_rx) = unbounded();
+    let clients = IdleClients::start(BURST, received.clone(), lost_tx)
         .map_err(|e| format!("cannot serve the idle clients: {e}"))?;
+    let start = Instant::now();
+    register_all(n, &server_addr, &clients)?;
+    let register_s = start.elapsed().as_secs_f64();
 
     // Let the registrations' log lines and first keepalives settle before measuring.
     thread::sleep(Duration::from_secs(2));
@@ -212,18 +226,17 @@ fn one_run(n: usize) -> Result<Run, String> {
     })
 }
 
-/// Registers `n` clients from [`REGISTER_THREADS`] threads, and returns their streams with
-/// the keepalive interval each was given.
-fn register_all(n: usize, server: &str) -> Result<Vec<(TcpStream, Duration)>, String> {
-    let registered = Mutex::new(Vec::with_capacity(n));
+/// Registers `n` clients from [`REGISTER_THREADS`] threads, and hands each to `clients`
+/// as soon as it is registered.
+fn register_all(n: usize, server: &str, clients: &IdleClients) -> Result<(), String> {
     let failed: Mutex<Option<String>> = Mutex::new(None);
     thread::scope(|scope| {
         for t in 0..REGISTER_THREADS {
-            let (registered, failed) = (&registered, &failed);
+            let failed = &failed;
             scope.spawn(move || {
                 for i in (t..n).step_by(REGISTER_THREADS) {
                     match register(server, &format!("idle-{i}")) {
-                        Ok(client) => registered.lock().unwrap().push(client),
+                        Ok(client) => clients.add(client),
                         Err(why) => {
                             *failed.lock().unwrap() = Some(format!("client {i}: {why}"));
                             return;
@@ -235,32 +248,52 @@ fn register_all(n: usize, server: &str) -> Result<Vec<(TcpStream, Duration)>, St
     });
     match failed.into_inner().unwrap() {
         Some(why) => Err(why),
-        None => Ok(registered.into_inner().unwrap()),
+        None => Ok(()),
     }
 }
 
-/// Opens a client connection and registers `name`; returns the stream and the keepalive
-/// interval the server announced.
-fn register(server: &str, name: &str) -> Result<(TcpStream, Duration), String> {
+/// Opens a client connection and registers `name`, resuming `resume` when given; returns
+/// the client with what the server announced.
+fn register_as(
+    server: &str,
+    name: &str,
+    resume: Option<dsys::protocol::Resume>,
+) -> Result<BenchClient, String> {
     let mut stream = dsys::net::connect_as(server, Role::Client, STEP_TIMEOUT, None)
         .map_err(|e| e.to_string())?;
     let register = Message::Register {
         name: name.to_string(),
-        resume: None,
+        resume,
     };
     match dsys::net::request(&mut stream, &register).map_err(|e| e.to_string())? {
-        Message::Registered { keepalive_ms, .. } => {
-            Ok((stream, Duration::from_millis(keepalive_ms.max(10) as u64)))
-        }
+        Message::Registered {
+            session,
+            token,
+            keepalive_ms,
+            silence_ms,
+            ..
+        } => Ok(BenchClient {
+            stream,
+            name: name.to_string(),
+            session,
+            token,
+            keepalive: Duration::from_millis(keepalive_ms.max(10) as u64),
+            silence: Duration::from_millis(silence_ms.max(10) as u64),
+        }),
         Message::RegisterRefused { reason, .. } => Err(format!("refused: {reason}")),
         other => Err(format!("expected Registered, got {}", other.kind())),
     }
 }
 
+/// Opens a client connection and registers `name` afresh.
+fn register(server: &str, name: &str) -> Result<BenchClient, String> {
+    register_as(server, name, None)
+}
+
 /// One more client publishes [`BURST`] messages; returns the time until every one of the
 /// `n` idle clients has all of them.
 fn burst(server: &str, n: usize, received: &AtomicUsize) -> Result<f64, String> {
-    let (mut sender, _) = register(server, "burst-sender")?;
+    let mut sender = register(server, "burst-sender")?.stream;
     let start = Instant::now();
     for seq in 1..=BURST as u64 {
         let publish = Message::Publish {
@@ -338,6 +371,24 @@ fn median_run(runs: &[Run]) -> Run {
     }
 }
 
+/// Context switches, voluntary and not, of every thread of process `pid` so far.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// A numeric field of `/proc/PID/status`, such as `Threads`.
 fn proc_status_field(proc: &Proc, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{}/status", proc.pid()))
@@ -354,4 +405,223 @@ fn raise_fd_limit() {
     if let Err(e) = dsys::support::limits::raise_open_files_limit() {
         println!("cannot raise the open-file limit: {e}");
     }
+}
+
+/// What one hang run measured.
+#[derive(Clone, Copy, Default)]
+struct HangRun {
+    idle_cpu_percent: f64,
+    empty_cpu_percent: f64,
+    /// Context switches of the server's threads a second over the idle window: each is a
+    /// thread put to sleep, so about one per wake-up.
+    switches_per_second: f64,
+    /// When the last client noticed the silence, from the SIGSTOP.
+    last_noticed_s: f64,
+    first_s: f64,
+    median_s: f64,
+    last_s: f64,
+}
+
+/// The hang mode: [`RUNS`] runs of each size given, then a table of medians.
+fn hang_runs() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let mut table = Vec::new();
+    for &n in &sizes {
+        let mut runs = Vec::new();
+        for run in 1..=RUNS {
+            match hang_run(n) {
+                Ok(r) => {
+                    println!(
+                        "N={n} run {run}: idle CPU {:.1} % (empty server {:.1} %), {:.0} context \
+                         switches/s, all noticed the hang {:.2} s after the SIGSTOP, registered \
+                         elsewhere: first {:.2} s, median {:.2} s, last {:.2} s",
+                        r.idle_cpu_percent,
+                        r.empty_cpu_percent,
+                        r.switches_per_second,
+                        r.last_noticed_s,
+                        r.first_s,
+                        r.median_s,
+                        r.last_s
+                    );
+                    runs.push(r);
+                }
+                Err(why) => println!("N={n} run {run}: FAILED: {why}"),
+            }
+        }
+        if !runs.is_empty() {
+            let median = |f: fn(&HangRun) -> f64| {
+                let mut v: Vec<f64> = runs.iter().map(f).collect();
+                v.sort_by(|a, b| a.total_cmp(b));
+                v[v.len() / 2]
+            };
+            table.push((
+                n,
+                runs.len(),
+                HangRun {
+                    idle_cpu_percent: median(|r| r.idle_cpu_percent),
+                    empty_cpu_percent: median(|r| r.empty_cpu_percent),
+                    switches_per_second: median(|r| r.switches_per_second),
+                    last_noticed_s: median(|r| r.last_noticed_s),
+                    first_s: median(|r| r.first_s),
+                    median_s: median(|r| r.median_s),
+                    last_s: median(|r| r.last_s),
+                },
+            ));
+        }
+    }
+    println!();
+    println!(
+        "| clients | idle CPU (one core) | empty server, same window | context switches a \
+         second | all noticed | registered elsewhere after the SIGSTOP: first / median / last |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (n, count, r) in table {
+        println!(
+            "| {n} | {:.1} % | {:.1} % | {:.0} | {:.2} s | {:.2} / {:.2} / {:.2} s |{}",
+            r.idle_cpu_percent,
+            r.empty_cpu_percent,
+            r.switches_per_second,
+            r.last_noticed_s,
+            r.first_s,
+            r.median_s,
+            r.last_s,
+            if count < RUNS {
+                format!(" ({count} of {RUNS} runs)")
+            } else {
+                String::new()
+            }
+        );
+    }
+}
+
+/// One hang run: N idle clients on a server with default flags, the idle window, then a
+/// SIGSTOP; returns when every client is registered on the other server.
+fn hang_run(n: usize) -> Result<HangRun, String> {
+    let (coordinator, coordinator_addr) = start_coordinator(1500);
+    let (server, server_addr) = start_server_with(&coordinator_addr, 500, &[]);
+    let (other, _other_addr) = start_server_with(&coordinator_addr, 500, &[]);
+    wait_until_servers_alive(&coordinator_addr, 2, STEP_TIMEOUT);
+    let (lost_tx, lost_rx) = unbounded();
+    let received = Arc::new(AtomicUsize::new(0));
+    let clients = IdleClients::start(BURST, received, lost_tx)
+        .map_err(|e| format!("cannot serve the idle clients: {e}"))?;
+    register_all(n, &server_addr, &clients)?;
+    thread::sleep(Duration::from_secs(2)); // let the registrations settle
+    // For a profiler to attach over the same window (`perf stat -p PID`).
+    println!(
+        "N={n}: idle window of {IDLE_WINDOW:?} begins; server pid {}, empty server pid {}",
+        server.pid(),
+        other.pid()
+    );
+    let (busy_before, empty_before) = (cpu_time(server.pid()), cpu_time(other.pid()));
+    let switches_before = context_switches(server.pid());
+    thread::sleep(IDLE_WINDOW); // the idle period being measured
+    let percent = |d: Duration| d.as_secs_f64() / IDLE_WINDOW.as_secs_f64() * 100.0;
+    let idle_cpu_percent = percent(cpu_time(server.pid()).saturating_sub(busy_before));
+    let empty_cpu_percent = percent(cpu_time(other.pid()).saturating_sub(empty_before));
+    let switches_per_second = context_switches(server.pid()).saturating_sub(switches_before) as f64
+        / IDLE_WINDOW.as_secs_f64();
+
+    let early = lost_rx.try_iter().count();
+    if early > 0 {
+        return Err(format!(
+            "{early} clients took their server for hung before it was (no keepalive in time)"
+        ));
+    }
+    server.stop(); // SIGSTOP: the hang
+    let hung = Instant::now();
+    let both = fail_over_all(&coordinator_addr, &server_addr, &lost_rx, n, hung)?;
+    server.cont(); // so that it can be killed and reaped on drop
+    drop(clients);
+    drop(coordinator);
+    let mut noticed: Vec<f64> = both.iter().map(|(noticed, _)| *noticed).collect();
+    noticed.sort_by(|a, b| a.total_cmp(b));
+    let mut times: Vec<f64> = both.iter().map(|(_, registered)| *registered).collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    Ok(HangRun {
+        idle_cpu_percent,
+        empty_cpu_percent,
+        switches_per_second,
+        last_noticed_s: noticed[noticed.len() - 1],
+        first_s: times[0],
+        median_s: times[times.len() / 2],
+        last_s: times[times.len() - 1],
+    })
+}
+
+/// Registers elsewhere every client that gives up on `hung`, from [`REGISTER_THREADS`]
+/// threads, as `dsys client` does on a failover: asks the coordinator where to go, naming
+/// the lost server, and resumes its session there. Returns, for each of the `n` clients,
+/// the seconds from `since` until it noticed the silence, and until it was registered
+/// again.
+fn fail_over_all(
+    coordinator: &str,
+    hung: &str,
+    lost_rx: &Receiver<Lost>,
+    n: usize,
+    since: Instant,
+) -> Result<Vec<(f64, f64)>, String> {
+    let times = Mutex::new(Vec::with_capacity(n));
+    let moved = Mutex::new(Vec::with_capacity(n)); // kept registered until all are
+    let failed: Mutex<Option<String>> = Mutex::new(None);
+    let deadline = since + STEP_TIMEOUT;
+    thread::scope(|scope| {
+        for _ in 0..REGISTER_THREADS {
+            scope.spawn(|| {
+                while times.lock().unwrap().len() < n && failed.lock().unwrap().is_none() {
+                    let Ok(lost) = lost_rx.recv_timeout(Duration::from_millis(100)) else {
+                        // Nobody lost just now: the others may be done, or still coming.
+                        if Instant::now() > deadline {
+                            let got = times.lock().unwrap().len();
+                            *failed.lock().unwrap() =
+                                Some(format!("only {got} of {n} clients registered elsewhere"));
+                        }
+                        continue;
+                    };
+                    match fail_over(coordinator, hung, &lost) {
+                        Ok(client) => {
+                            let noticed = lost.noticed.duration_since(since).as_secs_f64();
+                            let registered = since.elapsed().as_secs_f64();
+                            times.lock().unwrap().push((noticed, registered));
+                            moved.lock().unwrap().push(client);
+                        }
+                        Err(why) => {
+                            *failed.lock().unwrap() = Some(format!("{}: {why}", lost.name));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    match failed.into_inner().unwrap() {
+        Some(why) => Err(why),
+        None => Ok(times.into_inner().unwrap()),
+    }
+}
+
+/// One client's failover: where to go, then a resume there.
+fn fail_over(coordinator: &str, hung: &str, lost: &Lost) -> Result<BenchClient, String> {
+    let mut stream = dsys::net::connect_as(coordinator, Role::Locate, STEP_TIMEOUT, None)
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(STEP_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let locate = Message::Locate {
+        name: lost.name.clone(),
+        suspect: hung.to_string(),
+        unreachable: false,
+    };
+    let server = match dsys::net::request(&mut stream, &locate).map_err(|e| e.to_string())? {
+        Message::Assign { server } => server,
+        other => return Err(format!("expected Assign, got {}", other.kind())),
+    };
+    let resume = dsys::protocol::Resume {
+        session: lost.session,
+        token: lost.token,
+        seen: Vec::new(),
+    };
+    register_as(&server, &lost.name, Some(resume))
 }

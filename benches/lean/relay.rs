@@ -105,6 +105,7 @@ fn serve_one(mut stream: TcpStream, id: u64, connections: &Mutex<Vec<Peer>>) -> 
         session: id,
         token: 0,
         keepalive_ms: 10_000,
+        silence_ms: 2_500,
         watermarks: Vec::new(),
     };
     stream.write_all(&registered.encode())?;

@@ -27,7 +27,6 @@ pub(super) const T_DELIVER: u8 = 0x14;
 const T_ACK: u8 = 0x15;
 const T_KEEPALIVE: u8 = 0x16;
 const T_DEREGISTER: u8 = 0x17;
-const T_KEEPALIVE_EVERY: u8 = 0x18;
 const T_MOVE: u8 = 0x19;
 const T_PEER_HELLO: u8 = 0x20;
 const T_PEER_WELCOME: u8 = 0x21;
@@ -141,12 +140,14 @@ impl Message {
                 session,
                 token,
                 keepalive_ms,
+                silence_ms,
                 watermarks,
             } => {
                 out.u8(T_REGISTERED);
                 out.u64(*session);
                 out.u64(*token);
                 out.u32(*keepalive_ms);
+                out.u32(*silence_ms);
                 out.pairs(watermarks);
             }
             Message::RegisterRefused { code, reason } => {
@@ -173,10 +174,6 @@ impl Message {
             Message::Move { server } => {
                 out.u8(T_MOVE);
                 out.str(server);
-            }
-            Message::KeepaliveEvery { ms } => {
-                out.u8(T_KEEPALIVE_EVERY);
-                out.u32(*ms);
             }
             Message::PeerHello { addr, epoch } => {
                 out.u8(T_PEER_HELLO);
@@ -319,6 +316,7 @@ impl Message {
                 session: r.u64()?,
                 token: r.u64()?,
                 keepalive_ms: r.u32()?,
+                silence_ms: r.u32()?,
                 watermarks: r.pairs()?,
             },
             T_REGISTER_REFUSED => {
@@ -338,7 +336,6 @@ impl Message {
             T_ACK => Message::Ack { seq: r.u64()? },
             T_KEEPALIVE => Message::Keepalive,
             T_DEREGISTER => Message::Deregister,
-            T_KEEPALIVE_EVERY => Message::KeepaliveEvery { ms: r.u32()? },
             T_MOVE => Message::Move { server: r.str()? },
             T_PEER_HELLO => Message::PeerHello {
                 addr: r.str()?,

@@ -32,8 +32,9 @@ pub use status_report::{join_report, report_frames};
 
 /// The protocol version carried in every [`Message::Hello`]. A peer that speaks another
 /// version is refused with a clear [`Message::Error`] instead of being misread. Version 7
-/// added the [`Refusal`] code to `Error` and `RegisterRefused`.
-pub const PROTOCOL_VERSION: u16 = 7;
+/// added the [`Refusal`] code to `Error` and `RegisterRefused`; version 8 the server's
+/// keepalives (`Registered.silence_ms`, no more `KeepaliveEvery`).
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// The four bytes that open every [`Message::Hello`], so that a stray connection (a browser,
 /// a port scanner) is recognised at once instead of being parsed as a length.
@@ -186,10 +187,13 @@ pub enum Message {
         session: u64,
         /// A secret proving ownership of `session` when resuming.
         token: u64,
-        /// The keepalive interval: the client sends a [`Message::Keepalive`] when it has
-        /// heard nothing for this long, and the server answers it. Changed later by
-        /// [`Message::KeepaliveEvery`].
+        /// The client's keepalive interval: the client sends a [`Message::Keepalive`] when
+        /// it has sent nothing for this long, so that the server never takes it for gone.
         keepalive_ms: u32,
+        /// The client's silence limit: the server writes to the client well within it (a
+        /// [`Message::Keepalive`] when it has nothing else), so the client takes this long
+        /// without a frame for a dead or hung server.
+        silence_ms: u32,
         /// The sender sessions the server holds history for, with their latest `seq`:
         /// messages up to these are "before the client registered".
         watermarks: Vec<(u64, u64)>,
@@ -226,16 +230,11 @@ pub enum Message {
         /// Highest acknowledged `seq`.
         seq: u64,
     },
-    /// Either way: "I am alive". A client sends it when it has heard nothing for its
-    /// keepalive interval (or sent nothing for two); the server answers with one.
+    /// Either way: "I am alive". A server sends it to a client it has written nothing to
+    /// for a while, a client to its server when it has sent nothing for its keepalive
+    /// interval; neither is answered. (Between servers, and to a probe, see the protocol
+    /// chapter.)
     Keepalive,
-    /// Server → client: the answer to a keepalive when the server's keepalive interval has
-    /// changed since it last told this client (it grows with the number of clients, so that
-    /// the server's keepalive work stays within a budget): from now on, use `ms`.
-    KeepaliveEvery {
-        /// The new keepalive interval, in milliseconds.
-        ms: u32,
-    },
     /// Client → server: leaving on purpose.
     Deregister,
     /// Server → client: move to `server` (the coordinator is rebalancing, or this server is
@@ -407,7 +406,6 @@ impl Message {
             Message::Deliver { .. } => "Deliver",
             Message::Ack { .. } => "Ack",
             Message::Keepalive => "Keepalive",
-            Message::KeepaliveEvery { .. } => "KeepaliveEvery",
             Message::Deregister => "Deregister",
             Message::Move { .. } => "Move",
             Message::PeerHello { .. } => "PeerHello",

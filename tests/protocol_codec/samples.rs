@@ -229,13 +229,15 @@ pub(crate) fn sample_messages() -> Vec<Message> {
         Message::Registered {
             session: 0x0102_0304_0506_0708,
             token: 42,
-            keepalive_ms: 500,
+            keepalive_ms: 10_000,
+            silence_ms: 2_500,
             watermarks: vec![(1, 2), (u64::MAX, u64::MAX)],
         },
         Message::Registered {
             session: 1,
             token: 2,
             keepalive_ms: 0,
+            silence_ms: u32::MAX,
             watermarks: vec![],
         },
         Message::RegisterRefused {
@@ -249,7 +251,6 @@ pub(crate) fn sample_messages() -> Vec<Message> {
         Message::Ack { seq: 0 },
         Message::Ack { seq: 17 },
         Message::Keepalive,
-        Message::KeepaliveEvery { ms: 6_000 },
         Message::Deregister,
         Message::Move {
             server: "127.0.0.1:8082".into(),
@@ -400,13 +401,12 @@ pub(crate) fn variant_index(message: &Message) -> usize {
         Message::StatusQuery => 20,
         Message::StatusReport { .. } => 21,
         Message::Challenge { .. } => 22,
-        Message::KeepaliveEvery { .. } => 23,
-        Message::Claim { .. } => 24,
-        Message::ClaimReply { .. } => 25,
-        Message::Move { .. } => 26,
+        Message::Claim { .. } => 23,
+        Message::ClaimReply { .. } => 24,
+        Message::Move { .. } => 25,
     }
 }
-pub(crate) const VARIANT_COUNT: usize = 27;
+pub(crate) const VARIANT_COUNT: usize = 26;
 
 /// Type bytes used in hand-built bodies (the table in `docs/protocol.md`).
 pub(crate) const T_HELLO: u8 = 0x01;

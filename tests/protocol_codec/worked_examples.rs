@@ -110,7 +110,8 @@ fn worked_examples_in_docs_match_encoder() {
         Message::Registered {
             session,
             token: 0x5d7c_9e01_a3b4_f268,
-            keepalive_ms: 500,
+            keepalive_ms: 10_000,
+            silence_ms: 2_500,
             watermarks: vec![],
         },
         Message::RegisterRefused {
@@ -149,7 +150,6 @@ fn worked_examples_in_docs_match_encoder() {
             },
         },
         Message::Keepalive,
-        Message::KeepaliveEvery { ms: 6000 },
         Message::Deregister,
     ];
     let shown = frames_shown();

@@ -9,17 +9,20 @@
 //! writes what they queued for others itself, without blocking ([`Pens`]). Frames a socket
 //! cannot take at once go with the [`Pen`] to a writer (`write/`).
 //!
+//! **Keepalives.** The server writes to a quiet client from one thread (`keepalive.rs`), so
+//! this one does not wake for that; the client's own rare keepalives are read, never
+//! answered.
+//!
 //! **When the client fails.** A broken or silent connection (nothing for `--idle-timeout`)
 //! ends the read loop and the thread. Whatever ends it, even an error halfway through
 //! registering, the client is deregistered and its name given back ([`Registered`]'s drop).
 //! Who writes the socket: `docs/thread-per-connection.md`; keepalives:
 //! `docs/heartbeats-and-failover.md`, "Client keepalives".
 
-use std::cell::Cell;
 use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::hub::{self, Hub, Origin};
 use super::metrics::Metrics;
@@ -31,19 +34,6 @@ use crate::protocol::{
     Body, MAX_PAYLOAD_LEN, Message, Refusal, holds_whole_frame, read_message, valid_name,
     write_message,
 };
-
-/// Heartbeat intervals in the shortest client keepalive interval (see [`KeepalivePolicy`]):
-/// one, so that with few clients a client notices a hung server within three heartbeat
-/// intervals, as fast as the coordinator's watchdog does.
-const KEEPALIVE_INTERVALS: u32 = 1;
-
-/// Keepalives a server answers per second, at most, however many clients it holds (see
-/// [`KeepalivePolicy`]), until the interval meets its cap (a quarter of the idle timeout:
-/// 1,333 a second at 10,000 clients with the defaults). Each costs a wake-up of the
-/// client's thread, a read and a write: about 35 us on this project's 2-core test machine
-/// with ten thousand threads in the server, so this budget is about 4.5 % of one core,
-/// under the 5 % an idle server may spend (`docs/thread-per-connection.md`).
-const KEEPALIVES_PER_SECOND: u32 = 1_250;
 
 /// Bytes a client's connection thread reads ahead of the frame it is reading: enough for a
 /// keepalive or a short publish to come in one read, few enough that ten thousand idle
@@ -64,47 +54,6 @@ const PUBLISHER_READ_AHEAD: usize = 64 * 1024;
 /// buffer of 64 KiB holds about 2,500 of the smallest); this bounds the batch's own
 /// bookkeeping whatever the frames.
 const MAX_PUBLISHES_AT_ONCE: usize = 1024;
-
-/// How long a client may hear nothing before it sends a keepalive, which the server answers
-/// (and after three times that, it takes its server for dead or hung).
-///
-/// The shortest interval is one heartbeat interval (500 ms by default), so that with few
-/// clients a hung server is noticed within three heartbeat intervals. A server with many
-/// clients makes it longer, in whole multiples of the shortest, so that all its clients'
-/// keepalives together stay within [`KEEPALIVES_PER_SECOND`]: ten thousand idle clients
-/// then cost the same as seven hundred and fifty. It never exceeds a quarter of
-/// `--idle-timeout`, so a live client is never taken for a silent one. The price is paid in
-/// failure detection on a crowded server (`docs/heartbeats-and-failover.md`). Each client is
-/// told its interval in `Registered`, and again with `KeepaliveEvery` when it has changed.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct KeepalivePolicy {
-    shortest: Duration,
-    longest: Duration,
-}
-
-impl KeepalivePolicy {
-    /// The policy of a server with these flags.
-    pub(super) fn new(heartbeat_interval: Duration, idle_timeout: Duration) -> KeepalivePolicy {
-        let longest = (idle_timeout / 4).max(Duration::from_millis(10));
-        KeepalivePolicy {
-            shortest: (heartbeat_interval * KEEPALIVE_INTERVALS).min(longest),
-            longest,
-        }
-    }
-
-    /// The interval for a server holding `clients`.
-    pub(super) fn interval(&self, clients: usize) -> Duration {
-        let needed = Duration::from_secs_f64(clients as f64 / f64::from(KEEPALIVES_PER_SECOND));
-        let multiple = needed.as_nanos().div_ceil(self.shortest.as_nanos()).max(1);
-        let multiple = u32::try_from(multiple).unwrap_or(u32::MAX);
-        self.shortest.saturating_mul(multiple).min(self.longest)
-    }
-}
-
-/// A duration as the milliseconds a frame carries.
-fn millis(duration: Duration) -> u32 {
-    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
-}
 
 /// Why a client left when its connection closed without `Deregister`.
 const CLOSED_WITHOUT_GOODBYE: &str =
@@ -148,7 +97,7 @@ impl Ending {
                 reason: "replaced by a newer connection: the client resumed on it".into(),
             },
             // A reset is the same story told by the kernel: the client had gone when this
-            // server wrote to it (say, the answer to a keepalive sent before a hang), or it
+            // server wrote to it (say, a keepalive of its own, or a delivery), or it
             // was killed with bytes unread. The error says whether that was inside a frame.
             Err(e) if e.is_closed_by_peer() => {
                 Ending::info(format!("{CLOSED_WITHOUT_GOODBYE} ({e})"))
@@ -203,8 +152,6 @@ pub(super) struct Registered<'a> {
     addr: &'a str,
     stream: Arc<TcpStream>,
     registration: hub::Registration,
-    /// The keepalive interval this client was last told.
-    keepalive: Cell<Duration>,
     /// How the connection ended, for the line logged when the client leaves.
     ended: Ending,
 }
@@ -286,12 +233,9 @@ pub(super) fn register_client<'a>(
         log::warn!("registering name={name} peer={peer} before every peer has linked in");
     }
     let resuming = resume.is_some();
-    let keepalive = shared
-        .client_keepalive
-        .interval(shared.hub.client_count() + 1);
     match shared
         .hub
-        .register(&name, resume, stream.clone(), millis(keepalive))
+        .register(&name, resume, stream.clone(), shared.client_timers)
     {
         Ok(registration) => {
             let m = &*shared.metrics;
@@ -315,7 +259,6 @@ pub(super) fn register_client<'a>(
                 addr: &shared.addr,
                 stream: stream.clone(),
                 registration,
-                keepalive: Cell::new(keepalive),
                 ended: Ending::info("the server stopped before the client was served"),
             };
             stream.set_read_timeout(Some(shared.limits.idle_timeout))?;
@@ -402,9 +345,9 @@ impl Registered<'_> {
                     }
                 }
                 Message::Keepalive => {
-                    self.answer_keepalive(shared)?;
-                    // A client sends keepalives only when it has sent nothing else for a
-                    // while: a publisher that went quiet gives its read-ahead back.
+                    // Nothing to answer: the server writes its own keepalives. A client
+                    // sends one only when it has sent nothing else for a while: a publisher
+                    // that went quiet gives its read-ahead back.
                     if reader.capacity() > READ_AHEAD && reader.buffer().is_empty() {
                         reader = BufReader::with_capacity(READ_AHEAD, counted(&*self.stream));
                     }
@@ -445,32 +388,6 @@ impl Registered<'_> {
         current
     }
 
-    /// Answers a keepalive with one, so a client that heard nothing for a while learns that
-    /// its server lives. With the pen free, this thread writes the answer itself (an idle
-    /// client costs no other thread); when another thread holds it (a writer, or a thread
-    /// writing what a publish queued), the answer goes into the outbox behind its frames,
-    /// since two writers would interleave their bytes.
-    /// The answer is `KeepaliveEvery` instead when the interval has changed since the
-    /// client was last told ([`KeepalivePolicy`]).
-    fn answer_keepalive(&self, shared: &Shared) -> Result<()> {
-        let interval = shared.client_keepalive.interval(shared.hub.client_count());
-        let answer = if interval == self.keepalive.replace(interval) {
-            Message::Keepalive
-        } else {
-            Message::KeepaliveEvery {
-                ms: millis(interval),
-            }
-        };
-        let Some(mut pen) = self.registration.side.take_pen() else {
-            shared
-                .hub
-                .queue_keepalive(&self.name, self.registration.conn, &answer);
-            return Ok(());
-        };
-        pen.write_all(&answer.encode())?;
-        self.put_down(pen, shared)
-    }
-
     /// Puts down `pen`, which this thread wrote with, once what it holds is on the socket;
     /// when frames came meanwhile, hands it to a writer instead: the client's lingering
     /// one, or one started by the pool.
@@ -505,34 +422,4 @@ fn check_body(body: &Body) -> std::result::Result<(), String> {
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_keepalive_interval_grows_with_the_clients_within_its_bounds() {
-        let ms = Duration::from_millis;
-        let policy = KeepalivePolicy::new(ms(500), ms(30_000));
-        assert_eq!(policy.interval(0), ms(500), "one heartbeat interval");
-        assert_eq!(policy.interval(625), ms(500), "1,250 a second at 500 ms");
-        assert_eq!(
-            policy.interval(626),
-            ms(1_000),
-            "whole multiples of the shortest"
-        );
-        assert_eq!(policy.interval(8_750), ms(7_000));
-        assert_eq!(policy.interval(10_000), ms(7_500));
-        assert_eq!(
-            policy.interval(1_000_000),
-            ms(7_500),
-            "a quarter of the idle timeout"
-        );
-        // A short idle timeout caps even the shortest interval.
-        assert_eq!(
-            KeepalivePolicy::new(ms(500), ms(1_000)).interval(0),
-            ms(250)
-        );
-    }
 }

@@ -139,11 +139,10 @@ pub(super) fn render(shared: &Shared, out: &mut Exposition) {
         "Peer servers this server has a connected link to.",
         gauges.peer_links_up as f64,
     );
-    let keepalive = shared.client_keepalive.interval(gauges.clients);
     out.one(
         "dsys_server_keepalive_interval_seconds",
         Kind::Gauge,
-        "The keepalive interval told to clients now (it grows with the clients).",
-        keepalive.as_secs_f64(),
+        "How long a client goes unwritten before this server writes it a keepalive.",
+        shared.client_timers.quiet.as_secs_f64(),
     );
 }

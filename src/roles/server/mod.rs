@@ -2,7 +2,7 @@
 //! every message to every other client, here and on every other live server. This file owns
 //! how a server starts and stops ([`start_server`], [`run`], [`ServerHandle`]), what every
 //! server thread shares ([`Shared`]), its bounds and the capacity log. Each thread has its own
-//! file (`client.rs`, `peers.rs`, `heartbeat.rs`, `trim.rs`, `write/`), and the state they
+//! file (`client.rs`, `peers.rs`, `heartbeat.rs`, `keepalive.rs`, `trim.rs`, `write/`), and the state they
 //! share is the hub (`hub/`).
 //!
 //! **Who calls it.** `main.rs` through [`run`], which waits for a signal; the tests through
@@ -19,6 +19,7 @@ mod claim;
 mod client;
 mod heartbeat;
 pub mod hub;
+mod keepalive;
 mod leave;
 pub mod metrics;
 mod peers;
@@ -163,8 +164,9 @@ struct Shared {
     limits: net::ConnectionLimits,
     write_timeout: Duration,
     max_name_len: usize,
-    /// The keepalive interval announced to clients ([`client::KeepalivePolicy`]).
-    client_keepalive: client::KeepalivePolicy,
+    /// When a quiet client is written a keepalive, and the timers it is told
+    /// ([`keepalive::ClientTimers`]).
+    client_timers: keepalive::ClientTimers,
     /// The way into the pool, for client writer threads (the hub holds another; a
     /// connection thread uses this one when it hands its pen over).
     pool: write::Pool,
@@ -190,8 +192,8 @@ pub struct ServerHandle {
     /// so that a leaving server has told the coordinator it left before its clients'
     /// connections close.
     heartbeat: Option<JoinHandle<()>>,
-    /// The `pool` and `trim` threads, which end when `stop_tx` is dropped; joined last
-    /// on stop.
+    /// The `pool`, `trim` and `keepalives` threads, which end when `stop_tx` is dropped;
+    /// joined last on stop.
     threads: Vec<JoinHandle<()>>,
     /// Starts a planned stop and hears how it ended ([`ServerHandle::leave`]).
     leave: LeaveControl,
@@ -333,7 +335,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         limits: config.limits,
         write_timeout: config.write_timeout,
         max_name_len: config.max_name_len,
-        client_keepalive: client::KeepalivePolicy::new(
+        client_timers: keepalive::ClientTimers::new(
             config.heartbeat_interval,
             config.limits.idle_timeout,
         ),
@@ -362,6 +364,12 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
             .name("trim".into())
             .spawn(move || trim::trim_loop(shared))?
     };
+    let keepalives = {
+        let shared = shared.clone();
+        thread::Builder::new()
+            .name("keepalives".into())
+            .spawn(move || keepalive::keepalive_loop(shared))?
+    };
     let metrics_port = match &config.metrics {
         Some(addr) => {
             let shared = shared.clone();
@@ -388,7 +396,7 @@ pub fn start_server(config: Config) -> Result<ServerHandle> {
         stop_tx: Some(stop_tx),
         accept,
         heartbeat: Some(heartbeat),
-        threads: vec![pool, trim],
+        threads: vec![pool, trim, keepalives],
         leave: leave_control,
         metrics: metrics_port,
     })

@@ -17,8 +17,6 @@
 use std::cell::Cell;
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -56,21 +54,13 @@ pub(super) struct Connection {
     /// The highest `seq` of this session that the server already holds (0 on a first
     /// registration): recent messages above it are sent again after a failover.
     pub server_has: u64,
-    /// The keepalive interval the server announced, in milliseconds: how long it may be
-    /// quiet before the session sends it a keepalive ([`Connection::send_keepalive`]).
-    /// Shared with the `recv` thread, which changes it when the server sends
-    /// `KeepaliveEvery`.
-    keepalive_ms: Arc<AtomicU64>,
-    /// When the connection opened: the zero of `heard_ms`.
-    opened: Instant,
-    /// Milliseconds from `opened` to the last frame the `recv` thread read.
-    heard_ms: Arc<AtomicU64>,
-    /// When the session last queued a frame, and its last keepalive.
+    /// The keepalive interval the server announced: how long the session may send
+    /// nothing before it sends a keepalive (see the module doc).
+    keepalive: Duration,
+    /// When the session last queued a frame.
     last_sent: Cell<Instant>,
-    last_keepalive: Cell<Instant>,
-    /// Frames from the `recv` thread, which holds `received_tx` ([`RECV_QUEUE`]); the
-    /// session `select!`s on this end. An `Err` or a disconnect means the connection is
-    /// gone.
+    /// Frames from the `recv` thread ([`RECV_QUEUE`]); an `Err` or a disconnect means the
+    /// connection is gone.
     pub received_rx: Receiver<Result<Message>>,
     /// Kept to shut the socket down; the threads have their own handles.
     stream: TcpStream,
@@ -116,11 +106,12 @@ impl Connection {
             name: name.to_string(),
             resume,
         };
-        let (registered, keepalive, server_has) = match net::request(&mut stream, &request)? {
+        let (registered, timers, server_has) = match net::request(&mut stream, &request)? {
             Message::Registered {
                 session,
                 token,
                 keepalive_ms,
+                silence_ms,
                 watermarks,
             } => {
                 // On a resume the only mark is this session's own, if the server has it.
@@ -133,12 +124,13 @@ impl Connection {
                     0
                 };
                 let keepalive = Duration::from_millis(keepalive_ms.max(10) as u64);
+                let silence = Duration::from_millis(silence_ms.max(10) as u64);
                 let registered = Registered {
                     session,
                     token,
                     watermarks,
                 };
-                (registered, keepalive, server_has)
+                (registered, (keepalive, silence), server_has)
             }
             Message::RegisterRefused { code, reason } => return Err(Error::Refused(code, reason)),
             other => {
@@ -148,22 +140,15 @@ impl Connection {
                 )));
             }
         };
-        // Three keepalive intervals without a frame means the server is dead or hung: a
-        // live one answers the keepalive sent after the first.
-        stream.set_read_timeout(Some(silence_limit(keepalive)))?;
+        let (keepalive, silence) = timers;
+        // The silence limit without a frame means the server is dead or hung: a live one
+        // writes well within it.
+        stream.set_read_timeout(Some(silence))?;
         let (received_tx, received_rx) = bounded(RECV_QUEUE);
         let read_half = stream.try_clone()?;
-        let opened = Instant::now();
-        let heard_ms = Arc::new(AtomicU64::new(0));
-        let keepalive_ms = Arc::new(AtomicU64::new(keepalive.as_millis() as u64));
-        let clocks = Clocks {
-            opened,
-            heard_ms: heard_ms.clone(),
-            keepalive_ms: keepalive_ms.clone(),
-        };
         let reader = thread::Builder::new()
             .name(format!("recv-{name}"))
-            .spawn(move || read_frames(read_half, received_tx, clocks))?;
+            .spawn(move || read_frames(read_half, received_tx))?;
         let (outbound_tx, outbound_rx) = bounded(send_queue);
         let (writer_done_tx, writer_done_rx) = bounded(0);
         let write_half = stream.try_clone()?;
@@ -173,11 +158,8 @@ impl Connection {
         let connection = Connection {
             server: server.to_string(),
             server_has,
-            keepalive_ms,
-            opened,
-            heard_ms,
-            last_sent: Cell::new(opened),
-            last_keepalive: Cell::new(opened),
+            keepalive,
+            last_sent: Cell::new(Instant::now()),
             received_rx,
             stream,
             reader: Some(reader),
@@ -206,34 +188,21 @@ impl Connection {
     }
 
     /// How often the session should call [`Connection::send_keepalive`]: a quarter of the
-    /// interval first announced, so a keepalive goes out at most a quarter interval late
-    /// (intervals only grow from there).
+    /// interval, so a keepalive goes out at most a quarter interval late.
     pub(super) fn keepalive_check(&self) -> Duration {
-        self.keepalive() / 4
+        self.keepalive / 4
     }
 
-    /// The keepalive interval in force.
-    fn keepalive(&self) -> Duration {
-        Duration::from_millis(self.keepalive_ms.load(Ordering::Relaxed).max(10))
-    }
-
-    /// Queues a keepalive when one is due: the server has been quiet for a keepalive
-    /// interval (the one it announced) and we have not asked it since, and a live server
-    /// answers at once; or we have sent nothing for two intervals, so the server never takes
-    /// a quiet client for a gone one. Not when frames are queued already: those show the
-    /// server we live, and it answers them. An idle connection thus costs the server one
-    /// wake-up per interval, and nothing more.
+    /// Queues a keepalive when one is due (see the module doc): the session has sent
+    /// nothing for a keepalive interval. Not when frames are queued already: those show
+    /// the server we live.
     pub(super) fn send_keepalive(&self) {
-        let keepalive = self.keepalive();
-        let heard = self.opened + Duration::from_millis(self.heard_ms.load(Ordering::Relaxed));
-        let server_quiet =
-            heard.elapsed() >= keepalive && self.last_keepalive.get().elapsed() >= keepalive;
-        let we_were_quiet = self.last_sent.get().elapsed() >= keepalive * 2;
-        if (server_quiet || we_were_quiet)
+        if self.last_sent.get().elapsed() >= self.keepalive
             && self.outbound_tx.as_ref().is_some_and(Sender::is_empty)
-            && self.send(&Message::Keepalive).is_ok()
         {
-            self.last_keepalive.set(Instant::now());
+            // A frame that cannot be queued means a lost connection, which the session
+            // learns from `received` and its next `send`.
+            let _ = self.send(&Message::Keepalive);
         }
     }
 
@@ -275,49 +244,15 @@ impl Drop for Connection {
     }
 }
 
-/// How long a server may be silent before it is taken for dead or hung: three keepalive
-/// intervals (a live one answers the keepalive sent after the first, and there is time for
-/// a second), at least 300 ms.
-fn silence_limit(keepalive: Duration) -> Duration {
-    (keepalive * 3).max(Duration::from_millis(300))
-}
-
-/// What the `recv` thread shares with [`Connection::send_keepalive`]: when a frame last
-/// arrived, and the keepalive interval in force.
-struct Clocks {
-    opened: Instant,
-    /// Milliseconds from `opened` to the last frame read.
-    heard_ms: Arc<AtomicU64>,
-    keepalive_ms: Arc<AtomicU64>,
-}
-
 /// The `recv` thread: reads frames into `received_tx` until one fails, then sends that
-/// failure as the last item and ends. A read that waits longer than three keepalive
-/// intervals is such a failure (the server is dead or hung). Also ends, quietly, when the
-/// session has dropped `received_rx` (the connection is being closed). Stamps every
-/// frame's arrival in `clocks`; a `KeepaliveEvery` changes the interval there and the
-/// socket's read timeout, and goes on to the session as a plain keepalive.
-fn read_frames(stream: TcpStream, received_tx: Sender<Result<Message>>, clocks: Clocks) {
+/// failure as the last item and ends. A read that waits longer than the silence limit is
+/// such a failure (the server is dead or hung). Also ends, quietly, when the session has
+/// dropped `received_rx` (the connection is being closed).
+fn read_frames(stream: TcpStream, received_tx: Sender<Result<Message>>) {
     let mut stream = BufReader::with_capacity(READ_AHEAD, stream);
     loop {
         let frame = match read_message(&mut stream) {
-            Ok(Some(message)) => {
-                let since_open = clocks.opened.elapsed().as_millis() as u64;
-                clocks.heard_ms.store(since_open, Ordering::Relaxed);
-                match message {
-                    Message::KeepaliveEvery { ms } => {
-                        let keepalive = Duration::from_millis(u64::from(ms.max(10)));
-                        clocks
-                            .keepalive_ms
-                            .store(keepalive.as_millis() as u64, Ordering::Relaxed);
-                        let _ = stream
-                            .get_ref()
-                            .set_read_timeout(Some(silence_limit(keepalive)));
-                        Ok(Message::Keepalive)
-                    }
-                    message => Ok(message),
-                }
-            }
+            Ok(Some(message)) => Ok(message),
             Ok(None) => Err(Error::PeerGone("server closed the connection".into())),
             Err(e) if e.is_timeout() => {
                 let silence = stream

@@ -2,10 +2,11 @@
 //! connection, and how a client registers, resumes, leaves, is moved and is cut off. What
 //! each client is sent is in `delivery.rs`.
 //!
-//! **Who runs it.** No thread of its own: its methods run under the hub's lock, in whichever
-//! thread called the hub: a client's `conn-<peer>` thread (register, leave, keepalive), the
-//! `heartbeat` thread (the names, a move ordered by the coordinator). Each client's outbox
-//! ([`LocalClient::outbox_tx`], `write/outbox.rs`) is filled by `delivery.rs`.
+//! **Who runs it.** No thread of its own: [`Clients`] is a part of the hub's state, and its
+//! methods run under the hub's lock, in whichever thread called the hub: a client's
+//! `conn-<peer>` thread (register, leave), the heartbeat thread (the names, a move ordered
+//! by the coordinator), the `keepalives` thread (the clients written nothing for a while).
+//! The [`Hub`] methods they call are here too.
 //!
 //! **When a client fails, and stopping.** A client is removed when its connection closes or
 //! is replaced, when it falls behind the window, and when the server is fenced or stops
@@ -18,10 +19,12 @@
 use std::collections::HashMap;
 use std::net::TcpStream;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::{Cutoffs, Frame, Hub, Registration};
 use crate::auth;
 use crate::protocol::{Message, Refusal, Resume};
+use crate::roles::server::keepalive::ClientTimers;
 use crate::roles::server::write::{OutboxSender, WriteSide, outbox};
 
 /// One registered client, as the hub sees it.
@@ -115,7 +118,7 @@ impl Hub {
         name: &str,
         resume: Option<Resume>,
         stream: Arc<TcpStream>,
-        keepalive_ms: u32,
+        timers: ClientTimers,
     ) -> Result<Registration, (Refusal, String)> {
         let secret = self.secret.as_ref();
         self.with_state(|state, limits, cutoffs| {
@@ -162,7 +165,8 @@ impl Hub {
             let registered = Message::Registered {
                 session,
                 token,
-                keepalive_ms,
+                keepalive_ms: millis(timers.client_keepalive),
+                silence_ms: millis(timers.silence),
                 watermarks: state.history.watermarks_for(resume.as_ref()),
             };
             let mut initial = vec![Frame::from(registered.encode())];
@@ -182,7 +186,7 @@ impl Hub {
                 session,
                 token,
                 outbox_tx,
-                side: side.clone(),
+                side,
                 // The replay above covers everything stored so far.
                 last_queued: state.history.last_arrival(),
                 pending_ack: None,
@@ -192,7 +196,6 @@ impl Hub {
                 conn,
                 initial,
                 session,
-                side,
                 pen: Some(pen),
             })
         })
@@ -214,13 +217,18 @@ impl Hub {
         removed
     }
 
-    /// Queues `answer` (a keepalive) for `name` behind whatever is being written to it: how
-    /// the client's connection thread answers a keepalive when another thread holds the pen
-    /// (its writer, or a thread writing what a publish queued), which then writes the answer
-    /// too. Nothing is queued for a replaced connection, nor when the outbox is full: then
-    /// frames are on their way to the client anyway.
-    pub fn queue_keepalive(&self, name: &str, conn: u64, answer: &Message) {
-        self.queue_to(name, Some(conn), answer);
+    /// The write sides of the clients this server has written nothing to for `quiet`
+    /// (`keepalive.rs` writes them a keepalive). Clones of an `Arc` each, so the lock is
+    /// held for a look at every client and no I/O.
+    pub fn quiet_clients(&self, quiet: Duration) -> Vec<WriteSide> {
+        // One clock read for all of them: ten thousand clients are looked at each time.
+        let now = Instant::now();
+        let state = self.lock();
+        let clients = state.clients.by_name.values();
+        clients
+            .filter(|client| client.side.quiet_for(now) >= quiet)
+            .map(|client| client.side.clone())
+            .collect()
     }
 
     /// Tells `name`, if it is here, to move to the server `to` (the coordinator is
@@ -245,6 +253,11 @@ impl Hub {
             queued
         })
     }
+}
+
+/// A duration as the milliseconds a frame carries.
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
 }
 
 impl Clients {

@@ -27,7 +27,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::metrics::Metrics;
-use super::write::{CatchUp, CatchUpSource, Frame, Pen, Pens, Pool, WriteSide};
+use super::write::{CatchUp, CatchUpSource, Frame, Pen, Pens, Pool};
 use crate::auth::Secret;
 use crate::protocol::{Body, deliver_frames, relay_frame};
 use clients::Clients;
@@ -118,9 +118,6 @@ pub struct Registration {
     pub initial: Vec<Frame>,
     /// The session the client speaks for.
     pub session: u64,
-    /// What it takes to write the client's socket: where the connection thread takes the
-    /// pen to answer a keepalive.
-    pub side: WriteSide,
     /// The client's pen, taken as it registered: the connection thread writes `initial`
     /// with it, then puts it down. `Some` until then.
     pub pen: Option<Pen>,

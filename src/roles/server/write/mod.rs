@@ -6,8 +6,9 @@
 //! `writer_loop.rs`), which a peer link's writer runs too.
 //!
 //! **Who calls it.** The hub queues frames and takes pens (`hub/`); the threads that called
-//! the hub write through (connection threads, `acks-<addr>`); the server starts the `pool`
-//! thread. Nothing here names the hub, the connection threads or the peers: a writer reaches
+//! the hub write through (connection threads, `acks-<addr>`); the `keepalives` thread takes
+//! a quiet client's pen for the keepalive it writes (`keepalive.rs`); the server starts the
+//! `pool` thread. Nothing here names the hub, the connection threads or the peers: a writer reaches
 //! the history window through [`CatchUpSource`], which the hub implements.
 //!
 //! **Stopping.** A `send-<name>` writer ends with its client or after lingering without the

@@ -15,7 +15,8 @@
 use std::io::{self, ErrorKind, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
@@ -48,6 +49,12 @@ struct Side {
     /// The server's counters: every byte this side puts on the socket is counted here,
     /// one add per send.
     metrics: Arc<Metrics>,
+    /// When this side was made: the zero of `sent_ms`.
+    made: Instant,
+    /// Milliseconds from `made` to the last send that put bytes on the socket: how long
+    /// the client has heard nothing is what the `keepalives` thread asks
+    /// ([`WriteSide::quiet_for`]). One store per send, by whoever holds the pen.
+    sent_ms: AtomicU64,
 }
 
 impl WriteSide {
@@ -69,7 +76,18 @@ impl WriteSide {
             handoff_tx,
             handoff_rx,
             metrics,
+            made: Instant::now(),
+            sent_ms: AtomicU64::new(0),
         }))
+    }
+
+    /// How long this side had put nothing on the client's socket at `now` (since it was
+    /// made, when it never has). A relaxed read: a send it misses by a moment makes a
+    /// keepalive go that was not needed, never one that was needed stay.
+    pub fn quiet_for(&self, now: Instant) -> Duration {
+        let sent = Duration::from_millis(self.0.sent_ms.load(Ordering::Relaxed));
+        now.saturating_duration_since(self.0.made)
+            .saturating_sub(sent)
     }
 
     /// The pen, if it was down: then the caller holds it, and must put it down or hand it
@@ -112,9 +130,13 @@ impl WriteSide {
         &self.0.metrics
     }
 
-    /// Counts `n` bytes put on the socket.
+    /// Counts `n` bytes put on the socket, and notes when.
     fn sent(&self, n: usize) {
         Metrics::add(&self.0.metrics.client_bytes_out, n as u64);
+        if n > 0 {
+            let since_made = self.0.made.elapsed().as_millis() as u64;
+            self.0.sent_ms.store(since_made, Ordering::Relaxed);
+        }
     }
 }
 
