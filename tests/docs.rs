@@ -13,6 +13,8 @@
 
 #[path = "docs/claims.rs"]
 mod claims;
+#[path = "docs/layout.rs"]
+mod layout;
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -717,5 +719,17 @@ fn items_are_in_the_files_the_text_names() {
          reword.\n",
         report.len(),
         report.join("\n  ")
+    );
+}
+
+#[test]
+fn lib_layout_lists_every_file_of_src() {
+    let problems = layout::check();
+    assert!(
+        problems.is_empty(),
+        "\n{} problem(s) with the map in src/lib.rs:\n  {}\n\nGive each file of src/ one line \
+         in the Layout, where a reader meets it; drop the lines of files that are gone.\n",
+        problems.len(),
+        problems.join("\n  ")
     );
 }
