@@ -3,14 +3,18 @@
 //! holds an item, links between chapters. This test fails when one of those pointers has
 //! gone stale, and names the text, the line and the stale name, all at once. Run it alone
 //! with `cargo test --test docs` (no process, no socket, under a second). Other tests in
-//! this file hold the log lines the docs quote to the modules that print them, and each
-//! claim "this item is in that file" to the file (`docs/claims.rs`).
+//! this file hold the log lines the docs quote to the modules that print them, each claim
+//! "this item is in that file" to the file (`docs/claims.rs`), `src/lib.rs`'s Layout to
+//! the files of `src/` (`docs/layout.rs`), and each chapter to its "Break it" and
+//! "Questions" endings (`docs/chapters.rs`).
 //!
 //! `docs/testing.md` ("The docs test") says what counts as a name, how each is found (a
 //! plain text scan of the rustfmt-formatted sources, no parser), and how to fix what the
 //! test reports. A name that is rightly not in this crate goes into [`ALLOWED`]; an entry
 //! that is no longer needed fails the test until it is deleted.
 
+#[path = "docs/chapters.rs"]
+mod chapters;
 #[path = "docs/claims.rs"]
 mod claims;
 #[path = "docs/layout.rs"]
@@ -731,5 +735,22 @@ fn lib_layout_lists_every_file_of_src() {
          in the Layout, where a reader meets it; drop the lines of files that are gone.\n",
         problems.len(),
         problems.join("\n  ")
+    );
+}
+
+#[test]
+fn chapters_end_with_exercises_that_quote_one_line() {
+    let sources = load_all_sources();
+    let mut problems = chapters::check(&sources, &load_docs());
+    problems.sort();
+    let report: Vec<String> = (problems.iter())
+        .map(|(f, l, w)| format!("{f}:{l}: {w}"))
+        .collect();
+    assert!(
+        report.is_empty(),
+        "\n{} problem(s) with the chapters' endings:\n  {}\n\nEach chapter ends with \
+         \"## Break it\" and \"## Questions\"; an exercise quotes a line its file holds once.\n",
+        report.len(),
+        report.join("\n  ")
     );
 }
