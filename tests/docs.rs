@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Names the docs use that are rightly not defined in this crate.
+/// Names the docs and the comments use that are rightly not defined in this crate.
 #[rustfmt::skip]
 const ALLOWED: &[&str] = &[
     // std: types (each covers its methods), traits, variants and methods that the docs
@@ -54,7 +54,8 @@ const ALLOWED: &[&str] = &[
     "ThreadPool", "env_logger", "GET", "BigInt", "Number",
 ];
 
-/// Leading path segments that name a module outside this crate.
+/// Leading path segments that name a module outside this crate, or a primitive type
+/// (`u64::MAX`).
 const FOREIGN_MODULES: &[&str] = &["std", "crossbeam_channel", "thread", "u64"];
 
 fn repo() -> PathBuf {

@@ -36,21 +36,16 @@ pub struct Claim {
     pub files: Vec<String>,
 }
 
-/// The text between two spans, its runs of spaces and line breaks made one space.
+/// The text between two spans, each run of spaces and line breaks made one space.
 fn gap(prose: &str, before: &Span, after: &Span) -> String {
-    let text = &prose[before.end..after.start];
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let lead = if text.starts_with(char::is_whitespace) {
-        " "
-    } else {
-        ""
-    };
-    let tail = if text.ends_with(char::is_whitespace) && !words.is_empty() {
-        " "
-    } else {
-        ""
-    };
-    format!("{lead}{}{tail}", words.join(" "))
+    let mut gap = String::new();
+    for c in prose[before.end..after.start].chars() {
+        let c = if c.is_whitespace() { ' ' } else { c };
+        if !(c == ' ' && gap.ends_with(' ')) {
+            gap.push(c);
+        }
+    }
+    gap
 }
 
 const LIST: &[&str] = &[", ", " and ", ", and ", " or ", ", or "];
