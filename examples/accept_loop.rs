@@ -12,8 +12,9 @@
 //!   closes it (`end of stream`); it never gets a thread;
 //! - client 1 leaves, its thread gives its place back, and client 4 is served.
 //!
-//! The grown-up version: `accept_loop`, `OpenSlot`, `refuse_busy` and `ConnectionLimits` in
-//! `src/net/accept.rs`, started by `start_server` in `src/roles/server/mod.rs`. There the greeting is
+//! The grown-up version: `accept_loop`, `OpenSlot` and `refuse_busy` in `src/net/accept.rs`,
+//! with `ConnectionLimits` in `src/net.rs`, started by `start_server` in
+//! `src/roles/server/mod.rs`. There the greeting is
 //! a `Challenge` frame, the refusal an `Error` frame, sockets have timeouts, and a handshake
 //! deadline bounds how long a silent stranger holds a thread (`docs/security.md`).
 

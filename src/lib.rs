@@ -10,7 +10,8 @@
 //! The folders are the picture: `roles/` is the system, one folder per role, and in each
 //! role one file per thread or per idea; `tools/` is what runs a cluster for you and is
 //! not part of it. Read `roles/` first; `tools/` and `support/` can wait. Every file of
-//! `src/` is below, in reading order.
+//! `src/` is below, one a line, in reading order; `tests/docs.rs` fails when a file is
+//! missing here or this map names one that is gone.
 //!
 //! ```text
 //! main.rs                    the CLI: parse, start the logger, run a role or a tool, exit
@@ -26,82 +27,109 @@
 //!   status_report.rs         the status reply cut into frames (report_frames) and joined
 //!                            back (join_report)
 //! net.rs                     connecting with deadlines, the opening handshake, refuse
-//! net/accept.rs              AcceptLoop: the accept thread, a thread per connection, the
+//! net/
+//!   accept.rs                AcceptLoop: the accept thread, a thread per connection, the
 //!                            connection limit, and how it stops
-//! net/send_now.rs            one send that never blocks, on a blocking socket
-//! net/metrics_http.rs        --metrics: GET /metrics over HTTP/1.1 in Prometheus's text
+//!   send_now.rs              one send that never blocks, on a blocking socket
+//!   metrics_http.rs          --metrics: GET /metrics over HTTP/1.1 in Prometheus's text
 //!                            format, bounded like every port (what is counted: each
 //!                            role's metrics.rs)
 //! auth.rs                    who may join: the cluster secret and the challenge proving it
-//! error.rs                   the one error type, a variant per outcome callers tell apart
-//! roles/mod.rs               the three roles, and nothing else
-//! roles/coordinator/
-//!   mod.rs                   the Coordinator handle, its threads (accept, watchdog) and
+//! error.rs                   the one error type, a variant per outcome callers tell apart,
+//!                            and the code a refusal carries (Refusal)
+//! roles/                     the system
+//!   mod.rs                   the three roles, and nothing else
+//!   coordinator/
+//!     mod.rs                 the Coordinator handle, its threads (accept, watchdog) and
 //!                            how they stop
-//!   serve.rs                 conn-<peer>: every socket handler (heartbeat, locate, status,
+//!     serve.rs               conn-<peer>: every socket handler (heartbeat, locate, status,
 //!                            claim)
-//!   locate.rs                a client's "which server?", and the wait on a suspect
-//!   probe.rs                 asking a server whether it still answers
-//!   metrics.rs               its counters for --metrics, and the servers by state
-//!   registry/                the decisions, with `now` passed in and no socket: mod.rs
-//!                            (Registry, handle_heartbeat, assign, declare_dead, and
-//!                            Registry::tick: one watchdog round, in order), watchdog.rs
-//!                            (the failure detector: check_server_statuses, the
-//!                            watchdog's own lateness), cuts.rs (servers cut off from each
-//!                            other), rebalance.rs (plans: redistribute_clients,
-//!                            rebalancing, draining), claims.rs (claim_name: a name given
-//!                            once across the cluster)
-//! roles/server/
-//!   mod.rs                   start_server and stop; what every server thread shares
-//!   client.rs                one client: register_client, its read loop
-//!   keepalive.rs             the keepalives thread: the server writes to quiet clients
-//!   claim.rs                 a fresh name claimed at the coordinator, and where that stops
-//!   peers.rs                 one peer link, each way
-//!   heartbeat.rs             the heartbeat thread
-//!   leave.rs                 a planned stop: clients moved away first
-//!   trim.rs                  the trim thread: memory of departed clients given back
-//!   metrics.rs               its counters for --metrics (atomics, counted where the
+//!     locate.rs              a client's "which server?", and the wait on a suspect
+//!     probe.rs               asking a server whether it still answers
+//!     metrics.rs             its counters for --metrics, and the servers by state
+//!     registry/              the decisions, with `now` passed in and no socket
+//!       mod.rs               Registry: handle_heartbeat, assign, declare_dead, and
+//!                            Registry::tick, one watchdog round in order
+//!       watchdog.rs          the failure detector: check_server_statuses, the probe of a
+//!                            late server, the watchdog's own lateness
+//!       cuts.rs              two servers that both heartbeat but cannot reach each other
+//!       rebalance.rs         plans: redistribute_clients, rebalancing, draining
+//!       claims.rs            claim_name: a name given once across the cluster
+//!   server/
+//!     mod.rs                 start_server and stop; what every server thread shares
+//!     client.rs              one client: register_client, its read loop
+//!     keepalive.rs           the keepalives thread: the server writes to quiet clients
+//!     claim.rs               a fresh name claimed at the coordinator, and where that stops
+//!     peers.rs               one peer link, each way
+//!     heartbeat.rs           the heartbeat thread
+//!     leave.rs               a planned stop: clients moved away first
+//!     trim.rs                the trim thread: memory of departed clients given back
+//!     metrics.rs             its counters for --metrics (atomics, counted where the
 //!                            event happens), and the gauges read from the hub
-//!   hub/                     the shared state: mod.rs (lock, publish), locked.rs (the
-//!                            lock's guard), incarnation.rs (epoch, readiness, the fence),
-//!                            history.rs, relay.rs, clients.rs, delivery.rs
-//!   write/                   the write path, below the hub: mod.rs (who writes a
-//!                            client's socket), outbox.rs (a bounded queue to one
-//!                            writer), pen.rs (the right to write a client's socket),
-//!                            through.rs (writing without blocking), pool.rs
-//!                            (a client's writer thread, only while frames wait, and the
-//!                            pool thread that starts them within the thread budget),
-//!                            writer_loop.rs (the one writer loop)
-//! roles/client/
-//!   mod.rs                   the CLI client: stdin in, events out
-//!   input.rs                 stdin lines and commands, each with a clear answer
-//!   session/mod.rs           the session thread: send, ack, receive
-//!   session/register.rs      register, fail over, move
-//!   session/connection.rs    one connection to a server and its two threads
-//!   inbox.rs                 exactly once, in order: what a session delivers
-//!   locate.rs, files.rs, output.rs
-//! tools/mod.rs               what runs a cluster for you, not part of it
-//! tools/status.rs            `dsys status`: ask, print
-//! tools/demo/                `dsys demo`: mod.rs runs it, story.rs watches and counts
-//! tools/bench/               `dsys bench`: mod.rs (the loads, the steps), load.rs (its
-//!                            clients), failover.rs, report.rs
-//! tools/children.rs          coordinators and servers as child processes (demo, bench)
-//! support/                   skip on a first reading: mod.rs, sha256 (files, HMAC), json,
-//!                            signals (SIGINT/SIGTERM as a channel), limits (open files,
-//!                            threads), memory (given back), random ids, visible
-//!                            (remote text made safe to print on a terminal), cpu (a
-//!                            process's CPU time, for bench), histogram (latencies, for
-//!                            bench and benches/), sys (every C function of the crate,
-//!                            each behind a safe wrapper)
+//!     hub/                   the shared state, one file per rule
+//!       mod.rs               the one way in (publish), and the lock around the state
+//!       locked.rs            the lock's guard, which hands the pens taken under it to
+//!                            writers as it is released
+//!       incarnation.rs       epoch, readiness, the fence
+//!       history.rs           rules 1 and 2: which messages are new, the history window
+//!       relay.rs             rules 3 and 4: the outbound log to the peers, the acks
+//!       clients.rs           who is registered: register, resume, leave, move, cut off
+//!       delivery.rs          what the local clients are sent: fan-out, acks, catch-up
+//!     write/                 the write path, below the hub
+//!       mod.rs               who writes a client's socket, and when
+//!       outbox.rs            a bounded queue of frames to one writer, and Frame
+//!       pen.rs               the pen: the right to write a client's socket, as a type
+//!       through.rs           writing for the clients a publish reached, without
+//!                            blocking
+//!       pool.rs              a client's writer thread, only while frames wait, and the
+//!                            pool thread that starts them within the thread budget
+//!       writer_loop.rs       the one writer loop, for clients and peer links
+//!   client/
+//!     mod.rs                 the CLI client: stdin in, events out
+//!     input.rs               stdin lines and commands, each with a clear answer
+//!     session/
+//!       mod.rs               a session's thread: send, ack, receive, stop
+//!       register.rs          register, fail over, move
+//!       connection.rs        one connection to a server and its two threads
+//!     inbox.rs               exactly once, in order: what a session delivers
+//!     locate.rs              asking the coordinator which server to use
+//!     files.rs               a file streamed out in chunks, one taken in safely
+//!     output.rs              how events look on stdout: text or JSON Lines
+//! tools/                     what runs a cluster for you, not part of it
+//!   mod.rs                   the tools, one module each
+//!   status.rs                `dsys status`: ask, print
+//!   demo/
+//!     mod.rs                 `dsys demo`: runs the whole story
+//!     story.rs               what the demo watches, narrates and counts
+//!   bench/
+//!     mod.rs                 `dsys bench`: the loads, the steps of a run
+//!     load.rs                its clients, speaking the client protocol directly
+//!     failover.rs            the failover load: what a crash costs the moved clients
+//!     report.rs              what a run measured, as text or JSON
+//!   children.rs              coordinators and servers as child processes (demo, bench)
+//! support/                   skip on a first reading
+//!   mod.rs                   what the story leans on but does not tell
+//!   sys.rs                   every C function the crate calls, each behind a safe wrapper
+//!   sha256.rs                SHA-256 (files) and HMAC-SHA256 (the secret)
+//!   json.rs                  the JSON writer of the JSON Lines output
+//!   signals.rs               SIGINT/SIGTERM as a channel, the parent-death signal
+//!   limits.rs                the open-file limit, and the spare descriptor at it
+//!   memory.rs                freed memory given back to the system
+//!   random.rs                random ids, tokens and nonces
+//!   visible.rs               remote text made safe to print on a terminal
+//!   cpu.rs                   a process's CPU time, for `dsys bench` and the c10k bench
+//!   histogram.rs             the latency histogram, for `dsys bench` and benches/
 //! ```
 //!
 //! ```text
-//!                 heartbeats (every interval)        Locate / Assign
-//!   server A ───────────────────────────►  coordinator ◄──────────────── client
-//!      │  ▲                                   ▲  (watchdog thread)           │
-//!      │  │ Relay / PeerAck (peer links)      │                              │ Publish / Deliver / Ack
-//!      ▼  │                                   │                              ▼
-//!   server B ─────────────────────────────────┘                          server A
+//!                heartbeats (every interval)              Locate / Assign
+//!   server A ─────────────────────────────►  coordinator ◄──────────────────── client
+//!      │  ▲                                     ▲  (watchdog thread)              │
+//!      │  │ Relay / PeerAck                     │ heartbeats                      │
+//!      ▼  │ (a peer link each way)              │                                 │
+//!   server B ───────────────────────────────────┘                                 │
+//!      ▲                                                                          │
+//!      └──────────────────── Register / Publish / Deliver / Ack ──────────────────┘
 //! ```
 #![warn(missing_docs)]
 // The docs are read as a course, and they link to private items as freely as to public

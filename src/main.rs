@@ -2,7 +2,7 @@
 //! turn its result into the exit status of `CONTRACT.md` (0 success, 1 runtime failure with
 //! one line on stderr, 2 usage error — clap exits with 2 on its own).
 //!
-//! Each subcommand's flags are one `Args` struct (`CoordinatorArgs`, `ServerArgs`, ...)
+//! Each subcommand's flags are one struct (`CoordinatorArgs`, `ServerArgs`, ...)
 //! whose `into_config` makes the `Config` its role or tool runs with; [`run`] is then one
 //! line per subcommand. Everything else lives in the library (`src/lib.rs`), so tests and
 //! the demo start the same roles this file does.

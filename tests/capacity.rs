@@ -83,7 +83,7 @@ fn refusal_lines(server: &Proc) -> Vec<String> {
     lines.filter(|line| line.contains(&pattern)).collect()
 }
 
-/// The `refused_since_last_warning` count of a refusal warning.
+/// The `refused_since_last_warning=` count of a refusal warning.
 fn refused_count(line: &str) -> u64 {
     line.split_once("refused_since_last_warning=")
         .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())

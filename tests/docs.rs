@@ -1,40 +1,62 @@
-//! The course in `docs/` and the README point into the code all the time: file paths, item
-//! names, links between chapters. This test fails when one of those pointers has gone
-//! stale, and names the doc, the line and the stale name, all at once. Run it alone with
-//! `cargo test --test docs` (no process, no socket, under a second). A second test holds the
-//! log lines the docs quote to the modules that print them.
+//! The course in `docs/`, the README and the comments of the code (`//!`, `///`, and the
+//! examples' `//`) point into the code all the time: file paths, item names, which file
+//! holds an item, links between chapters. This test fails when one of those pointers has
+//! gone stale, and names the text, the line and the stale name, all at once. Run it alone
+//! with `cargo test --test docs` (no process, no socket, under a second). Other tests in
+//! this file hold the log lines the docs quote to the modules that print them, each claim
+//! "this item is in that file" to the file (`docs/claims.rs`), `src/lib.rs`'s Layout to
+//! the files of `src/` (`docs/layout.rs`), and each chapter to its "Break it" and
+//! "Questions" endings (`docs/chapters.rs`).
 //!
 //! `docs/testing.md` ("The docs test") says what counts as a name, how each is found (a
 //! plain text scan of the rustfmt-formatted sources, no parser), and how to fix what the
 //! test reports. A name that is rightly not in this crate goes into [`ALLOWED`]; an entry
 //! that is no longer needed fails the test until it is deleted.
 
+#[path = "docs/chapters.rs"]
+mod chapters;
+#[path = "docs/claims.rs"]
+mod claims;
+#[path = "docs/layout.rs"]
+mod layout;
+
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Names the docs use that are rightly not defined in this crate.
+/// Names the docs and the comments use that are rightly not defined in this crate.
 #[rustfmt::skip]
 const ALLOWED: &[&str] = &[
     // std: types (each covers its methods), traits, variants and methods that the docs
     // discuss beside dsys's own.
-    "Arc", "AtomicBool", "BufWriter", "Clone", "Condvar", "Cursor", "Drop", "Err", "HashMap",
-    "Instant", "Interrupted", "Ok", "RandomState", "Receiver", "Sender", "Shutdown",
-    "TcpListener", "TcpStream", "Vec", "Command::pre_exec", "notify_all", "try_clone",
-    "try_wait",
+    "Arc", "AtomicBool", "AtomicU64", "BufWriter", "Clone", "Condvar", "Cursor", "Debug",
+    "Display", "Drop", "Err", "ErrorKind", "HashMap", "Instant", "Interrupted", "None", "Ok", "OnceLock",
+    "RandomState", "Read", "Receiver", "Relaxed", "SeqCst", "Sender", "Shutdown", "Some",
+    "String", "TcpListener", "TcpStream", "TimedOut", "Unsupported", "Vec", "WouldBlock",
+    "Write", "Command::pre_exec", "notify_all", "try_clone", "try_wait",
     // crossbeam-channel.
-    "Disconnected", "tick",
-    // The kernel: a build option, a capability, a field of /proc/PID/status, a system call.
-    "CONFIG_INET_DIAG_DESTROY", "CAP_NET_ADMIN", "VmHWM", "sched_yield",
-    // glibc: the environment variable that sets its start-up tunables.
-    "GLIBC_TUNABLES",
+    "Disconnected", "tick", "try_send",
+    // The kernel: a build option, a capability, fields of /proc/PID/status, a system call,
+    // error numbers.
+    "CONFIG_INET_DIAG_DESTROY", "CAP_NET_ADMIN", "Cpus_allowed_list", "Threads", "VmHWM",
+    "VmRSS", "sched_yield", "ECONNRESET", "EPIPE", "EINVAL",
+    // The C library: the environment variable that sets glibc's start-up tunables, the
+    // `sysconf` name of the clock tick, the types of a resource limit and of a size.
+    "GLIBC_TUNABLES", "_SC_CLK_TCK", "rlim_t", "size_t", "ssize_t",
+    // The commands of the brokers the benches compare with: Redis's and NATS's.
+    "PUBLISH", "SUBSCRIBE", "PUB", "CONNECT",
+    // Mathematics: the base-2 logarithm, written as a call.
+    "log2",
+    // The outside contract: kept beside the repository, not in it.
+    "CONTRACT.md",
     // What the docs compare dsys with: the Rust Book's final project, a crate, HTTP, and
     // the types a client written in JavaScript would use.
     "ThreadPool", "env_logger", "GET", "BigInt", "Number",
 ];
 
-/// Leading path segments that name a module outside this crate.
-const FOREIGN_MODULES: &[&str] = &["std", "crossbeam_channel", "thread"];
+/// Leading path segments that name a module outside this crate, or a primitive type
+/// (`u64::MAX`).
+const FOREIGN_MODULES: &[&str] = &["std", "crossbeam_channel", "thread", "u64"];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -112,14 +134,27 @@ fn index_file(rel: String, text: String) -> SourceFile {
         }
         let parent = open.last().filter(|o| o.1 + 4 == indent).map(|o| o.3);
         let mut words = line.split_whitespace().peekable();
-        let qualifier =
-            |w: &&str| w.starts_with("pub") || ["async", "unsafe", "extern", "\"C\""].contains(w);
+        // `const` qualifies a function (`pub const unsafe fn new`), but opens a constant
+        // item (`const LIMIT: u64`) everywhere else.
+        let const_fn = line.contains("const fn ") || line.contains("const unsafe fn ");
+        let qualifier = |w: &&str| {
+            w.starts_with("pub")
+                || ["async", "unsafe", "extern", "\"C\""].contains(w)
+                || (*w == "const" && const_fn)
+        };
         while words.next_if(qualifier).is_some() {}
-        words.next_if(|w| *w == "const" && line.contains("const fn "));
         let first = words.next().unwrap_or("");
         let mut second = leading_ident(words.next().unwrap_or(""));
         if first == "let" && second == "mut" {
             second = leading_ident(words.next().unwrap_or(""));
+        }
+        // `let (a, b) = ..`: each name of the tuple is a binding.
+        if first == "let" && second.is_empty() && line.starts_with("let (") {
+            let names = line["let (".len()..].split(')').next().unwrap_or("");
+            for name in names.split(", ") {
+                let name = leading_ident(name.trim_start_matches("mut "));
+                defs.push(Def(name.to_string(), "let", n, 0));
+            }
         }
         let opens = line.ends_with('{') || lines.get(n + 1).is_some_and(|l| l.trim() == "where");
         let mut owner = String::new();
@@ -171,7 +206,8 @@ fn index_file(rel: String, text: String) -> SourceFile {
     }
 }
 
-/// Indexes every `.rs` file under `dir`, except this one (its allow-list defines nothing).
+/// Indexes every `.rs` file under `dir`, except this test's own (its allow-list defines
+/// nothing, and its comments quote wrong pointers on purpose).
 fn load_sources(dir: &Path, out: &mut Vec<SourceFile>) {
     let entries = fs::read_dir(dir).into_iter().flatten().flatten();
     let mut paths: Vec<PathBuf> = entries.map(|e| e.path()).collect();
@@ -179,11 +215,43 @@ fn load_sources(dir: &Path, out: &mut Vec<SourceFile>) {
     for path in paths {
         if path.is_dir() {
             load_sources(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("tests/docs.rs") {
+        } else if path.extension().is_some_and(|e| e == "rs") && !is_this_test(&path) {
             let text = fs::read_to_string(&path).expect("a readable source file");
             out.push(index_file(rel(&path), text));
         }
     }
+}
+
+fn is_this_test(path: &Path) -> bool {
+    let rel = rel(path);
+    rel == "tests/docs.rs" || rel.starts_with("tests/docs/")
+}
+
+fn load_all_sources() -> Vec<SourceFile> {
+    let mut sources = Vec::new();
+    for dir in ["src", "tests", "benches", "examples"] {
+        load_sources(&repo().join(dir), &mut sources);
+    }
+    sources
+}
+
+/// The comments of a source file as a markdown text, line for line (other lines left
+/// empty): its `//!` and `///` blocks, and in `examples/` its plain `//` comments too,
+/// which there carry the lesson.
+fn comment_doc(file: &SourceFile) -> Doc {
+    let example = file.rel.starts_with("examples/");
+    let mut text = String::new();
+    for line in file.text.lines() {
+        let line = line.trim_start();
+        let doc = (line.strip_prefix("//!"))
+            .or_else(|| line.strip_prefix("///").filter(|r| !r.starts_with('/')))
+            .or_else(|| line.strip_prefix("//").filter(|_| example));
+        if let Some(comment) = doc {
+            text.push_str(comment.strip_prefix(' ').unwrap_or(comment));
+        }
+        text.push('\n');
+    }
+    parse_doc(&file.rel, &text, Origin::Comments)
 }
 
 /// Whether `file` belongs to module `m`: it is `m.rs`, or it sits in a folder `m/`.
@@ -215,10 +283,12 @@ const ANY_KIND: &[&str] = &["fn", "mod", "const", "type", "variant", "field", "l
 fn check_path(all: &[SourceFile], segments: &[&str]) -> Result<(), String> {
     let mut files: Vec<&SourceFile> = all.iter().collect();
     let mut rest = segments;
-    if rest.len() > 1 && ["dsys", "crate"].contains(&rest[0]) {
+    while rest.len() > 1 && ["dsys", "crate", "self", "super"].contains(&rest[0]) {
         rest = &rest[1..];
     }
-    if FOREIGN_MODULES.contains(&rest[0]) {
+    // A single capital letter is a type parameter (`W::KEEPALIVE`), bound where it is used.
+    let parameter = rest[0].len() == 1 && rest[0].starts_with(|c: char| c.is_ascii_uppercase());
+    if FOREIGN_MODULES.contains(&rest[0]) || parameter {
         return Ok(());
     }
     while rest.len() > 1 && !is_camel(rest[0]) {
@@ -255,7 +325,11 @@ fn allow(used: &mut HashSet<&str>, matches: impl Fn(&str) -> bool) -> bool {
 fn check_span(all: &[SourceFile], span: &str, allowed: &mut HashSet<&str>) -> Verdict {
     let s = span.trim();
     if !s.contains([' ', '*']) && (s.ends_with(".rs") || s.ends_with(".md")) {
-        return Some(check_file(all, s));
+        if allow(allowed, |a| a == s) {
+            return Some(Ok(()));
+        }
+        // Under `target/` are files a run writes, not part of the repository.
+        return (!s.starts_with("target/")).then(|| check_file(all, s));
     }
     // `f(args)` → `f` and `T { fields }` → `T`; `write(2)` names a manual page, not code.
     let (head, called) = match s.strip_suffix(')').and_then(|r| r.split_once('(')) {
@@ -284,8 +358,15 @@ fn check_span(all: &[SourceFile], span: &str, allowed: &mut HashSet<&str>) -> Ve
     let snake = (name.contains('_') && !name.starts_with('_')) || called;
     let (ok, what) = match segments.len() {
         1 if name.len() > 1 && !name.contains(char::is_lowercase) => {
-            let quoted = format!("\"{name}\"");
-            let literal = all.iter().any(|f| f.text.contains(&quoted));
+            // The whole literal, or the word it opens with (`"SKIPPED: no ..."`).
+            let opens = |f: &SourceFile| {
+                let quoted = format!("\"{name}");
+                (f.text.match_indices(&quoted)).any(|(i, _)| {
+                    !f.text[i + quoted.len()..]
+                        .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                })
+            };
+            let literal = all.iter().any(opens);
             (
                 literal || def(&["const"]),
                 "const, static or string literal",
@@ -330,7 +411,7 @@ fn slug(heading: &str) -> String {
     dashed.replace(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_'), "")
 }
 
-/// What the checks need from one markdown file.
+/// What the checks need from one markdown file, or from the comments of one source file.
 #[derive(Default)]
 struct Doc {
     rel: String,
@@ -340,9 +421,29 @@ struct Doc {
     names: Vec<(usize, String)>,
     /// `(line, target)` of every link outside code.
     links: Vec<(usize, String)>,
+    /// The text outside fenced blocks (fenced lines left empty), for the claims.
+    prose: String,
+    /// Every backticked span of `prose`, in order.
+    spans: Vec<Span>,
 }
 
-fn parse_doc(rel: &str, text: &str) -> Doc {
+/// A backticked span: from its first backtick to after its last, its line, its text.
+struct Span {
+    start: usize,
+    end: usize,
+    line: usize,
+    text: String,
+}
+
+/// Where a text comes from. In a source file's comments, a bare fence is Rust (a doctest),
+/// and links are rustdoc's to check.
+#[derive(Clone, Copy, PartialEq)]
+enum Origin {
+    Markdown,
+    Comments,
+}
+
+fn parse_doc(rel: &str, text: &str, origin: Origin) -> Doc {
     let mut doc = Doc {
         rel: rel.into(),
         ..Doc::default()
@@ -356,7 +457,11 @@ fn parse_doc(rel: &str, text: &str) -> Doc {
         if let Some(info) = trimmed.strip_prefix("```") {
             fence = fence.xor(Some(info.trim()));
         } else if let Some(lang) = fence {
-            if !["rust", "console"].contains(&lang) {
+            let diagram = match origin {
+                Origin::Markdown => !["rust", "console"].contains(&lang),
+                Origin::Comments => lang == "text",
+            };
+            if diagram {
                 let names = diagram_names(line).into_iter();
                 doc.names.extend(names.map(|name| (n + 1, name)));
             }
@@ -388,7 +493,13 @@ fn parse_doc(rel: &str, text: &str) -> Doc {
             i = match prose[after..].find(ticks).map(|j| after + j) {
                 Some(end) if !prose[after..end].contains("\n\n") => {
                     let span = prose[after..end].replace('\n', " ");
-                    doc.names.push((line_at(i), span));
+                    doc.names.push((line_at(i), span.clone()));
+                    doc.spans.push(Span {
+                        start: i,
+                        end: end + ticks.len(),
+                        line: line_at(i),
+                        text: span,
+                    });
                     end + ticks.len()
                 }
                 _ => after,
@@ -396,6 +507,7 @@ fn parse_doc(rel: &str, text: &str) -> Doc {
             continue;
         }
         if bytes[i..].starts_with(b"](")
+            && origin == Origin::Markdown
             && let Some(len) = prose[i + 2..].find(')')
         {
             let target = prose[i + 2..i + 2 + len].to_string();
@@ -403,6 +515,7 @@ fn parse_doc(rel: &str, text: &str) -> Doc {
         }
         i += 1;
     }
+    doc.prose = prose;
     doc
 }
 
@@ -434,7 +547,10 @@ fn load_docs() -> Vec<Doc> {
     paths.retain(|p| p.extension().is_some_and(|e| e == "md"));
     paths.sort();
     paths.insert(0, root.join("README.md"));
-    let read = |p: &PathBuf| parse_doc(&rel(p), &fs::read_to_string(p).expect("a readable doc"));
+    let read = |p: &PathBuf| {
+        let text = fs::read_to_string(p).expect("a readable doc");
+        parse_doc(&rel(p), &text, Origin::Markdown)
+    };
     paths.iter().map(read).collect()
 }
 
@@ -461,14 +577,12 @@ fn check_link(docs: &[Doc], from: &Doc, link: &str, allowed: &mut HashSet<&str>)
 
 #[test]
 fn docs_name_only_what_exists() {
-    let mut sources = Vec::new();
-    for dir in ["src", "tests", "benches", "examples"] {
-        load_sources(&repo().join(dir), &mut sources);
-    }
+    let sources = load_all_sources();
     let docs = load_docs();
+    let comments: Vec<Doc> = sources.iter().map(comment_doc).collect();
     let mut allowed_used = HashSet::new();
     let mut problems = Vec::new();
-    for doc in &docs {
+    for doc in docs.iter().chain(&comments) {
         for (line, name) in &doc.names {
             if let Some(Err(why)) = check_span(&sources, name, &mut allowed_used) {
                 problems.push((doc.rel.clone(), *line, format!("`{name}`: {why}")));
@@ -596,5 +710,53 @@ fn quoted_log_lines_name_modules_that_log_them() {
          and quote what it prints now.\n",
         problems.len(),
         problems.join("\n  ")
+    );
+}
+
+#[test]
+fn items_are_in_the_files_the_text_names() {
+    let sources = load_all_sources();
+    let mut docs = load_docs();
+    docs.extend(sources.iter().map(comment_doc));
+    let mut problems = claims::check(&sources, &docs);
+    problems.sort();
+    let report: Vec<String> = (problems.iter())
+        .map(|(f, l, w)| format!("{f}:{l}: {w}"))
+        .collect();
+    assert!(
+        report.is_empty(),
+        "\n{} item(s) not where the text says:\n  {}\n\nName the file that defines it now, or \
+         reword.\n",
+        report.len(),
+        report.join("\n  ")
+    );
+}
+
+#[test]
+fn lib_layout_lists_every_file_of_src() {
+    let problems = layout::check();
+    assert!(
+        problems.is_empty(),
+        "\n{} problem(s) with the map in src/lib.rs:\n  {}\n\nGive each file of src/ one line \
+         in the Layout, where a reader meets it; drop the lines of files that are gone.\n",
+        problems.len(),
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn chapters_end_with_exercises_that_quote_one_line() {
+    let sources = load_all_sources();
+    let mut problems = chapters::check(&sources, &load_docs());
+    problems.sort();
+    let report: Vec<String> = (problems.iter())
+        .map(|(f, l, w)| format!("{f}:{l}: {w}"))
+        .collect();
+    assert!(
+        report.is_empty(),
+        "\n{} problem(s) with the chapters' endings:\n  {}\n\nEach chapter ends with \
+         \"## Break it\" and \"## Questions\"; an exercise quotes a line its file holds once.\n",
+        report.len(),
+        report.join("\n  ")
     );
 }

@@ -1,4 +1,4 @@
-//! The frame codec of `src/protocol.rs`, tested through the public API only.
+//! The frame codec of `src/protocol/`, tested through the public API only.
 //!
 //! What is covered:
 //! - every [`Message`] variant and every [`Body`] kind survives `encode` → `decode` and

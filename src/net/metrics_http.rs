@@ -223,7 +223,7 @@ fn linger(stream: &TcpStream) {
 }
 
 /// The text exposition format, family by family: each with its `# HELP` and `# TYPE`
-/// lines, then its samples. Names follow Prometheus's conventions: `dsys_` first, base
+/// lines, then its samples. Names follow Prometheus's conventions: `dsys_*` first, base
 /// units (bytes, seconds) in the name, `_total` on counters.
 #[derive(Default)]
 pub struct Exposition {

@@ -33,7 +33,7 @@ pub use status_report::{join_report, report_frames};
 /// The protocol version carried in every [`Message::Hello`]. A peer that speaks another
 /// version is refused with a clear [`Message::Error`] instead of being misread. Version 7
 /// added the [`Refusal`] code to `Error` and `RegisterRefused`; version 8 the server's
-/// keepalives (`Registered.silence_ms`, no more `KeepaliveEvery`).
+/// keepalives (`Registered.silence_ms`, and no more frame that changed a client's keepalive interval).
 pub const PROTOCOL_VERSION: u16 = 8;
 
 /// The four bytes that open every [`Message::Hello`], so that a stray connection (a browser,

@@ -23,7 +23,7 @@ const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
 
 /// The write end of the self-pipe, set once before the handler is installed and never
-/// closed. `OnceLock::get` never blocks and allocates nothing, so the handler may read it.
+/// closed. Reading a set `OnceLock` never blocks and allocates nothing, so the handler may read it.
 static PIPE_WRITE: OnceLock<PipeWriter> = OnceLock::new();
 
 extern "C" fn on_signal(_signum: i32) {

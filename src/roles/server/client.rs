@@ -1,7 +1,6 @@
 //! One client connection on the server, from registration to goodbye: the seed's "thread
 //! per client" ([`serve_client`], [`register_client`]), the checks on what a client sends
-//! ([`valid_name`], the payload bound), and the answers to its keepalives
-//! ([`KeepalivePolicy`]).
+//! ([`valid_name`], the payload bound); its rare keepalives are read and not answered.
 //!
 //! **Threads.** `conn-<peer>`, started by the accept loop through `serve_connection`, is the
 //! client's one permanent thread: it registers the client, writes the registration's frames
