@@ -79,7 +79,8 @@
 //! tools/status.rs            `dsys status`: ask, print
 //! tools/demo/                `dsys demo`: mod.rs runs it, story.rs watches and counts
 //! tools/bench/               `dsys bench`: mod.rs (the loads, the steps), load.rs (its
-//!                            clients), failover.rs, histogram.rs, report.rs
+//!                            clients), failover.rs, storm.rs (a crowded server killed),
+//!                            histogram.rs, report.rs
 //! tools/children.rs          coordinators and servers as child processes (demo, bench)
 //! support/                   skip on a first reading: mod.rs, sha256 (files, HMAC), json,
 //!                            signals (SIGINT/SIGTERM as a channel), limits (open files,
