@@ -23,7 +23,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use super::histogram::Histogram;
 use super::load::Progress;
-use super::{Cluster, Plan, show_progress, start_cluster, wait_for};
+use super::{Cluster, Plan, show_progress, start_cluster_watching, wait_for};
 use crate::error::{Error, Result};
 use crate::roles::client::session::{self, SessionConfig};
 use crate::roles::client::{Command, Event};
@@ -89,7 +89,9 @@ pub fn run(plan: &Plan, json: bool) -> Result<()> {
             "the failover load needs at least 2 servers: one to kill, one to move to".into(),
         ));
     }
-    let mut cluster = start_cluster(plan.servers)?;
+    // No rebalancing: the subscribers stay on the doomed server until the kill, so that
+    // every one of them fails over.
+    let (mut cluster, _) = start_cluster_watching(plan.servers, &["--no-rebalance"], |_| None)?;
     let report = measure(plan, &mut cluster)?;
     let text = if json {
         report.to_json()
