@@ -13,8 +13,9 @@
 //! On the receiving side ([`serve_peer`]) the connection thread accepts the link only from a
 //! peer incarnation the coordinator lists as live, so a zombie server (hung, declared dead,
 //! then woken up) is refused. It hands each relay (and each history entry) to the hub, and
-//! acknowledges the relays: one cumulative `PeerAck` for all it has read, each time it has
-//! read everything that had arrived.
+//! acknowledges the relays: one cumulative `PeerAck` for all it has taken in, each time it
+//! has read everything that had arrived, and at least once a heartbeat interval while the
+//! link stays busy ([`Answer`]), so that a congested link is never taken for a cut.
 //!
 //! A broken link is retried every heartbeat interval for as long as the coordinator lists
 //! the peer; the link then resumes where the peer left off. Links end when the peer leaves
