@@ -307,14 +307,16 @@ impl StatusArgs {
 struct BenchArgs {
     /// The load: s1 fan-out (1 -> 100), s2w chat (20 x 20), s3 latency (2,000 a second
     /// to 100), s4a cluster (3 servers, 1 -> 99), failover (1,000 a second to 100
-    /// subscribers whose server is killed). The flags below change its numbers.
+    /// subscribers whose server is killed), storm (1,000 idle clients whose server is
+    /// killed, 4 messages a second to everyone). The flags below change its numbers.
     #[arg(long, value_enum, default_value_t = LoadArg::S1)]
     load: LoadArg,
     /// Clients that publish (each also receives) [default: the load's].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     publishers: Option<usize>,
-    /// Clients that only receive [default: the load's].
-    #[arg(long, value_parser = clap::value_parser!(u32).map(|n| n as usize))]
+    /// Clients that only receive [default: the load's]; for storm, the idle clients of
+    /// the server killed (also `--clients`).
+    #[arg(long, visible_alias = "clients", value_parser = clap::value_parser!(u32).map(|n| n as usize))]
     subscribers: Option<usize>,
     /// Servers to start, clients spread over them in turn [default: the load's].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16).map(|n| n as usize))]
@@ -366,6 +368,7 @@ enum LoadArg {
     S3,
     S4a,
     Failover,
+    Storm,
 }
 
 impl From<LoadArg> for bench::Load {
@@ -376,6 +379,7 @@ impl From<LoadArg> for bench::Load {
             LoadArg::S3 => bench::Load::S3,
             LoadArg::S4a => bench::Load::S4a,
             LoadArg::Failover => bench::Load::Failover,
+            LoadArg::Storm => bench::Load::Storm,
         }
     }
 }

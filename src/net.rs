@@ -117,12 +117,34 @@ fn handshake_deadline_passed() -> io::Error {
 /// # Errors
 /// [`Error::Usage`] for an unparsable address, [`Error::Io`] when binding fails.
 pub fn listen(addr: &str) -> Result<std::net::TcpListener> {
-    std::net::TcpListener::bind(resolve(addr)?).map_err(|e| {
+    let listener = std::net::TcpListener::bind(resolve(addr)?).map_err(|e| {
         Error::Io(std::io::Error::new(
             e.kind(),
             format!("cannot listen on {addr}: {e}"),
         ))
-    })
+    })?;
+    widen_accept_backlog(&listener);
+    Ok(listener)
+}
+
+/// Connections the kernel completes and holds for `accept()`, at most, per listening port
+/// (Linux caps it at `net.core.somaxconn`, 4096 by default). std listens with 128: when
+/// the clients of a crashed server, thousands of them, connect to the coordinator and to
+/// the survivors within a few milliseconds, the rest of their SYNs were dropped and sent
+/// again a second later, then three: the storm's clients came back in steps of 1 s and
+/// 3 s (`docs/heartbeats-and-failover.md`, "The storm"). Held connections cost the kernel
+/// a socket each until the accept loop takes them, under its own bounds
+/// ([`ConnectionLimits`]).
+const ACCEPT_BACKLOG: i32 = 4096;
+
+/// Asks the kernel for a backlog of [`ACCEPT_BACKLOG`] on `listener` (Linux lets
+/// `listen(2)` be called again on a listening socket to change it). Where it fails, the
+/// listener keeps std's backlog, which only slows a burst of connections down.
+fn widen_accept_backlog(listener: &std::net::TcpListener) {
+    use std::os::fd::AsFd;
+    if let Err(e) = crate::support::sys::listen(listener.as_fd(), ACCEPT_BACKLOG) {
+        log::debug!("cannot widen the accept backlog: {e}");
+    }
 }
 
 /// Reads one opening frame of an accepted connection (its `Hello`, then its role's first

@@ -139,6 +139,22 @@ fn the_failover_load_moves_every_subscriber_once_and_loses_nothing() {
 }
 
 #[test]
+fn the_storm_load_brings_every_idle_client_back_and_loses_nothing() {
+    let report = bench_report(&["--load", "storm", "--clients", "20"]);
+    assert_eq!(report["load"], "storm");
+    assert_eq!(report["ok"], true, "{report}");
+    for zero in ["lost", "duplicated", "moved_twice", "declared_dead"] {
+        assert_eq!(report[zero], 0, "{zero}: {report}");
+    }
+    assert_eq!(
+        report["moved"], 20,
+        "every client left the killed server: {report}"
+    );
+    assert!(report["all_back_us"].as_u64().unwrap_or(0) > 0, "{report}");
+    assert!(report["cpu_per_move_us"].as_u64().is_some(), "{report}");
+}
+
+#[test]
 fn the_failover_load_cannot_use_running_servers() {
     let addr = unused_addr();
     let done = run_dsys(

@@ -27,6 +27,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -34,8 +35,8 @@ use std::time::{Duration, Instant};
 use common::{
     Client, Cluster, FullServer, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, Proc, RawClient,
     Relay, TIMEOUT, allowed_cpus, busy_process, entry_clients, missing_tools, pin_process,
-    poll_until, start_coordinator, start_server, status_entry, try_status_json, wait_until,
-    wait_until_servers_alive,
+    poll_until, start_coordinator, start_server, start_server_with, status_entry, try_status_json,
+    wait_until, wait_until_servers_alive,
 };
 
 /// The open-file limit of the server at its limit: room for about thirty clients beside
@@ -63,6 +64,31 @@ const BURST: usize = 50;
 /// rest is for a 2-core machine running other test binaries. The assertion is that the
 /// bound holds, not how fast detection is.
 const DETECTION_MARGIN: Duration = Duration::from_secs(1);
+/// The servers' heartbeat interval and stall timeout in
+/// [`a_congested_peer_link_is_not_taken_for_a_cut`]. A link is reported cut once its peer
+/// has been silent for the stall timeout plus an interval (`peers::link_silence_limit`):
+/// a short interval leaves a busy peer no slack beyond the stall timeout, which is what a
+/// peer taking in a burst of relays for thousands of clients meets at the default one.
+const CONGESTED_INTERVAL_MS: u64 = 5;
+/// See [`CONGESTED_INTERVAL_MS`].
+const CONGESTED_STALL_MS: u64 = 1000;
+/// How long that test keeps the peer link congested: the link silence limit, then the
+/// coordinator's timeout for a cut, then as much again, so that a link taken for a cut
+/// would have been settled by then.
+const CONGESTED: Duration =
+    Duration::from_millis(2 * (CONGESTED_STALL_MS + CONGESTED_INTERVAL_MS + HEARTBEAT_TIMEOUT_MS));
+/// The slow reader's pace: this many bytes every [`SLOW_READ_EVERY`], 400 KiB/s, well within
+/// the stall timeout (so it holds the history window) and far below what the publisher
+/// offers (so the link between the servers fills and stays full).
+const SLOW_READ: usize = 4096;
+/// Subscribers on the slow reader's server that read as fast as they can: each relay
+/// taken in is delivered to all of them, which keeps that server busy.
+const SUBSCRIBERS: usize = 200;
+/// See [`SLOW_READ`].
+const SLOW_READ_EVERY: Duration = Duration::from_millis(10);
+/// The publisher's message size: a relay window of the default 8 MiB then takes the slow
+/// reader about forty seconds to drain, far longer than a link may stay silent.
+const BIG_TEXT: usize = 8 * 1024;
 /// How long a client that received one message is watched for a failover: a writer
 /// lingers 1 s after its last frame and a client gives up on a server silent for its
 /// silence limit (500 ms), so a keepalive that could not be written would show well
@@ -442,6 +468,84 @@ fn a_stopped_server_is_declared_dead_within_the_timeout_and_one_interval() {
         took <= bound,
         "declared dead after {took:?}, bound {bound:?}"
     );
+}
+
+#[test]
+fn a_congested_peer_link_is_not_taken_for_a_cut() {
+    let _serial = serial();
+    let stall = CONGESTED_STALL_MS.to_string();
+    let (coordinator, coordinator_addr) = start_coordinator(HEARTBEAT_TIMEOUT_MS);
+    let flags = ["--stall-timeout", &stall];
+    let (servers, addrs): (Vec<Proc>, Vec<String>) = (0..2)
+        .map(|_| start_server_with(&coordinator_addr, CONGESTED_INTERVAL_MS, &flags))
+        .unzip();
+    wait_until_servers_alive(&coordinator_addr, 2, TIMEOUT);
+    for server in &servers {
+        server.wait_for_stderr("peer link up", TIMEOUT);
+    }
+    // A publisher on server 0 at full speed, a reader on server 1 that keeps reading, but
+    // slowly: server 1 takes the relays in only as fast as its reader makes room in its
+    // history window, so the link from server 0 fills and stays full, for longer than a
+    // link may go silent. Nothing is cut: each server still answers everyone.
+    let mut reader = RawClient::register(&addrs[1], "reader").expect("reader registers");
+    let mut publisher = RawClient::register(&addrs[0], "publisher").expect("publisher registers");
+    let text = "x".repeat(BIG_TEXT);
+    let publishing = AtomicBool::new(true);
+    let mut subscribers: Vec<RawClient> = (0..SUBSCRIBERS)
+        .map(|i| RawClient::register(&addrs[1], &format!("s{i}")).expect("subscriber registers"))
+        .collect();
+    let hang_ups: Vec<_> = subscribers.iter().map(RawClient::hang_up_handle).collect();
+    let read = thread::scope(|scope| {
+        for subscriber in &mut subscribers {
+            scope.spawn(move || while subscriber.read_some(64 * 1024) > 0 {});
+        }
+        let publishes = scope.spawn(|| {
+            // A publish blocks while the servers pace it; the reader keeps reading meanwhile,
+            // so each one returns.
+            while publishing.load(Ordering::Relaxed) {
+                publisher.publish_text(&text);
+            }
+        });
+        let started = Instant::now();
+        let mut read = 0;
+        // The publisher's last publish may wait for room: the reader goes on until it
+        // has returned.
+        while started.elapsed() < CONGESTED || !publishes.is_finished() {
+            if started.elapsed() >= CONGESTED {
+                publishing.store(false, Ordering::Relaxed);
+            }
+            read += reader.read_some(SLOW_READ);
+            thread::sleep(SLOW_READ_EVERY);
+        }
+        for hang_up in &hang_ups {
+            hang_up.hang_up();
+        }
+        read
+    });
+    // Once the coordinator has heard from both servers again, it has decided about the
+    // congestion: it took no link for a cut, and declared neither server dead; and neither
+    // server found its peer silent for long enough to restart the link.
+    let a = heard_from_after(&coordinator_addr, &addrs[0], "a");
+    let b = heard_from_after(&coordinator_addr, &addrs[1], "b");
+    let log = coordinator.stderr_so_far();
+    let dead: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("cut off") || l.contains("declared dead"))
+        .collect();
+    assert!(
+        dead.is_empty(),
+        "a congested link was taken for a cut: {dead:?}"
+    );
+    for server in &servers {
+        let silent: Vec<String> = server
+            .stderr_so_far()
+            .into_iter()
+            .filter(|l| l.contains("peer silent"))
+            .collect();
+        assert!(silent.is_empty(), "a busy peer went silent: {silent:?}");
+    }
+    assert_none_moved(&[&a, &b]);
+    println!("congested for {CONGESTED:?}: the slow reader read {read} bytes");
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //! These are the calls std lacks:
 //!
 //! - `send(2)` with flags, for one send that never blocks (`net/send_now.rs`);
+//! - `listen(2)` once more, for an accept backlog wider than std's 128 (`net.rs`);
 //! - `signal(2)` and `write(2)`, for the self-pipe of SIGINT and SIGTERM, and `prctl(2)`
 //!   for a parent-death signal (`signals.rs`);
 //! - `getrlimit(2)` and `setrlimit(2)`, for the open-file limit (`limits.rs`);
@@ -33,6 +34,7 @@ mod c {
 
     unsafe extern "C" {
         pub fn send(fd: c_int, buf: *const u8, len: usize, flags: c_int) -> isize;
+        pub fn listen(fd: c_int, backlog: c_int) -> c_int;
         pub fn write(fd: c_int, buf: *const u8, count: usize) -> isize;
         pub fn signal(signum: c_int, handler: extern "C" fn(c_int)) -> usize;
         pub fn prctl(option: c_int, ...) -> c_int;
@@ -66,6 +68,17 @@ pub fn send(socket: BorrowedFd<'_>, bytes: &[u8], flags: c_int) -> io::Result<us
     // SAFETY: `socket` is an open descriptor for as long as it is borrowed, and the pointer
     // and length describe `bytes`, which the kernel only reads; no flag makes it write.
     check(unsafe { c::send(socket.as_raw_fd(), bytes.as_ptr(), bytes.len(), flags) })
+}
+
+/// `listen(2)` again on a socket that already listens: Linux then changes its backlog, the
+/// connections the kernel completes and holds for `accept()`.
+///
+/// # Errors
+/// The OS error, as it is.
+pub fn listen(socket: BorrowedFd<'_>, backlog: c_int) -> io::Result<()> {
+    // SAFETY: `socket` is an open descriptor for as long as it is borrowed; the call reads
+    // no memory of ours.
+    check(unsafe { c::listen(socket.as_raw_fd(), backlog) } as isize).map(drop)
 }
 
 /// `write(2)`: writes what the descriptor takes of `bytes`. Async-signal-safe: a signal

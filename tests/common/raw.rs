@@ -1,10 +1,10 @@
 //! [`RawClient`]: a client that speaks the protocol from the test process itself, without a
 //! `dsys client` process (three threads each), for tests that need many clients at once.
-//! It registers, can publish, and reads nothing: what the server sends it waits in the
-//! socket buffers, which a few messages do not fill. Dropping it closes the connection, and
-//! the server sees the client leave.
+//! It registers, can publish, and reads only when told to ([`RawClient::read_some`]): what
+//! the server sends it waits in the socket buffers, which a few messages do not fill.
+//! Dropping it closes the connection, and the server sees the client leave.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use dsys::protocol::{Body, Message, Role};
@@ -63,5 +63,34 @@ impl RawClient {
         self.stream
             .write_all(&publish.encode())
             .unwrap_or_else(|e| panic!("raw client {} cannot publish: {e}", self.name));
+    }
+
+    /// Reads once, at most `len` bytes of whatever the server sent, and returns how many
+    /// arrived: 0 once the connection has ended (closed or reset by either side). A test
+    /// that calls it at a pace of its own makes a reader that is slow but keeps reading.
+    pub fn read_some(&mut self, len: usize) -> usize {
+        let mut buf = vec![0; len];
+        self.stream.read(&mut buf).unwrap_or(0)
+    }
+
+    /// Shuts this client's connection down from another thread: a [`read_some`] blocked
+    /// there returns 0, and the server sees the client leave.
+    ///
+    /// [`read_some`]: RawClient::read_some
+    ///
+    /// # Panics
+    /// When the socket cannot be cloned.
+    pub fn hang_up_handle(&self) -> HangUp {
+        HangUp(self.stream.try_clone().expect("a socket clones"))
+    }
+}
+
+/// Hangs a [`RawClient`] up from another thread (see [`RawClient::hang_up_handle`]).
+pub struct HangUp(TcpStream);
+
+impl HangUp {
+    /// Shuts the connection down both ways.
+    pub fn hang_up(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
     }
 }

@@ -6,7 +6,9 @@
 //! `heartbeat` thread) connects, learns from `PeerWelcome` where the peer stands, and writes
 //! the hub's outbound log from there; `acks-<addr>` reads the peer's `PeerAck`s into the hub.
 //! On the receiving side, the connection thread ([`serve_peer`]) accepts a link only from a
-//! peer incarnation the coordinator lists as live, hands each relay to the hub and acks.
+//! peer incarnation the coordinator lists as live, hands each relay to the hub and acks:
+//! each time it has read all that arrived, and at least once a heartbeat interval while the
+//! link stays busy ([`Answer`]), so that a congested link is never taken for a cut.
 //!
 //! **Failures and stopping.** A broken link is retried every heartbeat interval for as long
 //! as the coordinator lists the peer, and resumes where the peer left off. A link ends when
@@ -26,7 +28,7 @@ use crate::error::{Error, Refusal, Result};
 use crate::net;
 use crate::protocol::{Body, Message, Role, holds_whole_frame, read_message, write_message};
 
-use super::hub::{Hub, Origin};
+use super::hub::{Hub, Origin, Published};
 
 /// Starts the `peer-<addr>` thread for one link.
 pub(super) fn start_peer_link(shared: Shared, addr: String, epoch: u64, link_id: u64) {
@@ -219,10 +221,12 @@ const READ_BUFFER: usize = WRITE_BUFFER;
 
 /// The receiving side of a link, on its connection thread.
 ///
-/// `PeerAck` is cumulative, so one covers every relay read so far. It is sent when the
+/// `PeerAck` is cumulative, so one covers every relay taken in so far. It is sent when the
 /// buffered input runs out, just before the thread would wait for more: a burst of relays
 /// costs one ack (and one round of the hub's lock on the relaying side), not one each, and
-/// no ack waits for a frame that has not arrived.
+/// no ack waits for a frame that has not arrived. And it is sent at least once a heartbeat
+/// interval while the link is busy ([`Answer`]), even while a slow reader here holds the
+/// relays back: the peer takes a link it has not heard from for long for a cut.
 pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) -> Result<()> {
     let first = net::read_opening(&stream, deadline)?;
     let Some(Message::PeerHello { addr, epoch }) = first else {
@@ -262,16 +266,21 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
     stream.set_read_timeout(Some(shared.limits.idle_timeout))?;
     log::debug!("peer link accepted from={addr} epoch={epoch}");
     let mut input = BufReader::with_capacity(READ_BUFFER, &stream);
-    let mut unacked = None;
+    let mut answer = Answer::new(&stream, last_index, shared.heartbeat_interval);
     // The pens of the clients the relays reach, written for when the input runs dry, as a
     // client's connection thread does (`write/through.rs`).
     let mut pens = Pens::new(shared.pool.clone());
     // Relays read and not yet taken in: the ones the buffer holds go into the hub together,
     // as a client's publishes do (`Hub::publish`), before any ack says they arrived.
     let mut relays = Relays::default();
+    let link = Link {
+        addr: &addr,
+        epoch,
+        shared,
+    };
     while let Some(message) = read_message(&mut input)? {
         if !matches!(message, Message::Relay { .. })
-            && !relays.take_in(&addr, epoch, shared, &mut pens)
+            && !relays.take_in(&link, &mut pens, &mut answer)?
         {
             pens.write_now();
             return stale(&stream);
@@ -286,7 +295,7 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
             } => {
                 if index > last_index {
                     if !relays.follows(&from, session)
-                        && !relays.take_in(&addr, epoch, shared, &mut pens)
+                        && !relays.take_in(&link, &mut pens, &mut answer)?
                     {
                         pens.write_now();
                         return stale(&stream);
@@ -294,7 +303,7 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
                     relays.push(from, session, index, seq, body);
                     last_index = index;
                 }
-                unacked = Some(index);
+                answer.owed = true;
             }
             // History is only accepted when this server asked for it.
             Message::Deliver {
@@ -303,16 +312,33 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
                 seq,
                 body,
             } if history => {
-                let origin = Origin::PeerHistory {
+                let origin = || Origin::PeerHistory {
                     addr: addr.clone(),
                     epoch,
                 };
-                if !shared
-                    .hub
-                    .publish(origin, &from, session, &[(seq, body)], &mut pens)
-                {
-                    pens.write_now();
-                    return stale(&stream);
+                let message = [(seq, body)];
+                // One message, which may wait for room: the peer hears from this link
+                // meanwhile, as it does while relays wait.
+                loop {
+                    let until = Some(answer.due());
+                    match (shared.hub).publish_until(
+                        origin(),
+                        &from,
+                        session,
+                        &message,
+                        &mut pens,
+                        until,
+                    ) {
+                        Published::All => break,
+                        Published::Paused(_) => {
+                            pens.write_now();
+                            answer.send()?;
+                        }
+                        Published::Stale => {
+                            pens.write_now();
+                            return stale(&stream);
+                        }
+                    }
                 }
             }
             Message::PeerSynced if history => {
@@ -326,7 +352,7 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
                 pens.write_now();
                 return stale(&stream);
             }
-            Message::Keepalive => unacked = Some(last_index),
+            Message::Keepalive => answer.owed = true,
             other => {
                 pens.write_now();
                 return net::refuse(
@@ -336,22 +362,82 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
             }
         }
         let more = holds_whole_frame(input.buffer());
-        if (!more || relays.messages.len() >= MAX_RELAYS_AT_ONCE)
-            && !relays.take_in(&addr, epoch, shared, &mut pens)
+        // A busy link still answers once an interval: what is read so far goes in first,
+        // so that the ack covers it.
+        let due = answer.is_due();
+        if (!more || due || relays.messages.len() >= MAX_RELAYS_AT_ONCE)
+            && !relays.take_in(&link, &mut pens, &mut answer)?
         {
             pens.write_now();
             return stale(&stream);
         }
-        if !more {
+        if !more || due {
             pens.write_now();
         }
-        if input.buffer().is_empty()
-            && let Some(index) = unacked.take()
-        {
-            write_message(&mut &stream, &Message::PeerAck { index })?;
+        if answer.owed && (input.buffer().is_empty() || due) {
+            answer.send()?;
         }
     }
     Ok(())
+}
+
+/// The peer incarnation a link comes from, and this server: where its relays go.
+struct Link<'a> {
+    addr: &'a str,
+    epoch: u64,
+    shared: &'a Shared,
+}
+
+/// What the receiving side of a link owes its peer: a `PeerAck` for the relays it has taken
+/// in, at least once every `every` while the link carries anything. The peer hears nothing
+/// else on this link, so it counts the time since the last ack as the link's silence
+/// (`PeerLink::heard`), and a silence beyond its limit is reported as a cut. Acks that
+/// waited for the input to run dry, or for a slow reader here to make room, once stayed
+/// away for as long as the congestion lasted, and a live server was declared dead.
+struct Answer<'a> {
+    stream: &'a TcpStream,
+    /// The highest relay index taken into the hub: every relay up to it is stored here.
+    taken: u64,
+    /// Whether something came in since the last ack (a relay, or a keepalive).
+    owed: bool,
+    /// When the last ack went out (or the link was accepted).
+    last: Instant,
+    /// How often a busy link answers, at least: this server's heartbeat interval, well
+    /// within the peer's silence limit of three intervals or more (`link_silence_limit`).
+    every: Duration,
+}
+
+impl<'a> Answer<'a> {
+    fn new(stream: &'a TcpStream, taken: u64, every: Duration) -> Answer<'a> {
+        Answer {
+            stream,
+            taken,
+            owed: false,
+            last: Instant::now(),
+            every,
+        }
+    }
+
+    /// When the next ack is due, whatever the input holds.
+    fn due(&self) -> Instant {
+        self.last + self.every
+    }
+
+    /// Whether an ack is due now.
+    fn is_due(&self) -> bool {
+        Instant::now() >= self.due()
+    }
+
+    /// Writes a `PeerAck` for every relay taken in so far.
+    ///
+    /// # Errors
+    /// When the write fails: the link is broken.
+    fn send(&mut self) -> Result<()> {
+        write_message(&mut &*self.stream, &Message::PeerAck { index: self.taken })?;
+        self.owed = false;
+        self.last = Instant::now();
+        Ok(())
+    }
 }
 
 /// Relays taken into the hub at once, at most (the read buffer bounds them already; this
@@ -384,21 +470,51 @@ impl Relays {
         self.messages.push((seq, body));
     }
 
-    /// Takes these relays into the hub, from the peer incarnation `(addr, epoch)`, and
-    /// empties the batch. Returns `false` when that incarnation is no longer live.
-    fn take_in(&mut self, addr: &str, epoch: u64, shared: &Shared, pens: &mut Pens) -> bool {
-        if self.messages.is_empty() {
-            return true;
+    /// Takes these relays into the hub, from the peer incarnation of `link`, and empties
+    /// the batch. While a slow reader here holds them back, the link still answers its peer
+    /// once an interval, with an ack for those taken in so far ([`Answer`]). Returns
+    /// `false` when that incarnation is no longer live.
+    ///
+    /// # Errors
+    /// When an ack cannot be written: the link is broken.
+    fn take_in(&mut self, link: &Link, pens: &mut Pens, answer: &mut Answer) -> Result<bool> {
+        let mut done = 0;
+        while done < self.messages.len() {
+            let origin = Origin::Peer {
+                addr: link.addr.to_string(),
+                epoch: link.epoch,
+                index: self.last_index,
+            };
+            let rest = &self.messages[done..];
+            let until = Some(answer.due());
+            let published = (link.shared.hub).publish_until(
+                origin,
+                &self.from,
+                self.session,
+                rest,
+                pens,
+                until,
+            );
+            match published {
+                Published::All => done = self.messages.len(),
+                Published::Paused(taken_in) => {
+                    done += taken_in;
+                    // The relays follow each other: the first `done` are taken in.
+                    let not_taken = (self.messages.len() - done) as u64;
+                    answer.taken = answer.taken.max(self.last_index - not_taken);
+                    pens.write_now();
+                    answer.send()?;
+                }
+                Published::Stale => {
+                    self.messages.clear();
+                    return Ok(false);
+                }
+            }
         }
-        let origin = Origin::Peer {
-            addr: addr.to_string(),
-            epoch,
-            index: self.last_index,
-        };
-        let live = shared
-            .hub
-            .publish(origin, &self.from, self.session, &self.messages, pens);
+        if !self.messages.is_empty() {
+            answer.taken = answer.taken.max(self.last_index);
+        }
         self.messages.clear();
-        live
+        Ok(true)
     }
 }

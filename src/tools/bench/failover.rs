@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use super::load::Progress;
-use super::{Cluster, Plan, show_progress, start_cluster, wait_for};
+use super::{Cluster, Plan, show_progress, start_cluster_watching, wait_for};
 use crate::Output;
 use crate::error::{Error, Result};
 use crate::roles::client::session::{self, SessionConfig};
@@ -91,7 +91,9 @@ pub fn run(plan: &Plan, output: Output) -> Result<()> {
             "the failover load needs at least 2 servers: one to kill, one to move to".into(),
         ));
     }
-    let mut cluster = start_cluster(plan.servers)?;
+    // No rebalancing: the subscribers stay on the doomed server until the kill, so that
+    // every one of them fails over.
+    let (mut cluster, _) = start_cluster_watching(plan.servers, &["--no-rebalance"], |_| None)?;
     let report = measure(plan, &mut cluster)?;
     let text = match output {
         Output::Json => report.to_json(),

@@ -15,13 +15,14 @@
 mod failover;
 mod load;
 mod report;
+mod storm;
 
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded};
+use crossbeam_channel::{Receiver, bounded, unbounded};
 
 use crate::Output;
 use crate::error::{Error, Result};
@@ -46,6 +47,10 @@ pub enum Load {
     /// Failover: 1 publisher at 1,000 a second, 100 subscribers on a server that is killed
     /// a third of the way through ([`failover`]).
     Failover,
+    /// Storm: 1,000 idle clients (`--subscribers`, or `--clients`) on a server that is
+    /// killed, 2 servers to take them, a stream of 4 messages a second to everyone
+    /// ([`storm`]).
+    Storm,
 }
 
 /// What `dsys bench` was asked for; `None` takes the load's value.
@@ -107,6 +112,8 @@ impl Plan {
             Load::S3 => (1, 100, 1, 10_000, Some(2_000)),
             Load::S4a => (1, 99, 3, 100_000, None),
             Load::Failover => (1, 100, 3, 3_000, Some(1_000)),
+            // The stream runs until every client is back, whatever `messages` says.
+            Load::Storm => (1, 1_000, 3, 0, Some(4)),
         };
         let servers = if config.connect.is_empty() {
             config.servers.unwrap_or(servers)
@@ -148,6 +155,14 @@ pub fn run(config: &BenchConfig) -> Result<()> {
         }
         return failover::run(&plan, config.output);
     }
+    if plan.load == Load::Storm {
+        if !config.connect.is_empty() {
+            return Err(Error::Usage(
+                "the storm load kills a server, so it starts its own: drop --connect".into(),
+            ));
+        }
+        return storm::run(&plan, config.output);
+    }
     let cluster = if config.connect.is_empty() {
         start_cluster(plan.servers)?
     } else {
@@ -184,6 +199,11 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// The coordinator's process id, when the bench started it (0 otherwise).
+    fn coordinator_pid(&self) -> u32 {
+        self.children.first().map_or(0, ChildGuard::pid)
+    }
+
     /// Kills server `index` (SIGKILL) without waiting for it to be gone: the publisher
     /// that calls this goes on at once, as it would in a real crash. The server is reaped
     /// when the cluster is dropped.
@@ -197,29 +217,36 @@ impl Cluster {
 /// Starts a coordinator and `servers` servers on free ports.
 fn start_cluster(servers: usize) -> Result<Cluster> {
     // The children's logs are drained and dropped: the bench's output is its report.
-    let (lines_tx, _) = unbounded();
-    let ignore = |_: &str| None;
-    let (coordinator, coordinator_addr) = spawn_role(
-        "coordinator",
-        &["coordinator", "--listen", "127.0.0.1:0"],
-        ignore,
-        &lines_tx,
-    )?;
+    Ok(start_cluster_watching(servers, &[], |_| None)?.0)
+}
+
+/// [`start_cluster`] with `coordinator_flags`, and the log lines of its members that
+/// `forward` keeps, on the channel returned.
+fn start_cluster_watching(
+    servers: usize,
+    coordinator_flags: &[&str],
+    forward: fn(&str) -> Option<String>,
+) -> Result<(Cluster, Receiver<String>)> {
+    let (lines_tx, lines_rx) = unbounded();
+    let mut args = vec!["coordinator", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(coordinator_flags);
+    let (coordinator, coordinator_addr) = spawn_role("coordinator", &args, forward, &lines_tx)?;
     let mut children = vec![coordinator];
     let (mut addrs, mut pids) = (Vec::new(), Vec::new());
     for i in 1..=servers {
         let args = ["server", "--port", "0", "--coordinator", &coordinator_addr];
-        let (server, addr) = spawn_role(&format!("server-{i}"), &args, ignore, &lines_tx)?;
+        let (server, addr) = spawn_role(&format!("server-{i}"), &args, forward, &lines_tx)?;
         pids.push(server.pid());
         addrs.push(addr);
         children.push(server);
     }
-    Ok(Cluster {
+    let cluster = Cluster {
         children,
         coordinator: coordinator_addr,
         servers: addrs,
         server_pids: pids,
-    })
+    };
+    Ok((cluster, lines_rx))
 }
 
 /// Runs `plan` against `servers` and counts what arrived.

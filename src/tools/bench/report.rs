@@ -171,5 +171,6 @@ pub fn load_name(load: Load) -> &'static str {
         Load::S3 => "S3",
         Load::S4a => "S4a",
         Load::Failover => "failover",
+        Load::Storm => "storm",
     }
 }

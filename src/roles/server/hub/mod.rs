@@ -24,7 +24,7 @@ mod relay;
 use std::collections::HashSet;
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::metrics::Metrics;
 use super::write::{CatchUp, CatchUpSource, Frame, Pen, Pens, Pool};
@@ -260,33 +260,64 @@ impl Hub {
         messages: &[(u64, Body)],
         pens: &mut Pens,
     ) -> bool {
+        let published = self.publish_until(origin, from, session, messages, pens, None);
+        published != Published::Stale
+    }
+
+    /// [`Hub::publish`] that gives up waiting for room at `until`, if given: it then returns
+    /// [`Published::Paused`] with how many of `messages` it took in, and the caller passes
+    /// the rest again. A peer link uses it to answer its peer while a slow reader here
+    /// holds its relays back (`peers.rs`): a link that says nothing for long is taken for
+    /// a cut.
+    pub fn publish_until(
+        &self,
+        origin: Origin,
+        from: &str,
+        session: u64,
+        messages: &[(u64, Body)],
+        pens: &mut Pens,
+        until: Option<Instant>,
+    ) -> Published {
         let arrivals = encode(&origin, from, session, messages);
         let mut state = self.lock();
         let mut run = Run::default();
-        let mut current = true;
+        let mut published = Published::All;
         let mut taken_in = 0;
         for arrival in arrivals {
-            state = match self.wait_for_room(state, &origin, &arrival, &mut run, pens) {
-                Ok(state) => state,
-                Err(state) => {
-                    current = false;
+            state = match self.wait_for_room(state, &origin, &arrival, &mut run, pens, until) {
+                Room::Made(state) => state,
+                Room::Stale(state) => {
+                    published = Published::Stale;
+                    state
+                }
+                Room::NotYet(state) => {
+                    published = Published::Paused(taken_in);
                     state
                 }
             };
-            if !current {
+            if published != Published::All {
                 break;
             }
             state.take_in(arrival, &self.limits, &mut run);
             taken_in += 1;
         }
-        if let (true, Origin::Peer { addr, epoch, index }) = (current, &origin) {
-            state.relay.note_received(addr, *epoch, *index);
+        // The relay index of the last message taken in: the batch's messages follow each
+        // other (see `Origin::Peer`).
+        if let (Published::All | Published::Paused(1..), Origin::Peer { addr, epoch, index }) =
+            (published, &origin)
+        {
+            let not_taken = (messages.len() - taken_in) as u64;
+            state.relay.note_received(addr, *epoch, *index - not_taken);
         }
         state.settle(&mut run);
         pens.add(state.taken.drain(..));
         drop(state);
-        self.count_publish(&origin, taken_in, messages.len() - taken_in, run.delivered);
-        current
+        let refused = match published {
+            Published::Stale => messages.len() - taken_in,
+            Published::All | Published::Paused(_) => 0,
+        };
+        self.count_publish(&origin, taken_in, refused, run.delivered);
+        published
     }
 
     /// Counts, with the lock let go, what one [`Hub::publish`] did: `taken_in` messages from
@@ -319,8 +350,8 @@ impl Hub {
         }
     }
 
-    /// Returns the lock once there is room for `arrival` ([`State::has_room`]), or, as `Err`,
-    /// as soon as its `origin` is stale. Before it lets the lock go to wait, it settles what
+    /// Returns the lock once there is room for `arrival` ([`State::has_room`]), or as soon
+    /// as its `origin` is stale, or once `until` has passed. Before it lets the lock go to wait, it settles what
     /// the messages taken in so far owe (`run` fanned out, acks queued) and writes for the
     /// caller's `pens`.
     fn wait_for_room<'a>(
@@ -330,14 +361,18 @@ impl Hub {
         arrival: &Arrival,
         run: &mut Run,
         pens: &mut Pens,
-    ) -> std::result::Result<Locked<'a>, Locked<'a>> {
+        until: Option<Instant>,
+    ) -> Room<'a> {
         let relayed = arrival.relay.is_some();
         loop {
             if !state.is_current(origin, arrival.session) {
-                return Err(state);
+                return Room::Stale(state);
             }
             if state.has_room(relayed, arrival.size, &self.limits) {
-                return Ok(state);
+                return Room::Made(state);
+            }
+            if until.is_some_and(|until| Instant::now() >= until) {
+                return Room::NotYet(state);
             }
             state.settle(run);
             pens.add(state.taken.drain(..));
@@ -349,14 +384,39 @@ impl Hub {
             }
             // Woken when room may have appeared; the timeout is for the one change nobody
             // announces: a client that is behind going quiet for `stall_timeout`.
+            let recheck = until.map_or(ROOM_RECHECK, |until| {
+                ROOM_RECHECK.min(until.saturating_duration_since(Instant::now()))
+            });
             let guard = self
                 .room
-                .wait_timeout(state.into_guard(), ROOM_RECHECK)
+                .wait_timeout(state.into_guard(), recheck)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
             state = self.locked(guard);
         }
     }
+}
+
+/// What [`Hub::publish_until`] did with the messages it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Took every one in.
+    All,
+    /// Took in this many, the first ones, and then its time was up while it waited for
+    /// room: the caller passes the rest again.
+    Paused(usize),
+    /// Refused the rest because their origin is stale (see [`Hub::publish`]).
+    Stale,
+}
+
+/// How a wait for room ended ([`Hub::wait_for_room`]); each holds the lock again.
+enum Room<'a> {
+    /// There is room now.
+    Made(Locked<'a>),
+    /// The origin is stale: the message is refused.
+    Stale(Locked<'a>),
+    /// Still no room, and the caller's time is up.
+    NotYet(Locked<'a>),
 }
 
 /// `messages` as they enter the hub: each one's `Deliver` frame, all in one buffer, and,

@@ -1,0 +1,634 @@
+//! The storm load: a server holding many idle clients is killed, and all of them come
+//! back at once. It measures what `docs/heartbeats-and-failover.md` ("The storm") reports:
+//! when the last of them is registered again, the CPU each move costs every process, whether
+//! a live process was declared dead meanwhile, that nothing was lost, and how long the
+//! clients that did not move went without a delivery.
+//!
+//! **The setup.** A coordinator (`--no-rebalance`, so that the doomed server keeps every
+//! one of its clients until the kill) and three servers. `plan.subscribers` idle clients
+//! register on server 0; [`CALM`] clients sit on the two others, and a publisher on server
+//! 2 broadcasts a steady stream ([`Plan::pace`], 4 a second by default: each client receives them through three
+//! threads of its own, and more would make the bench process the busiest on the machine), which every
+//! client receives, the moving ones included. Then server 0 is killed (SIGKILL, a real
+//! process) and every one of its clients fails over by itself.
+//!
+//! **The clients are dsys's own.** Each is a real client session ([`session::start`]: its
+//! session, `recv-` and `send-` threads) in this process, so what is measured is the
+//! failover logic of `roles/client`. No thread per client watches the events: one
+//! `bench-storm-watch` thread sweeps every session's event channel every [`SWEEP`], so
+//! 10,000 clients cost 30,000 threads, not 40,000. Its own CPU is read from
+//! `/proc/self/task/TID/stat` and left out of the clients' figure.
+//!
+//! **CPU per move.** `utime + stime` of each process (`/proc/PID/stat`) from the kill to the
+//! last re-registration, divided by the clients that moved; beside it, what the same
+//! process used in as long a calm stretch before the kill (the stream, keepalives), and
+//! the difference. The difference undercounts the clients' process: a client on the move
+//! receives nothing for a while, so it spends less on the stream than in the calm.
+//!
+//! 10,000 clients need about 30,000 descriptors in this process (a session's socket and
+//! its two clones) and 60,000 memory mappings (a thread's stack and its guard page): raise
+//! `ulimit -n` first (`docs/heartbeats-and-failover.md` gives the command).
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+
+use super::{Cluster, Plan, start_cluster_watching};
+use crate::Output;
+use crate::error::{Error, Result};
+use crate::roles::client::session::{self, SessionConfig};
+use crate::roles::client::{Command, Event};
+use crate::support::cpu::{cpu_time, thread_cpu_time};
+use crate::support::histogram::Histogram;
+use crate::support::json::Object;
+
+/// The server the idle clients start on, and that is killed (index into the servers).
+const DOOMED: usize = 0;
+/// The server the publisher sits on.
+const PUBLISHER_HOME: usize = 2;
+/// Clients that do not move, half on each survivor: their longest pause between two
+/// deliveries is the figure "clients that did not move never wait more than 1 s".
+const CALM: usize = 4;
+/// How often the watcher looks at every session's events: the resolution of the times
+/// measured, and a cost (a `try_recv` per session) that is left out of the CPU figures.
+const SWEEP: Duration = Duration::from_millis(5);
+/// How long the stream runs before the kill, to measure what calm costs each process.
+const CALM_STRETCH: Duration = Duration::from_secs(3);
+/// How long the storm may take before the bench gives up on the clients still missing.
+const STORM_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the stream goes on after the last client is back, so that every client
+/// receives messages published after its move, and a loss would show.
+const AFTER_STORM: Duration = Duration::from_secs(2);
+/// How long deliveries may stop coming in, at the end, before the bench counts what has
+/// not arrived as lost.
+const STALL: Duration = Duration::from_secs(15);
+/// Clients registered at once while setting up (each registration waits for its answer).
+const REGISTERING_THREADS: usize = 8;
+
+/// One client session run by the bench. Dropping `commands` ends its input; dropping
+/// `stop` ends it at once.
+struct Member {
+    name: String,
+    commands: Sender<Command>,
+    stop: Sender<()>,
+    session: thread::JoinHandle<Result<()>>,
+    events: Receiver<Event>,
+}
+
+/// What the watcher saw of one client.
+#[derive(Default, Clone)]
+struct Seen {
+    /// The last `seq` from the publisher, and how many arrived in order.
+    last_seq: u64,
+    delivered: u64,
+    duplicated: u64,
+    out_of_order: u64,
+    missed: u64,
+    failovers: u32,
+    /// When it was registered again (its first `failover` event).
+    back_at: Option<Instant>,
+    /// When the last message arrived, and the longest pause between two since the stream
+    /// began.
+    last_delivery: Option<Instant>,
+    longest_pause: Duration,
+    errors: Vec<String>,
+}
+
+impl Seen {
+    fn take(&mut self, event: Event, publisher: &str, now: Instant) {
+        match event {
+            Event::Message { from, seq, .. } if from == publisher => {
+                if seq <= self.last_seq {
+                    self.duplicated += 1;
+                    return;
+                }
+                if seq != self.last_seq + 1 && self.last_seq != 0 {
+                    self.out_of_order += 1;
+                }
+                self.last_seq = seq;
+                self.delivered += 1;
+                if let Some(last) = self.last_delivery {
+                    self.longest_pause = self.longest_pause.max(now - last);
+                }
+                self.last_delivery = Some(now);
+            }
+            Event::Failover { .. } => {
+                self.failovers += 1;
+                self.back_at.get_or_insert(now);
+            }
+            Event::Gap { missed, .. } => self.missed += missed,
+            Event::Error { message } => self.errors.push(message),
+            _ => {}
+        }
+    }
+}
+
+/// CPU time of the processes measured, in one reading.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    coordinator: Duration,
+    survivors: Duration,
+    /// This process, less the watcher thread.
+    clients: Duration,
+}
+
+impl Cpu {
+    fn read(cluster: &Cluster, watcher_tid: u32) -> Cpu {
+        let survivors = (0..cluster.server_pids.len())
+            .filter(|&i| i != DOOMED)
+            .map(|i| cpu_time(cluster.server_pids[i]))
+            .sum();
+        let own = cpu_time(std::process::id());
+        let watcher = thread_cpu_time(watcher_tid);
+        Cpu {
+            coordinator: cpu_time(cluster.coordinator_pid()),
+            survivors,
+            clients: own.saturating_sub(watcher),
+        }
+    }
+
+    fn minus(self, other: Cpu) -> Cpu {
+        Cpu {
+            coordinator: self.coordinator.saturating_sub(other.coordinator),
+            survivors: self.survivors.saturating_sub(other.survivors),
+            clients: self.clients.saturating_sub(other.clients),
+        }
+    }
+
+    /// This reading scaled from `from` to `to` (a calm stretch's cost over a storm's length).
+    fn scaled(self, from: Duration, to: Duration) -> Cpu {
+        let k = to.as_secs_f64() / from.as_secs_f64().max(1e-9);
+        let scale = |d: Duration| d.mul_f64(k);
+        Cpu {
+            coordinator: scale(self.coordinator),
+            survivors: scale(self.survivors),
+            clients: scale(self.clients),
+        }
+    }
+
+    fn total(self) -> Duration {
+        self.coordinator + self.survivors + self.clients
+    }
+}
+
+/// The figures of one storm.
+pub struct StormReport {
+    clients: usize,
+    rate: u64,
+    /// From the kill to the last client registered again; `None` if some never were.
+    all_back_after: Option<Duration>,
+    back: Histogram,
+    moved: usize,
+    moved_twice: usize,
+    /// CPU used from the kill to the last client back (`cpu`), and what as long a calm
+    /// stretch before the kill cost (`calm_cpu`: the stream, keepalives).
+    cpu: Cpu,
+    calm_cpu: Cpu,
+    /// Live processes the coordinator declared dead during the storm.
+    declared_dead: Vec<String>,
+    expected: u64,
+    delivered: u64,
+    duplicated: u64,
+    out_of_order: u64,
+    missed: u64,
+    calm_longest_pause: Duration,
+    errors: Vec<String>,
+}
+
+/// Runs the storm load of `plan` on a cluster it starts, and prints the report.
+///
+/// # Errors
+/// [`Error::Usage`] with fewer than three servers; when the cluster cannot start or a
+/// client cannot register; [`Error::Failed`] (after the report) when anything was lost,
+/// duplicated or reordered, a client did not come back, or a live process was declared
+/// dead.
+pub fn run(plan: &Plan, output: Output) -> Result<()> {
+    if plan.servers < 3 {
+        return Err(Error::Usage(
+            "the storm load needs 3 servers: one to kill, two to take its clients".into(),
+        ));
+    }
+    // Lines the coordinator logs about a server declared dead, or a cut.
+    let forward = |line: &str| {
+        (line.contains("declared dead") || line.contains("cut off")).then(|| line.to_string())
+    };
+    let (mut cluster, lines) = start_cluster_watching(plan.servers, &["--no-rebalance"], forward)?;
+    let report = measure(plan, &mut cluster, &lines)?;
+    let text = match output {
+        Output::Json => report.to_json(),
+        Output::Text => report.to_text(),
+    };
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+    match report.failure() {
+        Some(why) => Err(Error::Failed(why)),
+        None => Ok(()),
+    }
+}
+
+/// Starts a session named `name` on `server` and returns it with its events.
+fn start_member(cluster: &Cluster, server: usize, name: &str) -> Result<Member> {
+    let (commands, commands_rx) = bounded(64);
+    let (stop, stop_rx) = bounded(0);
+    let (events_tx, events) = unbounded();
+    let config = SessionConfig {
+        coordinator: cluster.coordinator.clone(),
+        server: Some(cluster.servers[server].clone()),
+        name: name.to_string(),
+        download_dir: std::env::temp_dir(),
+        max_file_size: 0,
+        secret: None,
+    };
+    let session = session::start(config, commands_rx, events_tx, stop_rx)?;
+    Ok(Member {
+        name: name.to_string(),
+        commands,
+        stop,
+        session,
+        events,
+    })
+}
+
+/// Starts the `count` idle sessions on the doomed server, a few registrations at a time.
+fn start_idle(cluster: &Cluster, count: usize) -> Result<Vec<Member>> {
+    let per_thread = count.div_ceil(REGISTERING_THREADS).max(1);
+    let started: Vec<Result<Vec<Member>>> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..count)
+            .step_by(per_thread)
+            .map(|first| {
+                scope.spawn(move || {
+                    (first..(first + per_thread).min(count))
+                        .map(|i| start_member(cluster, DOOMED, &format!("storm-{i}")))
+                        .collect::<Result<Vec<Member>>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Failed("a registering thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut members = Vec::with_capacity(count);
+    for batch in started {
+        members.extend(batch?);
+    }
+    Ok(members)
+}
+
+fn measure(plan: &Plan, cluster: &mut Cluster, lines: &Receiver<String>) -> Result<StormReport> {
+    let publisher_name = "storm-publisher".to_string();
+    eprintln!("registering {} idle clients ...", plan.subscribers);
+    let idle = start_idle(cluster, plan.subscribers)?;
+    let calm: Vec<Member> = (0..CALM)
+        .map(|i| start_member(cluster, 1 + i % 2, &format!("storm-calm-{i}")))
+        .collect::<Result<_>>()?;
+    let publisher = start_member(cluster, PUBLISHER_HOME, &publisher_name)?;
+
+    // One watcher for every session: it sweeps their event channels.
+    let receivers: Vec<Receiver<Event>> =
+        idle.iter().chain(&calm).map(|m| m.events.clone()).collect();
+    let (tid_tx, tid_rx) = bounded(1);
+    let (stop_watch_tx, stop_watch_rx) = bounded::<()>(0);
+    let (progress_tx, progress_rx) = unbounded::<(usize, Instant)>();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let delivered_by_watch = delivered.clone();
+    let publisher_for_watch = publisher_name.clone();
+    // It sweeps until `stop_watch_tx` is dropped, then returns every client's `Seen`.
+    let watcher = thread::Builder::new()
+        .name("bench-storm-watch".into())
+        .spawn(move || {
+            let _ = tid_tx.send(current_tid());
+            let mut seen = vec![Seen::default(); receivers.len()];
+            loop {
+                let now = Instant::now();
+                for (i, events) in receivers.iter().enumerate() {
+                    while let Ok(event) = events.try_recv() {
+                        let was_back = seen[i].back_at.is_some();
+                        if matches!(&event, Event::Message { from, .. } if *from == publisher_for_watch)
+                        {
+                            delivered_by_watch.fetch_add(1, Ordering::Relaxed);
+                        }
+                        seen[i].take(event, &publisher_for_watch, now);
+                        if !was_back && let Some(at) = seen[i].back_at {
+                            let _ = progress_tx.send((i, at));
+                        }
+                    }
+                }
+                match stop_watch_rx.recv_timeout(SWEEP) {
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                    _ => return seen,
+                }
+            }
+        })?;
+    let watcher_tid = tid_rx.recv().unwrap_or(0);
+
+    // The steady stream, from its own thread, until told to stop.
+    let rate = plan.pace.rate.unwrap_or(4).max(1);
+    let (stop_stream_tx, stop_stream_rx) = bounded::<()>(0);
+    let publisher_commands = publisher.commands.clone();
+    let stream = thread::Builder::new()
+        .name("bench-storm-stream".into())
+        .spawn(move || {
+            let every = Duration::from_secs(1) / rate as u32;
+            let started = Instant::now();
+            let mut n: u64 = 0;
+            loop {
+                n += 1;
+                let due = started + every * n as u32;
+                match stop_stream_rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                    _ => return n - 1,
+                }
+                if publisher_commands
+                    .send(Command::Text(format!("message {n}")))
+                    .is_err()
+                {
+                    return n;
+                }
+            }
+        })?;
+
+    // A calm stretch: what the stream and idling cost, before anything fails.
+    let calm_start = Cpu::read(cluster, watcher_tid);
+    let calm_started = Instant::now();
+    thread::sleep(CALM_STRETCH);
+    let calm_cpu = Cpu::read(cluster, watcher_tid).minus(calm_start);
+    let calm_for = calm_started.elapsed();
+    while lines.try_recv().is_ok() {} // nothing before the kill counts
+
+    // The kill, and the storm.
+    eprintln!("killing the server of {} clients ...", idle.len());
+    let before = Cpu::read(cluster, watcher_tid);
+    let killed_at = Instant::now();
+    cluster.kill_server(DOOMED);
+    let deadline = killed_at + STORM_TIMEOUT;
+    let mut back = 0;
+    let mut last_back = None;
+    while back < idle.len() {
+        match progress_rx.recv_deadline(deadline) {
+            Ok((i, at)) if i < idle.len() => {
+                back += 1;
+                last_back = Some(at);
+            }
+            Ok(_) => {} // a calm client moved: shown in the report
+            Err(_) => break,
+        }
+    }
+    let storm_for = last_back.map_or(killed_at.elapsed(), |at| at - killed_at);
+    let after = Cpu::read(cluster, watcher_tid);
+    let calm_cpu = calm_cpu.scaled(calm_for, storm_for);
+    let storm_cpu = after.minus(before);
+    eprintln!(
+        "{back} of {} clients back; letting the stream run on ...",
+        idle.len()
+    );
+    thread::sleep(AFTER_STORM);
+    let declared_dead: Vec<String> = lines
+        .try_iter()
+        .filter(|line| !line.contains(&cluster.servers[DOOMED]) || line.contains("cut off"))
+        .collect();
+
+    // Stop the stream, let the publisher's last messages be acknowledged, then let every
+    // client receive them before the sessions end.
+    let _ = stop_stream_tx.send(());
+    let published = stream
+        .join()
+        .map_err(|_| Error::Failed("the stream thread panicked".into()))?;
+    drop(publisher.commands);
+    let publish_result = publisher
+        .session
+        .join()
+        .unwrap_or_else(|_| Err(Error::Failed("the publisher panicked".into())));
+    // The publisher's session has ended: every message it sent is acknowledged, that is,
+    // stored on every live server. Every client is to receive each one: wait until they
+    // have, or until deliveries stop coming in for `STALL` (the report then counts what is
+    // missing).
+    let expected = published * (idle.len() + calm.len()) as u64;
+    let (mut last, mut last_change) = (0, Instant::now());
+    loop {
+        let now_delivered = delivered.load(Ordering::Relaxed);
+        if now_delivered >= expected || last_change.elapsed() >= STALL {
+            break;
+        }
+        if now_delivered != last {
+            (last, last_change) = (now_delivered, Instant::now());
+        }
+        thread::sleep(SWEEP);
+    }
+    drop(stop_watch_tx);
+    let seen = watcher
+        .join()
+        .map_err(|_| Error::Failed("the watcher panicked".into()))?;
+    for member in idle.into_iter().chain(calm) {
+        let _ = member.stop.send(());
+        drop(member.commands);
+        if let Ok(Err(e)) = member.session.join() {
+            eprintln!("session {} ended: {e}", member.name);
+        }
+    }
+    drop(publisher.stop);
+
+    let mut report = StormReport {
+        clients: plan.subscribers,
+        rate,
+        all_back_after: (back == plan.subscribers).then_some(storm_for),
+        back: Histogram::default(),
+        moved: 0,
+        moved_twice: 0,
+        cpu: storm_cpu,
+        calm_cpu,
+        declared_dead,
+        expected,
+        delivered: 0,
+        duplicated: 0,
+        out_of_order: 0,
+        missed: 0,
+        calm_longest_pause: Duration::ZERO,
+        errors: Vec::new(),
+    };
+    if let Err(e) = publish_result {
+        report.errors.push(format!("the publisher: {e}"));
+    }
+    for (i, s) in seen.iter().enumerate() {
+        report.delivered += s.delivered;
+        report.duplicated += s.duplicated;
+        report.out_of_order += s.out_of_order;
+        report.missed += s.missed;
+        report.errors.extend(s.errors.iter().cloned());
+        if i < plan.subscribers {
+            if let Some(at) = s.back_at {
+                report.back.record(at - killed_at);
+                report.moved += 1;
+            }
+            if s.failovers > 1 {
+                report.moved_twice += 1;
+            }
+        } else {
+            report.calm_longest_pause = report.calm_longest_pause.max(s.longest_pause);
+            if s.failovers > 0 {
+                report.errors.push(format!("calm client {i} failed over"));
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// This thread's id in `/proc/self/task` (`gettid`).
+fn current_tid() -> u32 {
+    // `/proc/thread-self` links to `/proc/PID/task/TID`.
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse().ok())
+        .unwrap_or(0)
+}
+
+impl StormReport {
+    fn lost(&self) -> u64 {
+        self.expected.saturating_sub(self.delivered)
+    }
+
+    /// CPU per moved client, summed over the processes, and for each.
+    fn per_move(&self, cpu: Duration) -> Duration {
+        cpu / self.moved.max(1) as u32
+    }
+
+    /// Why the run does not count, if it does not.
+    pub fn failure(&self) -> Option<String> {
+        if self.lost() > 0 || self.duplicated > 0 || self.out_of_order > 0 || self.missed > 0 {
+            return Some(format!(
+                "{} deliveries lost, {} duplicated, {} out of order, {} reported missing",
+                self.lost(),
+                self.duplicated,
+                self.out_of_order,
+                self.missed
+            ));
+        }
+        if self.all_back_after.is_none() {
+            return Some(format!(
+                "{} of {} clients registered again within {STORM_TIMEOUT:?}",
+                self.moved, self.clients
+            ));
+        }
+        if !self.declared_dead.is_empty() {
+            return Some(format!(
+                "a live process was declared dead: {:?}",
+                self.declared_dead
+            ));
+        }
+        None
+    }
+
+    /// The report for people.
+    pub fn to_text(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let mut lines = vec![format!(
+            "dsys bench storm: {} idle clients on a server killed (SIGKILL), 2 servers to take \
+             them, a stream of {} messages a second to every client",
+            self.clients, self.rate
+        )];
+        match self.failure() {
+            Some(why) => lines.push(format!("  FAILED: {why}")),
+            None => lines.push(format!(
+                "  delivered {} of {}: nothing lost, duplicated or reordered; no live process \
+                 declared dead",
+                self.delivered, self.expected
+            )),
+        }
+        if !self.declared_dead.is_empty() {
+            lines.push(format!(
+                "  declared dead or cut off meanwhile ({}): {}",
+                self.declared_dead.len(),
+                self.declared_dead.join(" | ")
+            ));
+        }
+        lines.push(format!(
+            "  all registered again after {}; p50 {:.1?}, p99 {:.1?} ({} moved more than once)",
+            self.all_back_after
+                .map_or("never".to_string(), |d| format!("{d:.2?}")),
+            self.back.quantile(0.5),
+            self.back.quantile(0.99),
+            self.moved_twice
+        ));
+        let net = self.cpu.minus(self.calm_cpu);
+        for (what, cpu) in [
+            (
+                "CPU per moved client, from the kill to the last back",
+                self.cpu,
+            ),
+            ("  of which as long a calm stretch costs", self.calm_cpu),
+            ("  the difference", net),
+        ] {
+            lines.push(format!(
+                "  {what}: {:.3} ms in all (coordinator {:.3}, survivors {:.3}, clients {:.3})",
+                ms(self.per_move(cpu.total())),
+                ms(self.per_move(cpu.coordinator)),
+                ms(self.per_move(cpu.survivors)),
+                ms(self.per_move(cpu.clients)),
+            ));
+        }
+        lines.push(format!(
+            "  clients that did not move: longest pause between deliveries {:.1?}",
+            self.calm_longest_pause
+        ));
+        if let Some(first) = self.errors.first() {
+            lines.push(format!(
+                "  {} error events, the first: {first}",
+                self.errors.len()
+            ));
+        }
+        lines.join("\n")
+    }
+
+    /// The report for scripts: one JSON object, times in microseconds.
+    pub fn to_json(&self) -> String {
+        let us = |d: Duration| d.as_micros() as u64;
+        let mut object = Object::new()
+            .str("load", "storm")
+            .num("clients", self.clients as u64)
+            .num("rate", self.rate)
+            .num("moved", self.moved as u64)
+            .num("moved_twice", self.moved_twice as u64)
+            .num("expected", self.expected)
+            .num("delivered", self.delivered)
+            .num("lost", self.lost())
+            .num("duplicated", self.duplicated)
+            .num("declared_dead", self.declared_dead.len() as u64)
+            .bool("ok", self.failure().is_none())
+            .num("all_back_us", self.all_back_after.map_or(0, us))
+            .num("back_p50_us", us(self.back.quantile(0.5)))
+            .num("back_p99_us", us(self.back.quantile(0.99)))
+            .num("cpu_per_move_us", us(self.per_move(self.cpu.total())))
+            .num(
+                "net_cpu_per_move_us",
+                us(self.per_move(self.cpu.minus(self.calm_cpu).total())),
+            )
+            .num(
+                "cpu_per_move_coordinator_us",
+                us(self.per_move(self.cpu.coordinator)),
+            )
+            .num(
+                "cpu_per_move_survivors_us",
+                us(self.per_move(self.cpu.survivors)),
+            )
+            .num(
+                "cpu_per_move_clients_us",
+                us(self.per_move(self.cpu.clients)),
+            )
+            .num(
+                "calm_cpu_per_client_us",
+                us(self.per_move(self.calm_cpu.total())),
+            )
+            .num("calm_longest_pause_us", us(self.calm_longest_pause))
+            .num("error_events", self.errors.len() as u64);
+        if let Some(why) = self.failure() {
+            object = object.str("failure", &why);
+        }
+        object.finish()
+    }
+}
