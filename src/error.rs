@@ -23,6 +23,11 @@ pub enum Error {
     Io(io::Error),
     /// The peer sent something that is not valid dsys protocol: close that connection.
     Protocol(String),
+    /// The peer closed the connection in the middle of a frame, as a process killed while
+    /// it writes does: what did arrive is dropped, and the text says how much that was.
+    /// Told apart from [`Error::Protocol`] because it is no misbehaviour: a server logs it
+    /// at INFO, and the client's own resend covers the message.
+    ClosedInsideFrame(String),
     /// The peer closed the connection or fell silent: not a misbehaviour, a failure to act
     /// on (a client fails over, a server forgets the connection). The text says which.
     PeerGone(String),
@@ -92,6 +97,7 @@ impl fmt::Display for Error {
             ),
             Error::Io(e) => write!(f, "{e}"),
             Error::Protocol(why) => write!(f, "protocol error: {why}"),
+            Error::ClosedInsideFrame(why) => write!(f, "{why}"),
             Error::Refused(_, why) => write!(f, "refused: {why}"),
             Error::NoLiveServer(why) => write!(f, "no live server: {why}"),
             Error::PeerGone(why)
@@ -125,14 +131,6 @@ impl Error {
     /// True when the error is a read or write timeout set on the socket.
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
-    }
-
-    /// True when the peer closed the connection in the middle of a frame
-    /// ([`CLOSED_INSIDE_A_FRAME`](crate::protocol::CLOSED_INSIDE_A_FRAME)): it stopped
-    /// mid-message, as a process killed while it writes does. A reset that came inside a
-    /// frame is [`Error::is_closed_by_peer`] instead, and says so in its text.
-    pub fn is_closed_inside_a_frame(&self) -> bool {
-        matches!(self, Error::Protocol(why) if why.starts_with(crate::protocol::CLOSED_INSIDE_A_FRAME))
     }
 
     /// True when the peer closed the connection under us (a reset, a broken pipe): what a

@@ -7,8 +7,8 @@
 //! It is the only file of the protocol that touches a `Read` or a `Write`. Every role's
 //! connection threads call it on their own stream; it starts no thread, keeps no state, and
 //! blocks as that stream does. A clean close between frames is `Ok(None)`; a close inside a
-//! frame, or a length the cap refuses, is [`Error::Protocol`], saying how many bytes had
-//! arrived. The rules: `docs/protocol.md`, sections 2 and 3.
+//! frame is [`Error::ClosedInsideFrame`], saying how many bytes had arrived; a length the
+//! cap refuses is [`Error::Protocol`]. The rules: `docs/protocol.md`, sections 2 and 3.
 
 use std::io::{self, Read, Write};
 
@@ -83,15 +83,14 @@ pub fn read_frame_into(reader: &mut impl Read, body: &mut Vec<u8>) -> Result<boo
     Ok(true)
 }
 
-/// How the error of a peer that closed the connection inside a frame starts
-/// ([`Error::is_closed_inside_a_frame`]): a peer that ended mid-message, as a killed process
-/// does, is told apart from one that sent something wrong.
+/// How the error of a peer that closed the connection inside a frame starts, in the logs
+/// ([`Error::ClosedInsideFrame`]).
 pub const CLOSED_INSIDE_A_FRAME: &str = "connection closed inside a frame";
 
 /// The peer closed the connection when `arrived` bytes of a frame were in; `of_what` says
 /// of how many ("of its 30 bytes").
 fn torn_frame(arrived: usize, of_what: &str) -> Error {
-    Error::Protocol(format!(
+    Error::ClosedInsideFrame(format!(
         "{CLOSED_INSIDE_A_FRAME}: {arrived} {of_what} had arrived"
     ))
 }

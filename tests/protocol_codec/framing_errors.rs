@@ -94,7 +94,7 @@ fn truncation_anywhere_in_a_frame_is_refused() {
                 .is_none()
         );
         for cut in cut_points(encoded.len()) {
-            assert_protocol_error(
+            assert_torn_frame(
                 read_message(&mut Cursor::new(&encoded[..cut])),
                 &format!(
                     "{} cut after {cut} of {} bytes",

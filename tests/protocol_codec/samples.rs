@@ -14,6 +14,15 @@ pub(crate) fn assert_protocol_error<T: std::fmt::Debug>(
     }
 }
 
+/// Asserts that `result` is a frame the peer closed the connection inside of, and returns
+/// its text.
+pub(crate) fn assert_torn_frame<T: std::fmt::Debug>(result: dsys::Result<T>, what: &str) -> String {
+    match result {
+        Err(Error::ClosedInsideFrame(reason)) => reason,
+        other => panic!("{what}: expected a frame closed inside, got {other:?}"),
+    }
+}
+
 /// The code of `message` when it is a refusal (`Error` or `RegisterRefused`). Its code is
 /// the one field that may be left out (for `Other`, `docs/protocol.md` 6.8), so the checks
 /// of truncated bodies and trailing bytes make room for it.

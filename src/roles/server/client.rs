@@ -103,7 +103,7 @@ impl Ending {
             }
             // Killed while it wrote a message, or its host went down mid-frame: the bytes
             // that did arrive are dropped, and the client's own resend covers them.
-            Err(e @ Error::Protocol(why)) if e.is_closed_inside_a_frame() => Ending::info(format!(
+            Err(Error::ClosedInsideFrame(why)) => Ending::info(format!(
                 "{why}; the client stopped in the middle of a message"
             )),
             Err(e) if e.is_timeout() => {
