@@ -5,8 +5,8 @@
 //! **Threads.** `recv-<name>` ([`read_frames`]) reads frames into the bounded `received`
 //! channel; `send-<name>` ([`drain_outbound`]) writes what the session queues on `outbound`,
 //! whose bound the session chooses. Every failure (a broken socket, an end of stream, a
-//! failed write, a server silent past [`silence_limit`]) reaches the session as one `Err` on
-//! `received`, and the session fails over.
+//! failed write, a server silent past the limit it announced) reaches the session as one
+//! `Err` on `received`, and the session fails over.
 //!
 //! **Who calls it, how it stops.** Only the session (`session/mod.rs` and `register.rs`).
 //! [`Connection::close_with`] queues a goodbye and lets `send` drain the rest; dropping a

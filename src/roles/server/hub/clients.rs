@@ -2,19 +2,16 @@
 //! connection, and how a client registers, resumes, leaves, is moved and is cut off. What
 //! each client is sent is in `delivery.rs`.
 //!
-//! **Who runs it.** No thread of its own: [`Clients`] is a part of the hub's state, and its
-//! methods run under the hub's lock, in whichever thread called the hub: a client's
-//! `conn-<peer>` thread (register, leave), the heartbeat thread (the names, a move ordered
-//! by the coordinator), the `keepalives` thread (the clients written nothing for a while).
-//! The [`Hub`] methods they call are here too.
+//! **Who runs it.** No thread of its own: its methods (and the [`Hub`] methods that call
+//! them) run under the hub's lock, in whichever thread called the hub: a client's
+//! `conn-<peer>` thread, the heartbeat thread, the `keepalives` thread.
 //!
 //! **When a client fails, and stopping.** A client is removed when its connection closes or
 //! is replaced, when it falls behind the window, and when the server is fenced or stops
-//! ([`Clients::remove_all`]). That drops its outbox's sending end, and its socket is shut
-//! down once the lock is released ([`Cutoffs`]), so a blocked writer wakes too; only a
-//! client that fell behind keeps its socket, for its writer to tell it why. A new client:
-//! `docs/guarantees.md`, "A new client, and a new server"; a move: "Rebalancing" in
-//! `docs/heartbeats-and-failover.md`.
+//! ([`Clients::remove_all`]); its socket is shut down once the lock is released
+//! ([`Cutoffs`]), so a blocked writer wakes too; only a client that fell behind keeps its
+//! socket, for its writer to tell it why. A new client: `docs/guarantees.md`; a move:
+//! "Rebalancing" in `docs/heartbeats-and-failover.md`.
 
 use std::collections::HashMap;
 use std::net::TcpStream;
