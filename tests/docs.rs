@@ -760,3 +760,25 @@ fn chapters_end_with_exercises_that_quote_one_line() {
         report.join("\n  ")
     );
 }
+
+#[test]
+fn every_test_file_has_a_row_in_the_testing_chapter() {
+    let chapter = fs::read_to_string(repo().join("docs/testing.md")).expect("docs/testing.md");
+    let mut missing = Vec::new();
+    for entry in fs::read_dir(repo().join("tests")).expect("tests/") {
+        let path = entry.expect("a directory entry").path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let row = format!("| `{}` |", rel(&path));
+            if !chapter.contains(&row) {
+                missing.push(rel(&path));
+            }
+        }
+    }
+    missing.sort();
+    assert!(
+        missing.is_empty(),
+        "\ndocs/testing.md has no row for {}: add one to its table of test files, saying \
+         what the file asserts.\n",
+        missing.join(", ")
+    );
+}
