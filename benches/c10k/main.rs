@@ -24,7 +24,9 @@
 //! noticed, and until the first, the median and the last client is registered again. Its
 //! idle CPU and its threads' context switches (a wake-up each) are reported beside the CPU
 //! of the other server, which holds no client, measured over the same window: the machine is
-//! shared, and the empty server shows what the same window costs without any client.
+//! shared, and the empty server shows what the same window costs without any client. The
+//! idle CPU is split too: the share of the server's `keepalives` thread (its own keepalives
+//! to the clients) is reported apart from the rest (mostly the clients' keepalives read).
 //!
 //! **The bench clients.** `dsys client` runs three threads per process, so ten thousand real
 //! clients would need thirty thousand threads on this machine, beyond the usual `pid_max`.
@@ -48,7 +50,7 @@ use clients::{BenchClient, IdleClients, Lost};
 use common::{Proc, start_coordinator, start_server_with, wait_until_servers_alive};
 use crossbeam_channel::{Receiver, unbounded};
 use dsys::protocol::{Body, Message, Role};
-use dsys::support::cpu::cpu_time;
+use dsys::support::cpu::{cpu_time, task_cpu_time};
 
 /// Runs of each size; the report gives medians.
 const RUNS: usize = 3;
@@ -389,6 +391,21 @@ fn context_switches(pid: u32) -> u64 {
         .sum()
 }
 
+/// The id of the thread of process `pid` named `name` (`/proc/PID/task/TID/comm`), if it
+/// has one.
+fn thread_named(pid: u32, name: &str) -> Option<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .find(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
+        })?
+        .file_name()
+        .to_str()?
+        .parse()
+        .ok()
+}
+
 /// A numeric field of `/proc/PID/status`, such as `Threads`.
 fn proc_status_field(proc: &Proc, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{}/status", proc.pid()))
@@ -411,6 +428,9 @@ fn raise_fd_limit() {
 #[derive(Clone, Copy, Default)]
 struct HangRun {
     idle_cpu_percent: f64,
+    /// The part of `idle_cpu_percent` spent by the server's `keepalives` thread, writing
+    /// its own keepalives; the rest is mostly its connection threads reading the clients'.
+    keepalives_cpu_percent: f64,
     empty_cpu_percent: f64,
     /// Context switches of the server's threads a second over the idle window: each is a
     /// thread put to sleep, so about one per wake-up.
@@ -435,10 +455,12 @@ fn hang_runs() {
             match hang_run(n) {
                 Ok(r) => {
                     println!(
-                        "N={n} run {run}: idle CPU {:.1} % (empty server {:.1} %), {:.0} context \
-                         switches/s, all noticed the hang {:.2} s after the SIGSTOP, registered \
-                         elsewhere: first {:.2} s, median {:.2} s, last {:.2} s",
+                        "N={n} run {run}: idle CPU {:.1} % (of which the keepalives thread {:.1} \
+                         %; empty server {:.1} %), {:.0} context switches/s, all noticed the \
+                         hang {:.2} s after the SIGSTOP, registered elsewhere: first {:.2} s, \
+                         median {:.2} s, last {:.2} s",
                         r.idle_cpu_percent,
+                        r.keepalives_cpu_percent,
                         r.empty_cpu_percent,
                         r.switches_per_second,
                         r.last_noticed_s,
@@ -462,6 +484,7 @@ fn hang_runs() {
                 runs.len(),
                 HangRun {
                     idle_cpu_percent: median(|r| r.idle_cpu_percent),
+                    keepalives_cpu_percent: median(|r| r.keepalives_cpu_percent),
                     empty_cpu_percent: median(|r| r.empty_cpu_percent),
                     switches_per_second: median(|r| r.switches_per_second),
                     last_noticed_s: median(|r| r.last_noticed_s),
@@ -474,14 +497,16 @@ fn hang_runs() {
     }
     println!();
     println!(
-        "| clients | idle CPU (one core) | empty server, same window | context switches a \
-         second | all noticed | registered elsewhere after the SIGSTOP: first / median / last |"
+        "| clients | idle CPU (one core) | of which the keepalives thread | empty server, same \
+         window | context switches a second | all noticed | registered elsewhere after the \
+         SIGSTOP: first / median / last |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (n, count, r) in table {
         println!(
-            "| {n} | {:.1} % | {:.1} % | {:.0} | {:.2} s | {:.2} / {:.2} / {:.2} s |{}",
+            "| {n} | {:.1} % | {:.1} % | {:.1} % | {:.0} | {:.2} s | {:.2} / {:.2} / {:.2} s |{}",
             r.idle_cpu_percent,
+            r.keepalives_cpu_percent,
             r.empty_cpu_percent,
             r.switches_per_second,
             r.last_noticed_s,
@@ -517,10 +542,15 @@ fn hang_run(n: usize) -> Result<HangRun, String> {
         other.pid()
     );
     let (busy_before, empty_before) = (cpu_time(server.pid()), cpu_time(other.pid()));
+    let keepalives = thread_named(server.pid(), "keepalives");
+    let keepalives_cpu =
+        || keepalives.map_or(Duration::ZERO, |tid| task_cpu_time(server.pid(), tid));
+    let keepalives_before = keepalives_cpu();
     let switches_before = context_switches(server.pid());
     thread::sleep(IDLE_WINDOW); // the idle period being measured
     let percent = |d: Duration| d.as_secs_f64() / IDLE_WINDOW.as_secs_f64() * 100.0;
     let idle_cpu_percent = percent(cpu_time(server.pid()).saturating_sub(busy_before));
+    let keepalives_cpu_percent = percent(keepalives_cpu().saturating_sub(keepalives_before));
     let empty_cpu_percent = percent(cpu_time(other.pid()).saturating_sub(empty_before));
     let switches_per_second = context_switches(server.pid()).saturating_sub(switches_before) as f64
         / IDLE_WINDOW.as_secs_f64();
@@ -543,6 +573,7 @@ fn hang_run(n: usize) -> Result<HangRun, String> {
     times.sort_by(|a, b| a.total_cmp(b));
     Ok(HangRun {
         idle_cpu_percent,
+        keepalives_cpu_percent,
         empty_cpu_percent,
         switches_per_second,
         last_noticed_s: noticed[noticed.len() - 1],

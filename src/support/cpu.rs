@@ -22,6 +22,13 @@ pub fn thread_cpu_time(tid: u32) -> Duration {
     cpu_time_in(&format!("/proc/self/task/{tid}/stat"))
 }
 
+/// User plus system CPU time that thread `tid` of process `pid` has used so far
+/// (`/proc/PID/task/TID/stat`; `/proc/TID/stat` would count the whole process); zero when
+/// it cannot be read. The c10k bench splits a server's idle CPU by thread this way.
+pub fn task_cpu_time(pid: u32, tid: u32) -> Duration {
+    cpu_time_in(&format!("/proc/{pid}/task/{tid}/stat"))
+}
+
 /// The CPU time in a `stat` file of `/proc`.
 fn cpu_time_in(path: &str) -> Duration {
     let Ok(stat) = std::fs::read_to_string(path) else {
