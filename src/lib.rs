@@ -106,6 +106,7 @@
 //!     load.rs                its clients, speaking the client protocol directly
 //!     failover.rs            the failover load: what a crash costs the moved clients
 //!     storm.rs               the storm load: a crowded server killed, its clients back
+//!     storm_part.rs          a part of the storm's clients, in a child process
 //!     report.rs              what a run measured, as text or JSON
 //!   children.rs              coordinators and servers as child processes (demo, bench)
 //! support/                   skip on a first reading

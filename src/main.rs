@@ -340,6 +340,10 @@ struct BenchArgs {
     /// Text or one JSON object.
     #[arg(short, long, value_enum, default_value_t = OutputArg::Text)]
     output: OutputArg,
+    /// The storm load's child processes: the part of its idle clients this one runs
+    /// (FIRST,COUNT,COORDINATOR,SERVER). The bench's own business, so clap hides it.
+    #[arg(long, hide = true, value_name = "PART")]
+    storm_part: Option<String>,
 }
 
 impl BenchArgs {
@@ -356,6 +360,7 @@ impl BenchArgs {
             window: self.window,
             connect: self.connect,
             output: self.output.into(),
+            storm_part: self.storm_part,
         }
     }
 }

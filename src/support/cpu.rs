@@ -15,11 +15,11 @@ pub fn cpu_time(pid: u32) -> Duration {
     cpu_time_in(&format!("/proc/{pid}/stat"))
 }
 
-/// User plus system CPU time that thread `tid` of this process has used so far (the same
-/// count, from `/proc/self/task/TID/stat`); zero when it cannot be read. The storm bench
-/// leaves its watcher thread's time out of its clients' figure this way.
-pub fn thread_cpu_time(tid: u32) -> Duration {
-    cpu_time_in(&format!("/proc/self/task/{tid}/stat"))
+/// User plus system CPU time that thread `tid` of process `pid` has used so far (the same
+/// count, from `/proc/PID/task/TID/stat`); zero when it cannot be read. The storm bench
+/// leaves its watcher threads' time out of its clients' figure this way.
+pub fn thread_cpu_time(pid: u32, tid: u32) -> Duration {
+    cpu_time_in(&format!("/proc/{pid}/task/{tid}/stat"))
 }
 
 /// User plus system CPU time that thread `tid` of process `pid` has used so far

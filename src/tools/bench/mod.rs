@@ -16,6 +16,7 @@ mod failover;
 mod load;
 mod report;
 mod storm;
+mod storm_part;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -76,6 +77,9 @@ pub struct BenchConfig {
     pub connect: Vec<String>,
     /// Text, or one JSON object.
     pub output: Output,
+    /// Set in a child process of the storm load only: the part of its idle clients this
+    /// process runs (`FIRST,COUNT,COORDINATOR,SERVER`, see [`storm_part`]).
+    pub storm_part: Option<String>,
 }
 
 /// A load with every number settled.
@@ -146,6 +150,9 @@ impl Plan {
 /// When the cluster cannot start or be reached, a client cannot register, or anything was
 /// lost, duplicated or reordered ([`Error::Failed`], after the report).
 pub fn run(config: &BenchConfig) -> Result<()> {
+    if let Some(spec) = &config.storm_part {
+        return storm_part::run_part(spec);
+    }
     let plan = Plan::from(config);
     if plan.load == Load::Failover {
         if !config.connect.is_empty() {

@@ -13,11 +13,13 @@
 //! process) and every one of its clients fails over by itself.
 //!
 //! **The clients are dsys's own.** Each is a real client session ([`session::start`]: its
-//! session, `recv-` and `send-` threads) in this process, so what is measured is the
-//! failover logic of `roles/client`. No thread per client watches the events: one
-//! `bench-storm-watch` thread sweeps every session's event channel every [`SWEEP`], so
-//! 10,000 clients cost 30,000 threads, not 40,000. Its own CPU is read from
-//! `/proc/self/task/TID/stat` and left out of the clients' figure.
+//! session, `recv-` and `send-` threads), so what is measured is the failover logic of
+//! `roles/client`. The idle ones run in child processes of the bench, at most
+//! [`PART_SIZE`] in each ([`super::storm_part`] says why and how they report); the calm
+//! ones and the publisher in this process. No thread per client watches the events: one
+//! `bench-storm-watch` thread per process sweeps every session's event channel every
+//! [`SWEEP`], so 10,000 clients cost 30,000 threads, not 40,000. Its own CPU is read from
+//! `/proc/PID/task/TID/stat` and left out of the clients' figure.
 //!
 //! **CPU per move.** `utime + stime` of each process (`/proc/PID/stat`) from the kill to the
 //! last re-registration, divided by the clients that moved; beside it, what the same
@@ -25,18 +27,19 @@
 //! the difference. The difference undercounts the clients' process: a client on the move
 //! receives nothing for a while, so it spends less on the stream than in the calm.
 //!
-//! 10,000 clients need about 30,000 descriptors in this process (a session's socket and
-//! its two clones) and 60,000 memory mappings (a thread's stack and its guard page): raise
-//! `ulimit -n` first (`docs/heartbeats-and-failover.md` gives the command).
+//! A part of 5,000 clients needs about 15,000 descriptors (a session's socket and its two
+//! clones) and 30,000 memory mappings (a thread's stack and its guard page): an open-file
+//! limit of 16,384 or more is enough, whatever the number of clients.
 
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
+use super::storm_part::{PART_SIZE, Part, PartSummary, ready};
 use super::{Cluster, Plan, start_cluster_watching};
 use crate::Output;
 use crate::error::{Error, Result};
@@ -50,6 +53,8 @@ use crate::support::json::Object;
 const DOOMED: usize = 0;
 /// The server the publisher sits on.
 const PUBLISHER_HOME: usize = 2;
+/// The publisher's name: the watchers count its messages, in every process.
+const PUBLISHER: &str = "storm-publisher";
 /// Clients that do not move, half on each survivor: their longest pause between two
 /// deliveries is the figure "clients that did not move never wait more than 1 s".
 const CALM: usize = 4;
@@ -68,40 +73,49 @@ const AFTER_STORM: Duration = Duration::from_secs(2);
 const STALL: Duration = Duration::from_secs(15);
 /// Clients registered at once while setting up (each registration waits for its answer).
 const REGISTERING_THREADS: usize = 8;
+/// Threads the storm needs for each idle client, on the whole machine: a session's three
+/// and the doomed server's connection thread. Every thread takes a thread id, and the ids
+/// of a machine (of a PID namespace) are bounded by `kernel.pid_max`, 32,768 by default:
+/// 10,000 clients need 40,000 of them, so the bench checks before it starts.
+const THREADS_PER_CLIENT: usize = 4;
+/// Thread ids left for everything else: the cluster's other threads, the calm clients, and
+/// whatever else runs on the machine.
+const OTHER_THREADS: usize = 1_000;
 
 /// One client session run by the bench. Dropping `commands` ends its input; dropping
 /// `stop` ends it at once.
-struct Member {
+pub(super) struct Member {
     name: String,
-    commands: Sender<Command>,
-    stop: Sender<()>,
-    session: thread::JoinHandle<Result<()>>,
-    events: Receiver<Event>,
+    pub(super) commands: Sender<Command>,
+    pub(super) stop: Sender<()>,
+    pub(super) session: thread::JoinHandle<Result<()>>,
+    pub(super) events: Receiver<Event>,
 }
 
 /// What the watcher saw of one client.
 #[derive(Default, Clone)]
-struct Seen {
+pub(super) struct Seen {
     /// The last `seq` from the publisher, and how many arrived in order.
     last_seq: u64,
-    delivered: u64,
-    duplicated: u64,
-    out_of_order: u64,
-    missed: u64,
-    failovers: u32,
-    /// When it was registered again (its first `failover` event).
-    back_at: Option<Instant>,
+    pub(super) delivered: u64,
+    pub(super) duplicated: u64,
+    pub(super) out_of_order: u64,
+    pub(super) missed: u64,
+    pub(super) failovers: u32,
+    /// When it was registered again (its first `failover` event), by the wall clock: a
+    /// part in a child process reports it to the bench, and processes share no `Instant`.
+    pub(super) back_wall: Option<SystemTime>,
     /// When the last message arrived, and the longest pause between two since the stream
     /// began.
     last_delivery: Option<Instant>,
     longest_pause: Duration,
-    errors: Vec<String>,
+    pub(super) errors: Vec<String>,
 }
 
 impl Seen {
-    fn take(&mut self, event: Event, publisher: &str, now: Instant) {
+    fn take(&mut self, event: Event, now: Instant, wall: SystemTime) {
         match event {
-            Event::Message { from, seq, .. } if from == publisher => {
+            Event::Message { from, seq, .. } if from == PUBLISHER => {
                 if seq <= self.last_seq {
                     self.duplicated += 1;
                     return;
@@ -118,7 +132,7 @@ impl Seen {
             }
             Event::Failover { .. } => {
                 self.failovers += 1;
-                self.back_at.get_or_insert(now);
+                self.back_wall.get_or_insert(wall);
             }
             Event::Gap { missed, .. } => self.missed += missed,
             Event::Error { message } => self.errors.push(message),
@@ -132,22 +146,25 @@ impl Seen {
 struct Cpu {
     coordinator: Duration,
     survivors: Duration,
-    /// This process, less the watcher thread.
+    /// This process and the parts, less their watcher threads.
     clients: Duration,
 }
 
 impl Cpu {
-    fn read(cluster: &Cluster, watcher_tid: u32) -> Cpu {
+    /// Reads every process: `clients` are (process id, watcher thread id) pairs.
+    fn read(cluster: &Cluster, clients: &[(u32, u32)]) -> Cpu {
         let survivors = (0..cluster.server_pids.len())
             .filter(|&i| i != DOOMED)
             .map(|i| cpu_time(cluster.server_pids[i]))
             .sum();
-        let own = cpu_time(std::process::id());
-        let watcher = thread_cpu_time(watcher_tid);
+        let clients = clients
+            .iter()
+            .map(|&(pid, tid)| cpu_time(pid).saturating_sub(thread_cpu_time(pid, tid)))
+            .sum();
         Cpu {
             coordinator: cpu_time(cluster.coordinator_pid()),
             survivors,
-            clients: own.saturating_sub(watcher),
+            clients,
         }
     }
 
@@ -196,7 +213,10 @@ pub struct StormReport {
     out_of_order: u64,
     missed: u64,
     calm_longest_pause: Duration,
+    /// Error events of this process's clients (the parts write theirs on stderr), and
+    /// how many there were in every process.
     errors: Vec<String>,
+    error_events: usize,
 }
 
 /// Runs the storm load of `plan` on a cluster it starts, and prints the report.
@@ -212,6 +232,7 @@ pub fn run(plan: &Plan, output: Output) -> Result<()> {
             "the storm load needs 3 servers: one to kill, two to take its clients".into(),
         ));
     }
+    check_thread_ids(plan.subscribers)?;
     // Lines the coordinator logs about a server declared dead, or a cut.
     let forward = |line: &str| {
         (line.contains("declared dead") || line.contains("cut off")).then(|| line.to_string())
@@ -229,14 +250,36 @@ pub fn run(plan: &Plan, output: Output) -> Result<()> {
     }
 }
 
+/// Fails, saying what to raise, when `clients` idle clients need more thread ids than
+/// `kernel.pid_max` allows ([`THREADS_PER_CLIENT`]). Threads beyond it fail to start with
+/// EAGAIN, in the clients or in the server, and the run would only report that.
+fn check_thread_ids(clients: usize) -> Result<()> {
+    let Some(pid_max) = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+    else {
+        return Ok(()); // not Linux, or not readable: the run will tell
+    };
+    let needed = clients * THREADS_PER_CLIENT + OTHER_THREADS;
+    if needed <= pid_max {
+        return Ok(());
+    }
+    Err(Error::Failed(format!(
+        "{clients} idle clients need about {needed} threads on this machine ({THREADS_PER_CLIENT} \
+         per client), and kernel.pid_max allows {pid_max} thread ids: raise it (as root, \
+         `sysctl kernel.pid_max={}`) or use fewer clients",
+        needed.next_power_of_two()
+    )))
+}
+
 /// Starts a session named `name` on `server` and returns it with its events.
-fn start_member(cluster: &Cluster, server: usize, name: &str) -> Result<Member> {
+fn start_member(coordinator: &str, server: &str, name: &str) -> Result<Member> {
     let (commands, commands_rx) = bounded(64);
     let (stop, stop_rx) = bounded(0);
     let (events_tx, events) = unbounded();
     let config = SessionConfig {
-        coordinator: cluster.coordinator.clone(),
-        server: Some(cluster.servers[server].clone()),
+        coordinator: coordinator.to_string(),
+        server: Some(server.to_string()),
         name: name.to_string(),
         download_dir: std::env::temp_dir(),
         max_file_size: 0,
@@ -252,16 +295,22 @@ fn start_member(cluster: &Cluster, server: usize, name: &str) -> Result<Member> 
     })
 }
 
-/// Starts the `count` idle sessions on the doomed server, a few registrations at a time.
-fn start_idle(cluster: &Cluster, count: usize) -> Result<Vec<Member>> {
+/// Starts idle sessions `storm-FIRST` to `storm-(FIRST + COUNT - 1)` on `server`, a few
+/// registrations at a time (a part's job, in its own process).
+pub(super) fn start_idle(
+    coordinator: &str,
+    server: &str,
+    first: usize,
+    count: usize,
+) -> Result<Vec<Member>> {
     let per_thread = count.div_ceil(REGISTERING_THREADS).max(1);
     let started: Vec<Result<Vec<Member>>> = thread::scope(|scope| {
         let handles: Vec<_> = (0..count)
             .step_by(per_thread)
-            .map(|first| {
+            .map(|from| {
                 scope.spawn(move || {
-                    (first..(first + per_thread).min(count))
-                        .map(|i| start_member(cluster, DOOMED, &format!("storm-{i}")))
+                    (from..(from + per_thread).min(count))
+                        .map(|i| start_member(coordinator, server, &format!("storm-{}", first + i)))
                         .collect::<Result<Vec<Member>>>()
                 })
             })
@@ -281,52 +330,97 @@ fn start_idle(cluster: &Cluster, count: usize) -> Result<Vec<Member>> {
     Ok(members)
 }
 
-fn measure(plan: &Plan, cluster: &mut Cluster, lines: &Receiver<String>) -> Result<StormReport> {
-    let publisher_name = "storm-publisher".to_string();
-    eprintln!("registering {} idle clients ...", plan.subscribers);
-    let idle = start_idle(cluster, plan.subscribers)?;
-    let calm: Vec<Member> = (0..CALM)
-        .map(|i| start_member(cluster, 1 + i % 2, &format!("storm-calm-{i}")))
-        .collect::<Result<_>>()?;
-    let publisher = start_member(cluster, PUBLISHER_HOME, &publisher_name)?;
+/// Sweeps `receivers` every [`SWEEP`] until `stop_rx` disconnects, then returns what it
+/// saw of each. After each sweep, the closure gets the clients seen so far, the indexes
+/// of those newly back, and the stream's deliveries so far, all clients together.
+pub(super) fn watch(
+    receivers: Vec<Receiver<Event>>,
+    stop_rx: &Receiver<()>,
+    mut after_sweep: impl FnMut(&[Seen], &[usize], u64),
+) -> Vec<Seen> {
+    let mut seen = vec![Seen::default(); receivers.len()];
+    let mut newly_back = Vec::new();
+    let mut delivered = 0;
+    loop {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        for (i, events) in receivers.iter().enumerate() {
+            while let Ok(event) = events.try_recv() {
+                let was_back = seen[i].back_wall.is_some();
+                if matches!(&event, Event::Message { from, .. } if from == PUBLISHER) {
+                    delivered += 1;
+                }
+                seen[i].take(event, now, wall);
+                if !was_back && seen[i].back_wall.is_some() {
+                    newly_back.push(i);
+                }
+            }
+        }
+        after_sweep(&seen, &newly_back, delivered);
+        newly_back.clear();
+        match stop_rx.recv_timeout(SWEEP) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            _ => return seen,
+        }
+    }
+}
 
-    // One watcher for every session: it sweeps their event channels.
-    let receivers: Vec<Receiver<Event>> =
-        idle.iter().chain(&calm).map(|m| m.events.clone()).collect();
+fn measure(plan: &Plan, cluster: &mut Cluster, lines: &Receiver<String>) -> Result<StormReport> {
+    // The idle clients, in parts of at most `PART_SIZE`, each in a child process; they
+    // register at the same time.
+    eprintln!("registering {} idle clients ...", plan.subscribers);
+    let (back_tx, back_rx) = unbounded::<(usize, SystemTime)>();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut parts = Vec::new();
+    let mut readies = Vec::new();
+    for (k, first) in (0..plan.subscribers).step_by(PART_SIZE).enumerate() {
+        let count = PART_SIZE.min(plan.subscribers - first);
+        let (part, ready_rx) = Part::start(
+            k,
+            first,
+            count,
+            &cluster.coordinator,
+            &cluster.servers[DOOMED],
+            back_tx.clone(),
+            delivered.clone(),
+        )?;
+        parts.push(part);
+        readies.push(ready_rx);
+    }
+    drop(back_tx);
+    for (part, ready_rx) in parts.iter_mut().zip(&readies) {
+        ready(part, ready_rx)?;
+    }
+    let calm: Vec<Member> = (0..CALM)
+        .map(|i| {
+            let server = &cluster.servers[1 + i % 2];
+            start_member(&cluster.coordinator, server, &format!("storm-calm-{i}"))
+        })
+        .collect::<Result<_>>()?;
+    let publisher = start_member(
+        &cluster.coordinator,
+        &cluster.servers[PUBLISHER_HOME],
+        PUBLISHER,
+    )?;
+
+    // This process's watcher, for the calm clients.
+    let receivers: Vec<Receiver<Event>> = calm.iter().map(|m| m.events.clone()).collect();
     let (tid_tx, tid_rx) = bounded(1);
     let (stop_watch_tx, stop_watch_rx) = bounded::<()>(0);
-    let (progress_tx, progress_rx) = unbounded::<(usize, Instant)>();
-    let delivered = Arc::new(AtomicU64::new(0));
     let delivered_by_watch = delivered.clone();
-    let publisher_for_watch = publisher_name.clone();
-    // It sweeps until `stop_watch_tx` is dropped, then returns every client's `Seen`.
+    // It sweeps until `stop_watch_tx` is dropped, then returns every calm client's `Seen`.
     let watcher = thread::Builder::new()
         .name("bench-storm-watch".into())
         .spawn(move || {
             let _ = tid_tx.send(current_tid());
-            let mut seen = vec![Seen::default(); receivers.len()];
-            loop {
-                let now = Instant::now();
-                for (i, events) in receivers.iter().enumerate() {
-                    while let Ok(event) = events.try_recv() {
-                        let was_back = seen[i].back_at.is_some();
-                        if matches!(&event, Event::Message { from, .. } if *from == publisher_for_watch)
-                        {
-                            delivered_by_watch.fetch_add(1, Ordering::Relaxed);
-                        }
-                        seen[i].take(event, &publisher_for_watch, now);
-                        if !was_back && let Some(at) = seen[i].back_at {
-                            let _ = progress_tx.send((i, at));
-                        }
-                    }
-                }
-                match stop_watch_rx.recv_timeout(SWEEP) {
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                    _ => return seen,
-                }
-            }
+            let mut counted = 0;
+            watch(receivers, &stop_watch_rx, |_, _, now_delivered| {
+                delivered_by_watch.fetch_add(now_delivered - counted, Ordering::Relaxed);
+                counted = now_delivered;
+            })
         })?;
     let watcher_tid = tid_rx.recv().unwrap_or(0);
+    let mut client_processes = vec![(std::process::id(), watcher_tid)];
+    client_processes.extend(parts.iter().map(|p| (p.pid(), p.watcher_tid)));
 
     // The steady stream, from its own thread, until told to stop.
     let rate = plan.pace.rate.unwrap_or(4).max(1);
@@ -355,38 +449,41 @@ fn measure(plan: &Plan, cluster: &mut Cluster, lines: &Receiver<String>) -> Resu
         })?;
 
     // A calm stretch: what the stream and idling cost, before anything fails.
-    let calm_start = Cpu::read(cluster, watcher_tid);
+    let calm_start = Cpu::read(cluster, &client_processes);
     let calm_started = Instant::now();
     thread::sleep(CALM_STRETCH);
-    let calm_cpu = Cpu::read(cluster, watcher_tid).minus(calm_start);
+    let calm_cpu = Cpu::read(cluster, &client_processes).minus(calm_start);
     let calm_for = calm_started.elapsed();
     while lines.try_recv().is_ok() {} // nothing before the kill counts
 
     // The kill, and the storm.
-    eprintln!("killing the server of {} clients ...", idle.len());
-    let before = Cpu::read(cluster, watcher_tid);
+    eprintln!("killing the server of {} clients ...", plan.subscribers);
+    let before = Cpu::read(cluster, &client_processes);
     let killed_at = Instant::now();
+    let killed_wall = SystemTime::now();
     cluster.kill_server(DOOMED);
     let deadline = killed_at + STORM_TIMEOUT;
+    let mut back_after = vec![None; plan.subscribers];
     let mut back = 0;
     let mut last_back = None;
-    while back < idle.len() {
-        match progress_rx.recv_deadline(deadline) {
-            Ok((i, at)) if i < idle.len() => {
-                back += 1;
-                last_back = Some(at);
-            }
-            Ok(_) => {} // a calm client moved: shown in the report
-            Err(_) => break,
+    while back < plan.subscribers {
+        let Ok((i, at)) = back_rx.recv_deadline(deadline) else {
+            break;
+        };
+        let after = at.duration_since(killed_wall).unwrap_or_default();
+        if let Some(slot) = back_after.get_mut(i).filter(|slot| slot.is_none()) {
+            *slot = Some(after);
+            back += 1;
+            last_back = Some(after);
         }
     }
-    let storm_for = last_back.map_or(killed_at.elapsed(), |at| at - killed_at);
-    let after = Cpu::read(cluster, watcher_tid);
+    let storm_for = last_back.unwrap_or_else(|| killed_at.elapsed());
+    let after = Cpu::read(cluster, &client_processes);
     let calm_cpu = calm_cpu.scaled(calm_for, storm_for);
     let storm_cpu = after.minus(before);
     eprintln!(
         "{back} of {} clients back; letting the stream run on ...",
-        idle.len()
+        plan.subscribers
     );
     thread::sleep(AFTER_STORM);
     let declared_dead: Vec<String> = lines
@@ -409,7 +506,7 @@ fn measure(plan: &Plan, cluster: &mut Cluster, lines: &Receiver<String>) -> Resu
     // stored on every live server. Every client is to receive each one: wait until they
     // have, or until deliveries stop coming in for `STALL` (the report then counts what is
     // missing).
-    let expected = published * (idle.len() + calm.len()) as u64;
+    let expected = published * (plan.subscribers + calm.len()) as u64;
     let (mut last, mut last_change) = (0, Instant::now());
     loop {
         let now_delivered = delivered.load(Ordering::Relaxed);
@@ -425,7 +522,7 @@ fn measure(plan: &Plan, cluster: &mut Cluster, lines: &Receiver<String>) -> Resu
     let seen = watcher
         .join()
         .map_err(|_| Error::Failed("the watcher panicked".into()))?;
-    for member in idle.into_iter().chain(calm) {
+    for member in calm {
         let _ = member.stop.send(());
         drop(member.commands);
         if let Ok(Err(e)) = member.session.join() {
@@ -433,13 +530,14 @@ fn measure(plan: &Plan, cluster: &mut Cluster, lines: &Receiver<String>) -> Resu
         }
     }
     drop(publisher.stop);
+    let summaries: Vec<PartSummary> = parts.into_iter().map(Part::finish).collect::<Result<_>>()?;
 
     let mut report = StormReport {
         clients: plan.subscribers,
         rate,
         all_back_after: (back == plan.subscribers).then_some(storm_for),
         back: Histogram::default(),
-        moved: 0,
+        moved: back,
         moved_twice: 0,
         cpu: storm_cpu,
         calm_cpu,
@@ -451,9 +549,21 @@ fn measure(plan: &Plan, cluster: &mut Cluster, lines: &Receiver<String>) -> Resu
         missed: 0,
         calm_longest_pause: Duration::ZERO,
         errors: Vec::new(),
+        error_events: 0,
     };
     if let Err(e) = publish_result {
         report.errors.push(format!("the publisher: {e}"));
+    }
+    for after in back_after.into_iter().flatten() {
+        report.back.record(after);
+    }
+    for part in &summaries {
+        report.delivered += part.delivered;
+        report.duplicated += part.duplicated;
+        report.out_of_order += part.out_of_order;
+        report.missed += part.missed;
+        report.moved_twice += part.moved_twice as usize;
+        report.error_events += part.errors as usize;
     }
     for (i, s) in seen.iter().enumerate() {
         report.delivered += s.delivered;
@@ -461,26 +571,17 @@ fn measure(plan: &Plan, cluster: &mut Cluster, lines: &Receiver<String>) -> Resu
         report.out_of_order += s.out_of_order;
         report.missed += s.missed;
         report.errors.extend(s.errors.iter().cloned());
-        if i < plan.subscribers {
-            if let Some(at) = s.back_at {
-                report.back.record(at - killed_at);
-                report.moved += 1;
-            }
-            if s.failovers > 1 {
-                report.moved_twice += 1;
-            }
-        } else {
-            report.calm_longest_pause = report.calm_longest_pause.max(s.longest_pause);
-            if s.failovers > 0 {
-                report.errors.push(format!("calm client {i} failed over"));
-            }
+        report.calm_longest_pause = report.calm_longest_pause.max(s.longest_pause);
+        if s.failovers > 0 {
+            report.errors.push(format!("calm client {i} failed over"));
         }
     }
+    report.error_events += report.errors.len();
     Ok(report)
 }
 
 /// This thread's id in `/proc/self/task` (`gettid`).
-fn current_tid() -> u32 {
+pub(super) fn current_tid() -> u32 {
     // `/proc/thread-self` links to `/proc/PID/task/TID`.
     std::fs::read_link("/proc/thread-self")
         .ok()
@@ -576,10 +677,11 @@ impl StormReport {
             "  clients that did not move: longest pause between deliveries {:.1?}",
             self.calm_longest_pause
         ));
-        if let Some(first) = self.errors.first() {
+        if self.error_events > 0 {
             lines.push(format!(
-                "  {} error events, the first: {first}",
-                self.errors.len()
+                "  {} error events; here: {}",
+                self.error_events,
+                self.errors.join(" | ")
             ));
         }
         lines.join("\n")
@@ -625,7 +727,7 @@ impl StormReport {
                 us(self.per_move(self.calm_cpu.total())),
             )
             .num("calm_longest_pause_us", us(self.calm_longest_pause))
-            .num("error_events", self.errors.len() as u64);
+            .num("error_events", self.error_events as u64);
         if let Some(why) = self.failure() {
             object = object.str("failure", &why);
         }
