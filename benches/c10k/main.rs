@@ -50,7 +50,7 @@ use clients::{BenchClient, IdleClients, Lost};
 use common::{Proc, start_coordinator, start_server_with, wait_until_servers_alive};
 use crossbeam_channel::{Receiver, unbounded};
 use dsys::protocol::{Body, Message, Role};
-use dsys::support::cpu::{cpu_time, task_cpu_time};
+use dsys::support::cpu::{cpu_time, thread_cpu_time};
 
 /// Runs of each size; the report gives medians.
 const RUNS: usize = 3;
@@ -544,7 +544,7 @@ fn hang_run(n: usize) -> Result<HangRun, String> {
     let (busy_before, empty_before) = (cpu_time(server.pid()), cpu_time(other.pid()));
     let keepalives = thread_named(server.pid(), "keepalives");
     let keepalives_cpu =
-        || keepalives.map_or(Duration::ZERO, |tid| task_cpu_time(server.pid(), tid));
+        || keepalives.map_or(Duration::ZERO, |tid| thread_cpu_time(server.pid(), tid));
     let keepalives_before = keepalives_cpu();
     let switches_before = context_switches(server.pid());
     thread::sleep(IDLE_WINDOW); // the idle period being measured

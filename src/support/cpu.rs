@@ -15,17 +15,11 @@ pub fn cpu_time(pid: u32) -> Duration {
     cpu_time_in(&format!("/proc/{pid}/stat"))
 }
 
-/// User plus system CPU time that thread `tid` of process `pid` has used so far (the same
-/// count, from `/proc/PID/task/TID/stat`); zero when it cannot be read. The storm bench
-/// leaves its watcher threads' time out of its clients' figure this way.
-pub fn thread_cpu_time(pid: u32, tid: u32) -> Duration {
-    cpu_time_in(&format!("/proc/{pid}/task/{tid}/stat"))
-}
-
 /// User plus system CPU time that thread `tid` of process `pid` has used so far
 /// (`/proc/PID/task/TID/stat`; `/proc/TID/stat` would count the whole process); zero when
-/// it cannot be read. The c10k bench splits a server's idle CPU by thread this way.
-pub fn task_cpu_time(pid: u32, tid: u32) -> Duration {
+/// it cannot be read. The storm bench leaves its watcher threads' time out of its clients'
+/// figure this way, and the c10k bench splits a server's idle CPU by thread.
+pub fn thread_cpu_time(pid: u32, tid: u32) -> Duration {
     cpu_time_in(&format!("/proc/{pid}/task/{tid}/stat"))
 }
 
