@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use super::session::SessionConfig;
+use crate::auth::Secret;
 use crate::error::{Error, Refusal, Result};
 use crate::net;
 use crate::protocol::{Message, Role};
@@ -27,25 +27,24 @@ const LOCATE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// so this is well above any sensible timeout.
 const LOCATE_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Asks the coordinator which server the session's client should use, naming a `suspect`
-/// it just lost, and whether it found `suspect` `unreachable` itself after the coordinator
-/// sent it there.
+/// Asks the coordinator at `coordinator` (proving membership with `secret`, if the cluster
+/// has one) which server the client `name` should use, naming a `suspect` it just lost, and
+/// whether it found `suspect` `unreachable` itself after the coordinator sent it there.
 ///
 /// # Errors
 /// [`Error::NoLiveServer`] when the coordinator knows no live server;
 /// [`Error::Unreachable`] when it cannot be reached or does not answer (the text says
 /// which); [`Error::Refused`] when it refuses the connection (a wrong or missing secret).
-pub fn locate(config: &SessionConfig, suspect: &str, unreachable: bool) -> Result<String> {
-    let coordinator = &config.coordinator;
-    let name = &config.name;
+pub fn locate(
+    coordinator: &str,
+    secret: Option<&Secret>,
+    name: &str,
+    suspect: &str,
+    unreachable: bool,
+) -> Result<String> {
     let cannot_reach = |e| net::unreachable("coordinator", coordinator, e);
-    let mut stream = net::connect_as(
-        coordinator,
-        Role::Locate,
-        LOCATE_CONNECT_TIMEOUT,
-        config.secret.as_ref(),
-    )
-    .map_err(cannot_reach)?;
+    let mut stream = net::connect_as(coordinator, Role::Locate, LOCATE_CONNECT_TIMEOUT, secret)
+        .map_err(cannot_reach)?;
     stream.set_read_timeout(Some(LOCATE_REPLY_TIMEOUT))?;
     let request = Message::Locate {
         name: name.to_string(),

@@ -6,11 +6,8 @@
 //! client's one permanent thread: it registers the client, writes the registration's frames
 //! with the pen, reads the client's publishes into the hub for as long as it stays, and
 //! writes what they queued for others itself, without blocking ([`Pens`]). Frames a socket
-//! cannot take at once go with the [`Pen`] to a writer (`write/`).
-//!
-//! **Keepalives.** The server writes to a quiet client from one thread (`keepalive.rs`), so
-//! this one does not wake for that; the client's own rare keepalives are read, never
-//! answered.
+//! cannot take at once go with the [`Pen`] to a writer (`write/`). Keepalives to a quiet
+//! client come from `keepalive.rs`, so this thread does not wake for them.
 //!
 //! **When the client fails.** A broken or silent connection (nothing for `--idle-timeout`)
 //! ends the read loop and the thread. Whatever ends it, even an error halfway through

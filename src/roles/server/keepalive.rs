@@ -4,20 +4,14 @@
 //!
 //! **Threads.** `keepalives` ([`keepalive_loop`]), one per server: every
 //! [`ClientTimers::tick`] it asks the hub for the clients written nothing for
-//! [`ClientTimers::quiet`] (`Hub::quiet_clients`), and writes each one a pre-encoded
-//! `Keepalive` through the client's pen, the way the hub's fan-out writes a delivery: no
-//! client's thread wakes on the server, and a client being written to already is skipped
-//! (its frames say enough).
+//! [`ClientTimers::quiet`] (`Hub::quiet_clients`, under the lock, no I/O there) and writes
+//! each a pre-encoded `Keepalive` through its pen, without blocking, as the fan-out writes
+//! a delivery: no client's thread wakes, and a client being written to is skipped. A pen
+//! whose socket is full goes to the pool; a failed send shuts that client's socket down,
+//! and its connection thread deregisters it.
 //!
-//! **Whom it talks to.** The hub (a look at every client under its lock, no I/O there),
-//! the clients' sockets (a send that never blocks), and the pool, which gets a pen whose
-//! socket was full.
-//!
-//! **When a client fails.** A send that fails shuts that client's socket down: its
-//! connection thread reads the end and deregisters it, as for any broken connection.
-//!
-//! **Stopping.** The loop selects on the server's stop channel and ends when it
-//! disconnects.
+//! **Stopping.** The loop ends when the server's stop channel disconnects. What it costs
+//! and buys: `docs/heartbeats-and-failover.md`, "Client keepalives".
 
 use std::time::Duration;
 

@@ -1,35 +1,19 @@
 //! The storm load: a server holding many idle clients is killed, and all of them come
 //! back at once. It measures what `docs/heartbeats-and-failover.md` ("The storm") reports:
-//! when the last of them is registered again, the CPU each move costs every process, whether
-//! a live process was declared dead meanwhile, that nothing was lost, and how long the
-//! clients that did not move went without a delivery.
+//! when the last is registered again, the CPU each move costs every process, whether a live
+//! process was declared dead, that nothing was lost, and the longest wait of the clients
+//! that did not move.
 //!
-//! **The setup.** A coordinator (`--no-rebalance`, so that the doomed server keeps every
-//! one of its clients until the kill) and three servers. `plan.subscribers` idle clients
-//! register on server 0; [`CALM`] clients sit on the two others, and a publisher on server
-//! 2 broadcasts a steady stream ([`Plan::pace`], 4 a second by default: each client receives them through three
-//! threads of its own, and more would make the bench process the busiest on the machine), which every
-//! client receives, the moving ones included. Then server 0 is killed (SIGKILL, a real
-//! process) and every one of its clients fails over by itself.
+//! **Who calls it.** `dsys bench --load storm` (`bench/mod.rs`). It starts a coordinator
+//! (`--no-rebalance`) and three servers as children; the idle clients of server 0 are real
+//! client sessions ([`session::start`]) in child processes of at most [`PART_SIZE`]
+//! ([`super::storm_part`]); [`CALM`] clients and a publisher ([`Plan::pace`], 4 a second)
+//! sit on the other two. One `bench-storm-watch` thread per process sweeps every session's
+//! events every [`SWEEP`]; its CPU is left out of the clients' figure.
 //!
-//! **The clients are dsys's own.** Each is a real client session ([`session::start`]: its
-//! session, `recv-` and `send-` threads), so what is measured is the failover logic of
-//! `roles/client`. The idle ones run in child processes of the bench, at most
-//! [`PART_SIZE`] in each ([`super::storm_part`] says why and how they report); the calm
-//! ones and the publisher in this process. No thread per client watches the events: one
-//! `bench-storm-watch` thread per process sweeps every session's event channel every
-//! [`SWEEP`], so 10,000 clients cost 30,000 threads, not 40,000. Its own CPU is read from
-//! `/proc/PID/task/TID/stat` and left out of the clients' figure.
-//!
-//! **CPU per move.** `utime + stime` of each process (`/proc/PID/stat`) from the kill to the
-//! last re-registration, divided by the clients that moved; beside it, what the same
-//! process used in as long a calm stretch before the kill (the stream, keepalives), and
-//! the difference. The difference undercounts the clients' process: a client on the move
-//! receives nothing for a while, so it spends less on the stream than in the calm.
-//!
-//! A part of 5,000 clients needs about 15,000 descriptors (a session's socket and its two
-//! clones) and 30,000 memory mappings (a thread's stack and its guard page): an open-file
-//! limit of 16,384 or more is enough, whatever the number of clients.
+//! **How it stops.** After the last client is back (or the deadline), the sessions end and
+//! every child is killed on drop. CPU per move: `/proc/PID/stat` from the kill to the last
+//! one back, less as long a calm stretch before the kill.
 
 use std::io::Write;
 use std::sync::Arc;

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, never, select, tick};
 
 use super::inbox::Inbox;
-pub use super::locate::locate;
 use super::{Command, Event, files, input};
 use crate::auth::Secret;
 use crate::error::{Error, Result};

@@ -17,10 +17,11 @@ use std::time::Duration;
 
 use crossbeam_channel::select;
 
-use super::{Connection, Error, Event, Message, Result, SEND_QUEUE, Session, locate};
+use super::{Connection, Error, Event, Message, Result, SEND_QUEUE, Session};
 use crate::auth::Secret;
 use crate::net;
 use crate::protocol::{Resume, Role, join_report, read_message};
+use crate::roles::client::locate::locate;
 
 /// How long the first registration may take before the client gives up (exit status 1).
 const FIRST_REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,6 +37,19 @@ const FAILOVER_REGISTER_TIMEOUT: Duration = Duration::from_millis(500);
 const FAILOVER_RETRY: Duration = Duration::from_millis(100);
 
 impl Session {
+    /// Asks the coordinator which server to use ([`locate`]), naming `suspect`, the server
+    /// just lost (empty at the start).
+    fn ask_where_to_go(&self, suspect: &str, unreachable: bool) -> Result<String> {
+        let config = &self.config;
+        locate(
+            &config.coordinator,
+            config.secret.as_ref(),
+            &config.name,
+            suspect,
+            unreachable,
+        )
+    }
+
     /// Registers for the first time: on `--server`, or where the coordinator says. The
     /// server the coordinator names may have died since its last heartbeat; then the
     /// coordinator is asked again, naming it as lost (it checks, and plans around it), up
@@ -47,7 +61,7 @@ impl Session {
         let (server, connection) = loop {
             let server = match &self.config.server {
                 Some(server) => server.clone(),
-                None => locate(&self.config, &suspect, !suspect.is_empty())?,
+                None => self.ask_where_to_go(&suspect, !suspect.is_empty())?,
             };
             attempts += 1;
             match self.register(&server, FIRST_REGISTER_TIMEOUT) {
@@ -144,7 +158,7 @@ impl Session {
         loop {
             // Ask the coordinator; if it is down too, try the old server again (the
             // connection may have broken while the server is fine).
-            let target = match locate(&self.config, &suspect, unreachable) {
+            let target = match self.ask_where_to_go(&suspect, unreachable) {
                 Ok(target) => target,
                 Err(e) => {
                     log::debug!("locate failed: {e}");
