@@ -107,6 +107,8 @@
 //!     failover.rs            the failover load: what a crash costs the moved clients
 //!     storm.rs               the storm load: a crowded server killed, its clients back
 //!     storm_part.rs          a part of the storm's clients, in a child process
+//!     storm_clients.rs       the storm's client sessions, started and watched, in either
+//!                            process
 //!     report.rs              what a run measured, as text or JSON
 //!   children.rs              coordinators and servers as child processes (demo, bench)
 //! support/                   skip on a first reading

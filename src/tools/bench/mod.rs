@@ -16,6 +16,7 @@ mod failover;
 mod load;
 mod report;
 mod storm;
+mod storm_clients;
 mod storm_part;
 
 use std::io::Write;

@@ -6,7 +6,7 @@
 //!
 //! **Who calls it.** `dsys bench --load storm` (`bench/mod.rs`). It starts a coordinator
 //! (`--no-rebalance`) and three servers as children; the idle clients of server 0 are real
-//! client sessions ([`session::start`]) in child processes of at most [`PART_SIZE`]
+//! client sessions ([`super::storm_clients`]) in child processes of at most [`PART_SIZE`]
 //! ([`super::storm_part`]); [`CALM`] clients and a publisher ([`Plan::pace`], 4 a second)
 //! sit on the other two. One `bench-storm-watch` thread per process sweeps every session's
 //! events every [`SWEEP`]; its CPU is left out of the clients' figure.
@@ -21,13 +21,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, bounded, unbounded};
 
+use super::storm_clients::{Member, PUBLISHER, SWEEP, current_tid, start_member, watch};
 use super::storm_part::{PART_SIZE, Part, PartSummary, ready};
 use super::{Cluster, Plan, start_cluster_watching};
 use crate::Output;
 use crate::error::{Error, Result};
-use crate::roles::client::session::{self, SessionConfig};
 use crate::roles::client::{Command, Event};
 use crate::support::cpu::{cpu_time, thread_cpu_time};
 use crate::support::histogram::Histogram;
@@ -37,14 +37,9 @@ use crate::support::json::Object;
 const DOOMED: usize = 0;
 /// The server the publisher sits on.
 const PUBLISHER_HOME: usize = 2;
-/// The publisher's name: the watchers count its messages, in every process.
-const PUBLISHER: &str = "storm-publisher";
 /// Clients that do not move, half on each survivor: their longest pause between two
 /// deliveries is the figure "clients that did not move never wait more than 1 s".
 const CALM: usize = 4;
-/// How often the watcher looks at every session's events: the resolution of the times
-/// measured, and a cost (a `try_recv` per session) that is left out of the CPU figures.
-const SWEEP: Duration = Duration::from_millis(5);
 /// How long the stream runs before the kill, to measure what calm costs each process.
 const CALM_STRETCH: Duration = Duration::from_secs(3);
 /// How long the storm may take before the bench gives up on the clients still missing.
@@ -55,8 +50,6 @@ const AFTER_STORM: Duration = Duration::from_secs(2);
 /// How long deliveries may stop coming in, at the end, before the bench counts what has
 /// not arrived as lost.
 const STALL: Duration = Duration::from_secs(15);
-/// Clients registered at once while setting up (each registration waits for its answer).
-const REGISTERING_THREADS: usize = 8;
 /// Threads the storm needs for each idle client, on the whole machine: a session's three
 /// and the doomed server's connection thread. Every thread takes a thread id, and the ids
 /// of a machine (of a PID namespace) are bounded by `kernel.pid_max`, 32,768 by default:
@@ -65,65 +58,6 @@ const THREADS_PER_CLIENT: usize = 4;
 /// Thread ids left for everything else: the cluster's other threads, the calm clients, and
 /// whatever else runs on the machine.
 const OTHER_THREADS: usize = 1_000;
-
-/// One client session run by the bench. Dropping `commands` ends its input; dropping
-/// `stop` ends it at once.
-pub(super) struct Member {
-    name: String,
-    pub(super) commands: Sender<Command>,
-    pub(super) stop: Sender<()>,
-    pub(super) session: thread::JoinHandle<Result<()>>,
-    pub(super) events: Receiver<Event>,
-}
-
-/// What the watcher saw of one client.
-#[derive(Default, Clone)]
-pub(super) struct Seen {
-    /// The last `seq` from the publisher, and how many arrived in order.
-    last_seq: u64,
-    pub(super) delivered: u64,
-    pub(super) duplicated: u64,
-    pub(super) out_of_order: u64,
-    pub(super) missed: u64,
-    pub(super) failovers: u32,
-    /// When it was registered again (its first `failover` event), by the wall clock: a
-    /// part in a child process reports it to the bench, and processes share no `Instant`.
-    pub(super) back_wall: Option<SystemTime>,
-    /// When the last message arrived, and the longest pause between two since the stream
-    /// began.
-    last_delivery: Option<Instant>,
-    longest_pause: Duration,
-    pub(super) errors: Vec<String>,
-}
-
-impl Seen {
-    fn take(&mut self, event: Event, now: Instant, wall: SystemTime) {
-        match event {
-            Event::Message { from, seq, .. } if from == PUBLISHER => {
-                if seq <= self.last_seq {
-                    self.duplicated += 1;
-                    return;
-                }
-                if seq != self.last_seq + 1 && self.last_seq != 0 {
-                    self.out_of_order += 1;
-                }
-                self.last_seq = seq;
-                self.delivered += 1;
-                if let Some(last) = self.last_delivery {
-                    self.longest_pause = self.longest_pause.max(now - last);
-                }
-                self.last_delivery = Some(now);
-            }
-            Event::Failover { .. } => {
-                self.failovers += 1;
-                self.back_wall.get_or_insert(wall);
-            }
-            Event::Gap { missed, .. } => self.missed += missed,
-            Event::Error { message } => self.errors.push(message),
-            _ => {}
-        }
-    }
-}
 
 /// CPU time of the processes measured, in one reading.
 #[derive(Clone, Copy, Default)]
@@ -254,98 +188,6 @@ fn check_thread_ids(clients: usize) -> Result<()> {
          `sysctl kernel.pid_max={}`) or use fewer clients",
         needed.next_power_of_two()
     )))
-}
-
-/// Starts a session named `name` on `server` and returns it with its events.
-fn start_member(coordinator: &str, server: &str, name: &str) -> Result<Member> {
-    let (commands, commands_rx) = bounded(64);
-    let (stop, stop_rx) = bounded(0);
-    let (events_tx, events) = unbounded();
-    let config = SessionConfig {
-        coordinator: coordinator.to_string(),
-        server: Some(server.to_string()),
-        name: name.to_string(),
-        download_dir: std::env::temp_dir(),
-        max_file_size: 0,
-        secret: None,
-    };
-    let session = session::start(config, commands_rx, events_tx, stop_rx)?;
-    Ok(Member {
-        name: name.to_string(),
-        commands,
-        stop,
-        session,
-        events,
-    })
-}
-
-/// Starts idle sessions `storm-FIRST` to `storm-(FIRST + COUNT - 1)` on `server`, a few
-/// registrations at a time (a part's job, in its own process).
-pub(super) fn start_idle(
-    coordinator: &str,
-    server: &str,
-    first: usize,
-    count: usize,
-) -> Result<Vec<Member>> {
-    let per_thread = count.div_ceil(REGISTERING_THREADS).max(1);
-    let started: Vec<Result<Vec<Member>>> = thread::scope(|scope| {
-        let handles: Vec<_> = (0..count)
-            .step_by(per_thread)
-            .map(|from| {
-                scope.spawn(move || {
-                    (from..(from + per_thread).min(count))
-                        .map(|i| start_member(coordinator, server, &format!("storm-{}", first + i)))
-                        .collect::<Result<Vec<Member>>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Failed("a registering thread panicked".into())))
-            })
-            .collect()
-    });
-    let mut members = Vec::with_capacity(count);
-    for batch in started {
-        members.extend(batch?);
-    }
-    Ok(members)
-}
-
-/// Sweeps `receivers` every [`SWEEP`] until `stop_rx` disconnects, then returns what it
-/// saw of each. After each sweep, the closure gets the clients seen so far, the indexes
-/// of those newly back, and the stream's deliveries so far, all clients together.
-pub(super) fn watch(
-    receivers: Vec<Receiver<Event>>,
-    stop_rx: &Receiver<()>,
-    mut after_sweep: impl FnMut(&[Seen], &[usize], u64),
-) -> Vec<Seen> {
-    let mut seen = vec![Seen::default(); receivers.len()];
-    let mut newly_back = Vec::new();
-    let mut delivered = 0;
-    loop {
-        let (now, wall) = (Instant::now(), SystemTime::now());
-        for (i, events) in receivers.iter().enumerate() {
-            while let Ok(event) = events.try_recv() {
-                let was_back = seen[i].back_wall.is_some();
-                if matches!(&event, Event::Message { from, .. } if from == PUBLISHER) {
-                    delivered += 1;
-                }
-                seen[i].take(event, now, wall);
-                if !was_back && seen[i].back_wall.is_some() {
-                    newly_back.push(i);
-                }
-            }
-        }
-        after_sweep(&seen, &newly_back, delivered);
-        newly_back.clear();
-        match stop_rx.recv_timeout(SWEEP) {
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            _ => return seen,
-        }
-    }
 }
 
 fn measure(plan: &Plan, cluster: &mut Cluster, lines: &Receiver<String>) -> Result<StormReport> {
@@ -562,15 +404,6 @@ fn measure(plan: &Plan, cluster: &mut Cluster, lines: &Receiver<String>) -> Resu
     }
     report.error_events += report.errors.len();
     Ok(report)
-}
-
-/// This thread's id in `/proc/self/task` (`gettid`).
-pub(super) fn current_tid() -> u32 {
-    // `/proc/thread-self` links to `/proc/PID/task/TID`.
-    std::fs::read_link("/proc/thread-self")
-        .ok()
-        .and_then(|p| p.file_name()?.to_str()?.parse().ok())
-        .unwrap_or(0)
 }
 
 impl StormReport {

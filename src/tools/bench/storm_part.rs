@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use super::storm::{Seen, start_idle, watch};
+use super::storm_clients::{Seen, current_tid, start_idle, watch};
 use crate::error::{Error, Result};
 use crate::support::signals;
 
@@ -220,7 +220,7 @@ pub fn run_part(spec: &str) -> Result<()> {
     let watcher = thread::Builder::new()
         .name("bench-storm-watch".into())
         .spawn(move || {
-            let _ = tid_tx.send(super::storm::current_tid());
+            let _ = tid_tx.send(current_tid());
             let mut last_delivered = 0;
             watch(receivers, &stop_watch_rx, |seen, newly_back, delivered| {
                 let mut out = std::io::stdout().lock();
