@@ -14,7 +14,6 @@
 //! has a `bench-watch-<name>` thread that reads its events and checks them. The figures:
 //! `docs/benchmarks.md`, "The failover load".
 
-use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
@@ -23,6 +22,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use super::load::Progress;
+use super::report::print_report;
 use super::{Cluster, Plan, show_progress, start_cluster_watching, wait_for};
 use crate::Output;
 use crate::error::{Error, Result};
@@ -99,11 +99,7 @@ pub fn run(plan: &Plan, output: Output) -> Result<()> {
         Output::Json => report.to_json(),
         Output::Text => report.to_text(),
     };
-    let _ = writeln!(std::io::stdout().lock(), "{text}");
-    match report.failure() {
-        Some(why) => Err(Error::Failed(why)),
-        None => Ok(()),
-    }
+    print_report(&text, report.failure())
 }
 
 fn measure(plan: &Plan, cluster: &mut Cluster) -> Result<FailoverReport> {

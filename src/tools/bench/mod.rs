@@ -19,7 +19,6 @@ mod storm;
 mod storm_clients;
 mod storm_part;
 
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -34,6 +33,7 @@ use crate::tools::children::{ChildGuard, spawn_role};
 pub use load::when_due;
 use load::{Client, Gates, Pace, Progress, Spec, Tally};
 pub use report::Report;
+use report::print_report;
 
 /// The named loads of `docs/benchmarks.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,16 +182,11 @@ pub fn run(config: &BenchConfig) -> Result<()> {
         }
     };
     let report = measure(&plan, &cluster.servers, &cluster.server_pids)?;
-    let mut out = std::io::stdout().lock();
     let text = match config.output {
         Output::Json => report.to_json(),
         Output::Text => report.to_text(),
     };
-    let _ = writeln!(out, "{text}");
-    match report.failure() {
-        Some(why) => Err(Error::Failed(why)),
-        None => Ok(()),
-    }
+    print_report(&text, report.failure())
 }
 
 /// The processes a run talks to. Those the bench started are killed when this is dropped.

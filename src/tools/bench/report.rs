@@ -5,8 +5,21 @@
 use std::time::Duration;
 
 use super::{Load, Plan};
+use crate::error::{Error, Result};
 use crate::support::histogram::Histogram;
 use crate::support::json::Object;
+
+/// Prints a load's report (its `text`, already rendered as `--output` asks), then turns
+/// what went wrong, if anything, into [`Error::Failed`] (exit status 1). The figures come
+/// first, so that a failed run still shows them. Every load ends here.
+pub fn print_report(text: &str, failure: Option<String>) -> Result<()> {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+    match failure {
+        Some(why) => Err(Error::Failed(why)),
+        None => Ok(()),
+    }
+}
 
 /// The figures of one run. Warm-up messages are not counted.
 pub struct Report {

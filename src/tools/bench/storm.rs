@@ -15,7 +15,6 @@
 //! every child is killed on drop. CPU per move: `/proc/PID/stat` from the kill to the last
 //! one back, less as long a calm stretch before the kill.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
@@ -23,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, bounded, unbounded};
 
+use super::report::print_report;
 use super::storm_clients::{Member, PUBLISHER, SWEEP, current_tid, start_member, watch};
 use super::storm_part::{PART_SIZE, Part, PartSummary, ready};
 use super::{Cluster, Plan, start_cluster_watching};
@@ -161,11 +161,7 @@ pub fn run(plan: &Plan, output: Output) -> Result<()> {
         Output::Json => report.to_json(),
         Output::Text => report.to_text(),
     };
-    let _ = writeln!(std::io::stdout().lock(), "{text}");
-    match report.failure() {
-        Some(why) => Err(Error::Failed(why)),
-        None => Ok(()),
-    }
+    print_report(&text, report.failure())
 }
 
 /// Fails, saying what to raise, when `clients` idle clients need more thread ids than
