@@ -83,10 +83,7 @@ fn main() {
     if std::env::args().any(|a| a == "hang") {
         return hang_runs();
     }
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let sizes = sizes_given();
     let sizes = if sizes.is_empty() {
         SIZES.to_vec()
     } else {
@@ -137,21 +134,18 @@ fn main() {
             r.burst_s,
             r.rss_after_percent,
             if r.declared_dead { "yes" } else { "no" },
-            if count < RUNS {
-                format!(" ({count} of {RUNS} runs)")
-            } else {
-                String::new()
-            }
+            runs_note(count)
         );
     }
 }
 
 /// One size on a fresh cluster with default flags.
 fn one_run(n: usize) -> Result<Run, String> {
-    let (coordinator, coordinator_addr) = start_coordinator(1500);
-    let (server, server_addr) = start_server_with(&coordinator_addr, 500, &[]);
-    let (_other, other_addr) = start_server_with(&coordinator_addr, 500, &[]);
-    wait_until_servers_alive(&coordinator_addr, 2, STEP_TIMEOUT);
+    let [
+        (coordinator, _),
+        (server, server_addr),
+        (_other, other_addr),
+    ] = start_cluster();
     let baseline = server.rss_bytes();
 
     let received = Arc::new(AtomicUsize::new(0));
@@ -354,12 +348,42 @@ fn settled_rss(server: &Proc) -> u64 {
     lowest
 }
 
+/// The sizes named on the command line (numbers among the arguments), in order.
+fn sizes_given() -> Vec<usize> {
+    std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect()
+}
+
+/// A coordinator and two servers with default flags, both servers alive: the one the
+/// clients go to, and the other (empty, or taking them over). Each as its process and
+/// address; every process is killed when its `Proc` drops.
+fn start_cluster() -> [(Proc, String); 3] {
+    let (coordinator, coordinator_addr) = start_coordinator(1500);
+    let server = start_server_with(&coordinator_addr, 500, &[]);
+    let other = start_server_with(&coordinator_addr, 500, &[]);
+    wait_until_servers_alive(&coordinator_addr, 2, STEP_TIMEOUT);
+    [(coordinator, coordinator_addr), server, other]
+}
+
+/// The middle value of `values` (the upper one of the two middles for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// What a table row adds when some runs of its size failed.
+fn runs_note(count: usize) -> String {
+    if count < RUNS {
+        format!(" ({count} of {RUNS} runs)")
+    } else {
+        String::new()
+    }
+}
+
 /// The median of each figure over `runs`.
 fn median_run(runs: &[Run]) -> Run {
-    fn median(mut values: Vec<f64>) -> f64 {
-        values.sort_by(|a, b| a.total_cmp(b));
-        values[values.len() / 2]
-    }
     let of = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
     Run {
         rss_per_client_kib: of(|r| r.rss_per_client_kib),
@@ -444,10 +468,7 @@ struct HangRun {
 
 /// The hang mode: [`RUNS`] runs of each size given, then a table of medians.
 fn hang_runs() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let sizes = sizes_given();
     let mut table = Vec::new();
     for &n in &sizes {
         let mut runs = Vec::new();
@@ -474,11 +495,7 @@ fn hang_runs() {
             }
         }
         if !runs.is_empty() {
-            let median = |f: fn(&HangRun) -> f64| {
-                let mut v: Vec<f64> = runs.iter().map(f).collect();
-                v.sort_by(|a, b| a.total_cmp(b));
-                v[v.len() / 2]
-            };
+            let median = |f: fn(&HangRun) -> f64| median(runs.iter().map(f).collect());
             table.push((
                 n,
                 runs.len(),
@@ -513,11 +530,7 @@ fn hang_runs() {
             r.first_s,
             r.median_s,
             r.last_s,
-            if count < RUNS {
-                format!(" ({count} of {RUNS} runs)")
-            } else {
-                String::new()
-            }
+            runs_note(count)
         );
     }
 }
@@ -525,10 +538,11 @@ fn hang_runs() {
 /// One hang run: N idle clients on a server with default flags, the idle window, then a
 /// SIGSTOP; returns when every client is registered on the other server.
 fn hang_run(n: usize) -> Result<HangRun, String> {
-    let (coordinator, coordinator_addr) = start_coordinator(1500);
-    let (server, server_addr) = start_server_with(&coordinator_addr, 500, &[]);
-    let (other, _other_addr) = start_server_with(&coordinator_addr, 500, &[]);
-    wait_until_servers_alive(&coordinator_addr, 2, STEP_TIMEOUT);
+    let [
+        (coordinator, coordinator_addr),
+        (server, server_addr),
+        (other, _),
+    ] = start_cluster();
     let (lost_tx, lost_rx) = unbounded();
     let received = Arc::new(AtomicUsize::new(0));
     let clients = IdleClients::start(BURST, received, lost_tx)
