@@ -91,28 +91,20 @@ fn main() {
     };
     let mut table = Vec::new();
     for &n in &sizes {
-        let mut runs = Vec::new();
-        for run in 1..=RUNS {
-            match one_run(n) {
-                Ok(r) => {
-                    println!(
-                        "N={n} run {run}: {:.1} KiB/client, {} threads, {} fds, idle CPU {:.1} %, \
-                         register {:.2} s, burst {:.2} s, RSS after leaving {:.0} % of before, \
-                         declared dead: {}",
-                        r.rss_per_client_kib,
-                        r.threads,
-                        r.fds,
-                        r.idle_cpu_percent,
-                        r.register_s,
-                        r.burst_s,
-                        r.rss_after_percent,
-                        r.declared_dead
-                    );
-                    runs.push(r);
-                }
-                Err(why) => println!("N={n} run {run}: FAILED: {why}"),
-            }
-        }
+        let runs = runs_of(n, one_run, |r| {
+            format!(
+                "{:.1} KiB/client, {} threads, {} fds, idle CPU {:.1} %, register {:.2} s, \
+                 burst {:.2} s, RSS after leaving {:.0} % of before, declared dead: {}",
+                r.rss_per_client_kib,
+                r.threads,
+                r.fds,
+                r.idle_cpu_percent,
+                r.register_s,
+                r.burst_s,
+                r.rss_after_percent,
+                r.declared_dead
+            )
+        });
         if !runs.is_empty() {
             table.push((n, median_run(&runs), runs.len()));
         }
@@ -373,6 +365,26 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// [`RUNS`] runs of size `n`, each printed as it ends (`describe` says what it measured, or
+/// why it failed); returns those that did not fail.
+fn runs_of<R>(
+    n: usize,
+    run: impl Fn(usize) -> Result<R, String>,
+    describe: impl Fn(&R) -> String,
+) -> Vec<R> {
+    let mut runs = Vec::new();
+    for i in 1..=RUNS {
+        match run(n) {
+            Ok(r) => {
+                println!("N={n} run {i}: {}", describe(&r));
+                runs.push(r);
+            }
+            Err(why) => println!("N={n} run {i}: FAILED: {why}"),
+        }
+    }
+    runs
+}
+
 /// What a table row adds when some runs of its size failed.
 fn runs_note(count: usize) -> String {
     if count < RUNS {
@@ -471,29 +483,21 @@ fn hang_runs() {
     let sizes = sizes_given();
     let mut table = Vec::new();
     for &n in &sizes {
-        let mut runs = Vec::new();
-        for run in 1..=RUNS {
-            match hang_run(n) {
-                Ok(r) => {
-                    println!(
-                        "N={n} run {run}: idle CPU {:.1} % (of which the keepalives thread {:.1} \
-                         %; empty server {:.1} %), {:.0} context switches/s, all noticed the \
-                         hang {:.2} s after the SIGSTOP, registered elsewhere: first {:.2} s, \
-                         median {:.2} s, last {:.2} s",
-                        r.idle_cpu_percent,
-                        r.keepalives_cpu_percent,
-                        r.empty_cpu_percent,
-                        r.switches_per_second,
-                        r.last_noticed_s,
-                        r.first_s,
-                        r.median_s,
-                        r.last_s
-                    );
-                    runs.push(r);
-                }
-                Err(why) => println!("N={n} run {run}: FAILED: {why}"),
-            }
-        }
+        let runs = runs_of(n, hang_run, |r| {
+            format!(
+                "idle CPU {:.1} % (of which the keepalives thread {:.1} %; empty server \
+                 {:.1} %), {:.0} context switches/s, all noticed the hang {:.2} s after the \
+                 SIGSTOP, registered elsewhere: first {:.2} s, median {:.2} s, last {:.2} s",
+                r.idle_cpu_percent,
+                r.keepalives_cpu_percent,
+                r.empty_cpu_percent,
+                r.switches_per_second,
+                r.last_noticed_s,
+                r.first_s,
+                r.median_s,
+                r.last_s
+            )
+        });
         if !runs.is_empty() {
             let median = |f: fn(&HangRun) -> f64| median(runs.iter().map(f).collect());
             table.push((
