@@ -64,6 +64,21 @@ impl Drop for ChildGuard {
     }
 }
 
+/// A command that runs this executable again with `args`, as a child that dies with this
+/// process (a parent-death signal), so no child outlives a bench or a demo killed hard.
+///
+/// # Errors
+/// When the path of this executable cannot be read.
+pub fn this_executable(args: &[impl AsRef<std::ffi::OsStr>]) -> Result<Command> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args(args);
+    // SAFETY: the closure runs between fork and exec and only calls prctl(2).
+    unsafe {
+        command.pre_exec(signals::die_with_parent);
+    }
+    Ok(command)
+}
+
 /// Starts `dsys <args>` as a child (with `RUST_LOG=info`) and returns it with the address
 /// from its "listening on ADDR" log line. Each other line of its log that `forward` maps to
 /// `Some` goes to `lines_tx`.
@@ -76,17 +91,12 @@ pub fn spawn_role(
     forward: fn(&str) -> Option<String>,
     lines_tx: &Sender<String>,
 ) -> Result<(ChildGuard, String)> {
-    let mut command = Command::new(std::env::current_exe()?);
+    let mut command = this_executable(args)?;
     command
-        .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: the closure runs between fork and exec and only calls prctl(2).
-    unsafe {
-        command.pre_exec(signals::die_with_parent);
-    }
     let mut child = command.spawn()?;
     let Some(stderr) = child.stderr.take() else {
         return Err(Error::Failed(format!("{label} has no stderr to read"))); // piped above

@@ -20,8 +20,7 @@
 //! signal), and the parent kills it when its [`Part`] drops.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
@@ -31,7 +30,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::storm_clients::{Seen, current_tid, start_idle, watch};
 use crate::error::{Error, Result};
-use crate::support::signals;
+use crate::tools::children::this_executable;
 
 /// Most client sessions in one process: 15,000 descriptors and 15,000 threads, three
 /// quarters of the open-file limit and under half the mappings allowed. A storm of more
@@ -83,22 +82,13 @@ impl Part {
         back_tx: Sender<(usize, SystemTime)>,
         delivered: Arc<AtomicU64>,
     ) -> Result<(Part, Receiver<u32>)> {
-        let mut command = Command::new(std::env::current_exe()?);
+        let spec = format!("{first},{count},{coordinator},{server}");
+        let mut command =
+            this_executable(&["bench", "--load", "storm", "--storm-part", spec.as_str()])?;
         command
-            .args([
-                "bench",
-                "--load",
-                "storm",
-                "--storm-part",
-                &format!("{first},{count},{coordinator},{server}"),
-            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        // SAFETY: the closure runs between fork and exec and only calls prctl(2).
-        unsafe {
-            command.pre_exec(signals::die_with_parent);
-        }
         let mut child = command.spawn()?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(Error::Failed(format!("storm part {k} has no pipes"))); // piped above
