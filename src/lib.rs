@@ -75,6 +75,7 @@
 //!       relay.rs             rules 3 and 4: the outbound log to the peers, the acks
 //!       clients.rs           who is registered: register, resume, leave, move, cut off
 //!       delivery.rs          what the local clients are sent: fan-out, acks, catch-up
+//!       standby.rs           where each client goes should this server be gone
 //!     write/                 the write path, below the hub
 //!       mod.rs               who writes a client's socket, and when
 //!       outbox.rs            a bounded queue of frames to one writer, and Frame

@@ -221,6 +221,38 @@ pub fn connect_as(
     Ok(stream)
 }
 
+/// True when the server at `addr` is gone: it refuses the connection, or the connection is
+/// closed or reset before the server's first frame. Waits at most `timeout` to connect and
+/// again for that frame.
+///
+/// Accepting the TCP connection is not enough to count as there. A process being killed
+/// loses its client connections a few milliseconds before its listening socket, and
+/// meanwhile its kernel still accepts connections, then resets them when the socket
+/// closes; its clients, who see their connections end first, ask about it in exactly that
+/// window. The first frame settles it: a dying server resets, a live one sends its
+/// `Challenge`. A server that accepts and stays silent (hung, or stopped) is not called
+/// gone here: the coordinator's heartbeats decide that (`Coordinator::settle_suspect`).
+///
+/// The coordinator asks it about a server a client reported lost (`Coordinator::locate`);
+/// a client asks it about its own lost server before it goes to its standby
+/// (`Session::fail_over`).
+pub fn is_gone(addr: &str, timeout: Duration) -> bool {
+    let Ok(sock) = resolve(addr) else {
+        return true;
+    };
+    let Ok(mut stream) = TcpStream::connect_timeout(&sock, timeout) else {
+        return true;
+    };
+    if stream.set_read_timeout(Some(timeout)).is_err() {
+        return true;
+    }
+    match read_message(&mut stream) {
+        Ok(Some(_)) => false,
+        Err(e) if e.is_timeout() => false,
+        Ok(None) | Err(_) => true,
+    }
+}
+
 /// One request, one reply: writes `request` and blocks for the answer (bounded by the
 /// stream's read timeout). An [`Message::Error`] reply becomes [`Error::Refused`].
 ///

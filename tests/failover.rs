@@ -256,6 +256,34 @@ fn killed_server_clients_fail_over_evenly_and_keep_sharing() {
 }
 
 #[test]
+fn a_crashed_servers_clients_go_to_their_standbys_while_the_coordinator_is_stopped() {
+    let mut cluster = Cluster::start(3);
+    let mut clients = start_two_per_server(&cluster);
+    let all = names(&clients);
+    let lost = cluster.addr(0).to_string();
+
+    // Nobody can ask the coordinator now: a client that did would wait for ever.
+    cluster.hang_coordinator();
+    cluster.kill_server(0);
+    // Each client of the crashed server registers on the standby its server dealt it, one
+    // to each live server, without a word from the coordinator.
+    let targets = [
+        failover_target(&clients[0], &lost),
+        failover_target(&clients[1], &lost),
+    ];
+    assert_spread_evenly(&cluster, 0, &targets);
+    everyone_sends(&mut clients, "after the crash");
+    wait_everyone_has(&clients, &all, 1);
+
+    // Acknowledgements wait for the coordinator to declare server 0 dead; then everyone
+    // leaves with everything, exactly once.
+    cluster.wake_coordinator();
+    finish_all(&mut clients);
+    assert_everyone_got_everything(&clients, 1);
+    assert_none_moved(&clients[2..]);
+}
+
+#[test]
 fn messages_in_flight_when_a_server_dies_arrive_exactly_once_in_order() {
     // Each client sends BATCH numbered lines before the crash and as many after it.
     const BATCH: u64 = 500;

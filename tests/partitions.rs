@@ -168,14 +168,31 @@ fn a_server_isolated_from_everyone_is_handled_like_a_crash() {
 }
 
 #[test]
-fn clients_cut_off_from_the_coordinator_say_so_when_they_lose_their_server() {
+fn clients_cut_off_from_the_coordinator_fail_over_to_their_standby() {
     let Some(mut p) = Partitioned::start() else {
         return;
     };
     let chatter = Chatter::start(&mut p.clients);
-    // With the coordinator out of reach, the clients of a crashed server have nobody to ask
-    // where to go: dsys cannot place them, but it must not be silent about it.
+    // The coordinator is out of the clients' reach, but s0 dealt its clients a standby (s1)
+    // while it lived: when it crashes, they need not ask anyone where to go.
     p.lab.cut(&p.client_node, &p.coordinator_node);
+    p.servers[0].kill();
+    p.wait_clients_of_s0_moved(STRANDED_BOUND);
+    p.lab.heal(&p.client_node, &p.coordinator_node);
+    finish_and_assert_everything_arrived(&mut p.clients, chatter);
+}
+
+#[test]
+fn clients_cut_off_from_the_coordinator_and_their_standby_say_so_when_they_lose_their_server() {
+    let Some(mut p) = Partitioned::start() else {
+        return;
+    };
+    let chatter = Chatter::start(&mut p.clients);
+    // With the coordinator and the standby (s1) out of reach, the clients of a crashed
+    // server have nobody to ask where to go: dsys cannot place them, but it must not be
+    // silent about it.
+    p.lab.cut(&p.client_node, &p.coordinator_node);
+    p.lab.cut(&p.client_node, &p.server_nodes[1]);
     p.servers[0].kill();
     for client in &p.clients[..2] {
         client.expect_event(
@@ -189,7 +206,8 @@ fn clients_cut_off_from_the_coordinator_say_so_when_they_lose_their_server() {
             },
         );
     }
-    // Once the coordinator is reachable again, they fail over and catch up.
+    // Once both are reachable again, they fail over and catch up.
+    p.lab.heal(&p.client_node, &p.server_nodes[1]);
     p.lab.heal(&p.client_node, &p.coordinator_node);
     p.wait_clients_of_s0_moved(STRANDED_BOUND);
     finish_and_assert_everything_arrived(&mut p.clients, chatter);

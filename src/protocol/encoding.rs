@@ -28,6 +28,7 @@ const T_ACK: u8 = 0x15;
 const T_KEEPALIVE: u8 = 0x16;
 const T_DEREGISTER: u8 = 0x17;
 const T_MOVE: u8 = 0x19;
+const T_STANDBY: u8 = 0x1A;
 const T_PEER_HELLO: u8 = 0x20;
 const T_PEER_WELCOME: u8 = 0x21;
 pub(super) const T_RELAY: u8 = 0x22;
@@ -173,6 +174,10 @@ impl Message {
             Message::Deregister => out.u8(T_DEREGISTER),
             Message::Move { server } => {
                 out.u8(T_MOVE);
+                out.str(server);
+            }
+            Message::Standby { server } => {
+                out.u8(T_STANDBY);
                 out.str(server);
             }
             Message::PeerHello { addr, epoch } => {
@@ -337,6 +342,7 @@ impl Message {
             T_KEEPALIVE => Message::Keepalive,
             T_DEREGISTER => Message::Deregister,
             T_MOVE => Message::Move { server: r.str()? },
+            T_STANDBY => Message::Standby { server: r.str()? },
             T_PEER_HELLO => Message::PeerHello {
                 addr: r.str()?,
                 epoch: r.u64()?,

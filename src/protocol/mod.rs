@@ -33,8 +33,9 @@ pub use status_report::{join_report, report_frames};
 /// The protocol version carried in every [`Message::Hello`]. A peer that speaks another
 /// version is refused with a clear [`Message::Error`] instead of being misread. Version 7
 /// added the [`Refusal`] code to `Error` and `RegisterRefused`; version 8 the server's
-/// keepalives (`Registered.silence_ms`, and no more frame that changed a client's keepalive interval).
-pub const PROTOCOL_VERSION: u16 = 8;
+/// keepalives (`Registered.silence_ms`, and no more frame that changed a client's keepalive
+/// interval); version 9 the client's standby server ([`Message::Standby`]).
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// The four bytes that open every [`Message::Hello`], so that a stray connection (a browser,
 /// a port scanner) is recognised at once instead of being parsed as a length.
@@ -245,6 +246,14 @@ pub enum Message {
         /// The server to move to.
         server: String,
     },
+    /// Server → client: should this server be gone (its port refuses, or resets before it
+    /// speaks), register on `server` without asking the coordinator; empty when there is no
+    /// other server. Sent after `Registered` and whenever the live servers change. The
+    /// client keeps the latest one (`docs/heartbeats-and-failover.md`, "Standby servers").
+    Standby {
+        /// The server to fail over to, or empty.
+        server: String,
+    },
 
     /// Server → server: the first frame after `Hello{Peer}`.
     PeerHello {
@@ -408,6 +417,7 @@ impl Message {
             Message::Keepalive => "Keepalive",
             Message::Deregister => "Deregister",
             Message::Move { .. } => "Move",
+            Message::Standby { .. } => "Standby",
             Message::PeerHello { .. } => "PeerHello",
             Message::PeerWelcome { .. } => "PeerWelcome",
             Message::Relay { .. } => "Relay",

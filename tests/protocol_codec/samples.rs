@@ -264,6 +264,12 @@ pub(crate) fn sample_messages() -> Vec<Message> {
         Message::Move {
             server: "127.0.0.1:8082".into(),
         },
+        Message::Standby {
+            server: "127.0.0.1:8083".into(),
+        },
+        Message::Standby {
+            server: String::new(),
+        },
         Message::PeerHello {
             addr: "127.0.0.1:8081".into(),
             epoch: 4,
@@ -413,9 +419,10 @@ pub(crate) fn variant_index(message: &Message) -> usize {
         Message::Claim { .. } => 23,
         Message::ClaimReply { .. } => 24,
         Message::Move { .. } => 25,
+        Message::Standby { .. } => 26,
     }
 }
-pub(crate) const VARIANT_COUNT: usize = 26;
+pub(crate) const VARIANT_COUNT: usize = 27;
 
 /// Type bytes used in hand-built bodies (the table in `docs/protocol.md`).
 pub(crate) const T_HELLO: u8 = 0x01;

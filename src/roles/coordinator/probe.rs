@@ -12,7 +12,6 @@
 //! connect, then the first frame), then closes its connection. `docs/heartbeats-and-failover.md`
 //! ("Late is not dead: the probe") tells the rest.
 
-use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::net;
@@ -43,30 +42,7 @@ pub(super) fn probe(addr: &str, deadline: Duration) -> bool {
     matches!(read_message(&mut stream), Ok(Some(_)))
 }
 
-/// True when the server at `addr` is gone: it refuses the connection, or the connection is
-/// closed or reset before the server's first frame. Waits at most [`PROBE_TIMEOUT`] to
-/// connect and again for that frame.
-///
-/// Accepting the TCP connection is not enough to count as there. A process being killed
-/// loses its client connections a few milliseconds before its listening socket, and
-/// meanwhile its kernel still accepts connections, then resets them when the socket
-/// closes; its clients, who see their connections end first, ask about it in exactly that
-/// window. The first frame settles it: a dying server resets, a live one sends its
-/// `Challenge`. A server that accepts and stays silent (hung, or stopped) is not called
-/// gone here: the heartbeats decide that (`Coordinator::settle_suspect`).
+/// True when the server at `addr` is gone ([`net::is_gone`], given [`PROBE_TIMEOUT`]).
 pub(super) fn is_gone(addr: &str) -> bool {
-    let Ok(sock) = net::resolve(addr) else {
-        return true;
-    };
-    let Ok(mut stream) = TcpStream::connect_timeout(&sock, PROBE_TIMEOUT) else {
-        return true;
-    };
-    if stream.set_read_timeout(Some(PROBE_TIMEOUT)).is_err() {
-        return true;
-    }
-    match read_message(&mut stream) {
-        Ok(Some(_)) => false,
-        Err(e) if e.is_timeout() => false,
-        Ok(None) | Err(_) => true,
-    }
+    net::is_gone(addr, PROBE_TIMEOUT)
 }

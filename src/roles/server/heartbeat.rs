@@ -1,6 +1,7 @@
 //! The server's `heartbeat` thread ([`heartbeat_loop`]): every heartbeat interval it tells
 //! the coordinator that this server lives and which clients it has, learns from the reply
-//! the live servers (the peer links are made from them) and which clients to move, and
+//! the live servers (the peer links and the clients' standbys are made from them) and which
+//! clients to move, and
 //! says when the coordinator cannot be reached ([`CoordinatorWatch`]). It waits on nothing
 //! but the hub's lock, briefly, and the coordinator: a late heartbeat is how a busy server
 //! gets taken for a dead one, so slow work such as a trim runs elsewhere.
@@ -245,6 +246,7 @@ fn send_heartbeat(shared: &Shared, link: &mut Option<Link>, departure: Departure
             for (addr, epoch, link_id) in shared.hub.set_peers(&servers, complete) {
                 peers::start_peer_link(shared.clone(), addr, epoch, link_id);
             }
+            shared.hub.set_standbys(&servers, complete);
             let why = if departure == Departure::Staying {
                 "rebalancing"
             } else {

@@ -89,6 +89,10 @@ struct Session {
     id: u64,
     /// Proves ownership of `id` when resuming.
     token: u64,
+    /// Where to register, without asking the coordinator, should the server be gone: the
+    /// latest `Standby` the server sent, cleared on every new registration (the new server
+    /// sends its own).
+    standby: Option<String>,
     /// The next frame counter (`seq` on the wire).
     next_seq: u64,
     /// The next message number (`seq` in the events).
@@ -143,6 +147,7 @@ pub fn start(
         stop_rx,
         id: 0,
         token: 0,
+        standby: None,
         next_seq: 1,
         next_number: 1,
         outgoing: None,
@@ -371,6 +376,7 @@ impl Session {
             }
             Message::Ack { seq } => self.take_ack(seq),
             Message::Keepalive => {}
+            Message::Standby { server } => self.standby = (!server.is_empty()).then_some(server),
             Message::Error { code, reason } => {
                 return Err(Error::Refused(code, reason));
             }

@@ -32,6 +32,15 @@ const FIRST_REGISTER_ATTEMPTS: usize = 3;
 /// (its kernel accepts the connection but nobody answers); the session then asks the
 /// coordinator again.
 const FAILOVER_REGISTER_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a registration on a standby may take. Longer than after asking the coordinator:
+/// a standby is not suspected of anything, and when a crowded server crashes, thousands of
+/// its clients arrive at once at each standby, which starts a thread for each; giving up
+/// sooner would send them on to the coordinator in a second crowd.
+const STANDBY_REGISTER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a client waits, to connect and then for the first frame, when it checks
+/// whether its lost server is gone before it goes to its standby. A crashed server's port
+/// refuses at once; a live one sends its challenge in well under this.
+const GONE_CHECK_TIMEOUT: Duration = Duration::from_millis(300);
 /// Pause between failover attempts, so a client does not hammer a coordinator that has no
 /// live server to offer yet.
 const FAILOVER_RETRY: Duration = Duration::from_millis(100);
@@ -128,6 +137,8 @@ impl Session {
         )?;
         self.id = registered.session;
         self.token = registered.token;
+        // The new server names its own standby; the old one's may be this very server.
+        self.standby = None;
         if first {
             // Everything up to these marks was sent before we registered.
             self.inbox.start_after(registered.watermarks);
@@ -136,7 +147,9 @@ impl Session {
     }
 
     /// Finds a live server and registers there again, then sends every unacknowledged
-    /// message again. Keeps trying until it succeeds or the session is stopped (`None`).
+    /// message again: on the standby the server named, when the server is gone, else where
+    /// the coordinator says. Keeps trying until it succeeds or the session is stopped
+    /// (`None`).
     pub(super) fn fail_over(&mut self, mut lost: Connection, reason: Error) -> Option<Connection> {
         let old = lost.server.clone();
         // Its threads end while we find a new server; joining them (dropping `lost`) waits
@@ -146,6 +159,11 @@ impl Session {
             "lost server name={} server={old} reason=\"{reason}\"; failing over",
             self.config.name
         );
+        if let Some((standby, connection, resent)) = self.go_to_standby(&old, &reason) {
+            self.failed_over(&old, &standby, resent);
+            drop(lost);
+            return Some(connection);
+        }
         // The server to ask about, and whether this client failed to register there after
         // the coordinator named it (then the coordinator must place it elsewhere, even if
         // the server looks fine from where the coordinator is: a one-way cut).
@@ -178,18 +196,7 @@ impl Session {
             match self.register(&target, FAILOVER_REGISTER_TIMEOUT) {
                 Ok(mut connection) => match self.resend(&mut connection) {
                     Ok(resent) => {
-                        log::info!(
-                            "failover name={} from={old} to={target} resent={resent}",
-                            self.config.name
-                        );
-                        if target == old {
-                            self.emit(Event::Reconnected { server: target });
-                        } else {
-                            self.emit(Event::Failover {
-                                from: old.clone(),
-                                to: target,
-                            });
-                        }
+                        self.failed_over(&old, &target, resent);
                         drop(lost);
                         return Some(connection);
                     }
@@ -214,6 +221,58 @@ impl Session {
                 recv(self.stop_rx) -> _ => return None,
                 default(FAILOVER_RETRY) => {}
             }
+        }
+    }
+
+    /// The shortcut past the coordinator for a server that is gone: registers on the
+    /// standby the server named, resending what it may lack. Taken only when the connection
+    /// ended (closed or reset, not silent) and the server's port says it is gone
+    /// ([`net::is_gone`]): a crashed server's ten thousand clients then fail over without
+    /// ten thousand `Locate`s, while a connection that broke on its own goes back to its
+    /// live server, and a hung one is left to the coordinator's heartbeats, as before.
+    /// `None` when there is no standby or it did not take the client; the coordinator is
+    /// asked then. `docs/heartbeats-and-failover.md`, "Standby servers", tells why.
+    fn go_to_standby(&mut self, old: &str, reason: &Error) -> Option<(String, Connection, usize)> {
+        let standby = self.standby.take().filter(|standby| standby != old)?;
+        if reason.is_timeout() || !net::is_gone(old, GONE_CHECK_TIMEOUT) {
+            return None;
+        }
+        let registered =
+            self.register(&standby, STANDBY_REGISTER_TIMEOUT)
+                .and_then(|mut connection| {
+                    let resent = self.resend(&mut connection)?;
+                    Ok((connection, resent))
+                });
+        match registered {
+            Ok((connection, resent)) => Some((standby, connection, resent)),
+            Err(e) => {
+                log::info!(
+                    "standby {standby} did not take the client ({e}); asking the coordinator \
+                     name={}",
+                    self.config.name
+                );
+                None
+            }
+        }
+    }
+
+    /// Says that the session is registered again, on `target`, after losing `old`, having
+    /// sent `resent` messages again: `reconnected` when it is the same server, `failover`
+    /// when it is another.
+    fn failed_over(&self, old: &str, target: &str, resent: usize) {
+        log::info!(
+            "failover name={} from={old} to={target} resent={resent}",
+            self.config.name
+        );
+        if target == old {
+            self.emit(Event::Reconnected {
+                server: target.to_string(),
+            });
+        } else {
+            self.emit(Event::Failover {
+                from: old.to_string(),
+                to: target.to_string(),
+            });
         }
     }
 

@@ -259,7 +259,8 @@ fn retire(registry: &mut Registry, addr: &str, how: Retired, now: Instant) {
     }
     entry.alive = false;
     let epoch = entry.epoch;
-    let orphans = std::mem::take(&mut entry.clients);
+    let listed = std::mem::take(&mut entry.clients);
+    let (orphans, elsewhere) = registry.not_listed_elsewhere(listed);
     registry.dead_epochs.insert(epoch);
     registry.claims.forget_server(addr);
     registry.rebalance.server_gone(addr);
@@ -285,10 +286,30 @@ fn retire(registry: &mut Registry, addr: &str, how: Retired, now: Instant) {
             )
         }
     }
-    registry.plan_orphans(addr, &orphans, now);
+    registry.plan_orphans(addr, &orphans, elsewhere, now);
 }
 
 impl Registry {
+    /// Splits the clients a retired server last listed into those no live server lists
+    /// (returned: they still need a plan) and how many a live server lists already: they
+    /// went to their standby, or were placed elsewhere, before the server was retired, and
+    /// planning them again would count them twice as load.
+    fn not_listed_elsewhere(&self, listed: Vec<String>) -> (Vec<String>, usize) {
+        let live: HashSet<&str> = self
+            .servers
+            .values()
+            .filter(|s| s.alive)
+            .flat_map(|s| s.clients.iter().map(String::as_str))
+            .collect();
+        let before = listed.len();
+        let orphans: Vec<String> = listed
+            .into_iter()
+            .filter(|name| !live.contains(name.as_str()))
+            .collect();
+        let elsewhere = before - orphans.len();
+        (orphans, elsewhere)
+    }
+
     /// One watchdog round at `now`: everything the coordinator decides by the clock rather
     /// than on a request, in this order. Returns the servers to probe, `(addr, epoch)`, for
     /// the caller to ask outside the lock ([`Registry::probe_answered`] takes the answer).

@@ -58,19 +58,26 @@ impl Registry {
     /// Plans the clients that the dead or left server `from` still had (`orphans`) onto the
     /// live servers ([`redistribute_clients`]), logs the plan and keeps it in the registry's
     /// `plan`: each client is given its planned server when it asks
-    /// ([`Registry::assign`]).
-    pub(super) fn plan_orphans(&mut self, from: &str, orphans: &[String], now: Instant) {
+    /// ([`Registry::assign`]). `elsewhere` more had registered on another server already
+    /// (most often their standby, `server/hub/standby.rs`): the log line counts them.
+    pub(super) fn plan_orphans(
+        &mut self,
+        from: &str,
+        orphans: &[String],
+        elsewhere: usize,
+        now: Instant,
+    ) {
         // Earlier plans for these clients are void: they are about to be planned again, and
         // must not count as load where they were going.
         for name in orphans {
             self.plan.remove(name);
         }
         let plan = redistribute_clients(orphans, &self.loads());
-        if !orphans.is_empty() {
+        if !orphans.is_empty() || elsewhere > 0 {
             let m = &self.metrics;
             Metrics::plan(&m.redistribution_plans, &m.redistribution_moves, plan.len());
             log::info!(
-                "redistribution plan from={from} moves=[{}]",
+                "redistribution plan from={from} moves=[{}] already_elsewhere={elsewhere}",
                 plan_for_the_log(&plan)
             );
         }

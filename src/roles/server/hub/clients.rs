@@ -170,6 +170,7 @@ impl Hub {
             if let Some(resume) = &resume {
                 initial.extend(state.history.replay_for(session, &resume.seen));
             }
+            initial.push(state.standbys.deal());
             state.next_id += 1;
             let conn = state.next_id;
             let (outbox_tx, outbox_rx) = outbox(limits.client_queue, limits.client_queue_bytes);

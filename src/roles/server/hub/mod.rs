@@ -3,8 +3,9 @@
 //! cloneable `Arc<Mutex<State>>`) and the way in for every message ([`Hub::publish`]: room
 //! asked of every part in [`State::has_room`], then taken in by [`State::take_in`]). The
 //! parts of [`State`] live beside it: `history.rs` (rules 1 and 2), `relay.rs` (rules 3 and
-//! 4), `clients.rs` and `delivery.rs` (the local clients, what each is sent), `locked.rs`
-//! (the lock's guard) and `incarnation.rs` (epoch, readiness, the fence).
+//! 4), `clients.rs` and `delivery.rs` (the local clients, what each is sent), `standby.rs`
+//! (where each client goes should this server be gone), `locked.rs` (the lock's guard) and
+//! `incarnation.rs` (epoch, readiness, the fence).
 //!
 //! **Who calls it.** Every server thread: connection threads (register, publish, relays),
 //! writers (catch-up), peer links (subscribe, acks) and `heartbeat` (peers, epoch). It starts
@@ -20,6 +21,7 @@ mod history;
 mod incarnation;
 mod locked;
 mod relay;
+mod standby;
 
 use std::collections::HashSet;
 use std::net::{Shutdown, TcpStream};
@@ -34,6 +36,7 @@ use clients::Clients;
 use history::{History, Verdict};
 use locked::Locked;
 use relay::Relay;
+use standby::Standbys;
 
 /// How often a waiting publish looks again without being woken (see [`Hub::publish`]).
 const ROOM_RECHECK: Duration = Duration::from_millis(100);
@@ -169,6 +172,8 @@ struct State {
     history: History,
     /// Rules 3 and 4 and the peer links (`relay.rs`).
     relay: Relay,
+    /// The servers dealt to the clients as standbys (`standby.rs`).
+    standbys: Standbys,
 }
 
 /// What a scrape of the metrics reads from the hub ([`Hub::gauges`]).
