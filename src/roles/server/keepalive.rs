@@ -5,10 +5,10 @@
 //! **Threads.** `keepalives` ([`keepalive_loop`]), one per server: every
 //! [`ClientTimers::tick`] it asks the hub for the clients written nothing for
 //! [`ClientTimers::quiet`] (`Hub::quiet_clients`, under the lock, no I/O there) and writes
-//! each a pre-encoded `Keepalive` through its pen, without blocking, as the fan-out writes
-//! a delivery: no client's thread wakes, and a client being written to is skipped. A pen
-//! whose socket is full goes to the pool; a failed send shuts that client's socket down,
-//! and its connection thread deregisters it.
+//! each a pre-encoded `Keepalive` through its pen, without blocking, with the send the
+//! fan-out writes a delivery with (`write::send_through`, which says what a full socket or
+//! a failed send does with the pen): no client's thread wakes, and a client being written
+//! to is skipped.
 //!
 //! **Stopping.** The loop ends when the server's stop channel disconnects. What it costs
 //! and buys: `docs/heartbeats-and-failover.md`, "Client keepalives".
@@ -18,7 +18,7 @@ use std::time::Duration;
 use crossbeam_channel::{select, tick};
 
 use super::Shared;
-use super::write::{Pool, WriteSide};
+use super::write::{Pool, WriteSide, send_through};
 use crate::protocol::Message;
 
 /// Heartbeat intervals a client may go unwritten before the server writes it a keepalive:
@@ -109,26 +109,17 @@ pub(super) fn keepalive_loop(shared: Shared) {
 /// its socket does not take goes with the pen to the pool's writer.
 fn write_keepalive(side: &WriteSide, keepalive: &[u8], pool: &Pool) {
     // Held by someone else: frames are on their way, which is all a keepalive says.
-    let Some(mut pen) = side.take_pen() else {
+    let Some(pen) = side.take_pen() else {
         return;
     };
-    let sent = pen.send_now(keepalive);
-    let put_down = match sent {
-        // All on the socket: put down, unless frames came meanwhile (then go on with them).
-        Ok(true) => pen.put_down(),
-        // A full socket: the rest waits in the pen, for a writer that may block.
-        Ok(false) => Ok(Some(pen)),
-        Err(e) => Err(e),
+    // A full socket or a failed send: `send_through` has dealt with the pen.
+    let Some(pen) = send_through(pen, keepalive, pool) else {
+        return;
     };
-    match put_down {
-        Ok(None) => {}
-        Ok(Some(pen)) => pool.hand_over(pen),
-        // The pen stays up (nobody writes this socket again); the shutdown wakes the
-        // client's connection thread, which deregisters it.
-        Err(e) => {
-            log::debug!("keepalive to a client failed name={}: {e}", side.name());
-            let _ = side.stream().shutdown(std::net::Shutdown::Both);
-        }
+    // All on the socket, so nothing is buffered and putting the pen down writes nothing
+    // and cannot fail. Frames queued meanwhile: the pen goes to a writer with them.
+    if let Ok(Some(pen)) = pen.put_down() {
+        pool.hand_over(pen);
     }
 }
 

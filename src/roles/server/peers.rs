@@ -312,33 +312,25 @@ pub(super) fn serve_peer(stream: TcpStream, shared: &Shared, deadline: Instant) 
                 seq,
                 body,
             } if history => {
-                let origin = || Origin::PeerHistory {
+                let origin = Origin::PeerHistory {
                     addr: addr.clone(),
                     epoch,
                 };
-                let message = [(seq, body)];
                 // One message, which may wait for room: the peer hears from this link
                 // meanwhile, as it does while relays wait.
-                loop {
-                    let until = Some(answer.due());
-                    match (shared.hub).publish_until(
-                        origin(),
-                        &from,
-                        session,
-                        &message,
-                        &mut pens,
-                        until,
-                    ) {
-                        Published::All => break,
-                        Published::Paused(_) => {
-                            pens.write_now();
-                            answer.send()?;
-                        }
-                        Published::Stale => {
-                            pens.write_now();
-                            return stale(&stream);
-                        }
-                    }
+                let message = [(seq, body)];
+                let live = publish_answering(
+                    &shared.hub,
+                    origin,
+                    &from,
+                    session,
+                    &message,
+                    &mut pens,
+                    &mut answer,
+                )?;
+                if !live {
+                    pens.write_now();
+                    return stale(&stream);
                 }
             }
             Message::PeerSynced if history => {
@@ -386,6 +378,55 @@ struct Link<'a> {
     addr: &'a str,
     epoch: u64,
     shared: &'a Shared,
+}
+
+/// [`Hub::publish`] for a link: takes `messages`, one sender session's, into the hub from
+/// `origin` (a batch of relays, or one message of the peer's history), and answers the peer
+/// at least once an interval while a slow reader here holds them back ([`Answer`]). Each
+/// time `Hub::publish_until` gives up waiting for room at the ack's time, the pens taken so
+/// far are written for, an ack goes for the relays taken in so far, and the rest are passed
+/// again. Returns `false` when the peer incarnation is no longer live; what was taken in
+/// before stays taken in.
+///
+/// # Errors
+/// When an ack cannot be written: the link is broken.
+fn publish_answering(
+    hub: &Hub,
+    origin: Origin,
+    from: &str,
+    session: u64,
+    messages: &[(u64, Body)],
+    pens: &mut Pens,
+    answer: &mut Answer,
+) -> Result<bool> {
+    // Relays name the index of the last of them, and they follow each other: once the
+    // first `done` are taken in, every relay up to that index less the ones not taken in
+    // is stored here. A message of history is no relay, and no ack counts it.
+    let count_taken = |answer: &mut Answer, done: usize| {
+        if let Origin::Peer { index, .. } = origin {
+            let not_taken = (messages.len() - done) as u64;
+            answer.taken = answer.taken.max(index - not_taken);
+        }
+    };
+    let mut done = 0;
+    while done < messages.len() {
+        let rest = &messages[done..];
+        let until = Some(answer.due());
+        match hub.publish_until(origin.clone(), from, session, rest, pens, until) {
+            Published::All => done = messages.len(),
+            Published::Paused(taken_in) => {
+                done += taken_in;
+                count_taken(answer, done);
+                pens.write_now();
+                answer.send()?;
+            }
+            Published::Stale => return Ok(false),
+        }
+    }
+    if !messages.is_empty() {
+        count_taken(answer, done);
+    }
+    Ok(true)
 }
 
 /// What the receiving side of a link owes its peer: a `PeerAck` for the relays it has taken
@@ -471,50 +512,21 @@ impl Relays {
     }
 
     /// Takes these relays into the hub, from the peer incarnation of `link`, and empties
-    /// the batch. While a slow reader here holds them back, the link still answers its peer
-    /// once an interval, with an ack for those taken in so far ([`Answer`]). Returns
+    /// the batch. The link answers its peer meanwhile ([`publish_answering`]). Returns
     /// `false` when that incarnation is no longer live.
     ///
     /// # Errors
     /// When an ack cannot be written: the link is broken.
     fn take_in(&mut self, link: &Link, pens: &mut Pens, answer: &mut Answer) -> Result<bool> {
-        let mut done = 0;
-        while done < self.messages.len() {
-            let origin = Origin::Peer {
-                addr: link.addr.to_string(),
-                epoch: link.epoch,
-                index: self.last_index,
-            };
-            let rest = &self.messages[done..];
-            let until = Some(answer.due());
-            let published = (link.shared.hub).publish_until(
-                origin,
-                &self.from,
-                self.session,
-                rest,
-                pens,
-                until,
-            );
-            match published {
-                Published::All => done = self.messages.len(),
-                Published::Paused(taken_in) => {
-                    done += taken_in;
-                    // The relays follow each other: the first `done` are taken in.
-                    let not_taken = (self.messages.len() - done) as u64;
-                    answer.taken = answer.taken.max(self.last_index - not_taken);
-                    pens.write_now();
-                    answer.send()?;
-                }
-                Published::Stale => {
-                    self.messages.clear();
-                    return Ok(false);
-                }
-            }
-        }
-        if !self.messages.is_empty() {
-            answer.taken = answer.taken.max(self.last_index);
-        }
+        let origin = Origin::Peer {
+            addr: link.addr.to_string(),
+            epoch: link.epoch,
+            index: self.last_index,
+        };
+        let hub = &link.shared.hub;
+        let (from, session) = (&self.from, self.session);
+        let live = publish_answering(hub, origin, from, session, &self.messages, pens, answer)?;
         self.messages.clear();
-        Ok(true)
+        Ok(live)
     }
 }

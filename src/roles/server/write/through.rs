@@ -1,5 +1,7 @@
-//! Writing through: the pens a thread took while it called the hub ([`Pens`]), and how it
-//! writes for them without blocking ([`Pens::write_now`], one `net::send_now` per client).
+//! Writing through: the pens a thread took while it called the hub ([`Pens`]), how it
+//! writes for them without blocking ([`Pens::write_now`]), and the one send every write
+//! through makes ([`send_through`]: one `net::send_now`, and what a full socket or a failed
+//! send does with the pen).
 //!
 //! **Who calls it.** A publisher's connection thread, a peer link's, and an `acks-<addr>`
 //! thread whose acks became due: each writes once it has taken in everything it has read,
@@ -7,6 +9,7 @@
 //! own socket), so no pen it holds waits on anything but its own work. Each [`Pen`] here is
 //! written for and put down, or handed to exactly one writer; pens still held when a [`Pens`]
 //! is dropped (the connection ended with an error) are handed to writers, so none is lost.
+//! The `keepalives` thread sends its keepalives through [`send_through`] too.
 //!
 //! Why it exists, and what batching and writing sooner measured:
 //! `docs/thread-per-connection.md` ("Who writes a client's socket") and
@@ -102,19 +105,41 @@ fn write_for(mut pen: Pen, batch: &mut Vec<u8>, pool: &Pool) {
                 Ok(None) | Err(_) => return,
             }
         }
-        match pen.send_now(batch) {
-            Ok(true) => {}
-            Ok(false) => break, // the socket is full: what it did not take is in the pen
-            Err(e) => {
-                // As when a writer's write fails: the connection thread ends and removes
-                // the client. The pen goes with it.
-                log::debug!("writing for client failed name={}: {e}", pen.side().name());
-                let _ = pen.side().stream().shutdown(Shutdown::Both);
-                return;
-            }
+        match send_through(pen, batch, pool) {
+            Some(sent) => pen = sent,
+            None => return, // handed to a writer, or the client is being removed
         }
     }
     pool.hand_over(pen);
+}
+
+/// Sends `bytes` to `pen`'s client without waiting, the one way the write path writes
+/// through ([`Pens::write_now`] for each batch, the `keepalives` thread for a keepalive).
+/// Returns the pen when the socket took every byte: the caller writes more with it, or
+/// puts it down. Otherwise the pen is gone, one of two ways:
+///
+/// - the socket is full: the pen goes to a writer ([`Pool::hand_over`]), with what the
+///   socket did not take, to go first;
+/// - the send failed: the socket is shut down and the pen dropped, so it stays up and
+///   nobody writes this socket again. As when a writer's write fails, the shutdown wakes
+///   the client's connection thread, which ends and removes the client.
+///
+/// Never blocks.
+#[must_use = "a pen given back must be put down or handed over"]
+pub fn send_through(mut pen: Pen, bytes: &[u8], pool: &Pool) -> Option<Pen> {
+    match pen.send_now(bytes) {
+        Ok(true) => Some(pen),
+        // What the socket did not take is in the pen.
+        Ok(false) => {
+            pool.hand_over(pen);
+            None
+        }
+        Err(e) => {
+            log::debug!("writing to a client failed name={}: {e}", pen.side().name());
+            let _ = pen.side().stream().shutdown(Shutdown::Both);
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -184,5 +209,20 @@ mod tests {
         got.extend_from_slice(pen.buffered());
         got.extend_from_slice(&queued);
         assert!(got == expected, "the bytes arrive once and in order");
+    }
+
+    #[test]
+    fn a_failed_send_shuts_the_socket_down_and_leaves_the_pen_up() {
+        let (pen, side, _tx, _client) = client_with_pen();
+        // This side can no longer send: the next send fails (EPIPE), as to a client gone.
+        side.stream().shutdown(Shutdown::Write).unwrap();
+        let (pool, jobs_rx) = Pool::channel();
+        assert!(send_through(pen, b"hello", &pool).is_none());
+        assert!(jobs_rx.try_recv().is_err(), "no writer was handed the pen");
+        assert!(side.take_pen().is_none(), "nobody writes this socket again");
+        // Shut down for reading too, which is what wakes the client's connection thread:
+        // its read returns the end of the stream while the client is still connected.
+        let mut buf = [0u8; 8];
+        assert_eq!((&**side.stream()).read(&mut buf).unwrap(), 0);
     }
 }
