@@ -159,11 +159,24 @@ impl Session {
             "lost server name={} server={old} reason=\"{reason}\"; failing over",
             self.config.name
         );
-        if let Some((standby, connection, resent)) = self.go_to_standby(&old, &reason) {
-            self.failed_over(&old, &standby, resent);
+        if let Some(standby) = self.standby_for_a_gone_server(&old, &reason) {
+            // Nothing to go back to: the lost connection's threads are joined now, before
+            // this client starts two more (ten thousand clients at once would otherwise
+            // hold both pairs).
             drop(lost);
-            return Some(connection);
+            if let Some((connection, resent)) = self.go_to_standby(&standby) {
+                self.failed_over(&old, &standby, resent);
+                return Some(connection);
+            }
+            return self.ask_until_placed(old);
         }
+        let placed = self.ask_until_placed(old);
+        drop(lost);
+        placed
+    }
+
+    /// The loop of [`Session::fail_over`] that asks the coordinator (see there).
+    fn ask_until_placed(&mut self, old: String) -> Option<Connection> {
         // The server to ask about, and whether this client failed to register there after
         // the coordinator named it (then the coordinator must place it elsewhere, even if
         // the server looks fine from where the coordinator is: a one-way cut).
@@ -197,7 +210,6 @@ impl Session {
                 Ok(mut connection) => match self.resend(&mut connection) {
                     Ok(resent) => {
                         self.failed_over(&old, &target, resent);
-                        drop(lost);
                         return Some(connection);
                     }
                     Err(e) => log::debug!("resending to {target} failed: {e}"),
@@ -224,27 +236,29 @@ impl Session {
         }
     }
 
-    /// The shortcut past the coordinator for a server that is gone: registers on the
-    /// standby the server named, resending what it may lack. Taken only when the connection
-    /// ended (closed or reset, not silent) and the server's port says it is gone
-    /// ([`net::is_gone`]): a crashed server's ten thousand clients then fail over without
-    /// ten thousand `Locate`s, while a connection that broke on its own goes back to its
-    /// live server, and a hung one is left to the coordinator's heartbeats, as before.
-    /// `None` when there is no standby or it did not take the client; the coordinator is
-    /// asked then. `docs/heartbeats-and-failover.md`, "Standby servers", tells why.
-    fn go_to_standby(&mut self, old: &str, reason: &Error) -> Option<(String, Connection, usize)> {
+    /// The standby to go to without asking the coordinator, if this client holds one and
+    /// its server is gone: the connection ended (closed or reset, not silent) and the
+    /// server's port says so ([`net::is_gone`]). A crashed server's ten thousand clients then
+    /// fail over without ten thousand `Locate`s, while a connection that broke on its own
+    /// goes back to its live server, and a hung server is left to the coordinator's
+    /// heartbeats, as before. `docs/heartbeats-and-failover.md`, "Standby servers", tells
+    /// why.
+    fn standby_for_a_gone_server(&mut self, old: &str, reason: &Error) -> Option<String> {
         let standby = self.standby.take().filter(|standby| standby != old)?;
-        if reason.is_timeout() || !net::is_gone(old, GONE_CHECK_TIMEOUT) {
-            return None;
-        }
+        (!reason.is_timeout() && net::is_gone(old, GONE_CHECK_TIMEOUT)).then_some(standby)
+    }
+
+    /// Registers on `standby`, resending what it may lack. `None` when it did not take the
+    /// client (it died too, is full, is stopping); the coordinator is asked then.
+    fn go_to_standby(&mut self, standby: &str) -> Option<(Connection, usize)> {
         let registered =
-            self.register(&standby, STANDBY_REGISTER_TIMEOUT)
+            self.register(standby, STANDBY_REGISTER_TIMEOUT)
                 .and_then(|mut connection| {
                     let resent = self.resend(&mut connection)?;
                     Ok((connection, resent))
                 });
         match registered {
-            Ok((connection, resent)) => Some((standby, connection, resent)),
+            Ok(registered) => Some(registered),
             Err(e) => {
                 log::info!(
                     "standby {standby} did not take the client ({e}); asking the coordinator \
