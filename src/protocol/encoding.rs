@@ -176,9 +176,10 @@ impl Message {
                 out.u8(T_MOVE);
                 out.str(server);
             }
-            Message::Standby { server } => {
+            Message::Standby { server, spread_ms } => {
                 out.u8(T_STANDBY);
                 out.str(server);
+                out.u32(*spread_ms);
             }
             Message::PeerHello { addr, epoch } => {
                 out.u8(T_PEER_HELLO);
@@ -342,7 +343,10 @@ impl Message {
             T_KEEPALIVE => Message::Keepalive,
             T_DEREGISTER => Message::Deregister,
             T_MOVE => Message::Move { server: r.str()? },
-            T_STANDBY => Message::Standby { server: r.str()? },
+            T_STANDBY => Message::Standby {
+                server: r.str()?,
+                spread_ms: r.u32()?,
+            },
             T_PEER_HELLO => Message::PeerHello {
                 addr: r.str()?,
                 epoch: r.u64()?,

@@ -247,12 +247,17 @@ pub enum Message {
         server: String,
     },
     /// Server → client: should this server be gone (its port refuses, or resets before it
-    /// speaks), register on `server` without asking the coordinator; empty when there is no
-    /// other server. Sent after `Registered` and whenever the live servers change. The
-    /// client keeps the latest one (`docs/heartbeats-and-failover.md`, "Standby servers").
+    /// speaks), register on `server` without asking the coordinator, after a random wait
+    /// of up to `spread_ms`; `server` is empty when there is no other server. Sent after
+    /// `Registered`, whenever the live servers change, and as the server's clients double.
+    /// The client keeps the latest one (`docs/heartbeats-and-failover.md`, "Standby
+    /// servers").
     Standby {
         /// The server to fail over to, or empty.
         server: String,
+        /// The longest wait before going there: the server's clients would all arrive
+        /// at once otherwise. Grows with the number of clients the server holds.
+        spread_ms: u32,
     },
 
     /// Server → server: the first frame after `Hello{Peer}`.

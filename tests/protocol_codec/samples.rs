@@ -266,9 +266,11 @@ pub(crate) fn sample_messages() -> Vec<Message> {
         },
         Message::Standby {
             server: "127.0.0.1:8083".into(),
+            spread_ms: 3_000,
         },
         Message::Standby {
             server: String::new(),
+            spread_ms: 0,
         },
         Message::PeerHello {
             addr: "127.0.0.1:8081".into(),

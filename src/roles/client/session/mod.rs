@@ -75,6 +75,13 @@ pub struct SessionConfig {
     pub secret: Option<Secret>,
 }
 
+/// The server to go to should this one be gone, and the longest random wait before going
+/// there ([`Message::Standby`]; `register.rs` uses it).
+struct Standby {
+    server: String,
+    spread: Duration,
+}
+
 /// Everything a client knows, owned by the one `session-<name>` thread, so no lock.
 struct Session {
     config: SessionConfig,
@@ -92,7 +99,7 @@ struct Session {
     /// Where to register, without asking the coordinator, should the server be gone: the
     /// latest `Standby` the server sent, cleared on every new registration (the new server
     /// sends its own).
-    standby: Option<String>,
+    standby: Option<Standby>,
     /// The next frame counter (`seq` on the wire).
     next_seq: u64,
     /// The next message number (`seq` in the events).
@@ -376,7 +383,12 @@ impl Session {
             }
             Message::Ack { seq } => self.take_ack(seq),
             Message::Keepalive => {}
-            Message::Standby { server } => self.standby = (!server.is_empty()).then_some(server),
+            Message::Standby { server, spread_ms } => {
+                self.standby = (!server.is_empty()).then(|| Standby {
+                    server,
+                    spread: Duration::from_millis(spread_ms.into()),
+                });
+            }
             Message::Error { code, reason } => {
                 return Err(Error::Refused(code, reason));
             }

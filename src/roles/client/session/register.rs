@@ -17,11 +17,12 @@ use std::time::Duration;
 
 use crossbeam_channel::select;
 
-use super::{Connection, Error, Event, Message, Result, SEND_QUEUE, Session};
+use super::{Connection, Error, Event, Message, Result, SEND_QUEUE, Session, Standby};
 use crate::auth::Secret;
 use crate::net;
 use crate::protocol::{Resume, Role, join_report, read_message};
 use crate::roles::client::locate::locate;
+use crate::support::random::random_u64;
 
 /// How long the first registration may take before the client gives up (exit status 1).
 const FIRST_REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -164,8 +165,11 @@ impl Session {
             // this client starts two more (ten thousand clients at once would otherwise
             // hold both pairs).
             drop(lost);
-            if let Some((connection, resent)) = self.go_to_standby(&standby) {
-                self.failed_over(&old, &standby, resent);
+            if !self.wait_for_my_turn(&standby) {
+                return None;
+            }
+            if let Some((connection, resent)) = self.go_to_standby(&standby.server) {
+                self.failed_over(&old, &standby.server, resent);
                 return Some(connection);
             }
             return self.ask_until_placed(old);
@@ -243,9 +247,25 @@ impl Session {
     /// goes back to its live server, and a hung server is left to the coordinator's
     /// heartbeats, as before. `docs/heartbeats-and-failover.md`, "Standby servers", tells
     /// why.
-    fn standby_for_a_gone_server(&mut self, old: &str, reason: &Error) -> Option<String> {
-        let standby = self.standby.take().filter(|standby| standby != old)?;
+    fn standby_for_a_gone_server(&mut self, old: &str, reason: &Error) -> Option<Standby> {
+        let standby = self
+            .standby
+            .take()
+            .filter(|standby| standby.server != old)?;
         (!reason.is_timeout() && net::is_gone(old, GONE_CHECK_TIMEOUT)).then_some(standby)
+    }
+
+    /// Waits a random part of the standby's spread: the server's other clients are on
+    /// their way too, and all at once they would starve the servers that take them. False
+    /// when the session was stopped meanwhile.
+    fn wait_for_my_turn(&self, standby: &Standby) -> bool {
+        let wait = standby
+            .spread
+            .mul_f64(random_u64() as f64 / u64::MAX as f64);
+        select! {
+            recv(self.stop_rx) -> _ => false,
+            default(wait) => true,
+        }
     }
 
     /// Registers on `standby`, resending what it may lack. `None` when it did not take the

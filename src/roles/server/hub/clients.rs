@@ -170,7 +170,7 @@ impl Hub {
             if let Some(resume) = &resume {
                 initial.extend(state.history.replay_for(session, &resume.seen));
             }
-            initial.push(state.standbys.deal());
+            initial.push(state.standbys.deal(state.clients.len() + 1));
             state.next_id += 1;
             let conn = state.next_id;
             let (outbox_tx, outbox_rx) = outbox(limits.client_queue, limits.client_queue_bytes);
@@ -190,6 +190,7 @@ impl Hub {
                 pending_ack: None,
             };
             state.clients.add(client);
+            state.deal_standbys_as_clients_double();
             Ok(Registration {
                 conn,
                 initial,

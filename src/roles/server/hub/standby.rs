@@ -4,19 +4,39 @@
 //! clients arrive spread evenly over the rest, and the coordinator is not asked "which
 //! server?" by all of them at once.
 //!
+//! Each `Standby` also says how long the client may wait before it goes there, at random:
+//! [`SPREAD_PER_CLIENT`] for every client this server holds, so that ten thousand clients
+//! arrive over three seconds instead of in one burst that starves every thread of the
+//! machines that take them (a burst of 10,000 starved the survivors' peer links long
+//! enough for the coordinator to take them for cut).
+//!
 //! **Who calls it.** The `heartbeat` thread, with each reply's list of servers
 //! ([`Hub::set_standbys`], which deals again to every client when the list changed), and a
 //! client's `conn-<peer>` thread as it registers (`Hub::register` adds the client's
-//! `Standby` to its initial frames). Both under the hub's lock; the frames are queued like
-//! any other, never written here.
+//! `Standby` to its initial frames, and deals again to everyone when the number of clients
+//! reaches a power of two, so that each client's spread stays within half of what it
+//! should be). Both under the hub's lock; the frames are queued like any other, never
+//! written here.
 //!
 //! **When a standby is wrong** (it died too, it is full, it is stopping), the client learns
 //! it when it registers there, and asks the coordinator as it would have. Why a client uses
 //! its standby only when its server is gone, and what the deal leaves uneven:
 //! `docs/heartbeats-and-failover.md`, "Standby servers".
 
-use super::{Frame, Hub};
+use std::time::Duration;
+
+use super::{Frame, Hub, State};
 use crate::protocol::{Message, ServerInfo};
+
+/// How much later, at most, each client of this server may arrive at its standby: the
+/// spread grows by this much for every client the server holds. 0.3 ms a client is about
+/// what a 2-core machine spends to take one in (a connection, a thread, a resume), so the
+/// clients arrive no faster than the standbys can take them: 10,000 clients over 3 s.
+const SPREAD_PER_CLIENT: Duration = Duration::from_micros(300);
+
+/// From this many clients on, every doubling deals the standbys again with the new spread.
+/// Below it the spread is under 20 ms, and a few clients more or less change nothing.
+const REDEAL_FROM: usize = 64;
 
 /// The servers dealt to clients as standbys, and whose turn is next.
 #[derive(Default)]
@@ -28,16 +48,19 @@ pub(super) struct Standbys {
 }
 
 impl Standbys {
-    /// The next client's `Standby` frame: the next server in turn, or an empty one when no
-    /// other server takes clients (the client then forgets the one it had).
-    pub(super) fn deal(&mut self) -> Frame {
+    /// The next client's `Standby` frame, for a server holding `clients`: the next server
+    /// in turn, or an empty one when no other server takes clients (the client then
+    /// forgets the one it had).
+    pub(super) fn deal(&mut self, clients: usize) -> Frame {
         let server = if self.servers.is_empty() {
             String::new()
         } else {
             self.next = (self.next + 1) % self.servers.len();
             self.servers[self.next].clone()
         };
-        Frame::from(Message::Standby { server }.encode())
+        let spread = SPREAD_PER_CLIENT.saturating_mul(u32::try_from(clients).unwrap_or(u32::MAX));
+        let spread_ms = u32::try_from(spread.as_millis()).unwrap_or(u32::MAX);
+        Frame::from(Message::Standby { server, spread_ms }.encode())
     }
 
     /// Takes the servers of a complete list that could stand in for `own`. Returns whether
@@ -64,21 +87,37 @@ impl Hub {
     /// deal made from it would send every client to the first one.
     ///
     /// Ten thousand clients get ten thousand small frames, queued in one hold of the lock;
-    /// this happens when the cluster changes, not on every heartbeat. A client whose outbox
-    /// is full keeps the standby it had, which is at worst a server that turns it away.
+    /// this happens when the cluster changes, not on every heartbeat.
     pub fn set_standbys(&self, servers: &[ServerInfo], complete: bool) {
         if !complete {
             return;
         }
         self.with_state(|state, _, _| {
-            if !state.standbys.replace(servers, &state.addr) {
-                return;
-            }
-            for client in state.clients.by_name.values_mut() {
-                let _ = client.outbox_tx.try_push(state.standbys.deal());
-                client.see_written(&mut state.taken);
+            if state.standbys.replace(servers, &state.addr) {
+                state.deal_standbys_to_all();
             }
         });
+    }
+}
+
+impl State {
+    /// Queues a new `Standby` for every local client. A client whose outbox is full keeps
+    /// the standby it had, which is at worst a server that turns it away.
+    fn deal_standbys_to_all(&mut self) {
+        let count = self.clients.len();
+        for client in self.clients.by_name.values_mut() {
+            let _ = client.outbox_tx.try_push(self.standbys.deal(count));
+            client.see_written(&mut self.taken);
+        }
+    }
+
+    /// After a registration: deals again to every client when their number has just
+    /// doubled (see the module doc).
+    pub(super) fn deal_standbys_as_clients_double(&mut self) {
+        let count = self.clients.len();
+        if count >= REDEAL_FROM && count.is_power_of_two() {
+            self.deal_standbys_to_all();
+        }
     }
 }
 
@@ -96,12 +135,16 @@ mod tests {
         }
     }
 
-    fn dealt(standbys: &mut Standbys) -> String {
-        let frame = standbys.deal();
+    fn dealt_with_spread(standbys: &mut Standbys, clients: usize) -> (String, u32) {
+        let frame = standbys.deal(clients);
         match Message::decode(&frame[4..]).unwrap() {
-            Message::Standby { server } => server,
+            Message::Standby { server, spread_ms } => (server, spread_ms),
             other => panic!("expected Standby, got {other:?}"),
         }
+    }
+
+    fn dealt(standbys: &mut Standbys) -> String {
+        dealt_with_spread(standbys, 1).0
     }
 
     #[test]
@@ -125,5 +168,13 @@ mod tests {
         let mut standbys = Standbys::default();
         assert!(!standbys.replace(&[server("me:1", true, false)], "me:1"));
         assert_eq!(dealt(&mut standbys), "");
+    }
+
+    #[test]
+    fn the_spread_grows_with_the_clients_the_server_holds() {
+        let mut standbys = Standbys::default();
+        assert_eq!(dealt_with_spread(&mut standbys, 0).1, 0);
+        assert_eq!(dealt_with_spread(&mut standbys, 1_000).1, 300);
+        assert_eq!(dealt_with_spread(&mut standbys, 10_000).1, 3_000);
     }
 }
