@@ -17,7 +17,10 @@
 //!   for a parent-death signal (`signals.rs`);
 //! - `getrlimit(2)` and `setrlimit(2)`, for the open-file limit (`limits.rs`);
 //! - glibc's `mallopt(3)` and `malloc_trim(3)`, for giving memory back (`memory.rs`);
-//! - `sysconf(3)`, for the unit of the CPU times in `/proc` (`cpu.rs`).
+//! - `sysconf(3)`, for the unit of the CPU times in `/proc` (`cpu.rs`);
+//! - `setpriority(2)`, for the storm bench's client processes, which stand for clients on
+//!   other machines and so must not outrank the servers for the CPU
+//!   (`tools/bench/storm_part.rs`).
 //!
 //! No thread, no state.
 
@@ -39,6 +42,7 @@ mod c {
         pub fn signal(signum: c_int, handler: extern "C" fn(c_int)) -> usize;
         pub fn prctl(option: c_int, ...) -> c_int;
         pub fn sysconf(name: c_int) -> c_long;
+        pub fn setpriority(which: c_int, who: c_int, prio: c_int) -> c_int;
     }
 
     #[cfg(target_os = "linux")]
@@ -137,6 +141,22 @@ pub fn set_parent_death_signal(signum: c_int) -> io::Result<()> {
     // touches no memory of the process; passing it as `c_ulong` gives the variadic call
     // the width the kernel reads.
     match unsafe { c::prctl(PR_SET_PDEATHSIG, signum as c_ulong) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// `setpriority(PRIO_PROCESS, 0, nice)`: gives the calling thread the nice value `nice`
+/// (higher is a smaller share of the CPU). On Linux the nice value is a thread's, and
+/// threads started afterwards inherit it, so calling it first thing covers the process.
+///
+/// # Errors
+/// When `nice` may not be set (`EACCES`: lowering it needs a privilege).
+pub fn set_nice(nice: c_int) -> io::Result<()> {
+    /// `PRIO_PROCESS` (`<sys/resource.h>`).
+    const PRIO_PROCESS: c_int = 0;
+    // SAFETY: setpriority takes three integers by value and touches no memory.
+    match unsafe { c::setpriority(PRIO_PROCESS, 0, nice) } {
         0 => Ok(()),
         _ => Err(io::Error::last_os_error()),
     }

@@ -30,12 +30,16 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::storm_clients::{Seen, current_tid, start_idle, watch};
 use crate::error::{Error, Result};
+use crate::support::sys;
 use crate::tools::children::this_executable;
 
 /// Most client sessions in one process: 15,000 descriptors and 15,000 threads, three
 /// quarters of the open-file limit and under half the mappings allowed. A storm of more
 /// clients runs in more parts.
 pub const PART_SIZE: usize = 5_000;
+/// The nice value of a part's threads (0 is the servers'; at 10 a thread gets about a
+/// tenth of the CPU a thread at 0 gets when both want it).
+const CLIENTS_NICE: i32 = 10;
 /// How long a part may take to register its clients. Generous: 5,000 take a few seconds.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a part may take to end its sessions and report, once told to finish.
@@ -203,6 +207,12 @@ pub fn run_part(spec: &str) -> Result<()> {
     };
     let first: usize = first.parse().map_err(|_| bad())?;
     let count: usize = count.parse().map_err(|_| bad())?;
+    // These clients stand for thousands of machines elsewhere: on this one they must not
+    // outrank the servers for the CPU, or the storm measures the clients' scheduling
+    // rather than the servers. Every thread started from here on inherits it.
+    if let Err(e) = sys::set_nice(CLIENTS_NICE) {
+        eprintln!("storm part: could not lower its priority ({e}); going on without");
+    }
     let members = start_idle(coordinator, server, first, count)?;
     let receivers = members.iter().map(|m| m.events.clone()).collect();
     let (tid_tx, tid_rx) = bounded(1);

@@ -190,7 +190,6 @@ impl Hub {
                 pending_ack: None,
             };
             state.clients.add(client);
-            state.deal_standbys_as_clients_double();
             Ok(Registration {
                 conn,
                 initial,

@@ -11,12 +11,11 @@
 //! enough for the coordinator to take them for cut).
 //!
 //! **Who calls it.** The `heartbeat` thread, with each reply's list of servers
-//! ([`Hub::set_standbys`], which deals again to every client when the list changed), and a
-//! client's `conn-<peer>` thread as it registers (`Hub::register` adds the client's
-//! `Standby` to its initial frames, and deals again to everyone when the number of clients
-//! reaches a power of two, so that each client's spread stays within half of what it
-//! should be). Both under the hub's lock; the frames are queued like any other, never
-//! written here.
+//! ([`Hub::set_standbys`], which deals again to every client when the list changed, and
+//! when the clients have doubled since the last deal, so that each client's spread stays
+//! within half of what it should be), and a client's `conn-<peer>` thread as it registers
+//! (`Hub::register` adds the client's `Standby` to its initial frames). The frames are
+//! queued under the hub's lock; the heartbeat thread writes them after it, itself.
 //!
 //! **When a standby is wrong** (it died too, it is full, it is stopping), the client learns
 //! it when it registers there, and asks the coordinator as it would have. Why a client uses
@@ -25,7 +24,7 @@
 
 use std::time::Duration;
 
-use super::{Frame, Hub, State};
+use super::{Frame, Hub, Pens, State};
 use crate::protocol::{Message, ServerInfo};
 
 /// How much later, at most, each client of this server may arrive at its standby: the
@@ -45,6 +44,8 @@ pub(super) struct Standbys {
     servers: Vec<String>,
     /// Where the deal goes on: the index into `servers` of the next client's standby.
     next: usize,
+    /// How many clients the server held when it last dealt to all of them.
+    dealt_for: usize,
 }
 
 impl Standbys {
@@ -82,21 +83,29 @@ impl Standbys {
 
 impl Hub {
     /// Deals standbys again to every local client when the live servers that take clients
-    /// changed (one joined, died, or began to leave). Only a `complete` list counts: a
+    /// changed (one joined, died, or began to leave), or the clients have doubled since the
+    /// last deal (from [`REDEAL_FROM`] on). Only a `complete` list counts: a
     /// coordinator that has just restarted lists only the servers heard from so far, and a
     /// deal made from it would send every client to the first one.
     ///
     /// Ten thousand clients get ten thousand small frames, queued in one hold of the lock;
-    /// this happens when the cluster changes, not on every heartbeat.
+    /// this happens when the cluster changes or the clients double, not on every heartbeat.
     pub fn set_standbys(&self, servers: &[ServerInfo], complete: bool) {
-        if !complete {
-            return;
-        }
-        self.with_state(|state, _, _| {
-            if state.standbys.replace(servers, &state.addr) {
+        let mut pens = Pens::new(self.pool.clone());
+        {
+            let mut state = self.lock();
+            let own = state.addr.clone();
+            let changed = complete && state.standbys.replace(servers, &own);
+            let count = state.clients.len();
+            if changed || (count >= REDEAL_FROM && count >= 2 * state.standbys.dealt_for) {
                 state.deal_standbys_to_all();
             }
-        });
+            pens.add(state.taken.drain(..));
+        }
+        // Written on this thread, a non-blocking send each, rather than handed to the pool:
+        // ten thousand writer threads started for one small frame each would cost the
+        // machine far more than these sends (`write/mod.rs`).
+        pens.write_now();
     }
 }
 
@@ -105,18 +114,10 @@ impl State {
     /// the standby it had, which is at worst a server that turns it away.
     fn deal_standbys_to_all(&mut self) {
         let count = self.clients.len();
+        self.standbys.dealt_for = count;
         for client in self.clients.by_name.values_mut() {
             let _ = client.outbox_tx.try_push(self.standbys.deal(count));
             client.see_written(&mut self.taken);
-        }
-    }
-
-    /// After a registration: deals again to every client when their number has just
-    /// doubled (see the module doc).
-    pub(super) fn deal_standbys_as_clients_double(&mut self) {
-        let count = self.clients.len();
-        if count >= REDEAL_FROM && count.is_power_of_two() {
-            self.deal_standbys_to_all();
         }
     }
 }
