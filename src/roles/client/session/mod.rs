@@ -82,6 +82,10 @@ struct Standby {
     spread: Duration,
 }
 
+/// How long an idle session sleeps when nothing at all happens: it has no work of its own
+/// to do meanwhile (keepalives have their own tick), so this is only a ceiling.
+const IDLE_WAKE: Duration = Duration::from_secs(60);
+
 /// Everything a client knows, owned by the one `session-<name>` thread, so no lock.
 struct Session {
     config: SessionConfig,
@@ -211,10 +215,15 @@ impl Session {
             };
             // With a file chunk to send, do not wait: the `default` arm sends it whenever
             // nothing else is ready, so commands and frames still come first.
+            // Otherwise nothing is due until something arrives, but the stop's deadline: an
+            // idle session sleeps until then, instead of waking a few times a second for
+            // nothing (ten thousand idle clients on one machine add up).
             let idle = if room && self.outgoing.is_some() {
                 Duration::ZERO
+            } else if let Some(deadline) = stop_deadline {
+                deadline.saturating_duration_since(Instant::now())
             } else {
-                Duration::from_millis(200)
+                IDLE_WAKE
             };
             let stop = if stop_deadline.is_none() {
                 &self.stop_rx
