@@ -12,8 +12,8 @@
 //!
 //! **Who calls it.** The `heartbeat` thread, with each reply's list of servers
 //! ([`Hub::set_standbys`], which deals again to every client when the list changed, and
-//! when the clients have doubled since the last deal, so that each client's spread stays
-//! within half of what it should be), and a client's `conn-<peer>` thread as it registers
+//! when the clients have doubled or halved since the last deal, so that each client's
+//! spread stays within a factor of two of what it should be), and a client's `conn-<peer>` thread as it registers
 //! (`Hub::register` adds the client's `Standby` to its initial frames). The frames are
 //! queued under the hub's lock; the heartbeat thread writes them after it, itself.
 //!
@@ -33,8 +33,9 @@ use crate::protocol::{Message, ServerInfo};
 /// clients arrive no faster than the standbys can take them: 10,000 clients over 3 s.
 const SPREAD_PER_CLIENT: Duration = Duration::from_micros(300);
 
-/// From this many clients on, every doubling deals the standbys again with the new spread.
-/// Below it the spread is under 20 ms, and a few clients more or less change nothing.
+/// From this many clients on, every doubling or halving deals the standbys again with the
+/// new spread. Below it the spread is under 20 ms, and a few clients more or less change
+/// nothing.
 const REDEAL_FROM: usize = 64;
 
 /// The servers dealt to clients as standbys, and whose turn is next.
@@ -83,13 +84,14 @@ impl Standbys {
 
 impl Hub {
     /// Deals standbys again to every local client when the live servers that take clients
-    /// changed (one joined, died, or began to leave), or the clients have doubled since the
-    /// last deal (from [`REDEAL_FROM`] on). Only a `complete` list counts: a
+    /// changed (one joined, died, or began to leave), or the clients have doubled or
+    /// halved since the last deal ([`spread_is_stale`]). Only a `complete` list counts: a
     /// coordinator that has just restarted lists only the servers heard from so far, and a
     /// deal made from it would send every client to the first one.
     ///
     /// Ten thousand clients get ten thousand small frames, queued in one hold of the lock;
-    /// this happens when the cluster changes or the clients double, not on every heartbeat.
+    /// this happens when the cluster changes or the clients double or halve, not on every
+    /// heartbeat.
     pub fn set_standbys(&self, servers: &[ServerInfo], complete: bool) {
         let mut pens = Pens::new(self.pool.clone());
         {
@@ -97,7 +99,7 @@ impl Hub {
             let own = state.addr.clone();
             let changed = complete && state.standbys.replace(servers, &own);
             let count = state.clients.len();
-            if changed || (count >= REDEAL_FROM && count >= 2 * state.standbys.dealt_for) {
+            if changed || spread_is_stale(count, state.standbys.dealt_for) {
                 state.deal_standbys_to_all();
             }
             pens.add(state.taken.drain(..));
@@ -107,6 +109,15 @@ impl Hub {
         // machine far more than these sends (`write/mod.rs`).
         pens.write_now();
     }
+}
+
+/// Whether the spreads dealt when the server held `dealt_for` clients are too far from
+/// what `count` clients call for: they have doubled (from [`REDEAL_FROM`] on), or halved
+/// (from that many down).
+fn spread_is_stale(count: usize, dealt_for: usize) -> bool {
+    let grew = count >= REDEAL_FROM && count >= 2 * dealt_for;
+    let shrank = dealt_for >= REDEAL_FROM && 2 * count <= dealt_for;
+    grew || shrank
 }
 
 impl State {
@@ -177,5 +188,19 @@ mod tests {
         assert_eq!(dealt_with_spread(&mut standbys, 0).1, 0);
         assert_eq!(dealt_with_spread(&mut standbys, 1_000).1, 300);
         assert_eq!(dealt_with_spread(&mut standbys, 10_000).1, 3_000);
+    }
+
+    #[test]
+    fn the_spreads_are_dealt_again_when_the_clients_double_or_halve() {
+        assert!(!spread_is_stale(10, 0), "a few clients: no deal for them");
+        assert!(spread_is_stale(64, 0));
+        assert!(!spread_is_stale(127, 64));
+        assert!(spread_is_stale(128, 64));
+        assert!(!spread_is_stale(5_001, 10_000));
+        assert!(spread_is_stale(5_000, 10_000));
+        assert!(
+            spread_is_stale(0, 64),
+            "the last clients left: none to deal to, harmless"
+        );
     }
 }
