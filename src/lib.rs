@@ -90,7 +90,8 @@
 //!     input.rs               stdin lines and commands, each with a clear answer
 //!     session/
 //!       mod.rs               a session's thread: send, ack, receive, stop
-//!       register.rs          register, fail over, move
+//!       register.rs          register, fail over (to the standby, or where the
+//!                            coordinator says), move
 //!       connection.rs        one connection to a server and its two threads
 //!     inbox.rs               exactly once, in order: what a session delivers
 //!     locate.rs              asking the coordinator which server to use

@@ -39,7 +39,7 @@ const ALLOWED: &[&str] = &[
     // The kernel: a build option, a capability, fields of /proc/PID/status, a system call,
     // error numbers.
     "CONFIG_INET_DIAG_DESTROY", "CAP_NET_ADMIN", "Cpus_allowed_list", "Threads", "VmHWM",
-    "VmRSS", "sched_yield", "ECONNRESET", "EPIPE", "EINVAL",
+    "VmRSS", "sched_yield", "ECONNRESET", "EPIPE", "EINVAL", "EACCES",
     // The C library: the environment variable that sets glibc's start-up tunables, the
     // `sysconf` name of the clock tick, the types of a resource limit and of a size.
     "GLIBC_TUNABLES", "_SC_CLK_TCK", "rlim_t", "size_t", "ssize_t",

@@ -234,7 +234,7 @@ fn killed_server_clients_fail_over_evenly_and_keep_sharing() {
         failover_target(&clients[0], &lost),
         failover_target(&clients[1], &lost),
     ];
-    // ... one to each of the two others (each had two clients: the plan evens them out).
+    // ... one to each of the two others (server 0 dealt its two clients one standby each).
     assert_spread_evenly(&cluster, 0, &targets);
     // The coordinator reports the crashed server dead and three clients on each other one.
     cluster.wait_status(

@@ -1,5 +1,7 @@
-//! Asking the coordinator which server a client should use: at the start, and on every
-//! failover, naming the server just lost.
+//! Asking the coordinator which server a client should use: at the start, and on a
+//! failover that the client's standby does not cover (its server is silent rather than
+//! gone, or still answers; it has no standby, or the standby turned it away), naming the
+//! server just lost.
 //!
 //! **Who calls it.** The session's registration (`session/register.rs`), on the thread that
 //! registers: [`locate`] opens a short `Locate` connection to the coordinator, asks once, and
