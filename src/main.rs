@@ -205,7 +205,8 @@ struct ClientArgs {
     #[arg(short, long, value_name = "ADDR", env = "DSYS_COORDINATOR", default_value = DEFAULT_COORDINATOR, value_parser = connect_addr)]
     coordinator: String,
     /// Start on this server (HOST:PORT) instead of asking the coordinator (failovers
-    /// still ask it).
+    /// still go through it: to the standby a server names from the coordinator's list of
+    /// live servers, or where the coordinator says).
     #[arg(short, long, value_name = "ADDR", value_parser = connect_addr)]
     server: Option<String>,
     /// Name to register under (default: user-PID): letters, digits, '-', '_' and '.'

@@ -240,13 +240,13 @@ pub(super) fn register_client<'a>(
             } else {
                 Metrics::add(&m.registrations, 1);
             }
-            // The replay: every frame after `Registered` is one message delivered.
-            Metrics::add(&m.deliveries_out, registration.initial.len() as u64 - 1);
+            // Each replayed frame is one message delivered.
+            Metrics::add(&m.deliveries_out, registration.replayed as u64);
             let how = if resuming { "resumed" } else { "registered" };
             log::info!(
                 "client {how} name={name} peer={peer} server={} replay={}",
                 shared.addr,
-                registration.initial.len() - 1
+                registration.replayed
             );
             let registered = Registered {
                 name,

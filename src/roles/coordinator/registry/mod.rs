@@ -270,7 +270,7 @@ fn retire(registry: &mut Registry, addr: &str, how: Retired, now: Instant) {
             Metrics::one(&registry.metrics.declared_dead);
             log::info!(
                 "server declared dead addr={addr} epoch={epoch} clients={}",
-                orphans.len()
+                orphans.len() + elsewhere
             )
         }
         Retired::Left => {

@@ -170,6 +170,7 @@ impl Hub {
             if let Some(resume) = &resume {
                 initial.extend(state.history.replay_for(session, &resume.seen));
             }
+            let replayed = initial.len() - 1;
             initial.push(state.standbys.deal(state.clients.len() + 1));
             state.next_id += 1;
             let conn = state.next_id;
@@ -193,6 +194,7 @@ impl Hub {
             Ok(Registration {
                 conn,
                 initial,
+                replayed,
                 session,
                 pen: Some(pen),
             })

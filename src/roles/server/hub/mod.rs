@@ -117,8 +117,10 @@ pub struct Registration {
     /// The id of this connection, to be passed back with every publish and on close.
     pub conn: u64,
     /// The frames to write before anything from the outbox: `Registered`, then the replay
-    /// of history the client has not seen (when resuming).
+    /// of history the client has not seen (when resuming), then its `Standby`.
     pub initial: Vec<Frame>,
+    /// How many of `initial` are replayed messages.
+    pub replayed: usize,
     /// The session the client speaks for.
     pub session: u64,
     /// The client's pen, taken as it registered: the connection thread writes `initial`
