@@ -26,9 +26,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    Client, Cluster, HEARTBEAT_TIMEOUT_MS, TIMEOUT, assert_numbered_texts, assert_seqs_exactly,
-    entry_clients, events_of, finish_all, status_entry, status_json, status_servers,
-    try_status_json,
+    Client, Cluster, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, TIMEOUT, assert_numbered_texts,
+    assert_seqs_exactly, entry_clients, events_of, finish_all, start_server, status_entry,
+    status_json, status_servers, try_status_json, wait_until,
 };
 use serde_json::Value;
 
@@ -281,6 +281,57 @@ fn a_crashed_servers_clients_go_to_their_standbys_while_the_coordinator_is_stopp
     finish_all(&mut clients);
     assert_everyone_got_everything(&clients, 1);
     assert_none_moved(&clients[2..]);
+}
+
+#[test]
+fn a_server_that_joins_is_dealt_as_a_standby_and_a_crash_spreads_over_it() {
+    // Rebalancing would move clients onto the newcomer by itself: off, so that only the
+    // standbys decide where the crash sends them.
+    let mut cluster = Cluster::start_with(2, &["--no-rebalance"], &[]);
+    let mut clients: Vec<Client> = (0..4)
+        .map(|k| Client::start_on(&format!("c{k}"), cluster.coordinator(), cluster.addr(0)))
+        .collect();
+    let standby_line =
+        |client: &Client, server: &str| format!("standby name={} server={server} ", client.name);
+    for client in &clients {
+        assert_eq!(client.wait_registered(), cluster.addr(0));
+        // The only other server is everyone's standby.
+        let line = standby_line(client, cluster.addr(1));
+        client.proc.wait_for_stderr(&line, TIMEOUT);
+    }
+
+    let (_third, third) = start_server(cluster.coordinator(), HEARTBEAT_INTERVAL_MS);
+    // Server 0 deals again once the coordinator lists the newcomer: in turn over both
+    // others, so two of the four now hold it.
+    let holding_third = |clients: &[Client]| {
+        clients
+            .iter()
+            .filter(|c| {
+                let line = standby_line(c, &third);
+                c.proc.stderr_so_far().iter().any(|l| l.contains(&line))
+            })
+            .count()
+    };
+    wait_until(
+        "two clients hold the new server as their standby",
+        TIMEOUT,
+        || holding_third(&clients) == 2,
+    );
+
+    let lost = cluster.addr(0).to_string();
+    cluster.kill_server(0);
+    let mut targets: Vec<String> = clients.iter().map(|c| failover_target(c, &lost)).collect();
+    targets.sort();
+    let mut expected = vec![cluster.addr(1).to_string(), third.clone()];
+    expected.extend(expected.clone());
+    expected.sort();
+    assert_eq!(targets, expected, "two clients to each live server");
+
+    let all = names(&clients);
+    everyone_sends(&mut clients, "after the crash");
+    wait_everyone_has(&clients, &all, 1);
+    finish_all(&mut clients);
+    assert_everyone_got_everything(&clients, 1);
 }
 
 #[test]

@@ -392,18 +392,30 @@ impl Session {
             }
             Message::Ack { seq } => self.take_ack(seq),
             Message::Keepalive => {}
-            Message::Standby { server, spread_ms } => {
-                self.standby = (!server.is_empty()).then(|| Standby {
-                    server,
-                    spread: Duration::from_millis(spread_ms.into()),
-                });
-            }
+            Message::Standby { server, spread_ms } => self.take_standby(server, spread_ms),
             Message::Error { code, reason } => {
                 return Err(Error::Refused(code, reason));
             }
             other => log::warn!("ignoring unexpected {} from the server", other.kind()),
         }
         Ok(())
+    }
+
+    /// Keeps the standby the server named (none when `server` is empty), and logs it when
+    /// it changed: the server deals them again as the cluster changes.
+    fn take_standby(&mut self, server: String, spread_ms: u32) {
+        let changed = self.standby.as_ref().map(|s| s.server.as_str()) != Some(server.as_str());
+        if changed && !server.is_empty() {
+            log::info!(
+                "standby name={} server={server} spread_ms={spread_ms} (where this client \
+                 goes should its server be gone)",
+                self.config.name
+            );
+        }
+        self.standby = (!server.is_empty()).then(|| Standby {
+            server,
+            spread: Duration::from_millis(spread_ms.into()),
+        });
     }
 
     /// Every frame up to `seq` is acknowledged: they leave the unacknowledged window for the
