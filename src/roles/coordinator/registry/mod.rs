@@ -263,7 +263,7 @@ fn retire(registry: &mut Registry, addr: &str, how: Retired, now: Instant) {
     let (orphans, elsewhere) = registry.not_listed_elsewhere(listed);
     registry.dead_epochs.insert(epoch);
     registry.claims.forget_server(addr);
-    registry.rebalance.server_gone(addr);
+    registry.rebalance.server_gone(addr, now);
     registry.cuts.server_gone(addr);
     match how {
         Retired::Dead => {

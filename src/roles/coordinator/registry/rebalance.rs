@@ -141,8 +141,10 @@ pub struct Rebalance {
     last_round: Option<Instant>,
     /// Moves ordered and not yet seen done, by client.
     ordered: HashMap<String, Ordered>,
-    /// Clients whose move was seen done, with where to and when.
-    moved: HashMap<String, (String, Instant)>,
+    /// Clients whose move was seen done, with where to and when; where to is `None` for a
+    /// client whose target died while it was on its way or had just arrived (see
+    /// [`Rebalance::server_gone`]): it has moved once already, wherever it is now.
+    moved: HashMap<String, (Option<String>, Instant)>,
     /// When each live server's incarnation was first heard from.
     joined: HashMap<String, Instant>,
     /// Since when the counts have been uneven (`Registry::uneven_for`).
@@ -179,10 +181,29 @@ impl Rebalance {
     }
 
     /// `addr` was declared dead: moves to or from it will not happen (its clients fail
-    /// over by the plan, and those on their way to it are sent elsewhere when they ask).
-    pub(super) fn server_gone(&mut self, addr: &str) {
+    /// over to their standbys or by the plan, and so do those on their way to it).
+    pub(super) fn server_gone(&mut self, addr: &str, now: Instant) {
         self.joined.remove(addr);
         self.draining.remove(addr);
+        // A client ordered to `addr`, or seen arriving there, may have moved already; now
+        // it fails over from there, to its standby, wherever that is. Moving it again to
+        // even the counts out would move it back and forth: it is remembered as moved,
+        // counted where it turns up, and left alone for [`MOVE_MEMORY`].
+        let mut moved_there: Vec<String> = self
+            .ordered
+            .iter()
+            .filter(|(_, o)| o.to == addr)
+            .map(|(client, _)| client.clone())
+            .collect();
+        moved_there.extend(
+            self.moved
+                .iter()
+                .filter(|(_, (to, _))| to.as_deref() == Some(addr))
+                .map(|(client, _)| client.clone()),
+        );
+        for client in moved_there {
+            self.moved.insert(client, (None, now));
+        }
         self.ordered.retain(|_, o| o.from != addr && o.to != addr);
     }
 
@@ -215,7 +236,8 @@ impl Rebalance {
         for name in clients {
             if self.ordered.get(name).is_some_and(|o| o.to == addr) {
                 self.ordered.remove(name);
-                self.moved.insert(name.clone(), (addr.to_string(), now));
+                self.moved
+                    .insert(name.clone(), (Some(addr.to_string()), now));
             }
         }
     }
@@ -314,7 +336,11 @@ impl Registry {
             .clients
             .iter()
             .filter(|c| !r.ordered.contains_key(*c))
-            .filter(|c| r.moved.get(*c).is_none_or(|(to, _)| to == addr))
+            .filter(|c| {
+                r.moved
+                    .get(*c)
+                    .is_none_or(|(to, _)| to.as_deref().is_none_or(|to| to == addr))
+            })
             .cloned()
             .collect();
         if waiting.is_empty() {
@@ -397,12 +423,12 @@ impl Registry {
             };
             for client in &entry.clients {
                 let going = r.ordered.get(client).map(|o| &o.to);
-                let gone = r.moved.get(client).map(|(to, _)| to);
+                let gone = r.moved.get(client).and_then(|(to, _)| to.as_ref());
                 if going.or(gone).is_some_and(|to| to != addr) {
                     continue; // counted where it is going
                 }
                 server.count += 1;
-                if going.is_none() && gone.is_none() {
+                if going.is_none() && !r.moved.contains_key(client) {
                     server.movable.push(client.clone());
                 }
             }
@@ -675,6 +701,35 @@ mod tests {
         assert!(!registry.plan.is_empty());
         registry.rebalance_round(start + settle * 4, settle);
         assert!(registry.take_moves("b:1").is_empty());
+    }
+
+    #[test]
+    fn a_client_whose_target_died_on_its_way_is_not_moved_again_where_it_failed_over() {
+        let settle = Duration::from_secs(1);
+        let start = Instant::now();
+        let mut registry = six_six_zero(start);
+        registry.rebalance_round(start + settle / 2, settle);
+        registry.rebalance_round(start + settle * 2, settle);
+        let orders = registry.take_moves("a:1");
+        let (mover, to) = orders[0].clone();
+        assert_eq!(to, "c:1");
+        // c dies before a heartbeat lists its newcomer, which fails over (to the standby c
+        // dealt it) onto b: 5 on a, 7 on b. The other orders were never carried out.
+        declare_dead(&mut registry, "c:1", start + settle * 2);
+        let later = start + settle * 3;
+        let epoch = |r: &Registry, s: &str| r.servers[s].epoch;
+        let on_a: Vec<String> = names("a", 6).into_iter().filter(|n| *n != mover).collect();
+        let mut on_b = names("b", 6);
+        on_b.push(mover.clone());
+        let (a, b) = (epoch(&registry, "a:1"), epoch(&registry, "b:1"));
+        handle_heartbeat(&mut registry, later, "a:1", a, Some(on_a));
+        handle_heartbeat(&mut registry, later, "b:1", b, Some(on_b));
+        registry.rebalance_round(later, settle);
+        registry.rebalance_round(later + settle * 2, settle);
+        // One client moves from b to a to even it out, and not the one that moved already.
+        let moves = registry.take_moves("b:1");
+        assert_eq!(moves.len(), 1, "{moves:?}");
+        assert_ne!(moves[0].0, mover, "{mover} would move back and forth");
     }
 
     #[test]
