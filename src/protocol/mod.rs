@@ -249,9 +249,9 @@ pub enum Message {
     /// Server → client: should this server be gone (its port refuses, or resets before it
     /// speaks), register on `server` without asking the coordinator, after a random wait
     /// of up to `spread_ms`; `server` is empty when there is no other server. Sent after
-    /// `Registered`, whenever the live servers change, and as the server's clients double.
-    /// The client keeps the latest one (`docs/heartbeats-and-failover.md`, "Standby
-    /// servers").
+    /// `Registered`, whenever the live servers change, and as the server's clients double
+    /// or halve. The client keeps the latest one (`docs/heartbeats-and-failover.md`,
+    /// "Standby servers").
     Standby {
         /// The server to fail over to, or empty.
         server: String,

@@ -18,6 +18,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::standby::Holding;
 use super::{Cutoffs, Frame, Hub, Registration};
 use crate::auth;
 use crate::protocol::{Message, Refusal, Resume};
@@ -50,6 +51,8 @@ pub(super) struct LocalClient {
     pub(super) last_queued: u64,
     /// The highest `seq` to acknowledge that did not fit into the outbox.
     pub(super) pending_ack: Option<u64>,
+    /// Its hold on the standby it was last dealt (`standby.rs`), let go with the client.
+    pub(super) standby: Option<Holding>,
 }
 
 /// The registered clients of this incarnation.
@@ -171,7 +174,8 @@ impl Hub {
                 initial.extend(state.history.replay_for(session, &resume.seen));
             }
             let replayed = initial.len() - 1;
-            initial.push(state.standbys.deal(state.clients.len() + 1));
+            let (standby_frame, standby) = state.standbys.deal(state.clients.len() + 1);
+            initial.push(standby_frame);
             state.next_id += 1;
             let conn = state.next_id;
             let (outbox_tx, outbox_rx) = outbox(limits.client_queue, limits.client_queue_bytes);
@@ -189,6 +193,7 @@ impl Hub {
                 // The replay above covers everything stored so far.
                 last_queued: state.history.last_arrival(),
                 pending_ack: None,
+                standby,
             };
             state.clients.add(client);
             Ok(Registration {

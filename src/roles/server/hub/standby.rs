@@ -1,6 +1,7 @@
 //! Standby servers ([`Standbys`]): for each local client, the server it goes to on its own,
 //! without asking the coordinator, should this server be gone. The other live servers that
-//! take clients are dealt to the clients in turn, so that when a crowded server crashes its
+//! take clients are dealt to the clients so that each is held by as many of them as the
+//! others, within one ([`Holding`] counts them), so that when a crowded server crashes its
 //! clients arrive spread evenly over the rest, and the coordinator is not asked "which
 //! server?" by all of them at once.
 //!
@@ -22,6 +23,8 @@
 //! its standby only when its server is gone, and what the deal leaves uneven:
 //! `docs/heartbeats-and-failover.md`, "Standby servers".
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::{Frame, Hub, Pens, State};
@@ -38,47 +41,89 @@ const SPREAD_PER_CLIENT: Duration = Duration::from_micros(300);
 /// nothing.
 const REDEAL_FROM: usize = 64;
 
-/// The servers dealt to clients as standbys, and whose turn is next.
+/// The servers dealt to clients as standbys, each with how many local clients hold it.
 #[derive(Default)]
 pub(super) struct Standbys {
     /// The other live servers that take clients (not leaving), in address order.
-    servers: Vec<String>,
-    /// Where the deal goes on: the index into `servers` of the next client's standby.
-    next: usize,
+    servers: Vec<Standby>,
     /// How many clients the server held when it last dealt to all of them.
     dealt_for: usize,
 }
 
+/// One server that stands by, and the count of the local clients that hold it.
+struct Standby {
+    addr: String,
+    holders: Arc<AtomicUsize>,
+}
+
+/// A client's hold on its standby, kept in its `LocalClient`: counted while the client is
+/// registered here, and let go when it leaves, however it leaves (the count drops with
+/// the client). So the next client is dealt the server the fewest hold now, and a crash
+/// sends this server's clients evenly over the others even after some have left.
+pub(super) struct Holding(Arc<AtomicUsize>);
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        // Only ever changed under the hub's lock; atomic because a `LocalClient` is `Send`.
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Standbys {
-    /// The next client's `Standby` frame, for a server holding `clients`: the next server
-    /// in turn, or an empty one when no other server takes clients (the client then
-    /// forgets the one it had).
-    pub(super) fn deal(&mut self, clients: usize) -> Frame {
-        let server = if self.servers.is_empty() {
-            String::new()
-        } else {
-            self.next = (self.next + 1) % self.servers.len();
-            self.servers[self.next].clone()
+    /// The next client's `Standby` frame, for a server holding `clients`, and its hold on
+    /// it: the server the fewest clients hold (ties go to the lower address), or an empty
+    /// frame and no hold when no other server takes clients (the client then forgets the
+    /// one it had).
+    pub(super) fn deal(&mut self, clients: usize) -> (Frame, Option<Holding>) {
+        let fewest = self
+            .servers
+            .iter()
+            .min_by_key(|s| s.holders.load(Ordering::Relaxed));
+        let (server, holding) = match fewest {
+            Some(standby) => {
+                standby.holders.fetch_add(1, Ordering::Relaxed);
+                let holding = Holding(standby.holders.clone());
+                (standby.addr.clone(), Some(holding))
+            }
+            None => (String::new(), None),
         };
         let spread = SPREAD_PER_CLIENT.saturating_mul(u32::try_from(clients).unwrap_or(u32::MAX));
         let spread_ms = u32::try_from(spread.as_millis()).unwrap_or(u32::MAX);
-        Frame::from(Message::Standby { server, spread_ms }.encode())
+        let frame = Frame::from(Message::Standby { server, spread_ms }.encode());
+        (frame, holding)
     }
 
     /// Takes the servers of a complete list that could stand in for `own`. Returns whether
     /// they differ from the ones dealt so far.
     fn replace(&mut self, listed: &[ServerInfo], own: &str) -> bool {
-        let mut servers: Vec<String> = listed
+        let mut servers: Vec<&str> = listed
             .iter()
             .filter(|s| s.alive && !s.leaving && s.addr != own)
-            .map(|s| s.addr.clone())
+            .map(|s| s.addr.as_str())
             .collect();
-        servers.sort();
-        if servers == self.servers {
+        servers.sort_unstable();
+        if servers.iter().eq(self.servers.iter().map(|s| &s.addr)) {
             return false;
         }
-        self.servers = servers;
+        self.servers = servers.into_iter().map(Standby::new).collect();
         true
+    }
+
+    /// Starts every count again from zero, before a deal to every client: the holds it
+    /// replaces are let go on the old counts, which nobody reads any more.
+    fn count_afresh(&mut self) {
+        for standby in &mut self.servers {
+            *standby = Standby::new(&standby.addr);
+        }
+    }
+}
+
+impl Standby {
+    fn new(addr: &str) -> Standby {
+        Standby {
+            addr: addr.to_string(),
+            holders: Arc::default(),
+        }
     }
 }
 
@@ -126,8 +171,13 @@ impl State {
     fn deal_standbys_to_all(&mut self) {
         let count = self.clients.len();
         self.standbys.dealt_for = count;
+        self.standbys.count_afresh();
         for client in self.clients.by_name.values_mut() {
-            let _ = client.outbox_tx.try_push(self.standbys.deal(count));
+            let (frame, holding) = self.standbys.deal(count);
+            // A full outbox drops the frame, and with it the new hold.
+            if client.outbox_tx.try_push(frame) {
+                client.standby = holding;
+            }
             client.see_written(&mut self.taken);
         }
     }
@@ -147,20 +197,18 @@ mod tests {
         }
     }
 
-    fn dealt_with_spread(standbys: &mut Standbys, clients: usize) -> (String, u32) {
-        let frame = standbys.deal(clients);
+    /// Deals one standby for a server of `clients`: the server named, the spread, and the
+    /// hold (kept as long as the test keeps it, as a client would).
+    fn deal(standbys: &mut Standbys, clients: usize) -> (String, u32, Option<Holding>) {
+        let (frame, holding) = standbys.deal(clients);
         match Message::decode(&frame[4..]).unwrap() {
-            Message::Standby { server, spread_ms } => (server, spread_ms),
+            Message::Standby { server, spread_ms } => (server, spread_ms, holding),
             other => panic!("expected Standby, got {other:?}"),
         }
     }
 
-    fn dealt(standbys: &mut Standbys) -> String {
-        dealt_with_spread(standbys, 1).0
-    }
-
     #[test]
-    fn the_deal_goes_round_the_other_live_servers_that_take_clients() {
+    fn the_other_live_servers_that_take_clients_are_held_evenly() {
         let mut standbys = Standbys::default();
         let listed = [
             server("b:1", true, false),
@@ -170,24 +218,41 @@ mod tests {
             server("a:1", true, false),
         ];
         assert!(standbys.replace(&listed, "me:1"));
-        let deal: Vec<String> = (0..4).map(|_| dealt(&mut standbys)).collect();
-        assert_eq!(deal, ["b:1", "a:1", "b:1", "a:1"]);
+        let held: Vec<_> = (0..4).map(|_| deal(&mut standbys, 1)).collect();
+        let servers: Vec<&str> = held.iter().map(|(s, _, _)| s.as_str()).collect();
+        assert_eq!(servers, ["a:1", "b:1", "a:1", "b:1"]);
         assert!(!standbys.replace(&listed, "me:1"), "the same servers again");
+    }
+
+    #[test]
+    fn clients_that_leave_let_go_of_their_standby_and_the_next_ones_fill_the_gap() {
+        let mut standbys = Standbys::default();
+        standbys.replace(
+            &[server("a:1", true, false), server("b:1", true, false)],
+            "me:1",
+        );
+        let mut held: Vec<_> = (0..4).map(|_| deal(&mut standbys, 1)).collect();
+        // Both clients that hold b leave.
+        held.retain(|(server, _, _)| server != "b:1");
+        let next: Vec<String> = (0..2).map(|_| deal(&mut standbys, 1).0).collect();
+        assert_eq!(next, ["b:1", "b:1"]);
     }
 
     #[test]
     fn with_no_other_server_the_standby_is_empty() {
         let mut standbys = Standbys::default();
         assert!(!standbys.replace(&[server("me:1", true, false)], "me:1"));
-        assert_eq!(dealt(&mut standbys), "");
+        let (server, _, holding) = deal(&mut standbys, 1);
+        assert_eq!(server, "");
+        assert!(holding.is_none());
     }
 
     #[test]
     fn the_spread_grows_with_the_clients_the_server_holds() {
         let mut standbys = Standbys::default();
-        assert_eq!(dealt_with_spread(&mut standbys, 0).1, 0);
-        assert_eq!(dealt_with_spread(&mut standbys, 1_000).1, 300);
-        assert_eq!(dealt_with_spread(&mut standbys, 10_000).1, 3_000);
+        assert_eq!(deal(&mut standbys, 0).1, 0);
+        assert_eq!(deal(&mut standbys, 1_000).1, 300);
+        assert_eq!(deal(&mut standbys, 10_000).1, 3_000);
     }
 
     #[test]
