@@ -14,9 +14,10 @@
 //! **Who calls it.** The `heartbeat` thread, with each reply's list of servers
 //! ([`Hub::set_standbys`], which deals again to every client when the list changed, and
 //! when the clients have doubled or halved since the last deal, so that each client's
-//! spread stays within a factor of two of what it should be), and a client's `conn-<peer>` thread as it registers
-//! (`Hub::register` adds the client's `Standby` to its initial frames). The frames are
-//! queued under the hub's lock; the heartbeat thread writes them after it, itself.
+//! spread stays within a factor of two of what it should be), and a client's
+//! `conn-<peer>` thread as it registers (`Hub::register` adds the client's `Standby` to
+//! its initial frames). The frames are queued under the hub's lock; the heartbeat thread
+//! writes them after it, itself.
 //!
 //! **When a standby is wrong** (it died too, it is full, it is stopping), the client learns
 //! it when it registers there, and asks the coordinator as it would have. Why a client uses
@@ -167,7 +168,8 @@ fn spread_is_stale(count: usize, dealt_for: usize) -> bool {
 
 impl State {
     /// Queues a new `Standby` for every local client. A client whose outbox is full keeps
-    /// the standby it had, which is at worst a server that turns it away.
+    /// the standby it had (no longer counted), which is at worst a server that turns it
+    /// away.
     fn deal_standbys_to_all(&mut self) {
         let count = self.clients.len();
         self.standbys.dealt_for = count;
