@@ -26,6 +26,7 @@ const T_PUBLISH: u8 = 0x13;
 const T_DELIVER: u8 = 0x14;
 const T_ACK: u8 = 0x15;
 const T_KEEPALIVE: u8 = 0x16;
+const T_STANDBY: u8 = 0x1A;
 const BODY_TEXT: u8 = 0x01;
 
 /// dsys (or the limit relay), for the generator.
@@ -112,7 +113,8 @@ fn frame(body: &[u8], sink: &mut Sink) -> Result<(), String> {
             let seq = body.get(1..9).ok_or("a short Ack")?;
             sink.acked_upto(u64::from_be_bytes(seq.try_into().expect("8 bytes")));
         }
-        T_KEEPALIVE => {}
+        // A generator's client never fails over, so where it would go does not matter.
+        T_KEEPALIVE | T_STANDBY => {}
         T_ERROR => {
             let reason = Message::decode(body).map_or_else(|e| e.to_string(), |m| format!("{m:?}"));
             return Err(format!("the server sent an error: {reason}"));
