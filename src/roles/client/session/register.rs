@@ -271,14 +271,8 @@ impl Session {
     /// Registers on `standby`, resending what it may lack. `None` when it did not take the
     /// client (it died too, is full, is stopping); the coordinator is asked then.
     fn go_to_standby(&mut self, standby: &str) -> Option<(Connection, usize)> {
-        let registered =
-            self.register(standby, STANDBY_REGISTER_TIMEOUT)
-                .and_then(|mut connection| {
-                    let resent = self.resend(&mut connection)?;
-                    Ok((connection, resent))
-                });
-        match registered {
-            Ok(registered) => Some(registered),
+        match self.resume_on(standby, STANDBY_REGISTER_TIMEOUT) {
+            Ok(resumed) => Some(resumed),
             Err(e) => {
                 log::info!(
                     "standby {standby} did not take the client ({e}); asking the coordinator \
@@ -322,11 +316,8 @@ impl Session {
         if target == from {
             return current;
         }
-        let moved = self
-            .register(target, FAILOVER_REGISTER_TIMEOUT)
-            .and_then(|mut connection| self.resend(&mut connection).map(|_| connection));
-        match moved {
-            Ok(connection) => {
+        match self.resume_on(target, FAILOVER_REGISTER_TIMEOUT) {
+            Ok((connection, _)) => {
                 current.abandon();
                 drop(current);
                 log::info!(
@@ -347,6 +338,15 @@ impl Session {
                 current
             }
         }
+    }
+
+    /// Registers on `server` with this session and sends again what it may lack (a move,
+    /// or a failover to a standby): the new connection and how many messages it was sent
+    /// again.
+    fn resume_on(&mut self, server: &str, timeout: Duration) -> Result<(Connection, usize)> {
+        let mut connection = self.register(server, timeout)?;
+        let resent = self.resend(&mut connection)?;
+        Ok((connection, resent))
     }
 
     /// After a resume: sends again the recent messages the new server does not hold, then
