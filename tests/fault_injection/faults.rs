@@ -41,10 +41,13 @@ struct CutInForce {
 }
 
 /// A server in a planned stop: SIGTERMed at `since`, draining, to be started again on its
-/// address once it has exited.
+/// address once it has exited. `alongside` names the other faults that were in force when
+/// it began or struck before it ended: a client may fail over, not move, only because of
+/// one of those.
 struct Stopping {
     server: Server,
     since: Instant,
+    alongside: Vec<String>,
 }
 
 /// A round's coordinator and servers, and the faults in force on them. Dropping it kills
@@ -101,6 +104,9 @@ impl<'p> FaultedCluster<'p> {
 
     /// Injects `fault` at `tick` (a client reset needs the round's `clients`).
     pub fn inject(&mut self, tick: u64, fault: Fault, clients: &[Client]) {
+        for stop in &mut self.stopping {
+            stop.alongside.push(format!("{fault:?} at tick {tick}"));
+        }
         match fault {
             Fault::KillServer(i) => self.kill_server(tick, i),
             Fault::HangServer(i, ticks) => self.hang_server(tick, i, ticks),
@@ -147,10 +153,33 @@ impl<'p> FaultedCluster<'p> {
             server.addr
         );
         server.proc.terminate();
+        let alongside = self.in_force();
         self.stopping.push(Stopping {
             server,
             since: Instant::now(),
+            alongside,
         });
+    }
+
+    /// The faults in force now, named for the report: cuts, hung servers, the coordinator
+    /// down, other planned stops.
+    fn in_force(&self) -> Vec<String> {
+        let cuts = self
+            .cuts
+            .iter()
+            .map(|c| format!("{:?} since tick {}", c.cut, c.from));
+        let hung = self.hung.iter().map(|h| format!("{} hung", h.server.addr));
+        let coordinator = self
+            .coordinator_back_at
+            .map(|tick| format!("coordinator down until tick {tick}"));
+        let stopping = self
+            .stopping
+            .iter()
+            .map(|s| format!("{} stopping", s.server.addr));
+        cuts.chain(hung)
+            .chain(coordinator)
+            .chain(stopping)
+            .collect()
     }
 
     /// Resets the connections of `client`; its server is fine.
@@ -311,6 +340,7 @@ impl<'p> FaultedCluster<'p> {
                 addr: addr.clone(),
                 since: stop.since,
                 exited,
+                alongside: stop.alongside,
             });
             self.servers.push(Server { proc, addr, node });
         }

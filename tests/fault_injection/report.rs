@@ -28,12 +28,13 @@ pub struct FaultReport {
     drains: Vec<Duration>,
 }
 
-/// A planned stop of a round: the server's address, when it was sent SIGTERM, and when the
-/// test saw it exited.
+/// A planned stop of a round: the server's address, when it was sent SIGTERM, when the
+/// test saw it exited, and the other faults in force during it (empty for a stop alone).
 pub struct PlannedStop {
     pub addr: String,
     pub since: Instant,
     pub exited: Instant,
+    pub alongside: Vec<String>,
 }
 
 /// How long after a stopped server's exit a client's `moved` or `failover` away from it is
@@ -65,6 +66,8 @@ pub struct Counts {
     /// `failover` events away from a server during its planned stop: right only when
     /// another fault overlapped the stop.
     pub stop_failovers: u64,
+    /// Of those, the ones in a stop that no other fault overlapped: each breaks guarantee 8.
+    pub lone_stop_failovers: u64,
 }
 
 impl Counts {
@@ -83,6 +86,7 @@ impl Counts {
             moved: self.moved + other.moved,
             stop_moves: self.stop_moves + other.stop_moves,
             stop_failovers: self.stop_failovers + other.stop_failovers,
+            lone_stop_failovers: self.lone_stop_failovers + other.lone_stop_failovers,
         }
     }
 }
@@ -114,6 +118,7 @@ impl FaultReport {
                 moved: 0,
                 stop_moves: 0,
                 stop_failovers: 0,
+                lone_stop_failovers: 0,
             },
             gaps: Vec::new(),
             drains: Vec::new(),
@@ -183,8 +188,8 @@ impl FaultReport {
             ),
             format!(
                 "- moved (`moved` events): {}; away from a server in a planned stop: {} moved, \
-                 {} failed over",
-                f.moved, f.stop_moves, f.stop_failovers
+                 {} failed over ({} of them in a stop that no other fault overlapped)",
+                f.moved, f.stop_moves, f.stop_failovers, f.lone_stop_failovers
             ),
             format!(
                 "- planned stops, from SIGTERM to exit 0: p50 {}, max {}",
@@ -270,20 +275,35 @@ pub fn count_deliveries(events: &[Value], senders: &[&str], texts: u64) -> Count
     counts
 }
 
-/// One client's `moved` and `failover` events (in `timed`) away from a server during its
-/// planned stop, as counts: `stop_moves` and `stop_failovers`.
-pub fn planned_stop_events(timed: &[(Instant, Value)], stops: &[PlannedStop]) -> Counts {
+/// One client's (`name`'s) `moved` and `failover` events (in `timed`) away from a server
+/// during its planned stop, as counts: `stop_moves`, `stop_failovers` and
+/// `lone_stop_failovers`. Each failover is printed with the faults that overlapped its stop,
+/// so the log shows what a failover there is put down to.
+pub fn planned_stop_events(
+    name: &str,
+    timed: &[(Instant, Value)],
+    stops: &[PlannedStop],
+) -> Counts {
     let mut counts = Counts::default();
     for (at, event) in timed {
         let during = |s: &&PlannedStop| {
             event["from"] == s.addr.as_str() && s.since <= *at && *at <= s.exited + STOP_ECHO
         };
-        if !stops.iter().any(|s| during(&s)) {
+        let Some(stop) = stops.iter().find(during) else {
             continue;
-        }
+        };
         match event["event"].as_str() {
             Some("moved") => counts.stop_moves += 1,
-            Some("failover") => counts.stop_failovers += 1,
+            Some("failover") => {
+                counts.stop_failovers += 1;
+                if stop.alongside.is_empty() {
+                    counts.lone_stop_failovers += 1;
+                }
+                println!(
+                    "  {name} failed over from {} during its planned stop; alongside: {:?}",
+                    stop.addr, stop.alongside
+                );
+            }
             _ => {}
         }
     }
