@@ -9,10 +9,16 @@
 //! the few C functions dsys needs.
 //!
 //! Each client behaves as `dsys client` does on an idle connection: it reads whatever comes,
-//! sends a keepalive when one is due by its server's rule ([`Idle::keepalive_due`]), and
-//! takes a server that has been silent for its silence limit for dead or hung: it then
-//! hands its name and session to the bench (`lost_tx`), which registers it elsewhere.
+//! keeps the latest standby server its server deals it, sends a keepalive when one is due
+//! by its server's rule ([`Idle::keepalive_due`]), and gives up on its server in the two
+//! ways a `dsys client` does: a server silent for the silence limit is taken for hung, a
+//! connection that ends (closed or reset) for a crash. It then hands its name, session and
+//! standby to the bench (`lost_tx`), which registers it elsewhere; after a crash, only once
+//! its random part of the standby's spread has passed, as `dsys client` waits
+//! (`Session::fail_over`).
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
@@ -62,6 +68,19 @@ pub struct Lost {
     pub token: u64,
     /// When it gave up on its server.
     pub noticed: Instant,
+    /// Whether its connection ended (a crash) rather than fell silent (a hang).
+    pub ended: bool,
+    /// The standby its server dealt it last, if any.
+    pub standby: Option<String>,
+}
+
+/// What the idle clients count, for the bench to wait on.
+#[derive(Default)]
+pub struct Tally {
+    /// Clients that have received the whole burst.
+    pub complete: AtomicUsize,
+    /// Clients that hold a standby server.
+    pub with_standby: AtomicUsize,
 }
 
 /// One idle client's state on the bench side.
@@ -79,6 +98,10 @@ struct Idle {
     last_heard: Instant,
     last_sent: Instant,
     delivered: usize,
+    /// The latest `Standby` server, if any.
+    standby: Option<String>,
+    /// Its latest `spread_ms`: after a crash the client waits a random part of it.
+    spread: Duration,
     /// Set once the client has taken its server for dead or hung.
     lost: bool,
 }
@@ -108,12 +131,12 @@ pub struct IdleClients {
 }
 
 impl IdleClients {
-    /// Starts the thread, with no client yet; counts in `complete` the clients that have
-    /// received `burst` messages, and sends on `lost_tx` each client that takes its server
-    /// for dead or hung.
+    /// Starts the thread, with no client yet; counts in `tally` the clients that have
+    /// received `burst` messages and those that hold a standby, and sends on `lost_tx` each
+    /// client that takes its server for dead or hung.
     pub fn start(
         burst: usize,
-        complete: Arc<AtomicUsize>,
+        tally: Arc<Tally>,
         lost_tx: Sender<Lost>,
     ) -> std::io::Result<IdleClients> {
         // SAFETY: epoll_create1 takes a flag word and returns a descriptor or -1.
@@ -129,10 +152,13 @@ impl IdleClients {
                 epoll,
                 idle: Vec::new(),
                 joined_rx,
+                waiting: BinaryHeap::new(),
+                lost_tx,
+                random: Random::seeded(),
             };
             thread::Builder::new()
                 .name("idle-clients".into())
-                .spawn(move || serve(served, burst, &complete, &lost_tx, &stop))?
+                .spawn(move || serve(served, burst, &tally, &stop))?
         };
         Ok(IdleClients {
             joined_tx,
@@ -158,11 +184,15 @@ impl Drop for IdleClients {
 }
 
 /// What the thread serves: its epoll set, the clients in it (an event's data is the
-/// client's index), and where new ones come from.
+/// client's index), where new ones come from, and the clients of a crashed server waiting
+/// out their part of the spread (by when, and which) before they go to `lost_tx`.
 struct Served {
     epoll: i32,
     idle: Vec<Idle>,
     joined_rx: Receiver<BenchClient>,
+    waiting: BinaryHeap<Reverse<(Instant, usize)>>,
+    lost_tx: Sender<Lost>,
+    random: Random,
 }
 
 impl Served {
@@ -192,48 +222,93 @@ impl Served {
                 last_heard: Instant::now(),
                 last_sent: Instant::now(),
                 delivered: 0,
+                standby: None,
+                spread: Duration::ZERO,
                 lost: false,
             });
         }
     }
+
+    /// Gives up on client `index`'s server: closes the connection (which takes it out of
+    /// the epoll set) and hands the client to the bench, at once after a silence, after a
+    /// random part of its standby's spread when the connection ended.
+    fn give_up(&mut self, index: usize, ended: bool) {
+        let client = &mut self.idle[index];
+        client.lost = true;
+        client.stream = None;
+        let noticed = Instant::now();
+        if ended && client.standby.is_some() {
+            let wait = client.spread.mul_f64(self.random.fraction());
+            self.waiting.push(Reverse((noticed + wait, index)));
+        } else {
+            self.hand_over(index, noticed, ended);
+        }
+    }
+
+    /// Sends client `index` to the bench to be registered elsewhere.
+    fn hand_over(&self, index: usize, noticed: Instant, ended: bool) {
+        let client = &self.idle[index];
+        let _ = self.lost_tx.send(Lost {
+            name: client.name.clone(),
+            session: client.session,
+            token: client.token,
+            noticed,
+            ended,
+            standby: client.standby.clone(),
+        });
+    }
+
+    /// Hands over the waiting clients whose turn has come; returns how long until the next
+    /// one's, if any waits.
+    fn hand_over_due(&mut self) -> Option<Duration> {
+        while let Some(Reverse((due, index))) = self.waiting.peek().copied() {
+            let now = Instant::now();
+            if due > now {
+                return Some(due - now);
+            }
+            self.waiting.pop();
+            // `noticed` is when its turn came: the wait was the client's own choice.
+            self.hand_over(index, now, true);
+        }
+        None
+    }
 }
 
-/// The thread: waits for readable sockets, reads and counts their frames, and every tenth of
-/// a second sends keepalives where they are due and gives up on silent servers. Ends when
-/// `stop` is set.
-fn serve(
-    mut served: Served,
-    burst: usize,
-    complete: &AtomicUsize,
-    lost_tx: &Sender<Lost>,
-    stop: &AtomicBool,
-) {
+/// The thread: waits for readable sockets, reads and counts their frames, gives up on a
+/// server whose connection ended, and every tenth of a second sends keepalives where they
+/// are due and gives up on silent servers. Ends when `stop` is set.
+fn serve(mut served: Served, burst: usize, tally: &Tally, stop: &AtomicBool) {
     let keepalive_frame = Message::Keepalive.encode();
     let mut events = vec![EpollEvent { events: 0, data: 0 }; 1024];
     let mut last_sweep = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         served.take_in_new();
-        let Served { epoll, idle, .. } = &mut served;
+        let next_turn = served.hand_over_due().unwrap_or(Duration::from_millis(100));
+        // Rounded up: a turn less than a millisecond away would otherwise spin the thread.
+        let timeout = next_turn
+            .min(Duration::from_millis(100))
+            .as_micros()
+            .div_ceil(1000) as i32;
         // SAFETY: `events` has room for the 1,024 events asked for.
-        let ready = unsafe { epoll_wait(*epoll, events.as_mut_ptr(), 1024, 100) };
+        let ready = unsafe { epoll_wait(served.epoll, events.as_mut_ptr(), 1024, timeout) };
         for event in events.iter().take(ready.max(0) as usize) {
             let index = event.data as usize;
-            if let Some(client) = idle.get_mut(index) {
-                read_available(client, burst, complete);
+            let Some(client) = served.idle.get_mut(index) else {
+                continue;
+            };
+            if read_available(client, burst, tally) == Connection::Ended && !client.lost {
+                served.give_up(index, true);
             }
         }
         if last_sweep.elapsed() >= Duration::from_millis(100) {
             last_sweep = Instant::now();
-            for client in idle.iter_mut().filter(|c| !c.lost) {
+            for index in 0..served.idle.len() {
+                let client = &mut served.idle[index];
+                if client.lost {
+                    continue;
+                }
                 if client.last_heard.elapsed() >= client.silence_limit() {
-                    client.lost = true;
-                    client.stream = None; // closed: out of the epoll set too
-                    let _ = lost_tx.send(Lost {
-                        name: client.name.clone(),
-                        session: client.session,
-                        token: client.token,
-                        noticed: Instant::now(),
-                    });
+                    served.give_up(index, false);
                 } else if client.keepalive_due() {
                     // A full socket buffer would mean the server sends a lot: then no
                     // keepalive is needed anyway.
@@ -254,18 +329,35 @@ fn serve(
     unsafe { close(served.epoll) };
 }
 
-/// Reads what one socket has, and counts the whole `Deliver` frames in it.
-fn read_available(client: &mut Idle, burst: usize, complete: &AtomicUsize) {
+/// What a read of a socket found of its connection.
+#[derive(PartialEq)]
+enum Connection {
+    /// Still open: all it had is read, for now.
+    Open,
+    /// The end of the stream, or an error: the server closed or reset the connection.
+    Ended,
+}
+
+/// Reads what one socket has, counts the whole `Deliver` frames in it and keeps the latest
+/// `Standby`; says whether the connection ended.
+fn read_available(client: &mut Idle, burst: usize, tally: &Tally) -> Connection {
     let mut chunk = [0u8; 4096];
+    let mut ended = false;
     loop {
         let Some(mut stream) = client.stream.as_ref() else {
-            return;
+            return Connection::Open;
         };
         match stream.read(&mut chunk) {
-            Ok(0) => return,
+            Ok(0) => {
+                ended = true;
+                break;
+            }
             Ok(n) => client.buffer.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(_) => return,
+            Err(_) => {
+                ended = true;
+                break;
+            }
         }
     }
     client.last_heard = Instant::now();
@@ -276,13 +368,50 @@ fn read_available(client: &mut Idle, burst: usize, complete: &AtomicUsize) {
             break;
         }
         let body = &client.buffer[start + 4..start + 4 + len];
-        if let Ok(Message::Deliver { .. }) = Message::decode(body) {
-            client.delivered += 1;
-            if client.delivered == burst {
-                complete.fetch_add(1, Ordering::AcqRel);
+        match Message::decode(body) {
+            Ok(Message::Deliver { .. }) => {
+                client.delivered += 1;
+                if client.delivered == burst {
+                    tally.complete.fetch_add(1, Ordering::AcqRel);
+                }
             }
+            Ok(Message::Standby { server, spread_ms }) => {
+                if client.standby.is_none() && !server.is_empty() {
+                    tally.with_standby.fetch_add(1, Ordering::AcqRel);
+                }
+                client.standby = (!server.is_empty()).then_some(server);
+                client.spread = Duration::from_millis(u64::from(spread_ms));
+            }
+            _ => {}
         }
         start += 4 + len;
     }
     client.buffer.drain(..start);
+    if ended {
+        Connection::Ended
+    } else {
+        Connection::Open
+    }
+}
+
+/// A small random number source (xorshift64*) for the clients' waits: no crate needed for
+/// a bench's jitter.
+struct Random(u64);
+
+impl Random {
+    /// Seeded from the clock.
+    fn seeded() -> Random {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Random(nanos | 1)
+    }
+
+    /// A number in [0, 1).
+    fn fraction(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
 }

@@ -16,17 +16,9 @@
 //! Each size runs [`RUNS`] times on a fresh cluster and the report gives medians. Nothing
 //! is asserted: capacity is measured here, never in a timed test.
 //!
-//! **A hang.** `cargo bench --bench c10k -- hang 10000` measures instead how fast the N
-//! idle clients of a hung server are registered elsewhere: after the idle window the
-//! server is SIGSTOPped, each bench client takes it for hung after its own silence limit,
-//! asks the coordinator where to go and registers there with its session (as `dsys client`
-//! does on a failover); reported are the times from the SIGSTOP until the last client
-//! noticed, and until the first, the median and the last client is registered again. Its
-//! idle CPU and its threads' context switches (a wake-up each) are reported beside the CPU
-//! of the other server, which holds no client, measured over the same window: the machine is
-//! shared, and the empty server shows what the same window costs without any client. The
-//! idle CPU is split too: the share of the server's `keepalives` thread (its own keepalives
-//! to the clients) is reported apart from the rest (mostly the clients' keepalives read).
+//! **A server that fails.** `cargo bench --bench c10k -- hang 10000` (SIGSTOP) and `-- crash
+//! 10000` (SIGKILL) measure instead how fast the N idle clients of a failed server are
+//! registered elsewhere, and what that costs (`failure.rs`).
 //!
 //! **The bench clients.** `dsys client` runs three threads per process, so ten thousand real
 //! clients would need thirty thousand threads on this machine, beyond the usual `pid_max`.
@@ -39,6 +31,7 @@
 mod common;
 
 mod clients;
+mod failure;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,11 +39,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use clients::{BenchClient, IdleClients, Lost};
+use clients::{BenchClient, IdleClients, Tally};
 use common::{Proc, start_coordinator, start_server_with, wait_until_servers_alive};
-use crossbeam_channel::{Receiver, unbounded};
+use crossbeam_channel::unbounded;
 use dsys::protocol::{Body, Message, Role};
-use dsys::support::cpu::{cpu_time, thread_cpu_time};
+use dsys::support::cpu::cpu_time;
 
 /// Runs of each size; the report gives medians.
 const RUNS: usize = 3;
@@ -81,7 +74,10 @@ struct Run {
 fn main() {
     raise_fd_limit();
     if std::env::args().any(|a| a == "hang") {
-        return hang_runs();
+        return failure::hang_runs();
+    }
+    if std::env::args().any(|a| a == "crash") {
+        return failure::crash_runs();
     }
     let sizes = sizes_given();
     let sizes = if sizes.is_empty() {
@@ -140,9 +136,9 @@ fn one_run(n: usize) -> Result<Run, String> {
     ] = start_cluster();
     let baseline = server.rss_bytes();
 
-    let received = Arc::new(AtomicUsize::new(0));
+    let tally = Arc::new(Tally::default());
     let (lost_tx, _lost_rx) = unbounded();
-    let clients = IdleClients::start(BURST, received.clone(), lost_tx)
+    let clients = IdleClients::start(BURST, tally.clone(), lost_tx)
         .map_err(|e| format!("cannot serve the idle clients: {e}"))?;
     let start = Instant::now();
     register_all(n, &server_addr, &clients)?;
@@ -160,7 +156,7 @@ fn one_run(n: usize) -> Result<Run, String> {
     let idle_cpu = cpu_time(server.pid()).saturating_sub(cpu_before);
     let idle_cpu_percent = idle_cpu.as_secs_f64() / IDLE_WINDOW.as_secs_f64() * 100.0;
 
-    let burst_s = burst(&other_addr, n, &received).map_err(|why| {
+    let burst_s = burst(&other_addr, n, &tally.complete).map_err(|why| {
         let warnings: Vec<String> = server
             .stderr_so_far()
             .into_iter()
@@ -458,219 +454,4 @@ fn raise_fd_limit() {
     if let Err(e) = dsys::support::limits::raise_open_files_limit() {
         println!("cannot raise the open-file limit: {e}");
     }
-}
-
-/// What one hang run measured.
-#[derive(Clone, Copy, Default)]
-struct HangRun {
-    idle_cpu_percent: f64,
-    /// The part of `idle_cpu_percent` spent by the server's `keepalives` thread, writing
-    /// its own keepalives; the rest is mostly its connection threads reading the clients'.
-    keepalives_cpu_percent: f64,
-    empty_cpu_percent: f64,
-    /// Context switches of the server's threads a second over the idle window: each is a
-    /// thread put to sleep, so about one per wake-up.
-    switches_per_second: f64,
-    /// When the last client noticed the silence, from the SIGSTOP.
-    last_noticed_s: f64,
-    first_s: f64,
-    median_s: f64,
-    last_s: f64,
-}
-
-/// The hang mode: [`RUNS`] runs of each size given, then a table of medians.
-fn hang_runs() {
-    let sizes = sizes_given();
-    let mut table = Vec::new();
-    for &n in &sizes {
-        let runs = runs_of(n, hang_run, |r| {
-            format!(
-                "idle CPU {:.1} % (of which the keepalives thread {:.1} %; empty server \
-                 {:.1} %), {:.0} context switches/s, all noticed the hang {:.2} s after the \
-                 SIGSTOP, registered elsewhere: first {:.2} s, median {:.2} s, last {:.2} s",
-                r.idle_cpu_percent,
-                r.keepalives_cpu_percent,
-                r.empty_cpu_percent,
-                r.switches_per_second,
-                r.last_noticed_s,
-                r.first_s,
-                r.median_s,
-                r.last_s
-            )
-        });
-        if !runs.is_empty() {
-            let median = |f: fn(&HangRun) -> f64| median(runs.iter().map(f).collect());
-            table.push((
-                n,
-                runs.len(),
-                HangRun {
-                    idle_cpu_percent: median(|r| r.idle_cpu_percent),
-                    keepalives_cpu_percent: median(|r| r.keepalives_cpu_percent),
-                    empty_cpu_percent: median(|r| r.empty_cpu_percent),
-                    switches_per_second: median(|r| r.switches_per_second),
-                    last_noticed_s: median(|r| r.last_noticed_s),
-                    first_s: median(|r| r.first_s),
-                    median_s: median(|r| r.median_s),
-                    last_s: median(|r| r.last_s),
-                },
-            ));
-        }
-    }
-    println!();
-    println!(
-        "| clients | idle CPU (one core) | of which the keepalives thread | empty server, same \
-         window | context switches a second | all noticed | registered elsewhere after the \
-         SIGSTOP: first / median / last |"
-    );
-    println!("|---|---|---|---|---|---|---|");
-    for (n, count, r) in table {
-        println!(
-            "| {n} | {:.1} % | {:.1} % | {:.1} % | {:.0} | {:.2} s | {:.2} / {:.2} / {:.2} s |{}",
-            r.idle_cpu_percent,
-            r.keepalives_cpu_percent,
-            r.empty_cpu_percent,
-            r.switches_per_second,
-            r.last_noticed_s,
-            r.first_s,
-            r.median_s,
-            r.last_s,
-            runs_note(count)
-        );
-    }
-}
-
-/// One hang run: N idle clients on a server with default flags, the idle window, then a
-/// SIGSTOP; returns when every client is registered on the other server.
-fn hang_run(n: usize) -> Result<HangRun, String> {
-    let [
-        (coordinator, coordinator_addr),
-        (server, server_addr),
-        (other, _),
-    ] = start_cluster();
-    let (lost_tx, lost_rx) = unbounded();
-    let received = Arc::new(AtomicUsize::new(0));
-    let clients = IdleClients::start(BURST, received, lost_tx)
-        .map_err(|e| format!("cannot serve the idle clients: {e}"))?;
-    register_all(n, &server_addr, &clients)?;
-    thread::sleep(Duration::from_secs(2)); // let the registrations settle
-    // For a profiler to attach over the same window (`perf stat -p PID`).
-    println!(
-        "N={n}: idle window of {IDLE_WINDOW:?} begins; server pid {}, empty server pid {}",
-        server.pid(),
-        other.pid()
-    );
-    let (busy_before, empty_before) = (cpu_time(server.pid()), cpu_time(other.pid()));
-    let keepalives = thread_named(server.pid(), "keepalives");
-    let keepalives_cpu =
-        || keepalives.map_or(Duration::ZERO, |tid| thread_cpu_time(server.pid(), tid));
-    let keepalives_before = keepalives_cpu();
-    let switches_before = context_switches(server.pid());
-    thread::sleep(IDLE_WINDOW); // the idle period being measured
-    let percent = |d: Duration| d.as_secs_f64() / IDLE_WINDOW.as_secs_f64() * 100.0;
-    let idle_cpu_percent = percent(cpu_time(server.pid()).saturating_sub(busy_before));
-    let keepalives_cpu_percent = percent(keepalives_cpu().saturating_sub(keepalives_before));
-    let empty_cpu_percent = percent(cpu_time(other.pid()).saturating_sub(empty_before));
-    let switches_per_second = context_switches(server.pid()).saturating_sub(switches_before) as f64
-        / IDLE_WINDOW.as_secs_f64();
-
-    let early = lost_rx.try_iter().count();
-    if early > 0 {
-        return Err(format!(
-            "{early} clients took their server for hung before it was (no keepalive in time)"
-        ));
-    }
-    server.stop(); // SIGSTOP: the hang
-    let hung = Instant::now();
-    let both = fail_over_all(&coordinator_addr, &server_addr, &lost_rx, n, hung)?;
-    server.cont(); // so that it can be killed and reaped on drop
-    drop(clients);
-    drop(coordinator);
-    let mut noticed: Vec<f64> = both.iter().map(|(noticed, _)| *noticed).collect();
-    noticed.sort_by(|a, b| a.total_cmp(b));
-    let mut times: Vec<f64> = both.iter().map(|(_, registered)| *registered).collect();
-    times.sort_by(|a, b| a.total_cmp(b));
-    Ok(HangRun {
-        idle_cpu_percent,
-        keepalives_cpu_percent,
-        empty_cpu_percent,
-        switches_per_second,
-        last_noticed_s: noticed[noticed.len() - 1],
-        first_s: times[0],
-        median_s: times[times.len() / 2],
-        last_s: times[times.len() - 1],
-    })
-}
-
-/// Registers elsewhere every client that gives up on `hung`, from [`REGISTER_THREADS`]
-/// threads, as `dsys client` does on a failover: asks the coordinator where to go, naming
-/// the lost server, and resumes its session there. Returns, for each of the `n` clients,
-/// the seconds from `since` until it noticed the silence, and until it was registered
-/// again.
-fn fail_over_all(
-    coordinator: &str,
-    hung: &str,
-    lost_rx: &Receiver<Lost>,
-    n: usize,
-    since: Instant,
-) -> Result<Vec<(f64, f64)>, String> {
-    let times = Mutex::new(Vec::with_capacity(n));
-    let moved = Mutex::new(Vec::with_capacity(n)); // kept registered until all are
-    let failed: Mutex<Option<String>> = Mutex::new(None);
-    let deadline = since + STEP_TIMEOUT;
-    thread::scope(|scope| {
-        for _ in 0..REGISTER_THREADS {
-            scope.spawn(|| {
-                while times.lock().unwrap().len() < n && failed.lock().unwrap().is_none() {
-                    let Ok(lost) = lost_rx.recv_timeout(Duration::from_millis(100)) else {
-                        // Nobody lost just now: the others may be done, or still coming.
-                        if Instant::now() > deadline {
-                            let got = times.lock().unwrap().len();
-                            *failed.lock().unwrap() =
-                                Some(format!("only {got} of {n} clients registered elsewhere"));
-                        }
-                        continue;
-                    };
-                    match fail_over(coordinator, hung, &lost) {
-                        Ok(client) => {
-                            let noticed = lost.noticed.duration_since(since).as_secs_f64();
-                            let registered = since.elapsed().as_secs_f64();
-                            times.lock().unwrap().push((noticed, registered));
-                            moved.lock().unwrap().push(client);
-                        }
-                        Err(why) => {
-                            *failed.lock().unwrap() = Some(format!("{}: {why}", lost.name));
-                        }
-                    }
-                }
-            });
-        }
-    });
-    match failed.into_inner().unwrap() {
-        Some(why) => Err(why),
-        None => Ok(times.into_inner().unwrap()),
-    }
-}
-
-/// One client's failover: where to go, then a resume there.
-fn fail_over(coordinator: &str, hung: &str, lost: &Lost) -> Result<BenchClient, String> {
-    let mut stream = dsys::net::connect_as(coordinator, Role::Locate, STEP_TIMEOUT, None)
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(STEP_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let locate = Message::Locate {
-        name: lost.name.clone(),
-        suspect: hung.to_string(),
-        unreachable: false,
-    };
-    let server = match dsys::net::request(&mut stream, &locate).map_err(|e| e.to_string())? {
-        Message::Assign { server } => server,
-        other => return Err(format!("expected Assign, got {}", other.kind())),
-    };
-    let resume = dsys::protocol::Resume {
-        session: lost.session,
-        token: lost.token,
-        seen: Vec::new(),
-    };
-    register_as(&server, &lost.name, Some(resume))
 }
