@@ -399,13 +399,11 @@ fn publish_answering(
     pens: &mut Pens,
     answer: &mut Answer,
 ) -> Result<bool> {
-    // Relays name the index of the last of them, and they follow each other: once the
-    // first `done` are taken in, every relay up to that index less the ones not taken in
-    // is stored here. A message of history is no relay, and no ack counts it.
+    // Once the first `done` are taken in, every relay up to the last of them is stored
+    // here. A message of history is no relay, and no ack counts it.
     let count_taken = |answer: &mut Answer, done: usize| {
-        if let Origin::Peer { index, .. } = origin {
-            let not_taken = (messages.len() - done) as u64;
-            answer.taken = answer.taken.max(index - not_taken);
+        if let Some(last) = origin.relay_index_taken(messages.len(), done) {
+            answer.taken = answer.taken.max(last);
         }
     };
     let mut done = 0;

@@ -99,6 +99,18 @@ pub enum Origin {
     },
 }
 
+impl Origin {
+    /// For relays: the relay index of the last message taken in when the first `taken` of
+    /// a batch of `len` were, the batch's relays following each other up to `index`.
+    /// `None` for a message that is no relay.
+    pub fn relay_index_taken(&self, len: usize, taken: usize) -> Option<u64> {
+        match self {
+            Origin::Peer { index, .. } => Some(index - (len - taken) as u64),
+            Origin::Local { .. } | Origin::PeerHistory { .. } => None,
+        }
+    }
+}
+
 /// A message on its way into the hub, encoded once before the lock is taken. Where it came
 /// from is the batch's (`Hub::publish`'s `origin`), the same for every message of it.
 struct Arrival {
@@ -308,13 +320,11 @@ impl Hub {
             state.take_in(arrival, &self.limits, &mut run);
             taken_in += 1;
         }
-        // The relay index of the last message taken in: the batch's messages follow each
-        // other (see `Origin::Peer`).
-        if let (Published::All | Published::Paused(1..), Origin::Peer { addr, epoch, index }) =
+        if let (Published::All | Published::Paused(1..), Origin::Peer { addr, epoch, .. }) =
             (published, &origin)
+            && let Some(last) = origin.relay_index_taken(messages.len(), taken_in)
         {
-            let not_taken = (messages.len() - taken_in) as u64;
-            state.relay.note_received(addr, *epoch, *index - not_taken);
+            state.relay.note_received(addr, *epoch, last);
         }
         state.settle(&mut run);
         pens.add(state.taken.drain(..));
