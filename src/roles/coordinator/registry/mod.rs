@@ -195,6 +195,13 @@ pub fn handle_departing_heartbeat(
         "heartbeat addr={addr} epoch={epoch} clients={}",
         clients.len()
     );
+    // When this incarnation's previous heartbeat came: heartbeats wait for their reply, so
+    // this one was sent after it was answered (`Registry::drain` relies on that).
+    let previous = registry
+        .servers
+        .get(addr)
+        .filter(|s| s.epoch == epoch)
+        .map(|s| s.last_seen);
     let leaving = was_leaving || departure != Departure::Staying;
     if leaving && !was_leaving {
         log::info!(
@@ -219,7 +226,7 @@ pub fn handle_departing_heartbeat(
     if departure == Departure::Gone {
         retire(registry, addr, Retired::Left, now);
     } else if leaving {
-        registry.drain(addr, now);
+        registry.drain(addr, previous, now);
     }
     HeartbeatOutcome::Accepted {
         epoch,

@@ -54,6 +54,26 @@ pub fn redistribute_clients(clients: &[String], live: &[(String, usize)]) -> Vec
         .collect()
 }
 
+/// Whether a client that a leaving server's heartbeat lists is really still on it, given
+/// where and when it was last seen moved (`moved`) and when that server's previous
+/// heartbeat came (`previous`). One that never moved, or moved here, is. One seen arriving
+/// elsewhere may still be listed once: that heartbeat may have left before the client did.
+/// But heartbeats wait for their reply, so a heartbeat after one that came after the move
+/// was sent after it: if that one lists the client, the client is here. (Its new server
+/// listed an old registration of it: a client that lost that server one way and failed
+/// over here, whose registration there waits for its idle timeout. Without another order
+/// the drain would wait for it until `--drain-timeout`.)
+fn still_here(
+    moved: Option<&(Option<String>, Instant)>,
+    addr: &str,
+    previous: Option<Instant>,
+) -> bool {
+    match moved {
+        None | Some((None, _)) => true,
+        Some((Some(to), when)) => to == addr || previous.is_some_and(|p| p > *when),
+    }
+}
+
 impl Registry {
     /// Plans the clients that the dead or left server `from` still had (`orphans`) onto the
     /// live servers ([`redistribute_clients`]), logs the plan and keeps it in the registry's
@@ -322,12 +342,13 @@ impl Registry {
     /// Orders the next moves that empty the leaving server `addr`, as many as
     /// [`DRAIN_PACE`] allows, each to the least loaded server that takes clients (ties go to
     /// the lower address), counting the clients already on their way there. Clients with
-    /// an order under way are left alone, and so are those its heartbeat still lists after
-    /// they moved elsewhere; an order that is not done in time expires in
+    /// an order under way are left alone, and so are those its heartbeat still lists just
+    /// after they moved elsewhere (`previous` is when the server's heartbeat before this
+    /// one came; see [`still_here`]); an order that is not done in time expires in
     /// [`Registry::rebalance_round`], and the client is ordered again. Nothing is ordered
     /// when no server takes clients: the server, seeing no other live server in its reply,
     /// stops with its clients, and they fail over when a server comes.
-    pub(super) fn drain(&mut self, addr: &str, now: Instant) {
+    pub(super) fn drain(&mut self, addr: &str, previous: Option<Instant>, now: Instant) {
         let Some(entry) = self.servers.get(addr).filter(|s| s.alive && s.leaving) else {
             return;
         };
@@ -336,11 +357,7 @@ impl Registry {
             .clients
             .iter()
             .filter(|c| !r.ordered.contains_key(*c))
-            .filter(|c| {
-                r.moved
-                    .get(*c)
-                    .is_none_or(|(to, _)| to.as_deref().is_none_or(|to| to == addr))
-            })
+            .filter(|c| still_here(r.moved.get(*c), addr, previous))
             .cloned()
             .collect();
         if waiting.is_empty() {
@@ -785,6 +802,35 @@ mod tests {
         assert!(!entry.alive && entry.leaving, "left, not dead: {entry:?}");
         let planned: Vec<&String> = registry.plan.keys().collect();
         assert_eq!(planned, ["newcomer"], "nobody to fail over");
+    }
+
+    #[test]
+    fn a_client_whose_new_server_lists_an_old_registration_is_ordered_again() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut registry = Registry::default();
+        // c0 lived on b, lost it one way (b still lists it), and failed over to a.
+        handle_heartbeat(&mut registry, at(0), "a:1", 0, Some(vec!["c0".into()]));
+        handle_heartbeat(&mut registry, at(0), "b:1", 0, Some(vec!["c0".into()]));
+        let (a, b) = (registry.servers["a:1"].epoch, registry.servers["b:1"].epoch);
+        let here = || Some(vec!["c0".to_string()]);
+        let leaving_beat = |registry: &mut Registry, ms: u64| {
+            let outcome =
+                handle_departing_heartbeat(registry, at(ms), "a:1", a, here(), Departure::Leaving);
+            let HeartbeatOutcome::Accepted { moves, .. } = outcome else {
+                panic!("a leaving server's heartbeat is accepted");
+            };
+            moves
+        };
+        let order = vec![("c0".to_string(), "b:1".to_string())];
+        assert_eq!(leaving_beat(&mut registry, 500), order);
+        // b's heartbeat lists the old registration: the move looks done.
+        handle_heartbeat(&mut registry, at(600), "b:1", b, here());
+        // a's next heartbeat may have left before c0 did: no second order yet.
+        assert!(leaving_beat(&mut registry, 1000).is_empty());
+        // The one after it was sent once a heartbeat that came after the move had its
+        // answer: c0 is still on a, and is ordered again.
+        assert_eq!(leaving_beat(&mut registry, 1500), order);
     }
 
     #[test]
