@@ -286,8 +286,20 @@ pub struct CrashRun {
 }
 
 impl CrashRun {
-    fn total_ms(&self) -> f64 {
-        self.coordinator_ms + self.survivors_ms + self.clients_ms
+    /// The figures as the cells of a table row, for a run's line and for the medians.
+    fn cells(&self) -> String {
+        let total_ms = self.coordinator_ms + self.survivors_ms + self.clients_ms;
+        format!(
+            "{:.2} / {:.2} / {:.2} s | {} | {:.3} + {:.3} + {:.3} = {total_ms:.3} ms | {}",
+            self.first_s,
+            self.median_s,
+            self.last_s,
+            self.asked_coordinator,
+            self.coordinator_ms,
+            self.survivors_ms,
+            self.clients_ms,
+            self.live_declared_dead
+        )
     }
 }
 
@@ -296,22 +308,7 @@ pub fn crash_runs() {
     let sizes = sizes_given();
     let mut table = Vec::new();
     for &n in &sizes {
-        let runs = runs_of(n, crash_run, |r| {
-            format!(
-                "registered again: first {:.2} s, median {:.2} s, last {:.2} s; asked the \
-                 coordinator: {}; CPU per move: coordinator {:.3} + survivors {:.3} + clients \
-                 {:.3} = {:.3} ms; live servers declared dead: {}",
-                r.first_s,
-                r.median_s,
-                r.last_s,
-                r.asked_coordinator,
-                r.coordinator_ms,
-                r.survivors_ms,
-                r.clients_ms,
-                r.total_ms(),
-                r.live_declared_dead
-            )
-        });
+        let runs = runs_of(n, crash_run, CrashRun::cells);
         if !runs.is_empty() {
             let median = |f: fn(&CrashRun) -> f64| median(runs.iter().map(f).collect());
             let row = CrashRun {
@@ -331,24 +328,15 @@ pub fn crash_runs() {
     }
     println!();
     println!(
-        "| N idle clients, SIGKILLed server | registered again: first / median / last (runs) | \
+        "| N idle clients, SIGKILLed server | registered again: first / median / last | \
          asked the coordinator | net CPU per move: coordinator + survivors + clients = all | \
-         live servers declared dead |"
+         live servers declared dead | last, lowest to highest |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for (n, count, r, lowest, highest) in table {
         println!(
-            "| {n} | {:.2} / {:.2} / {:.2} s ({lowest:.2} to {highest:.2}) | {} | {:.3} + \
-             {:.3} + {:.3} = {:.3} ms | {} |{}",
-            r.first_s,
-            r.median_s,
-            r.last_s,
-            r.asked_coordinator,
-            r.coordinator_ms,
-            r.survivors_ms,
-            r.clients_ms,
-            r.total_ms(),
-            r.live_declared_dead,
+            "| {n} | {} | {lowest:.2} to {highest:.2} s |{}",
+            r.cells(),
             runs_note(count)
         );
     }
