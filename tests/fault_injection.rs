@@ -209,9 +209,12 @@ fn report_round(
         let counts = count_deliveries(&receiver.events_so_far(), &senders, MESSAGES as u64);
         round.counts = round.counts.plus(counts);
         let timed = receiver.timed_events_so_far();
-        round.counts = round
-            .counts
-            .plus(planned_stop_events(&receiver.name, &timed, &round.stops));
+        round.counts = round.counts.plus(planned_stop_events(
+            &receiver.name,
+            &timed,
+            &round.stops,
+            &injected,
+        ));
         round.gaps.extend(failover_gaps(&timed, &injected));
     }
     let mut report = REPORT.lock().unwrap_or_else(|p| p.into_inner());

@@ -38,7 +38,9 @@ pub struct PlannedStop {
 }
 
 /// How long after a stopped server's exit a client's `moved` or `failover` away from it is
-/// still put down to the stop: its output reaches the test a little after the fact.
+/// still put down to the stop: its output reaches the test a little after the fact. Less
+/// when another fault comes sooner: the server is started again on the same address, and
+/// a failover after a fault that strikes it there is that fault's.
 const STOP_ECHO: Duration = Duration::from_secs(1);
 
 /// Messages counted over every receiver and sender.
@@ -278,16 +280,22 @@ pub fn count_deliveries(events: &[Value], senders: &[&str], texts: u64) -> Count
 /// One client's (`name`'s) `moved` and `failover` events (in `timed`) away from a server
 /// during its planned stop, as counts: `stop_moves`, `stop_failovers` and
 /// `lone_stop_failovers`. Each failover is printed with the faults that overlapped its stop,
-/// so the log shows what a failover there is put down to.
+/// so the log shows what a failover there is put down to. `faults` are the round's, to end
+/// a stop's echo at the next one ([`STOP_ECHO`]).
 pub fn planned_stop_events(
     name: &str,
     timed: &[(Instant, Value)],
     stops: &[PlannedStop],
+    faults: &[(Instant, &'static str)],
 ) -> Counts {
+    let echo_end = |s: &PlannedStop| {
+        let next_fault = faults.iter().map(|(at, _)| *at).filter(|at| *at > s.exited);
+        next_fault.fold(s.exited + STOP_ECHO, Instant::min)
+    };
     let mut counts = Counts::default();
     for (at, event) in timed {
         let during = |s: &&PlannedStop| {
-            event["from"] == s.addr.as_str() && s.since <= *at && *at <= s.exited + STOP_ECHO
+            event["from"] == s.addr.as_str() && s.since <= *at && *at <= echo_end(s)
         };
         let Some(stop) = stops.iter().find(during) else {
             continue;
