@@ -60,26 +60,29 @@ pub struct HangRun {
     last_s: f64,
 }
 
+impl HangRun {
+    /// The figures as the cells of a table row, for a run's line and for the medians.
+    fn cells(&self) -> String {
+        format!(
+            "{:.1} % | {:.1} % | {:.1} % | {:.0} | {:.2} s | {:.2} / {:.2} / {:.2} s",
+            self.idle_cpu_percent,
+            self.keepalives_cpu_percent,
+            self.empty_cpu_percent,
+            self.switches_per_second,
+            self.last_noticed_s,
+            self.first_s,
+            self.median_s,
+            self.last_s
+        )
+    }
+}
+
 /// The hang mode: [`super::RUNS`] runs of each size given, then a table of medians.
 pub fn hang_runs() {
     let sizes = sizes_given();
     let mut table = Vec::new();
     for &n in &sizes {
-        let runs = runs_of(n, hang_run, |r| {
-            format!(
-                "idle CPU {:.1} % (of which the keepalives thread {:.1} %; empty server \
-                 {:.1} %), {:.0} context switches/s, all noticed the hang {:.2} s after the \
-                 SIGSTOP, registered elsewhere: first {:.2} s, median {:.2} s, last {:.2} s",
-                r.idle_cpu_percent,
-                r.keepalives_cpu_percent,
-                r.empty_cpu_percent,
-                r.switches_per_second,
-                r.last_noticed_s,
-                r.first_s,
-                r.median_s,
-                r.last_s
-            )
-        });
+        let runs = runs_of(n, hang_run, HangRun::cells);
         if !runs.is_empty() {
             let median = |f: fn(&HangRun) -> f64| median(runs.iter().map(f).collect());
             table.push((
@@ -106,18 +109,7 @@ pub fn hang_runs() {
     );
     println!("|---|---|---|---|---|---|---|");
     for (n, count, r) in table {
-        println!(
-            "| {n} | {:.1} % | {:.1} % | {:.1} % | {:.0} | {:.2} s | {:.2} / {:.2} / {:.2} s |{}",
-            r.idle_cpu_percent,
-            r.keepalives_cpu_percent,
-            r.empty_cpu_percent,
-            r.switches_per_second,
-            r.last_noticed_s,
-            r.first_s,
-            r.median_s,
-            r.last_s,
-            runs_note(count)
-        );
+        println!("| {n} | {} |{}", r.cells(), runs_note(count));
     }
 }
 
