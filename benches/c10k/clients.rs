@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use dsys::protocol::Message;
+use dsys::support::random::random_u64;
 
 /// `struct epoll_event`: packed on x86_64, as the kernel's own definition.
 #[repr(C)]
@@ -154,7 +155,6 @@ impl IdleClients {
                 joined_rx,
                 waiting: BinaryHeap::new(),
                 lost_tx,
-                random: Random::seeded(),
             };
             thread::Builder::new()
                 .name("idle-clients".into())
@@ -192,7 +192,6 @@ struct Served {
     joined_rx: Receiver<BenchClient>,
     waiting: BinaryHeap<Reverse<(Instant, usize)>>,
     lost_tx: Sender<Lost>,
-    random: Random,
 }
 
 impl Served {
@@ -238,7 +237,8 @@ impl Served {
         client.stream = None;
         let noticed = Instant::now();
         if ended && client.standby.is_some() {
-            let wait = client.spread.mul_f64(self.random.fraction());
+            // As `dsys client` draws its wait (`Session::wait_for_my_turn`).
+            let wait = client.spread.mul_f64(random_u64() as f64 / u64::MAX as f64);
             self.waiting.push(Reverse((noticed + wait, index)));
         } else {
             self.hand_over(index, noticed, ended);
@@ -391,27 +391,5 @@ fn read_available(client: &mut Idle, burst: usize, tally: &Tally) -> Connection 
         Connection::Ended
     } else {
         Connection::Open
-    }
-}
-
-/// A small random number source (xorshift64*) for the clients' waits: no crate needed for
-/// a bench's jitter.
-struct Random(u64);
-
-impl Random {
-    /// Seeded from the clock.
-    fn seeded() -> Random {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        Random(nanos | 1)
-    }
-
-    /// A number in [0, 1).
-    fn fraction(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
     }
 }
